@@ -1,0 +1,139 @@
+//! Building the application from a [`Config`]: stores, domain, router, and
+//! the bound listener. The binary and the tests build it the same way.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::auth::{Auth, Hasher, Policy};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http::{self, AppState, WebSettings};
+
+/// How often expired sessions are swept from the store.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Most password hashes waiting for the pool before logins get 503.
+const MAX_HASH_QUEUE: usize = 1024;
+
+/// Builds the domain service on the configured stores.
+///
+/// `hash_concurrency` bounds how many password hashes run at once (the
+/// server uses one per core; a CLI command needs one).
+///
+/// # Errors
+/// When a store cannot be opened or the configuration asks for a backend
+/// this build does not have.
+pub async fn build_auth(config: &Config, hash_concurrency: usize) -> anyhow::Result<Arc<Auth>> {
+    build_auth_with_clock(config, hash_concurrency, Arc::new(SystemClock)).await
+}
+
+async fn build_auth_with_clock(
+    config: &Config,
+    hash_concurrency: usize,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Auth>> {
+    refuse_unbuilt_features(config)?;
+    let stores = crate::store::open(&config.database_url).await?;
+    let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
+    Ok(Arc::new(Auth::new(stores, hasher, clock, Policy::from_config(config))))
+}
+
+/// Settings whose features are not in this build are refused rather than
+/// silently ignored: an operator who asks for HTTPS or shared sessions and
+/// gets neither would be worse off than one told so at start-up.
+fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
+    if config.redis_url.is_some() {
+        anyhow::bail!("redis_url: the Redis backend is not available in this version; unset it to run a single node");
+    }
+    if config.tls.is_some() {
+        anyhow::bail!("tls_cert: serving HTTPS directly is not available in this version; terminate TLS in a reverse proxy");
+    }
+    Ok(())
+}
+
+/// A built application, bound to its address and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the stores, builds the router and binds `config.listen`
+    /// (port 0 picks a free port; see [`Application::local_addr`]).
+    ///
+    /// # Errors
+    /// When a store cannot be opened or the address cannot be bound.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let auth = build_auth(&config, num_cpus()).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let issuer_origin = config
+            .issuer_origin()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
+        allowed_origins.insert(issuer_origin);
+        let web = WebSettings {
+            cookie_name: if config.cookie_secure {
+                "__Host-gatehouse"
+            } else {
+                "gatehouse"
+            },
+            cookie_secure: config.cookie_secure,
+            allowed_origins,
+            trusted_proxies: config.trusted_proxies.clone(),
+        };
+        Ok(Self {
+            listener,
+            addr,
+            state: AppState {
+                auth,
+                web: Arc::new(web),
+            },
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in
+    /// flight and returns.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let auth = self.state.auth.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                match auth.sweep_expired_sessions().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(swept = n, "expired sessions deleted"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed"),
+                }
+            }
+        });
+        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        sweeper.abort();
+        served
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

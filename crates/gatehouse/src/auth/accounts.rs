@@ -1,0 +1,176 @@
+//! Accounts: registration, password change, roles and permissions.
+
+use super::password::check_policy;
+use super::sessions::{Authenticated, LoginError};
+use super::types::{Email, Password, Permission, RoleName, UserId};
+use super::{Auth, ClientMeta, FieldError, HashError};
+use crate::config::Registration;
+use crate::store::{CreateUserError, NewUser, UserRecord};
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("registration is closed")]
+    Closed,
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("the email address is taken")]
+    EmailTaken,
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error("the password hashing queue is full")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<HashError> for RegisterError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Busy,
+            HashError::Internal(e) => Self::Store(e),
+        }
+    }
+}
+
+/// Why a password change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("too many failed attempts")]
+    Throttled { retry_after: std::time::Duration },
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("the password hashing queue is full")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// Who is creating an account: the public registration endpoint obeys the
+/// `registration` setting; an operator (CLI) or admin does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registrar {
+    Public,
+    Operator,
+}
+
+fn validate_new_password(field: &'static str, password: &str, email: Option<&Email>) -> Option<FieldError> {
+    if let Err(m) = check_policy(password) {
+        return Some(FieldError::new(field, m));
+    }
+    if email.is_some_and(|e| password.trim().eq_ignore_ascii_case(e.as_str())) {
+        return Some(FieldError::new(field, "must not be your email address"));
+    }
+    None
+}
+
+impl Auth {
+    /// Creates an account after checking the email, the password policy and
+    /// (for public registration) that registration is open.
+    ///
+    /// # Errors
+    /// See [`RegisterError`].
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        roles: Vec<RoleName>,
+        registrar: Registrar,
+    ) -> Result<UserRecord, RegisterError> {
+        if registrar == Registrar::Public && self.policy.registration == Registration::Closed {
+            return Err(RegisterError::Closed);
+        }
+        let mut errors = Vec::new();
+        let email = Email::parse(email)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok();
+        errors.extend(validate_new_password("password", &password, email.as_ref()));
+        let Some(email) = email.filter(|_| errors.is_empty()) else {
+            return Err(RegisterError::Invalid(errors));
+        };
+        let password_hash = self.hasher.hash(Password::new(password)).await?;
+        let user = self
+            .stores
+            .users
+            .create_user(NewUser {
+                id: UserId::new(),
+                email,
+                password_hash,
+                created_at: self.clock.now(),
+                roles,
+            })
+            .await
+            .map_err(|e| match e {
+                CreateUserError::EmailTaken => RegisterError::EmailTaken,
+                CreateUserError::UnknownRole(r) => RegisterError::UnknownRole(r),
+                CreateUserError::Store(e) => RegisterError::Store(e),
+            })?;
+        tracing::info!(target: "gatehouse::audit", event = "user_created", user_id = %user.id, "user created");
+        Ok(user)
+    }
+
+    /// Changes the caller's password after re-checking the current one, and
+    /// ends every other session of the user (OWASP ASVS 3.3.3): whoever
+    /// else held one may have held the old password too.
+    ///
+    /// Wrong current passwords count towards the login throttle of the
+    /// (account, client IP) pair, so a stolen session cannot be used to
+    /// guess the password at leisure.
+    ///
+    /// # Errors
+    /// See [`ChangePasswordError`].
+    pub async fn change_password(
+        &self,
+        who: &Authenticated,
+        current: Password,
+        new: String,
+        client: &ClientMeta,
+    ) -> Result<(), ChangePasswordError> {
+        let email = Email::parse(&who.user.email).ok();
+        if let Some(e) = validate_new_password("new_password", &new, email.as_ref()) {
+            return Err(ChangePasswordError::Invalid(vec![e]));
+        }
+        match self.check_password(&who.user.email, current, client.ip).await {
+            Ok(user) if user.id == who.user.id => {}
+            Ok(_) | Err(LoginError::InvalidCredentials) => {
+                return Err(ChangePasswordError::WrongPassword);
+            }
+            Err(LoginError::Throttled { retry_after }) => {
+                return Err(ChangePasswordError::Throttled { retry_after });
+            }
+            Err(LoginError::Busy) => return Err(ChangePasswordError::Busy),
+            Err(LoginError::Store(e)) => return Err(ChangePasswordError::Store(e)),
+        }
+        let hash = self.hasher.hash(Password::new(new)).await.map_err(|e| match e {
+            HashError::Busy => ChangePasswordError::Busy,
+            HashError::Internal(e) => ChangePasswordError::Store(e),
+        })?;
+        self.stores.users.set_password_hash(who.user.id, &hash).await?;
+        self.end_sessions_of(who.user.id, Some(who.session.id)).await?;
+        tracing::info!(target: "gatehouse::audit", event = "password_changed", user_id = %who.user.id, "password changed");
+        Ok(())
+    }
+
+    /// Creates a role or replaces its permissions.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_role(&self, name: &RoleName, permissions: &[Permission]) -> anyhow::Result<()> {
+        let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
+        perms.sort();
+        perms.dedup();
+        self.stores.users.put_role(name, &perms).await?;
+        tracing::info!(target: "gatehouse::audit", event = "role_changed", role = name.as_str(), permissions = ?perms, "role set");
+        Ok(())
+    }
+
+    /// The user's effective permissions, in one store round trip.
+    ///
+    /// # Errors
+    /// Store failures (callers answer 503: never allow, never deny).
+    pub async fn permissions_of(&self, user_id: UserId) -> anyhow::Result<Vec<String>> {
+        self.stores.users.permissions_of(user_id).await
+    }
+}

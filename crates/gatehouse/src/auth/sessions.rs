@@ -1,0 +1,361 @@
+//! Session lifecycle: password login (with throttling), recognising a
+//! session from its secret, idle and absolute expiry, listing and ending.
+
+use std::time::Duration;
+
+use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+
+use super::types::{Email, Password, SessionId, SessionSecret, UserId};
+use super::{Auth, ClientMeta, HashError};
+use crate::store::{SessionRecord, UserRecord};
+
+/// Why a login was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown email, wrong password or disabled account: deliberately one
+    /// case, so the answer tells an attacker nothing.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many failures for this account from this client.
+    #[error("too many failed logins")]
+    Throttled { retry_after: Duration },
+    #[error("the password hashing queue is full")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<HashError> for LoginError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Busy,
+            HashError::Internal(e) => Self::Store(e),
+        }
+    }
+}
+
+/// A session just created: the record and its secret, which exists nowhere
+/// else and must reach the client exactly once.
+#[derive(Debug)]
+pub struct NewSession {
+    pub record: SessionRecord,
+    pub secret: SessionSecret,
+}
+
+/// A recognised, live session and its user.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: UserRecord,
+    pub session: SessionRecord,
+}
+
+impl Auth {
+    /// When a session ends for lack of use, given its last recorded use.
+    pub fn idle_expiry(&self, session: &SessionRecord) -> OffsetDateTime {
+        (session.last_seen_at + self.policy.session_idle_timeout).min(session.expires_at)
+    }
+
+    fn is_live(&self, session: &SessionRecord, now: OffsetDateTime) -> bool {
+        now < session.expires_at && now < self.idle_expiry(session)
+    }
+
+    /// Checks a password for an email and, when it matches an enabled
+    /// account, creates a new session (never reusing one: no fixation).
+    ///
+    /// Throttling is per (account, client IP): once `login_max_failures`
+    /// failures fall within `login_window`, every attempt is refused, even
+    /// with the right password, until the window closes. Unknown accounts
+    /// are counted and hashed like known ones.
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Password,
+        client: &ClientMeta,
+    ) -> Result<(UserRecord, NewSession), LoginError> {
+        let user = self.check_password(email, password, client.ip).await?;
+        let session = self.start_session(&user, client).await?;
+        Ok((user, session))
+    }
+
+    /// The throttled password check shared by every password login path.
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub async fn check_password(
+        &self,
+        email: &str,
+        password: Password,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<UserRecord, LoginError> {
+        let parsed = Email::parse(email).ok();
+        // Unparseable emails still get a key of their own (bounded length),
+        // so malformed guesses are throttled too.
+        let normalised = parsed.as_ref().map_or_else(
+            || email.trim().to_lowercase().chars().take(254).collect::<String>(),
+            |e| e.as_str().to_owned(),
+        );
+        let key = Self::throttle_key(&normalised, ip);
+        let p = &self.policy;
+        let failures = &self.stores.failures;
+        if let Some(retry_after) = failures
+            .locked_for(&key, p.login_max_failures, self.clock.now())
+            .await?
+        {
+            return Err(LoginError::Throttled { retry_after });
+        }
+        let user = match &parsed {
+            Some(e) => self.stores.users.user_by_email(e).await?,
+            None => None,
+        };
+        let matched = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        match user {
+            Some(user) if matched && !user.disabled => {
+                failures.reset(&key).await?;
+                Ok(user)
+            }
+            _ => {
+                failures
+                    .record_failure(&key, p.login_max_failures, p.login_window, self.clock.now())
+                    .await?;
+                tracing::info!(target: "gatehouse::audit", event = "login_failed", ip = ?ip, "login failed");
+                Err(LoginError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Creates a session for an authenticated user.
+    ///
+    /// # Errors
+    /// When the OS RNG or the store fails.
+    pub async fn start_session(
+        &self,
+        user: &UserRecord,
+        client: &ClientMeta,
+    ) -> anyhow::Result<NewSession> {
+        let secret = SessionSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
+        let now = self.clock.now();
+        let record = SessionRecord {
+            id: SessionId::new(),
+            user_id: user.id,
+            secret_hash: secret.hash(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.policy.session_absolute_timeout,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.map(|ip| ip.to_string()),
+        };
+        self.stores.sessions.insert_session(&record).await?;
+        tracing::info!(target: "gatehouse::audit", event = "login", user_id = %user.id, session_id = %record.id, "session started");
+        Ok(NewSession { record, secret })
+    }
+
+    /// Recognises a session from its secret: `None` when unknown, expired
+    /// (idle or absolute) or its user is gone or disabled.
+    ///
+    /// Records the use when the stored `last_seen_at` is older than the
+    /// touch interval.
+    ///
+    /// # Errors
+    /// Store failures, which callers must answer with 503, not 401.
+    pub async fn authenticate_session(
+        &self,
+        secret: &SessionSecret,
+    ) -> anyhow::Result<Option<Authenticated>> {
+        let hash = secret.hash();
+        let Some(mut session) = self.stores.sessions.session_by_secret(&hash).await? else {
+            return Ok(None);
+        };
+        // The index found the row by hash; compare once more in constant
+        // time so no backend's lookup semantics can widen the match.
+        if !bool::from(session.secret_hash.0.ct_eq(&hash.0)) {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        if !self.is_live(&session, now) {
+            self.stores
+                .sessions
+                .delete_session(session.id, session.user_id)
+                .await?;
+            return Ok(None);
+        }
+        let Some(user) = self.stores.users.user_by_id(session.user_id).await? else {
+            return Ok(None);
+        };
+        if user.disabled {
+            return Ok(None);
+        }
+        if now - session.last_seen_at >= self.policy.touch_interval() {
+            self.stores.sessions.touch_session(session.id, now).await?;
+            session.last_seen_at = now;
+        }
+        Ok(Some(Authenticated { user, session }))
+    }
+
+    /// The user's live sessions, oldest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn live_sessions(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
+        let now = self.clock.now();
+        let mut sessions = self.stores.sessions.sessions_of(user_id).await?;
+        sessions.retain(|s| self.is_live(s, now));
+        Ok(sessions)
+    }
+
+    /// Ends one of the user's sessions; `false` when the user has no such
+    /// session (whether it does not exist or is someone else's).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn end_session(&self, user_id: UserId, id: SessionId) -> anyhow::Result<bool> {
+        let ended = self.stores.sessions.delete_session(id, user_id).await?;
+        if ended {
+            tracing::info!(target: "gatehouse::audit", event = "session_ended", user_id = %user_id, session_id = %id, "session ended");
+        }
+        Ok(ended)
+    }
+
+    /// Ends every session of the user except `keep`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn end_sessions_of(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> anyhow::Result<Vec<SessionId>> {
+        let ended = self.stores.sessions.delete_sessions_of(user_id, keep).await?;
+        if !ended.is_empty() {
+            tracing::info!(target: "gatehouse::audit", event = "sessions_ended", user_id = %user_id, count = ended.len(), "sessions ended");
+        }
+        Ok(ended)
+    }
+
+    /// Deletes sessions that have expired; run periodically.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn sweep_expired_sessions(&self) -> anyhow::Result<u64> {
+        self.stores
+            .sessions
+            .delete_expired(self.clock.now(), self.policy.session_idle_timeout)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::auth::{Hasher, Policy};
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::config::Registration;
+
+    async fn auth_with_clock() -> (Auth, Arc<ManualClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let stores = crate::store::open(&crate::config::DatabaseUrl::Sqlite(url))
+            .await
+            .expect("store");
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let policy = Policy {
+            registration: Registration::Open,
+            session_idle_timeout: Duration::from_secs(600),
+            session_absolute_timeout: Duration::from_secs(3600),
+            login_max_failures: 3,
+            login_window: Duration::from_secs(900),
+        };
+        let auth = Auth::new(stores, Hasher::new(2, 64).expect("hasher"), clock.clone(), policy);
+        (auth, clock, dir)
+    }
+
+    async fn logged_in(auth: &Auth) -> NewSession {
+        auth.register("a@example.com", "a long passphrase".into(), vec![], crate::auth::accounts::Registrar::Operator)
+            .await
+            .expect("register");
+        let (_, s) = auth
+            .login("a@example.com", Password::new("a long passphrase".into()), &ClientMeta::default())
+            .await
+            .expect("login");
+        s
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_ends_an_unused_session_and_use_extends_it() {
+        let (auth, clock, _dir) = auth_with_clock().await;
+        let s = logged_in(&auth).await;
+        // Used every 5 minutes, a 10-minute idle timeout never fires.
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(300));
+            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+        }
+        clock.advance(Duration::from_secs(601));
+        assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_none());
+    }
+
+    #[tokio::test]
+    async fn absolute_timeout_ends_even_a_busy_session() {
+        let (auth, clock, _dir) = auth_with_clock().await;
+        let s = logged_in(&auth).await;
+        for _ in 0..12 {
+            clock.advance(Duration::from_secs(300));
+            let _ = auth.authenticate_session(&s.secret).await.expect("ok");
+        }
+        assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_none());
+        assert!(auth.live_sessions(s.record.user_id).await.expect("ok").is_empty());
+    }
+
+    #[tokio::test]
+    async fn last_seen_is_written_only_after_the_touch_interval() {
+        let (auth, clock, _dir) = auth_with_clock().await;
+        let s = logged_in(&auth).await;
+        let created = s.record.last_seen_at;
+        clock.advance(Duration::from_secs(59));
+        let a = auth.authenticate_session(&s.secret).await.expect("ok").expect("live");
+        assert_eq!(a.session.last_seen_at, created, "no write inside the interval");
+        clock.advance(Duration::from_secs(2));
+        let a = auth.authenticate_session(&s.secret).await.expect("ok").expect("live");
+        assert_eq!(a.session.last_seen_at, clock.now());
+        let stored = auth.live_sessions(s.record.user_id).await.expect("ok");
+        assert_eq!(stored[0].last_seen_at, clock.now());
+    }
+
+    #[tokio::test]
+    async fn throttling_window_closes_by_the_clock() {
+        let (auth, clock, _dir) = auth_with_clock().await;
+        logged_in(&auth).await;
+        let c = ClientMeta::default();
+        for _ in 0..3 {
+            let e = auth.login("a@example.com", Password::new("wrong".into()), &c).await;
+            assert!(matches!(e, Err(LoginError::InvalidCredentials)));
+        }
+        let e = auth.login("a@example.com", Password::new("a long passphrase".into()), &c).await;
+        assert!(matches!(e, Err(LoginError::Throttled { .. })));
+        clock.advance(Duration::from_secs(901));
+        assert!(auth.login("a@example.com", Password::new("a long passphrase".into()), &c).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn sweep_deletes_only_expired_sessions() {
+        let (auth, clock, _dir) = auth_with_clock().await;
+        let old = logged_in(&auth).await;
+        clock.advance(Duration::from_secs(601));
+        let (_, fresh) = auth
+            .login("a@example.com", Password::new("a long passphrase".into()), &ClientMeta::default())
+            .await
+            .expect("login");
+        assert_eq!(auth.sweep_expired_sessions().await.expect("sweep"), 1);
+        assert!(auth.authenticate_session(&old.secret).await.expect("ok").is_none());
+        assert!(auth.authenticate_session(&fresh.secret).await.expect("ok").is_some());
+    }
+}

@@ -1,0 +1,292 @@
+//! Domain newtypes: parsed once at the edge, trusted everywhere after.
+//! Secrets have a `Debug` that prints `[redacted]`.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Longest email address accepted (RFC 5321 §4.5.3.1.3 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// A trimmed, lower-cased email address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// Normalises (trims, lower-cases) and checks the shape of an address.
+    ///
+    /// The check is deliberately structural (one `@`, a non-empty local part,
+    /// a dotted domain, no spaces or control characters): deliverability is
+    /// for a confirmation mail to prove, not for a regex.
+    ///
+    /// # Errors
+    /// A message fit for a validation problem's `errors[].message`.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let s = raw.trim().to_lowercase();
+        if s.is_empty() {
+            return Err("is required");
+        }
+        if s.len() > MAX_EMAIL_LEN {
+            return Err("must be at most 254 characters");
+        }
+        let Some((local, domain)) = s.split_once('@') else {
+            return Err("is not an email address");
+        };
+        let bad_char = |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"@".contains(c);
+        if local.is_empty()
+            || local.len() > 64
+            || domain.len() < 3
+            || !domain.contains('.')
+            || domain.starts_with(['.', '-'])
+            || domain.ends_with(['.', '-'])
+            || domain.contains("..")
+            || local.chars().any(bad_char)
+            || domain.chars().any(bad_char)
+        {
+            return Err("is not an email address");
+        }
+        Ok(Self(s))
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A plaintext password on its way to the hasher; never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a candidate password without judging it (for login, where the
+    /// policy of the day must not lock out older passwords).
+    pub fn new(raw: String) -> Self {
+        Self(raw)
+    }
+
+    /// The plaintext.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// The SHA-256 of a secret: what the store keeps and looks up by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash([redacted])")
+    }
+}
+
+/// The session secret carried by the cookie: 32 bytes from the OS RNG,
+/// shown to the client once as 43 characters of unpadded base64url.
+#[derive(Clone)]
+pub struct SessionSecret([u8; 32]);
+
+/// Length of an encoded session secret.
+pub const SESSION_SECRET_LEN: usize = 43;
+
+impl SessionSecret {
+    /// A fresh secret from the operating system's RNG.
+    ///
+    /// # Errors
+    /// When the OS RNG fails; callers must not fall back to anything weaker.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Parses a cookie value; anything but 43 base64url characters that
+    /// decode to 32 bytes is refused.
+    pub fn parse(encoded: &str) -> Option<Self> {
+        if encoded.len() != SESSION_SECRET_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+            Ok(32) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The cookie value.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The SHA-256 under which the store knows this secret.
+    pub fn hash(&self) -> SecretHash {
+        SecretHash(Sha256::digest(self.0).into())
+    }
+}
+
+impl fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecret([redacted])")
+    }
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered (v7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses the textual form; `None` for anything else.
+            pub fn parse(s: &str) -> Option<Self> {
+                Uuid::try_parse(s).ok().map(Self)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A user's id.
+    UserId
+);
+uuid_id!(
+    /// A session's public handle (not its secret).
+    SessionId
+);
+
+fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.is_empty() || s.len() > max {
+        return Err(format!("a {kind} must be 1 to {max} characters"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.:*/".contains(&b))
+    {
+        return Err(format!(
+            "a {kind} may hold only letters, digits and _ - . : * /"
+        ));
+    }
+    Ok(())
+}
+
+/// A role's name, such as `admin` or `support-staff`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoleName(String);
+
+impl RoleName {
+    /// # Errors
+    /// When the name is empty, longer than 64 or has other characters than
+    /// letters, digits and `_ - . : * /`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token("role name", s, 64)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A permission string such as `orders:read` or `gatehouse:admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Permission(String);
+
+impl Permission {
+    /// The permission that grants the admin API.
+    pub const ADMIN: &'static str = "gatehouse:admin";
+
+    /// # Errors
+    /// When the permission is empty, longer than 128 or has other
+    /// characters than letters, digits and `_ - . : * /`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token("permission", s, 128)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(Email::parse("  Alice@Example.COM ").expect("ok").as_str(), "alice@example.com");
+        for bad in ["", "alice", "@example.com", "a@b", "a b@example.com", "a@example..com", "a@@example.com", "a@.example.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn session_secret_round_trips_and_rejects_forgeries() {
+        let s = SessionSecret::generate().expect("rng");
+        let enc = s.encode();
+        assert_eq!(enc.len(), SESSION_SECRET_LEN);
+        let back = SessionSecret::parse(&enc).expect("parse");
+        assert_eq!(back.hash(), s.hash());
+        assert!(SessionSecret::parse(&enc[..42]).is_none());
+        assert!(SessionSecret::parse(&format!("{enc}A")).is_none());
+        assert!(SessionSecret::parse(&"!".repeat(43)).is_none());
+        assert!(SessionSecret::parse("' OR 1=1 --").is_none());
+        assert_eq!(format!("{s:?}"), "SessionSecret([redacted])");
+        assert_eq!(format!("{:?}", Password::new("hunter22".into())), "Password([redacted])");
+    }
+
+    proptest! {
+        #[test]
+        fn session_secret_parse_never_panics(s in "\\PC{0,64}") {
+            let _ = SessionSecret::parse(&s);
+        }
+
+        #[test]
+        fn email_parse_never_panics_and_is_idempotent(s in "\\PC{0,80}") {
+            if let Ok(e) = Email::parse(&s) {
+                prop_assert_eq!(Email::parse(e.as_str()).expect("idempotent"), e);
+            }
+        }
+
+        #[test]
+        fn permission_parse_accepts_only_its_alphabet(s in "\\PC{0,140}") {
+            if let Ok(p) = Permission::parse(&s) {
+                prop_assert!(p.as_str().len() <= 128);
+                prop_assert!(!p.as_str().contains(' '));
+            }
+        }
+    }
+}

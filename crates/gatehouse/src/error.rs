@@ -1,0 +1,238 @@
+//! The HTTP layer's one error type and its RFC 9457 problem documents.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::FieldError;
+use crate::auth::accounts::{ChangePasswordError, RegisterError};
+use crate::auth::sessions::LoginError;
+
+/// What went wrong, named by what the client should learn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No credentials, or credentials that are not (or no longer) valid.
+    #[error("authentication required")]
+    Unauthorized,
+    /// A bearer token was presented and rejected (RFC 6750 §3.1).
+    #[error("invalid token")]
+    InvalidToken,
+    /// Wrong email or password: the same answer for every cause.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A wrong current password on a re-authenticating request.
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Input that parsed but breaks a rule (422).
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    /// Input that does not parse (400).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("too many requests")]
+    Throttled { retry_after: Duration },
+    /// A dependency (store, hashing pool) cannot serve now; fail closed.
+    #[error("service unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct FieldProblem<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<FieldProblem<'a>>>,
+}
+
+/// The `WWW-Authenticate` challenge of every 401 (RFC 6750 §3).
+pub const CHALLENGE: &str = r#"Bearer realm="gatehouse""#;
+const CHALLENGE_INVALID: &str = r#"Bearer realm="gatehouse", error="invalid_token""#;
+
+impl Error {
+    fn parts(&self) -> (StatusCode, &'static str, &str) {
+        use Error as E;
+        match self {
+            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication is required."),
+            E::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-token",
+                "The access token is invalid, expired or revoked.",
+            ),
+            E::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "The email or password is incorrect.",
+            ),
+            E::WrongPassword => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "The current password is incorrect.",
+            ),
+            E::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d),
+            E::NotFound => (StatusCode::NOT_FOUND, "not-found", "No such resource."),
+            E::Conflict(d) => (StatusCode::CONFLICT, "conflict", d),
+            E::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Some fields are invalid.",
+            ),
+            E::BadRequest(d) => (StatusCode::BAD_REQUEST, "bad-request", d.as_str()),
+            E::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "The request body exceeds 64 KiB.",
+            ),
+            E::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Send the body as application/json.",
+            ),
+            E::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "This method is not allowed on this resource.",
+            ),
+            E::Throttled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many failed attempts; try again later.",
+            ),
+            E::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The service cannot answer right now; try again shortly.",
+            ),
+            E::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "An unexpected error occurred.",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(e) = &self {
+            // The whole cause chain goes to the log, none of it to the client.
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        let (status, slug, detail) = self.parts();
+        let kind = format!("urn:gatehouse:problem:{slug}");
+        let errors = match &self {
+            Error::Invalid(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| FieldProblem {
+                        field: e.field,
+                        message: &e.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: &kind,
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut res = (status, body).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            Error::InvalidToken => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE_INVALID));
+            }
+            e if e.parts().0 == StatusCode::UNAUTHORIZED => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+            }
+            Error::Throttled { retry_after } => {
+                // Round up: a client that waits exactly this long must succeed.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Error::Unavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl From<LoginError> for Error {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::InvalidCredentials => Self::InvalidCredentials,
+            LoginError::Throttled { retry_after } => Self::Throttled { retry_after },
+            LoginError::Busy => Self::Unavailable,
+            LoginError::Store(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<RegisterError> for Error {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Closed => Self::Forbidden("Registration is closed."),
+            RegisterError::Invalid(errors) => Self::Invalid(errors),
+            RegisterError::EmailTaken => Self::Conflict("An account with this email already exists."),
+            RegisterError::UnknownRole(r) => {
+                Self::Invalid(vec![FieldError::new("roles", format!("unknown role {r:?}"))])
+            }
+            RegisterError::Busy => Self::Unavailable,
+            RegisterError::Store(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<ChangePasswordError> for Error {
+    fn from(e: ChangePasswordError) -> Self {
+        match e {
+            ChangePasswordError::WrongPassword => Self::WrongPassword,
+            ChangePasswordError::Throttled { retry_after } => Self::Throttled { retry_after },
+            ChangePasswordError::Invalid(errors) => Self::Invalid(errors),
+            ChangePasswordError::Busy => Self::Unavailable,
+            ChangePasswordError::Store(e) => unavailable(e),
+        }
+    }
+}
+
+/// A store failure: logged with its cause chain, answered with 503 (fail
+/// closed: never "let them in", never a misleading 401).
+pub fn unavailable(e: anyhow::Error) -> Error {
+    tracing::error!(error = format!("{e:#}"), "store unavailable");
+    Error::Unavailable
+}

@@ -1,0 +1,224 @@
+//! Extractors: typed JSON bodies with problem-document rejections, the
+//! client's identity (IP, user agent), and the caller's credentials.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, COOKIE, USER_AGENT};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::auth::ClientMeta;
+use crate::auth::sessions::Authenticated;
+use crate::auth::types::SessionSecret;
+use crate::error::{Error, unavailable};
+
+/// Longest user agent we record.
+const MAX_USER_AGENT: usize = 256;
+
+/// A JSON body of type `T`. Malformed JSON and wrong types are 400, a body
+/// over the limit 413, a missing JSON content type 415: always a problem
+/// document, never axum's plain-text rejection.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType,
+                _ => Error::BadRequest(rejection.body_text()),
+            }),
+        }
+    }
+}
+
+/// The client: its IP address (the socket peer, or from `X-Forwarded-For`
+/// when the peer is a trusted proxy) and user agent.
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientMeta);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let ip = peer.map(|p| client_ip(p, &parts.headers, &state.web.trusted_proxies));
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+        Ok(Self(ClientMeta { ip, user_agent }))
+    }
+}
+
+/// The client IP: walk `X-Forwarded-For` from the right while the hop that
+/// added the entry is a trusted proxy; the first address added by an
+/// untrusted hop is the client. A peer that is not trusted is the client,
+/// whatever it claims.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A malformed entry ends the trusted chain: believe nothing
+            // further left.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Cookie,
+}
+
+/// The authenticated caller: a handler that takes this cannot run without
+/// valid credentials. A bearer token takes precedence over the cookie; a
+/// present but invalid credential is a 401, never treated as anonymous.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub auth: Authenticated,
+    pub credential: Credential,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if let Some(value) = parts.headers.get(AUTHORIZATION) {
+            // RFC 6750 §2.1: the scheme is case-insensitive. This server
+            // issues no access tokens yet, so no bearer token can be valid.
+            let is_bearer = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.get(..7))
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "));
+            return Err(if is_bearer {
+                Error::InvalidToken
+            } else {
+                Error::Unauthorized
+            });
+        }
+        let secret = session_cookie(&parts.headers, state.web.cookie_name)?
+            .ok_or(Error::Unauthorized)?;
+        let auth = state
+            .auth
+            .authenticate_session(&secret)
+            .await
+            .map_err(unavailable)?
+            .ok_or(Error::Unauthorized)?;
+        Ok(Self {
+            auth,
+            credential: Credential::Cookie,
+        })
+    }
+}
+
+/// The session secret from the request's cookies: `Ok(None)` when there is
+/// no session cookie; `Err` when there is one that cannot be a secret of
+/// ours (forged, oversized, or sent twice).
+///
+/// # Errors
+/// [`Error::Unauthorized`] for a malformed or duplicated session cookie.
+pub fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<SessionSecret>, Error> {
+    let mut found = None;
+    for header in headers.get_all(COOKIE) {
+        let Ok(header) = header.to_str() else {
+            continue;
+        };
+        for c in cookie::Cookie::split_parse(header).flatten() {
+            if c.name() != name {
+                continue;
+            }
+            if found.is_some() {
+                // Two cookies of our name means someone planted one.
+                return Err(Error::Unauthorized);
+            }
+            found = Some(SessionSecret::parse(c.value()).ok_or(Error::Unauthorized)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the request carries a cookie of the given name (well-formed or
+/// not): what decides whether the CSRF check applies.
+pub fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .flatten()
+        .any(|c| c.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
+        let h = xff("198.51.100.7, 10.0.0.6");
+        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.7".parse::<IpAddr>().expect("ip"));
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        // A client cannot prepend its way past the first untrusted hop.
+        let h = xff("1.1.1.1, 198.51.100.7");
+        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.7".parse::<IpAddr>().expect("ip"));
+        let h = xff("garbage");
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &[]), proxy);
+    }
+
+    #[test]
+    fn duplicate_or_forged_session_cookies_are_refused() {
+        let s = SessionSecret::generate().expect("rng").encode();
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(&format!("a=b; gh={s}")).expect("h"));
+        assert!(session_cookie(&h, "gh").expect("ok").is_some());
+        h.insert(COOKIE, HeaderValue::from_str(&format!("gh={s}; gh={s}")).expect("h"));
+        assert!(session_cookie(&h, "gh").is_err());
+        h.insert(COOKIE, HeaderValue::from_static("gh=forged"));
+        assert!(session_cookie(&h, "gh").is_err());
+        h.insert(COOKIE, HeaderValue::from_static("other=1"));
+        assert!(session_cookie(&h, "gh").expect("ok").is_none());
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP layer: one router per resource, merged here, with the layers
+//! every route shares (body limit, CSRF origin check, no-store, tracing).
+
+pub mod accounts;
+pub mod extract;
+pub mod ops;
+pub mod sessions;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::auth::types::SessionSecret;
+use crate::error::Error;
+use crate::store::{SessionRecord, UserRecord};
+
+/// Largest request body accepted, in bytes (API.md, Conventions).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Settings of the HTTP layer, fixed at start-up.
+#[derive(Debug)]
+pub struct WebSettings {
+    /// `__Host-gatehouse` with `cookie_secure`, else `gatehouse`.
+    pub cookie_name: &'static str,
+    pub cookie_secure: bool,
+    /// Serialized origins allowed to send cookie-authenticated writes.
+    pub allowed_origins: HashSet<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl WebSettings {
+    /// The `Set-Cookie` value that hands a new session to the client.
+    pub fn session_cookie(&self, secret: &SessionSecret, session: &SessionRecord, now: OffsetDateTime) -> HeaderValue {
+        let max_age = (session.expires_at - now).max(time::Duration::ZERO);
+        let c = Cookie::build((self.cookie_name, secret.encode()))
+            .http_only(true)
+            .secure(self.cookie_secure)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .max_age(max_age)
+            .build();
+        header_value(&c)
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn removal_cookie(&self) -> HeaderValue {
+        let c = Cookie::build((self.cookie_name, ""))
+            .http_only(true)
+            .secure(self.cookie_secure)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .max_age(time::Duration::ZERO)
+            .build();
+        header_value(&c)
+    }
+}
+
+fn header_value(c: &Cookie<'_>) -> HeaderValue {
+    // The name is ours and the value base64url, so this cannot fail; an
+    // empty header would merely not set the cookie.
+    HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Everything a handler may use, passed explicitly.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Arc<Auth>,
+    pub web: Arc<WebSettings>,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(accounts::router())
+        .merge(sessions::router())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    Router::new()
+        .merge(api)
+        .merge(ops::router())
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Refuses state-changing requests from foreign origins when they ride on
+/// the session cookie, and logins from foreign origins (login CSRF): the
+/// browser attaches cookies to cross-site requests, so the `Origin` header
+/// is what tells a forged request apart (OWASP CSRF cheat sheet, "Verifying
+/// origin with standard headers"). Requests without `Origin` (non-browser
+/// clients) and bearer-authenticated requests are not affected.
+async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let writes = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if writes {
+        let headers = req.headers();
+        let rides_on_cookie = !headers.contains_key(AUTHORIZATION)
+            && (extract::has_cookie(headers, state.web.cookie_name) || req.uri().path() == "/v1/login");
+        if rides_on_cookie
+            && let Some(origin) = headers.get(ORIGIN)
+        {
+            let allowed = origin
+                .to_str()
+                .is_ok_and(|o| state.web.allowed_origins.contains(o));
+            if !allowed {
+                return Error::Forbidden("Cross-origin request refused: the Origin is not allowed.")
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub disabled: bool,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        Self {
+            id: u.id.to_string(),
+            email: u.email.clone(),
+            roles: u.roles.clone(),
+            created_at: u.created_at,
+            disabled: u.disabled,
+        }
+    }
+}
+
+/// A session as the API shows it: never its secret.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub idle_expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(auth: &Auth, s: &SessionRecord, current: bool) -> Self {
+        Self {
+            id: s.id.to_string(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            idle_expires_at: auth.idle_expiry(s),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            current,
+        }
+    }
+}

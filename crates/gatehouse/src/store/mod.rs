@@ -1,0 +1,183 @@
+//! The storage seam: narrow traits for what the domain needs, each with its
+//! contract, and the backends that implement them. The backend is chosen once,
+//! at start-up, from the configuration.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use crate::config::DatabaseUrl;
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub email: String,
+    /// PHC string of the password hash.
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+    pub disabled: bool,
+    /// Sorted role names.
+    pub roles: Vec<String>,
+}
+
+/// An account to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+    pub roles: Vec<RoleName>,
+}
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("the email address is taken")]
+    EmailTaken,
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub secret_hash: SecretHash,
+    pub created_at: OffsetDateTime,
+    /// The last recorded use; written at most every `touch_interval`.
+    pub last_seen_at: OffsetDateTime,
+    /// The absolute expiry.
+    pub expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Users, roles and permissions.
+///
+/// Contract: emails are looked up in their normalised form; "not found" is
+/// `Ok(None)` (or `Ok(false)`), never an error; every `Err` is a store
+/// failure that the HTTP layer answers with 503.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates an account with its roles, atomically: either all of it
+    /// exists afterwards or none. Uniqueness of the email is enforced by the
+    /// store (no check-then-insert race).
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, CreateUserError>;
+
+    async fn user_by_email(&self, email: &Email) -> anyhow::Result<Option<UserRecord>>;
+
+    async fn user_by_id(&self, id: UserId) -> anyhow::Result<Option<UserRecord>>;
+
+    /// Replaces the password hash; `false` when the user does not exist.
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> anyhow::Result<bool>;
+
+    /// The user's effective permissions (the union over their roles),
+    /// sorted and without duplicates, in one round trip.
+    async fn permissions_of(&self, id: UserId) -> anyhow::Result<Vec<String>>;
+
+    /// Creates the role or replaces its permissions, atomically.
+    async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()>;
+
+    /// Answers when the store is reachable.
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// Server-side sessions.
+///
+/// Contract: a session ends by being deleted; the store does not judge
+/// expiry (the domain does, with its clock) but `delete_expired` sweeps what
+/// the domain calls expired. Lookups are by the SHA-256 of the secret only.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert_session(&self, session: &SessionRecord) -> anyhow::Result<()>;
+
+    async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// Records a use; a no-op for an unknown id.
+    async fn touch_session(&self, id: SessionId, last_seen_at: OffsetDateTime)
+        -> anyhow::Result<()>;
+
+    /// Every stored session of the user, oldest first.
+    async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>>;
+
+    /// Ends one session if, and only if, it belongs to `user_id`; `false`
+    /// when there was no such session of that user.
+    async fn delete_session(&self, id: SessionId, user_id: UserId) -> anyhow::Result<bool>;
+
+    /// Ends every session of the user except `keep`; returns the ended ids.
+    async fn delete_sessions_of(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> anyhow::Result<Vec<SessionId>>;
+
+    /// Deletes sessions past their absolute expiry or idle for `idle`.
+    async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64>;
+}
+
+/// Counters of failed password attempts, keyed by (account, client IP).
+///
+/// Contract: a fixed window opens at the first failure of a key and lasts
+/// `window`; the key is locked while its window is open and holds at least
+/// `max` failures. Increments are atomic, so concurrent failures on many
+/// nodes count exactly. A backend that cannot answer returns `Err`, and the
+/// caller refuses the login (fail closed).
+#[async_trait]
+pub trait FailureCounter: Send + Sync + 'static {
+    /// How long the key stays locked, or `None` when it is not.
+    async fn locked_for(&self, key: &str, max: u32, now: OffsetDateTime)
+        -> anyhow::Result<Option<Duration>>;
+
+    /// Counts one failure; returns how long the key is now locked, if it is.
+    async fn record_failure(
+        &self,
+        key: &str,
+        max: u32,
+        window: Duration,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<Duration>>;
+
+    /// Forgets the key's failures (after a successful login).
+    async fn reset(&self, key: &str) -> anyhow::Result<()>;
+}
+
+/// The stores the domain runs on, chosen from the configuration.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub failures: Arc<dyn FailureCounter>,
+}
+
+/// Opens (creating and migrating where needed) the stores the configuration
+/// names.
+///
+/// # Errors
+/// When the database cannot be opened or migrated, or names a backend this
+/// build does not have.
+pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
+    match database_url {
+        DatabaseUrl::Sqlite(url) => {
+            let db = Arc::new(sqlite::SqliteStore::open(url).await?);
+            Ok(Stores {
+                users: db.clone(),
+                sessions: db,
+                failures: Arc::new(memory::MemoryFailureCounter::default()),
+            })
+        }
+        DatabaseUrl::Postgres(_) => anyhow::bail!(
+            "database_url: the PostgreSQL backend is not available in this version; use sqlite://PATH"
+        ),
+    }
+}

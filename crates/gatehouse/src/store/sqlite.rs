@@ -1,0 +1,329 @@
+//! The embedded store: users, roles and sessions in one SQLite file, via
+//! sqlx, with migrations applied at open.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    CreateUserError, NewUser, SessionRecord, SessionStore, UserRecord, UserStore,
+};
+use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use crate::clock::{from_millis, to_millis};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A SQLite database holding users, roles and sessions.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens `sqlite://PATH`, creating the file if missing, and applies the
+    /// migrations.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| "database_url: not a valid sqlite:// URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("opening the SQLite database")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying the SQLite migrations")?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for tests that inspect what was stored.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn roles_of(&self, id: UserId) -> anyhow::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = ? ORDER BY role")
+            .bind(id.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("reading a user's roles")
+    }
+
+    async fn user_where(&self, sql: &'static str, value: String) -> anyhow::Result<Option<UserRecord>> {
+        let Some(row) = sqlx::query(sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a user")?
+        else {
+            return Ok(None);
+        };
+        let id = UserId(parse_uuid(row.get("id"))?);
+        Ok(Some(UserRecord {
+            id,
+            email: row.get("email"),
+            password_hash: row.get("password_hash"),
+            created_at: from_millis(row.get("created_at")),
+            disabled: row.get::<i64, _>("disabled") != 0,
+            roles: self.roles_of(id).await?,
+        }))
+    }
+}
+
+fn parse_uuid(s: String) -> anyhow::Result<Uuid> {
+    Uuid::try_parse(&s).with_context(|| format!("a stored id is not a UUID: {s:?}"))
+}
+
+fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<SessionRecord> {
+    let hash: Vec<u8> = row.get("secret_hash");
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a stored session hash is not 32 bytes"))?;
+    Ok(SessionRecord {
+        id: SessionId(parse_uuid(row.get("id"))?),
+        user_id: UserId(parse_uuid(row.get("user_id"))?),
+        secret_hash: SecretHash(hash),
+        created_at: from_millis(row.get("created_at")),
+        last_seen_at: from_millis(row.get("last_seen_at")),
+        expires_at: from_millis(row.get("expires_at")),
+        user_agent: row.get("user_agent"),
+        ip: row.get("ip"),
+    })
+}
+
+const USER_BY_EMAIL: &str =
+    "SELECT id, email, password_hash, created_at, disabled FROM users WHERE email = ?";
+const USER_BY_ID: &str =
+    "SELECT id, email, password_hash, created_at, disabled FROM users WHERE id = ?";
+
+const SESSION_COLUMNS: &str =
+    "id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip";
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, CreateUserError> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, disabled) VALUES (?, ?, ?, ?, 0)",
+        )
+        .bind(user.id.0.to_string())
+        .bind(user.email.as_str())
+        .bind(&user.password_hash)
+        .bind(to_millis(user.created_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(CreateUserError::EmailTaken);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("inserting a user").into()),
+        }
+        for role in &user.roles {
+            // Insert only an existing role, so an unknown one is reported by
+            // name instead of as a bare foreign-key failure.
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
+            )
+            .bind(user.id.0.to_string())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("assigning a role")?;
+            if done.rows_affected() == 0 {
+                return Err(CreateUserError::UnknownRole(role.as_str().to_owned()));
+            }
+        }
+        tx.commit().await.context("committing a new user")?;
+        let mut roles: Vec<String> = user.roles.iter().map(|r| r.as_str().to_owned()).collect();
+        roles.sort();
+        roles.dedup();
+        Ok(UserRecord {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            password_hash: user.password_hash,
+            created_at: from_millis(to_millis(user.created_at)),
+            disabled: false,
+            roles,
+        })
+    }
+
+    async fn user_by_email(&self, email: &Email) -> anyhow::Result<Option<UserRecord>> {
+        self.user_where(USER_BY_EMAIL, email.as_str().to_owned()).await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> anyhow::Result<Option<UserRecord>> {
+        self.user_where(USER_BY_ID, id.0.to_string()).await
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("updating a password hash")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn permissions_of(&self, id: UserId) -> anyhow::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT rp.permission FROM user_roles ur \
+             JOIN role_permissions rp ON rp.role = ur.role \
+             WHERE ur.user_id = ? ORDER BY rp.permission",
+        )
+        .bind(id.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("reading a user's permissions")
+    }
+
+    async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        sqlx::query("INSERT OR IGNORE INTO roles (name) VALUES (?)")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("creating a role")?;
+        sqlx::query("DELETE FROM role_permissions WHERE role = ?")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("clearing a role's permissions")?;
+        for p in permissions {
+            sqlx::query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)")
+                .bind(name.as_str())
+                .bind(p)
+                .execute(&mut *tx)
+                .await
+                .context("granting a permission")?;
+        }
+        tx.commit().await.context("committing a role")?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("pinging SQLite")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, s: &SessionRecord) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.0.to_string())
+        .bind(&s.secret_hash.0[..])
+        .bind(s.user_id.0.to_string())
+        .bind(to_millis(s.created_at))
+        .bind(to_millis(s.last_seen_at))
+        .bind(to_millis(s.expires_at))
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(&self.pool)
+        .await
+        .context("inserting a session")?;
+        Ok(())
+    }
+
+    async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = ?");
+        sqlx::query(&sql)
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a session")?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn touch_session(&self, id: SessionId, last_seen_at: OffsetDateTime) -> anyhow::Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?) WHERE id = ?")
+            .bind(to_millis(last_seen_at))
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("recording a session's use")?;
+        Ok(())
+    }
+
+    async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, id"
+        );
+        sqlx::query(&sql)
+            .bind(user_id.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("listing a user's sessions")?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn delete_session(&self, id: SessionId, user_id: UserId) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND user_id = ?")
+            .bind(id.0.to_string())
+            .bind(user_id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("ending a session")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> anyhow::Result<Vec<SessionId>> {
+        let keep = keep.map(|k| k.0.to_string()).unwrap_or_default();
+        let ids: Vec<String> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id <> ? RETURNING id")
+                .bind(user_id.0.to_string())
+                .bind(keep)
+                .fetch_all(&self.pool)
+                .await
+                .context("ending a user's sessions")?;
+        ids.into_iter()
+            .map(|s| parse_uuid(s).map(SessionId))
+            .collect()
+    }
+
+    async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64> {
+        let now_ms = to_millis(now);
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ? - ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(idle_ms)
+        .execute(&self.pool)
+        .await
+        .context("sweeping expired sessions")?;
+        Ok(done.rows_affected())
+    }
+}
