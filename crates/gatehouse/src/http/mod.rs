@@ -43,7 +43,13 @@ pub struct WebSettings {
 impl WebSettings {
     /// The `Set-Cookie` value that hands a new session to the client.
     pub fn session_cookie(&self, secret: &SessionSecret, session: &SessionRecord, now: OffsetDateTime) -> HeaderValue {
-        let max_age = (session.expires_at - now).max(time::Duration::ZERO);
+        // Round up: a cookie that vanished before its session would log the
+        // user out early; one that outlives it by under a second is refused
+        // by the server anyway.
+        let remaining = (session.expires_at - now).max(time::Duration::ZERO);
+        let max_age = time::Duration::seconds(
+            remaining.whole_seconds() + i64::from(remaining.subsec_nanoseconds() > 0),
+        );
         let c = Cookie::build((self.cookie_name, secret.encode()))
             .http_only(true)
             .secure(self.cookie_secure)

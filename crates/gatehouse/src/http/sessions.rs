@@ -43,7 +43,7 @@ async fn login(
         .await?;
     let cookie = state
         .web
-        .session_cookie(&new.secret, &new.record, state.auth.clock().now());
+        .session_cookie(&new.secret, &new.record, new.record.created_at);
     let body = json!({
         "user": UserView::from(&user),
         "session": SessionView::new(&state.auth, &new.record, true),

@@ -219,7 +219,9 @@ impl UserStore for SqliteStore {
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1")
+        // Touch the schema, not just the connection: a database that lost
+        // its tables is as unusable as one that does not answer.
+        sqlx::query("SELECT 1 FROM users LIMIT 1")
             .execute(&self.pool)
             .await
             .context("pinging SQLite")?;

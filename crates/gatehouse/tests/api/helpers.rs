@@ -1,0 +1,252 @@
+//! `TestApp`: the real application on port 0 with its own SQLite file, and
+//! typed helpers for the requests every test makes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gatehouse::Config;
+use gatehouse::auth::accounts::Registrar;
+use gatehouse::auth::types::{Permission, RoleName};
+use gatehouse::config::DatabaseUrl;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// A password that passes the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running gatehouse with a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub db_path: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// An account that exists on a `TestApp`.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub email: String,
+    pub password: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique email for this test process.
+pub fn unique_email() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("user{n}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+impl TestApp {
+    /// The app with test defaults: port 0, plain-HTTP cookies.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// The app with test defaults changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("gatehouse.db");
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            database_url: DatabaseUrl::Sqlite(format!("sqlite://{}", db_path.display())),
+            cookie_secure: false,
+            ..Config::default()
+        };
+        configure(&mut config);
+        let app = gatehouse::Application::build(config.clone())
+            .await
+            .expect("the app builds");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            app.run_until(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("the app serves");
+        });
+        Self {
+            addr,
+            config,
+            db_path,
+            shutdown: Some(tx),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The origin browsers would send for pages of this server.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The name of the session cookie under this configuration.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.config.cookie_secure {
+            "__Host-gatehouse"
+        } else {
+            "gatehouse"
+        }
+    }
+
+    /// A client with its own cookie jar, like one browser.
+    pub fn client(&self) -> Client {
+        Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// A client without a cookie jar, for hand-made cookie headers.
+    pub fn bare_client(&self) -> Client {
+        Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Response {
+        self.bare_client()
+            .post(self.url("/v1/users"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Registers a fresh account through the API.
+    pub async fn create_user(&self) -> TestUser {
+        let user = TestUser {
+            email: unique_email(),
+            password: PASSWORD.to_owned(),
+        };
+        let res = self.register(&user.email, &user.password).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
+        user
+    }
+
+    /// Creates a role and a user holding it, through the same domain
+    /// functions the CLI uses.
+    pub async fn create_user_with_role(&self, role: &str, permissions: &[&str]) -> TestUser {
+        let auth = gatehouse::app::build_auth(&self.config, 1).await.expect("auth");
+        let role = RoleName::parse(role).expect("role");
+        let perms: Vec<Permission> = permissions
+            .iter()
+            .map(|p| Permission::parse(p).expect("permission"))
+            .collect();
+        auth.set_role(&role, &perms).await.expect("role set");
+        let user = TestUser {
+            email: unique_email(),
+            password: PASSWORD.to_owned(),
+        };
+        auth.register(&user.email, user.password.clone(), vec![role], Registrar::Operator)
+            .await
+            .expect("user created");
+        user
+    }
+
+    pub async fn login(&self, client: &Client, user: &TestUser) -> Response {
+        self.login_with(client, &user.email, &user.password).await
+    }
+
+    pub async fn login_with(&self, client: &Client, email: &str, password: &str) -> Response {
+        client
+            .post(self.url("/v1/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A fresh user, logged in on a fresh client.
+    pub async fn logged_in(&self) -> (TestUser, Client) {
+        let user = self.create_user().await;
+        let client = self.client();
+        let res = self.login(&client, &user).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        (user, client)
+    }
+
+    pub async fn get_me(&self, client: &Client) -> Response {
+        client.get(self.url("/v1/me")).send().await.expect("request")
+    }
+
+    pub async fn sessions(&self, client: &Client) -> Vec<Value> {
+        let res = client
+            .get(self.url("/v1/sessions"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.expect("json");
+        body["sessions"].as_array().expect("sessions array").clone()
+    }
+
+    /// Runs one SQL statement on the app's database (to stage states the API
+    /// cannot reach yet, or to inspect what was stored).
+    pub async fn sql(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
+            .await
+            .expect("db")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The value of the session cookie in a response's `Set-Cookie`.
+pub fn session_cookie_value(res: &Response, name: &str) -> Option<String> {
+    set_cookie_header(res, name).and_then(|h| {
+        h.split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+/// The whole `Set-Cookie` header for the named cookie.
+pub fn set_cookie_header(res: &Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(String::from)
+}
+
+/// Asserts a problem document with the given status, and returns it.
+pub async fn assert_problem(res: Response, status: StatusCode) -> Value {
+    assert_eq!(res.status(), status);
+    let ct = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json");
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .expect("every 401 carries WWW-Authenticate");
+        assert!(challenge.starts_with(r#"Bearer realm="gatehouse""#), "{challenge}");
+    }
+    let body: Value = res.json().await.expect("problem json");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
