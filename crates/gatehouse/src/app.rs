@@ -41,7 +41,12 @@ async fn build_auth_with_clock(
     refuse_unbuilt_features(config)?;
     let stores = crate::store::open(&config.database_url).await?;
     let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
-    Ok(Arc::new(Auth::new(stores, hasher, clock, Policy::from_config(config))))
+    Ok(Arc::new(Auth::new(
+        stores,
+        hasher,
+        clock,
+        Policy::from_config(config),
+    )))
 }
 
 /// Settings whose features are not in this build are refused rather than
@@ -49,10 +54,14 @@ async fn build_auth_with_clock(
 /// gets neither would be worse off than one told so at start-up.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
     if config.redis_url.is_some() {
-        anyhow::bail!("redis_url: the Redis backend is not available in this version; unset it to run a single node");
+        anyhow::bail!(
+            "redis_url: the Redis backend is not available in this version; unset it to run a single node"
+        );
     }
     if config.tls.is_some() {
-        anyhow::bail!("tls_cert: serving HTTPS directly is not available in this version; terminate TLS in a reverse proxy");
+        anyhow::bail!(
+            "tls_cert: serving HTTPS directly is not available in this version; terminate TLS in a reverse proxy"
+        );
     }
     Ok(())
 }
@@ -111,7 +120,10 @@ impl Application {
     ///
     /// # Errors
     /// When the server fails.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let auth = self.state.auth.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -120,7 +132,9 @@ impl Application {
                 match auth.sweep_expired_sessions().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(swept = n, "expired sessions deleted"),
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed"),
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed")
+                    }
                 }
             }
         });

@@ -76,7 +76,10 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
     };
@@ -97,7 +100,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::User {
-            command: UserCommand::Create { email, password_stdin: _, roles },
+            command:
+                UserCommand::Create {
+                    email,
+                    password_stdin: _,
+                    roles,
+                },
         } => create_user(config, &email, &roles).await,
         Command::Role {
             command: RoleCommand::Set { name, permissions },
@@ -162,15 +170,23 @@ async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::R
         .collect::<anyhow::Result<Vec<_>>>()?;
     let password = read_password_line()?;
     let auth = build_auth(&config, 1).await?;
-    let user = match auth.register(email, password, roles, Registrar::Operator).await {
+    let user = match auth
+        .register(email, password, roles, Registrar::Operator)
+        .await
+    {
         Ok(u) => u,
         Err(RegisterError::Invalid(errors)) => {
-            let why: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+            let why: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect();
             anyhow::bail!("{}", why.join("; "));
         }
         Err(RegisterError::EmailTaken) => anyhow::bail!("a user with this email already exists"),
         Err(RegisterError::UnknownRole(r)) => {
-            anyhow::bail!("unknown role {r:?} (create it first with `gatehouse role set {r} PERM...`)")
+            anyhow::bail!(
+                "unknown role {r:?} (create it first with `gatehouse role set {r} PERM...`)"
+            )
         }
         Err(e) => return Err(e.into()),
     };
@@ -186,6 +202,10 @@ async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow:
         .collect::<anyhow::Result<Vec<_>>>()?;
     let auth = build_auth(&config, 1).await?;
     auth.set_role(&name, &permissions).await?;
-    println!("role {} has {} permission(s)", name.as_str(), permissions.len());
+    println!(
+        "role {} has {} permission(s)",
+        name.as_str(),
+        permissions.len()
+    );
     Ok(())
 }

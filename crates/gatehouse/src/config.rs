@@ -221,9 +221,11 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first key (or the file) that is invalid.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_sources(file, std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        Self::from_sources(
+            file,
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Loads from `file` and the given environment variables (all of them;
@@ -446,7 +448,10 @@ impl Source {
             .duration("refresh_reuse_grace")?
             .unwrap_or(d.refresh_reuse_grace);
         if refresh_reuse_grace > Duration::from_secs(300) {
-            return Err(ConfigError::new("refresh_reuse_grace", "must be at most 5m"));
+            return Err(ConfigError::new(
+                "refresh_reuse_grace",
+                "must be at most 5m",
+            ));
         }
 
         let jwt_alg = self
@@ -505,8 +510,11 @@ impl Source {
                 ));
             }
         };
-        let login_window =
-            at_least_a_second("login_window", self.duration("login_window")?, d.login_window)?;
+        let login_window = at_least_a_second(
+            "login_window",
+            self.duration("login_window")?,
+            d.login_window,
+        )?;
 
         let allowed_origins = self
             .list("allowed_origins")?
@@ -617,7 +625,10 @@ fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
     if let Some(path) = s.strip_prefix("sqlite://") {
         let file = path.split('?').next().unwrap_or_default();
         if file.is_empty() || file == ":memory:" {
-            return Err("sqlite:// needs a file path (an in-memory database would lose every session)".into());
+            return Err(
+                "sqlite:// needs a file path (an in-memory database would lose every session)"
+                    .into(),
+            );
         }
         Ok(DatabaseUrl::Sqlite(s.to_owned()))
     } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
@@ -646,7 +657,9 @@ fn parse_origin(s: &str) -> Result<String, String> {
     }
     if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty()
     {
-        return Err(format!("{s:?} is not an origin: no path, query or user allowed"));
+        return Err(format!(
+            "{s:?} is not an origin: no path, query or user allowed"
+        ));
     }
     Ok(u.origin().ascii_serialization())
 }
@@ -689,7 +702,9 @@ fn parse_rule(v: toml::Value) -> Result<AccessRule, String> {
             .into_iter()
             .map(|m| match m {
                 toml::Value::String(m)
-                    if !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()) =>
+                    if !m.is_empty()
+                        && m.len() <= 16
+                        && m.bytes().all(|b| b.is_ascii_alphabetic()) =>
                 {
                     Ok(m.to_ascii_uppercase())
                 }
@@ -745,7 +760,10 @@ mod tests {
     fn defaults_without_any_source() {
         let c = Config::from_sources(None, env(&[("PATH", "/bin")])).expect("defaults");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(c.database_url, DatabaseUrl::Sqlite("sqlite://gatehouse.db".into()));
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Sqlite("sqlite://gatehouse.db".into())
+        );
         assert!(c.cookie_secure);
         assert_eq!(c.session_idle_timeout, Duration::from_secs(86_400));
         assert_eq!(c.login_max_failures, 5);
@@ -757,7 +775,10 @@ mod tests {
         let f = file("login_window = \"10m\"\ncookie_secure = true\n");
         let c = Config::from_sources(
             Some(f.path()),
-            env(&[("GATEHOUSE_LOGIN_WINDOW", "2m"), ("GATEHOUSE_COOKIE_SECURE", "false")]),
+            env(&[
+                ("GATEHOUSE_LOGIN_WINDOW", "2m"),
+                ("GATEHOUSE_COOKIE_SECURE", "false"),
+            ]),
         )
         .expect("config");
         assert_eq!(c.login_window, Duration::from_secs(120));
@@ -774,15 +795,35 @@ mod tests {
             ("GATEHOUSE_REGISTRATION", "maybe", "registration"),
             ("GATEHOUSE_JWT_ALG", "none", "jwt_alg"),
             ("GATEHOUSE_JWT_HS256_SECRET", "c2hvcnQ=", "jwt_hs256_secret"),
-            ("GATEHOUSE_KEY_ENCRYPTION_KEY", "c2hvcnQ=", "key_encryption_key"),
-            ("GATEHOUSE_ALLOWED_ORIGINS", "https://a.example/path", "allowed_origins"),
-            ("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/33", "trusted_proxies"),
+            (
+                "GATEHOUSE_KEY_ENCRYPTION_KEY",
+                "c2hvcnQ=",
+                "key_encryption_key",
+            ),
+            (
+                "GATEHOUSE_ALLOWED_ORIGINS",
+                "https://a.example/path",
+                "allowed_origins",
+            ),
+            (
+                "GATEHOUSE_TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "trusted_proxies",
+            ),
             ("GATEHOUSE_DATABASE_URL", "mysql://x", "database_url"),
             ("GATEHOUSE_REDIS_URL", "http://x", "redis_url"),
             ("GATEHOUSE_ISSUER", "ftp://x", "issuer"),
             ("GATEHOUSE_COOKIE_SECURE", "sometimes", "cookie_secure"),
-            ("GATEHOUSE_SESSION_IDLE_TIMEOUT", "0s", "session_idle_timeout"),
-            ("GATEHOUSE_REVOCATION_FAIL_MODE", "open", "revocation_fail_mode"),
+            (
+                "GATEHOUSE_SESSION_IDLE_TIMEOUT",
+                "0s",
+                "session_idle_timeout",
+            ),
+            (
+                "GATEHOUSE_REVOCATION_FAIL_MODE",
+                "open",
+                "revocation_fail_mode",
+            ),
             ("GATEHOUSE_TLS_CERT", "/nonexistent/cert.pem", "tls_cert"),
             ("GATEHOUSE_NO_SUCH_KEY", "1", "GATEHOUSE_NO_SUCH_KEY"),
         ] {
@@ -794,12 +835,16 @@ mod tests {
 
     #[test]
     fn hs256_needs_its_secret_and_only_it() {
-        let err = Config::from_sources(None, env(&[("GATEHOUSE_JWT_ALG", "HS256")])).expect_err("hs");
+        let err =
+            Config::from_sources(None, env(&[("GATEHOUSE_JWT_ALG", "HS256")])).expect_err("hs");
         assert_eq!(err.key, "jwt_hs256_secret");
         let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let ok = Config::from_sources(
             None,
-            env(&[("GATEHOUSE_JWT_ALG", "HS256"), ("GATEHOUSE_JWT_HS256_SECRET", &secret)]),
+            env(&[
+                ("GATEHOUSE_JWT_ALG", "HS256"),
+                ("GATEHOUSE_JWT_HS256_SECRET", &secret),
+            ]),
         )
         .expect("hs256");
         assert_eq!(ok.jwt_hs256_secret.expect("secret").expose(), &[7u8; 32]);
@@ -815,7 +860,12 @@ mod tests {
         assert!(err.key.starts_with("config file"));
         assert!(!err.to_string().contains('\n'));
         let f = file("lisen = \"127.0.0.1:1\"\n");
-        assert_eq!(Config::from_sources(Some(f.path()), env(&[])).expect_err("typo").key, "lisen");
+        assert_eq!(
+            Config::from_sources(Some(f.path()), env(&[]))
+                .expect_err("typo")
+                .key,
+            "lisen"
+        );
         let f = file("login_max_failures = \"five\"\n");
         let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("type");
         assert_eq!(err.key, "login_max_failures");
@@ -845,10 +895,15 @@ permission = "site:admin"
         );
         assert_eq!(c.trusted_proxies.len(), 2);
         assert_eq!(c.rules[0].methods, vec!["GET", "HEAD"]);
-        assert_eq!(c.rules[1].policy, RulePolicy::Permission("site:admin".into()));
+        assert_eq!(
+            c.rules[1].policy,
+            RulePolicy::Permission("site:admin".into())
+        );
         let f = file("[[rules]]\npath = \"/x\"\npolicy = \"public\"\npermission = \"a\"\n");
         assert_eq!(
-            Config::from_sources(Some(f.path()), env(&[])).expect_err("both").key,
+            Config::from_sources(Some(f.path()), env(&[]))
+                .expect_err("both")
+                .key,
             "rules[0]"
         );
         let err = Config::from_sources(None, env(&[("GATEHOUSE_RULES", "x")])).expect_err("env");

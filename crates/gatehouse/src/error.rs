@@ -77,7 +77,11 @@ impl Error {
     fn parts(&self) -> (StatusCode, &'static str, &str) {
         use Error as E;
         match self {
-            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication is required."),
+            E::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication is required.",
+            ),
             E::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
                 "invalid-token",
@@ -173,10 +177,16 @@ impl IntoResponse for Error {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match &self {
             Error::InvalidToken => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE_INVALID));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE_INVALID),
+                );
             }
             e if e.parts().0 == StatusCode::UNAUTHORIZED => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE),
+                );
             }
             Error::Throttled { retry_after } => {
                 // Round up: a client that waits exactly this long must succeed.
@@ -208,10 +218,13 @@ impl From<RegisterError> for Error {
         match e {
             RegisterError::Closed => Self::Forbidden("Registration is closed."),
             RegisterError::Invalid(errors) => Self::Invalid(errors),
-            RegisterError::EmailTaken => Self::Conflict("An account with this email already exists."),
-            RegisterError::UnknownRole(r) => {
-                Self::Invalid(vec![FieldError::new("roles", format!("unknown role {r:?}"))])
+            RegisterError::EmailTaken => {
+                Self::Conflict("An account with this email already exists.")
             }
+            RegisterError::UnknownRole(r) => Self::Invalid(vec![FieldError::new(
+                "roles",
+                format!("unknown role {r:?}"),
+            )]),
             RegisterError::Busy => Self::Unavailable,
             RegisterError::Store(e) => unavailable(e),
         }

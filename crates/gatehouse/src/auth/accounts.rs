@@ -56,7 +56,11 @@ pub enum Registrar {
     Operator,
 }
 
-fn validate_new_password(field: &'static str, password: &str, email: Option<&Email>) -> Option<FieldError> {
+fn validate_new_password(
+    field: &'static str,
+    password: &str,
+    email: Option<&Email>,
+) -> Option<FieldError> {
     if let Err(m) = check_policy(password) {
         return Some(FieldError::new(field, m));
     }
@@ -132,7 +136,10 @@ impl Auth {
         if let Some(e) = validate_new_password("new_password", &new, email.as_ref()) {
             return Err(ChangePasswordError::Invalid(vec![e]));
         }
-        match self.check_password(&who.user.email, current, client.ip).await {
+        match self
+            .check_password(&who.user.email, current, client.ip)
+            .await
+        {
             Ok(user) if user.id == who.user.id => {}
             Ok(_) | Err(LoginError::InvalidCredentials) => {
                 return Err(ChangePasswordError::WrongPassword);
@@ -143,12 +150,20 @@ impl Auth {
             Err(LoginError::Busy) => return Err(ChangePasswordError::Busy),
             Err(LoginError::Store(e)) => return Err(ChangePasswordError::Store(e)),
         }
-        let hash = self.hasher.hash(Password::new(new)).await.map_err(|e| match e {
-            HashError::Busy => ChangePasswordError::Busy,
-            HashError::Internal(e) => ChangePasswordError::Store(e),
-        })?;
-        self.stores.users.set_password_hash(who.user.id, &hash).await?;
-        self.end_sessions_of(who.user.id, Some(who.session.id)).await?;
+        let hash = self
+            .hasher
+            .hash(Password::new(new))
+            .await
+            .map_err(|e| match e {
+                HashError::Busy => ChangePasswordError::Busy,
+                HashError::Internal(e) => ChangePasswordError::Store(e),
+            })?;
+        self.stores
+            .users
+            .set_password_hash(who.user.id, &hash)
+            .await?;
+        self.end_sessions_of(who.user.id, Some(who.session.id))
+            .await?;
         tracing::info!(target: "gatehouse::audit", event = "password_changed", user_id = %who.user.id, "password changed");
         Ok(())
     }
@@ -157,7 +172,11 @@ impl Auth {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn set_role(&self, name: &RoleName, permissions: &[Permission]) -> anyhow::Result<()> {
+    pub async fn set_role(
+        &self,
+        name: &RoleName,
+        permissions: &[Permission],
+    ) -> anyhow::Result<()> {
         let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
         perms.sort();
         perms.dedup();

@@ -81,7 +81,9 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 

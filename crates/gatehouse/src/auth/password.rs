@@ -154,7 +154,10 @@ impl Hasher {
             .run(move |a| {
                 let parsed = PasswordHash::new(&phc)
                     .map_err(|e| anyhow::anyhow!("a stored password hash is malformed: {e}"))?;
-                Ok::<_, anyhow::Error>(a.verify_password(password.expose().as_bytes(), &parsed).is_ok())
+                Ok::<_, anyhow::Error>(
+                    a.verify_password(password.expose().as_bytes(), &parsed)
+                        .is_ok(),
+                )
             })
             .await?
             .map_err(HashError::Internal)?;
@@ -182,17 +185,39 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_unknown_accounts_never_match() {
         let h = Hasher::new(1, 8).expect("hasher");
-        let phc = h.hash(Password::new("s3cret-enough".into())).await.expect("hash");
+        let phc = h
+            .hash(Password::new("s3cret-enough".into()))
+            .await
+            .expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(h.verify(Password::new("s3cret-enough".into()), Some(phc.clone())).await.expect("v"));
-        assert!(!h.verify(Password::new("wrong".into()), Some(phc)).await.expect("v"));
-        assert!(!h.verify(Password::new("s3cret-enough".into()), None).await.expect("v"));
-        assert!(h.verify(Password::new("x".into()), Some("garbage".into())).await.is_err());
+        assert!(
+            h.verify(Password::new("s3cret-enough".into()), Some(phc.clone()))
+                .await
+                .expect("v")
+        );
+        assert!(
+            !h.verify(Password::new("wrong".into()), Some(phc))
+                .await
+                .expect("v")
+        );
+        assert!(
+            !h.verify(Password::new("s3cret-enough".into()), None)
+                .await
+                .expect("v")
+        );
+        assert!(
+            h.verify(Password::new("x".into()), Some("garbage".into()))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn a_full_queue_sheds_load() {
         let h = Arc::new(Hasher::new(1, 0).expect("hasher"));
-        assert!(matches!(h.hash(Password::new("abcdefgh".into())).await, Err(HashError::Busy)));
+        assert!(matches!(
+            h.hash(Password::new("abcdefgh".into())).await,
+            Err(HashError::Busy)
+        ));
     }
 }

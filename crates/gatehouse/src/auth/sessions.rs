@@ -95,7 +95,14 @@ impl Auth {
         // Unparseable emails still get a key of their own (bounded length),
         // so malformed guesses are throttled too.
         let normalised = parsed.as_ref().map_or_else(
-            || email.trim().to_lowercase().chars().take(254).collect::<String>(),
+            || {
+                email
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .take(254)
+                    .collect::<String>()
+            },
             |e| e.as_str().to_owned(),
         );
         let key = Self::throttle_key(&normalised, ip);
@@ -139,7 +146,8 @@ impl Auth {
         user: &UserRecord,
         client: &ClientMeta,
     ) -> anyhow::Result<NewSession> {
-        let secret = SessionSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
+        let secret =
+            SessionSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
         let now = self.clock.now();
         let record = SessionRecord {
             id: SessionId::new(),
@@ -231,7 +239,11 @@ impl Auth {
         user_id: UserId,
         keep: Option<SessionId>,
     ) -> anyhow::Result<Vec<SessionId>> {
-        let ended = self.stores.sessions.delete_sessions_of(user_id, keep).await?;
+        let ended = self
+            .stores
+            .sessions
+            .delete_sessions_of(user_id, keep)
+            .await?;
         if !ended.is_empty() {
             tracing::info!(target: "gatehouse::audit", event = "sessions_ended", user_id = %user_id, count = ended.len(), "sessions ended");
         }
@@ -275,16 +287,30 @@ mod tests {
             login_max_failures: 3,
             login_window: Duration::from_secs(900),
         };
-        let auth = Auth::new(stores, Hasher::new(2, 64).expect("hasher"), clock.clone(), policy);
+        let auth = Auth::new(
+            stores,
+            Hasher::new(2, 64).expect("hasher"),
+            clock.clone(),
+            policy,
+        );
         (auth, clock, dir)
     }
 
     async fn logged_in(auth: &Auth) -> NewSession {
-        auth.register("a@example.com", "a long passphrase".into(), vec![], crate::auth::accounts::Registrar::Operator)
-            .await
-            .expect("register");
+        auth.register(
+            "a@example.com",
+            "a long passphrase".into(),
+            vec![],
+            crate::auth::accounts::Registrar::Operator,
+        )
+        .await
+        .expect("register");
         let (_, s) = auth
-            .login("a@example.com", Password::new("a long passphrase".into()), &ClientMeta::default())
+            .login(
+                "a@example.com",
+                Password::new("a long passphrase".into()),
+                &ClientMeta::default(),
+            )
             .await
             .expect("login");
         s
@@ -297,10 +323,20 @@ mod tests {
         // Used every 5 minutes, a 10-minute idle timeout never fires.
         for _ in 0..5 {
             clock.advance(Duration::from_secs(300));
-            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+            assert!(
+                auth.authenticate_session(&s.secret)
+                    .await
+                    .expect("ok")
+                    .is_some()
+            );
         }
         clock.advance(Duration::from_secs(601));
-        assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_none());
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -311,8 +347,18 @@ mod tests {
             clock.advance(Duration::from_secs(300));
             let _ = auth.authenticate_session(&s.secret).await.expect("ok");
         }
-        assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_none());
-        assert!(auth.live_sessions(s.record.user_id).await.expect("ok").is_empty());
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_none()
+        );
+        assert!(
+            auth.live_sessions(s.record.user_id)
+                .await
+                .expect("ok")
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -321,10 +367,21 @@ mod tests {
         let s = logged_in(&auth).await;
         let created = s.record.last_seen_at;
         clock.advance(Duration::from_secs(59));
-        let a = auth.authenticate_session(&s.secret).await.expect("ok").expect("live");
-        assert_eq!(a.session.last_seen_at, created, "no write inside the interval");
+        let a = auth
+            .authenticate_session(&s.secret)
+            .await
+            .expect("ok")
+            .expect("live");
+        assert_eq!(
+            a.session.last_seen_at, created,
+            "no write inside the interval"
+        );
         clock.advance(Duration::from_secs(2));
-        let a = auth.authenticate_session(&s.secret).await.expect("ok").expect("live");
+        let a = auth
+            .authenticate_session(&s.secret)
+            .await
+            .expect("ok")
+            .expect("live");
         assert_eq!(a.session.last_seen_at, clock.now());
         let stored = auth.live_sessions(s.record.user_id).await.expect("ok");
         assert_eq!(stored[0].last_seen_at, clock.now());
@@ -336,13 +393,29 @@ mod tests {
         logged_in(&auth).await;
         let c = ClientMeta::default();
         for _ in 0..3 {
-            let e = auth.login("a@example.com", Password::new("wrong".into()), &c).await;
+            let e = auth
+                .login("a@example.com", Password::new("wrong".into()), &c)
+                .await;
             assert!(matches!(e, Err(LoginError::InvalidCredentials)));
         }
-        let e = auth.login("a@example.com", Password::new("a long passphrase".into()), &c).await;
+        let e = auth
+            .login(
+                "a@example.com",
+                Password::new("a long passphrase".into()),
+                &c,
+            )
+            .await;
         assert!(matches!(e, Err(LoginError::Throttled { .. })));
         clock.advance(Duration::from_secs(901));
-        assert!(auth.login("a@example.com", Password::new("a long passphrase".into()), &c).await.is_ok());
+        assert!(
+            auth.login(
+                "a@example.com",
+                Password::new("a long passphrase".into()),
+                &c
+            )
+            .await
+            .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -351,11 +424,25 @@ mod tests {
         let old = logged_in(&auth).await;
         clock.advance(Duration::from_secs(601));
         let (_, fresh) = auth
-            .login("a@example.com", Password::new("a long passphrase".into()), &ClientMeta::default())
+            .login(
+                "a@example.com",
+                Password::new("a long passphrase".into()),
+                &ClientMeta::default(),
+            )
             .await
             .expect("login");
         assert_eq!(auth.sweep_expired_sessions().await.expect("sweep"), 1);
-        assert!(auth.authenticate_session(&old.secret).await.expect("ok").is_none());
-        assert!(auth.authenticate_session(&fresh.secret).await.expect("ok").is_some());
+        assert!(
+            auth.authenticate_session(&old.secret)
+                .await
+                .expect("ok")
+                .is_none()
+        );
+        assert!(
+            auth.authenticate_session(&fresh.secret)
+                .await
+                .expect("ok")
+                .is_some()
+        );
     }
 }

@@ -37,7 +37,8 @@ impl Email {
         let Some((local, domain)) = s.split_once('@') else {
             return Err("is not an email address");
         };
-        let bad_char = |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"@".contains(c);
+        let bad_char =
+            |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"@".contains(c);
         if local.is_empty()
             || local.len() > 64
             || domain.len() < 3
@@ -246,8 +247,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(Email::parse("  Alice@Example.COM ").expect("ok").as_str(), "alice@example.com");
-        for bad in ["", "alice", "@example.com", "a@b", "a b@example.com", "a@example..com", "a@@example.com", "a@.example.com"] {
+        assert_eq!(
+            Email::parse("  Alice@Example.COM ").expect("ok").as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "a@b",
+            "a b@example.com",
+            "a@example..com",
+            "a@@example.com",
+            "a@.example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
@@ -265,7 +278,10 @@ mod tests {
         assert!(SessionSecret::parse(&"!".repeat(43)).is_none());
         assert!(SessionSecret::parse("' OR 1=1 --").is_none());
         assert_eq!(format!("{s:?}"), "SessionSecret([redacted])");
-        assert_eq!(format!("{:?}", Password::new("hunter22".into())), "Password([redacted])");
+        assert_eq!(
+            format!("{:?}", Password::new("hunter22".into())),
+            "Password([redacted])"
+        );
     }
 
     proptest! {

@@ -38,7 +38,10 @@ async fn register(
         .auth
         .register(&req.email, req.password, Vec::new(), Registrar::Public)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "user": UserView::from(&user) }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": UserView::from(&user) })),
+    ))
 }
 
 async fn me(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
@@ -69,7 +72,12 @@ async fn change_password(
 ) -> Result<StatusCode, Error> {
     state
         .auth
-        .change_password(&who.auth, Password::new(req.current_password), req.new_password, &client)
+        .change_password(
+            &who.auth,
+            Password::new(req.current_password),
+            req.new_password,
+            &client,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

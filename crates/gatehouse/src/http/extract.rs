@@ -128,8 +128,8 @@ impl FromRequestParts<AppState> for CurrentUser {
                 Error::Unauthorized
             });
         }
-        let secret = session_cookie(&parts.headers, state.web.cookie_name)?
-            .ok_or(Error::Unauthorized)?;
+        let secret =
+            session_cookie(&parts.headers, state.web.cookie_name)?.ok_or(Error::Unauthorized)?;
         let auth = state
             .auth
             .authenticate_session(&secret)
@@ -198,11 +198,17 @@ mod tests {
         let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
         let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
         let h = xff("198.51.100.7, 10.0.0.6");
-        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.7".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
         // A client cannot prepend its way past the first untrusted hop.
         let h = xff("1.1.1.1, 198.51.100.7");
-        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.7".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
         let h = xff("garbage");
         assert_eq!(client_ip(proxy, &h, &trusted), proxy);
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &[]), proxy);
@@ -212,9 +218,15 @@ mod tests {
     fn duplicate_or_forged_session_cookies_are_refused() {
         let s = SessionSecret::generate().expect("rng").encode();
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_str(&format!("a=b; gh={s}")).expect("h"));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("a=b; gh={s}")).expect("h"),
+        );
         assert!(session_cookie(&h, "gh").expect("ok").is_some());
-        h.insert(COOKIE, HeaderValue::from_str(&format!("gh={s}; gh={s}")).expect("h"));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("gh={s}; gh={s}")).expect("h"),
+        );
         assert!(session_cookie(&h, "gh").is_err());
         h.insert(COOKIE, HeaderValue::from_static("gh=forged"));
         assert!(session_cookie(&h, "gh").is_err());

@@ -42,7 +42,12 @@ pub struct WebSettings {
 
 impl WebSettings {
     /// The `Set-Cookie` value that hands a new session to the client.
-    pub fn session_cookie(&self, secret: &SessionSecret, session: &SessionRecord, now: OffsetDateTime) -> HeaderValue {
+    pub fn session_cookie(
+        &self,
+        secret: &SessionSecret,
+        session: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
         // Round up: a cookie that vanished before its session would log the
         // user out early; one that outlives it by under a second is refused
         // by the server anyway.
@@ -120,16 +125,17 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
     if writes {
         let headers = req.headers();
         let rides_on_cookie = !headers.contains_key(AUTHORIZATION)
-            && (extract::has_cookie(headers, state.web.cookie_name) || req.uri().path() == "/v1/login");
-        if rides_on_cookie
-            && let Some(origin) = headers.get(ORIGIN)
-        {
+            && (extract::has_cookie(headers, state.web.cookie_name)
+                || req.uri().path() == "/v1/login");
+        if rides_on_cookie && let Some(origin) = headers.get(ORIGIN) {
             let allowed = origin
                 .to_str()
                 .is_ok_and(|o| state.web.allowed_origins.contains(o));
             if !allowed {
-                return Error::Forbidden("Cross-origin request refused: the Origin is not allowed.")
-                    .into_response();
+                return Error::Forbidden(
+                    "Cross-origin request refused: the Origin is not allowed.",
+                )
+                .into_response();
             }
         }
     }

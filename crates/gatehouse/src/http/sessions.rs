@@ -58,7 +58,11 @@ async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Respo
         .end_session(who.auth.user.id, who.auth.session.id)
         .await
         .map_err(unavailable)?;
-    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, state.web.removal_cookie())]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(SET_COOKIE, state.web.removal_cookie())],
+    )
+        .into_response())
 }
 
 async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
@@ -91,7 +95,11 @@ async fn end_one(
         return Err(Error::NotFound);
     }
     if id == who.auth.session.id {
-        return Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, state.web.removal_cookie())]).into_response());
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [(SET_COOKIE, state.web.removal_cookie())],
+        )
+            .into_response());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -108,13 +108,24 @@ mod tests {
         let win = Duration::from_secs(60);
         assert_eq!(c.record_failure("k", 3, win, t0).await.expect("ok"), None);
         assert_eq!(c.record_failure("k", 3, win, t0).await.expect("ok"), None);
-        let locked = c.record_failure("k", 3, win, t0 + Duration::from_secs(10)).await.expect("ok");
+        let locked = c
+            .record_failure("k", 3, win, t0 + Duration::from_secs(10))
+            .await
+            .expect("ok");
         assert_eq!(locked, Some(Duration::from_secs(50)));
-        assert!(c.locked_for("k", 3, t0 + Duration::from_secs(59)).await.expect("ok").is_some());
+        assert!(
+            c.locked_for("k", 3, t0 + Duration::from_secs(59))
+                .await
+                .expect("ok")
+                .is_some()
+        );
         assert_eq!(c.locked_for("k", 3, t0 + win).await.expect("ok"), None);
         assert_eq!(c.locked_for("other", 3, t0).await.expect("ok"), None);
         // The next failure after the window opens a fresh one.
-        assert_eq!(c.record_failure("k", 3, win, t0 + win).await.expect("ok"), None);
+        assert_eq!(
+            c.record_failure("k", 3, win, t0 + win).await.expect("ok"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -105,8 +105,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>>;
 
     /// Records a use; a no-op for an unknown id.
-    async fn touch_session(&self, id: SessionId, last_seen_at: OffsetDateTime)
-        -> anyhow::Result<()>;
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        last_seen_at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
 
     /// Every stored session of the user, oldest first.
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>>;
@@ -136,8 +139,12 @@ pub trait SessionStore: Send + Sync + 'static {
 #[async_trait]
 pub trait FailureCounter: Send + Sync + 'static {
     /// How long the key stays locked, or `None` when it is not.
-    async fn locked_for(&self, key: &str, max: u32, now: OffsetDateTime)
-        -> anyhow::Result<Option<Duration>>;
+    async fn locked_for(
+        &self,
+        key: &str,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<Duration>>;
 
     /// Counts one failure; returns how long the key is now locked, if it is.
     async fn record_failure(

@@ -11,9 +11,7 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{
-    CreateUserError, NewUser, SessionRecord, SessionStore, UserRecord, UserStore,
-};
+use super::{CreateUserError, NewUser, SessionRecord, SessionStore, UserRecord, UserStore};
 use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
@@ -65,7 +63,11 @@ impl SqliteStore {
             .context("reading a user's roles")
     }
 
-    async fn user_where(&self, sql: &'static str, value: String) -> anyhow::Result<Option<UserRecord>> {
+    async fn user_where(
+        &self,
+        sql: &'static str,
+        value: String,
+    ) -> anyhow::Result<Option<UserRecord>> {
         let Some(row) = sqlx::query(sql)
             .bind(value)
             .fetch_optional(&self.pool)
@@ -165,7 +167,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &Email) -> anyhow::Result<Option<UserRecord>> {
-        self.user_where(USER_BY_EMAIL, email.as_str().to_owned()).await
+        self.user_where(USER_BY_EMAIL, email.as_str().to_owned())
+            .await
     }
 
     async fn user_by_id(&self, id: UserId) -> anyhow::Result<Option<UserRecord>> {
@@ -262,7 +265,11 @@ impl SessionStore for SqliteStore {
             .transpose()
     }
 
-    async fn touch_session(&self, id: SessionId, last_seen_at: OffsetDateTime) -> anyhow::Result<()> {
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        last_seen_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         sqlx::query("UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?) WHERE id = ?")
             .bind(to_millis(last_seen_at))
             .bind(id.0.to_string())
@@ -317,15 +324,14 @@ impl SessionStore for SqliteStore {
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64> {
         let now_ms = to_millis(now);
         let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ? - ?",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(idle_ms)
-        .execute(&self.pool)
-        .await
-        .context("sweeping expired sessions")?;
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ? - ?")
+                .bind(now_ms)
+                .bind(now_ms)
+                .bind(idle_ms)
+                .execute(&self.pool)
+                .await
+                .context("sweeping expired sessions")?;
         Ok(done.rows_affected())
     }
 }

@@ -18,24 +18,41 @@ async fn registration_returns_the_new_user_with_a_normalised_email() {
     assert_eq!(user["roles"], json!([]));
     assert_eq!(user["disabled"], false);
     let id = user["id"].as_str().expect("id");
-    assert_eq!(uuid::Uuid::parse_str(id).expect("uuid").get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(id).expect("uuid").get_version_num(),
+        7
+    );
     let created = user["created_at"].as_str().expect("created_at");
     time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
     assert!(created.ends_with('Z'), "UTC: {created}");
     let fields: Vec<&String> = user.as_object().expect("object").keys().collect();
-    assert_eq!(fields, ["created_at", "disabled", "email", "id", "roles"], "no hash or extra field");
+    assert_eq!(
+        fields,
+        ["created_at", "disabled", "email", "id", "roles"],
+        "no hash or extra field"
+    );
 }
 
 #[tokio::test]
 async fn an_email_is_taken_whatever_its_case() {
     let app = TestApp::spawn().await;
     let user = app.create_user().await;
-    let res = app.register(&user.email.to_uppercase(), "another good passphrase").await;
+    let res = app
+        .register(&user.email.to_uppercase(), "another good passphrase")
+        .await;
     let problem = assert_problem(res, StatusCode::CONFLICT).await;
-    assert!(problem["detail"].as_str().expect("detail").contains("exists"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("exists")
+    );
     // The original password still works: nothing was overwritten.
-    assert_eq!(app.login(&app.client(), &user).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&app.client(), &user).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -58,9 +75,14 @@ async fn weak_passwords_and_bad_emails_are_422_with_field_errors() {
         assert!(problem["errors"][0]["message"].is_string());
     }
     // 8 and 128 characters are the inclusive bounds.
-    assert_eq!(app.register(&unique_email(), "zq8#Lm2v").await.status(), StatusCode::CREATED);
     assert_eq!(
-        app.register(&unique_email(), &"é".repeat(128)).await.status(),
+        app.register(&unique_email(), "zq8#Lm2v").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.register(&unique_email(), &"é".repeat(128))
+            .await
+            .status(),
         StatusCode::CREATED
     );
 }
@@ -72,7 +94,11 @@ async fn closed_registration_refuses_new_accounts() {
     let res = app.register(&email, PASSWORD).await;
     assert_problem(res, StatusCode::FORBIDDEN).await;
     let res = app.login_with(&app.client(), &email, PASSWORD).await;
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "no account was created");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "no account was created"
+    );
 }
 
 #[tokio::test]
@@ -111,14 +137,19 @@ async fn changing_the_password_ends_every_other_session_but_keeps_this_one() {
 
     let res = here
         .post(app.url("/v1/me/password"))
-        .json(&json!({ "current_password": user.password, "new_password": "a brand new passphrase" }))
+        .json(
+            &json!({ "current_password": user.password, "new_password": "a brand new passphrase" }),
+        )
         .send()
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
     assert_eq!(app.get_me(&here).await.status(), StatusCode::OK);
-    assert_eq!(app.get_me(&elsewhere).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get_me(&elsewhere).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.sessions(&here).await.len(), 1);
     let old = app.login(&app.client(), &user).await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
@@ -141,9 +172,20 @@ async fn a_wrong_current_password_is_401_and_changes_nothing() {
         .await
         .expect("request");
     assert_problem(res, StatusCode::UNAUTHORIZED).await;
-    assert_eq!(app.get_me(&client).await.status(), StatusCode::OK, "the caller stays logged in");
-    assert_eq!(app.get_me(&other).await.status(), StatusCode::OK, "no session ended");
-    assert_eq!(app.login(&app.client(), &user).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_me(&client).await.status(),
+        StatusCode::OK,
+        "the caller stays logged in"
+    );
+    assert_eq!(
+        app.get_me(&other).await.status(),
+        StatusCode::OK,
+        "no session ended"
+    );
+    assert_eq!(
+        app.login(&app.client(), &user).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -158,7 +200,10 @@ async fn a_weak_new_password_is_422_and_changes_nothing() {
         .expect("request");
     let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["errors"][0]["field"], "new_password");
-    assert_eq!(app.login(&app.client(), &user).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&app.client(), &user).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -168,12 +213,17 @@ async fn password_change_requires_a_session() {
     let res = app
         .client()
         .post(app.url("/v1/me/password"))
-        .json(&json!({ "current_password": user.password, "new_password": "a brand new passphrase" }))
+        .json(
+            &json!({ "current_password": user.password, "new_password": "a brand new passphrase" }),
+        )
         .send()
         .await
         .expect("request");
     assert_problem(res, StatusCode::UNAUTHORIZED).await;
-    assert_eq!(app.login(&app.client(), &user).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&app.client(), &user).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -185,6 +235,9 @@ async fn stored_passwords_are_argon2id_hashes() {
         .fetch_one(&app.sql().await)
         .await
         .expect("row");
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     assert!(!hash.contains(&user.password));
 }

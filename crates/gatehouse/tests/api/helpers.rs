@@ -129,14 +129,21 @@ impl TestApp {
             password: PASSWORD.to_owned(),
         };
         let res = self.register(&user.email, &user.password).await;
-        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         user
     }
 
     /// Creates a role and a user holding it, through the same domain
     /// functions the CLI uses.
     pub async fn create_user_with_role(&self, role: &str, permissions: &[&str]) -> TestUser {
-        let auth = gatehouse::app::build_auth(&self.config, 1).await.expect("auth");
+        let auth = gatehouse::app::build_auth(&self.config, 1)
+            .await
+            .expect("auth");
         let role = RoleName::parse(role).expect("role");
         let perms: Vec<Permission> = permissions
             .iter()
@@ -147,9 +154,14 @@ impl TestApp {
             email: unique_email(),
             password: PASSWORD.to_owned(),
         };
-        auth.register(&user.email, user.password.clone(), vec![role], Registrar::Operator)
-            .await
-            .expect("user created");
+        auth.register(
+            &user.email,
+            user.password.clone(),
+            vec![role],
+            Registrar::Operator,
+        )
+        .await
+        .expect("user created");
         user
     }
 
@@ -176,7 +188,11 @@ impl TestApp {
     }
 
     pub async fn get_me(&self, client: &Client) -> Response {
-        client.get(self.url("/v1/me")).send().await.expect("request")
+        client
+            .get(self.url("/v1/me"))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn sessions(&self, client: &Client) -> Vec<Value> {
@@ -243,7 +259,10 @@ pub async fn assert_problem(res: Response, status: StatusCode) -> Value {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .expect("every 401 carries WWW-Authenticate");
-        assert!(challenge.starts_with(r#"Bearer realm="gatehouse""#), "{challenge}");
+        assert!(
+            challenge.starts_with(r#"Bearer realm="gatehouse""#),
+            "{challenge}"
+        );
     }
     let body: Value = res.json().await.expect("problem json");
     assert_eq!(body["status"], status.as_u16());

@@ -40,7 +40,10 @@ async fn login_sets_a_secure_host_only_session_cookie() {
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["user"]["email"], user.email.as_str());
     assert_eq!(body["session"]["current"], true);
-    assert!(!body.to_string().contains(&value), "the secret is only in the cookie");
+    assert!(
+        !body.to_string().contains(&value),
+        "the secret is only in the cookie"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +117,10 @@ async fn only_the_sha256_of_the_session_secret_is_stored() {
         .decode(&secret)
         .expect("b64");
     let expected_raw: [u8; 32] = Sha256::digest(&raw).into();
-    assert!(rows[0].0 == expected_raw || rows[0].0 == expected, "a SHA-256 of the secret");
+    assert!(
+        rows[0].0 == expected_raw || rows[0].0 == expected,
+        "a SHA-256 of the secret"
+    );
     drop(db);
     // The secret itself appears nowhere in the database file.
     let mut bytes = std::fs::read(&app.db_path).expect("db file");
@@ -142,7 +148,11 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     assert!(cleared.starts_with("gatehouse=;"), "{cleared}");
     // Replaying the old cookie gets nothing.
-    for (method, path) in [("GET", "/v1/me"), ("GET", "/v1/sessions"), ("POST", "/v1/logout")] {
+    for (method, path) in [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/sessions"),
+        ("POST", "/v1/logout"),
+    ] {
         let res = app
             .bare_client()
             .request(method.parse().expect("method"), app.url(path))
@@ -157,7 +167,12 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
 #[tokio::test]
 async fn logout_without_credentials_is_401() {
     let app = TestApp::spawn().await;
-    let res = app.client().post(app.url("/v1/logout")).send().await.expect("request");
+    let res = app
+        .client()
+        .post(app.url("/v1/logout"))
+        .send()
+        .await
+        .expect("request");
     assert_problem(res, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -188,7 +203,12 @@ async fn the_session_list_shows_live_sessions_and_marks_the_current_one() {
         .expect("phone listed");
     assert_eq!(phone_row["user_agent"], "PhoneBrowser/1.0");
     assert_eq!(phone_row["ip"], "127.0.0.1");
-    for field in ["created_at", "last_seen_at", "expires_at", "idle_expires_at"] {
+    for field in [
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "idle_expires_at",
+    ] {
         assert!(phone_row[field].is_string(), "{field}");
     }
 }
@@ -198,8 +218,12 @@ async fn ending_a_session_by_id_logs_that_device_out() {
     let app = TestApp::spawn().await;
     let (user, laptop) = app.logged_in().await;
     let phone = app.client();
-    let phone_session = app.login(&phone, &user).await.json::<Value>().await.expect("json")
-        ["session"]["id"]
+    let phone_session = app
+        .login(&phone, &user)
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["session"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -225,7 +249,10 @@ async fn another_users_session_cannot_be_ended_and_looks_unknown() {
     let app = TestApp::spawn().await;
     let (_, attacker) = app.logged_in().await;
     let (_, victim) = app.logged_in().await;
-    let victim_session = app.sessions(&victim).await[0]["id"].as_str().expect("id").to_owned();
+    let victim_session = app.sessions(&victim).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let res = attacker
         .delete(app.url(&format!("/v1/sessions/{victim_session}")))
         .send()
@@ -237,7 +264,10 @@ async fn another_users_session_cannot_be_ended_and_looks_unknown() {
         .send()
         .await
         .expect("request");
-    assert_eq!(assert_problem(unknown, StatusCode::NOT_FOUND).await, problem);
+    assert_eq!(
+        assert_problem(unknown, StatusCode::NOT_FOUND).await,
+        problem
+    );
     assert_eq!(app.get_me(&victim).await.status(), StatusCode::OK);
 }
 
@@ -245,7 +275,10 @@ async fn another_users_session_cannot_be_ended_and_looks_unknown() {
 async fn ending_the_current_session_by_id_clears_the_cookie() {
     let app = TestApp::spawn().await;
     let (_, client) = app.logged_in().await;
-    let id = app.sessions(&client).await[0]["id"].as_str().expect("id").to_owned();
+    let id = app.sessions(&client).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let res = client
         .delete(app.url(&format!("/v1/sessions/{id}")))
         .send()
@@ -283,7 +316,11 @@ async fn ending_all_other_sessions_keeps_only_the_current_one() {
     let left = app.sessions(&here).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["current"], true);
-    assert_eq!(app.get_me(&bystander).await.status(), StatusCode::OK, "other users untouched");
+    assert_eq!(
+        app.get_me(&bystander).await.status(),
+        StatusCode::OK,
+        "other users untouched"
+    );
 }
 
 #[tokio::test]
@@ -414,8 +451,14 @@ async fn forwarded_for_is_believed_from_trusted_proxies() {
 async fn health_and_readiness_answer() {
     let app = TestApp::spawn().await;
     let c = app.client();
-    assert_eq!(c.get(app.url("/healthz")).send().await.expect("r").status(), StatusCode::OK);
-    assert_eq!(c.get(app.url("/readyz")).send().await.expect("r").status(), StatusCode::OK);
+    assert_eq!(
+        c.get(app.url("/healthz")).send().await.expect("r").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(app.url("/readyz")).send().await.expect("r").status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -424,13 +467,21 @@ async fn readiness_is_503_when_the_database_is_gone() {
     let (_, client) = app.logged_in().await;
     // Make the database unreadable under the running server.
     let db = app.sql().await;
-    sqlx::query("DROP TABLE sessions").execute(&db).await.expect("drop");
+    sqlx::query("DROP TABLE sessions")
+        .execute(&db)
+        .await
+        .expect("drop");
     sqlx::query("ALTER TABLE users RENAME TO users_gone")
         .execute(&db)
         .await
         .expect("rename");
     drop(db);
-    let ready = app.client().get(app.url("/readyz")).send().await.expect("request");
+    let ready = app
+        .client()
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("request");
     assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
     let res = client.get(app.url("/v1/me")).send().await.expect("request");
     assert_problem(res, StatusCode::SERVICE_UNAVAILABLE).await;
