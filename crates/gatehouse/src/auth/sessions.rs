@@ -64,9 +64,9 @@ impl Auth {
     /// account, creates a new session (never reusing one: no fixation).
     ///
     /// Throttling is per (account, client IP): once `login_max_failures`
-    /// failures fall within `login_window`, every attempt is refused, even
-    /// with the right password, until the window closes. Unknown accounts
-    /// are counted and hashed like known ones.
+    /// attempts without a success fall within `login_window`, every further
+    /// attempt is refused, even with the right password, until the window
+    /// closes. Unknown accounts are counted and hashed like known ones.
     ///
     /// # Errors
     /// See [`LoginError`].
@@ -108,11 +108,15 @@ impl Auth {
         let key = Self::throttle_key(&normalised, ip);
         let p = &self.policy;
         let failures = &self.stores.failures;
-        if let Some(retry_after) = failures
-            .locked_for(&key, p.login_max_failures, self.clock.now())
-            .await?
-        {
-            return Err(LoginError::Throttled { retry_after });
+        // Count the attempt before checking the password, not after: checked
+        // afterwards, a burst of concurrent guesses would all pass the gate
+        // before the first failure was recorded.
+        let attempt = failures.hit(&key, p.login_window, self.clock.now()).await?;
+        if attempt.count > p.login_max_failures {
+            tracing::info!(target: "gatehouse::audit", event = "login_throttled", ip = ?ip, "login throttled");
+            return Err(LoginError::Throttled {
+                retry_after: attempt.window_left,
+            });
         }
         let user = match &parsed {
             Some(e) => self.stores.users.user_by_email(e).await?,
@@ -128,9 +132,6 @@ impl Auth {
                 Ok(user)
             }
             _ => {
-                failures
-                    .record_failure(&key, p.login_max_failures, p.login_window, self.clock.now())
-                    .await?;
                 tracing::info!(target: "gatehouse::audit", event = "login_failed", ip = ?ip, "login failed");
                 Err(LoginError::InvalidCredentials)
             }

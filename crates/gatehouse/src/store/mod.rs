@@ -129,33 +129,33 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64>;
 }
 
-/// Counters of failed password attempts, keyed by (account, client IP).
+/// One counted password attempt: how many the key's window holds now
+/// (this one included) and when the window closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub count: u32,
+    pub window_left: Duration,
+}
+
+/// Counters of password attempts, keyed by (account, client IP).
 ///
-/// Contract: a fixed window opens at the first failure of a key and lasts
-/// `window`; the key is locked while its window is open and holds at least
-/// `max` failures. Increments are atomic, so concurrent failures on many
-/// nodes count exactly. A backend that cannot answer returns `Err`, and the
-/// caller refuses the login (fail closed).
+/// Contract: a fixed window opens at the first attempt of a key (or the
+/// first after the previous window closed) and lasts `window`; `hit` counts
+/// one attempt atomically and returns the count including it, so that of
+/// many concurrent attempts on many nodes each sees a distinct count. A
+/// success calls `reset`. A backend that cannot answer returns `Err`, and
+/// the caller refuses the login (fail closed).
 #[async_trait]
 pub trait FailureCounter: Send + Sync + 'static {
-    /// How long the key stays locked, or `None` when it is not.
-    async fn locked_for(
+    /// Counts one attempt in the key's window.
+    async fn hit(
         &self,
         key: &str,
-        max: u32,
-        now: OffsetDateTime,
-    ) -> anyhow::Result<Option<Duration>>;
-
-    /// Counts one failure; returns how long the key is now locked, if it is.
-    async fn record_failure(
-        &self,
-        key: &str,
-        max: u32,
         window: Duration,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Option<Duration>>;
+    ) -> anyhow::Result<Attempt>;
 
-    /// Forgets the key's failures (after a successful login).
+    /// Forgets the key's attempts (after a successful login).
     async fn reset(&self, key: &str) -> anyhow::Result<()>;
 }
 
