@@ -124,10 +124,11 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
     );
     if writes {
         let headers = req.headers();
-        let rides_on_cookie = !headers.contains_key(AUTHORIZATION)
-            && (extract::has_cookie(headers, state.web.cookie_name)
-                || req.uri().path() == "/v1/login");
-        if rides_on_cookie && let Some(origin) = headers.get(ORIGIN) {
+        // A login sets the cookie whatever else the request carries.
+        let guarded = req.uri().path() == "/v1/login"
+            || (!headers.contains_key(AUTHORIZATION)
+                && extract::has_cookie(headers, state.web.cookie_name));
+        if guarded && let Some(origin) = headers.get(ORIGIN) {
             let allowed = origin
                 .to_str()
                 .is_ok_and(|o| state.web.allowed_origins.contains(o));

@@ -1,0 +1,668 @@
+//! The command line, black-box: the real `gatehouse` binary as a child
+//! process, each test in its own temporary working directory with no
+//! inherited `GATEHOUSE_*` configuration (API.md, "Configuration" and
+//! "Command line").
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Longest any child process may take to start, answer or exit.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Long, not in the bundled list of common passwords.
+const PASSWORD: &str = "tangerine-ladder-41-quietly";
+
+/// A command for the real binary in `dir`, with an empty environment but
+/// `PATH`: nothing from the developer's shell (`GATEHOUSE_*`, `RUST_LOG`)
+/// leaks in.
+fn gatehouse(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.current_dir(dir).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+/// `gatehouse serve` on a free port, with a cookie that plain HTTP carries.
+fn serve_cmd(dir: &Path) -> Command {
+    let mut cmd = gatehouse(dir);
+    cmd.arg("serve")
+        .env("GATEHOUSE_LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_COOKIE_SECURE", "false");
+    cmd
+}
+
+/// A child that is killed when dropped, so a failing test leaves no process
+/// behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls until `child` exits or `timeout` passes.
+fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("polling the child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> JoinHandle<String> {
+    let mut pipe = pipe.expect("piped stream");
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// What a finished command left behind.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion with `stdin` as its input, within [`DEADLINE`].
+fn run(cmd: &mut Command, stdin: &str) -> Finished {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().expect("spawning gatehouse"));
+    let mut input = child.0.stdin.take().expect("piped stdin");
+    // A child that exits before reading its input closes the pipe; that is
+    // its business, not a test failure.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let stdout = drain(child.0.stdout.take());
+    let stderr = drain(child.0.stderr.take());
+    let Some(status) = wait_for_exit(&mut child.0, DEADLINE) else {
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        panic!("{cmd:?} did not exit within {DEADLINE:?}; stdout: {stdout:?}; stderr: {stderr:?}");
+    };
+    Finished {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Asserts exit code 1 with exactly one non-empty line on stderr, and
+/// returns that line.
+fn assert_fails_with_one_line(out: &Finished) -> &str {
+    assert_eq!(out.status.code(), Some(1), "exit code: {out:?}");
+    let line = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    assert!(
+        !line.trim().is_empty() && !line.contains('\n'),
+        "stderr must be exactly one line: {:?}",
+        out.stderr
+    );
+    line
+}
+
+/// Asserts a usage error: exit code 2 and something said on stderr.
+fn assert_usage_error(out: &Finished) {
+    assert_eq!(out.status.code(), Some(2), "exit code: {out:?}");
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "usage errors explain themselves: {out:?}"
+    );
+}
+
+/// `gatehouse user create --email EMAIL --password-stdin [--role R]...`.
+fn create_user(dir: &Path, email: &str, password: &str, roles: &[&str]) -> Finished {
+    let mut cmd = gatehouse(dir);
+    cmd.args(["user", "create", "--email", email, "--password-stdin"]);
+    for role in roles {
+        cmd.args(["--role", role]);
+    }
+    run(&mut cmd, &format!("{password}\n"))
+}
+
+/// `gatehouse role set NAME PERM...`.
+fn set_role(dir: &Path, name: &str, permissions: &[&str]) -> Finished {
+    run(
+        gatehouse(dir).args(["role", "set", name]).args(permissions),
+        "",
+    )
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: ChildGuard,
+    /// The whole first stdout line.
+    first_line: String,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `cmd` and reads the bound address from its first stdout line,
+    /// within [`DEADLINE`].
+    fn start(cmd: &mut Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard(cmd.spawn().expect("spawning gatehouse serve"));
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        let stderr = drain(child.0.stderr.take());
+        let (lines, first) = mpsc::channel();
+        // Keeps draining stdout after the first line so the server never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Once nobody listens, keep draining anyway.
+                let _ = lines.send(line);
+            }
+        });
+        let first_line = match first.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.0.kill();
+                let status = child.0.wait();
+                let stderr = stderr.join().unwrap_or_default();
+                panic!(
+                    "no first stdout line from {cmd:?} ({e}); status {status:?}; stderr:\n{stderr}"
+                );
+            }
+        };
+        let addr = first_line
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("first stdout line: {first_line:?}"));
+        Self {
+            child,
+            first_line,
+            addr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `signal` (a name such as `TERM`) with the system's `kill`.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.0.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Logs in with a fresh cookie jar; returns the client and the status.
+    async fn login(&self, email: &str, password: &str) -> (reqwest::Client, StatusCode) {
+        let client = client();
+        let status = client
+            .post(self.url("/v1/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("POST /v1/login")
+            .status();
+        (client, status)
+    }
+
+    /// `GET /v1/me` with the client's cookie; must answer 200.
+    async fn me(&self, client: &reqwest::Client) -> Value {
+        let response = client
+            .get(self.url("/v1/me"))
+            .send()
+            .await
+            .expect("GET /v1/me");
+        assert_eq!(response.status(), StatusCode::OK, "GET /v1/me");
+        response.json().await.expect("JSON from /v1/me")
+    }
+}
+
+/// A client with its own cookie jar and a bounded wait.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(DEADLINE)
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// Starts `serve`, checks it answers, sends `signal`, and expects a clean
+/// exit (status 0) within [`DEADLINE`].
+async fn assert_signal_stops_gracefully(signal: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&mut serve_cmd(dir.path()));
+    // A kept-alive idle connection must not hold the shutdown up.
+    let client = client();
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+
+    server.signal(signal);
+
+    let Some(status) = wait_for_exit(&mut server.child.0, DEADLINE) else {
+        panic!("SIG{signal}: gatehouse still running after {DEADLINE:?}");
+    };
+    assert_eq!(status.code(), Some(0), "SIG{signal}: exit status {status}");
+    assert!(
+        std::net::TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)).is_err(),
+        "SIG{signal}: {} still accepts connections after exit",
+        server.addr
+    );
+    drop(client);
+}
+
+/// Writes `text` to `name` in `dir`.
+fn write_file(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("writing a file");
+}
+
+/// Starts the server from `args` (which carry `--config`) with no
+/// `GATEHOUSE_*` variable at all, and expects the file's `registration =
+/// "closed"` to refuse self-registration.
+async fn assert_closed_registration_file_honoured(args: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(
+        dir.path(),
+        "gatehouse.toml",
+        "listen = \"127.0.0.1:0\"\nregistration = \"closed\"\n",
+    );
+    let server = Server::start(gatehouse(dir.path()).args(args));
+    assert_eq!(
+        server.addr.ip().to_string(),
+        "127.0.0.1",
+        "{}",
+        server.first_line
+    );
+    assert_ne!(server.addr.port(), 0);
+    let response = client()
+        .post(server.url("/v1/users"))
+        .json(&json!({ "email": "newcomer@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .expect("POST /v1/users");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "{args:?}");
+}
+
+#[tokio::test]
+async fn serve_prints_bound_address_first_and_creates_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(!dir.path().join("gatehouse.db").exists());
+
+    let server = Server::start(
+        gatehouse(dir.path())
+            .arg("serve")
+            .env("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+    );
+
+    assert_ne!(server.addr.port(), 0, "{}", server.first_line);
+    assert_eq!(
+        server.first_line,
+        format!("listening on http://127.0.0.1:{}", server.addr.port())
+    );
+    let client = client();
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        dir.path().join("gatehouse.db").is_file(),
+        "the default sqlite://gatehouse.db is created in the working directory"
+    );
+    let ready = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_with_status_0() {
+    assert_signal_stops_gracefully("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_stops_the_server_gracefully_with_status_0() {
+    assert_signal_stops_gracefully("INT").await;
+}
+
+#[test]
+fn bad_environment_value_exits_1_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every command reads the same configuration.
+    let commands: [&[&str]; 2] = [&["serve"], &["role", "set", "support", "tickets:read"]];
+    for args in commands {
+        let out = run(
+            gatehouse(dir.path())
+                .args(args)
+                .env("GATEHOUSE_LISTEN", "127.0.0.1:0")
+                .env("GATEHOUSE_LOGIN_WINDOW", "soon"),
+            "",
+        );
+        let line = assert_fails_with_one_line(&out);
+        assert!(line.contains("login_window"), "{args:?}: {line:?}");
+    }
+    assert!(
+        !dir.path().join("gatehouse.db").exists(),
+        "a bad configuration stops the process before it opens the database"
+    );
+}
+
+#[test]
+fn bad_file_value_exits_1_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(dir.path(), "gatehouse.toml", "jwt_leeway = \"45s\"\n");
+    let out = run(
+        gatehouse(dir.path())
+            .args(["--config", "gatehouse.toml", "serve"])
+            .env("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("jwt_leeway"), "{line:?}");
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[test]
+fn unknown_file_key_exits_1_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(dir.path(), "gatehouse.toml", "lisen = \"127.0.0.1:0\"\n");
+    let out = run(
+        gatehouse(dir.path())
+            .args(["serve", "--config", "gatehouse.toml"])
+            .env("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("lisen"), "{line:?}");
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[test]
+fn missing_config_file_exits_1_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        gatehouse(dir.path())
+            .args(["--config", "no-such-file.toml", "serve"])
+            .env("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("no-such-file.toml"), "{line:?}");
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[tokio::test]
+async fn config_option_before_the_subcommand_is_honoured() {
+    assert_closed_registration_file_honoured(&["--config", "gatehouse.toml", "serve"]).await;
+}
+
+#[tokio::test]
+async fn config_option_after_the_subcommand_is_honoured() {
+    assert_closed_registration_file_honoured(&["serve", "--config", "gatehouse.toml"]).await;
+}
+
+#[test]
+fn config_option_applies_to_admin_commands_in_any_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(
+        dir.path(),
+        "gatehouse.toml",
+        "database_url = \"sqlite://admin.db\"\n",
+    );
+
+    let role = run(
+        gatehouse(dir.path()).args([
+            "role",
+            "set",
+            "--config",
+            "gatehouse.toml",
+            "support",
+            "tickets:read",
+        ]),
+        "",
+    );
+    assert!(role.status.success(), "{role:?}");
+    // The role is found only if both commands open the file's database.
+    let user = run(
+        gatehouse(dir.path()).args([
+            "user",
+            "--config",
+            "gatehouse.toml",
+            "create",
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+            "--role",
+            "support",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(user.status.success(), "{user:?}");
+    assert!(dir.path().join("admin.db").is_file());
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[test]
+fn no_subcommand_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_usage_error(&run(&mut gatehouse(dir.path()), ""));
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_usage_error(&run(gatehouse(dir.path()).arg("frobnicate"), ""));
+    assert!(!dir.path().join("gatehouse.db").exists());
+}
+
+#[test]
+fn user_create_without_password_stdin_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        gatehouse(dir.path()).args(["user", "create", "--email", "alice@example.com"]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_usage_error(&out);
+    assert!(
+        !dir.path().join("gatehouse.db").exists(),
+        "no user was created"
+    );
+}
+
+#[tokio::test]
+async fn user_create_reads_password_from_stdin_and_the_user_can_log_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("users.db");
+    let database_url = format!("sqlite://{}", db.display());
+
+    let out = run(
+        gatehouse(dir.path())
+            .args([
+                "user",
+                "create",
+                "--email",
+                " Alice@Example.COM ",
+                "--password-stdin",
+            ])
+            .env("GATEHOUSE_DATABASE_URL", &database_url),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("alice@example.com"), "{out:?}");
+    assert!(db.is_file());
+    assert!(
+        !dir.path().join("gatehouse.db").exists(),
+        "GATEHOUSE_DATABASE_URL is honoured"
+    );
+
+    let server = Server::start(serve_cmd(dir.path()).env("GATEHOUSE_DATABASE_URL", &database_url));
+    let (client, status) = server.login("alice@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let me = server.me(&client).await;
+    assert_eq!(me["user"]["email"], "alice@example.com");
+}
+
+#[test]
+fn user_create_refuses_an_email_taken_in_another_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = create_user(dir.path(), "alice@example.com", PASSWORD, &[]);
+    assert!(first.status.success(), "{first:?}");
+
+    let again = create_user(dir.path(), "ALICE@Example.com", "another-long-pass-99", &[]);
+    assert_fails_with_one_line(&again);
+}
+
+#[test]
+fn user_create_refuses_a_weak_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = create_user(dir.path(), "alice@example.com", "password", &[]);
+    assert_fails_with_one_line(&out);
+    // Nothing was stored: the email is still free.
+    let retry = create_user(dir.path(), "alice@example.com", PASSWORD, &[]);
+    assert!(retry.status.success(), "{retry:?}");
+}
+
+#[test]
+fn user_create_refuses_an_empty_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for stdin in ["", "\n"] {
+        let out = run(
+            gatehouse(dir.path()).args([
+                "user",
+                "create",
+                "--email",
+                "alice@example.com",
+                "--password-stdin",
+            ]),
+            stdin,
+        );
+        assert_fails_with_one_line(&out);
+    }
+    let retry = create_user(dir.path(), "alice@example.com", PASSWORD, &[]);
+    assert!(retry.status.success(), "no user was created: {retry:?}");
+}
+
+#[tokio::test]
+async fn role_set_then_user_create_with_role_grants_its_permissions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let role = set_role(dir.path(), "support", &["tickets:read", "tickets:write"]);
+    assert!(role.status.success(), "{role:?}");
+    let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
+    assert!(user.status.success(), "{user:?}");
+
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let (client, status) = server.login("agent@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let me = server.me(&client).await;
+    assert_eq!(me["user"]["roles"], json!(["support"]), "{me}");
+    assert_eq!(
+        me["permissions"],
+        json!(["tickets:read", "tickets:write"]),
+        "{me}"
+    );
+}
+
+#[test]
+fn user_create_with_unknown_role_exits_1_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = create_user(dir.path(), "agent@example.com", PASSWORD, &["nosuchrole"]);
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("nosuchrole"), "{line:?}");
+    // The refusal is whole: no user without the role was left behind.
+    let retry = create_user(dir.path(), "agent@example.com", PASSWORD, &[]);
+    assert!(retry.status.success(), "{retry:?}");
+}
+
+#[tokio::test]
+async fn role_set_again_replaces_the_permissions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let role = set_role(dir.path(), "support", &["tickets:read", "tickets:write"]);
+    assert!(role.status.success(), "{role:?}");
+    let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
+    assert!(user.status.success(), "{user:?}");
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let (before, status) = server.login("agent@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server.me(&before).await["permissions"],
+        json!(["tickets:read", "tickets:write"])
+    );
+
+    // Run against the live server's database, as an operator would.
+    let role = set_role(dir.path(), "support", &["kb:read"]);
+    assert!(role.status.success(), "{role:?}");
+
+    let (after, status) = server.login("agent@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let me = server.me(&after).await;
+    assert_eq!(me["permissions"], json!(["kb:read"]), "{me}");
+    assert_eq!(me["user"]["roles"], json!(["support"]), "{me}");
+    // API.md: a role change reaches sessions at once.
+    assert_eq!(server.me(&before).await["permissions"], json!(["kb:read"]));
+}
+
+#[test]
+fn role_set_refuses_an_invalid_permission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = set_role(dir.path(), "support", &["tickets:read", "tickets write"]);
+    assert_fails_with_one_line(&out);
+    // The role was not created with the valid half of its permissions.
+    let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
+    let line = assert_fails_with_one_line(&user);
+    assert!(line.contains("support"), "{line:?}");
+}
+
+#[test]
+fn serve_refuses_a_redis_url_this_build_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        serve_cmd(dir.path()).env("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("redis_url"), "{line:?}");
+    assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+}
+
+#[test]
+fn serve_refuses_a_postgres_database_url_this_build_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        serve_cmd(dir.path()).env("GATEHOUSE_DATABASE_URL", "postgres://localhost/x"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("database_url"), "{line:?}");
+    assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real gatehouse on port 0, over real HTTP.
+
+mod helpers;
+
+mod accounts;
+mod cli;
+mod csrf;
+mod hostile;
+mod sessions;
+mod throttling;
