@@ -90,9 +90,22 @@ pub fn main() -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    let line = format!("{e:#}").replace(['\n', '\r'], " ");
-    eprintln!("gatehouse: {line}");
+    eprintln!("gatehouse: {}", one_line(e));
     ExitCode::FAILURE
+}
+
+/// The cause chain on one line, without the repetition of errors whose
+/// message already ends with their source's.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace(['\n', '\r'], " ");
+        if parts.last().is_some_and(|prev| prev.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -166,7 +179,7 @@ fn read_password_line() -> anyhow::Result<String> {
 async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::Result<()> {
     let roles = roles
         .iter()
-        .map(|r| RoleName::parse(r).map_err(anyhow::Error::msg))
+        .map(|r| RoleName::parse(r).map_err(|e| anyhow::anyhow!("--role {r:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let password = read_password_line()?;
     let auth = build_auth(&config, 1).await?;
@@ -195,10 +208,10 @@ async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::R
 }
 
 async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow::Result<()> {
-    let name = RoleName::parse(name).map_err(anyhow::Error::msg)?;
+    let name = RoleName::parse(name).map_err(|e| anyhow::anyhow!("role {name:?}: {e}"))?;
     let permissions = permissions
         .iter()
-        .map(|p| Permission::parse(p).map_err(anyhow::Error::msg))
+        .map(|p| Permission::parse(p).map_err(|e| anyhow::anyhow!("permission {p:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let auth = build_auth(&config, 1).await?;
     auth.set_role(&name, &permissions).await?;

@@ -42,7 +42,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .context("opening the SQLite database")?;
+            .with_context(|| format!("database_url: cannot open {url}"))?;
         MIGRATOR
             .run(&pool)
             .await
