@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::auth::{Auth, Hasher, Policy};
+use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::{self, AppState, WebSettings};
@@ -18,35 +18,58 @@ use crate::http::{self, AppState, WebSettings};
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How often the signing keys are re-read, so a rotation made by the CLI
+/// or another node is used within this bound.
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
 /// Most password hashes waiting for the pool before logins get 503.
 const MAX_HASH_QUEUE: usize = 1024;
 
 /// Builds the domain service on the configured stores.
 ///
 /// `hash_concurrency` bounds how many password hashes run at once (the
-/// server uses one per core; a CLI command needs one).
+/// server uses one per core; a CLI command needs one). `issuer` is the
+/// `iss` of tokens (the configured one, or the server's bound origin).
 ///
 /// # Errors
-/// When a store cannot be opened or the configuration asks for a backend
-/// this build does not have.
-pub async fn build_auth(config: &Config, hash_concurrency: usize) -> anyhow::Result<Arc<Auth>> {
-    build_auth_with_clock(config, hash_concurrency, Arc::new(SystemClock)).await
-}
-
-async fn build_auth_with_clock(
+/// When a store cannot be opened, a signing key cannot be loaded, or the
+/// configuration asks for a backend this build does not have.
+pub async fn build_auth(
     config: &Config,
     hash_concurrency: usize,
-    clock: Arc<dyn Clock>,
+    issuer: String,
 ) -> anyhow::Result<Arc<Auth>> {
     refuse_unbuilt_features(config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stores = crate::store::open(&config.database_url).await?;
     let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
-    Ok(Arc::new(Auth::new(
+    let keys = KeyManager::init(config, stores.keys.clone(), clock.clone()).await?;
+    let tokens = TokenSettings {
+        audience: config.audience.clone().unwrap_or_else(|| issuer.clone()),
+        issuer,
+        access_token_ttl: config.access_token_ttl,
+        leeway: config.jwt_leeway,
+        refresh_reuse_grace: config.refresh_reuse_grace,
+    };
+    let auth = Auth::new(
         stores,
         hasher,
         clock,
         Policy::from_config(config),
-    )))
+        tokens,
+        keys,
+    )
+    .await?;
+    Ok(Arc::new(auth))
+}
+
+/// The issuer a command-line tool assumes: the configured one, else what a
+/// server on `listen` would call itself.
+pub fn default_issuer(config: &Config) -> String {
+    config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen))
 }
 
 /// Settings whose features are not in this build are refused rather than
@@ -80,11 +103,16 @@ impl Application {
     /// # Errors
     /// When a store cannot be opened or the address cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let auth = build_auth(&config, num_cpus()).await?;
+        refuse_unbuilt_features(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let issuer = config
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let auth = build_auth(&config, num_cpus(), issuer).await?;
         let issuer_origin = config
             .issuer_origin()
             .unwrap_or_else(|| format!("http://{addr}"));
@@ -138,12 +166,23 @@ impl Application {
                 }
             }
         });
+        let auth = self.state.auth.clone();
+        let key_watch = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = auth.keys().reload().await {
+                    tracing::warn!(error = format!("{e:#}"), "reloading signing keys failed");
+                }
+            }
+        });
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
         sweeper.abort();
+        key_watch.abort();
         served
     }
 }

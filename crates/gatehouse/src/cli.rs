@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::app::{Application, build_auth};
+use crate::app::{Application, build_auth, default_issuer};
 use crate::auth::accounts::{RegisterError, Registrar};
 use crate::auth::types::{Permission, RoleName};
 use crate::config::Config;
@@ -38,6 +38,32 @@ enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Inspect tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new signing key; the previous one stays published until
+    /// every token it signed has expired.
+    Rotate,
+    /// List the signing keys and their state.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token's header and claims, and whether its signature verifies
+    /// against the server's keys.
+    Decode { token: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +101,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    crate::telemetry::init();
+    crate::telemetry::init(if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +153,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Role {
             command: RoleCommand::Set { name, permissions },
         } => set_role(config, &name, &permissions).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+            let kid = auth.keys().rotate().await?;
+            println!("new signing key {kid}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::List,
+        } => list_keys(config).await,
+        Command::Token {
+            command: TokenCommand::Decode { token },
+        } => decode_token(config, &token).await,
     }
 }
 
@@ -182,7 +226,7 @@ async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::R
         .map(|r| RoleName::parse(r).map_err(|e| anyhow::anyhow!("--role {r:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let password = read_password_line()?;
-    let auth = build_auth(&config, 1).await?;
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
     let user = match auth
         .register(email, password, roles, Registrar::Operator)
         .await
@@ -213,12 +257,86 @@ async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow:
         .iter()
         .map(|p| Permission::parse(p).map_err(|e| anyhow::anyhow!("permission {p:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let auth = build_auth(&config, 1).await?;
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
     auth.set_role(&name, &permissions).await?;
     println!(
         "role {} has {} permission(s)",
         name.as_str(),
         permissions.len()
     );
+    Ok(())
+}
+
+async fn list_keys(config: Config) -> anyhow::Result<()> {
+    use crate::auth::keys::KeyState;
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<45} {:<6} {:<25} {:<9} STATE",
+        "KID", "ALG", "CREATED", "AT REST"
+    )?;
+    for k in auth.keys().list().await? {
+        let state = match k.state {
+            KeyState::Signing => "signing".to_owned(),
+            KeyState::Published { until } => format!("published until {}", rfc3339(until)),
+            KeyState::Retired { since } => format!("retired since {}", rfc3339(since)),
+        };
+        let created = k.created_at.map_or_else(|| "-".to_owned(), rfc3339);
+        let at_rest = if k.encrypted { "encrypted" } else { "plain" };
+        writeln!(
+            out,
+            "{:<45} {:<6} {:<25} {:<9} {state}",
+            k.kid, k.alg, created, at_rest
+        )?;
+    }
+    Ok(())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// `token decode`: a malformed token is a failure (exit 1); a well-formed
+/// one is printed whether or not its signature verifies, and the verdict
+/// says which.
+async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = token.trim();
+    anyhow::ensure!(token.len() <= 64 * 1024, "the token is larger than 64 KiB");
+    let parts: Vec<&str> = token.split('.').collect();
+    anyhow::ensure!(
+        parts.len() == 3,
+        "not a JWS in compact form (expected 3 parts separated by dots, found {})",
+        parts.len()
+    );
+    let segment =
+        |i: usize, name: &str| -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(parts[i])
+                .map_err(|_| anyhow::anyhow!("the {name} is not base64url"))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|_| anyhow::anyhow!("the {name} is not a JSON object"))
+        };
+    let header = segment(0, "header")?;
+    let mut claims = segment(1, "claims")?;
+    for claim in ["exp", "iat", "nbf"] {
+        if let Some(secs) = claims.get(claim).and_then(serde_json::Value::as_i64) {
+            let human = time::OffsetDateTime::from_unix_timestamp(secs)
+                .map_or_else(|_| "out of range".to_owned(), rfc3339);
+            claims.insert(format!("{claim} (UTC)"), serde_json::Value::String(human));
+        }
+    }
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let verdict = match crate::auth::tokens::verify_signature(token, &auth.keys().ring()) {
+        Ok(_) => "signature: valid (signed by one of this server's keys)".to_owned(),
+        Err(e) => format!("signature: INVALID ({e})"),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "header: {}", serde_json::to_string_pretty(&header)?)?;
+    writeln!(out, "claims: {}", serde_json::to_string_pretty(&claims)?)?;
+    writeln!(out, "{verdict}")?;
     Ok(())
 }

@@ -74,6 +74,11 @@ pub enum DatabaseUrl {
 pub struct SecretBytes(Vec<u8>);
 
 impl SecretBytes {
+    /// Wraps secret bytes (for configurations built in code).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
     /// The raw secret.
     pub fn expose(&self) -> &[u8] {
         &self.0

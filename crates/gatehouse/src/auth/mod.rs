@@ -2,8 +2,11 @@
 //! over the store traits. Nothing here knows about HTTP.
 
 pub mod accounts;
+pub mod keys;
 pub mod password;
+pub mod revocation;
 pub mod sessions;
+pub mod tokens;
 pub mod types;
 
 use std::net::IpAddr;
@@ -14,7 +17,10 @@ use crate::clock::Clock;
 use crate::config::{Config, Registration};
 use crate::store::Stores;
 
+pub use keys::KeyManager;
 pub use password::{HashError, Hasher};
+pub use revocation::RevocationSet;
+pub use tokens::TokenSettings;
 
 /// The limits that shape sessions and login throttling.
 #[derive(Debug, Clone)]
@@ -77,6 +83,12 @@ pub struct Auth {
     pub(crate) hasher: Hasher,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: Policy,
+    pub(crate) tokens: TokenSettings,
+    pub(crate) keys: KeyManager,
+    pub(crate) revocations: RevocationSet,
+    /// The signature-layer validation, built once for the configured
+    /// algorithm.
+    pub(crate) validation: jsonwebtoken::Validation,
 }
 
 impl std::fmt::Debug for Auth {
@@ -88,13 +100,47 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    pub fn new(stores: Stores, hasher: Hasher, clock: Arc<dyn Clock>, policy: Policy) -> Self {
-        Self {
+    /// Assembles the service and loads the revocations still in force.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn new(
+        stores: Stores,
+        hasher: Hasher,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        tokens: TokenSettings,
+        keys: KeyManager,
+    ) -> anyhow::Result<Self> {
+        let validation = tokens::signature_validation(&keys.ring());
+        let revocations = RevocationSet::default();
+        revocations.insert(stores.sessions.revocations(clock.now()).await?);
+        Ok(Self {
             stores,
             hasher,
             clock,
             policy,
-        }
+            tokens,
+            keys,
+            revocations,
+            validation,
+        })
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &KeyManager {
+        &self.keys
+    }
+
+    /// The ended sessions whose tokens are refused.
+    pub fn revocations(&self) -> &RevocationSet {
+        &self.revocations
+    }
+
+    /// When a session ended now stops mattering: no token issued before now
+    /// outlives this, leeway included.
+    pub(crate) fn revoke_until(&self) -> time::OffsetDateTime {
+        self.clock.now() + self.tokens.access_token_ttl + self.tokens.leeway
     }
 
     pub fn policy(&self) -> &Policy {
@@ -117,5 +163,57 @@ impl Auth {
     fn throttle_key(email: &str, ip: Option<IpAddr>) -> String {
         let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         format!("login:{ip}:{email}")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! An `Auth` on a temporary SQLite file with a clock the test drives.
+
+    use std::sync::Arc;
+
+    use super::{Auth, Hasher, KeyManager, Policy, TokenSettings};
+    use crate::clock::Clock;
+    use crate::config::{Config, DatabaseUrl};
+
+    pub const ISSUER: &str = "https://auth.test";
+
+    pub async fn auth(
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut Config),
+    ) -> (Auth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            database_url: DatabaseUrl::Sqlite(format!(
+                "sqlite://{}",
+                dir.path().join("t.db").display()
+            )),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let stores = crate::store::open(&config.database_url)
+            .await
+            .expect("store");
+        let keys = KeyManager::init(&config, stores.keys.clone(), clock.clone())
+            .await
+            .expect("keys");
+        let tokens = TokenSettings {
+            issuer: ISSUER.into(),
+            audience: ISSUER.into(),
+            access_token_ttl: config.access_token_ttl,
+            leeway: config.jwt_leeway,
+            refresh_reuse_grace: config.refresh_reuse_grace,
+        };
+        let auth = Auth::new(
+            stores,
+            Hasher::new(2, 64).expect("hasher"),
+            clock,
+            Policy::from_config(&config),
+            tokens,
+            keys,
+        )
+        .await
+        .expect("auth");
+        (auth, dir)
     }
 }

@@ -56,7 +56,7 @@ impl Auth {
         (session.last_seen_at + self.policy.session_idle_timeout).min(session.expires_at)
     }
 
-    fn is_live(&self, session: &SessionRecord, now: OffsetDateTime) -> bool {
+    pub(crate) fn is_live(&self, session: &SessionRecord, now: OffsetDateTime) -> bool {
         now < session.expires_at && now < self.idle_expiry(session)
     }
 
@@ -188,10 +188,7 @@ impl Auth {
         }
         let now = self.clock.now();
         if !self.is_live(&session, now) {
-            self.stores
-                .sessions
-                .delete_session(session.id, session.user_id)
-                .await?;
+            self.end_session(session.user_id, session.id).await?;
             return Ok(None);
         }
         let Some(user) = self.stores.users.user_by_id(session.user_id).await? else {
@@ -224,8 +221,16 @@ impl Auth {
     /// # Errors
     /// Store failures.
     pub async fn end_session(&self, user_id: UserId, id: SessionId) -> anyhow::Result<bool> {
-        let ended = self.stores.sessions.delete_session(id, user_id).await?;
+        let until = self.revoke_until();
+        let ended = self
+            .stores
+            .sessions
+            .delete_session(id, user_id, until)
+            .await?;
         if ended {
+            // Before the caller answers: an ended session's tokens are
+            // refused as soon as the request that ended it returns.
+            self.revocations.insert([(id, until)]);
             tracing::info!(target: "gatehouse::audit", event = "session_ended", user_id = %user_id, session_id = %id, "session ended");
         }
         Ok(ended)
@@ -240,11 +245,13 @@ impl Auth {
         user_id: UserId,
         keep: Option<SessionId>,
     ) -> anyhow::Result<Vec<SessionId>> {
+        let until = self.revoke_until();
         let ended = self
             .stores
             .sessions
-            .delete_sessions_of(user_id, keep)
+            .delete_sessions_of(user_id, keep, until)
             .await?;
+        self.revocations.insert(ended.iter().map(|id| (*id, until)));
         if !ended.is_empty() {
             tracing::info!(target: "gatehouse::audit", event = "sessions_ended", user_id = %user_id, count = ended.len(), "sessions ended");
         }
@@ -256,9 +263,11 @@ impl Auth {
     /// # Errors
     /// Store failures.
     pub async fn sweep_expired_sessions(&self) -> anyhow::Result<u64> {
+        let now = self.clock.now();
+        self.revocations.prune(now);
         self.stores
             .sessions
-            .delete_expired(self.clock.now(), self.policy.session_idle_timeout)
+            .delete_expired(now, self.policy.session_idle_timeout)
             .await
     }
 }
@@ -270,30 +279,17 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::auth::{Hasher, Policy};
     use crate::clock::{Clock as _, ManualClock};
-    use crate::config::Registration;
 
     async fn auth_with_clock() -> (Auth, Arc<ManualClock>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let stores = crate::store::open(&crate::config::DatabaseUrl::Sqlite(url))
-            .await
-            .expect("store");
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let policy = Policy {
-            registration: Registration::Open,
-            session_idle_timeout: Duration::from_secs(600),
-            session_absolute_timeout: Duration::from_secs(3600),
-            login_max_failures: 3,
-            login_window: Duration::from_secs(900),
-        };
-        let auth = Auth::new(
-            stores,
-            Hasher::new(2, 64).expect("hasher"),
-            clock.clone(),
-            policy,
-        );
+        let (auth, dir) = crate::auth::test_support::auth(clock.clone(), |c| {
+            c.session_idle_timeout = Duration::from_secs(600);
+            c.session_absolute_timeout = Duration::from_secs(3600);
+            c.login_max_failures = 3;
+            c.login_window = Duration::from_secs(900);
+        })
+        .await;
         (auth, clock, dir)
     }
 

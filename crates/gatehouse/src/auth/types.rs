@@ -93,54 +93,76 @@ impl fmt::Debug for SecretHash {
     }
 }
 
-/// The session secret carried by the cookie: 32 bytes from the OS RNG,
-/// shown to the client once as 43 characters of unpadded base64url.
-#[derive(Clone)]
-pub struct SessionSecret([u8; 32]);
+/// Length of an encoded 32-byte secret (unpadded base64url).
+pub const SECRET_LEN: usize = 43;
 
-/// Length of an encoded session secret.
-pub const SESSION_SECRET_LEN: usize = 43;
+/// Kept for callers that speak of the cookie.
+pub const SESSION_SECRET_LEN: usize = SECRET_LEN;
 
-impl SessionSecret {
-    /// A fresh secret from the operating system's RNG.
-    ///
-    /// # Errors
-    /// When the OS RNG fails; callers must not fall back to anything weaker.
-    pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(bytes))
-    }
+macro_rules! opaque_secret {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name([u8; 32]);
 
-    /// Parses a cookie value; anything but 43 base64url characters that
-    /// decode to 32 bytes is refused.
-    pub fn parse(encoded: &str) -> Option<Self> {
-        if encoded.len() != SESSION_SECRET_LEN {
-            return None;
+        impl $name {
+            /// A fresh secret from the operating system's RNG.
+            ///
+            /// # Errors
+            /// When the OS RNG fails; callers must not fall back to anything
+            /// weaker.
+            pub fn generate() -> Result<Self, getrandom::Error> {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes)?;
+                Ok(Self(bytes))
+            }
+
+            /// Parses the encoded form; anything but 43 base64url characters
+            /// that decode to 32 bytes is refused.
+            pub fn parse(encoded: &str) -> Option<Self> {
+                if encoded.len() != SECRET_LEN {
+                    return None;
+                }
+                let mut bytes = [0u8; 32];
+                match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+                    Ok(32) => Some(Self(bytes)),
+                    _ => None,
+                }
+            }
+
+            /// The form shown to the client, once.
+            pub fn encode(&self) -> String {
+                URL_SAFE_NO_PAD.encode(self.0)
+            }
+
+            /// The SHA-256 under which the store knows this secret.
+            pub fn hash(&self) -> SecretHash {
+                SecretHash(Sha256::digest(self.0).into())
+            }
+
+            /// The raw bytes (to derive keys from).
+            pub fn expose(&self) -> &[u8; 32] {
+                &self.0
+            }
         }
-        let mut bytes = [0u8; 32];
-        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
-            Ok(32) => Some(Self(bytes)),
-            _ => None,
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
         }
-    }
-
-    /// The cookie value.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
-    }
-
-    /// The SHA-256 under which the store knows this secret.
-    pub fn hash(&self) -> SecretHash {
-        SecretHash(Sha256::digest(self.0).into())
-    }
+    };
 }
 
-impl fmt::Debug for SessionSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionSecret([redacted])")
-    }
-}
+opaque_secret!(
+    /// The session secret carried by the cookie: 32 bytes from the OS RNG,
+    /// shown to the client once as 43 characters of unpadded base64url.
+    SessionSecret
+);
+opaque_secret!(
+    /// A refresh token: 32 bytes from the OS RNG, bound to one session.
+    RefreshSecret
+);
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE, USER_AGENT};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -99,6 +99,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
     Cookie,
+    Bearer,
 }
 
 /// The authenticated caller: a handler that takes this cannot run without
@@ -115,17 +116,20 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         if let Some(value) = parts.headers.get(AUTHORIZATION) {
-            // RFC 6750 §2.1: the scheme is case-insensitive. This server
-            // issues no access tokens yet, so no bearer token can be valid.
-            let is_bearer = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.get(..7))
-                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "));
-            return Err(if is_bearer {
+            let token = bearer_token(value).ok_or(Error::Unauthorized)?;
+            let verified = state.auth.verify_access_token(token).map_err(|e| {
+                tracing::debug!(reason = %e, "bearer token refused");
                 Error::InvalidToken
-            } else {
-                Error::Unauthorized
+            })?;
+            let auth = state
+                .auth
+                .authenticate_token(&verified)
+                .await
+                .map_err(unavailable)?
+                .ok_or(Error::InvalidToken)?;
+            return Ok(Self {
+                auth,
+                credential: Credential::Bearer,
             });
         }
         let secret =
@@ -141,6 +145,15 @@ impl FromRequestParts<AppState> for CurrentUser {
             credential: Credential::Cookie,
         })
     }
+}
+
+/// The token of an `Authorization: Bearer` header (RFC 6750 §2.1: the
+/// scheme is case-insensitive); `None` for any other scheme or shape.
+pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The session secret from the request's cookies: `Ok(None)` when there is

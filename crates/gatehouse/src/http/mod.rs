@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod extract;
 pub mod ops;
 pub mod sessions;
+pub mod tokens;
+pub mod well_known;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -96,6 +98,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::router())
         .merge(sessions::router())
+        .merge(tokens::router())
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -103,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops::router())
+        .merge(well_known::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))

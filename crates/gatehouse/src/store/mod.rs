@@ -93,16 +93,33 @@ pub trait UserStore: Send + Sync + 'static {
     async fn ping(&self) -> anyhow::Result<()>;
 }
 
-/// Server-side sessions.
+/// A stored refresh token (only its hash is known to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub session_id: SessionId,
+    pub created_at: OffsetDateTime,
+    /// When it was exchanged for its successor; `None` while unspent.
+    pub spent_at: Option<OffsetDateTime>,
+    /// The successor's secret, sealed under a key derived from this token.
+    pub successor_sealed: Option<Vec<u8>>,
+}
+
+/// Server-side sessions, their refresh tokens, and the record of ended
+/// sessions whose access tokens must be refused.
 ///
-/// Contract: a session ends by being deleted; the store does not judge
-/// expiry (the domain does, with its clock) but `delete_expired` sweeps what
-/// the domain calls expired. Lookups are by the SHA-256 of the secret only.
+/// Contract: a session ends by being deleted, and every method that ends
+/// sessions records them as revoked until `revoke_until` in the same atomic
+/// step, so no crash can end a session yet leave its tokens accepted. The
+/// store does not judge expiry (the domain does, with its clock) but
+/// `delete_expired` sweeps what the domain calls expired. Lookups are by the
+/// SHA-256 of secrets only. Deleting a session deletes its refresh tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &SessionRecord) -> anyhow::Result<()>;
 
     async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>>;
+
+    async fn session_by_id(&self, id: SessionId) -> anyhow::Result<Option<SessionRecord>>;
 
     /// Records a use; a no-op for an unknown id.
     async fn touch_session(
@@ -116,17 +133,101 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ends one session if, and only if, it belongs to `user_id`; `false`
     /// when there was no such session of that user.
-    async fn delete_session(&self, id: SessionId, user_id: UserId) -> anyhow::Result<bool>;
+    async fn delete_session(
+        &self,
+        id: SessionId,
+        user_id: UserId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<bool>;
 
     /// Ends every session of the user except `keep`; returns the ended ids.
     async fn delete_sessions_of(
         &self,
         user_id: UserId,
         keep: Option<SessionId>,
+        revoke_until: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionId>>;
 
-    /// Deletes sessions past their absolute expiry or idle for `idle`.
+    /// Deletes sessions past their absolute expiry or idle for `idle`, and
+    /// revocation records whose `revoke_until` has passed.
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64>;
+
+    /// Revocation records still in force at `now`.
+    async fn revocations(
+        &self,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<(SessionId, OffsetDateTime)>>;
+
+    async fn insert_refresh(
+        &self,
+        hash: &SecretHash,
+        session_id: SessionId,
+        created_at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>>;
+
+    /// Spends `old` and stores its successor, atomically, only if `old` is
+    /// still unspent (compare-and-swap): of many concurrent calls for one
+    /// token, exactly one gets `true`.
+    async fn rotate_refresh(
+        &self,
+        old: &SecretHash,
+        spent_at: OffsetDateTime,
+        successor: &SecretHash,
+        successor_sealed: &[u8],
+        session_id: SessionId,
+    ) -> anyhow::Result<bool>;
+}
+
+/// A signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 DER, or its AES-256-GCM seal when `encrypted`.
+    pub private_key: Vec<u8>,
+    pub encrypted: bool,
+    pub public_jwk: String,
+    pub created_at: OffsetDateTime,
+    pub retire_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("encrypted", &self.encrypted)
+            .field("created_at", &self.created_at)
+            .field("retire_at", &self.retire_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signing keys.
+///
+/// Contract: at most one key per algorithm has no `retire_at` (the current
+/// one); `add_key` makes the new key current and schedules every other
+/// current key to retire at `retire_others_at`, atomically.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every stored key, oldest first.
+    async fn signing_keys(&self) -> anyhow::Result<Vec<StoredKey>>;
+
+    async fn add_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    /// Replaces a key's stored private part (to encrypt it at rest).
+    async fn set_private_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        encrypted: bool,
+    ) -> anyhow::Result<()>;
 }
 
 /// One counted password attempt: how many the key's window holds now
@@ -164,6 +265,7 @@ pub trait FailureCounter: Send + Sync + 'static {
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
 }
 
@@ -179,7 +281,8 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
             let db = Arc::new(sqlite::SqliteStore::open(url).await?);
             Ok(Stores {
                 users: db.clone(),
-                sessions: db,
+                sessions: db.clone(),
+                keys: db,
                 failures: Arc::new(memory::MemoryFailureCounter::default()),
             })
         }

@@ -11,7 +11,10 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CreateUserError, NewUser, SessionRecord, SessionStore, UserRecord, UserStore};
+use super::{
+    CreateUserError, KeyStore, NewUser, RefreshRecord, SessionRecord, SessionStore, StoredKey,
+    UserRecord, UserStore,
+};
 use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
@@ -293,32 +296,61 @@ impl SessionStore for SqliteStore {
             .collect()
     }
 
-    async fn delete_session(&self, id: SessionId, user_id: UserId) -> anyhow::Result<bool> {
+    async fn session_by_id(&self, id: SessionId) -> anyhow::Result<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a session")?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn delete_session(
+        &self,
+        id: SessionId,
+        user_id: UserId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND user_id = ?")
             .bind(id.0.to_string())
             .bind(user_id.0.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .context("ending a session")?;
-        Ok(done.rows_affected() == 1)
+        let ended = done.rows_affected() == 1;
+        if ended {
+            revoke(&mut tx, &[id], revoke_until).await?;
+        }
+        tx.commit().await.context("committing a session's end")?;
+        Ok(ended)
     }
 
     async fn delete_sessions_of(
         &self,
         user_id: UserId,
         keep: Option<SessionId>,
+        revoke_until: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionId>> {
         let keep = keep.map(|k| k.0.to_string()).unwrap_or_default();
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
         let ids: Vec<String> =
             sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id <> ? RETURNING id")
                 .bind(user_id.0.to_string())
                 .bind(keep)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .context("ending a user's sessions")?;
-        ids.into_iter()
+        let ids = ids
+            .into_iter()
             .map(|s| parse_uuid(s).map(SessionId))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        revoke(&mut tx, &ids, revoke_until).await?;
+        tx.commit().await.context("committing the sessions' end")?;
+        Ok(ids)
     }
 
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64> {
@@ -332,6 +364,190 @@ impl SessionStore for SqliteStore {
                 .execute(&self.pool)
                 .await
                 .context("sweeping expired sessions")?;
+        sqlx::query("DELETE FROM revoked_sessions WHERE revoked_until <= ?")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .context("sweeping old revocations")?;
         Ok(done.rows_affected())
+    }
+
+    async fn revocations(
+        &self,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<(SessionId, OffsetDateTime)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT session_id, revoked_until FROM revoked_sessions WHERE revoked_until > ?",
+        )
+        .bind(to_millis(now))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading revocations")?;
+        rows.into_iter()
+            .map(|(id, until)| Ok((SessionId(parse_uuid(id)?), from_millis(until))))
+            .collect()
+    }
+
+    async fn insert_refresh(
+        &self,
+        hash: &SecretHash,
+        session_id: SessionId,
+        created_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(&hash.0[..])
+        .bind(session_id.0.to_string())
+        .bind(to_millis(created_at))
+        .execute(&self.pool)
+        .await
+        .context("inserting a refresh token")?;
+        Ok(())
+    }
+
+    async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>> {
+        let row = sqlx::query(
+            "SELECT session_id, created_at, spent_at, successor_sealed FROM refresh_tokens WHERE token_hash = ?",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a refresh token")?;
+        row.map(|row| {
+            Ok(RefreshRecord {
+                session_id: SessionId(parse_uuid(row.get("session_id"))?),
+                created_at: from_millis(row.get("created_at")),
+                spent_at: row.get::<Option<i64>, _>("spent_at").map(from_millis),
+                successor_sealed: row.get("successor_sealed"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &SecretHash,
+        spent_at: OffsetDateTime,
+        successor: &SecretHash,
+        successor_sealed: &[u8],
+        session_id: SessionId,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        // The compare-and-swap: only an unspent token is spent.
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET spent_at = ?, successor_sealed = ? \
+             WHERE token_hash = ? AND spent_at IS NULL AND session_id = ?",
+        )
+        .bind(to_millis(spent_at))
+        .bind(successor_sealed)
+        .bind(&old.0[..])
+        .bind(session_id.0.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("spending a refresh token")?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(&successor.0[..])
+        .bind(session_id.0.to_string())
+        .bind(to_millis(spent_at))
+        .execute(&mut *tx)
+        .await
+        .context("inserting the successor refresh token")?;
+        tx.commit().await.context("committing a refresh rotation")?;
+        Ok(true)
+    }
+}
+
+/// Records ended sessions as revoked, inside the caller's transaction.
+async fn revoke(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &[SessionId],
+    until: OffsetDateTime,
+) -> anyhow::Result<()> {
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO revoked_sessions (session_id, revoked_until) VALUES (?, ?) \
+             ON CONFLICT (session_id) DO UPDATE SET revoked_until = MAX(revoked_until, excluded.revoked_until)",
+        )
+        .bind(id.0.to_string())
+        .bind(to_millis(until))
+        .execute(&mut **tx)
+        .await
+        .context("recording a revocation")?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> anyhow::Result<Vec<StoredKey>> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, private_key, encrypted, public_jwk, created_at, retire_at \
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading signing keys")?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredKey {
+                kid: row.get("kid"),
+                alg: row.get("alg"),
+                private_key: row.get("private_key"),
+                encrypted: row.get::<i64, _>("encrypted") != 0,
+                public_jwk: row.get("public_jwk"),
+                created_at: from_millis(row.get("created_at")),
+                retire_at: row.get::<Option<i64>, _>("retire_at").map(from_millis),
+            })
+            .collect())
+    }
+
+    async fn add_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        sqlx::query("UPDATE signing_keys SET retire_at = ? WHERE retire_at IS NULL")
+            .bind(to_millis(retire_others_at))
+            .execute(&mut *tx)
+            .await
+            .context("retiring the current signing key")?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
+             VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(i64::from(key.encrypted))
+        .bind(&key.public_jwk)
+        .bind(to_millis(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .context("storing a signing key")?;
+        tx.commit().await.context("committing a signing key")?;
+        Ok(())
+    }
+
+    async fn set_private_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        encrypted: bool,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE signing_keys SET private_key = ?, encrypted = ? WHERE kid = ?")
+            .bind(private_key)
+            .bind(i64::from(encrypted))
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .context("re-sealing a signing key")?;
+        Ok(())
     }
 }

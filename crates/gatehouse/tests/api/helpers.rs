@@ -141,7 +141,7 @@ impl TestApp {
     /// Creates a role and a user holding it, through the same domain
     /// functions the CLI uses.
     pub async fn create_user_with_role(&self, role: &str, permissions: &[&str]) -> TestUser {
-        let auth = gatehouse::app::build_auth(&self.config, 1)
+        let auth = gatehouse::app::build_auth(&self.config, 1, self.origin())
             .await
             .expect("auth");
         let role = RoleName::parse(role).expect("role");

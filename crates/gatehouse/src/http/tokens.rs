@@ -1,0 +1,218 @@
+//! `/v1/token` (the OAuth 2.0 token endpoint: `password` and
+//! `refresh_token` grants) and `/v1/session/token` (an access token for the
+//! cookie's session).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, PRAGMA, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use super::extract::{Client, Credential, CurrentUser};
+use crate::auth::tokens::{GrantError, TokenPair};
+use crate::auth::types::Password;
+use crate::error::{Error, unavailable};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/token", post(token))
+        .route("/v1/session/token", post(session_token))
+}
+
+/// An RFC 6749 §5.2 error response.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: &'static str,
+    retry_after: Option<Duration>,
+}
+
+impl OAuthError {
+    fn bad(code: &'static str, description: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            description,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code, "error_description": self.description });
+        let mut res = (self.status, Json(body)).into_response();
+        // RFC 6749 §5.1: token responses are not cached.
+        res.headers_mut()
+            .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        res
+    }
+}
+
+impl From<GrantError> for OAuthError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::InvalidGrant => Self::bad(
+                "invalid_grant",
+                "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            GrantError::Throttled { retry_after } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "temporarily_unavailable",
+                description: "Too many failed attempts; retry after the time in Retry-After.",
+                retry_after: Some(retry_after),
+            },
+            GrantError::Busy => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "temporarily_unavailable",
+                description: "The server is busy; retry shortly.",
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            GrantError::Store(e) => {
+                tracing::error!(error = format!("{e:#}"), "token grant failed");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "temporarily_unavailable",
+                    description: "The server cannot answer right now; retry shortly.",
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            }
+        }
+    }
+}
+
+/// The request's parameters, from a form or a JSON object of strings.
+/// RFC 6749 §3.2: a parameter sent twice is an error; unknown ones are
+/// ignored.
+fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut params = HashMap::new();
+    match media.as_str() {
+        "application/x-www-form-urlencoded" => {
+            for (k, v) in url::form_urlencoded::parse(body) {
+                if params.insert(k.into_owned(), v.into_owned()).is_some() {
+                    return Err(OAuthError::bad(
+                        "invalid_request",
+                        "A parameter was sent more than once.",
+                    ));
+                }
+            }
+        }
+        "application/json" => {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+                .map_err(|_| {
+                OAuthError::bad("invalid_request", "The body is not a JSON object.")
+            })?;
+            for (k, v) in object {
+                match v {
+                    serde_json::Value::String(s) => {
+                        params.insert(k, s);
+                    }
+                    // Unknown parameters are ignored whatever their type;
+                    // ours must be strings.
+                    _ if matches!(
+                        k.as_str(),
+                        "grant_type" | "username" | "password" | "refresh_token"
+                    ) =>
+                    {
+                        return Err(OAuthError::bad(
+                            "invalid_request",
+                            "Parameters must be strings.",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {
+            return Err(OAuthError::bad(
+                "invalid_request",
+                "Send application/x-www-form-urlencoded or application/json.",
+            ));
+        }
+    }
+    Ok(params)
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::bad("invalid_request", "A required parameter is missing."))
+}
+
+/// `POST /v1/token`.
+async fn token(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = parameters(&headers, &body)?;
+    let pair: TokenPair = match required(&params, "grant_type")? {
+        "password" => {
+            let username = required(&params, "username")?;
+            let password = required(&params, "password")?;
+            state
+                .auth
+                .password_grant(username, Password::new(password.to_owned()), &client)
+                .await?
+        }
+        "refresh_token" => {
+            let presented = required(&params, "refresh_token")?;
+            state.auth.refresh_grant(presented).await?
+        }
+        _ => {
+            return Err(OAuthError::bad(
+                "unsupported_grant_type",
+                "Supported grant types: password, refresh_token.",
+            ));
+        }
+    };
+    let body = json!({
+        "access_token": pair.access.token,
+        "token_type": "Bearer",
+        "expires_in": pair.access.expires_in,
+        "refresh_token": pair.refresh.encode(),
+        "scope": pair.access.scope,
+    });
+    Ok(([(PRAGMA, HeaderValue::from_static("no-cache"))], Json(body)).into_response())
+}
+
+/// `POST /v1/session/token`: only for a cookie session (a bearer caller
+/// refreshes instead).
+async fn session_token(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
+    if who.credential != Credential::Cookie {
+        return Err(Error::Unauthorized);
+    }
+    let access = state
+        .auth
+        .session_token(&who.auth.user, &who.auth.session)
+        .await
+        .map_err(unavailable)?;
+    let body = json!({
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+    });
+    Ok(([(PRAGMA, HeaderValue::from_static("no-cache"))], Json(body)).into_response())
+}
