@@ -86,9 +86,6 @@ pub struct Auth {
     pub(crate) tokens: TokenSettings,
     pub(crate) keys: KeyManager,
     pub(crate) revocations: RevocationSet,
-    /// The signature-layer validation, built once for the configured
-    /// algorithm.
-    pub(crate) validation: jsonwebtoken::Validation,
 }
 
 impl std::fmt::Debug for Auth {
@@ -112,7 +109,6 @@ impl Auth {
         tokens: TokenSettings,
         keys: KeyManager,
     ) -> anyhow::Result<Self> {
-        let validation = tokens::signature_validation(&keys.ring());
         let revocations = RevocationSet::default();
         revocations.insert(stores.sessions.revocations(clock.now()).await?);
         Ok(Self {
@@ -123,7 +119,6 @@ impl Auth {
             tokens,
             keys,
             revocations,
-            validation,
         })
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::{DecodingKey, Header};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use super::keys::{self, KeyRing, alg_name};
 use super::sessions::LoginError;
 use super::types::{Password, RefreshSecret, SessionId, UserId};
 use super::{Auth, ClientMeta, HashError};
+use crate::config::JwtAlg;
 use crate::store::{SessionRecord, UserRecord};
 
 /// Longest access token accepted, in bytes (before any parsing).
@@ -167,18 +168,6 @@ impl From<HashError> for GrantError {
     }
 }
 
-/// The signature-layer validation for one algorithm: every claim check is
-/// ours (with our clock), so jsonwebtoken checks only the algorithm and the
-/// signature.
-pub fn signature_validation(ring: &KeyRing) -> Validation {
-    let mut v = Validation::new(keys::algorithm(ring.alg));
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    v
-}
-
 /// The parsed, checked header of a compact JWS: its `kid`.
 ///
 /// # Errors
@@ -224,28 +213,38 @@ pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
     }
 }
 
-/// Checks only the signature of a token against the ring (for `token
-/// decode`); claims are not judged.
+/// The signature layer: verifies the JWS signature of a compact token with
+/// one key under one algorithm and returns the decoded payload. It judges
+/// neither the header nor the claims: callers check the header first (as
+/// [`check_header`] does) and the claims after.
 ///
 /// # Errors
-/// As [`check_header`], or [`TokenError::BadSignature`].
-pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<serde_json::Value, TokenError> {
-    let kid = check_header(token, ring)?;
-    let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
-    jsonwebtoken::decode::<serde_json::Value>(token, key, &signature_validation(ring))
-        .map(|d| d.claims)
-        .map_err(map_jwt_error)
+/// [`TokenError::Malformed`] for a token that is not three base64url parts;
+/// [`TokenError::BadSignature`] when the signature does not verify, or the
+/// key does not belong to the algorithm's family.
+pub fn verify_jws(token: &str, alg: JwtAlg, key: &DecodingKey) -> Result<Vec<u8>, TokenError> {
+    let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let (_, payload) = message.split_once('.').ok_or(TokenError::Malformed)?;
+    if signature.is_empty() || payload.contains('.') {
+        return Err(TokenError::Malformed);
+    }
+    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, keys::algorithm(alg)) {
+        Ok(true) => URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed),
+        Ok(false) | Err(_) => Err(TokenError::BadSignature),
+    }
 }
 
-fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
-    use jsonwebtoken::errors::ErrorKind as K;
-    match e.kind() {
-        K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidRsaKey(_) => {
-            TokenError::BadSignature
-        }
-        K::InvalidAlgorithm | K::MissingAlgorithm => TokenError::WrongAlgorithm,
-        _ => TokenError::Malformed,
-    }
+/// Checks the header and the signature of a token against the ring (for
+/// `token decode`); claims are not judged.
+///
+/// # Errors
+/// As [`check_header`] and [`verify_jws`].
+pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenError> {
+    let kid = check_header(token, ring)?;
+    let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
+    verify_jws(token, ring.alg, key)
 }
 
 impl Auth {
@@ -257,12 +256,11 @@ impl Auth {
     /// # Errors
     /// The first rule the token breaks.
     pub fn verify_access_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        let ring = self.keys.ring();
-        let kid = check_header(token, &ring)?;
-        let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
-            .map_err(map_jwt_error)?
-            .claims;
+        let payload = verify_signature(token, &self.keys.ring())?;
+        // Only a JSON object with our claims' types parses: arrays, strings
+        // and numbers are refused here.
+        let claims: AccessClaims =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         let t = &self.tokens;
         let now = self.clock.now().unix_timestamp();
         let leeway = i64::try_from(t.leeway.as_secs()).unwrap_or(0);
@@ -524,5 +522,234 @@ impl Auth {
             return Ok(None);
         }
         Ok(Some(super::sessions::Authenticated { user, session }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::auth::sessions::NewSession;
+    use crate::auth::test_support;
+    use crate::clock::{Clock as _, ManualClock};
+
+    /// A published JOSE test vector from `../shared/vectors`.
+    fn vector(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/vectors")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the test vector {} ({e}): the tests expect the team's shared/ folder beside the repository",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).expect("vector JSON")
+    }
+
+    fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+        v[k].as_str().unwrap_or_else(|| panic!("{k}"))
+    }
+
+    fn flip_last_signature_char(token: &str) -> String {
+        let mut t = token.to_owned();
+        let last = t.pop().expect("char");
+        t.push(if last == 'A' { 'B' } else { 'A' });
+        t
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256_example_verifies_with_its_key() {
+        let v = vector("rfc7515_a1_hs256.json");
+        let key = URL_SAFE_NO_PAD.decode(s(&v["jwk"], "k")).expect("k");
+        let key = DecodingKey::from_secret(&key);
+        let payload = verify_jws(s(&v, "compact"), JwtAlg::Hs256, &key).expect("valid signature");
+        assert_eq!(payload, s(&v, "payload_utf8").as_bytes());
+        let forged = flip_last_signature_char(s(&v, "compact"));
+        assert_eq!(
+            verify_jws(&forged, JwtAlg::Hs256, &key),
+            Err(TokenError::BadSignature)
+        );
+        // The example is expired: the claims layer refuses it as a token of ours.
+        let claims: Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(claims["exp"], 1_300_819_380);
+    }
+
+    #[test]
+    fn rfc8037_a4_ed25519_example_verifies_with_its_key() {
+        let v = vector("rfc8037_a4_ed25519.json");
+        let key = DecodingKey::from_ed_components(s(&v["jwk_public"], "x")).expect("x");
+        let payload = verify_jws(s(&v, "compact"), JwtAlg::EdDsa, &key).expect("valid signature");
+        assert_eq!(payload, b"Example of Ed25519 signing");
+        let forged = flip_last_signature_char(s(&v, "compact"));
+        assert_eq!(
+            verify_jws(&forged, JwtAlg::EdDsa, &key),
+            Err(TokenError::BadSignature)
+        );
+        // Not a claims set: the claims layer cannot parse it.
+        assert!(serde_json::from_slice::<AccessClaims>(&payload).is_err());
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256_and_a3_es256_examples_verify_with_their_keys() {
+        let v = vector("rfc7515_a2_rs256.json");
+        let key =
+            DecodingKey::from_rsa_components(s(&v["jwk_public"], "n"), s(&v["jwk_public"], "e"))
+                .expect("rsa");
+        verify_jws(s(&v, "compact"), JwtAlg::Rs256, &key).expect("RS256 example");
+        let v = vector("rfc7515_a3_es256.json");
+        let key =
+            DecodingKey::from_ec_components(s(&v["jwk_public"], "x"), s(&v["jwk_public"], "y"))
+                .expect("ec");
+        verify_jws(s(&v, "compact"), JwtAlg::Es256, &key).expect("ES256 example");
+    }
+
+    #[test]
+    fn a_key_of_another_family_never_verifies() {
+        // HS256 keyed with the bytes of an Ed25519 public key: the classic
+        // algorithm-confusion forgery must fail at the signature layer too.
+        let v = vector("rfc8037_a4_ed25519.json");
+        let ed = DecodingKey::from_ed_components(s(&v["jwk_public"], "x")).expect("x");
+        let hs = vector("rfc7515_a1_hs256.json");
+        assert_eq!(
+            verify_jws(s(&hs, "compact"), JwtAlg::Hs256, &ed),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify_jws(s(&v, "compact"), JwtAlg::Hs256, &ed),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn rfc7515_a5_unsecured_example_is_refused() {
+        let v = vector("rfc7515_a5_unsecured_none.json");
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        assert_eq!(
+            auth.verify_access_token(s(&v, "compact")).err(),
+            Some(TokenError::WrongAlgorithm)
+        );
+        let key = DecodingKey::from_secret(b"any key at all");
+        assert_eq!(
+            verify_jws(s(&v, "compact"), JwtAlg::Hs256, &key),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    async fn session_with_token(auth: &Auth) -> (NewSession, IssuedAccess) {
+        let user = auth
+            .register(
+                "t@example.com",
+                "a long passphrase".into(),
+                vec![],
+                super::super::accounts::Registrar::Operator,
+            )
+            .await
+            .expect("user");
+        let new = auth
+            .start_session(&user, &ClientMeta::default())
+            .await
+            .expect("session");
+        let access = auth
+            .issue_access_token(&user, &new.record)
+            .await
+            .expect("token");
+        (new, access)
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_by_the_injected_clock_with_the_leeway() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock.clone(), |c| {
+            c.access_token_ttl = Duration::from_secs(300);
+            c.jwt_leeway = Duration::from_secs(30);
+        })
+        .await;
+        let (_, access) = session_with_token(&auth).await;
+        assert_eq!(access.expires_in, 300);
+        auth.verify_access_token(&access.token)
+            .expect("fresh token");
+        clock.advance(Duration::from_secs(329));
+        auth.verify_access_token(&access.token)
+            .expect("inside the leeway");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            auth.verify_access_token(&access.token).err(),
+            Some(TokenError::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_from_the_future_is_refused() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) =
+            test_support::auth(clock.clone(), |c| c.jwt_leeway = Duration::ZERO).await;
+        let (_, access) = session_with_token(&auth).await;
+        // Verifying "before" it was issued: the clock went back an hour.
+        let earlier = Arc::new(ManualClock::new(datetime!(2025-12-31 23:00 UTC)));
+        let (mut other, _dir2) = test_support::auth(earlier, |_| {}).await;
+        other.keys = auth.keys;
+        assert_eq!(
+            other.verify_access_token(&access.token).err(),
+            Some(TokenError::IssuedInFuture)
+        );
+    }
+
+    #[tokio::test]
+    async fn ending_the_session_revokes_its_token_without_a_store_read() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        let (new, access) = session_with_token(&auth).await;
+        auth.verify_access_token(&access.token).expect("live");
+        auth.end_session(new.record.user_id, new.record.id)
+            .await
+            .expect("end");
+        assert_eq!(
+            auth.verify_access_token(&access.token).err(),
+            Some(TokenError::Revoked)
+        );
+        assert_eq!(auth.revocations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn revocations_survive_a_restart() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, dir) = test_support::auth(clock.clone(), |_| {}).await;
+        let (new, _) = session_with_token(&auth).await;
+        auth.end_session(new.record.user_id, new.record.id)
+            .await
+            .expect("end");
+        let reopened = crate::store::open(&crate::config::DatabaseUrl::Sqlite(format!(
+            "sqlite://{}",
+            dir.path().join("t.db").display()
+        )))
+        .await
+        .expect("store");
+        let loaded = reopened
+            .sessions
+            .revocations(clock.now())
+            .await
+            .expect("read");
+        assert_eq!(
+            loaded.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![new.record.id]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_never_outlives_its_session() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |c| {
+            c.session_absolute_timeout = Duration::from_secs(120);
+        })
+        .await;
+        let (_, access) = session_with_token(&auth).await;
+        assert_eq!(access.expires_in, 120);
     }
 }
