@@ -128,9 +128,14 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
     );
     if writes {
         let headers = req.headers();
-        // A login sets the cookie whatever else the request carries.
-        let guarded = req.uri().path() == "/v1/login"
-            || (!headers.contains_key(AUTHORIZATION)
+        let path = req.uri().path();
+        // A login sets the cookie whatever else the request carries. The
+        // token endpoint never reads the cookie (its credentials are in the
+        // body and its answer is not readable cross-origin), so a cookie
+        // riding along does not make it a cookie-authenticated write.
+        let guarded = path == "/v1/login"
+            || (path != "/v1/token"
+                && !headers.contains_key(AUTHORIZATION)
                 && extract::has_cookie(headers, state.web.cookie_name));
         if guarded && let Some(origin) = headers.get(ORIGIN) {
             let allowed = origin

@@ -248,3 +248,22 @@ async fn login_from_a_foreign_origin_is_403_even_with_an_authorization_header() 
     assert!(res.headers().get(reqwest::header::SET_COOKIE).is_none());
     assert_problem(res, StatusCode::FORBIDDEN).await;
 }
+
+#[tokio::test]
+async fn the_token_endpoint_ignores_the_cookie_and_so_the_origin() {
+    let app = TestApp::spawn().await;
+    let (user, client) = app.logged_in().await;
+    let res = client
+        .post(app.url("/v1/token"))
+        .header(ORIGIN, EVIL)
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user.email.as_str()),
+            ("password", user.password.as_str()),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get(reqwest::header::SET_COOKIE).is_none());
+}
