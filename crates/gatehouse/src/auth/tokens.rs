@@ -459,10 +459,21 @@ impl Auth {
             && now < spent_at + grace
         {
             let bytes = keys::open(&successor_key(presented)?, b"refresh-successor", sealed)?;
-            let encoded = URL_SAFE_NO_PAD.encode(&bytes);
-            return RefreshSecret::parse(&encoded).ok_or_else(|| {
-                GrantError::Store(anyhow::anyhow!("a sealed successor is not 32 bytes"))
-            });
+            let successor =
+                RefreshSecret::parse(&URL_SAFE_NO_PAD.encode(&bytes)).ok_or_else(|| {
+                    GrantError::Store(anyhow::anyhow!("a sealed successor is not 32 bytes"))
+                })?;
+            // A retry gets the successor only while the successor itself is
+            // unspent: once the chain has moved on, an old token is reuse.
+            let successor_unspent = self
+                .stores
+                .sessions
+                .refresh_by_hash(&successor.hash())
+                .await?
+                .is_some_and(|r| r.spent_at.is_none());
+            if successor_unspent {
+                return Ok(successor);
+            }
         }
         tracing::warn!(
             target: "gatehouse::audit",

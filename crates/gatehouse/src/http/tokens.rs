@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header::{CONTENT_TYPE, PRAGMA, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,11 +118,16 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
             }
         }
         "application/json" => {
-            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-                .map_err(|_| {
+            let Pairs(pairs) = serde_json::from_slice(body).map_err(|_| {
                 OAuthError::bad("invalid_request", "The body is not a JSON object.")
             })?;
-            for (k, v) in object {
+            for (k, v) in pairs {
+                if params.contains_key(&k) {
+                    return Err(OAuthError::bad(
+                        "invalid_request",
+                        "A parameter was sent more than once.",
+                    ));
+                }
                 match v {
                     serde_json::Value::String(s) => {
                         params.insert(k, s);
@@ -152,6 +158,33 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     Ok(params)
 }
 
+/// A JSON object's members in order, duplicates kept (a map would keep only
+/// the last of a repeated key, hiding the repetition).
+struct Pairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
     params
         .get(name)
@@ -165,8 +198,20 @@ async fn token(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "invalid_request",
+                description: "The request body exceeds 64 KiB.",
+                retry_after: None,
+            }
+        } else {
+            OAuthError::bad("invalid_request", "The request body could not be read.")
+        }
+    })?;
     let params = parameters(&headers, &body)?;
     let pair: TokenPair = match required(&params, "grant_type")? {
         "password" => {
