@@ -282,9 +282,10 @@ impl Auth {
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::IssuedInFuture);
         }
-        let (Some(user_id), Some(session_id)) =
-            (UserId::parse(&claims.sub), SessionId::parse(&claims.sid))
-        else {
+        // Canonical forms only: we issue hyphenated lower-case UUIDs.
+        let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
+        let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
+        let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
             return Err(TokenError::Malformed);
         };
         if self.revocations.is_revoked(session_id) {

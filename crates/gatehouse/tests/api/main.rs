@@ -6,5 +6,8 @@ mod accounts;
 mod cli;
 mod csrf;
 mod hostile;
+mod keys;
 mod sessions;
 mod throttling;
+mod token_attacks;
+mod tokens;
