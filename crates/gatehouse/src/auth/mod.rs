@@ -2,9 +2,11 @@
 //! over the store traits. Nothing here knows about HTTP.
 
 pub mod accounts;
+pub mod admin;
 pub mod keys;
 pub mod password;
 pub mod revocation;
+pub mod rules;
 pub mod sessions;
 pub mod tokens;
 pub mod types;

@@ -48,6 +48,15 @@ pub enum CreateUserError {
     Store(#[from] anyhow::Error),
 }
 
+/// Why roles could not be assigned.
+#[derive(Debug, thiserror::Error)]
+pub enum RolesError {
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
 /// A stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -88,6 +97,30 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Creates the role or replaces its permissions, atomically.
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()>;
+
+    /// Up to `limit` users with ids after `after`, in id (creation) order.
+    async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<UserRecord>>;
+
+    /// Sets the disabled flag; `false` when the user does not exist.
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool>;
+
+    /// Deletes the user with their role assignments (and, where sessions
+    /// share the database, their sessions); `false` when there was none.
+    async fn delete_user(&self, id: UserId) -> anyhow::Result<bool>;
+
+    /// Replaces the user's roles, atomically; `Ok(false)` when the user does
+    /// not exist, an error naming the first unknown role.
+    async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError>;
+
+    /// Every role with its sorted permissions, by name.
+    async fn roles(&self) -> anyhow::Result<Vec<(String, Vec<String>)>>;
+
+    /// Deletes a role (and its assignments); `false` when there was none.
+    async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool>;
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> anyhow::Result<()>;

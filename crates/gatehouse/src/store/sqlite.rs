@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, KeyStore, NewUser, RefreshRecord, SessionRecord, SessionStore, StoredKey,
-    UserRecord, UserStore,
+    CreateUserError, KeyStore, NewUser, RefreshRecord, RolesError, SessionRecord, SessionStore,
+    StoredKey, UserRecord, UserStore,
 };
 use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
@@ -58,37 +58,39 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn roles_of(&self, id: UserId) -> anyhow::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = ? ORDER BY role")
-            .bind(id.0.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .context("reading a user's roles")
-    }
-
     async fn user_where(
         &self,
         sql: &'static str,
         value: String,
     ) -> anyhow::Result<Option<UserRecord>> {
-        let Some(row) = sqlx::query(sql)
+        sqlx::query(sql)
             .bind(value)
             .fetch_optional(&self.pool)
             .await
             .context("reading a user")?
-        else {
-            return Ok(None);
-        };
-        let id = UserId(parse_uuid(row.get("id"))?);
-        Ok(Some(UserRecord {
-            id,
-            email: row.get("email"),
-            password_hash: row.get("password_hash"),
-            created_at: from_millis(row.get("created_at")),
-            disabled: row.get::<i64, _>("disabled") != 0,
-            roles: self.roles_of(id).await?,
-        }))
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
     }
+}
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<UserRecord> {
+    let roles: Option<String> = row.get("roles");
+    let mut roles: Vec<String> = roles
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|r| !r.is_empty())
+        .map(String::from)
+        .collect();
+    roles.sort();
+    Ok(UserRecord {
+        id: UserId(parse_uuid(row.get("id"))?),
+        email: row.get("email"),
+        password_hash: row.get("password_hash"),
+        created_at: from_millis(row.get("created_at")),
+        disabled: row.get::<i64, _>("disabled") != 0,
+        roles,
+    })
 }
 
 fn parse_uuid(s: String) -> anyhow::Result<Uuid> {
@@ -112,10 +114,21 @@ fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<SessionReco
     })
 }
 
-const USER_BY_EMAIL: &str =
-    "SELECT id, email, password_hash, created_at, disabled FROM users WHERE email = ?";
-const USER_BY_ID: &str =
-    "SELECT id, email, password_hash, created_at, disabled FROM users WHERE id = ?";
+/// A user with their roles in one row (role names hold no spaces).
+macro_rules! user_select {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, email, password_hash, created_at, disabled, ",
+            "(SELECT group_concat(role, ' ') FROM user_roles WHERE user_id = users.id) AS roles ",
+            "FROM users ",
+            $where
+        )
+    };
+}
+
+const USER_BY_EMAIL: &str = user_select!("WHERE email = ?");
+const USER_BY_ID: &str = user_select!("WHERE id = ?");
+const USERS_AFTER: &str = user_select!("WHERE id > ? ORDER BY id LIMIT ?");
 
 const SESSION_COLUMNS: &str =
     "id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip";
@@ -222,6 +235,113 @@ impl UserStore for SqliteStore {
         }
         tx.commit().await.context("committing a role")?;
         Ok(())
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<UserRecord>> {
+        // UUID v7 text sorts by creation time, so the id is the cursor.
+        sqlx::query(USERS_AFTER)
+            .bind(after.map(|a| a.0.to_string()).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .context("listing users")?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(i64::from(disabled))
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("disabling a user")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("deleting a user")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+            .bind(id.0.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading a user")?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("clearing a user's roles")?;
+        for role in roles {
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
+            )
+            .bind(id.0.to_string())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("assigning a role")?;
+            if done.rows_affected() == 0 {
+                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
+                    .bind(role.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("reading a role")?;
+                if known.is_none() {
+                    return Err(RolesError::UnknownRole(role.as_str().to_owned()));
+                }
+            }
+        }
+        tx.commit().await.context("committing a user's roles")?;
+        Ok(true)
+    }
+
+    async fn roles(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT name, (SELECT group_concat(permission, ' ') FROM role_permissions WHERE role = roles.name) \
+             FROM roles ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing roles")?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, perms)| {
+                let mut perms: Vec<String> = perms
+                    .unwrap_or_default()
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect();
+                perms.sort();
+                (name, perms)
+            })
+            .collect())
+    }
+
+    async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM roles WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await
+            .context("deleting a role")?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {

@@ -1,0 +1,191 @@
+//! Administration: users, roles and permissions as data. The admin API and
+//! the command line call these same functions.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::Auth;
+use super::types::{Permission, RoleName, UserId};
+use crate::store::{RolesError, UserRecord};
+
+/// Most users one page may hold.
+pub const MAX_PAGE: u32 = 200;
+
+/// One page of users and the cursor of the next, if any.
+#[derive(Debug)]
+pub struct UserPage {
+    pub users: Vec<UserRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// A malformed pagination cursor.
+#[derive(Debug, thiserror::Error)]
+#[error("the cursor is not one this server issued")]
+pub struct BadCursor;
+
+/// An opaque cursor: the last id of a page. Opaque to clients so the
+/// pagination scheme can change without breaking them.
+fn encode_cursor(id: UserId) -> String {
+    URL_SAFE_NO_PAD.encode(id.0.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<UserId, BadCursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
+    uuid::Uuid::from_slice(&bytes)
+        .map(UserId)
+        .map_err(|_| BadCursor)
+}
+
+/// A role and its permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    pub permissions: Vec<String>,
+}
+
+impl Auth {
+    /// A page of users in creation order.
+    ///
+    /// # Errors
+    /// `Ok(Err(BadCursor))` for a cursor we did not issue; `Err` for store
+    /// failures.
+    pub async fn list_users(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Result<UserPage, BadCursor>> {
+        let after = match cursor.map(decode_cursor).transpose() {
+            Ok(after) => after,
+            Err(e) => return Ok(Err(e)),
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        // One more than asked tells whether a next page exists.
+        let mut users = self.stores.users.list_users(after, limit + 1).await?;
+        let next_cursor = if users.len() > limit as usize {
+            users.truncate(limit as usize);
+            users.last().map(|u| encode_cursor(u.id))
+        } else {
+            None
+        };
+        Ok(Ok(UserPage { users, next_cursor }))
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn user(&self, id: UserId) -> anyhow::Result<Option<UserRecord>> {
+        self.stores.users.user_by_id(id).await
+    }
+
+    /// Disables or enables a user. Disabling ends every session of the user
+    /// and refuses their outstanding access tokens at once.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_disabled(
+        &self,
+        id: UserId,
+        disabled: bool,
+    ) -> anyhow::Result<Option<UserRecord>> {
+        if !self.stores.users.set_disabled(id, disabled).await? {
+            return Ok(None);
+        }
+        if disabled {
+            // The flag is set first, so no new session can start meanwhile.
+            self.end_sessions_of(id, None).await?;
+        }
+        tracing::info!(target: "gatehouse::audit", event = if disabled { "user_disabled" } else { "user_enabled" }, user_id = %id, "user state changed");
+        self.stores.users.user_by_id(id).await
+    }
+
+    /// Deletes a user after ending every session of theirs (so their tokens
+    /// are refused at once); `false` when there was no such user.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
+        if !self.stores.users.set_disabled(id, true).await? {
+            return Ok(false);
+        }
+        self.end_sessions_of(id, None).await?;
+        let deleted = self.stores.users.delete_user(id).await?;
+        tracing::info!(target: "gatehouse::audit", event = "user_deleted", user_id = %id, "user deleted");
+        Ok(deleted)
+    }
+
+    /// Replaces a user's roles. Cookie sessions see the change at once;
+    /// access tokens at their next refresh.
+    ///
+    /// # Errors
+    /// [`RolesError::UnknownRole`] names the first role that does not exist.
+    pub async fn set_user_roles(
+        &self,
+        id: UserId,
+        roles: &[RoleName],
+    ) -> Result<Option<UserRecord>, RolesError> {
+        if !self.stores.users.set_roles(id, roles).await? {
+            return Ok(None);
+        }
+        tracing::info!(target: "gatehouse::audit", event = "user_roles_changed", user_id = %id, roles = ?roles.iter().map(RoleName::as_str).collect::<Vec<_>>(), "user roles set");
+        Ok(self.stores.users.user_by_id(id).await?)
+    }
+
+    /// Every role with its permissions.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn roles(&self) -> anyhow::Result<Vec<Role>> {
+        Ok(self
+            .stores
+            .users
+            .roles()
+            .await?
+            .into_iter()
+            .map(|(name, permissions)| Role { name, permissions })
+            .collect())
+    }
+
+    /// Deletes a role; its holders lose its permissions at once.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
+        let deleted = self.stores.users.delete_role(name).await?;
+        if deleted {
+            tracing::info!(target: "gatehouse::audit", event = "role_deleted", role = name.as_str(), "role deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Whether the user holds a permission, from one read of their
+    /// effective permissions.
+    ///
+    /// # Errors
+    /// Store failures: callers answer 503, never allow and never deny.
+    pub async fn has_permission(
+        &self,
+        user: UserId,
+        permission: &Permission,
+    ) -> anyhow::Result<bool> {
+        Ok(self
+            .permissions_of(user)
+            .await?
+            .iter()
+            .any(|p| p == permission.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let id = UserId::new();
+        assert_eq!(decode_cursor(&encode_cursor(id)).expect("ours"), id);
+        for bad in ["", "!!", "AAAA", "' OR 1=1 --"] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}
