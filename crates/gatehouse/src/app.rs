@@ -18,8 +18,9 @@ use crate::http::{self, AppState, WebSettings};
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// How often the signing keys are re-read, so a rotation made by the CLI
-/// or another node is used within this bound.
+/// How often the signing keys and the revocations are re-read, so a
+/// rotation or a session ended by the CLI or another node takes effect
+/// within this bound.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Most password hashes waiting for the pool before logins get 503.
@@ -127,6 +128,7 @@ impl Application {
             cookie_secure: config.cookie_secure,
             allowed_origins,
             trusted_proxies: config.trusted_proxies.clone(),
+            rules: config.rules.clone(),
         };
         Ok(Self {
             listener,
@@ -173,6 +175,11 @@ impl Application {
                 tick.tick().await;
                 if let Err(e) = auth.keys().reload().await {
                     tracing::warn!(error = format!("{e:#}"), "reloading signing keys failed");
+                }
+                // Sessions ended by another process (the CLI) reach this
+                // node's revocation set within the same bound.
+                if let Err(e) = auth.reload_revocations().await {
+                    tracing::warn!(error = format!("{e:#}"), "reloading revocations failed");
                 }
             }
         });

@@ -79,6 +79,13 @@ enum UserCommand {
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
     },
+    /// Disable a user: every session of theirs ends, and they cannot log in.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// List every user.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     roles,
                 },
         } => create_user(config, &email, &roles).await,
+        Command::User {
+            command: UserCommand::Disable { email },
+        } => disable_user(config, &email).await,
+        Command::User {
+            command: UserCommand::List,
+        } => list_users(config).await,
         Command::Role {
             command: RoleCommand::Set { name, permissions },
         } => set_role(config, &name, &permissions).await,
@@ -338,5 +351,50 @@ async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
     writeln!(out, "header: {}", serde_json::to_string_pretty(&header)?)?;
     writeln!(out, "claims: {}", serde_json::to_string_pretty(&claims)?)?;
     writeln!(out, "{verdict}")?;
+    Ok(())
+}
+
+async fn disable_user(config: Config, email: &str) -> anyhow::Result<()> {
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let user = auth
+        .user_by_email(email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user with the email {email:?}"))?;
+    auth.set_disabled(user.id, true).await?;
+    println!("disabled user {} {}", user.id, user.email);
+    Ok(())
+}
+
+async fn list_users(config: Config) -> anyhow::Result<()> {
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<36}  {:<40}  {:<8}  {:<24}  ROLES",
+        "ID", "EMAIL", "STATE", "CREATED"
+    )?;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = auth
+            .list_users(cursor.as_deref(), crate::auth::admin::MAX_PAGE)
+            .await?
+            .map_err(anyhow::Error::new)?;
+        for u in &page.users {
+            let state = if u.disabled { "disabled" } else { "active" };
+            writeln!(
+                out,
+                "{:<36}  {:<40}  {:<8}  {:<24}  {}",
+                u.id,
+                u.email,
+                state,
+                rfc3339(u.created_at),
+                u.roles.join(",")
+            )?;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
     Ok(())
 }

@@ -78,6 +78,18 @@ impl Auth {
         self.stores.users.user_by_id(id).await
     }
 
+    /// A user by email (normalised first); `None` for an unknown or
+    /// malformed address.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn user_by_email(&self, email: &str) -> anyhow::Result<Option<UserRecord>> {
+        match super::types::Email::parse(email) {
+            Ok(e) => self.stores.users.user_by_email(&e).await,
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Disables or enables a user. Disabling ends every session of the user
     /// and refuses their outstanding access tokens at once.
     ///

@@ -129,6 +129,17 @@ impl Auth {
         &self.keys
     }
 
+    /// Adds the store's revocations (from other processes) to the set.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn reload_revocations(&self) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        self.revocations
+            .insert(self.stores.sessions.revocations(now).await?);
+        Ok(())
+    }
+
     /// The ended sessions whose tokens are refused.
     pub fn revocations(&self) -> &RevocationSet {
         &self.revocations

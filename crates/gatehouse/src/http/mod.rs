@@ -2,6 +2,8 @@
 //! every route shares (body limit, CSRF origin check, no-store, tracing).
 
 pub mod accounts;
+pub mod admin;
+pub mod authz;
 pub mod extract;
 pub mod ops;
 pub mod sessions;
@@ -40,6 +42,8 @@ pub struct WebSettings {
     /// Serialized origins allowed to send cookie-authenticated writes.
     pub allowed_origins: HashSet<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Forward-authentication rules, in order.
+    pub rules: Vec<crate::config::AccessRule>,
 }
 
 impl WebSettings {
@@ -99,6 +103,8 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(sessions::router())
         .merge(tokens::router())
+        .merge(admin::router())
+        .merge(authz::router())
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -132,9 +138,11 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         // A login sets the cookie whatever else the request carries. The
         // token endpoint never reads the cookie (its credentials are in the
         // body and its answer is not readable cross-origin), so a cookie
-        // riding along does not make it a cookie-authenticated write.
+        // riding along does not make it a cookie-authenticated write; and
+        // /v1/verify changes nothing, whatever method a proxy forwards.
         let guarded = path == "/v1/login"
             || (path != "/v1/token"
+                && path != "/v1/verify"
                 && !headers.contains_key(AUTHORIZATION)
                 && extract::has_cookie(headers, state.web.cookie_name));
         if guarded && let Some(origin) = headers.get(ORIGIN) {
