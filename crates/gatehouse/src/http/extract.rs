@@ -3,8 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, COOKIE, USER_AGENT};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
@@ -18,24 +19,45 @@ use crate::error::{Error, unavailable};
 /// Longest user agent we record.
 const MAX_USER_AGENT: usize = 256;
 
-/// A JSON body of type `T`. Malformed JSON and wrong types are 400, a body
-/// over the limit 413, a missing JSON content type 415: always a problem
-/// document, never axum's plain-text rejection.
+/// A JSON body of type `T`, which must be a JSON object. Malformed JSON,
+/// wrong types and any other top-level value are 400 (serde would otherwise
+/// accept a struct written as an array of its fields), a body over the limit
+/// 413, a missing JSON content type 415: always a problem document, never
+/// axum's plain-text rejection.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType,
-                _ => Error::BadRequest(rejection.body_text()),
-            }),
+        if !is_json(req.headers()) {
+            return Err(Error::UnsupportedMediaType);
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Error::BadRequest("The body must be a JSON object.".into()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| Error::BadRequest(format!("Invalid JSON body: {e}")))
     }
 }
 

@@ -153,7 +153,10 @@ impl UserStore for SqliteStore {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("inserting a user").into()),
         }
-        for role in &user.roles {
+        let mut roles: Vec<&RoleName> = user.roles.iter().collect();
+        roles.sort();
+        roles.dedup();
+        for role in roles {
             // Insert only an existing role, so an unknown one is reported by
             // name instead of as a bare foreign-key failure.
             let done = sqlx::query(
