@@ -550,17 +550,14 @@ mod tests {
     use crate::auth::test_support;
     use crate::clock::{Clock as _, ManualClock};
 
-    /// A published JOSE test vector from `../shared/vectors`.
+    /// A published JOSE test vector (`tests/vectors`, copied from the
+    /// team's `shared/vectors`).
     fn vector(name: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/vectors")
+            .join("tests/vectors")
             .join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "cannot read the test vector {} ({e}): the tests expect the team's shared/ folder beside the repository",
-                path.display()
-            )
-        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read the test vector {} ({e})", path.display()));
         serde_json::from_str(&text).expect("vector JSON")
     }
 
