@@ -77,17 +77,100 @@ fn percent_decode(s: &str) -> Result<String, BadPath> {
     String::from_utf8(out).map_err(|_| BadPath)
 }
 
-/// The policy for a request: the first rule whose path is a prefix of the
-/// normalised path and whose methods (if any) include the method.
-pub fn policy_for<'a>(rules: &'a [AccessRule], method: &str, path: &str) -> &'a RulePolicy {
+/// Whether a rule's path covers a request path: a prefix match, and a
+/// rule ending in `/` also covers the path without it (`/admin/` covers
+/// `/admin`).
+fn covers(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        || prefix
+            .strip_suffix('/')
+            .is_some_and(|p| !p.is_empty() && path == p)
+}
+
+/// The policy for one reading of a request: the first rule whose path
+/// covers `path` and whose methods (if any) include the method. An unknown
+/// method (`None`) matches only rules without a method list, so a
+/// method-restricted rule (often a `public` one) never applies to a request
+/// whose method the proxy did not say.
+pub fn policy_for<'a>(rules: &'a [AccessRule], method: Option<&str>, path: &str) -> &'a RulePolicy {
     rules
         .iter()
         .find(|r| {
-            path.starts_with(&r.path)
+            covers(&r.path, path)
                 && (r.methods.is_empty()
-                    || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                    || method
+                        .is_some_and(|m| r.methods.iter().any(|rm| rm.eq_ignore_ascii_case(m))))
         })
         .map_or(&DEFAULT_POLICY, |r| &r.policy)
+}
+
+/// What a request needs, once every reading of it is judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Authentication, and every listed permission.
+    Authenticated {
+        permissions: Vec<String>,
+    },
+    Deny,
+}
+
+/// Judges a proxied request by every way it could be read, and demands
+/// what the strictest reading demands.
+///
+/// The readings: each original URI the proxy sent (nginx's and Traefik's
+/// header may both be present, one of them from the client), each as
+/// received, percent-decoded, and fully normalised ([`normalize_path`]);
+/// and each stated method (none stated: unknown). An upstream may route on
+/// any of those forms, so a path that climbs out of a protected prefix
+/// (`/admin/../public/x`) or into one (`/public/%2e%2e/admin/x`) needs what
+/// both prefixes need.
+///
+/// # Errors
+/// [`BadPath`] when a URI is not an absolute path or does not decode.
+pub fn access_for(
+    rules: &[AccessRule],
+    methods: &[&str],
+    uris: &[&str],
+) -> Result<Access, BadPath> {
+    let mut paths = Vec::with_capacity(uris.len() * 3);
+    for uri in uris {
+        let raw = uri.split(['?', '#']).next().unwrap_or_default();
+        paths.push(raw.to_owned());
+        let decoded = percent_decode(raw)?;
+        paths.push(normalize_path(raw)?);
+        paths.push(decoded);
+    }
+    if paths.is_empty() {
+        return Err(BadPath);
+    }
+    let methods: Vec<Option<&str>> = if methods.is_empty() {
+        vec![None]
+    } else {
+        methods.iter().map(|m| Some(*m)).collect()
+    };
+    let mut all_public = true;
+    let mut permissions: Vec<String> = Vec::new();
+    for path in &paths {
+        for method in &methods {
+            match policy_for(rules, *method, path) {
+                RulePolicy::Deny => return Ok(Access::Deny),
+                RulePolicy::Public => {}
+                RulePolicy::Authenticated => all_public = false,
+                RulePolicy::Permission(p) => {
+                    all_public = false;
+                    if !permissions.contains(p) {
+                        permissions.push(p.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(if all_public {
+        Access::Public
+    } else {
+        Access::Authenticated { permissions }
+    })
 }
 
 #[cfg(test)]
@@ -132,25 +215,104 @@ mod tests {
         }
     }
 
-    #[test]
-    fn first_matching_rule_wins_and_default_is_authenticated() {
-        let rules = vec![
+    fn rules() -> Vec<AccessRule> {
+        vec![
             rule("/public/", &["GET", "HEAD"], RulePolicy::Public),
             rule("/public/", &[], RulePolicy::Deny),
             rule("/admin/", &[], RulePolicy::Permission("site:admin".into())),
-        ];
-        assert_eq!(policy_for(&rules, "GET", "/public/a"), &RulePolicy::Public);
-        assert_eq!(policy_for(&rules, "head", "/public/a"), &RulePolicy::Public);
-        assert_eq!(policy_for(&rules, "POST", "/public/a"), &RulePolicy::Deny);
+            rule("/closed/", &[], RulePolicy::Deny),
+        ]
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_default_is_authenticated() {
+        let rules = rules();
         assert_eq!(
-            policy_for(&rules, "GET", "/admin/x"),
+            policy_for(&rules, Some("GET"), "/public/a"),
+            &RulePolicy::Public
+        );
+        assert_eq!(
+            policy_for(&rules, Some("head"), "/public/a"),
+            &RulePolicy::Public
+        );
+        assert_eq!(
+            policy_for(&rules, Some("POST"), "/public/a"),
+            &RulePolicy::Deny
+        );
+        assert_eq!(
+            policy_for(&rules, Some("GET"), "/admin/x"),
             &RulePolicy::Permission("site:admin".into())
         );
         assert_eq!(
-            policy_for(&rules, "GET", "/other"),
+            policy_for(&rules, Some("GET"), "/admin"),
+            &RulePolicy::Permission("site:admin".into()),
+            "a rule for /admin/ covers /admin"
+        );
+        assert_eq!(
+            policy_for(&rules, Some("GET"), "/administrator"),
             &RulePolicy::Authenticated
         );
-        assert_eq!(policy_for(&[], "GET", "/"), &RulePolicy::Authenticated);
+        assert_eq!(
+            policy_for(&rules, Some("GET"), "/other"),
+            &RulePolicy::Authenticated
+        );
+        assert_eq!(
+            policy_for(&[], Some("GET"), "/"),
+            &RulePolicy::Authenticated
+        );
+        // An unknown method never matches a method-restricted rule.
+        assert_eq!(policy_for(&rules, None, "/public/a"), &RulePolicy::Deny);
+    }
+
+    fn admin() -> Access {
+        Access::Authenticated {
+            permissions: vec!["site:admin".into()],
+        }
+    }
+
+    #[test]
+    fn the_strictest_reading_of_a_request_wins() {
+        let rules = vec![
+            rule("/public/", &["GET"], RulePolicy::Public),
+            rule("/admin/", &[], RulePolicy::Permission("site:admin".into())),
+            rule("/closed/", &[], RulePolicy::Deny),
+        ];
+        let get = ["GET"];
+        let judge = |uri: &str| access_for(&rules, &get, &[uri]).expect("path");
+        assert_eq!(judge("/public/x"), Access::Public);
+        for climbing in [
+            "/admin/../public/x",
+            "/admin/%2e%2e/public/x",
+            "/admin/..%2fpublic/x",
+            "/admin%2f..%2fpublic/x",
+            "/public/../admin/x",
+            "/public/%2e%2e/admin/x",
+            "//admin/x",
+        ] {
+            assert_eq!(judge(climbing), admin(), "{climbing}");
+        }
+        assert_eq!(judge("/closed/../public/x"), Access::Deny);
+        // Two URIs (a client may add the other proxy's header): both count.
+        assert_eq!(
+            access_for(&rules, &get, &["/public/x", "/admin/secret"]).expect("paths"),
+            admin()
+        );
+        // Two methods: a public GET rule does not cover a POST.
+        assert_eq!(
+            access_for(&rules, &["GET", "POST"], &["/public/x"]).expect("path"),
+            Access::Authenticated {
+                permissions: vec![]
+            }
+        );
+        // No method stated: the GET-only public rule does not apply.
+        assert_eq!(
+            access_for(&rules, &[], &["/public/x"]).expect("path"),
+            Access::Authenticated {
+                permissions: vec![]
+            }
+        );
+        assert_eq!(access_for(&rules, &get, &[]), Err(BadPath));
+        assert_eq!(access_for(&rules, &get, &["/a%zz"]), Err(BadPath));
     }
 
     proptest! {

@@ -12,9 +12,8 @@ use serde_json::json;
 use super::AppState;
 use super::extract::{CurrentUser, JsonBody};
 use crate::auth::FieldError;
-use crate::auth::rules::{normalize_path, policy_for};
+use crate::auth::rules::{Access, access_for};
 use crate::auth::types::Permission;
-use crate::config::RulePolicy;
 use crate::error::{Error, unavailable};
 
 pub fn router() -> Router<AppState> {
@@ -51,45 +50,55 @@ const X_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
 const X_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
 const X_ROLES: HeaderName = HeaderName::from_static("x-auth-request-roles");
 
-/// The original request's method and URI, from nginx's or Traefik's
-/// headers.
-fn original(headers: &HeaderMap) -> Result<(String, String), Error> {
-    let get = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| headers.get(*n))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+/// The original request's methods and URIs, from nginx's and Traefik's
+/// headers. Both families are read: behind one proxy, the other's header
+/// may come from the client, so every value must pass.
+fn originals(headers: &HeaderMap) -> (Vec<&str>, Vec<&str>) {
+    let values = |names: [&str; 2]| {
+        let mut out: Vec<&str> = Vec::new();
+        for n in names {
+            for v in headers.get_all(n) {
+                if let Ok(v) = v.to_str()
+                    && !out.contains(&v)
+                {
+                    out.push(v);
+                }
+            }
+        }
+        out
     };
-    let method = get(["x-original-method", "x-forwarded-method"]).unwrap_or_else(|| "GET".into());
-    let uri = get(["x-original-uri", "x-forwarded-uri"]).ok_or_else(|| {
-        Error::BadRequest("X-Original-URI (nginx) or X-Forwarded-Uri (Traefik) is required".into())
-    })?;
-    Ok((method, uri))
+    (
+        values(["x-original-method", "x-forwarded-method"]),
+        values(["x-original-uri", "x-forwarded-uri"]),
+    )
 }
 
-/// `GET /v1/verify`: 200 with the user's headers, 401 or 403, by the first
-/// matching `[[rules]]` entry (no match: authenticated).
+/// `GET /v1/verify`: 200 with the user's headers, 401 or 403, by the
+/// `[[rules]]` (first match wins; no match: authenticated), judging every
+/// reading of the request and demanding what the strictest demands.
 async fn verify(State(state): State<AppState>, req: Request) -> Result<Response, Error> {
     let (mut parts, _) = req.into_parts();
-    let (method, uri) = original(&parts.headers)?;
-    let path = normalize_path(&uri)
-        .map_err(|_| Error::BadRequest("the original URI's path is malformed".into()))?;
-    let policy = policy_for(&state.web.rules, &method, &path);
-    match policy {
-        RulePolicy::Public => return Ok(StatusCode::OK.into_response()),
-        RulePolicy::Deny => return Err(Error::Forbidden("This path is closed by an access rule.")),
-        RulePolicy::Authenticated | RulePolicy::Permission(_) => {}
+    let (methods, uris) = originals(&parts.headers);
+    if uris.is_empty() {
+        return Err(Error::BadRequest(
+            "X-Original-URI (nginx) or X-Forwarded-Uri (Traefik) is required".into(),
+        ));
     }
+    let access = access_for(&state.web.rules, &methods, &uris)
+        .map_err(|_| Error::BadRequest("the original URI's path is malformed".into()))?;
+    let permissions = match access {
+        Access::Public => return Ok(StatusCode::OK.into_response()),
+        Access::Deny => return Err(Error::Forbidden("This path is closed by an access rule.")),
+        Access::Authenticated { permissions } => permissions,
+    };
     let who = CurrentUser::from_request_parts(&mut parts, &state).await?;
-    if let RulePolicy::Permission(p) = policy {
-        let permission = Permission::parse(p).map_err(anyhow::Error::msg)?;
-        let allowed = state
+    if !permissions.is_empty() {
+        let held = state
             .auth
-            .has_permission(who.auth.user.id, &permission)
+            .permissions_of(who.auth.user.id)
             .await
             .map_err(unavailable)?;
-        if !allowed {
+        if !permissions.iter().all(|p| held.contains(p)) {
             return Err(Error::Forbidden(
                 "The caller lacks the permission this path requires.",
             ));

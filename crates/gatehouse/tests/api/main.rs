@@ -3,11 +3,14 @@
 mod helpers;
 
 mod accounts;
+mod admin;
 mod cli;
 mod csrf;
 mod hostile;
 mod keys;
+mod nginx;
 mod sessions;
 mod throttling;
 mod token_attacks;
 mod tokens;
+mod verify;
