@@ -7,8 +7,12 @@
 # configuration and ports; the tests never use the system's nginx service).
 # This script installs nginx with apt-get when it is missing (with sudo when
 # not root); without apt-get, install it yourself. The embedded store is a
-# SQLite file per test, created in a temporary directory. (PostgreSQL and
-# Redis join when their backends do; this script will then start them.)
+# SQLite file per test, created in a temporary directory.
+#
+# The PostgreSQL tests need a server on 127.0.0.1:5432 that trusts local
+# connections as user postgres (each test creates and drops its own
+# database). This script starts an installed but stopped cluster, and installs
+# Debian's postgresql (configured for trust on loopback) when there is none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,20 +21,61 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+ensure_nginx() {
+  if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    return 0
+  fi
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: nginx not found and no apt-get to install it; install nginx (the nginx tests need it)" >&2
     exit 1
   fi
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-  fi
   echo "scripts/test.sh: installing nginx (for tests/api/nginx.rs)" >&2
-  if ! ($sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx); then
+  if ! (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx); then
     echo "scripts/test.sh: installing nginx failed; install it by hand (apt-get install nginx)" >&2
     exit 1
   fi
-fi
+}
+
+ensure_postgres() {
+  port_open 5432 && return 0
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "scripts/test.sh: PostgreSQL is not running on 127.0.0.1:5432 and apt-get is missing; install and start PostgreSQL" >&2
+      exit 1
+    fi
+    echo "scripts/test.sh: installing PostgreSQL (for the PostgreSQL backend tests)" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      # Tests connect as postgres over loopback without a password.
+      as_root sh -c "printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' | cat - '$hba' > '$hba.new' && mv '$hba.new' '$hba'"
+    done
+    # The package may have started the cluster already; restart it so the
+    # new rules apply.
+    for version in $(ls /etc/postgresql); do
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" main restart 2>/dev/null || true
+    done
+  fi
+  for version in $(ls /etc/postgresql); do
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+  done
+  for _ in $(seq 1 30); do
+    port_open 5432 && return 0
+    sleep 1
+  done
+  echo "scripts/test.sh: PostgreSQL did not come up on 127.0.0.1:5432 (try: pg_ctlcluster \$(ls /etc/postgresql) main start)" >&2
+  exit 1
+}
+
+ensure_nginx
+ensure_postgres
 
 exec cargo test --workspace --locked
