@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState, WebSettings};
 
 /// How often expired sessions are swept from the store.
@@ -109,6 +109,11 @@ impl Application {
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
+            // Every node would call itself by its own address, and refuse
+            // the others' tokens.
+            tracing::warn!(%addr, "issuer is not set: with several nodes, set the same issuer on every node");
+        }
         let issuer = config
             .issuer
             .clone()

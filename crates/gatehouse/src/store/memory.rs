@@ -52,9 +52,17 @@ impl FailureCounter for MemoryFailureCounter {
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
             Self::evict(&mut map, now);
         }
+        // A window too long to represent never closes (fail closed).
+        let closes = time::Duration::try_from(window)
+            .ok()
+            .and_then(|w| now.checked_add(w))
+            .unwrap_or(OffsetDateTime::new_utc(
+                time::Date::MAX,
+                time::Time::MIDNIGHT,
+            ));
         let fresh = Window {
             opened: now,
-            closes: now + window,
+            closes,
             count: 0,
         };
         let w = map.entry(key.to_owned()).or_insert(fresh);

@@ -3,6 +3,7 @@
 //! at start-up, from the configuration.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -154,7 +155,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     async fn session_by_id(&self, id: SessionId) -> anyhow::Result<Option<SessionRecord>>;
 
-    /// Records a use; a no-op for an unknown id.
+    /// Records a use; never moves `last_seen_at` backwards; a no-op for an
+    /// unknown id.
     async fn touch_session(
         &self,
         id: SessionId,
@@ -181,8 +183,11 @@ pub trait SessionStore: Send + Sync + 'static {
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionId>>;
 
-    /// Deletes sessions past their absolute expiry or idle for `idle`, and
-    /// revocation records whose `revoke_until` has passed.
+    /// Deletes sessions past their absolute expiry or idle for `idle`,
+    /// revocation records whose `revoke_until` has passed, and (where the
+    /// store also counts login attempts) closed attempt windows. Returns the
+    /// number of sessions deleted. A revocation recorded twice keeps the
+    /// later `revoke_until`.
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64>;
 
     /// Revocation records still in force at `now`.
@@ -200,8 +205,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>>;
 
-    /// Spends `old` and stores its successor, atomically, only if `old` is
-    /// still unspent (compare-and-swap): of many concurrent calls for one
+    /// Spends `old` and stores its successor (created at `spent_at`),
+    /// atomically, only if `old` is still unspent and belongs to
+    /// `session_id` (compare-and-swap): of many concurrent calls for one
     /// token, exactly one gets `true`.
     async fn rotate_refresh(
         &self,
@@ -240,9 +246,11 @@ impl std::fmt::Debug for StoredKey {
 
 /// Signing keys.
 ///
-/// Contract: at most one key per algorithm has no `retire_at` (the current
-/// one); `add_key` makes the new key current and schedules every other
-/// current key to retire at `retire_others_at`, atomically.
+/// Contract: at most one key has no `retire_at` (the current one); `add_key`
+/// makes the new key current and schedules every other current key, of any
+/// algorithm, to retire at `retire_others_at`, atomically (also against a
+/// concurrent `add_key` on another node). `set_private_key` on an unknown
+/// kid does nothing.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Every stored key, oldest first.
@@ -319,8 +327,17 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
                 failures: Arc::new(memory::MemoryFailureCounter::default()),
             })
         }
-        DatabaseUrl::Postgres(_) => anyhow::bail!(
-            "database_url: the PostgreSQL backend is not available in this version; use sqlite://PATH"
-        ),
+        DatabaseUrl::Postgres(url) => {
+            // Many nodes share this database, so the attempt counters live
+            // in it too: a per-process counter would let each node grant its
+            // own allowance of guesses.
+            let db = Arc::new(postgres::PgStore::open(url).await?);
+            Ok(Stores {
+                users: db.clone(),
+                sessions: db.clone(),
+                keys: db.clone(),
+                failures: db,
+            })
+        }
     }
 }

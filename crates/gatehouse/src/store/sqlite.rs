@@ -78,7 +78,7 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<UserRecord> {
     let roles: Option<String> = row.get("roles");
     let mut roles: Vec<String> = roles
         .unwrap_or_default()
-        .split(' ')
+        .split(LIST_SEPARATOR)
         .filter(|r| !r.is_empty())
         .map(String::from)
         .collect();
@@ -114,12 +114,16 @@ fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<SessionReco
     })
 }
 
-/// A user with their roles in one row (role names hold no spaces).
+/// What lists folded into one column are joined with: the unit separator,
+/// which no role name or permission can hold.
+const LIST_SEPARATOR: char = '\u{1f}';
+
+/// A user with their roles in one row.
 macro_rules! user_select {
     ($where:literal) => {
         concat!(
             "SELECT id, email, password_hash, created_at, disabled, ",
-            "(SELECT group_concat(role, ' ') FROM user_roles WHERE user_id = users.id) AS roles ",
+            "(SELECT group_concat(role, char(31)) FROM user_roles WHERE user_id = users.id) AS roles ",
             "FROM users ",
             $where
         )
@@ -148,14 +152,21 @@ impl UserStore for SqliteStore {
         .await;
         match inserted {
             Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation() && e.message().contains("users.email") =>
+            {
                 return Err(CreateUserError::EmailTaken);
             }
             Err(e) => return Err(anyhow::Error::new(e).context("inserting a user").into()),
         }
-        let mut roles: Vec<&RoleName> = user.roles.iter().collect();
-        roles.sort();
-        roles.dedup();
+        // Each role once, in the order given, so an unknown one is named as
+        // the caller listed it.
+        let mut roles: Vec<&RoleName> = Vec::with_capacity(user.roles.len());
+        for role in &user.roles {
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
         for role in roles {
             // Insert only an existing role, so an unknown one is reported by
             // name instead of as a bare foreign-key failure.
@@ -317,7 +328,7 @@ impl UserStore for SqliteStore {
 
     async fn roles(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT name, (SELECT group_concat(permission, ' ') FROM role_permissions WHERE role = roles.name) \
+            "SELECT name, (SELECT group_concat(permission, char(31)) FROM role_permissions WHERE role = roles.name) \
              FROM roles ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -328,7 +339,7 @@ impl UserStore for SqliteStore {
             .map(|(name, perms)| {
                 let mut perms: Vec<String> = perms
                     .unwrap_or_default()
-                    .split(' ')
+                    .split(LIST_SEPARATOR)
                     .filter(|p| !p.is_empty())
                     .map(String::from)
                     .collect();

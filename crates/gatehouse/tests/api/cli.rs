@@ -656,13 +656,21 @@ fn serve_refuses_a_redis_url_this_build_cannot_use() {
 }
 
 #[test]
-fn serve_refuses_a_postgres_database_url_this_build_cannot_use() {
+fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // A database that does not exist, with a password that must not leak.
     let out = run(
-        serve_cmd(dir.path()).env("GATEHOUSE_DATABASE_URL", "postgres://localhost/x"),
+        serve_cmd(dir.path()).env(
+            "GATEHOUSE_DATABASE_URL",
+            "postgres://postgres:s3cr3t-pw@127.0.0.1:5432/gh_no_such_database",
+        ),
         "",
     );
     let line = assert_fails_with_one_line(&out);
     assert!(line.contains("database_url"), "{line:?}");
+    assert!(
+        !line.contains("s3cr3t-pw"),
+        "the password is never printed: {line:?}"
+    );
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
 }

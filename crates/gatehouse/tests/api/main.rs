@@ -10,6 +10,7 @@ mod hostile;
 mod keys;
 mod nginx;
 mod sessions;
+mod store_contract;
 mod throttling;
 mod token_attacks;
 mod tokens;

@@ -1,0 +1,1512 @@
+//! The storage contract (the doc comments of `gatehouse::store`), written once
+//! and run against every backend: each behaviour is one async function over
+//! `Stores`, and `contract!` makes a `sqlite_*` and a `postgres_*` test of it,
+//! each on a fresh database of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use gatehouse::config::DatabaseUrl;
+use gatehouse::store::{
+    self, Attempt, CreateUserError, NewUser, RefreshRecord, RolesError, SessionRecord, StoredKey,
+    Stores, UserRecord,
+};
+use sqlx::Connection as _;
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::sync::{Barrier, Semaphore};
+use tokio::task::JoinSet;
+
+// ---------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------
+
+/// The server `postgres_*` tests create their databases on.
+const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The maintenance database, for `CREATE DATABASE` and `DROP DATABASE`.
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+const PG_HOW_TO_START: &str = "the postgres_* store contract tests need it: start it with \
+     `pg_ctlcluster 15 main start` (as root), or run the suite with `bash scripts/test.sh`";
+
+/// PostgreSQL tests holding a database at once: each backend opens its own
+/// pool, and the server's default `max_connections` is 100 in all.
+static PG_SLOTS: Semaphore = Semaphore::const_new(6);
+
+/// Generates, for each behaviour, a test on a fresh SQLite file and a test on
+/// a fresh PostgreSQL database.
+macro_rules! contract {
+    ($($behaviour:ident => $sqlite:ident, $postgres:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            let (stores, _db) = sqlite().await;
+            $behaviour(stores).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            let _slot = PG_SLOTS.acquire().await.expect("the semaphore is never closed");
+            let (stores, _db) = postgres().await;
+            $behaviour(stores).await;
+        }
+    )+};
+}
+
+/// The stores on a new SQLite file, and the directory that holds it.
+async fn sqlite() -> (Stores, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("gatehouse.db");
+    let url = DatabaseUrl::Sqlite(format!("sqlite://{}", path.display()));
+    let stores = store::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("opening {url:?}: {e:#}"));
+    (stores, dir)
+}
+
+/// The stores on a new PostgreSQL database, and the guard that drops it.
+async fn postgres() -> (Stores, PgDatabase) {
+    let db = PgDatabase::create().await;
+    let url = DatabaseUrl::Postgres(format!("{PG_SERVER}/{}", db.name));
+    let stores = store::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("opening the PostgreSQL stores on {url:?}: {e:#}"));
+    (stores, db)
+}
+
+async fn pg_admin() -> sqlx::PgConnection {
+    let connect = sqlx::PgConnection::connect(PG_ADMIN_URL);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            panic!("PostgreSQL is not reachable at {PG_ADMIN_URL} ({e}); {PG_HOW_TO_START}")
+        }
+        Err(_) => {
+            panic!("PostgreSQL at {PG_ADMIN_URL} did not answer within 10 s; {PG_HOW_TO_START}")
+        }
+    }
+}
+
+/// A database of its own for one test; dropped (best effort) with the guard.
+struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let name = format!("gh_t_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = pg_admin().await;
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = admin.close().await;
+        Self { name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        // The test's runtime cannot block on itself (and may be unwinding from
+        // a failed assertion), so the drop runs on a thread and runtime of its
+        // own. The stores were dropped first; FORCE ends whatever connections
+        // their pools still hold.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::raw_sql(&sql)
+                    .execute(&mut admin)
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
+                let _ = admin.close().await;
+                Ok::<_, String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: leaving a test database behind: {e}"),
+            Err(_) => {
+                eprintln!("warning: leaving a test database behind: the dropping thread panicked")
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// Every instant is fixed, so the stores judge time only by what they are told.
+const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+const DAY: i64 = 86_400;
+const MS: time::Duration = time::Duration::milliseconds(1);
+
+fn at(seconds: i64) -> OffsetDateTime {
+    T0 + time::Duration::seconds(seconds)
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).expect("a valid email")
+}
+
+fn role(s: &str) -> RoleName {
+    RoleName::parse(s).expect("a valid role name")
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items
+}
+
+async fn put_role(stores: &Stores, name: &str, permissions: &[&str]) {
+    stores
+        .users
+        .put_role(&role(name), &strings(permissions))
+        .await
+        .expect("put_role");
+}
+
+fn new_user(address: &str, roles: &[&str]) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        email: email(address),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".to_owned(),
+        created_at: T0,
+        roles: roles.iter().map(|r| role(r)).collect(),
+    }
+}
+
+async fn create(stores: &Stores, address: &str, roles: &[&str]) -> UserRecord {
+    stores
+        .users
+        .create_user(new_user(address, roles))
+        .await
+        .unwrap_or_else(|e| panic!("creating {address}: {e:#}"))
+}
+
+async fn user(stores: &Stores, id: UserId) -> Option<UserRecord> {
+    stores.users.user_by_id(id).await.expect("user_by_id")
+}
+
+async fn roles_of(stores: &Stores, id: UserId) -> Vec<String> {
+    user(stores, id).await.expect("the user exists").roles
+}
+
+async fn permissions(stores: &Stores, id: UserId) -> Vec<String> {
+    stores
+        .users
+        .permissions_of(id)
+        .await
+        .expect("permissions_of")
+}
+
+/// A session of `user` whose secret hash is `[tag; 32]`, created and last
+/// seen at `created_at`, expiring 30 days later.
+fn session(user: UserId, tag: u8, created_at: OffsetDateTime) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        user_id: user,
+        secret_hash: SecretHash([tag; 32]),
+        created_at,
+        last_seen_at: created_at,
+        expires_at: created_at + time::Duration::days(30),
+        user_agent: Some("contract-test/1.0".to_owned()),
+        ip: Some("192.0.2.7".to_owned()),
+    }
+}
+
+async fn insert(stores: &Stores, s: &SessionRecord) {
+    stores
+        .sessions
+        .insert_session(s)
+        .await
+        .expect("insert_session");
+}
+
+async fn session_by_id(stores: &Stores, id: SessionId) -> Option<SessionRecord> {
+    stores
+        .sessions
+        .session_by_id(id)
+        .await
+        .expect("session_by_id")
+}
+
+async fn sessions_of(stores: &Stores, id: UserId) -> Vec<SessionRecord> {
+    stores.sessions.sessions_of(id).await.expect("sessions_of")
+}
+
+async fn revocations(stores: &Stores, now: OffsetDateTime) -> Vec<(SessionId, OffsetDateTime)> {
+    sorted(stores.sessions.revocations(now).await.expect("revocations"))
+}
+
+async fn refresh(stores: &Stores, hash: SecretHash) -> Option<RefreshRecord> {
+    stores
+        .sessions
+        .refresh_by_hash(&hash)
+        .await
+        .expect("refresh_by_hash")
+}
+
+fn key(kid: &str, alg: &str, created_at: OffsetDateTime) -> StoredKey {
+    StoredKey {
+        kid: kid.to_owned(),
+        alg: alg.to_owned(),
+        private_key: format!("pkcs8 of {kid}").into_bytes(),
+        encrypted: false,
+        public_jwk: format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"AAAA"}}"#),
+        created_at,
+        retire_at: None,
+    }
+}
+
+async fn keys(stores: &Stores) -> Vec<StoredKey> {
+    stores.keys.signing_keys().await.expect("signing_keys")
+}
+
+contract! {
+    created_user_reads_back_by_normalised_email_and_id
+        => sqlite_created_user_reads_back_by_normalised_email_and_id,
+           postgres_created_user_reads_back_by_normalised_email_and_id;
+    a_taken_email_is_refused
+        => sqlite_a_taken_email_is_refused, postgres_a_taken_email_is_refused;
+    concurrent_creates_of_one_email_admit_exactly_one
+        => sqlite_concurrent_creates_of_one_email_admit_exactly_one,
+           postgres_concurrent_creates_of_one_email_admit_exactly_one;
+    an_unknown_role_is_named_and_no_user_is_left
+        => sqlite_an_unknown_role_is_named_and_no_user_is_left,
+           postgres_an_unknown_role_is_named_and_no_user_is_left;
+    a_repeated_role_is_granted_once
+        => sqlite_a_repeated_role_is_granted_once, postgres_a_repeated_role_is_granted_once;
+    set_password_hash_replaces_only_the_hash
+        => sqlite_set_password_hash_replaces_only_the_hash,
+           postgres_set_password_hash_replaces_only_the_hash;
+    permissions_are_the_sorted_distinct_union_over_roles
+        => sqlite_permissions_are_the_sorted_distinct_union_over_roles,
+           postgres_permissions_are_the_sorted_distinct_union_over_roles;
+    put_role_replaces_the_permissions
+        => sqlite_put_role_replaces_the_permissions, postgres_put_role_replaces_the_permissions;
+    roles_are_listed_by_name_with_sorted_permissions
+        => sqlite_roles_are_listed_by_name_with_sorted_permissions,
+           postgres_roles_are_listed_by_name_with_sorted_permissions;
+    delete_role_removes_it_and_its_assignments
+        => sqlite_delete_role_removes_it_and_its_assignments,
+           postgres_delete_role_removes_it_and_its_assignments;
+    set_roles_replaces_the_roles
+        => sqlite_set_roles_replaces_the_roles, postgres_set_roles_replaces_the_roles;
+    set_roles_with_an_unknown_role_keeps_the_previous_roles
+        => sqlite_set_roles_with_an_unknown_role_keeps_the_previous_roles,
+           postgres_set_roles_with_an_unknown_role_keeps_the_previous_roles;
+    set_roles_of_an_unknown_user_is_false
+        => sqlite_set_roles_of_an_unknown_user_is_false,
+           postgres_set_roles_of_an_unknown_user_is_false;
+    set_disabled_sets_and_clears_the_flag
+        => sqlite_set_disabled_sets_and_clears_the_flag,
+           postgres_set_disabled_sets_and_clears_the_flag;
+    delete_user_takes_roles_sessions_and_refresh_tokens_with_it
+        => sqlite_delete_user_takes_roles_sessions_and_refresh_tokens_with_it,
+           postgres_delete_user_takes_roles_sessions_and_refresh_tokens_with_it;
+    list_users_pages_in_creation_order
+        => sqlite_list_users_pages_in_creation_order, postgres_list_users_pages_in_creation_order;
+    ping_answers => sqlite_ping_answers, postgres_ping_answers;
+
+    session_reads_back_by_secret_hash_and_id
+        => sqlite_session_reads_back_by_secret_hash_and_id,
+           postgres_session_reads_back_by_secret_hash_and_id;
+    touch_session_moves_last_seen
+        => sqlite_touch_session_moves_last_seen, postgres_touch_session_moves_last_seen;
+    sessions_of_lists_only_the_users_sessions_oldest_first
+        => sqlite_sessions_of_lists_only_the_users_sessions_oldest_first,
+           postgres_sessions_of_lists_only_the_users_sessions_oldest_first;
+    delete_session_ends_only_the_owners_session_and_revokes_it
+        => sqlite_delete_session_ends_only_the_owners_session_and_revokes_it,
+           postgres_delete_session_ends_only_the_owners_session_and_revokes_it;
+    delete_sessions_of_ends_every_session_and_revokes_them
+        => sqlite_delete_sessions_of_ends_every_session_and_revokes_them,
+           postgres_delete_sessions_of_ends_every_session_and_revokes_them;
+    delete_sessions_of_spares_the_kept_session
+        => sqlite_delete_sessions_of_spares_the_kept_session,
+           postgres_delete_sessions_of_spares_the_kept_session;
+    revocations_lists_only_those_in_force
+        => sqlite_revocations_lists_only_those_in_force,
+           postgres_revocations_lists_only_those_in_force;
+    delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations
+        => sqlite_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations,
+           postgres_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations;
+    delete_expired_agrees_with_the_domain_at_the_boundaries
+        => sqlite_delete_expired_agrees_with_the_domain_at_the_boundaries,
+           postgres_delete_expired_agrees_with_the_domain_at_the_boundaries;
+    ending_a_session_deletes_its_refresh_tokens
+        => sqlite_ending_a_session_deletes_its_refresh_tokens,
+           postgres_ending_a_session_deletes_its_refresh_tokens;
+
+    refresh_token_reads_back_unspent
+        => sqlite_refresh_token_reads_back_unspent, postgres_refresh_token_reads_back_unspent;
+    rotate_refresh_spends_a_token_once
+        => sqlite_rotate_refresh_spends_a_token_once, postgres_rotate_refresh_spends_a_token_once;
+    rotate_refresh_of_an_unknown_token_stores_nothing
+        => sqlite_rotate_refresh_of_an_unknown_token_stores_nothing,
+           postgres_rotate_refresh_of_an_unknown_token_stores_nothing;
+    concurrent_rotations_admit_exactly_one
+        => sqlite_concurrent_rotations_admit_exactly_one,
+           postgres_concurrent_rotations_admit_exactly_one;
+
+    add_key_makes_the_new_key_current_and_schedules_the_others
+        => sqlite_add_key_makes_the_new_key_current_and_schedules_the_others,
+           postgres_add_key_makes_the_new_key_current_and_schedules_the_others;
+    signing_keys_are_listed_oldest_first
+        => sqlite_signing_keys_are_listed_oldest_first,
+           postgres_signing_keys_are_listed_oldest_first;
+    set_private_key_replaces_the_private_part
+        => sqlite_set_private_key_replaces_the_private_part,
+           postgres_set_private_key_replaces_the_private_part;
+
+    failure_counter_counts_within_the_window
+        => sqlite_failure_counter_counts_within_the_window,
+           postgres_failure_counter_counts_within_the_window;
+    failure_counter_restarts_when_the_window_closes
+        => sqlite_failure_counter_restarts_when_the_window_closes,
+           postgres_failure_counter_restarts_when_the_window_closes;
+    failure_counter_reset_forgets
+        => sqlite_failure_counter_reset_forgets, postgres_failure_counter_reset_forgets;
+    concurrent_hits_each_see_a_distinct_count
+        => sqlite_concurrent_hits_each_see_a_distinct_count,
+           postgres_concurrent_hits_each_see_a_distinct_count;
+}
+
+// ---------------------------------------------------------------------------
+// UserStore
+// ---------------------------------------------------------------------------
+
+async fn created_user_reads_back_by_normalised_email_and_id(stores: Stores) {
+    put_role(&stores, "zeta", &["z:read"]).await;
+    put_role(&stores, "alpha", &["a:read"]).await;
+    put_role(&stores, "Beta", &["b:read"]).await;
+    let new = NewUser {
+        roles: vec![role("zeta"), role("alpha"), role("Beta")],
+        ..new_user("  Alice@Example.COM ", &[])
+    };
+    let expected = UserRecord {
+        id: new.id,
+        email: "alice@example.com".to_owned(),
+        password_hash: new.password_hash.clone(),
+        created_at: T0,
+        disabled: false,
+        // Sorted byte-wise, as Rust sorts strings.
+        roles: strings(&["Beta", "alpha", "zeta"]),
+    };
+
+    let created = stores.users.create_user(new.clone()).await;
+
+    assert_eq!(created.expect("create_user"), expected);
+    for address in ["alice@example.com", " ALICE@example.com"] {
+        let found = stores.users.user_by_email(&email(address)).await;
+        assert_eq!(
+            found.expect("user_by_email"),
+            Some(expected.clone()),
+            "{address}"
+        );
+    }
+    assert_eq!(user(&stores, new.id).await, Some(expected));
+    // "Not found" is Ok(None), never an error.
+    let nobody = stores.users.user_by_email(&email("bob@example.com")).await;
+    assert_eq!(nobody.expect("user_by_email"), None);
+    assert_eq!(user(&stores, UserId::new()).await, None);
+}
+
+async fn a_taken_email_is_refused(stores: Stores) {
+    let first = create(&stores, "alice@example.com", &[]).await;
+    let second = new_user("ALICE@example.com", &[]);
+    let second_id = second.id;
+
+    let again = stores.users.create_user(second).await;
+
+    assert!(
+        matches!(again, Err(CreateUserError::EmailTaken)),
+        "{again:?}"
+    );
+    assert_eq!(user(&stores, second_id).await, None);
+    let found = stores
+        .users
+        .user_by_email(&email("alice@example.com"))
+        .await;
+    assert_eq!(found.expect("user_by_email"), Some(first));
+}
+
+async fn concurrent_creates_of_one_email_admit_exactly_one(stores: Stores) {
+    const RACERS: usize = 8;
+    let start = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for _ in 0..RACERS {
+        let (stores, start) = (stores.clone(), start.clone());
+        racers.spawn(async move {
+            let user = new_user("race@example.com", &[]);
+            start.wait().await;
+            stores.users.create_user(user).await
+        });
+    }
+
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        match joined.expect("a racer finished") {
+            Ok(record) => winners.push(record),
+            Err(CreateUserError::EmailTaken) => {}
+            // The store enforces uniqueness: a loser learns EmailTaken, not a
+            // store failure (which would be a 503).
+            Err(e) => panic!("a losing create must be EmailTaken, not {e:?}"),
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let found = stores.users.user_by_email(&email("race@example.com")).await;
+    assert_eq!(found.expect("user_by_email").as_ref(), winners.first());
+    let all = stores
+        .users
+        .list_users(None, 100)
+        .await
+        .expect("list_users");
+    assert_eq!(all, winners);
+}
+
+async fn an_unknown_role_is_named_and_no_user_is_left(stores: Stores) {
+    put_role(&stores, "known", &["k:read"]).await;
+    let new = new_user("alice@example.com", &["known", "ghost"]);
+    let id = new.id;
+
+    let refused = stores.users.create_user(new).await;
+
+    assert!(
+        matches!(&refused, Err(CreateUserError::UnknownRole(r)) if r == "ghost"),
+        "{refused:?}"
+    );
+    // Atomic: neither the account nor its known role assignment remains.
+    assert_eq!(user(&stores, id).await, None);
+    let found = stores
+        .users
+        .user_by_email(&email("alice@example.com"))
+        .await;
+    assert_eq!(found.expect("user_by_email"), None);
+    assert!(permissions(&stores, id).await.is_empty());
+    let all = stores
+        .users
+        .list_users(None, 100)
+        .await
+        .expect("list_users");
+    assert!(all.is_empty(), "{all:?}");
+    let created = create(&stores, "alice@example.com", &["known"]).await;
+    assert_eq!(created.roles, ["known"]);
+    // Of several unknown roles, one is named (the contract does not say which).
+    let several = new_user("bob@example.com", &["zz-ghost", "known", "aa-ghost"]);
+    let several_id = several.id;
+    let refused = stores.users.create_user(several).await;
+    assert!(
+        matches!(&refused, Err(CreateUserError::UnknownRole(r)) if r == "zz-ghost" || r == "aa-ghost"),
+        "{refused:?}"
+    );
+    assert_eq!(user(&stores, several_id).await, None);
+}
+
+async fn a_repeated_role_is_granted_once(stores: Stores) {
+    put_role(&stores, "reader", &["docs:read"]).await;
+    put_role(&stores, "writer", &["docs:write"]).await;
+
+    let created = create(&stores, "alice@example.com", &["reader", "reader"]).await;
+
+    assert_eq!(created.roles, ["reader"]);
+    assert_eq!(roles_of(&stores, created.id).await, ["reader"]);
+    assert_eq!(permissions(&stores, created.id).await, ["docs:read"]);
+    let set = stores
+        .users
+        .set_roles(
+            created.id,
+            &[role("writer"), role("reader"), role("writer")],
+        )
+        .await;
+    assert!(set.expect("set_roles"));
+    assert_eq!(roles_of(&stores, created.id).await, ["reader", "writer"]);
+}
+
+async fn set_password_hash_replaces_only_the_hash(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let new_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
+
+    let replaced = stores.users.set_password_hash(alice.id, new_hash).await;
+
+    assert!(replaced.expect("set_password_hash"));
+    let expected = UserRecord {
+        password_hash: new_hash.to_owned(),
+        ..alice
+    };
+    assert_eq!(user(&stores, expected.id).await, Some(expected));
+    assert_eq!(user(&stores, bob.id).await, Some(bob));
+    let unknown = stores
+        .users
+        .set_password_hash(UserId::new(), new_hash)
+        .await;
+    assert!(!unknown.expect("set_password_hash"));
+}
+
+async fn permissions_are_the_sorted_distinct_union_over_roles(stores: Stores) {
+    put_role(
+        &stores,
+        "editor",
+        &["docs:write", "docs:read", "comments:write"],
+    )
+    .await;
+    put_role(
+        &stores,
+        "viewer",
+        &["docs:read", "comments:read", "docs_x:read", "Docs:admin"],
+    )
+    .await;
+    put_role(&stores, "empty", &[]).await;
+    let both = create(&stores, "alice@example.com", &["viewer", "editor", "empty"]).await;
+    let none = create(&stores, "bob@example.com", &[]).await;
+
+    let union = permissions(&stores, both.id).await;
+
+    assert_eq!(
+        union,
+        [
+            "Docs:admin",
+            "comments:read",
+            "comments:write",
+            "docs:read",
+            "docs:write",
+            "docs_x:read"
+        ]
+    );
+    assert!(permissions(&stores, none.id).await.is_empty());
+    // An unknown user has no permissions; not an error.
+    assert!(permissions(&stores, UserId::new()).await.is_empty());
+}
+
+async fn put_role_replaces_the_permissions(stores: Stores) {
+    put_role(&stores, "staff", &["a:read", "b:read"]).await;
+    let alice = create(&stores, "alice@example.com", &["staff"]).await;
+
+    put_role(&stores, "staff", &["c:read"]).await;
+
+    let roles = stores.users.roles().await.expect("roles");
+    assert_eq!(roles, [("staff".to_owned(), strings(&["c:read"]))]);
+    assert_eq!(permissions(&stores, alice.id).await, ["c:read"]);
+    assert_eq!(roles_of(&stores, alice.id).await, ["staff"]);
+    put_role(&stores, "staff", &[]).await;
+    let roles = stores.users.roles().await.expect("roles");
+    assert_eq!(roles, [("staff".to_owned(), Vec::new())]);
+    assert!(permissions(&stores, alice.id).await.is_empty());
+}
+
+async fn roles_are_listed_by_name_with_sorted_permissions(stores: Stores) {
+    assert!(stores.users.roles().await.expect("roles").is_empty());
+    put_role(&stores, "zeta", &["z:write", "a:read"]).await;
+    put_role(&stores, "alpha", &["m:read"]).await;
+    put_role(&stores, "mid", &[]).await;
+    // "Sorted" as Rust sorts strings, byte-wise: whatever the database's
+    // collation, upper case comes first and `:` before `_`.
+    put_role(&stores, "B-team", &["x_y:read", "x:write", "X:read"]).await;
+
+    let roles = stores.users.roles().await.expect("roles");
+
+    assert_eq!(
+        roles,
+        [
+            (
+                "B-team".to_owned(),
+                strings(&["X:read", "x:write", "x_y:read"])
+            ),
+            ("alpha".to_owned(), strings(&["m:read"])),
+            ("mid".to_owned(), Vec::new()),
+            ("zeta".to_owned(), strings(&["a:read", "z:write"])),
+        ]
+    );
+}
+
+async fn delete_role_removes_it_and_its_assignments(stores: Stores) {
+    put_role(&stores, "doomed", &["x:write"]).await;
+    put_role(&stores, "kept", &["y:read"]).await;
+    let alice = create(&stores, "alice@example.com", &["doomed", "kept"]).await;
+
+    let deleted = stores.users.delete_role(&role("doomed")).await;
+
+    assert!(deleted.expect("delete_role"));
+    assert_eq!(roles_of(&stores, alice.id).await, ["kept"]);
+    assert_eq!(permissions(&stores, alice.id).await, ["y:read"]);
+    let roles = stores.users.roles().await.expect("roles");
+    assert_eq!(roles, [("kept".to_owned(), strings(&["y:read"]))]);
+    let again = stores.users.delete_role(&role("doomed")).await;
+    assert!(!again.expect("delete_role"));
+    // The name is free again, with no stale assignment reappearing.
+    put_role(&stores, "doomed", &["x:write"]).await;
+    assert_eq!(roles_of(&stores, alice.id).await, ["kept"]);
+}
+
+async fn set_roles_replaces_the_roles(stores: Stores) {
+    for name in ["a", "b", "c"] {
+        put_role(&stores, name, &[&format!("{name}:read")]).await;
+    }
+    let alice = create(&stores, "alice@example.com", &["a"]).await;
+    let bob = create(&stores, "bob@example.com", &["a"]).await;
+
+    let set = stores
+        .users
+        .set_roles(alice.id, &[role("c"), role("b")])
+        .await;
+
+    assert!(set.expect("set_roles"));
+    assert_eq!(roles_of(&stores, alice.id).await, ["b", "c"]);
+    assert_eq!(permissions(&stores, alice.id).await, ["b:read", "c:read"]);
+    assert_eq!(roles_of(&stores, bob.id).await, ["a"]);
+    let cleared = stores.users.set_roles(alice.id, &[]).await;
+    assert!(cleared.expect("set_roles"));
+    assert!(roles_of(&stores, alice.id).await.is_empty());
+    assert!(permissions(&stores, alice.id).await.is_empty());
+}
+
+async fn set_roles_with_an_unknown_role_keeps_the_previous_roles(stores: Stores) {
+    put_role(&stores, "a", &["a:read"]).await;
+    put_role(&stores, "b", &["b:read"]).await;
+    let alice = create(&stores, "alice@example.com", &["a"]).await;
+
+    let refused = stores
+        .users
+        .set_roles(alice.id, &[role("b"), role("zz-ghost"), role("aa-ghost")])
+        .await;
+
+    // "An error naming the first unknown role": first as given.
+    assert!(
+        matches!(&refused, Err(RolesError::UnknownRole(r)) if r == "zz-ghost"),
+        "{refused:?}"
+    );
+    assert_eq!(roles_of(&stores, alice.id).await, ["a"]);
+    assert_eq!(permissions(&stores, alice.id).await, ["a:read"]);
+}
+
+async fn set_roles_of_an_unknown_user_is_false(stores: Stores) {
+    put_role(&stores, "a", &["a:read"]).await;
+    let nobody = UserId::new();
+
+    let set = stores.users.set_roles(nobody, &[role("a")]).await;
+
+    assert!(!set.expect("set_roles"));
+    assert_eq!(user(&stores, nobody).await, None);
+    assert!(permissions(&stores, nobody).await.is_empty());
+}
+
+async fn set_disabled_sets_and_clears_the_flag(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+
+    let disabled = stores.users.set_disabled(alice.id, true).await;
+
+    assert!(disabled.expect("set_disabled"));
+    let expected = UserRecord {
+        disabled: true,
+        ..alice.clone()
+    };
+    assert_eq!(user(&stores, alice.id).await, Some(expected));
+    assert_eq!(user(&stores, bob.id).await, Some(bob));
+    let enabled = stores.users.set_disabled(alice.id, false).await;
+    assert!(enabled.expect("set_disabled"));
+    assert_eq!(user(&stores, alice.id).await, Some(alice));
+    let unknown = stores.users.set_disabled(UserId::new(), true).await;
+    assert!(!unknown.expect("set_disabled"));
+}
+
+async fn delete_user_takes_roles_sessions_and_refresh_tokens_with_it(stores: Stores) {
+    put_role(&stores, "staff", &["x:read"]).await;
+    let alice = create(&stores, "alice@example.com", &["staff"]).await;
+    let bob = create(&stores, "bob@example.com", &["staff"]).await;
+    let alice_session = session(alice.id, 1, at(0));
+    let bob_session = session(bob.id, 2, at(0));
+    insert(&stores, &alice_session).await;
+    insert(&stores, &bob_session).await;
+    let (alice_token, bob_token) = (SecretHash([11; 32]), SecretHash([12; 32]));
+    for (token, s) in [(alice_token, &alice_session), (bob_token, &bob_session)] {
+        let inserted = stores.sessions.insert_refresh(&token, s.id, at(0)).await;
+        inserted.expect("insert_refresh");
+    }
+
+    let deleted = stores.users.delete_user(alice.id).await;
+
+    assert!(deleted.expect("delete_user"));
+    assert_eq!(user(&stores, alice.id).await, None);
+    let found = stores
+        .users
+        .user_by_email(&email("alice@example.com"))
+        .await;
+    assert_eq!(found.expect("user_by_email"), None);
+    assert!(permissions(&stores, alice.id).await.is_empty());
+    // These stores share one database, so the sessions go with the user.
+    assert!(sessions_of(&stores, alice.id).await.is_empty());
+    assert_eq!(session_by_id(&stores, alice_session.id).await, None);
+    assert_eq!(refresh(&stores, alice_token).await, None);
+    assert_eq!(user(&stores, bob.id).await, Some(bob));
+    assert_eq!(
+        sessions_of(&stores, bob_session.user_id).await,
+        [bob_session]
+    );
+    assert!(refresh(&stores, bob_token).await.is_some());
+    let roles = stores.users.roles().await.expect("roles");
+    assert_eq!(roles, [("staff".to_owned(), strings(&["x:read"]))]);
+    let again = stores.users.delete_user(alice.id).await;
+    assert!(!again.expect("delete_user"));
+    // The address is free again.
+    create(&stores, "alice@example.com", &[]).await;
+}
+
+async fn list_users_pages_in_creation_order(stores: Stores) {
+    // Ids are UUID v7, so their order is the order of creation.
+    let mut ids: Vec<UserId> = (0..5).map(|_| UserId::new()).collect();
+    ids.sort();
+    let mut users = Vec::new();
+    for (i, id) in (0i64..).zip(&ids) {
+        let new = NewUser {
+            id: *id,
+            created_at: at(i),
+            // Emails in the reverse order, so that order is not the order read.
+            ..new_user(&format!("user{}@example.com", 9 - i), &[])
+        };
+        users.push(stores.users.create_user(new).await.expect("create_user"));
+    }
+    let page = |after: Option<UserId>, limit: u32| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .users
+                .list_users(after, limit)
+                .await
+                .expect("list_users")
+        }
+    };
+
+    assert_eq!(page(None, 2).await, users[0..2]);
+    assert_eq!(page(Some(ids[1]), 2).await, users[2..4]);
+    assert_eq!(page(Some(ids[3]), 2).await, users[4..]);
+    assert!(page(Some(ids[4]), 2).await.is_empty());
+    assert_eq!(page(None, 100).await, users);
+    assert!(page(None, 0).await.is_empty());
+    // The cursor is an id, not a row: a deleted user's id still pages on.
+    let deleted = stores.users.delete_user(ids[2]).await;
+    assert!(deleted.expect("delete_user"));
+    assert_eq!(page(Some(ids[2]), 10).await, users[3..]);
+}
+
+async fn ping_answers(stores: Stores) {
+    stores.users.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------
+// SessionStore: sessions and revocations
+// ---------------------------------------------------------------------------
+
+async fn session_reads_back_by_secret_hash_and_id(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let full = session(alice.id, 1, at(0));
+    let bare = SessionRecord {
+        user_agent: None,
+        ip: None,
+        ..session(alice.id, 2, at(10))
+    };
+
+    insert(&stores, &full).await;
+    insert(&stores, &bare).await;
+
+    for s in [&full, &bare] {
+        let by_secret = stores.sessions.session_by_secret(&s.secret_hash).await;
+        assert_eq!(by_secret.expect("session_by_secret").as_ref(), Some(s));
+        assert_eq!(session_by_id(&stores, s.id).await.as_ref(), Some(s));
+    }
+    let unknown = stores
+        .sessions
+        .session_by_secret(&SecretHash([9; 32]))
+        .await;
+    assert_eq!(unknown.expect("session_by_secret"), None);
+    assert_eq!(session_by_id(&stores, SessionId::new()).await, None);
+}
+
+async fn touch_session_moves_last_seen(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let touched = session(alice.id, 1, at(0));
+    let other = session(alice.id, 2, at(0));
+    insert(&stores, &touched).await;
+    insert(&stores, &other).await;
+
+    let done = stores.sessions.touch_session(touched.id, at(120)).await;
+
+    done.expect("touch_session");
+    let expected = SessionRecord {
+        last_seen_at: at(120),
+        ..touched.clone()
+    };
+    assert_eq!(session_by_id(&stores, touched.id).await, Some(expected));
+    assert_eq!(session_by_id(&stores, other.id).await, Some(other));
+    // A no-op for an unknown id.
+    let unknown = stores
+        .sessions
+        .touch_session(SessionId::new(), at(120))
+        .await;
+    unknown.expect("touch_session of an unknown id");
+}
+
+async fn sessions_of_lists_only_the_users_sessions_oldest_first(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    // Inserted out of order, so the order read is the store's doing.
+    let newest = session(alice.id, 1, at(300));
+    let oldest = session(alice.id, 2, at(100));
+    let middle = session(alice.id, 3, at(200));
+    let bobs = session(bob.id, 4, at(150));
+    for s in [&newest, &oldest, &bobs, &middle] {
+        insert(&stores, s).await;
+    }
+
+    let listed = sessions_of(&stores, alice.id).await;
+
+    assert_eq!(listed, [oldest, middle, newest]);
+    assert_eq!(sessions_of(&stores, bob.id).await, [bobs]);
+    assert!(sessions_of(&stores, UserId::new()).await.is_empty());
+}
+
+async fn delete_session_ends_only_the_owners_session_and_revokes_it(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let alices = session(alice.id, 1, at(0));
+    let bobs = session(bob.id, 2, at(0));
+    insert(&stores, &alices).await;
+    insert(&stores, &bobs).await;
+    let until = at(900);
+
+    let by_another = stores
+        .sessions
+        .delete_session(alices.id, bob.id, until)
+        .await;
+
+    assert!(!by_another.expect("delete_session"));
+    assert_eq!(
+        session_by_id(&stores, alices.id).await.as_ref(),
+        Some(&alices)
+    );
+    assert!(revocations(&stores, at(0)).await.is_empty());
+    let unknown = stores
+        .sessions
+        .delete_session(SessionId::new(), alice.id, until)
+        .await;
+    assert!(!unknown.expect("delete_session"));
+    let by_owner = stores
+        .sessions
+        .delete_session(alices.id, alice.id, until)
+        .await;
+    assert!(by_owner.expect("delete_session"));
+    assert_eq!(session_by_id(&stores, alices.id).await, None);
+    let by_secret = stores.sessions.session_by_secret(&alices.secret_hash).await;
+    assert_eq!(by_secret.expect("session_by_secret"), None);
+    assert_eq!(revocations(&stores, at(0)).await, [(alices.id, until)]);
+    let again = stores
+        .sessions
+        .delete_session(alices.id, alice.id, until)
+        .await;
+    assert!(!again.expect("delete_session"));
+    assert_eq!(session_by_id(&stores, bobs.id).await, Some(bobs));
+}
+
+async fn delete_sessions_of_ends_every_session_and_revokes_them(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let alices: Vec<SessionRecord> = (1..=3)
+        .map(|n| session(alice.id, n, at(n.into())))
+        .collect();
+    let bobs = session(bob.id, 9, at(0));
+    for s in alices.iter().chain([&bobs]) {
+        insert(&stores, s).await;
+    }
+    let until = at(900);
+
+    let ended = stores
+        .sessions
+        .delete_sessions_of(alice.id, None, until)
+        .await;
+
+    let ids = sorted(alices.iter().map(|s| s.id).collect());
+    assert_eq!(sorted(ended.expect("delete_sessions_of")), ids);
+    assert!(sessions_of(&stores, alice.id).await.is_empty());
+    assert_eq!(sessions_of(&stores, bob.id).await, [bobs]);
+    let revoked: Vec<_> = ids.iter().map(|id| (*id, until)).collect();
+    assert_eq!(revocations(&stores, at(0)).await, revoked);
+    let again = stores
+        .sessions
+        .delete_sessions_of(alice.id, None, until)
+        .await;
+    assert!(again.expect("delete_sessions_of").is_empty());
+    let nobody = stores
+        .sessions
+        .delete_sessions_of(UserId::new(), None, until)
+        .await;
+    assert!(nobody.expect("delete_sessions_of").is_empty());
+    assert_eq!(revocations(&stores, at(0)).await, revoked);
+}
+
+async fn delete_sessions_of_spares_the_kept_session(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let [first, kept, last] = [1, 2, 3].map(|n| session(alice.id, n, at(n.into())));
+    for s in [&first, &kept, &last] {
+        insert(&stores, s).await;
+    }
+    let until = at(900);
+
+    let ended = stores
+        .sessions
+        .delete_sessions_of(alice.id, Some(kept.id), until)
+        .await;
+
+    let expected = sorted(vec![first.id, last.id]);
+    assert_eq!(sorted(ended.expect("delete_sessions_of")), expected);
+    assert_eq!(sessions_of(&stores, alice.id).await, [kept]);
+    let revoked: Vec<_> = expected.iter().map(|id| (*id, until)).collect();
+    assert_eq!(revocations(&stores, at(0)).await, revoked);
+}
+
+async fn revocations_lists_only_those_in_force(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let [early, late, live] = [1, 2, 3].map(|n| session(alice.id, n, at(0)));
+    for s in [&early, &late, &live] {
+        insert(&stores, s).await;
+    }
+    for (s, until) in [(&early, at(100)), (&late, at(200))] {
+        let ended = stores.sessions.delete_session(s.id, alice.id, until).await;
+        assert!(ended.expect("delete_session"));
+    }
+
+    let in_force = revocations(&stores, at(0)).await;
+
+    assert_eq!(
+        in_force,
+        sorted(vec![(early.id, at(100)), (late.id, at(200))])
+    );
+    assert_eq!(
+        revocations(&stores, at(100) - MS).await,
+        sorted(vec![(early.id, at(100)), (late.id, at(200))])
+    );
+    // A record is in force while `now < revoke_until`, the rule by which the
+    // in-memory set forgets it (RevocationSet::prune).
+    assert_eq!(revocations(&stores, at(100)).await, [(late.id, at(200))]);
+    assert_eq!(revocations(&stores, at(150)).await, [(late.id, at(200))]);
+    assert!(revocations(&stores, at(200)).await.is_empty());
+}
+
+async fn delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let now = at(10 * DAY);
+    let idle = Duration::from_secs(86_400);
+    let past_expiry = SessionRecord {
+        last_seen_at: now - Duration::from_secs(3600),
+        expires_at: now - Duration::from_secs(1),
+        ..session(alice.id, 1, at(0))
+    };
+    let idle_too_long = SessionRecord {
+        last_seen_at: now - idle - Duration::from_secs(1),
+        expires_at: now + Duration::from_secs(DAY as u64),
+        ..session(alice.id, 2, at(0))
+    };
+    let live = SessionRecord {
+        last_seen_at: now - Duration::from_secs(3600),
+        expires_at: now + Duration::from_secs(DAY as u64),
+        ..session(alice.id, 3, at(0))
+    };
+    let bobs_live = SessionRecord {
+        last_seen_at: now - Duration::from_secs(60),
+        ..session(bob.id, 4, at(9 * DAY))
+    };
+    let (ended_long_ago, ended_lately) = (session(bob.id, 5, at(0)), session(bob.id, 6, at(0)));
+    for s in [
+        &past_expiry,
+        &idle_too_long,
+        &live,
+        &bobs_live,
+        &ended_long_ago,
+        &ended_lately,
+    ] {
+        insert(&stores, s).await;
+    }
+    let tokens = [&past_expiry, &idle_too_long, &live]
+        .map(|s| (SecretHash([s.secret_hash.0[0] + 100; 32]), s.id));
+    for (token, sid) in tokens {
+        let inserted = stores.sessions.insert_refresh(&token, sid, at(0)).await;
+        inserted.expect("insert_refresh");
+    }
+    for (s, until) in [
+        (&ended_long_ago, now - Duration::from_secs(1)),
+        (&ended_lately, now + Duration::from_secs(3600)),
+    ] {
+        let ended = stores.sessions.delete_session(s.id, bob.id, until).await;
+        assert!(ended.expect("delete_session"));
+    }
+
+    let swept = stores.sessions.delete_expired(now, idle).await;
+
+    // The count is of sessions (app.rs logs it as "expired sessions deleted").
+    assert_eq!(swept.expect("delete_expired"), 2);
+    assert_eq!(session_by_id(&stores, past_expiry.id).await, None);
+    assert_eq!(session_by_id(&stores, idle_too_long.id).await, None);
+    assert_eq!(sessions_of(&stores, alice.id).await, [live]);
+    assert_eq!(sessions_of(&stores, bob.id).await, [bobs_live]);
+    assert_eq!(refresh(&stores, tokens[0].0).await, None);
+    assert_eq!(refresh(&stores, tokens[1].0).await, None);
+    assert!(refresh(&stores, tokens[2].0).await.is_some());
+    // Asked as of an instant before both ends: only the record still in force
+    // at `now` is kept.
+    assert_eq!(
+        revocations(&stores, at(0)).await,
+        [(ended_lately.id, now + Duration::from_secs(3600))]
+    );
+    let again = stores.sessions.delete_expired(now, idle).await;
+    assert_eq!(again.expect("delete_expired"), 0);
+}
+
+async fn delete_expired_agrees_with_the_domain_at_the_boundaries(stores: Stores) {
+    // The domain calls a session live while `now < expires_at` and
+    // `now < last_seen_at + idle` (Auth::is_live); the sweep removes exactly
+    // what is not live.
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let now = at(10 * DAY);
+    let idle = Duration::from_secs(86_400);
+    let far = now + Duration::from_secs(DAY as u64);
+    let expires_now = SessionRecord {
+        last_seen_at: now - Duration::from_secs(60),
+        expires_at: now,
+        ..session(alice.id, 1, at(0))
+    };
+    let idle_expires_now = SessionRecord {
+        last_seen_at: now - idle,
+        expires_at: far,
+        ..session(alice.id, 2, at(0))
+    };
+    let one_ms_left = SessionRecord {
+        last_seen_at: now - idle + MS,
+        expires_at: now + MS,
+        ..session(alice.id, 3, at(0))
+    };
+    for s in [&expires_now, &idle_expires_now, &one_ms_left] {
+        insert(&stores, s).await;
+    }
+
+    let swept = stores.sessions.delete_expired(now, idle).await;
+
+    assert_eq!(swept.expect("delete_expired"), 2);
+    assert_eq!(sessions_of(&stores, alice.id).await, [one_ms_left]);
+}
+
+async fn ending_a_session_deletes_its_refresh_tokens(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let [one, two, three, kept] = [1, 2, 3, 4].map(|n| session(alice.id, n, at(n.into())));
+    let token = |s: &SessionRecord| SecretHash([s.secret_hash.0[0] + 100; 32]);
+    for s in [&one, &two, &three, &kept] {
+        insert(&stores, s).await;
+        let inserted = stores
+            .sessions
+            .insert_refresh(&token(s), s.id, at(10))
+            .await;
+        inserted.expect("insert_refresh");
+    }
+    // A spent token and its successor both belong to the session.
+    let successor = SecretHash([200; 32]);
+    let rotated = stores
+        .sessions
+        .rotate_refresh(&token(&three), at(20), &successor, b"sealed", three.id)
+        .await;
+    assert!(rotated.expect("rotate_refresh"));
+
+    let ended = stores
+        .sessions
+        .delete_session(one.id, alice.id, at(900))
+        .await;
+
+    assert!(ended.expect("delete_session"));
+    assert_eq!(refresh(&stores, token(&one)).await, None);
+    assert!(refresh(&stores, token(&two)).await.is_some());
+    let ended = stores
+        .sessions
+        .delete_sessions_of(alice.id, Some(kept.id), at(900))
+        .await;
+    assert_eq!(
+        sorted(ended.expect("delete_sessions_of")),
+        sorted(vec![two.id, three.id])
+    );
+    for gone in [token(&two), token(&three), successor] {
+        assert_eq!(refresh(&stores, gone).await, None);
+    }
+    let kept_token = refresh(&stores, token(&kept)).await;
+    assert_eq!(
+        kept_token.expect("the kept session's token").session_id,
+        kept.id
+    );
+}
+
+// ---------------------------------------------------------------------------
+// SessionStore: refresh tokens
+// ---------------------------------------------------------------------------
+
+async fn refresh_token_reads_back_unspent(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let s = session(alice.id, 1, at(0));
+    insert(&stores, &s).await;
+    let token = SecretHash([10; 32]);
+
+    let inserted = stores.sessions.insert_refresh(&token, s.id, at(5)).await;
+
+    inserted.expect("insert_refresh");
+    let expected = RefreshRecord {
+        session_id: s.id,
+        created_at: at(5),
+        spent_at: None,
+        successor_sealed: None,
+    };
+    assert_eq!(refresh(&stores, token).await, Some(expected));
+    assert_eq!(refresh(&stores, SecretHash([11; 32])).await, None);
+}
+
+async fn rotate_refresh_spends_a_token_once(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let s = session(alice.id, 1, at(0));
+    insert(&stores, &s).await;
+    let (old, first, second) = (
+        SecretHash([10; 32]),
+        SecretHash([11; 32]),
+        SecretHash([12; 32]),
+    );
+    let inserted = stores.sessions.insert_refresh(&old, s.id, at(5)).await;
+    inserted.expect("insert_refresh");
+
+    let rotated = stores
+        .sessions
+        .rotate_refresh(&old, at(60), &first, b"sealed first", s.id)
+        .await;
+
+    assert!(rotated.expect("rotate_refresh"));
+    let spent = RefreshRecord {
+        session_id: s.id,
+        created_at: at(5),
+        spent_at: Some(at(60)),
+        successor_sealed: Some(b"sealed first".to_vec()),
+    };
+    assert_eq!(refresh(&stores, old).await, Some(spent.clone()));
+    let successor = refresh(&stores, first)
+        .await
+        .expect("the successor is stored");
+    assert_eq!(successor.session_id, s.id);
+    assert_eq!(successor.spent_at, None);
+    assert_eq!(successor.successor_sealed, None);
+    let replayed = stores
+        .sessions
+        .rotate_refresh(&old, at(61), &second, b"sealed second", s.id)
+        .await;
+    assert!(!replayed.expect("rotate_refresh"));
+    assert_eq!(refresh(&stores, old).await, Some(spent));
+    assert_eq!(refresh(&stores, second).await, None);
+    // The successor is itself unspent, so it rotates in its turn.
+    let next = stores
+        .sessions
+        .rotate_refresh(&first, at(120), &second, b"sealed second", s.id)
+        .await;
+    assert!(next.expect("rotate_refresh"));
+    assert_eq!(
+        refresh(&stores, first).await.expect("spent").spent_at,
+        Some(at(120))
+    );
+}
+
+async fn rotate_refresh_of_an_unknown_token_stores_nothing(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let s = session(alice.id, 1, at(0));
+    insert(&stores, &s).await;
+    let successor = SecretHash([11; 32]);
+
+    let rotated = stores
+        .sessions
+        .rotate_refresh(&SecretHash([10; 32]), at(60), &successor, b"sealed", s.id)
+        .await;
+
+    assert!(!rotated.expect("rotate_refresh"));
+    assert_eq!(refresh(&stores, successor).await, None);
+}
+
+async fn concurrent_rotations_admit_exactly_one(stores: Stores) {
+    const RACERS: u8 = 10;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let s = session(alice.id, 1, at(0));
+    insert(&stores, &s).await;
+    let old = SecretHash([10; 32]);
+    let inserted = stores.sessions.insert_refresh(&old, s.id, at(5)).await;
+    inserted.expect("insert_refresh");
+    let successor = |i: u8| SecretHash([100 + i; 32]);
+    let sealed = |i: u8| vec![i; 28];
+    let start = Arc::new(Barrier::new(RACERS.into()));
+    let mut racers = JoinSet::new();
+    for i in 0..RACERS {
+        let (stores, start) = (stores.clone(), start.clone());
+        racers.spawn(async move {
+            start.wait().await;
+            let won = stores
+                .sessions
+                .rotate_refresh(&old, at(60), &successor(i), &sealed(i), s.id)
+                .await;
+            (i, won)
+        });
+    }
+
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (i, won) = joined.expect("a racer finished");
+        // A lost race is `false`, not a store failure.
+        if won.unwrap_or_else(|e| panic!("racer {i}: {e:#}")) {
+            winners.push(i);
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let winner = winners[0];
+    let mut stored = Vec::new();
+    for i in 0..RACERS {
+        if refresh(&stores, successor(i)).await.is_some() {
+            stored.push(i);
+        }
+    }
+    assert_eq!(stored, [winner], "successor rows");
+    let spent = refresh(&stores, old).await.expect("the spent token");
+    assert_eq!(spent.spent_at, Some(at(60)));
+    assert_eq!(spent.successor_sealed, Some(sealed(winner)));
+    let next = refresh(&stores, successor(winner))
+        .await
+        .expect("the successor");
+    assert_eq!((next.session_id, next.spent_at), (s.id, None));
+}
+
+// ---------------------------------------------------------------------------
+// KeyStore
+// ---------------------------------------------------------------------------
+
+async fn add_key_makes_the_new_key_current_and_schedules_the_others(stores: Stores) {
+    assert!(keys(&stores).await.is_empty());
+    let first = key("k1", "EdDSA", at(0));
+    stores
+        .keys
+        .add_key(&first, at(3600))
+        .await
+        .expect("add_key");
+    assert_eq!(keys(&stores).await, std::slice::from_ref(&first));
+    // Handed a key with a retire_at, the store still makes it current.
+    let second = StoredKey {
+        retire_at: Some(at(5)),
+        ..key("k2", "EdDSA", at(DAY))
+    };
+
+    stores
+        .keys
+        .add_key(&second, at(DAY + 3600))
+        .await
+        .expect("add_key");
+
+    let first_retiring = StoredKey {
+        retire_at: Some(at(DAY + 3600)),
+        ..first
+    };
+    let second_current = StoredKey {
+        retire_at: None,
+        ..second
+    };
+    assert_eq!(
+        keys(&stores).await,
+        [first_retiring.clone(), second_current.clone()]
+    );
+    // "Every other current key", whatever its algorithm; a key already
+    // retiring keeps its date.
+    let third = key("k3", "ES256", at(2 * DAY));
+    stores
+        .keys
+        .add_key(&third, at(2 * DAY + 3600))
+        .await
+        .expect("add_key");
+    let second_retiring = StoredKey {
+        retire_at: Some(at(2 * DAY + 3600)),
+        ..second_current
+    };
+    assert_eq!(
+        keys(&stores).await,
+        [first_retiring, second_retiring, third]
+    );
+}
+
+async fn signing_keys_are_listed_oldest_first(stores: Stores) {
+    // Added in neither kid nor age order.
+    let newest = key("k-b", "EdDSA", at(2 * DAY));
+    let oldest = key("k-c", "EdDSA", at(0));
+    let middle = key("k-a", "EdDSA", at(DAY));
+    for k in [&newest, &oldest, &middle] {
+        stores.keys.add_key(k, at(3 * DAY)).await.expect("add_key");
+    }
+
+    let listed: Vec<(String, OffsetDateTime)> = keys(&stores)
+        .await
+        .into_iter()
+        .map(|k| (k.kid, k.created_at))
+        .collect();
+
+    assert_eq!(
+        listed,
+        [
+            (oldest.kid, oldest.created_at),
+            (middle.kid, middle.created_at),
+            (newest.kid, newest.created_at),
+        ]
+    );
+}
+
+async fn set_private_key_replaces_the_private_part(stores: Stores) {
+    let sealed = key("k1", "EdDSA", at(0));
+    let untouched = key("k2", "EdDSA", at(DAY));
+    stores
+        .keys
+        .add_key(&sealed, at(DAY))
+        .await
+        .expect("add_key");
+    stores
+        .keys
+        .add_key(&untouched, at(2 * DAY))
+        .await
+        .expect("add_key");
+    let before = keys(&stores).await;
+
+    let done = stores
+        .keys
+        .set_private_key("k1", b"nonce|ciphertext|tag", true)
+        .await;
+
+    done.expect("set_private_key");
+    let expected = StoredKey {
+        private_key: b"nonce|ciphertext|tag".to_vec(),
+        encrypted: true,
+        ..before[0].clone()
+    };
+    assert_eq!(keys(&stores).await, [expected, before[1].clone()]);
+    let back = stores
+        .keys
+        .set_private_key("k1", b"plain again", false)
+        .await;
+    back.expect("set_private_key");
+    let expected = StoredKey {
+        private_key: b"plain again".to_vec(),
+        encrypted: false,
+        ..before[0].clone()
+    };
+    assert_eq!(keys(&stores).await, [expected, before[1].clone()]);
+}
+
+// ---------------------------------------------------------------------------
+// FailureCounter
+// ---------------------------------------------------------------------------
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+async fn hit(stores: &Stores, key: &str, now: OffsetDateTime) -> Attempt {
+    stores.failures.hit(key, WINDOW, now).await.expect("hit")
+}
+
+fn attempt(count: u32, window_left_secs: u64) -> Attempt {
+    Attempt {
+        count,
+        window_left: Duration::from_secs(window_left_secs),
+    }
+}
+
+async fn failure_counter_counts_within_the_window(stores: Stores) {
+    let key = "alice@example.com|192.0.2.7";
+
+    let first = hit(&stores, key, at(0)).await;
+
+    assert_eq!(first, attempt(1, 60));
+    assert_eq!(hit(&stores, key, at(0)).await, attempt(2, 60));
+    assert_eq!(hit(&stores, key, at(10)).await, attempt(3, 50));
+    // Keys are counted apart.
+    assert_eq!(
+        hit(&stores, "alice@example.com|192.0.2.8", at(10)).await,
+        attempt(1, 60)
+    );
+    assert_eq!(
+        hit(&stores, "bob@example.com|192.0.2.7", at(20)).await,
+        attempt(1, 60)
+    );
+    assert_eq!(hit(&stores, key, at(59)).await, attempt(4, 1));
+}
+
+async fn failure_counter_restarts_when_the_window_closes(stores: Stores) {
+    let key = "alice@example.com|192.0.2.7";
+    assert_eq!(hit(&stores, key, at(0)).await, attempt(1, 60));
+    assert_eq!(hit(&stores, key, at(30)).await, attempt(2, 30));
+
+    // The window opened at 0 and lasted 60 s: at 60 s it has closed.
+    let after = hit(&stores, key, at(60)).await;
+
+    assert_eq!(after, attempt(1, 60));
+    assert_eq!(hit(&stores, key, at(61)).await, attempt(2, 59));
+    assert_eq!(hit(&stores, key, at(500)).await, attempt(1, 60));
+}
+
+async fn failure_counter_reset_forgets(stores: Stores) {
+    let key = "alice@example.com|192.0.2.7";
+    let other = "bob@example.com|192.0.2.7";
+    for _ in 0..3 {
+        hit(&stores, key, at(0)).await;
+    }
+    hit(&stores, other, at(0)).await;
+
+    stores.failures.reset(key).await.expect("reset");
+
+    // The next attempt is the key's first, and opens a new window.
+    assert_eq!(hit(&stores, key, at(20)).await, attempt(1, 60));
+    assert_eq!(hit(&stores, other, at(20)).await, attempt(2, 40));
+    stores
+        .failures
+        .reset("never-hit|192.0.2.1")
+        .await
+        .expect("reset of an unknown key");
+}
+
+async fn concurrent_hits_each_see_a_distinct_count(stores: Stores) {
+    const HITS: u32 = 20;
+    let start = Arc::new(Barrier::new(HITS as usize));
+    let mut hitters = JoinSet::new();
+    for _ in 0..HITS {
+        let (stores, start) = (stores.clone(), start.clone());
+        hitters.spawn(async move {
+            start.wait().await;
+            stores
+                .failures
+                .hit("alice@example.com|192.0.2.7", WINDOW, at(0))
+                .await
+        });
+    }
+
+    let mut counts = Vec::new();
+    while let Some(joined) = hitters.join_next().await {
+        counts.push(joined.expect("a hitter finished").expect("hit").count);
+    }
+
+    assert_eq!(sorted(counts), (1..=HITS).collect::<Vec<_>>());
+    let next = hit(&stores, "alice@example.com|192.0.2.7", at(1)).await;
+    assert_eq!(next, attempt(HITS + 1, 59));
+}
