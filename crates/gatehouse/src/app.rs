@@ -109,16 +109,16 @@ impl Application {
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
-            // Every node would call itself by its own address, and refuse
-            // the others' tokens.
-            tracing::warn!(%addr, "issuer is not set: with several nodes, set the same issuer on every node");
-        }
         let issuer = config
             .issuer
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let auth = build_auth(&config, num_cpus(), issuer).await?;
+        if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
+            // Every node would call itself by its own address, and refuse
+            // the others' tokens.
+            tracing::warn!(%addr, "issuer is not set: with several nodes, set the same issuer on every node");
+        }
         let issuer_origin = config
             .issuer_origin()
             .unwrap_or_else(|| format!("http://{addr}"));
