@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use gatehouse::Config;
 use gatehouse::auth::accounts::Registrar;
@@ -11,7 +12,8 @@ use gatehouse::auth::types::{Permission, RoleName};
 use gatehouse::config::DatabaseUrl;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use sqlx::Connection as _;
+use tokio::sync::{Semaphore, oneshot};
 
 /// A password that passes the policy.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -23,6 +25,8 @@ pub struct TestApp {
     pub db_path: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+    /// The PostgreSQL database of an app spawned on one; dropped last.
+    _pg: Option<PgDatabase>,
 }
 
 /// An account that exists on a `TestApp`.
@@ -44,6 +48,20 @@ impl TestApp {
     /// The app with test defaults: port 0, plain-HTTP cookies.
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// The app on a fresh PostgreSQL database, with test defaults changed
+    /// by `configure`.
+    pub async fn spawn_on_postgres(configure: impl FnOnce(&mut Config)) -> Self {
+        let pg = PgDatabase::create().await;
+        let url = pg.url();
+        let mut app = Self::spawn_with(|c| {
+            c.database_url = DatabaseUrl::Postgres(url);
+            configure(c);
+        })
+        .await;
+        app._pg = Some(pg);
+        app
     }
 
     /// The app with test defaults changed by `configure`.
@@ -75,6 +93,7 @@ impl TestApp {
             db_path,
             shutdown: Some(tx),
             _dir: dir,
+            _pg: None,
         }
     }
 
@@ -268,4 +287,93 @@ pub async fn assert_problem(res: Response, status: StatusCode) -> Value {
     assert_eq!(body["status"], status.as_u16());
     assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
     body
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: a database of its own per test
+// ---------------------------------------------------------------------------
+
+/// The server `postgres_*` tests create their databases on.
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The maintenance database, for `CREATE DATABASE` and `DROP DATABASE`.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+const PG_HOW_TO_START: &str = "the PostgreSQL tests need it: start it with \
+     `pg_ctlcluster 15 main start` (as root), or run the suite with `bash scripts/test.sh`";
+
+/// PostgreSQL tests holding a database at once: each backend opens its own
+/// pool, and the server's default `max_connections` is 100 in all.
+pub static PG_SLOTS: Semaphore = Semaphore::const_new(6);
+
+pub async fn pg_admin() -> sqlx::PgConnection {
+    let connect = sqlx::PgConnection::connect(PG_ADMIN_URL);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            panic!("PostgreSQL is not reachable at {PG_ADMIN_URL} ({e}); {PG_HOW_TO_START}")
+        }
+        Err(_) => {
+            panic!("PostgreSQL at {PG_ADMIN_URL} did not answer within 10 s; {PG_HOW_TO_START}")
+        }
+    }
+}
+
+/// A database of its own for one test; dropped (best effort) with the guard.
+pub struct PgDatabase {
+    pub name: String,
+}
+
+impl PgDatabase {
+    /// The URL of this database.
+    pub fn url(&self) -> String {
+        format!("{PG_SERVER}/{}", self.name)
+    }
+
+    pub async fn create() -> Self {
+        let name = format!("gh_t_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = pg_admin().await;
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = admin.close().await;
+        Self { name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        // The test's runtime cannot block on itself (and may be unwinding from
+        // a failed assertion), so the drop runs on a thread and runtime of its
+        // own. The stores were dropped first; FORCE ends whatever connections
+        // their pools still hold.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::raw_sql(&sql)
+                    .execute(&mut admin)
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
+                let _ = admin.close().await;
+                Ok::<_, String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: leaving a test database behind: {e}"),
+            Err(_) => {
+                eprintln!("warning: leaving a test database behind: the dropping thread panicked")
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod backends;
 mod cli;
 mod csrf;
 mod hostile;

@@ -12,28 +12,16 @@ use gatehouse::store::{
     self, Attempt, CreateUserError, NewUser, RefreshRecord, RolesError, SessionRecord, StoredKey,
     Stores, UserRecord,
 };
-use sqlx::Connection as _;
 use time::OffsetDateTime;
 use time::macros::datetime;
-use tokio::sync::{Barrier, Semaphore};
+use tokio::sync::Barrier;
+
+use crate::helpers::{PG_SLOTS, PgDatabase};
 use tokio::task::JoinSet;
 
 // ---------------------------------------------------------------------------
 // Backends
 // ---------------------------------------------------------------------------
-
-/// The server `postgres_*` tests create their databases on.
-const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-/// The maintenance database, for `CREATE DATABASE` and `DROP DATABASE`.
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-const PG_HOW_TO_START: &str = "the postgres_* store contract tests need it: start it with \
-     `pg_ctlcluster 15 main start` (as root), or run the suite with `bash scripts/test.sh`";
-
-/// PostgreSQL tests holding a database at once: each backend opens its own
-/// pool, and the server's default `max_connections` is 100 in all.
-static PG_SLOTS: Semaphore = Semaphore::const_new(6);
 
 /// Generates, for each behaviour, a test on a fresh SQLite file and a test on
 /// a fresh PostgreSQL database.
@@ -68,78 +56,11 @@ async fn sqlite() -> (Stores, tempfile::TempDir) {
 /// The stores on a new PostgreSQL database, and the guard that drops it.
 async fn postgres() -> (Stores, PgDatabase) {
     let db = PgDatabase::create().await;
-    let url = DatabaseUrl::Postgres(format!("{PG_SERVER}/{}", db.name));
+    let url = DatabaseUrl::Postgres(db.url());
     let stores = store::open(&url)
         .await
         .unwrap_or_else(|e| panic!("opening the PostgreSQL stores on {url:?}: {e:#}"));
     (stores, db)
-}
-
-async fn pg_admin() -> sqlx::PgConnection {
-    let connect = sqlx::PgConnection::connect(PG_ADMIN_URL);
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            panic!("PostgreSQL is not reachable at {PG_ADMIN_URL} ({e}); {PG_HOW_TO_START}")
-        }
-        Err(_) => {
-            panic!("PostgreSQL at {PG_ADMIN_URL} did not answer within 10 s; {PG_HOW_TO_START}")
-        }
-    }
-}
-
-/// A database of its own for one test; dropped (best effort) with the guard.
-struct PgDatabase {
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create() -> Self {
-        let name = format!("gh_t_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = pg_admin().await;
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let _ = admin.close().await;
-        Self { name }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = std::mem::take(&mut self.name);
-        // The test's runtime cannot block on itself (and may be unwinding from
-        // a failed assertion), so the drop runs on a thread and runtime of its
-        // own. The stores were dropped first; FORCE ends whatever connections
-        // their pools still hold.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                sqlx::raw_sql(&sql)
-                    .execute(&mut admin)
-                    .await
-                    .map_err(|e| format!("{sql}: {e}"))?;
-                let _ = admin.close().await;
-                Ok::<_, String>(())
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: leaving a test database behind: {e}"),
-            Err(_) => {
-                eprintln!("warning: leaving a test database behind: the dropping thread panicked")
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
