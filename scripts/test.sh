@@ -13,6 +13,11 @@
 # connections as user postgres (each test creates and drops its own
 # database). This script starts an installed but stopped cluster, and installs
 # Debian's postgresql (configured for trust on loopback) when there is none.
+#
+# The Redis tests need a Redis (7.0 or later, no auth) on 127.0.0.1:6379; each
+# test uses a key prefix of its own and deletes its keys. This script starts
+# redis-server (in memory only, no persistence) when the port is closed, and
+# installs Debian's redis-server when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +80,30 @@ ensure_postgres() {
   exit 1
 }
 
+ensure_redis() {
+  port_open 6379 && return 0
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "scripts/test.sh: Redis is not running on 127.0.0.1:6379 and apt-get is missing; install and start Redis" >&2
+      exit 1
+    fi
+    echo "scripts/test.sh: installing Redis (for the Redis backend tests)" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+    # The package may have started its own service on 6379 already.
+    port_open 6379 && return 0
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 30); do
+    port_open 6379 && return 0
+    sleep 1
+  done
+  echo "scripts/test.sh: Redis did not come up on 127.0.0.1:6379 (try: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no)" >&2
+  exit 1
+}
+
 ensure_nginx
 ensure_postgres
+ensure_redis
 
 exec cargo test --workspace --locked

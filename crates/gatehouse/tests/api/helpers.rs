@@ -377,3 +377,77 @@ impl Drop for PgDatabase {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Redis: a key prefix of its own per test
+// ---------------------------------------------------------------------------
+
+/// The Redis server `redis_*` tests use (no auth, database 0).
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+const REDIS_HOW_TO_START: &str = "the Redis tests need it: start it with \
+     `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`, \
+     or run the suite with `bash scripts/test.sh`";
+
+/// A key prefix of its own for one test (`gh_t_<uuid>:`); every key under it
+/// is deleted (best effort) with the guard.
+pub struct RedisPrefix {
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    /// A fresh prefix, after checking that Redis answers (panicking with how
+    /// to start it when it does not: these tests fail, never skip).
+    pub async fn create() -> Self {
+        let client = redis::Client::open(REDIS_URL).expect("a valid Redis URL");
+        let connect = client.get_multiplexed_async_connection();
+        let mut con = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(con)) => con,
+            Ok(Err(e)) => {
+                panic!("Redis is not reachable at {REDIS_URL} ({e}); {REDIS_HOW_TO_START}")
+            }
+            Err(_) => {
+                panic!("Redis at {REDIS_URL} did not answer within 5 s; {REDIS_HOW_TO_START}")
+            }
+        };
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("Redis at {REDIS_URL} refused PING ({e}); {REDIS_HOW_TO_START}")
+            });
+        assert_eq!(pong, "PONG");
+        Self {
+            prefix: format!("gh_t_{}:", uuid::Uuid::now_v7().simple()),
+        }
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.prefix);
+        // Blocking I/O, so on a thread of its own rather than the test's
+        // runtime (which may be unwinding from a failed assertion).
+        let deleted = std::thread::spawn(move || {
+            let client = redis::Client::open(REDIS_URL).map_err(|e| e.to_string())?;
+            let mut con = client.get_connection().map_err(|e| e.to_string())?;
+            let keys: Vec<Vec<u8>> = redis::Commands::scan_match::<_, Vec<u8>>(&mut con, &pattern)
+                .map_err(|e| e.to_string())?
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL")
+                    .arg(chunk)
+                    .query::<i64>(&mut con)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        })
+        .join();
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: leaving test keys behind in Redis: {e}"),
+            Err(_) => eprintln!("warning: leaving test keys behind in Redis: the thread panicked"),
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! The storage contract (the doc comments of `gatehouse::store`), written once
 //! and run against every backend: each behaviour is one async function over
 //! `Stores`, and `contract!` makes a `sqlite_*` and a `postgres_*` test of it,
-//! each on a fresh database of its own.
+//! each on a fresh database of its own. `redis_contract!` runs the session,
+//! refresh-token, revocation and failure-counter behaviours once more with
+//! sessions and counters on Redis (under a key prefix of the test's own) and
+//! users on a fresh SQLite file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,8 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use tokio::sync::Barrier;
 
-use crate::helpers::{PG_SLOTS, PgDatabase};
+use crate::helpers::{PG_SLOTS, PgDatabase, REDIS_URL, RedisPrefix};
+use gatehouse::store::redis::RedisStore;
 use tokio::task::JoinSet;
 
 // ---------------------------------------------------------------------------
@@ -40,6 +44,37 @@ macro_rules! contract {
             $behaviour(stores).await;
         }
     )+};
+}
+
+/// Generates, for each behaviour, a test with users and keys on a fresh
+/// SQLite file and sessions and failure counters on Redis, under a fresh key
+/// prefix whose keys are deleted afterwards.
+macro_rules! redis_contract {
+    ($($behaviour:ident => $redis:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $redis() {
+            let (stores, _prefix, _db) = redis().await;
+            $behaviour(stores).await;
+        }
+    )+};
+}
+
+/// Users and keys on a new SQLite file; sessions, revocations and failure
+/// counters on Redis under a prefix of the test's own (the many-nodes shape,
+/// with SQLite standing in for PostgreSQL).
+async fn redis() -> (Stores, RedisPrefix, tempfile::TempDir) {
+    let prefix = RedisPrefix::create().await;
+    let (stores, dir) = sqlite().await;
+    let redis = RedisStore::open(REDIS_URL, &prefix.prefix)
+        .await
+        .unwrap_or_else(|e| panic!("opening the Redis store on {REDIS_URL}: {e:#}"));
+    let redis = Arc::new(redis);
+    let stores = Stores {
+        sessions: redis.clone(),
+        failures: redis,
+        ..stores
+    };
+    (stores, prefix, dir)
 }
 
 /// The stores on a new SQLite file, and the directory that holds it.
@@ -68,7 +103,9 @@ async fn postgres() -> (Stores, PgDatabase) {
 // ---------------------------------------------------------------------------
 
 /// Every instant is fixed, so the stores judge time only by what they are told.
-const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+/// It lies far in the future because Redis applies its TTLs (PEXPIREAT) by its
+/// own clock: a fixture in the past would vanish as soon as it was written.
+const T0: OffsetDateTime = datetime!(2126-03-01 12:00 UTC);
 const DAY: i64 = 86_400;
 const MS: time::Duration = time::Duration::milliseconds(1);
 
@@ -306,6 +343,49 @@ contract! {
     concurrent_hits_each_see_a_distinct_count
         => sqlite_concurrent_hits_each_see_a_distinct_count,
            postgres_concurrent_hits_each_see_a_distinct_count;
+}
+
+// Not on Redis: the UserStore and KeyStore behaviours (users and keys stay in
+// SQL), and `delete_user_takes_roles_sessions_and_refresh_tokens_with_it`,
+// which relies on the SQL cascade from a user to their sessions; with sessions
+// in Redis, deleting a user's sessions is the caller's `delete_sessions_of`.
+redis_contract! {
+    session_reads_back_by_secret_hash_and_id
+        => redis_session_reads_back_by_secret_hash_and_id;
+    touch_session_moves_last_seen
+        => redis_touch_session_moves_last_seen;
+    sessions_of_lists_only_the_users_sessions_oldest_first
+        => redis_sessions_of_lists_only_the_users_sessions_oldest_first;
+    delete_session_ends_only_the_owners_session_and_revokes_it
+        => redis_delete_session_ends_only_the_owners_session_and_revokes_it;
+    delete_sessions_of_ends_every_session_and_revokes_them
+        => redis_delete_sessions_of_ends_every_session_and_revokes_them;
+    delete_sessions_of_spares_the_kept_session
+        => redis_delete_sessions_of_spares_the_kept_session;
+    revocations_lists_only_those_in_force
+        => redis_revocations_lists_only_those_in_force;
+    delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations
+        => redis_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations;
+    delete_expired_agrees_with_the_domain_at_the_boundaries
+        => redis_delete_expired_agrees_with_the_domain_at_the_boundaries;
+    ending_a_session_deletes_its_refresh_tokens
+        => redis_ending_a_session_deletes_its_refresh_tokens;
+    refresh_token_reads_back_unspent
+        => redis_refresh_token_reads_back_unspent;
+    rotate_refresh_spends_a_token_once
+        => redis_rotate_refresh_spends_a_token_once;
+    rotate_refresh_of_an_unknown_token_stores_nothing
+        => redis_rotate_refresh_of_an_unknown_token_stores_nothing;
+    concurrent_rotations_admit_exactly_one
+        => redis_concurrent_rotations_admit_exactly_one;
+    failure_counter_counts_within_the_window
+        => redis_failure_counter_counts_within_the_window;
+    failure_counter_restarts_when_the_window_closes
+        => redis_failure_counter_restarts_when_the_window_closes;
+    failure_counter_reset_forgets
+        => redis_failure_counter_reset_forgets;
+    concurrent_hits_each_see_a_distinct_count
+        => redis_concurrent_hits_each_see_a_distinct_count;
 }
 
 // ---------------------------------------------------------------------------
@@ -1430,4 +1510,145 @@ async fn concurrent_hits_each_see_a_distinct_count(stores: Stores) {
     assert_eq!(sorted(counts), (1..=HITS).collect::<Vec<_>>());
     let next = hit(&stores, "alice@example.com|192.0.2.7", at(1)).await;
     assert_eq!(next, attempt(HITS + 1, 59));
+}
+
+// ---------------------------------------------------------------------------
+// Redis only: expiry of every key, and the revocation channel
+// ---------------------------------------------------------------------------
+
+/// Every key under the prefix with its absolute expiry in ms (PEXPIRETIME:
+/// -1 when it has none).
+fn expiries(prefix: &str) -> Vec<(Vec<u8>, i64)> {
+    let client = redis::Client::open(REDIS_URL).expect("a valid Redis URL");
+    let mut con = client.get_connection().expect("a Redis connection");
+    let keys: Vec<Vec<u8>> =
+        redis::Commands::scan_match::<_, Vec<u8>>(&mut con, format!("{prefix}*"))
+            .expect("SCAN")
+            .collect::<Result<_, _>>()
+            .expect("SCAN");
+    keys.into_iter()
+        .map(|key| {
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(&key)
+                .query(&mut con)
+                .expect("PEXPIRETIME");
+            (key, at)
+        })
+        .collect()
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("in range")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_every_key_expires_with_what_it_belongs_to() {
+    let (stores, prefix, _db) = redis().await;
+    let p = prefix.prefix.clone();
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let kept = session(alice.id, 1, at(0));
+    let ended = SessionRecord {
+        expires_at: at(DAY),
+        ..session(alice.id, 2, at(0))
+    };
+    for s in [&kept, &ended] {
+        insert(&stores, s).await;
+    }
+    let (old, successor) = (SecretHash([10; 32]), SecretHash([11; 32]));
+    let inserted = stores.sessions.insert_refresh(&old, kept.id, at(5)).await;
+    inserted.expect("insert_refresh");
+    let rotated = stores
+        .sessions
+        .rotate_refresh(&old, at(60), &successor, b"sealed", kept.id)
+        .await;
+    assert!(rotated.expect("rotate_refresh"));
+    let deleted = stores
+        .sessions
+        .delete_session(ended.id, alice.id, at(3600))
+        .await;
+    assert!(deleted.expect("delete_session"));
+    hit(&stores, "alice@example.com|192.0.2.7", at(0)).await;
+
+    let mut found = expiries(&p);
+
+    found.sort();
+    let key = |parts: &[&[u8]]| [p.as_bytes(), &parts.concat()].concat();
+    let sid = kept.id.to_string();
+    let mut expected = vec![
+        (key(&[b"exp"]), ms(kept.expires_at)),
+        (key(&[b"f:alice@example.com|192.0.2.7"]), ms(at(60))),
+        (key(&[b"r:", &old.0]), ms(kept.expires_at)),
+        (key(&[b"r:", &successor.0]), ms(kept.expires_at)),
+        (key(&[b"revoked"]), ms(at(3600))),
+        (key(&[b"s:", sid.as_bytes()]), ms(kept.expires_at)),
+        (key(&[b"seen"]), ms(kept.expires_at)),
+        (key(&[b"sh:", &kept.secret_hash.0]), ms(kept.expires_at)),
+        (key(&[b"sr:", sid.as_bytes()]), ms(kept.expires_at)),
+        (
+            key(&[b"u:", alice.id.to_string().as_bytes()]),
+            ms(kept.expires_at),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_ending_sessions_publishes_each_on_the_revocation_channel() {
+    let (stores, prefix, _db) = redis().await;
+    let store = RedisStore::open(REDIS_URL, &prefix.prefix)
+        .await
+        .expect("opening the Redis store");
+    let channel = store.revocation_channel();
+    assert_eq!(channel, format!("{}revocations", prefix.prefix));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = std::thread::spawn(move || {
+        let client = redis::Client::open(REDIS_URL).expect("a valid Redis URL");
+        let mut con = client.get_connection().expect("a Redis connection");
+        let mut pubsub = con.as_pubsub();
+        pubsub.subscribe(&channel).expect("SUBSCRIBE");
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        ready_tx.send(()).expect("the test waits");
+        (0..3)
+            .map(|_| {
+                let msg = pubsub.get_message().expect("a published revocation");
+                msg.get_payload::<String>().expect("a text payload")
+            })
+            .collect::<Vec<_>>()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the listener subscribed");
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let [one, two, three, kept] = [1, 2, 3, 4].map(|n| session(alice.id, n, at(n.into())));
+    for s in [&one, &two, &three, &kept] {
+        insert(&stores, s).await;
+    }
+
+    let deleted = stores
+        .sessions
+        .delete_session(one.id, alice.id, at(900))
+        .await;
+    assert!(deleted.expect("delete_session"));
+    let ended = stores
+        .sessions
+        .delete_sessions_of(alice.id, Some(kept.id), at(1800))
+        .await
+        .expect("delete_sessions_of");
+    assert_eq!(ended.len(), 2);
+
+    let messages = tokio::task::spawn_blocking(move || listener.join().expect("the listener"))
+        .await
+        .expect("joined");
+    let mut expected = vec![
+        format!("{} {}", one.id, ms(at(900))),
+        format!("{} {}", two.id, ms(at(1800))),
+        format!("{} {}", three.id, ms(at(1800))),
+    ];
+    expected[1..].sort();
+    let mut got = messages;
+    got[1..].sort();
+    assert_eq!(got, expected);
 }
