@@ -249,7 +249,21 @@ impl KeyManager {
             manager.seal_plaintext_keys().await?;
             manager.reload().await?;
             if manager.ring().signer.is_none() {
-                manager.rotate().await?;
+                // Several nodes may start on an empty store at once: the
+                // store adds only the first key, and every node uses it.
+                let key = manager.generate_stored_key()?;
+                if manager
+                    .store
+                    .add_first_key(&key, manager.retire_at())
+                    .await?
+                {
+                    tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %key.kid, alg = alg_name(alg), "first signing key generated");
+                }
+                manager.reload().await?;
+                anyhow::ensure!(
+                    manager.ring().signer.is_some(),
+                    "no signing key could be established"
+                );
             }
         }
         Ok(manager)
@@ -392,6 +406,22 @@ impl KeyManager {
                 anyhow::bail!("HS256 uses jwt_hs256_secret: rotate by replacing the secret")
             }
         }
+        let key = self.generate_stored_key()?;
+        let kid = key.kid.clone();
+        self.store.add_key(&key, self.retire_at()).await?;
+        tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %kid, alg = alg_name(self.alg), "signing key rotated");
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    /// When keys superseded now may leave the JWKS.
+    fn retire_at(&self) -> OffsetDateTime {
+        self.clock.now() + self.retire_after
+    }
+
+    /// A new key of the configured algorithm, sealed when a key-encryption
+    /// key is configured, ready to store.
+    fn generate_stored_key(&self) -> anyhow::Result<StoredKey> {
         let der = generate(self.alg)?;
         let (_, jwk) = from_pem(self.alg, der_to_pem(&der).as_bytes())?;
         let kid = jwk.common.key_id.clone().unwrap_or_default();
@@ -399,20 +429,15 @@ impl KeyManager {
             Some(kek) => (kek.seal(&kid, &der)?, true),
             None => (der, false),
         };
-        let now = self.clock.now();
-        let key = StoredKey {
-            kid: kid.clone(),
+        Ok(StoredKey {
+            kid,
             alg: alg_name(self.alg).to_owned(),
             private_key,
             encrypted,
             public_jwk: serde_json::to_string(&jwk).context("serializing a JWK")?,
-            created_at: now,
+            created_at: self.clock.now(),
             retire_at: None,
-        };
-        self.store.add_key(&key, now + self.retire_after).await?;
-        tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %kid, alg = alg_name(self.alg), "signing key rotated");
-        self.reload().await?;
-        Ok(kid)
+        })
     }
 
     /// Every stored key with its state, for `gatehouse keys list`.

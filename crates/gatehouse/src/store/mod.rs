@@ -263,6 +263,16 @@ pub trait KeyStore: Send + Sync + 'static {
         retire_others_at: OffsetDateTime,
     ) -> anyhow::Result<()>;
 
+    /// Like `add_key`, but only when no current key of the new key's
+    /// algorithm exists, decided atomically with the insert: of several
+    /// nodes starting on an empty store at once, one key wins and the
+    /// others get `false` (and use it).
+    async fn add_first_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+    ) -> anyhow::Result<bool>;
+
     /// Replaces a key's stored private part (to encrypt it at rest).
     async fn set_private_key(
         &self,

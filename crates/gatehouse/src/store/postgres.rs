@@ -781,34 +781,17 @@ impl KeyStore for PgStore {
         key: &StoredKey,
         retire_others_at: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        // Nodes may rotate at the same moment: serialise them (readers are
-        // not blocked), so the second retires the first's key instead of both
-        // becoming current.
-        sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut *tx)
+        self.insert_key(key, retire_others_at, false)
             .await
-            .context("locking the signing keys")?;
-        sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
-            .bind(ms(retire_others_at))
-            .execute(&mut *tx)
-            .await
-            .context("retiring the current signing key")?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_key)
-        .bind(key.encrypted)
-        .bind(&key.public_jwk)
-        .bind(ms(key.created_at))
-        .execute(&mut *tx)
-        .await
-        .context("storing a signing key")?;
-        tx.commit().await.context("committing a signing key")?;
-        Ok(())
+            .map(|_| ())
+    }
+
+    async fn add_first_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        self.insert_key(key, retire_others_at, true).await
     }
 
     async fn set_private_key(
@@ -877,6 +860,59 @@ impl FailureCounter for PgStore {
             .await
             .context("resetting login attempts")?;
         Ok(())
+    }
+}
+
+impl PgStore {
+    /// Makes `key` the current key, retiring the others; with `only_first`,
+    /// only when no current key of its algorithm exists. Returns whether it
+    /// was added.
+    async fn insert_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+        only_first: bool,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        // Nodes may rotate, or start on an empty store, at the same moment:
+        // serialise them (readers are not blocked), so the second sees the
+        // first's key instead of both becoming current.
+        sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .context("locking the signing keys")?;
+        if only_first {
+            let current: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM signing_keys WHERE retire_at IS NULL AND alg = $1 LIMIT 1",
+            )
+            .bind(&key.alg)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading the current signing key")?;
+            if current.is_some() {
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
+            .bind(ms(retire_others_at))
+            .execute(&mut *tx)
+            .await
+            .context("retiring the current signing key")?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(key.encrypted)
+        .bind(&key.public_jwk)
+        .bind(ms(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .context("storing a signing key")?;
+        tx.commit().await.context("committing a signing key")?;
+        Ok(true)
     }
 }
 

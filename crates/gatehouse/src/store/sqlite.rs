@@ -597,6 +597,73 @@ impl SessionStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Makes `key` the current key, retiring the others; with `only_first`,
+    /// only when no current key of its algorithm exists. Returns whether it
+    /// was added. `BEGIN IMMEDIATE` takes the write lock first, so two
+    /// processes on one file cannot both find no key.
+    async fn insert_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+        only_first: bool,
+    ) -> anyhow::Result<bool> {
+        let mut con = self
+            .pool
+            .acquire()
+            .await
+            .context("acquiring a connection")?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *con)
+            .await
+            .context("starting a transaction")?;
+        let result = async {
+            if only_first {
+                let current: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM signing_keys WHERE retire_at IS NULL AND alg = ? LIMIT 1",
+                )
+                .bind(&key.alg)
+                .fetch_optional(&mut *con)
+                .await
+                .context("reading the current signing key")?;
+                if current.is_some() {
+                    return Ok(false);
+                }
+            }
+            sqlx::query("UPDATE signing_keys SET retire_at = ? WHERE retire_at IS NULL")
+                .bind(to_millis(retire_others_at))
+                .execute(&mut *con)
+                .await
+                .context("retiring the current signing key")?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_key)
+            .bind(i64::from(key.encrypted))
+            .bind(&key.public_jwk)
+            .bind(to_millis(key.created_at))
+            .execute(&mut *con)
+            .await
+            .context("storing a signing key")?;
+            Ok::<_, anyhow::Error>(true)
+        }
+        .await;
+        let end = if matches!(result, Ok(true)) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        sqlx::query(end)
+            .execute(&mut *con)
+            .await
+            .context("ending the key transaction")?;
+        result
+    }
+}
+
 /// Records ended sessions as revoked, inside the caller's transaction.
 async fn revoke(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -646,27 +713,17 @@ impl KeyStore for SqliteStore {
         key: &StoredKey,
         retire_others_at: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        sqlx::query("UPDATE signing_keys SET retire_at = ? WHERE retire_at IS NULL")
-            .bind(to_millis(retire_others_at))
-            .execute(&mut *tx)
+        self.insert_key(key, retire_others_at, false)
             .await
-            .context("retiring the current signing key")?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
-             VALUES (?, ?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_key)
-        .bind(i64::from(key.encrypted))
-        .bind(&key.public_jwk)
-        .bind(to_millis(key.created_at))
-        .execute(&mut *tx)
-        .await
-        .context("storing a signing key")?;
-        tx.commit().await.context("committing a signing key")?;
-        Ok(())
+            .map(|_| ())
+    }
+
+    async fn add_first_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        self.insert_key(key, retire_others_at, true).await
     }
 
     async fn set_private_key(

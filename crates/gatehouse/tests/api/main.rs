@@ -9,6 +9,7 @@ mod cli;
 mod csrf;
 mod hostile;
 mod keys;
+mod multinode;
 mod nginx;
 mod sessions;
 mod store_contract;

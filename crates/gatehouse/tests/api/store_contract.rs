@@ -325,6 +325,12 @@ contract! {
     add_key_makes_the_new_key_current_and_schedules_the_others
         => sqlite_add_key_makes_the_new_key_current_and_schedules_the_others,
            postgres_add_key_makes_the_new_key_current_and_schedules_the_others;
+    add_first_key_adds_only_the_first_key_of_its_algorithm
+        => sqlite_add_first_key_adds_only_the_first_key_of_its_algorithm,
+           postgres_add_first_key_adds_only_the_first_key_of_its_algorithm;
+    concurrent_first_keys_leave_exactly_one_current
+        => sqlite_concurrent_first_keys_leave_exactly_one_current,
+           postgres_concurrent_first_keys_leave_exactly_one_current;
     signing_keys_are_listed_oldest_first
         => sqlite_signing_keys_are_listed_oldest_first,
            postgres_signing_keys_are_listed_oldest_first;
@@ -1651,4 +1657,57 @@ async fn redis_ending_sessions_publishes_each_on_the_revocation_channel() {
     let mut got = messages;
     got[1..].sort();
     assert_eq!(got, expected);
+}
+
+async fn add_first_key_adds_only_the_first_key_of_its_algorithm(stores: Stores) {
+    let keys = &stores.keys;
+    assert!(
+        keys.add_first_key(&key("k1", "EdDSA", at(0)), at(3600))
+            .await
+            .expect("add")
+    );
+    assert!(
+        !keys
+            .add_first_key(&key("k2", "EdDSA", at(1)), at(3600))
+            .await
+            .expect("add"),
+        "a current EdDSA key exists"
+    );
+    // Another algorithm is a first key of its own, and supersedes the rest.
+    assert!(
+        keys.add_first_key(&key("k3", "ES256", at(2)), at(3600))
+            .await
+            .expect("add")
+    );
+    let stored = keys.signing_keys().await.expect("keys");
+    let kids: Vec<&str> = stored.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, ["k1", "k3"]);
+    assert_eq!(stored[0].retire_at, Some(at(3600)));
+    assert_eq!(stored[1].retire_at, None);
+}
+
+async fn concurrent_first_keys_leave_exactly_one_current(stores: Stores) {
+    let barrier = Arc::new(Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let keys = stores.keys.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                keys.add_first_key(&key(&format!("k{i}"), "EdDSA", at(i)), at(3600))
+                    .await
+                    .expect("add")
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            added += 1;
+        }
+    }
+    assert_eq!(added, 1, "one node's key wins");
+    let stored = stores.keys.signing_keys().await.expect("keys");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].retire_at, None);
 }
