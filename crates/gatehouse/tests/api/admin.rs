@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::process::ChildGuard;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -257,16 +258,6 @@ async fn break_permission_store(app: &TestApp) {
 }
 
 // ------------------------------------------------------------ the binary
-
-/// A child that is killed when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What a finished command left behind.
 #[derive(Debug)]

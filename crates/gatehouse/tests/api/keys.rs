@@ -6,9 +6,8 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
@@ -25,9 +24,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{TestApp, TestUser};
+use crate::process::{
+    ChildGuard, DEADLINE, Finished, assert_fails_with_one_line, drain, gatehouse,
+};
 
-/// Longest any child process may take to start, answer or exit.
-const DEADLINE: Duration = Duration::from_secs(10);
+/// Runs `cmd` to completion with an empty stdin, within [`DEADLINE`].
+fn run(cmd: &mut Command) -> Finished {
+    crate::process::run(cmd, "")
+}
 
 /// How soon a running server must use a key rotated by the CLI.
 const ROTATION_REACHES_SERVER: Duration = Duration::from_secs(5);
@@ -38,16 +42,6 @@ const PASSWORD: &str = "tangerine-ladder-41-quietly";
 // ---------------------------------------------------------------------------
 // Running the binary (after cli.rs)
 // ---------------------------------------------------------------------------
-
-/// The real binary in `dir`, with an empty environment but `PATH`.
-fn gatehouse(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    cmd.current_dir(dir).env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd
-}
 
 /// `sqlite://<absolute path>` of a database file in `dir`.
 fn database_url(dir: &Path) -> String {
@@ -70,85 +64,11 @@ fn serve_cmd(dir: &Path, url: &str) -> Command {
     cmd
 }
 
-/// A child that is killed when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("polling the child") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> JoinHandle<String> {
-    let mut pipe = pipe.expect("piped stream");
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-#[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to completion with an empty stdin, within [`DEADLINE`].
-fn run(cmd: &mut Command) -> Finished {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = ChildGuard(cmd.spawn().expect("spawning gatehouse"));
-    let stdout = drain(child.0.stdout.take());
-    let stderr = drain(child.0.stderr.take());
-    let Some(status) = wait_for_exit(&mut child.0, DEADLINE) else {
-        let _ = child.0.kill();
-        let _ = child.0.wait();
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
-        panic!("{cmd:?} did not exit within {DEADLINE:?}; stdout: {stdout:?}; stderr: {stderr:?}");
-    };
-    Finished {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
 /// Runs `cmd` and expects exit code 0.
 fn run_ok(cmd: &mut Command) -> Finished {
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(0), "{cmd:?}: {out:?}");
     out
-}
-
-/// Exit code 1 with exactly one non-empty line on stderr; returns the line.
-fn assert_fails_with_one_line(out: &Finished) -> &str {
-    assert_eq!(out.status.code(), Some(1), "exit code: {out:?}");
-    let line = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    assert!(
-        !line.trim().is_empty() && !line.contains('\n'),
-        "stderr must be exactly one line: {:?}",
-        out.stderr
-    );
-    line
 }
 
 /// A running `gatehouse serve`; killed when dropped.

@@ -11,6 +11,7 @@ mod hostile;
 mod keys;
 mod multinode;
 mod nginx;
+mod process;
 mod sessions;
 mod store_contract;
 mod throttling;

@@ -8,7 +8,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::process::ChildGuard;
 
 // ---------------------------------------------------------------- helpers
 
@@ -768,16 +769,6 @@ async fn a_forged_or_malformed_cookie_is_401() {
 
 /// Longest the real binary may take to start.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A child that is killed when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `gatehouse --config FILE serve` on port 0 with an empty environment but
 /// `PATH`; returns the child and its bound address.
