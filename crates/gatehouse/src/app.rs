@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DatabaseUrl};
+use crate::config::{Config, DatabaseUrl, RevocationFailMode};
 use crate::http::{self, AppState, WebSettings};
+use crate::store::redis::RedisStore;
 
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -42,7 +43,18 @@ pub async fn build_auth(
 ) -> anyhow::Result<Arc<Auth>> {
     refuse_unbuilt_features(config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let stores = crate::store::open(&config.database_url).await?;
+    let mut stores = crate::store::open(&config.database_url).await?;
+    if let Some(url) = &config.redis_url {
+        // Sessions, refresh tokens, revocations and attempt counters move to
+        // Redis, shared by every node; users, roles and keys stay in SQL.
+        let redis = Arc::new(
+            RedisStore::open(url, &config.redis_key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("redis_url: {e:#}"))?,
+        );
+        stores.sessions = redis.clone();
+        stores.failures = redis;
+    }
     let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
     let keys = KeyManager::init(config, stores.keys.clone(), clock.clone()).await?;
     let tokens = TokenSettings {
@@ -77,9 +89,9 @@ pub fn default_issuer(config: &Config) -> String {
 /// silently ignored: an operator who asks for HTTPS or shared sessions and
 /// gets neither would be worse off than one told so at start-up.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if config.redis_url.is_some() {
+    if config.redis_url.is_some() && config.revocation_fail_mode == RevocationFailMode::Stale {
         anyhow::bail!(
-            "redis_url: the Redis backend is not available in this version; unset it to run a single node"
+            "revocation_fail_mode: \"stale\" (accepting sessions from a local cache while Redis is away) is not available in this version; use \"closed\""
         );
     }
     if config.tls.is_some() {
@@ -95,6 +107,8 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
+    /// Redis URL and revocation channel, when sessions live in Redis.
+    revocation_feed: Option<(String, String)>,
 }
 
 impl Application {
@@ -135,14 +149,24 @@ impl Application {
             trusted_proxies: config.trusted_proxies.clone(),
             rules: config.rules.clone(),
         };
+        let revocation_feed = config
+            .redis_url
+            .clone()
+            .map(|url| (url, format!("{}revocations", config.redis_key_prefix)));
         Ok(Self {
             listener,
             addr,
+            revocation_feed,
             state: AppState {
                 auth,
                 web: Arc::new(web),
             },
         })
+    }
+
+    /// The domain service (for tests and embedding).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.state.auth.clone()
     }
 
     /// The address actually bound.
@@ -188,6 +212,13 @@ impl Application {
                 }
             }
         });
+        let feed = self.revocation_feed.map(|(url, channel)| {
+            tokio::spawn(crate::fanout::follow_revocations(
+                self.state.auth.clone(),
+                url,
+                channel,
+            ))
+        });
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -195,6 +226,9 @@ impl Application {
             .context("serving HTTP");
         sweeper.abort();
         key_watch.abort();
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         served
     }
 }

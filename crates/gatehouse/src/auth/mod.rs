@@ -164,7 +164,8 @@ impl Auth {
     /// # Errors
     /// The first store error.
     pub async fn ready(&self) -> anyhow::Result<()> {
-        self.stores.users.ping().await
+        self.stores.users.ping().await?;
+        self.stores.sessions.reachable().await
     }
 
     /// The throttling key of one (account, client IP) pair.

@@ -152,6 +152,12 @@ pub struct RefreshRecord {
 pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &SessionRecord) -> anyhow::Result<()>;
 
+    /// Answers when this store is reachable. Stores that share a database
+    /// with the `UserStore` answer through its `ping`.
+    async fn reachable(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>>;
 
     async fn session_by_id(&self, id: SessionId) -> anyhow::Result<Option<SessionRecord>>;

@@ -423,6 +423,15 @@ fn session_from_fields(
 impl SessionStore for RedisStore {
     /// Stores the session with its secret index and index entries, all
     /// expiring at `expires_at`.
+    async fn reachable(&self) -> anyhow::Result<()> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .context("pinging Redis")?;
+        Ok(())
+    }
+
     async fn insert_session(&self, s: &SessionRecord) -> anyhow::Result<()> {
         let mut con = self.con.clone();
         let _: i64 = self

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Generates a `sqlite_` and a `postgres_` test for each scenario.
+/// Generates a `sqlite_`, a `postgres_` and a `redis_` (PostgreSQL with
+/// sessions in Redis) test for each scenario.
 macro_rules! on_every_backend {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)+) => {$(
+    ($($scenario:ident => $sqlite:ident, $postgres:ident, $redis:ident;)+) => {$(
         #[tokio::test]
         async fn $sqlite() {
             $scenario(|c| TestApp::spawn_with(c)).await;
@@ -22,15 +23,135 @@ macro_rules! on_every_backend {
             let _slot = PG_SLOTS.acquire().await.expect("the semaphore is never closed");
             $scenario(|c| TestApp::spawn_on_postgres(c)).await;
         }
+
+        #[tokio::test]
+        async fn $redis() {
+            let _slot = PG_SLOTS.acquire().await.expect("the semaphore is never closed");
+            $scenario(|c| TestApp::spawn_on_redis(c)).await;
+        }
     )+};
 }
 
 on_every_backend! {
-    cookie_session_journey => sqlite_cookie_session_journey, postgres_cookie_session_journey;
-    token_journey => sqlite_token_journey, postgres_token_journey;
-    throttling_journey => sqlite_throttling_journey, postgres_throttling_journey;
-    admin_journey => sqlite_admin_journey, postgres_admin_journey;
-    password_change_journey => sqlite_password_change_journey, postgres_password_change_journey;
+    cookie_session_journey => sqlite_cookie_session_journey, postgres_cookie_session_journey, redis_cookie_session_journey;
+    token_journey => sqlite_token_journey, postgres_token_journey, redis_token_journey;
+    throttling_journey => sqlite_throttling_journey, postgres_throttling_journey, redis_throttling_journey;
+    admin_journey => sqlite_admin_journey, postgres_admin_journey, redis_admin_journey;
+    password_change_journey => sqlite_password_change_journey, postgres_password_change_journey, redis_password_change_journey;
+}
+
+#[tokio::test]
+async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second() {
+    let _slot = PG_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let pg = PgDatabase::create().await;
+    let redis = RedisPrefix::create().await;
+    let shared = |c: &mut Config| {
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.redis_url = Some(REDIS_URL.to_owned());
+        c.redis_key_prefix = redis.prefix.clone();
+        c.issuer = Some("http://gatehouse.test".into());
+    };
+    let a = TestApp::spawn_with(shared).await;
+    let b = TestApp::spawn_with(shared).await;
+    // Let both nodes subscribe before anything is published.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let user = a.create_user().await;
+    let (access, _) = token_pair(&a, &user).await;
+    let verified = a.auth.verify_access_token(&access).expect("a fresh token");
+    assert_eq!(me_with_bearer(&b, &access).await, StatusCode::OK);
+
+    let res = b
+        .bare_client()
+        .post(b.url("/v1/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let ended = std::time::Instant::now();
+    // Node A learns of it through pub/sub: its store-free check refuses the
+    // token without reading any store.
+    while !a.auth.revocations().is_revoked(verified.session_id) {
+        assert!(
+            ended.elapsed() < Duration::from_secs(1),
+            "node A did not hear of the logout on node B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("revocation reached the other node in {:?}", ended.elapsed());
+    assert_eq!(
+        a.auth.verify_access_token(&access).err(),
+        Some(gatehouse::auth::tokens::TokenError::Revoked)
+    );
+    assert_eq!(me_with_bearer(&a, &access).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_node_loads_revocations_it_missed_when_it_connects() {
+    let _slot = PG_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let pg = PgDatabase::create().await;
+    let redis = RedisPrefix::create().await;
+    let shared = |c: &mut Config| {
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.redis_url = Some(REDIS_URL.to_owned());
+        c.redis_key_prefix = redis.prefix.clone();
+        c.issuer = Some("http://gatehouse.test".into());
+    };
+    let a = TestApp::spawn_with(shared).await;
+    let user = a.create_user().await;
+    let (access, _) = token_pair(&a, &user).await;
+    let sid = a
+        .auth
+        .verify_access_token(&access)
+        .expect("fresh")
+        .session_id;
+    let res = a
+        .bare_client()
+        .post(a.url("/v1/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // A node that was not listening when it happened (it starts now)...
+    let late = TestApp::spawn_with(shared).await;
+    let started = std::time::Instant::now();
+    while !late.auth.revocations().is_revoked(sid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a starting node must load the revocations in force"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn readiness_covers_redis_and_stale_mode_is_refused() {
+    let app = TestApp::spawn_on_redis(|_| {}).await;
+    let res = app
+        .client()
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut config = app.config.clone();
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.revocation_fail_mode = gatehouse::config::RevocationFailMode::Stale;
+    let err = gatehouse::Application::build(config)
+        .await
+        .err()
+        .expect("stale mode is not available yet");
+    assert!(
+        format!("{err:#}").contains("revocation_fail_mode"),
+        "{err:#}"
+    );
 }
 
 async fn token_pair(app: &TestApp, user: &TestUser) -> (String, String) {

@@ -546,14 +546,29 @@ fn role_set_refuses_an_invalid_permission() {
 }
 
 #[test]
-fn serve_refuses_a_redis_url_this_build_cannot_use() {
+fn serve_fails_closed_naming_redis_url_when_redis_cannot_be_reached() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1: nothing listens there.
     let out = run(
-        serve_cmd(dir.path()).env("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379"),
+        serve_cmd(dir.path()).env("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:1/"),
         "",
     );
     let line = assert_fails_with_one_line(&out);
     assert!(line.contains("redis_url"), "{line:?}");
+    assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+}
+
+#[test]
+fn serve_refuses_the_stale_revocation_mode_it_does_not_have_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        serve_cmd(dir.path())
+            .env("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/")
+            .env("GATEHOUSE_REVOCATION_FAIL_MODE", "stale"),
+        "",
+    );
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("revocation_fail_mode"), "{line:?}");
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
 }
 

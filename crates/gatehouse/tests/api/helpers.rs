@@ -25,8 +25,12 @@ pub struct TestApp {
     pub db_path: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
-    /// The PostgreSQL database of an app spawned on one; dropped last.
+    /// The domain service of the running app.
+    pub auth: std::sync::Arc<gatehouse::auth::Auth>,
+    /// The PostgreSQL database and Redis prefix of an app spawned on them;
+    /// dropped last.
     _pg: Option<PgDatabase>,
+    _redis: Option<RedisPrefix>,
 }
 
 /// An account that exists on a `TestApp`.
@@ -64,6 +68,24 @@ impl TestApp {
         app
     }
 
+    /// The app on a fresh PostgreSQL database with sessions in Redis under
+    /// a fresh key prefix, with test defaults changed by `configure`.
+    pub async fn spawn_on_redis(configure: impl FnOnce(&mut Config)) -> Self {
+        let pg = PgDatabase::create().await;
+        let redis = RedisPrefix::create().await;
+        let (url, prefix) = (pg.url(), redis.prefix.clone());
+        let mut app = Self::spawn_with(|c| {
+            c.database_url = DatabaseUrl::Postgres(url);
+            c.redis_url = Some(REDIS_URL.to_owned());
+            c.redis_key_prefix = prefix;
+            configure(c);
+        })
+        .await;
+        app._pg = Some(pg);
+        app._redis = Some(redis);
+        app
+    }
+
     /// The app with test defaults changed by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -79,6 +101,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let addr = app.local_addr();
+        let auth = app.auth();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             app.run_until(async {
@@ -92,8 +115,10 @@ impl TestApp {
             config,
             db_path,
             shutdown: Some(tx),
+            auth,
             _dir: dir,
             _pg: None,
+            _redis: None,
         }
     }
 
