@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DatabaseUrl, RevocationFailMode};
+use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState, WebSettings};
 use crate::store::redis::RedisStore;
 
@@ -64,7 +64,7 @@ pub async fn build_auth(
         leeway: config.jwt_leeway,
         refresh_reuse_grace: config.refresh_reuse_grace,
     };
-    let auth = Auth::new(
+    let mut auth = Auth::new(
         stores,
         hasher,
         clock,
@@ -73,6 +73,9 @@ pub async fn build_auth(
         keys,
     )
     .await?;
+    if config.redis_url.is_some() {
+        auth = auth.with_shared_sessions(config.session_cache_ttl, config.revocation_fail_mode);
+    }
     Ok(Arc::new(auth))
 }
 
@@ -89,11 +92,6 @@ pub fn default_issuer(config: &Config) -> String {
 /// silently ignored: an operator who asks for HTTPS or shared sessions and
 /// gets neither would be worse off than one told so at start-up.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if config.redis_url.is_some() && config.revocation_fail_mode == RevocationFailMode::Stale {
-        anyhow::bail!(
-            "revocation_fail_mode: \"stale\" (accepting sessions from a local cache while Redis is away) is not available in this version; use \"closed\""
-        );
-    }
     if config.tls.is_some() {
         anyhow::bail!(
             "tls_cert: serving HTTPS directly is not available in this version; terminate TLS in a reverse proxy"

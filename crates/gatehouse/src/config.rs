@@ -144,6 +144,9 @@ pub struct Config {
     pub key_encryption_key: Option<SecretBytes>,
     pub redis_key_prefix: String,
     pub revocation_fail_mode: RevocationFailMode,
+    /// With `redis_url`: how long a session record read from Redis answers
+    /// this node's requests (0 reads Redis on every request).
+    pub session_cache_ttl: Duration,
     pub rules: Vec<AccessRule>,
 }
 
@@ -173,6 +176,7 @@ impl Default for Config {
             key_encryption_key: None,
             redis_key_prefix: "gatehouse:".into(),
             revocation_fail_mode: RevocationFailMode::Closed,
+            session_cache_ttl: Duration::from_secs(10),
             rules: Vec::new(),
         }
     }
@@ -204,6 +208,7 @@ const KEYS: &[&str] = &[
     "key_encryption_key",
     "redis_key_prefix",
     "revocation_fail_mode",
+    "session_cache_ttl",
     "rules",
 ];
 
@@ -570,6 +575,15 @@ impl Source {
                 _ => Err(format!("{s:?} is not \"closed\" or \"stale\"")),
             })?
             .unwrap_or(d.revocation_fail_mode);
+        let session_cache_ttl = self
+            .duration("session_cache_ttl")?
+            .unwrap_or(d.session_cache_ttl);
+        if session_cache_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "session_cache_ttl",
+                "must be at most 1m: a cached session is trusted this long without asking Redis",
+            ));
+        }
         let rules = match self.take("rules") {
             None => Vec::new(),
             Some(Raw::Toml(toml::Value::Array(items))) => items
@@ -609,6 +623,7 @@ impl Source {
             key_encryption_key,
             redis_key_prefix,
             revocation_fail_mode,
+            session_cache_ttl,
             rules,
         })
     }
@@ -829,6 +844,8 @@ mod tests {
                 "open",
                 "revocation_fail_mode",
             ),
+            ("GATEHOUSE_SESSION_CACHE_TTL", "2m", "session_cache_ttl"),
+            ("GATEHOUSE_SESSION_CACHE_TTL", "fresh", "session_cache_ttl"),
             ("GATEHOUSE_TLS_CERT", "/nonexistent/cert.pem", "tls_cert"),
             ("GATEHOUSE_NO_SUCH_KEY", "1", "GATEHOUSE_NO_SUCH_KEY"),
         ] {

@@ -48,6 +48,12 @@ pub enum Error {
     /// A dependency (store, hashing pool) cannot serve now; fail closed.
     #[error("service unavailable")]
     Unavailable,
+    /// `/readyz`: a store does not answer; `checks` says which.
+    #[error("not ready")]
+    NotReady {
+        detail: String,
+        checks: serde_json::Value,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -67,6 +73,9 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<Vec<FieldProblem<'a>>>,
+    /// RFC 9457 §3.2 extension member of readiness problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<&'a serde_json::Value>,
 }
 
 /// The `WWW-Authenticate` challenge of every 401 (RFC 6750 §3).
@@ -131,6 +140,11 @@ impl Error {
                 "unavailable",
                 "The service cannot answer right now; try again shortly.",
             ),
+            E::NotReady { detail, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                detail.as_str(),
+            ),
             E::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -166,6 +180,10 @@ impl IntoResponse for Error {
             status: status.as_u16(),
             detail,
             errors,
+            checks: match &self {
+                Error::NotReady { checks, .. } => Some(checks),
+                _ => None,
+            },
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (status, body).into_response();
@@ -193,7 +211,7 @@ impl IntoResponse for Error {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Error::Unavailable => {
+            Error::Unavailable | Error::NotReady { .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

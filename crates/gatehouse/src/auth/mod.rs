@@ -7,21 +7,25 @@ pub mod keys;
 pub mod password;
 pub mod revocation;
 pub mod rules;
+pub mod session_cache;
 pub mod sessions;
 pub mod tokens;
 pub mod types;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::types::SessionId;
 use crate::clock::Clock;
-use crate::config::{Config, Registration};
+use crate::config::{Config, Registration, RevocationFailMode};
 use crate::store::Stores;
 
 pub use keys::KeyManager;
 pub use password::{HashError, Hasher};
-pub use revocation::RevocationSet;
+pub use revocation::{FeedStatus, RevocationSet};
+pub use session_cache::{CacheStats, SessionCache};
 pub use tokens::TokenSettings;
 
 /// The limits that shape sessions and login throttling.
@@ -88,6 +92,55 @@ pub struct Auth {
     pub(crate) tokens: TokenSettings,
     pub(crate) keys: KeyManager,
     pub(crate) revocations: RevocationSet,
+    /// Set when sessions live in a store shared by many nodes (Redis).
+    pub(crate) shared: Option<SharedSessions>,
+}
+
+/// What `/readyz` reports: each store's answer, and with Redis the state
+/// of the revocation feed.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// The SQL database (users, roles, keys; sessions without Redis).
+    pub database: Result<(), String>,
+    /// Redis, when configured.
+    pub redis: Option<Result<(), String>>,
+    pub feed_connected: Option<bool>,
+    /// When the feed was lost, while it is.
+    pub feed_lost_at: Option<time::OffsetDateTime>,
+    pub fail_mode: Option<RevocationFailMode>,
+}
+
+impl Readiness {
+    /// Every configured store answers.
+    pub fn is_ready(&self) -> bool {
+        self.database.is_ok() && self.redis.as_ref().is_none_or(Result::is_ok)
+    }
+}
+
+/// What a node adds when its sessions live in a store shared by every node
+/// (Redis), whose endings reach it through the revocation feed.
+#[derive(Debug)]
+pub struct SharedSessions {
+    /// Session records read moments ago, answering requests while the feed
+    /// is connected.
+    pub(crate) cache: SessionCache,
+    pub(crate) feed: FeedStatus,
+    /// What cookie requests get while the store cannot answer.
+    pub(crate) fail_mode: RevocationFailMode,
+}
+
+impl SharedSessions {
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub fn feed(&self) -> &FeedStatus {
+        &self.feed
+    }
+
+    pub fn fail_mode(&self) -> RevocationFailMode {
+        self.fail_mode
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -121,7 +174,68 @@ impl Auth {
             tokens,
             keys,
             revocations,
+            shared: None,
         })
+    }
+
+    /// Marks the sessions as living in a store shared by many nodes: a
+    /// local cache answers for a session this node read less than
+    /// `cache_fresh_for` ago (never longer than an access token lives),
+    /// and `fail_mode` decides what cookie requests get while the store
+    /// cannot answer. The revocation feed must call [`Auth::feed_connected`]
+    /// before the cache answers anything.
+    #[must_use]
+    pub fn with_shared_sessions(
+        mut self,
+        cache_fresh_for: Duration,
+        fail_mode: RevocationFailMode,
+    ) -> Self {
+        // An entry stands in for the store no longer than a token of the
+        // session could: the revocation set remembers an ending at least
+        // that long, so it still vetoes every entry it applies to.
+        let usable_for = self.tokens.access_token_ttl;
+        self.shared = Some(SharedSessions {
+            cache: SessionCache::new(
+                cache_fresh_for.min(usable_for),
+                usable_for,
+                session_cache::CAPACITY,
+            ),
+            feed: FeedStatus::default(),
+            fail_mode,
+        });
+        self
+    }
+
+    /// The revocation feed is (re)connected and the set reloaded: entries
+    /// read before may have missed an ending, so they are dropped, and the
+    /// cache may answer again.
+    pub fn feed_connected(&self) {
+        if let Some(shared) = &self.shared {
+            shared.cache.clear();
+            shared.feed.set_connected();
+        }
+    }
+
+    /// The revocation feed is lost: the cache stops answering (every
+    /// request reads the store) until it reconnects. Returns whether it was
+    /// connected.
+    pub fn feed_lost(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|shared| shared.feed.set_lost(self.clock.now()))
+    }
+
+    /// A session ended on another node (from the feed).
+    pub fn ended_elsewhere(&self, sid: SessionId, until: time::OffsetDateTime) {
+        self.revocations.insert([(sid, until)]);
+        if let Some(shared) = &self.shared {
+            shared.cache.remove(sid);
+        }
+    }
+
+    /// The shared-session state, when sessions live in Redis.
+    pub fn shared_sessions(&self) -> Option<&SharedSessions> {
+        self.shared.as_ref()
     }
 
     /// The signing keys.
@@ -159,19 +273,37 @@ impl Auth {
         self.clock.as_ref()
     }
 
-    /// Answers when every store answers.
-    ///
-    /// # Errors
-    /// The first store error.
-    pub async fn ready(&self) -> anyhow::Result<()> {
-        self.stores.users.ping().await?;
-        self.stores.sessions.reachable().await
+    /// Asks every store, each within `within`, and reports.
+    pub async fn readiness(&self, within: Duration) -> Readiness {
+        let (database, sessions) = tokio::join!(
+            answer_within(within, self.stores.users.ping()),
+            answer_within(within, self.stores.sessions.reachable()),
+        );
+        let shared = self.shared.as_ref();
+        Readiness {
+            database,
+            redis: shared.map(|_| sessions),
+            feed_connected: shared.map(|s| s.feed.is_connected()),
+            feed_lost_at: shared.and_then(|s| s.feed.lost_at()),
+            fail_mode: shared.map(|s| s.fail_mode),
+        }
     }
 
     /// The throttling key of one (account, client IP) pair.
     fn throttle_key(email: &str, ip: Option<IpAddr>) -> String {
         let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         format!("login:{ip}:{email}")
+    }
+}
+
+/// A probe's answer within `within`, its error as one line.
+async fn answer_within(
+    within: Duration,
+    probe: impl Future<Output = anyhow::Result<()>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(within, probe).await {
+        Ok(answer) => answer.map_err(|e| format!("{e:#}")),
+        Err(_) => Err(format!("no answer within {within:?}")),
     }
 }
 

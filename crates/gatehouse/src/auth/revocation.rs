@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
@@ -52,6 +53,47 @@ impl RevocationSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Whether this node's revocation set follows the shared revocation feed
+/// (Redis pub/sub) right now. Only a node with `redis_url` has a feed; it
+/// starts disconnected.
+#[derive(Debug, Default)]
+pub struct FeedStatus {
+    connected: AtomicBool,
+    /// When the feed was lost, in ms since the epoch; 0 while connected or
+    /// before it first connected.
+    lost_at_ms: AtomicI64,
+}
+
+impl FeedStatus {
+    /// Whether every session ended elsewhere reaches the set within moments.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_connected(&self) {
+        self.lost_at_ms.store(0, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// Marks the feed lost at `now`; returns whether it was connected.
+    pub(crate) fn set_lost(&self, now: OffsetDateTime) -> bool {
+        let was = self.connected.swap(false, Ordering::AcqRel);
+        if was {
+            self.lost_at_ms
+                .store(crate::clock::to_millis(now), Ordering::Relaxed);
+        }
+        was
+    }
+
+    /// When the feed was lost, while it is.
+    pub fn lost_at(&self) -> Option<OffsetDateTime> {
+        match self.lost_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(crate::clock::from_millis(ms)),
+        }
     }
 }
 

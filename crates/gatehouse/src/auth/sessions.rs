@@ -6,8 +6,9 @@ use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
-use super::types::{Email, Password, SessionId, SessionSecret, UserId};
+use super::types::{Email, Password, SecretHash, SessionId, SessionSecret, UserId};
 use super::{Auth, ClientMeta, HashError};
+use crate::config::RevocationFailMode;
 use crate::store::{SessionRecord, UserRecord};
 
 /// Why a login was refused.
@@ -41,6 +42,27 @@ impl From<HashError> for LoginError {
 pub struct NewSession {
     pub record: SessionRecord,
     pub secret: SessionSecret,
+}
+
+/// How a session is looked up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SessionKey<'a> {
+    Secret(&'a SecretHash),
+    Id(SessionId),
+}
+
+/// Where a session record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Store,
+    /// A fresh cache entry, read from the store at `fetched_at`.
+    Cache {
+        fetched_at: OffsetDateTime,
+    },
+    /// A cache entry standing in for a store that could not answer.
+    Stale {
+        fetched_at: OffsetDateTime,
+    },
 }
 
 /// A recognised, live session and its user.
@@ -161,6 +183,9 @@ impl Auth {
             ip: client.ip.map(|ip| ip.to_string()),
         };
         self.stores.sessions.insert_session(&record).await?;
+        if let Some(shared) = &self.shared {
+            shared.cache.put(record.clone(), now);
+        }
         tracing::info!(target: "gatehouse::audit", event = "login", user_id = %user.id, session_id = %record.id, "session started");
         Ok(NewSession { record, secret })
     }
@@ -169,7 +194,9 @@ impl Auth {
     /// (idle or absolute) or its user is gone or disabled.
     ///
     /// Records the use when the stored `last_seen_at` is older than the
-    /// touch interval.
+    /// touch interval. With sessions in Redis, a session this node read
+    /// moments ago is answered from its cache; while Redis cannot answer,
+    /// `revocation_fail_mode = "stale"` answers from the cache too.
     ///
     /// # Errors
     /// Store failures, which callers must answer with 503, not 401.
@@ -178,7 +205,15 @@ impl Auth {
         secret: &SessionSecret,
     ) -> anyhow::Result<Option<Authenticated>> {
         let hash = secret.hash();
-        let Some(mut session) = self.stores.sessions.session_by_secret(&hash).await? else {
+        let now = self.clock.now();
+        let stale_ok = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.fail_mode == RevocationFailMode::Stale);
+        let Some((mut session, source)) = self
+            .find_session(SessionKey::Secret(&hash), now, stale_ok)
+            .await?
+        else {
             return Ok(None);
         };
         // The index found the row by hash; compare once more in constant
@@ -186,8 +221,9 @@ impl Auth {
         if !bool::from(session.secret_hash.0.ct_eq(&hash.0)) {
             return Ok(None);
         }
-        let now = self.clock.now();
         if !self.is_live(&session, now) {
+            // Only a record read from the store gets here (a cached one
+            // that looks expired is read again first).
             self.end_session(session.user_id, session.id).await?;
             return Ok(None);
         }
@@ -198,10 +234,113 @@ impl Auth {
             return Ok(None);
         }
         if now - session.last_seen_at >= self.policy.touch_interval() {
-            self.stores.sessions.touch_session(session.id, now).await?;
-            session.last_seen_at = now;
+            match self.stores.sessions.touch_session(session.id, now).await {
+                Ok(()) => {
+                    session.last_seen_at = now;
+                    if let Some(shared) = &self.shared {
+                        let fetched_at = match source {
+                            Source::Store => now,
+                            Source::Cache { fetched_at } | Source::Stale { fetched_at } => {
+                                fetched_at
+                            }
+                        };
+                        shared.cache.put(session.clone(), fetched_at);
+                    }
+                }
+                // Already answering from the cache for want of the store:
+                // the use goes unrecorded rather than refused.
+                Err(e) if stale_ok => {
+                    tracing::debug!(error = format!("{e:#}"), "recording a session use failed");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(Some(Authenticated { user, session }))
+    }
+
+    /// Finds a session by secret hash or id: from the local cache when the
+    /// entry is fresh, the revocation feed connected and the record still
+    /// looks live; else from the store. When the store fails and `stale_ok`,
+    /// a usable cached entry stands in. A session in the revocation set is
+    /// `None` whatever the cache holds.
+    ///
+    /// # Errors
+    /// Store failures (without a usable stand-in).
+    pub(crate) async fn find_session(
+        &self,
+        key: SessionKey<'_>,
+        now: OffsetDateTime,
+        stale_ok: bool,
+    ) -> anyhow::Result<Option<(SessionRecord, Source)>> {
+        let Some(shared) = &self.shared else {
+            let found = match key {
+                SessionKey::Secret(hash) => self.stores.sessions.session_by_secret(hash).await?,
+                SessionKey::Id(id) => self.stores.sessions.session_by_id(id).await?,
+            };
+            return Ok(found.map(|s| (s, Source::Store)));
+        };
+        let cache = &shared.cache;
+        let cached = match key {
+            SessionKey::Secret(hash) => cache.by_hash(hash),
+            SessionKey::Id(id) => cache.by_id(id),
+        };
+        if let Some(entry) = &cached
+            && self.revocations.is_revoked(entry.record.id)
+        {
+            // Ended (perhaps on another node): the feed that announced it
+            // also filled the set, so the set vetoes the entry.
+            cache.remove(entry.record.id);
+            return Ok(None);
+        }
+        // A record that looks expired may only be stale in `last_seen_at`
+        // (another node recorded a later use): the store decides.
+        let cached = cached.filter(|e| self.is_live(&e.record, now));
+        if let Some(entry) = &cached
+            && shared.feed.is_connected()
+            && cache.is_fresh(entry, now)
+        {
+            cache.count_hit();
+            return Ok(Some((
+                entry.record.clone(),
+                Source::Cache {
+                    fetched_at: entry.fetched_at,
+                },
+            )));
+        }
+        cache.count_miss();
+        let found = match key {
+            SessionKey::Secret(hash) => self.stores.sessions.session_by_secret(hash).await,
+            SessionKey::Id(id) => self.stores.sessions.session_by_id(id).await,
+        };
+        match found {
+            Ok(Some(record)) => {
+                cache.put(record.clone(), now);
+                Ok(Some((record, Source::Store)))
+            }
+            Ok(None) => {
+                if let Some(entry) = &cached {
+                    cache.remove(entry.record.id);
+                }
+                Ok(None)
+            }
+            Err(e) => match cached {
+                Some(entry) if stale_ok && cache.is_usable_stale(&entry, now) => {
+                    cache.count_stale();
+                    tracing::debug!(
+                        error = format!("{e:#}"),
+                        session_id = %entry.record.id,
+                        "session store unavailable: answering from the local cache"
+                    );
+                    Ok(Some((
+                        entry.record.clone(),
+                        Source::Stale {
+                            fetched_at: entry.fetched_at,
+                        },
+                    )))
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// The user's live sessions, oldest first.
@@ -231,6 +370,9 @@ impl Auth {
             // Before the caller answers: an ended session's tokens are
             // refused as soon as the request that ended it returns.
             self.revocations.insert([(id, until)]);
+            if let Some(shared) = &self.shared {
+                shared.cache.remove(id);
+            }
             tracing::info!(target: "gatehouse::audit", event = "session_ended", user_id = %user_id, session_id = %id, "session ended");
         }
         Ok(ended)
@@ -252,6 +394,11 @@ impl Auth {
             .delete_sessions_of(user_id, keep, until)
             .await?;
         self.revocations.insert(ended.iter().map(|id| (*id, until)));
+        if let Some(shared) = &self.shared {
+            for id in &ended {
+                shared.cache.remove(*id);
+            }
+        }
         if !ended.is_empty() {
             tracing::info!(target: "gatehouse::audit", event = "sessions_ended", user_id = %user_id, count = ended.len(), "sessions ended");
         }
@@ -413,6 +560,99 @@ mod tests {
             .await
             .is_ok()
         );
+    }
+
+    /// An `Auth` with the shared-session cache (over SQLite: the cache
+    /// logic does not depend on the store) and its feed connected.
+    async fn shared_auth() -> (Auth, Arc<ManualClock>, tempfile::TempDir) {
+        let (auth, clock, dir) = auth_with_clock().await;
+        let auth = auth.with_shared_sessions(
+            Duration::from_secs(10),
+            crate::config::RevocationFailMode::Closed,
+        );
+        auth.feed_connected();
+        (auth, clock, dir)
+    }
+
+    fn stats(auth: &Auth) -> crate::auth::CacheStats {
+        auth.shared_sessions().expect("shared").cache_stats()
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_while_fresh_then_reads_the_store() {
+        let (auth, clock, _dir) = shared_auth().await;
+        let s = logged_in(&auth).await;
+        for _ in 0..3 {
+            assert!(
+                auth.authenticate_session(&s.secret)
+                    .await
+                    .expect("ok")
+                    .is_some()
+            );
+        }
+        assert_eq!((stats(&auth).hits, stats(&auth).misses), (3, 0));
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_some()
+        );
+        assert_eq!((stats(&auth).hits, stats(&auth).misses), (3, 1));
+        // Read again: fresh again.
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_some()
+        );
+        assert_eq!((stats(&auth).hits, stats(&auth).misses), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_refused_whatever_the_cache_holds() {
+        let (auth, _clock, _dir) = shared_auth().await;
+        let s = logged_in(&auth).await;
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_some()
+        );
+        // The ending is known (as from another node's message) while a
+        // racing read re-cached the record: the set vetoes the entry.
+        auth.revocations
+            .insert([(s.record.id, auth.clock.now() + Duration::from_secs(300))]);
+        auth.shared_sessions()
+            .expect("shared")
+            .cache
+            .put(s.record.clone(), auth.clock.now());
+        assert!(
+            auth.authenticate_session(&s.secret)
+                .await
+                .expect("ok")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_feed_the_cache_does_not_answer() {
+        let (auth, _clock, _dir) = shared_auth().await;
+        let s = logged_in(&auth).await;
+        assert!(auth.feed_lost());
+        assert!(!auth.feed_lost(), "reported once");
+        for _ in 0..2 {
+            assert!(
+                auth.authenticate_session(&s.secret)
+                    .await
+                    .expect("ok")
+                    .is_some()
+            );
+        }
+        assert_eq!((stats(&auth).hits, stats(&auth).misses), (0, 2));
+        // Reconnecting empties the cache (Redis may have lost data).
+        auth.feed_connected();
+        assert_eq!(stats(&auth).entries, 0);
     }
 
     #[tokio::test]

@@ -521,10 +521,18 @@ impl Auth {
         &self,
         token: &VerifiedToken,
     ) -> anyhow::Result<Option<super::sessions::Authenticated>> {
-        let Some(session) = self.stores.sessions.session_by_id(token.session_id).await? else {
+        let now = self.clock.now();
+        // The token is verified against the revocation set already, the
+        // authority on ended sessions: while the session store cannot
+        // answer, a cached record of the session stands in, whatever the
+        // fail mode (which governs cookies).
+        let found = self
+            .find_session(super::sessions::SessionKey::Id(token.session_id), now, true)
+            .await?;
+        let Some((session, _)) = found else {
             return Ok(None);
         };
-        if session.user_id != token.user_id || !self.is_live(&session, self.clock.now()) {
+        if session.user_id != token.user_id || !self.is_live(&session, now) {
             return Ok(None);
         }
         let Some(user) = self.stores.users.user_by_id(token.user_id).await? else {

@@ -7,7 +7,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use time::format_description::well_known::Rfc3339;
+
 use super::AppState;
+use crate::auth::Readiness;
+use crate::config::RevocationFailMode;
 use crate::error::Error;
 
 /// How long readiness waits for a store before calling it down.
@@ -24,17 +28,63 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when every configured store answers, else 503.
+/// 200 when every configured store answers, else 503 (a problem document
+/// saying what is down and how the node behaves meanwhile). Either way the
+/// body's `checks` name each store and, with Redis, the revocation feed.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
-    match tokio::time::timeout(READY_TIMEOUT, state.auth.ready()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
-        Ok(Err(e)) => {
-            tracing::warn!(error = format!("{e:#}"), "readiness check failed");
-            Err(Error::Unavailable)
-        }
-        Err(_) => {
-            tracing::warn!("readiness check timed out");
-            Err(Error::Unavailable)
+    let r = state.auth.readiness(READY_TIMEOUT).await;
+    let word = |answer: &Result<(), String>| if answer.is_ok() { "ok" } else { "unavailable" };
+    let mut checks = json!({ "database": word(&r.database) });
+    if let Some(redis) = &r.redis {
+        checks["redis"] = json!(word(redis));
+    }
+    if let Some(connected) = r.feed_connected {
+        checks["revocation_feed"] = json!(if connected {
+            "connected"
+        } else {
+            "disconnected"
+        });
+    }
+    if r.is_ready() {
+        let mut body = json!({ "status": "ready" });
+        body["checks"] = checks;
+        return Ok(Json(body));
+    }
+    for (store, answer) in [("database", Some(&r.database)), ("redis", r.redis.as_ref())] {
+        if let Some(Err(e)) = answer {
+            tracing::warn!(store, error = %e, "readiness check failed");
         }
     }
+    Err(Error::NotReady {
+        detail: not_ready_detail(&r),
+        checks,
+    })
+}
+
+/// One sentence per failing part, and what the node does meanwhile.
+fn not_ready_detail(r: &Readiness) -> String {
+    let mut parts = Vec::new();
+    if r.database.is_err() {
+        parts.push(
+            "The database does not answer: logins, grants and account changes answer 503."
+                .to_owned(),
+        );
+    }
+    if matches!(r.redis, Some(Err(_))) {
+        let since = r
+            .feed_lost_at
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .map(|t| format!(" since {t}"))
+            .unwrap_or_default();
+        let cookies = match r.fail_mode {
+            Some(RevocationFailMode::Stale) => {
+                "session cookies this node read in the last access-token lifetime are accepted from its cache, others answer 503 (revocation_fail_mode = stale)"
+            }
+            _ => "session cookies answer 503 (revocation_fail_mode = closed)",
+        };
+        parts.push(format!(
+            "Degraded{since}: Redis does not answer; access tokens are verified against the revocations known when it was last reached; {cookies}; logins and grants answer 503."
+        ));
+    }
+    parts.join(" ")
 }

@@ -317,10 +317,14 @@ impl RedisStore {
     /// When the URL is invalid or Redis cannot be reached now.
     pub async fn open(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("parsing the Redis URL")?;
+        // While Redis is away every request waits for one reconnection
+        // attempt before its 503; keep that short (a retry 50 ms later) so
+        // an outage answers fast rather than piling requests up.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50));
         let mut con = ConnectionManager::new_with_config(client, config)
             .await
             .context("connecting to Redis")?;

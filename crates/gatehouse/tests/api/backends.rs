@@ -132,26 +132,149 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
 }
 
 #[tokio::test]
-async fn readiness_covers_redis_and_stale_mode_is_refused() {
+async fn readiness_reports_redis_and_the_revocation_feed() {
     let app = TestApp::spawn_on_redis(|_| {}).await;
-    let res = app
+    let started = std::time::Instant::now();
+    loop {
+        let res = app
+            .client()
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["status"], "ready", "{body}");
+        assert_eq!(body["checks"]["database"], "ok", "{body}");
+        assert_eq!(body["checks"]["redis"], "ok", "{body}");
+        if body["checks"]["revocation_feed"] == "connected" {
+            break;
+        }
+        assert_eq!(body["checks"]["revocation_feed"], "disconnected", "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the revocation feed did not connect: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Without Redis there is no feed to report.
+    let plain = TestApp::spawn().await;
+    let body: Value = plain
         .client()
-        .get(app.url("/readyz"))
+        .get(plain.url("/readyz"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {"database": "ok"}})
+    );
+}
+
+/// Waits until the app's revocation feed is connected (its cache answers
+/// only then).
+async fn following(app: &TestApp) {
+    let shared = app.auth.shared_sessions().expect("sessions in Redis");
+    let started = std::time::Instant::now();
+    while !shared.feed().is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the revocation feed did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_session_cache_answers_repeated_cookie_requests() {
+    let app = TestApp::spawn_on_redis(|_| {}).await;
+    following(&app).await;
+    let (_, client) = app.logged_in().await;
+    let shared = app.auth.shared_sessions().expect("sessions in Redis");
+    let before = shared.cache_stats();
+    for _ in 0..10 {
+        assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    }
+    let after = shared.cache_stats();
+    // The login cached the new session: every request is a hit.
+    assert_eq!(after.hits - before.hits, 10, "{before:?} -> {after:?}");
+    assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
+    assert!(after.entries >= 1);
+    // Logout forgets it, and the cookie is refused.
+    let res = client
+        .post(app.url("/v1/logout"))
         .send()
         .await
         .expect("request");
-    assert_eq!(res.status(), StatusCode::OK);
-    let mut config = app.config.clone();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.revocation_fail_mode = gatehouse::config::RevocationFailMode::Stale;
-    let err = gatehouse::Application::build(config)
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(shared.cache_stats().entries, 0);
+}
+
+#[tokio::test]
+async fn redis_session_cache_ttl_zero_reads_redis_every_time() {
+    let app = TestApp::spawn_on_redis(|c| c.session_cache_ttl = Duration::ZERO).await;
+    following(&app).await;
+    let (_, client) = app.logged_in().await;
+    let shared = app.auth.shared_sessions().expect("sessions in Redis");
+    let before = shared.cache_stats();
+    for _ in 0..5 {
+        assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    }
+    let after = shared.cache_stats();
+    assert_eq!(after.hits, before.hits, "{before:?} -> {after:?}");
+    assert_eq!(after.misses - before.misses, 5, "{before:?} -> {after:?}");
+}
+
+/// A node's cached record holds the `last_seen_at` it read; another node
+/// may have recorded later uses since. A record that looks idle-expired
+/// must be read again, not taken for expired (which would end a session
+/// in use).
+#[tokio::test]
+async fn a_cached_record_that_looks_idle_is_read_again_not_ended() {
+    let _slot = PG_SLOTS
+        .acquire()
         .await
-        .err()
-        .expect("stale mode is not available yet");
-    assert!(
-        format!("{err:#}").contains("revocation_fail_mode"),
-        "{err:#}"
+        .expect("the semaphore is never closed");
+    let pg = PgDatabase::create().await;
+    let redis = RedisPrefix::create().await;
+    let shared = |c: &mut Config| {
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.redis_url = Some(REDIS_URL.to_owned());
+        c.redis_key_prefix = redis.prefix.clone();
+        c.issuer = Some("http://gatehouse.test".into());
+        // Uses are recorded every 0.2 s; the cache answers for 10 s.
+        c.session_idle_timeout = Duration::from_secs(2);
+    };
+    let a = TestApp::spawn_with(shared).await;
+    let b = TestApp::spawn_with(shared).await;
+    following(&a).await;
+    following(&b).await;
+    let user = a.create_user().await;
+    let res = a.login(&a.bare_client(), &user).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = session_cookie_value(&res, a.cookie_name()).expect("a session cookie");
+    let me = |app: &TestApp| {
+        app.bare_client()
+            .get(app.url("/v1/me"))
+            .header("cookie", format!("{}={cookie}", app.cookie_name()))
+            .send()
+    };
+    // A caches the record (last seen at login); B records uses.
+    assert_eq!(me(&a).await.expect("request").status(), StatusCode::OK);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(me(&b).await.expect("request").status(), StatusCode::OK);
+    }
+    // 2.4 s after A's read: idle by A's copy, alive in Redis.
+    assert_eq!(
+        me(&a).await.expect("request").status(),
+        StatusCode::OK,
+        "node A must not take its stale copy for an idle session"
     );
+    assert_eq!(me(&b).await.expect("request").status(), StatusCode::OK);
 }
 
 async fn token_pair(app: &TestApp, user: &TestUser) -> (String, String) {

@@ -559,20 +559,6 @@ fn serve_fails_closed_naming_redis_url_when_redis_cannot_be_reached() {
 }
 
 #[test]
-fn serve_refuses_the_stale_revocation_mode_it_does_not_have_yet() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = run(
-        serve_cmd(dir.path())
-            .env("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/")
-            .env("GATEHOUSE_REVOCATION_FAIL_MODE", "stale"),
-        "",
-    );
-    let line = assert_fails_with_one_line(&out);
-    assert!(line.contains("revocation_fail_mode"), "{line:?}");
-    assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
-}
-
-#[test]
 fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A database that does not exist, with a password that must not leak.
