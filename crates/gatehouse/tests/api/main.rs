@@ -12,6 +12,7 @@ mod keys;
 mod multinode;
 mod nginx;
 mod process;
+mod redis_server;
 mod sessions;
 mod store_contract;
 mod throttling;

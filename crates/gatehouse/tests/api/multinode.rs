@@ -1,11 +1,15 @@
 //! Several nodes, black-box: two or three real `gatehouse serve` processes
-//! on one fresh PostgreSQL database, with the same `issuer` and no Redis
-//! (DESIGN.md, "Deployment shapes"; API.md, "Configuration"). From a
+//! on one fresh PostgreSQL database with the same `issuer`, with or without
+//! Redis (DESIGN.md, "Deployment shapes"; API.md, "Configuration"). From a
 //! client's point of view the deployment must behave like one node: any node
 //! accepts what another issued, and what one node ends is ended on all.
 //!
-//! Nodes share sessions, refresh tokens and throttling counters through the
-//! database at once; keys and revocations are re-read every 2 s.
+//! On PostgreSQL alone, nodes share sessions, refresh tokens and throttling
+//! counters through the database at once; keys and revocations are re-read
+//! every 2 s. With Redis, sessions, refresh tokens, counters and
+//! revocations live there, and every node follows the revocation channel;
+//! each test gets a key prefix of its own on the shared Redis, or a Redis
+//! server of its own when it kills Redis.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -24,7 +28,10 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::SemaphorePermit;
 
-use crate::helpers::{PASSWORD, PG_SLOTS, PgDatabase, session_cookie_value, unique_email};
+use crate::helpers::{
+    PASSWORD, PG_SLOTS, PgDatabase, REDIS_URL, RedisPrefix, session_cookie_value, unique_email,
+};
+use crate::redis_server::{Persistence, RedisServer};
 
 /// The issuer every node is given: one name for the whole deployment.
 const ISSUER: &str = "http://gatehouse.test";
@@ -38,6 +45,11 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// The documented bound for keys and revocations to reach every node is
 /// 2 s (nodes re-read them); polls allow this much before failing.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(5);
+
+/// With Redis, a session ended on one node must be refused by every other
+/// node within this bound (the issue's figure; typical values go to
+/// docs/benchmarks.md).
+const FANOUT_LIMIT: Duration = Duration::from_secs(1);
 
 /// Between two attempts of a poll.
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -272,10 +284,33 @@ impl Drop for Node {
 // A deployment
 // ---------------------------------------------------------------------------
 
+/// Where the nodes keep what they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// PostgreSQL alone.
+    Postgres,
+    /// PostgreSQL, and the shared Redis under a key prefix of the test's own.
+    Redis,
+    /// PostgreSQL, and a Redis server of the test's own that it may kill.
+    OwnRedis(Persistence),
+}
+
+/// The Redis a deployment uses, if any; dropped after the nodes.
+enum RedisBackend {
+    None,
+    /// Held for its drop, which deletes the test's keys.
+    Shared {
+        _keys: RedisPrefix,
+    },
+    Own(RedisServer),
+}
+
 /// Nodes on one fresh PostgreSQL database. Fields drop in order: the nodes
-/// are killed before the database is dropped and the slots released.
+/// are killed before Redis and the database are dropped and the slots
+/// released.
 struct Deployment {
     nodes: Vec<Node>,
+    redis: RedisBackend,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     http: Client,
@@ -287,7 +322,7 @@ impl Deployment {
     /// A fresh database and the environment every node and command gets;
     /// no node runs yet. Holds one PostgreSQL slot per node (each process
     /// has a pool of its own).
-    async fn prepare(nodes: u32, extra_env: &[(&str, &str)]) -> Self {
+    async fn prepare(nodes: u32, shape: Shape, extra_env: &[(&str, &str)]) -> Self {
         let slots = PG_SLOTS
             .acquire_many(nodes)
             .await
@@ -302,6 +337,20 @@ impl Deployment {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+        let redis = match shape {
+            Shape::Postgres => RedisBackend::None,
+            Shape::Redis => {
+                let prefix = RedisPrefix::create().await;
+                env.push(("GATEHOUSE_REDIS_URL".into(), REDIS_URL.into()));
+                env.push(("GATEHOUSE_REDIS_KEY_PREFIX".into(), prefix.prefix.clone()));
+                RedisBackend::Shared { _keys: prefix }
+            }
+            Shape::OwnRedis(persistence) => {
+                let server = RedisServer::start(persistence);
+                env.push(("GATEHOUSE_REDIS_URL".into(), server.url()));
+                RedisBackend::Own(server)
+            }
+        };
         env.extend(
             extra_env
                 .iter()
@@ -309,6 +358,7 @@ impl Deployment {
         );
         Self {
             nodes: Vec::new(),
+            redis,
             dir: tempfile::tempdir().expect("tempdir"),
             env,
             http: Client::builder()
@@ -322,10 +372,59 @@ impl Deployment {
     }
 
     /// `prepare`, then `start`.
-    async fn up(nodes: u32, extra_env: &[(&str, &str)]) -> Self {
-        let mut d = Self::prepare(nodes, extra_env).await;
+    async fn up(nodes: u32, shape: Shape, extra_env: &[(&str, &str)]) -> Self {
+        let mut d = Self::prepare(nodes, shape, extra_env).await;
         d.start(nodes as usize).await;
         d
+    }
+
+    /// Whether sessions live in Redis.
+    fn uses_redis(&self) -> bool {
+        !matches!(self.redis, RedisBackend::None)
+    }
+
+    /// The test's own Redis server.
+    fn own_redis(&mut self) -> &mut RedisServer {
+        match &mut self.redis {
+            RedisBackend::Own(server) => server,
+            _ => panic!("this deployment shares the test Redis"),
+        }
+    }
+
+    /// `GET /readyz`: the status and the body.
+    async fn readyz(&self, node: &Node) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = res.status();
+        (status, res.json().await.expect("JSON from /readyz"))
+    }
+
+    /// Waits until every node is ready and follows the revocation feed.
+    async fn wait_until_following(&self, limit: Duration) -> Duration {
+        let followed = poll_until(limit, || async {
+            for node in &self.nodes {
+                let (status, body) = self.readyz(node).await;
+                if status != StatusCode::OK || body["checks"]["revocation_feed"] != "connected" {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        match followed {
+            Some((took, _)) => took,
+            None => {
+                let mut seen = Vec::new();
+                for node in &self.nodes {
+                    seen.push((node.name, self.readyz(node).await));
+                }
+                panic!("the nodes do not all follow the revocation feed after {limit:?}: {seen:?}")
+            }
+        }
     }
 
     /// Starts `n` nodes at once and waits until every one listens and they
@@ -358,6 +457,11 @@ impl Deployment {
             sets.windows(2).all(|w| w[0] == w[1])
         })
         .await;
+        if self.uses_redis() {
+            // A node serves before its feed has connected (nothing is lost:
+            // it reloads on connecting), but the tests measure fan-out.
+            self.wait_until_following(PROPAGATION_LIMIT).await;
+        }
         let kids = self.jwks_kids(&self.nodes[0]).await;
         eprintln!(
             "multinode: {n} nodes listening after {listening:?}, agreeing on {} key(s) after {:?}",
@@ -703,7 +807,10 @@ where
 }
 
 /// Measures how long after `since` node refuses `cred` on `/v1/me`,
-/// prints it, and asserts it was refused at the first attempt.
+/// prints it, and asserts the bound: on PostgreSQL alone, at the first
+/// attempt (every request reads the shared database); with Redis, within
+/// [`FANOUT_LIMIT`] (the ending reaches the node's revocation set and
+/// session cache through pub/sub).
 async fn measure_refusal(d: &Deployment, node: &Node, cred: &Cred, since: Instant, what: &str) {
     let first_try = since.elapsed();
     let refused = poll_until(PROPAGATION_LIMIT, || async {
@@ -712,20 +819,31 @@ async fn measure_refusal(d: &Deployment, node: &Node, cred: &Cred, since: Instan
     .await;
     match refused {
         Some((took, attempts)) => {
+            let shape = if d.uses_redis() { "redis" } else { "postgres" };
             eprintln!(
-                "multinode: {what}: {} refused on node {} {:?} after the ending request returned \
+                "multinode ({shape}): {what}: {} refused on node {} {:?} after the ending request returned \
                  (attempt {attempts}, first attempt at {first_try:?})",
                 cred.kind(),
                 node.name,
                 first_try + took
             );
-            assert_eq!(
-                attempts,
-                1,
-                "{what}: node {} accepted {} after the session ended",
-                node.name,
-                cred.kind()
-            );
+            if d.uses_redis() {
+                assert!(
+                    first_try + took <= FANOUT_LIMIT,
+                    "{what}: node {} accepted {} for {:?} after the session ended",
+                    node.name,
+                    cred.kind(),
+                    first_try + took
+                );
+            } else {
+                assert_eq!(
+                    attempts,
+                    1,
+                    "{what}: node {} accepted {} after the session ended",
+                    node.name,
+                    cred.kind()
+                );
+            }
         }
         None => panic!(
             "{what}: node {} still accepts {} {PROPAGATION_LIMIT:?} after the session ended",
@@ -740,9 +858,35 @@ async fn measure_refusal(d: &Deployment, node: &Node, cred: &Cred, since: Instan
 // The tests
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_cookie_from_one_node_works_on_every_node() {
-    let d = Deployment::up(3, &[]).await;
+/// A `postgres_` and a `redis_` test for each scenario: the deployment
+/// must behave like one node in both shapes.
+macro_rules! on_both_shapes {
+    ($($scenario:ident => $postgres:ident, $redis:ident;)+) => {$(
+        #[tokio::test]
+        async fn $postgres() {
+            $scenario(Shape::Postgres).await;
+        }
+
+        #[tokio::test]
+        async fn $redis() {
+            $scenario(Shape::Redis).await;
+        }
+    )+};
+}
+
+on_both_shapes! {
+    a_cookie_from_one_node_works_on_every_node => postgres_a_cookie_from_one_node_works_on_every_node, redis_a_cookie_from_one_node_works_on_every_node;
+    a_token_pair_from_one_node_works_and_rotates_on_the_others => postgres_a_token_pair_from_one_node_works_and_rotates_on_the_others, redis_a_token_pair_from_one_node_works_and_rotates_on_the_others;
+    logout_on_one_node_ends_the_session_on_every_node_at_once => postgres_logout_on_one_node_ends_the_session_on_every_node_at_once, redis_logout_on_one_node_ends_the_session_on_every_node_at_once;
+    refresh_reuse_on_one_node_ends_the_session_everywhere => postgres_refresh_reuse_on_one_node_ends_the_session_everywhere, redis_refresh_reuse_on_one_node_ends_the_session_everywhere;
+    login_throttling_counts_across_nodes => postgres_login_throttling_counts_across_nodes, redis_login_throttling_counts_across_nodes;
+    key_rotation_reaches_every_node => postgres_key_rotation_reaches_every_node, redis_key_rotation_reaches_every_node;
+    a_killed_and_restarted_node_keeps_every_session => postgres_a_killed_and_restarted_node_keeps_every_session, redis_a_killed_and_restarted_node_keeps_every_session;
+    disabling_a_user_on_one_node_refuses_them_on_every_node_at_once => postgres_disabling_a_user_on_one_node_refuses_them_on_every_node_at_once, redis_disabling_a_user_on_one_node_refuses_them_on_every_node_at_once;
+}
+
+async fn a_cookie_from_one_node_works_on_every_node(shape: Shape) {
+    let d = Deployment::up(3, shape, &[]).await;
     let (id, email) = d.new_user(d.a()).await;
 
     let cookie = d.cookie_login(d.b(), &email).await;
@@ -760,9 +904,8 @@ async fn a_cookie_from_one_node_works_on_every_node() {
     );
 }
 
-#[tokio::test]
-async fn a_token_pair_from_one_node_works_and_rotates_on_the_others() {
-    let d = Deployment::up(3, &[]).await;
+async fn a_token_pair_from_one_node_works_and_rotates_on_the_others(shape: Shape) {
+    let d = Deployment::up(3, shape, &[]).await;
     let (id, email) = d.new_user(d.a()).await;
 
     let first = d.password_grant(d.a(), &email).await;
@@ -786,9 +929,8 @@ async fn a_token_pair_from_one_node_works_and_rotates_on_the_others() {
     d.me_ok(d.c(), &third.access).await;
 }
 
-#[tokio::test]
-async fn logout_on_one_node_ends_the_session_on_every_node_at_once() {
-    let d = Deployment::up(3, &[]).await;
+async fn logout_on_one_node_ends_the_session_on_every_node_at_once(shape: Shape) {
+    let d = Deployment::up(3, shape, &[]).await;
     let (_, email) = d.new_user(d.a()).await;
 
     // Logout with the cookie: a cookie session from A, a token for it from C.
@@ -838,9 +980,8 @@ async fn logout_on_one_node_ends_the_session_on_every_node_at_once() {
     .await;
 }
 
-#[tokio::test]
-async fn refresh_reuse_on_one_node_ends_the_session_everywhere() {
-    let d = Deployment::up(3, &[]).await;
+async fn refresh_reuse_on_one_node_ends_the_session_everywhere(shape: Shape) {
+    let d = Deployment::up(3, shape, &[]).await;
     let (_, email) = d.new_user(d.a()).await;
 
     let first = d.password_grant(d.a(), &email).await;
@@ -872,9 +1013,8 @@ async fn refresh_reuse_on_one_node_ends_the_session_everywhere() {
     }
 }
 
-#[tokio::test]
-async fn login_throttling_counts_across_nodes() {
-    let d = Deployment::up(3, &[("GATEHOUSE_LOGIN_MAX_FAILURES", "3")]).await;
+async fn login_throttling_counts_across_nodes(shape: Shape) {
+    let d = Deployment::up(3, shape, &[("GATEHOUSE_LOGIN_MAX_FAILURES", "3")]).await;
     let (_, email) = d.new_user(d.a()).await;
     // Another account from the same IP is a key of its own.
     let (_, bystander) = d.new_user(d.b()).await;
@@ -924,9 +1064,8 @@ async fn login_throttling_counts_across_nodes() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn key_rotation_reaches_every_node() {
-    let d = Deployment::up(3, &[]).await;
+async fn key_rotation_reaches_every_node(shape: Shape) {
+    let d = Deployment::up(3, shape, &[]).await;
     let (_, email) = d.new_user(d.a()).await;
 
     let before = d.password_grant(d.a(), &email).await;
@@ -1019,9 +1158,8 @@ async fn key_rotation_reaches_every_node() {
     d.me_ok(d.c(), &after.access).await;
 }
 
-#[tokio::test]
-async fn a_killed_and_restarted_node_keeps_every_session() {
-    let mut d = Deployment::up(3, &[]).await;
+async fn a_killed_and_restarted_node_keeps_every_session(shape: Shape) {
+    let mut d = Deployment::up(3, shape, &[]).await;
     let (id, email) = d.new_user(d.a()).await;
 
     let cookie = d.cookie_login(d.a(), &email).await;
@@ -1050,9 +1188,8 @@ async fn a_killed_and_restarted_node_keeps_every_session() {
     d.me_ok(d.a(), &next.access).await;
 }
 
-#[tokio::test]
-async fn disabling_a_user_on_one_node_refuses_them_on_every_node_at_once() {
-    let mut d = Deployment::prepare(3, &[]).await;
+async fn disabling_a_user_on_one_node_refuses_them_on_every_node_at_once(shape: Shape) {
+    let mut d = Deployment::prepare(3, shape, &[]).await;
     let admin_email = unique_email();
     d.cli(&["role", "set", "admin", "gatehouse:admin"], "");
     let out = d.cli(
@@ -1113,4 +1250,302 @@ async fn disabling_a_user_on_one_node_refuses_them_on_every_node_at_once() {
     );
     // The admin is untouched.
     d.me_ok(d.b(), &admin.access).await;
+}
+
+// ---------------------------------------------------------------------------
+// Redis outages (a Redis server of the test's own)
+// ---------------------------------------------------------------------------
+
+/// How long nodes may take to notice Redis is back and follow its feed
+/// again (the feed retries every second).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
+
+impl Deployment {
+    /// Waits until every node has noticed that its revocation feed is gone
+    /// (until then its cache still answers, as it did a moment before).
+    async fn wait_until_feed_lost(&self) -> Duration {
+        let lost = poll_until(PROPAGATION_LIMIT, || async {
+            for node in &self.nodes {
+                if self.readyz(node).await.1["checks"]["revocation_feed"] != "disconnected" {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        lost.unwrap_or_else(|| {
+            panic!("a node did not notice Redis going away within {PROPAGATION_LIMIT:?}")
+        })
+        .0
+    }
+
+    /// `GET /v1/me`'s status.
+    async fn me_status(&self, node: &Node, cred: &Cred) -> StatusCode {
+        self.me(node, cred).await.status()
+    }
+
+    /// Every node answers `/readyz` with 503 and says Redis is down and
+    /// the node degraded; returns the first node's body.
+    async fn assert_degraded(&self, mode: &str) -> Value {
+        let mut first = None;
+        for node in &self.nodes {
+            let (status, body) = self.readyz(node).await;
+            assert_eq!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node {} while Redis is down: {body}",
+                node.name
+            );
+            assert_eq!(body["checks"]["redis"], "unavailable", "{body}");
+            assert_eq!(body["checks"]["database"], "ok", "{body}");
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("Degraded"), "{body}");
+            assert!(
+                detail.contains(&format!("revocation_fail_mode = {mode}")),
+                "{body}"
+            );
+            first.get_or_insert(body);
+        }
+        first.expect("a node")
+    }
+}
+
+/// Asserts every status in `got` is `want`, naming the node and credential.
+fn assert_all(got: &[(&str, &str, StatusCode)], want: StatusCode, when: &str) {
+    for (node, what, status) in got {
+        assert_eq!(*status, want, "{when}: {what} on node {node}");
+    }
+}
+
+/// The scenario of a Redis that crashes and comes back: while it is down,
+/// cookies answer 503 (closed mode), tokens keep verifying against the
+/// revocations known, revoked ones stay refused, and nothing can end a
+/// session; once it is back, every node recovers by itself and no revoked
+/// token is accepted.
+async fn redis_restart_scenario(persistence: Persistence) {
+    let mut d = Deployment::up(2, Shape::OwnRedis(persistence), &[]).await;
+    let (id, email) = d.new_user(d.a()).await;
+
+    let cookie = d.cookie_login(d.a(), &email).await;
+    let live = d.password_grant(d.b(), &email).await;
+    let revoked = d.password_grant(d.a(), &email).await;
+    for node in [d.a(), d.b()] {
+        d.me_ok(node, &cookie).await;
+        d.me_ok(node, &live.access).await;
+        d.me_ok(node, &revoked.access).await;
+    }
+    assert_eq!(
+        d.logout(d.b(), &revoked.access).await,
+        StatusCode::NO_CONTENT
+    );
+    measure_refusal(
+        &d,
+        d.a(),
+        &revoked.access,
+        Instant::now(),
+        "logout before the outage",
+    )
+    .await;
+
+    d.own_redis().kill();
+    let killed = Instant::now();
+    let noticed = d.wait_until_feed_lost().await;
+    eprintln!("multinode (redis outage): every node noticed the loss {noticed:?} after the kill");
+
+    // Down: cookies 503, the live token verifies, the revoked one does not.
+    let mut got = Vec::new();
+    for node in [d.a(), d.b()] {
+        got.push((node.name, "the cookie", d.me_status(node, &cookie).await));
+    }
+    assert_all(
+        &got,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Redis down, closed mode",
+    );
+    for node in [d.a(), d.b()] {
+        let me = d.me_ok(node, &live.access).await;
+        assert_eq!(me["user"]["id"], id.as_str(), "{me}");
+        d.me_refused(node, &revoked.access).await;
+    }
+    d.assert_degraded("closed").await;
+    let res = d.login(d.a(), &email, PASSWORD).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "login while Redis is down"
+    );
+    assert_oauth_error(
+        d.refresh_raw(d.b(), &live.refresh).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "refresh while Redis is down",
+    )
+    .await;
+    // Ending a session cannot be recorded, so it is refused rather than
+    // pretended: the token stays valid and the client knows it.
+    assert_eq!(
+        d.logout(d.a(), &live.access).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "logout while Redis is down"
+    );
+    d.me_ok(d.b(), &live.access).await;
+    eprintln!(
+        "multinode (redis outage): checked while down for {:?}",
+        killed.elapsed()
+    );
+
+    d.own_redis().restart();
+    let restarted = Instant::now();
+    let took = d.wait_until_following(RECOVERY_LIMIT).await;
+    eprintln!(
+        "multinode (redis outage, {persistence:?}): Redis down for {:?}; every node ready and following the feed {took:?} after it restarted",
+        restarted - killed
+    );
+
+    // No revoked token is accepted, on any node, whatever Redis kept.
+    for node in [d.a(), d.b()] {
+        d.me_refused(node, &revoked.access).await;
+    }
+    assert_oauth_error(
+        d.refresh_raw(d.a(), &revoked.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+        "refresh of a session ended before the outage",
+    )
+    .await;
+    match persistence {
+        Persistence::AppendOnly => {
+            // Redis kept everything: the live session works everywhere.
+            for node in [d.a(), d.b()] {
+                d.me_ok(node, &cookie).await;
+                d.me_ok(node, &live.access).await;
+            }
+            let next = d.refresh(d.a(), &live.refresh).await;
+            d.me_ok(d.b(), &next.access).await;
+        }
+        Persistence::None => {
+            // Redis lost every session: nothing of before is accepted, not
+            // even from a node's cache.
+            for node in [d.a(), d.b()] {
+                d.me_refused(node, &cookie).await;
+                d.me_refused(node, &live.access).await;
+            }
+            assert_oauth_error(
+                d.refresh_raw(d.b(), &live.refresh).await,
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh of a session Redis lost",
+            )
+            .await;
+        }
+    }
+
+    // The nodes work again without a restart: a new session, and its
+    // logout on B reaching A through the re-established feed.
+    let cookie = d.cookie_login(d.b(), &email).await;
+    let token = d.session_token(d.a(), &cookie).await;
+    d.me_ok(d.a(), &cookie).await;
+    d.me_ok(d.a(), &token).await;
+    assert_eq!(d.logout(d.b(), &cookie).await, StatusCode::NO_CONTENT);
+    let ended = Instant::now();
+    measure_refusal(&d, d.a(), &token, ended, "logout after Redis came back").await;
+    d.me_refused(d.a(), &cookie).await;
+}
+
+#[tokio::test]
+async fn redis_restarted_with_its_data_nodes_recover_and_refuse_every_revoked_token() {
+    redis_restart_scenario(Persistence::AppendOnly).await;
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_nodes_recover_and_accept_nothing_it_lost() {
+    redis_restart_scenario(Persistence::None).await;
+}
+
+/// `revocation_fail_mode = "stale"`: while Redis is down, a node accepts
+/// the cookie sessions it read recently from its cache, never one it knows
+/// ended (even when it missed the message and learned of it by reloading),
+/// and answers 503 for sessions it never saw.
+#[tokio::test]
+async fn stale_mode_serves_recently_seen_sessions_and_never_an_ended_one() {
+    let mut d = Deployment::up(
+        2,
+        Shape::OwnRedis(Persistence::AppendOnly),
+        &[("GATEHOUSE_REVOCATION_FAIL_MODE", "stale")],
+    )
+    .await;
+    let (id, email) = d.new_user(d.a()).await;
+
+    // Sessions made on B; A reads some of them.
+    let seen = d.cookie_login(d.b(), &email).await;
+    let seen_token = d.session_token(d.b(), &seen).await;
+    let ended = d.cookie_login(d.b(), &email).await;
+    let missed = d.cookie_login(d.b(), &email).await;
+    let missed_token = d.session_token(d.b(), &missed).await;
+    let unseen = d.cookie_login(d.b(), &email).await;
+    for cred in [&seen, &seen_token, &ended, &missed, &missed_token] {
+        d.me_ok(d.a(), cred).await;
+    }
+    d.me_ok(d.b(), &unseen).await;
+
+    // `ended` ends on B while A listens.
+    assert_eq!(d.logout(d.b(), &ended).await, StatusCode::NO_CONTENT);
+    measure_refusal(
+        &d,
+        d.a(),
+        &ended,
+        Instant::now(),
+        "logout before the outage",
+    )
+    .await;
+
+    // `missed` ends on B while no node listens: every subscriber connection
+    // is cut, and the feed waits a second before reconnecting.
+    let cut = Instant::now();
+    d.own_redis().command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(d.logout(d.b(), &missed).await, StatusCode::NO_CONTENT);
+    let logged_out = cut.elapsed();
+    assert!(
+        logged_out < Duration::from_millis(800),
+        "the logout took {logged_out:?}: the feed may have reconnected before it, and the test would prove nothing"
+    );
+    // A reconnects and reloads the revocations it missed. Its cache was
+    // emptied on reconnecting (Redis may have lost data meanwhile), so it
+    // reads `seen` again, as a busy node would.
+    d.wait_until_following(RECOVERY_LIMIT).await;
+    d.me_ok(d.a(), &seen).await;
+    d.me_ok(d.a(), &seen_token).await;
+
+    d.own_redis().kill();
+    d.wait_until_feed_lost().await;
+    let me = d.me_ok(d.a(), &seen).await;
+    assert_eq!(me["user"]["id"], id.as_str(), "{me}");
+    d.me_ok(d.a(), &seen_token).await;
+    // Ended cookies are forgotten by the cache: 503 (cannot judge) or 401,
+    // never accepted.
+    for (what, cookie) in [("ended", &ended), ("missed", &missed)] {
+        let status = d.me_status(d.a(), cookie).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+            "the {what} session's cookie must not be accepted while Redis is down: {status}"
+        );
+    }
+    // Learned by reloading, not from the message: its token is refused by
+    // the store-free check even with Redis down.
+    d.me_refused(d.a(), &missed_token).await;
+    assert_eq!(
+        d.me_status(d.a(), &unseen).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a session node A never read cannot be judged without Redis"
+    );
+    let body = d.assert_degraded("stale").await;
+    eprintln!("multinode (stale mode): /readyz while Redis is down: {body}");
+
+    d.own_redis().restart();
+    d.wait_until_following(RECOVERY_LIMIT).await;
+    d.me_ok(d.a(), &seen).await;
+    d.me_ok(d.a(), &unseen).await;
+    d.me_refused(d.a(), &ended).await;
+    d.me_refused(d.a(), &missed).await;
+    d.me_refused(d.b(), &missed_token).await;
 }
