@@ -17,7 +17,9 @@
 # The Redis tests need a Redis (7.0 or later, no auth) on 127.0.0.1:6379; each
 # test uses a key prefix of its own and deletes its keys. This script starts
 # redis-server (in memory only, no persistence) when the port is closed, and
-# installs Debian's redis-server when it is missing.
+# installs Debian's redis-server when it is missing. The Redis outage tests
+# (tests/api/multinode.rs) also run redis-server themselves, on free ports
+# with temporary directories, so the binary must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,18 +83,19 @@ ensure_postgres() {
 }
 
 ensure_redis() {
-  port_open 6379 && return 0
+  # The outage tests run redis-server themselves, so the binary must be
+  # here even when some Redis already listens on 6379.
   if ! command -v redis-server >/dev/null 2>&1; then
     if ! command -v apt-get >/dev/null 2>&1; then
-      echo "scripts/test.sh: Redis is not running on 127.0.0.1:6379 and apt-get is missing; install and start Redis" >&2
+      echo "scripts/test.sh: redis-server is not installed and apt-get is missing; install Redis 7 or later (the tests also run redis-server themselves)" >&2
       exit 1
     fi
     echo "scripts/test.sh: installing Redis (for the Redis backend tests)" >&2
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-    # The package may have started its own service on 6379 already.
-    port_open 6379 && return 0
   fi
+  # The package may have started its own service on 6379 already.
+  port_open 6379 && return 0
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
   for _ in $(seq 1 30); do
     port_open 6379 && return 0
