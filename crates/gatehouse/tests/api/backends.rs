@@ -56,8 +56,9 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     };
     let a = TestApp::spawn_with(shared).await;
     let b = TestApp::spawn_with(shared).await;
-    // Let both nodes subscribe before anything is published.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both nodes follow the feed before anything is published.
+    following(&a).await;
+    following(&b).await;
     let user = a.create_user().await;
     let (access, _) = token_pair(&a, &user).await;
     let verified = a.auth.verify_access_token(&access).expect("a fresh token");
