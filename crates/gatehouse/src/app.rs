@@ -217,6 +217,12 @@ impl Application {
                 channel,
             ))
         });
+        let auth = self.state.auth.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Long polls would hold the graceful shutdown for up to 30 s.
+            auth.stop_waiting();
+        };
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

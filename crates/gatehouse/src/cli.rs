@@ -48,6 +48,21 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage resource servers (services that follow the revocation feed).
+    ResourceServer {
+        #[command(subcommand)]
+        command: ResourceServerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResourceServerCommand {
+    /// Create a resource server and print its key (shown this once).
+    Create { name: String },
+    /// List the resource servers.
+    List,
+    /// Delete a resource server: its key stops working at once.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +195,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Decode { token },
         } => decode_token(config, &token).await,
+        Command::ResourceServer { command } => resource_server(config, command).await,
     }
+}
+
+async fn resource_server(config: Config, command: ResourceServerCommand) -> anyhow::Result<()> {
+    use crate::auth::feed::CreateResourceServerFailure;
+    use crate::auth::types::ResourceServerId;
+    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    match command {
+        ResourceServerCommand::Create { name } => {
+            let created = match auth.create_resource_server(&name).await {
+                Ok(c) => c,
+                Err(CreateResourceServerFailure::Invalid(errors)) => {
+                    let why: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+                    anyhow::bail!("{}", why.join("; "));
+                }
+                Err(CreateResourceServerFailure::NameTaken) => {
+                    anyhow::bail!("a resource server named {name:?} exists")
+                }
+                Err(CreateResourceServerFailure::Store(e)) => return Err(e),
+            };
+            // The key goes to stdout alone on its line, so scripts can take it.
+            println!(
+                "created resource server {} {}",
+                created.record.id, created.record.name
+            );
+            println!("{}", created.key.key());
+        }
+        ResourceServerCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<36} {:<25} NAME", "ID", "CREATED")?;
+            for rs in auth.resource_servers().await? {
+                writeln!(
+                    out,
+                    "{:<36} {:<25} {}",
+                    rs.id,
+                    rfc3339(rs.created_at),
+                    rs.name
+                )?;
+            }
+        }
+        ResourceServerCommand::Delete { id } => {
+            let parsed = ResourceServerId::parse(&id)
+                .ok_or_else(|| anyhow::anyhow!("{id:?} is not a resource server id"))?;
+            anyhow::ensure!(
+                auth.delete_resource_server(parsed).await?,
+                "no resource server {id}"
+            );
+            println!("deleted resource server {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod feed;
 pub mod keys;
 pub mod password;
 pub mod revocation;
@@ -94,6 +95,8 @@ pub struct Auth {
     pub(crate) revocations: RevocationSet,
     /// Set when sessions live in a store shared by many nodes (Redis).
     pub(crate) shared: Option<SharedSessions>,
+    /// Turns true when the server shuts down, ending the feed's long polls.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// What `/readyz` reports: each store's answer, and with Redis the state
@@ -175,6 +178,7 @@ impl Auth {
             keys,
             revocations,
             shared: None,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 

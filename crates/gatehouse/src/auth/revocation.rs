@@ -18,6 +18,9 @@ use super::types::SessionId;
 #[derive(Debug, Default)]
 pub struct RevocationSet {
     ended: RwLock<HashMap<SessionId, OffsetDateTime>>,
+    /// Woken when an entry is added or extended (the feed's long polls
+    /// wait on it).
+    changed: tokio::sync::Notify,
 }
 
 impl RevocationSet {
@@ -31,11 +34,32 @@ impl RevocationSet {
 
     /// Records ended sessions.
     pub fn insert(&self, entries: impl IntoIterator<Item = (SessionId, OffsetDateTime)>) {
-        let mut ended = self.ended.write().unwrap_or_else(|e| e.into_inner());
-        for (sid, until) in entries {
-            let e = ended.entry(sid).or_insert(until);
-            *e = (*e).max(until);
+        let mut news = false;
+        {
+            let mut ended = self.ended.write().unwrap_or_else(|e| e.into_inner());
+            for (sid, until) in entries {
+                match ended.get_mut(&sid) {
+                    Some(known) if *known >= until => {}
+                    Some(known) => {
+                        *known = until;
+                        news = true;
+                    }
+                    None => {
+                        ended.insert(sid, until);
+                        news = true;
+                    }
+                }
+            }
         }
+        if news {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Completes at the next insert that adds or extends an entry (only
+    /// for futures created, and enabled or polled, before it).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Forgets sessions none of whose tokens can still be valid.

@@ -164,6 +164,28 @@ opaque_secret!(
     RefreshSecret
 );
 
+opaque_secret!(
+    /// A resource server's key for the revocation feed: 32 bytes from the
+    /// OS RNG, shown once as `ghrs_` and 43 characters of base64url.
+    ResourceServerSecret
+);
+
+impl ResourceServerSecret {
+    /// What every key starts with, so that secret scanners and people can
+    /// tell it from a token.
+    pub const PREFIX: &'static str = "ghrs_";
+
+    /// Parses a key as shown (`ghrs_…`); anything else is refused.
+    pub fn parse_key(key: &str) -> Option<Self> {
+        key.strip_prefix(Self::PREFIX).and_then(Self::parse)
+    }
+
+    /// The key as shown to the admin who created it, once.
+    pub fn key(&self) -> String {
+        format!("{}{}", Self::PREFIX, self.encode())
+    }
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -205,6 +227,10 @@ uuid_id!(
     /// A session's public handle (not its secret).
     SessionId
 );
+uuid_id!(
+    /// A resource server's id.
+    ResourceServerId
+);
 
 fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max {
@@ -219,6 +245,25 @@ fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A resource server's name, such as `orders-api`: unique, for people.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ResourceServerName(String);
+
+impl ResourceServerName {
+    /// # Errors
+    /// When the name is empty, longer than 64 or has other characters than
+    /// letters, digits and `_ - . : * /`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token("resource server name", s, 64)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A role's name, such as `admin` or `support-staff`.

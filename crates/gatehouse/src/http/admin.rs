@@ -1,5 +1,6 @@
-//! `/v1/admin/*`: users, their roles and sessions, and roles. Every handler
-//! takes [`Admin`], so none can be written without the permission check.
+//! `/v1/admin/*`: users, their roles and sessions, roles, and resource
+//! servers. Every handler takes [`Admin`], so none can be written without
+//! the permission check.
 
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -14,9 +15,10 @@ use super::extract::{CurrentUser, JsonBody};
 use super::{AppState, UserView};
 use crate::auth::FieldError;
 use crate::auth::accounts::Registrar;
-use crate::auth::types::{Permission, RoleName, UserId};
+use crate::auth::feed::CreateResourceServerFailure;
+use crate::auth::types::{Permission, ResourceServerId, RoleName, UserId};
 use crate::error::{Error, unavailable};
-use crate::store::RolesError;
+use crate::store::{ResourceServerRecord, RolesError};
 
 /// Users per page when the client does not say.
 const DEFAULT_PAGE: u32 = 50;
@@ -35,6 +37,14 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/admin/roles", get(list_roles))
         .route("/v1/admin/roles/{name}", put(put_role).delete(delete_role))
+        .route(
+            "/v1/admin/resource-servers",
+            get(list_resource_servers).post(create_resource_server),
+        )
+        .route(
+            "/v1/admin/resource-servers/{id}",
+            axum::routing::delete(delete_resource_server),
+        )
 }
 
 /// An authenticated caller holding `gatehouse:admin`: 401 without
@@ -305,6 +315,76 @@ async fn delete_role(
 ) -> Result<StatusCode, Error> {
     let name = RoleName::parse(&name).map_err(|_| Error::NotFound)?;
     if !state.auth.delete_role(&name).await.map_err(unavailable)? {
+        return Err(Error::NotFound);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A resource server as the API shows it (never its key, which is shown
+/// once, at creation).
+fn resource_server_view(rs: &ResourceServerRecord) -> serde_json::Value {
+    json!({
+        "id": rs.id.to_string(),
+        "name": rs.name,
+        "created_at": rs.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateResourceServer {
+    name: String,
+}
+
+/// `POST /v1/admin/resource-servers` `{"name"}`: 201 with the new key,
+/// shown this once (only its hash is kept).
+async fn create_resource_server(
+    _: Admin,
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CreateResourceServer>,
+) -> Result<impl IntoResponse, Error> {
+    let created = state
+        .auth
+        .create_resource_server(&req.name)
+        .await
+        .map_err(|e| match e {
+            CreateResourceServerFailure::Invalid(errors) => Error::Invalid(errors),
+            CreateResourceServerFailure::NameTaken => {
+                Error::Conflict("A resource server with this name exists.")
+            }
+            CreateResourceServerFailure::Store(e) => unavailable(e),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "resource_server": resource_server_view(&created.record),
+            "key": created.key.key(),
+        })),
+    ))
+}
+
+async fn list_resource_servers(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, Error> {
+    let all = state.auth.resource_servers().await.map_err(unavailable)?;
+    let views: Vec<_> = all.iter().map(resource_server_view).collect();
+    Ok(Json(json!({ "resource_servers": views })))
+}
+
+/// `DELETE /v1/admin/resource-servers/{id}`: the key stops working at once.
+async fn delete_resource_server(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let id = ResourceServerId::parse(&id).ok_or(Error::NotFound)?;
+    if !state
+        .auth
+        .delete_resource_server(id)
+        .await
+        .map_err(unavailable)?
+    {
         return Err(Error::NotFound);
     }
     Ok(StatusCode::NO_CONTENT)

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authz;
 pub mod extract;
 pub mod ops;
+pub mod revocations;
 pub mod sessions;
 pub mod tokens;
 pub mod well_known;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(admin::router())
         .merge(authz::router())
+        .merge(revocations::router())
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

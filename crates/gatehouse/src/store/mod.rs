@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::config::DatabaseUrl;
 
 /// A stored account.
@@ -139,6 +139,66 @@ pub struct RefreshRecord {
     pub successor_sealed: Option<Vec<u8>>,
 }
 
+/// One entry of the revocation log: a session whose tokens are refused
+/// until `until`, numbered `seq` in the log's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRevocation {
+    pub session_id: SessionId,
+    pub until: OffsetDateTime,
+    pub seq: u64,
+}
+
+/// A read of the revocation log (what `GET /v1/revocations` serves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationLog {
+    /// Names the numbering; it changes when the numbering starts over (a
+    /// Redis that lost its data), and then old cursors mean nothing.
+    pub epoch: String,
+    /// The highest number assigned so far.
+    pub last_seq: u64,
+    /// Every entry in force numbered after the reader's cursor and up to
+    /// `upto` is in `entries`: `upto` is `last_seq` unless the read stopped
+    /// at its limit.
+    pub upto: u64,
+    /// In ascending `seq`.
+    pub entries: Vec<LoggedRevocation>,
+}
+
+/// Builds a [`RevocationLog`] from SQL rows `(session id, until, seq)` read
+/// with `seq <= last_seq` and `LIMIT limit`, in ascending `seq`.
+pub(crate) fn log_from_rows<I, T>(
+    epoch: String,
+    last_seq: i64,
+    limit: u32,
+    rows: Vec<(I, T, i64)>,
+    id: impl Fn(I) -> anyhow::Result<SessionId>,
+    until: impl Fn(T) -> OffsetDateTime,
+) -> anyhow::Result<RevocationLog> {
+    let last_seq = u64::try_from(last_seq).unwrap_or(0);
+    let full = rows.len() >= limit as usize;
+    let entries = rows
+        .into_iter()
+        .map(|(i, t, seq)| {
+            Ok(LoggedRevocation {
+                session_id: id(i)?,
+                until: until(t),
+                seq: u64::try_from(seq).unwrap_or(0),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A full page may have stopped short of `last_seq`.
+    let upto = match entries.last() {
+        Some(last) if full => last.seq,
+        _ => last_seq,
+    };
+    Ok(RevocationLog {
+        epoch,
+        last_seq,
+        upto,
+        entries,
+    })
+}
+
 /// Server-side sessions, their refresh tokens, and the record of ended
 /// sessions whose access tokens must be refused.
 ///
@@ -203,6 +263,23 @@ pub trait SessionStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<(SessionId, OffsetDateTime)>>;
 
+    /// The revocation log after `after` (from the start when `None`): the
+    /// records in force at `now` (`until > now`) whose number is greater,
+    /// in ascending number, at most `limit` of them.
+    ///
+    /// Contract: every revocation recorded gets the next number of the
+    /// log's sequence in the same atomic step that records it, and numbers
+    /// become visible in order, so a reader that passes back the `upto` it
+    /// was given never misses a record (re-revoking a session renumbers its
+    /// record). A record numbered `<= upto` that the reader has not been
+    /// given is one no longer in force.
+    async fn revocation_log(
+        &self,
+        after: Option<u64>,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> anyhow::Result<RevocationLog>;
+
     async fn insert_refresh(
         &self,
         hash: &SecretHash,
@@ -224,6 +301,48 @@ pub trait SessionStore: Send + Sync + 'static {
         successor_sealed: &[u8],
         session_id: SessionId,
     ) -> anyhow::Result<bool>;
+}
+
+/// A stored resource server (only the hash of its key is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceServerRecord {
+    pub id: ResourceServerId,
+    pub name: String,
+    pub key_hash: SecretHash,
+    pub created_at: OffsetDateTime,
+}
+
+/// Why a resource server could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateResourceServerError {
+    #[error("the name is taken")]
+    NameTaken,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// Resource servers: the services that follow the revocation feed.
+///
+/// Contract: names are unique (enforced by the store, no check-then-insert);
+/// lookups are by the SHA-256 of a key only; "not found" is `Ok(None)` or
+/// `Ok(false)`; every `Err` is a store failure.
+#[async_trait]
+pub trait ResourceServerStore: Send + Sync + 'static {
+    async fn create_resource_server(
+        &self,
+        rs: &ResourceServerRecord,
+    ) -> Result<(), CreateResourceServerError>;
+
+    /// Every resource server, by name.
+    async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>>;
+
+    async fn resource_server_by_key(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<ResourceServerRecord>>;
+
+    /// `false` when there was none.
+    async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool>;
 }
 
 /// A signing key as stored.
@@ -325,6 +444,7 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
+    pub resource_servers: Arc<dyn ResourceServerStore>,
 }
 
 /// Opens (creating and migrating where needed) the stores the configuration
@@ -340,8 +460,9 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
             Ok(Stores {
                 users: db.clone(),
                 sessions: db.clone(),
-                keys: db,
+                keys: db.clone(),
                 failures: Arc::new(memory::MemoryFailureCounter::default()),
+                resource_servers: db,
             })
         }
         DatabaseUrl::Postgres(url) => {
@@ -353,7 +474,8 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
                 users: db.clone(),
                 sessions: db.clone(),
                 keys: db.clone(),
-                failures: db,
+                failures: db.clone(),
+                resource_servers: db,
             })
         }
     }

@@ -14,10 +14,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Attempt, CreateUserError, FailureCounter, KeyStore, NewUser, RefreshRecord, RolesError,
-    SessionRecord, SessionStore, StoredKey, UserRecord, UserStore,
+    Attempt, CreateResourceServerError, CreateUserError, FailureCounter, KeyStore, NewUser,
+    RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError,
+    SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
-use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -630,6 +631,34 @@ impl SessionStore for PgStore {
             .collect())
     }
 
+    async fn revocation_log(
+        &self,
+        after: Option<u64>,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> anyhow::Result<RevocationLog> {
+        // The head first: every number up to `last_seq` was committed
+        // before this read, so the second read sees all of them.
+        let (epoch, last_seq): (String, i64) =
+            sqlx::query_as("SELECT epoch, last_seq FROM revocation_feed WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .context("reading the revocation log's head")?;
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let rows: Vec<(Uuid, OffsetDateTime, i64)> = sqlx::query_as(
+            "SELECT session_id, revoked_until, seq FROM revoked_sessions \
+             WHERE seq > $1 AND seq <= $2 AND revoked_until > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(after)
+        .bind(last_seq)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the revocation log")?;
+        log_from_rows(epoch, last_seq, limit, rows, |id| Ok(SessionId(id)), |t| t)
+    }
+
     async fn insert_refresh(
         &self,
         hash: &SecretHash,
@@ -736,18 +765,110 @@ async fn revoke(
     if ids.is_empty() {
         return Ok(());
     }
+    // Takes the next numbers of the log; the row lock this update holds
+    // until commit orders the transactions that number revocations.
+    let n = i64::try_from(ids.len()).context("too many revocations at once")?;
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE revocation_feed SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
+    )
+    .bind(n)
+    .fetch_one(&mut **tx)
+    .await
+    .context("numbering revocations")?;
     sqlx::query(
-        "INSERT INTO revoked_sessions (session_id, revoked_until) \
-         SELECT id, $2 FROM unnest($1::uuid[]) AS id \
+        "INSERT INTO revoked_sessions (session_id, revoked_until, seq) \
+         SELECT t.id, $2, $3 + t.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, ord) \
          ON CONFLICT (session_id) DO UPDATE \
-         SET revoked_until = GREATEST(revoked_sessions.revoked_until, excluded.revoked_until)",
+         SET revoked_until = GREATEST(revoked_sessions.revoked_until, excluded.revoked_until), \
+             seq = excluded.seq",
     )
     .bind(ids)
     .bind(ms(until))
+    .bind(last - n)
     .execute(&mut **tx)
     .await
     .context("recording revocations")?;
     Ok(())
+}
+
+/// The unique constraint on `resource_servers.name` (named in the migration).
+const RESOURCE_SERVER_NAME_CONSTRAINT: &str = "resource_servers_name_unique";
+
+fn resource_server_from_row(
+    (id, name, hash, created_at): (Uuid, String, Vec<u8>, OffsetDateTime),
+) -> anyhow::Result<ResourceServerRecord> {
+    Ok(ResourceServerRecord {
+        id: ResourceServerId(id),
+        name,
+        key_hash: SecretHash(
+            hash.try_into()
+                .map_err(|_| anyhow::anyhow!("a stored key hash is not 32 bytes"))?,
+        ),
+        created_at,
+    })
+}
+
+#[async_trait]
+impl ResourceServerStore for PgStore {
+    async fn create_resource_server(
+        &self,
+        rs: &ResourceServerRecord,
+    ) -> Result<(), CreateResourceServerError> {
+        let inserted = sqlx::query(
+            "INSERT INTO resource_servers (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(rs.id.0)
+        .bind(&rs.name)
+        .bind(&rs.key_hash.0[..])
+        .bind(ms(rs.created_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation()
+                    && e.constraint() == Some(RESOURCE_SERVER_NAME_CONSTRAINT) =>
+            {
+                Err(CreateResourceServerError::NameTaken)
+            }
+            Err(e) => Err(anyhow::Error::new(e)
+                .context("inserting a resource server")
+                .into()),
+        }
+    }
+
+    async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
+        let rows: Vec<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
+            "SELECT id, name, key_hash, created_at FROM resource_servers ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing resource servers")?;
+        rows.into_iter().map(resource_server_from_row).collect()
+    }
+
+    async fn resource_server_by_key(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<ResourceServerRecord>> {
+        let row: Option<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
+            "SELECT id, name, key_hash, created_at FROM resource_servers WHERE key_hash = $1",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking a resource server up")?;
+        row.map(resource_server_from_row).transpose()
+    }
+
+    async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM resource_servers WHERE id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .context("deleting a resource server")?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 #[async_trait]

@@ -20,6 +20,9 @@
 //! | `P exp` | sorted set | every session id, scored by `expires_at` (for `delete_expired`) | the latest `expires_at` |
 //! | `P seen` | sorted set | every session id, scored by `last_seen_at` (for `delete_expired`) | the latest `expires_at` |
 //! | `P revoked` | sorted set | ended session ids, scored by `revoke_until` | the latest `revoke_until` |
+//! | `P revlog` | sorted set | the same ids, scored by their number in the revocation log | the latest `revoke_until` |
+//! | `P revseq` | string | the last number the log gave | the latest `revoke_until` |
+//! | `P revepoch` | string | the name of the log's numbering (it starts anew when the three log keys expired, or Redis lost them) | the latest `revoke_until` |
 //! | `P f:{key}` | string | the attempt count of the key's window | the window's close |
 //!
 //! (Written here with a space after `P`; the keys have none.) Index entries of
@@ -29,7 +32,7 @@
 //! Channel `P revocations`: every script that ends sessions publishes one
 //! message per ended session, `"{sid} {revoke_until_ms}"` (the `until` in
 //! force, the later one when the session was already revoked), for nodes to
-//! feed their in-memory revocation sets. Nothing subscribes yet.
+//! feed their in-memory revocation sets (`fanout.rs`).
 //!
 //! # Atomicity
 //!
@@ -55,7 +58,10 @@ use redis::{AsyncCommands as _, Script};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Attempt, FailureCounter, RefreshRecord, SessionRecord, SessionStore};
+use super::{
+    Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
+    SessionStore,
+};
 use crate::auth::types::{SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
@@ -98,13 +104,23 @@ local function drop_session(sid, uid)
   redis.call('ZREM', P .. 'seen', sid)
 end
 
--- Records `sid` as revoked until `until_ms` (keeping a later record) and
--- publishes it with the `until` in force on the revocation channel.
-local function revoke(sid, until_ms)
+-- Records `sid` as revoked until `until_ms` (keeping a later record),
+-- numbers it in the revocation log (a log that expired starts a new epoch,
+-- named `epoch`), and publishes it with the `until` in force on the
+-- revocation channel. The log's keys expire with its last record.
+local function revoke(sid, until_ms, epoch)
   local key = P .. 'revoked'
   redis.call('ZADD', key, 'GT', until_ms, sid)
   extend(key, until_ms)
   local in_force = redis.call('ZSCORE', key, sid) or until_ms
+  if redis.call('SET', P .. 'revepoch', epoch, 'NX') then
+    redis.call('DEL', P .. 'revseq', P .. 'revlog')
+  end
+  local seq = redis.call('INCR', P .. 'revseq')
+  redis.call('ZADD', P .. 'revlog', seq, sid)
+  extend(P .. 'revepoch', in_force)
+  extend(P .. 'revseq', in_force)
+  extend(P .. 'revlog', in_force)
   redis.call('PUBLISH', P .. 'revocations', sid .. ' ' .. in_force)
 end
 ";
@@ -145,18 +161,20 @@ end
 return 0
 ";
 
-/// ARGV: P, sid, user id, revoke until. Returns 1 when the session was ended.
+/// ARGV: P, sid, user id, revoke until, epoch if the log starts anew.
+/// Returns 1 when the session was ended.
 const DELETE_SESSION: &str = r"
 local sid, uid = ARGV[2], ARGV[3]
 if redis.call('HGET', P .. 's:' .. sid, 'u') ~= uid then
   return 0
 end
 drop_session(sid, uid)
-revoke(sid, ARGV[4])
+revoke(sid, ARGV[4], ARGV[5])
 return 1
 ";
 
-/// ARGV: P, user id, kept sid or "", revoke until. Returns the ended ids.
+/// ARGV: P, user id, kept sid or "", revoke until, epoch if the log starts
+/// anew. Returns the ended ids.
 const DELETE_SESSIONS_OF: &str = r"
 local uid, keep = ARGV[2], ARGV[3]
 local ukey = P .. 'u:' .. uid
@@ -165,7 +183,7 @@ for _, sid in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do
   if sid ~= keep then
     if redis.call('HGET', P .. 's:' .. sid, 'u') == uid then
       drop_session(sid, uid)
-      revoke(sid, ARGV[4])
+      revoke(sid, ARGV[4], ARGV[5])
       ended[#ended + 1] = sid
     else
       redis.call('ZREM', ukey, sid)
@@ -194,8 +212,45 @@ for sid, _ in pairs(candidates) do
   end
   drop_session(sid, uid)
 end
-redis.call('ZREMRANGEBYSCORE', P .. 'revoked', '-inf', ARGV[2])
+local gone = redis.call('ZRANGE', P .. 'revoked', '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, limit)
+for _, sid in ipairs(gone) do
+  redis.call('ZREM', P .. 'revoked', sid)
+  redis.call('ZREM', P .. 'revlog', sid)
+end
 return deleted
+";
+
+/// ARGV: P, after (-1: from the start), now, limit. Returns {epoch,
+/// last seq, upto, sid1, until1, seq1, sid2, ...}: the records in force
+/// numbered after `after`, in order, at most `limit`.
+const REVOCATION_LOG: &str = r"
+local after, now, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch = redis.call('GET', P .. 'revepoch') or ''
+local last = tonumber(redis.call('GET', P .. 'revseq') or '0')
+local out = {epoch, tostring(last), ''}
+local found, upto, from = 0, last, '(' .. after
+while true do
+  local chunk = redis.call('ZRANGE', P .. 'revlog', from, last, 'BYSCORE', 'LIMIT', 0, 500, 'WITHSCORES')
+  if #chunk == 0 then break end
+  for i = 1, #chunk, 2 do
+    local sid, seq = chunk[i], chunk[i + 1]
+    local until_ms = redis.call('ZSCORE', P .. 'revoked', sid)
+    if until_ms and tonumber(until_ms) > now then
+      out[#out + 1] = sid
+      out[#out + 1] = until_ms
+      out[#out + 1] = seq
+      found = found + 1
+      if found >= limit then
+        upto = tonumber(seq)
+        out[3] = tostring(upto)
+        return out
+      end
+    end
+    from = '(' .. seq
+  end
+end
+out[3] = tostring(upto)
+return out
 ";
 
 /// ARGV: P, token hash, sid, created.
@@ -282,6 +337,7 @@ struct Scripts {
     insert_refresh: Script,
     rotate_refresh: Script,
     hit: Script,
+    revocation_log: Script,
 }
 
 impl Scripts {
@@ -296,6 +352,7 @@ impl Scripts {
             insert_refresh: with_prelude(INSERT_REFRESH),
             rotate_refresh: with_prelude(ROTATE_REFRESH),
             hit: with_prelude(HIT),
+            revocation_log: with_prelude(REVOCATION_LOG),
         }
     }
 }
@@ -369,6 +426,12 @@ impl RedisStore {
         }
         session_from_fields(sid, &fields).map(Some)
     }
+}
+
+/// A fresh name for the revocation log's numbering, used only if the log
+/// has to start anew.
+fn new_epoch() -> String {
+    Uuid::now_v7().simple().to_string()
 }
 
 fn field<'a>(fields: &'a HashMap<String, Vec<u8>>, name: &str) -> anyhow::Result<&'a [u8]> {
@@ -555,6 +618,7 @@ impl SessionStore for RedisStore {
             .arg(id.to_string())
             .arg(user_id.to_string())
             .arg(to_millis(revoke_until))
+            .arg(new_epoch())
             .invoke_async(&mut con)
             .await
             .context("deleting a session in Redis")?;
@@ -577,6 +641,7 @@ impl SessionStore for RedisStore {
             .arg(user_id.to_string())
             .arg(keep.map(|k| k.to_string()).unwrap_or_default())
             .arg(to_millis(revoke_until))
+            .arg(new_epoch())
             .invoke_async(&mut con)
             .await
             .context("deleting a user's sessions in Redis")?;
@@ -627,6 +692,56 @@ impl SessionStore for RedisStore {
         rows.into_iter()
             .map(|(sid, until)| Ok((SessionId(uuid(sid.as_bytes())?), from_millis(until))))
             .collect()
+    }
+
+    /// One script, so the head and the records are read together. Records
+    /// whose `until` has passed but are not swept yet are skipped.
+    async fn revocation_log(
+        &self,
+        after: Option<u64>,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> anyhow::Result<RevocationLog> {
+        let mut con = self.con.clone();
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let reply: Vec<String> = self
+            .scripts
+            .revocation_log
+            .arg(&self.prefix)
+            .arg(after)
+            .arg(to_millis(now))
+            .arg(limit.max(1))
+            .invoke_async(&mut con)
+            .await
+            .context("reading the revocation log from Redis")?;
+        let number = |s: &str| -> anyhow::Result<u64> {
+            s.parse::<u64>()
+                .with_context(|| format!("a revocation log number is not an integer: {s:?}"))
+        };
+        let [epoch, last_seq, upto, rest @ ..] = reply.as_slice() else {
+            anyhow::bail!("the revocation log script answered {} values", reply.len());
+        };
+        let entries = rest
+            .chunks(3)
+            .map(|c| match c {
+                [sid, until, seq] => Ok(LoggedRevocation {
+                    session_id: SessionId(uuid(sid.as_bytes())?),
+                    until: from_millis(
+                        until
+                            .parse()
+                            .with_context(|| format!("a revocation's until: {until:?}"))?,
+                    ),
+                    seq: number(seq)?,
+                }),
+                _ => anyhow::bail!("the revocation log script answered a partial record"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(RevocationLog {
+            epoch: epoch.clone(),
+            last_seq: number(last_seq)?,
+            upto: number(upto)?,
+            entries,
+        })
     }
 
     /// Stores an unspent token expiring with its session; `Err` when the

@@ -12,10 +12,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, KeyStore, NewUser, RefreshRecord, RolesError, SessionRecord, SessionStore,
-    StoredKey, UserRecord, UserStore,
+    CreateResourceServerError, CreateUserError, KeyStore, NewUser, RefreshRecord,
+    ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError, SessionRecord,
+    SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
-use crate::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -522,6 +523,43 @@ impl SessionStore for SqliteStore {
             .collect()
     }
 
+    async fn revocation_log(
+        &self,
+        after: Option<u64>,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> anyhow::Result<RevocationLog> {
+        // One read transaction: the log's head and its entries from the same
+        // snapshot.
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let (epoch, last_seq): (String, i64) =
+            sqlx::query_as("SELECT epoch, last_seq FROM revocation_feed WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .context("reading the revocation log's head")?;
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT session_id, revoked_until, seq FROM revoked_sessions \
+             WHERE seq > ? AND seq <= ? AND revoked_until > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(last_seq)
+        .bind(to_millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading the revocation log")?;
+        tx.commit().await.context("ending a read")?;
+        log_from_rows(
+            epoch,
+            last_seq,
+            limit,
+            rows,
+            |id| Ok(SessionId(parse_uuid(id)?)),
+            from_millis,
+        )
+    }
+
     async fn insert_refresh(
         &self,
         hash: &SecretHash,
@@ -664,24 +702,109 @@ impl SqliteStore {
     }
 }
 
-/// Records ended sessions as revoked, inside the caller's transaction.
+/// Records ended sessions as revoked, each with the next number of the
+/// revocation log, inside the caller's transaction.
 async fn revoke(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ids: &[SessionId],
     until: OffsetDateTime,
 ) -> anyhow::Result<()> {
     for id in ids {
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE revocation_feed SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq",
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .context("numbering a revocation")?;
         sqlx::query(
-            "INSERT INTO revoked_sessions (session_id, revoked_until) VALUES (?, ?) \
-             ON CONFLICT (session_id) DO UPDATE SET revoked_until = MAX(revoked_until, excluded.revoked_until)",
+            "INSERT INTO revoked_sessions (session_id, revoked_until, seq) VALUES (?, ?, ?) \
+             ON CONFLICT (session_id) DO UPDATE SET \
+             revoked_until = MAX(revoked_until, excluded.revoked_until), seq = excluded.seq",
         )
         .bind(id.0.to_string())
         .bind(to_millis(until))
+        .bind(seq)
         .execute(&mut **tx)
         .await
         .context("recording a revocation")?;
     }
     Ok(())
+}
+
+fn resource_server_from_row(
+    (id, name, hash, created_at): (String, String, Vec<u8>, i64),
+) -> anyhow::Result<ResourceServerRecord> {
+    Ok(ResourceServerRecord {
+        id: ResourceServerId(parse_uuid(id)?),
+        name,
+        key_hash: SecretHash(
+            hash.try_into()
+                .map_err(|_| anyhow::anyhow!("a stored key hash is not 32 bytes"))?,
+        ),
+        created_at: from_millis(created_at),
+    })
+}
+
+#[async_trait]
+impl ResourceServerStore for SqliteStore {
+    async fn create_resource_server(
+        &self,
+        rs: &ResourceServerRecord,
+    ) -> Result<(), CreateResourceServerError> {
+        let inserted = sqlx::query(
+            "INSERT INTO resource_servers (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(rs.id.0.to_string())
+        .bind(&rs.name)
+        .bind(&rs.key_hash.0[..])
+        .bind(to_millis(rs.created_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation() && e.message().contains("resource_servers.name") =>
+            {
+                Err(CreateResourceServerError::NameTaken)
+            }
+            Err(e) => Err(anyhow::Error::new(e)
+                .context("inserting a resource server")
+                .into()),
+        }
+    }
+
+    async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
+        let rows: Vec<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, name, key_hash, created_at FROM resource_servers ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing resource servers")?;
+        rows.into_iter().map(resource_server_from_row).collect()
+    }
+
+    async fn resource_server_by_key(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<ResourceServerRecord>> {
+        let row: Option<(String, String, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, name, key_hash, created_at FROM resource_servers WHERE key_hash = ?",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking a resource server up")?;
+        row.map(resource_server_from_row).transpose()
+    }
+
+    async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM resource_servers WHERE id = ?")
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .context("deleting a resource server")?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 #[async_trait]

@@ -577,3 +577,116 @@ fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
     );
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
 }
+
+/// `gatehouse resource-server create NAME`: the key on a line of its own.
+fn create_resource_server(dir: &Path, name: &str) -> (String, String) {
+    let out = run(gatehouse(dir).args(["resource-server", "create", name]), "");
+    assert!(out.status.success(), "{out:?}");
+    let mut lines = out.stdout.lines();
+    let first = lines.next().expect("a first line");
+    let id = first
+        .strip_prefix("created resource server ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_owned();
+    let key = lines.next().expect("the key line").to_owned();
+    assert!(key.starts_with("ghrs_") && key.len() == 48, "{key:?}");
+    (id, key)
+}
+
+#[tokio::test]
+async fn resource_server_commands_create_list_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, key) = create_resource_server(dir.path(), "orders-api");
+    let out = run(gatehouse(dir.path()).args(["resource-server", "list"]), "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains(&id) && out.stdout.contains("orders-api"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stdout.contains(&key[5..]),
+        "the key is shown once: {out:?}"
+    );
+
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let res = client()
+        .get(server.url("/v1/revocations"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("GET /v1/revocations");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the key the CLI printed works"
+    );
+
+    let taken = run(
+        gatehouse(dir.path()).args(["resource-server", "create", "orders-api"]),
+        "",
+    );
+    assert!(assert_fails_with_one_line(&taken).contains("orders-api"));
+    let bad = run(
+        gatehouse(dir.path()).args(["resource-server", "create", "two words"]),
+        "",
+    );
+    assert_fails_with_one_line(&bad);
+
+    let out = run(
+        gatehouse(dir.path()).args(["resource-server", "delete", &id]),
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let res = client()
+        .get(server.url("/v1/revocations"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("GET /v1/revocations");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "a deleted key is refused"
+    );
+    let again = run(
+        gatehouse(dir.path()).args(["resource-server", "delete", &id]),
+        "",
+    );
+    assert_fails_with_one_line(&again);
+}
+
+#[tokio::test]
+async fn sigterm_ends_a_waiting_feed_request_and_stops_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, key) = create_resource_server(dir.path(), "poller");
+    let mut server = Server::start(&mut serve_cmd(dir.path()));
+    let url = server.url("/v1/revocations?wait=30");
+    let waiting = tokio::spawn(async move {
+        client()
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the feed request waits");
+
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    let Some(status) = wait_for_exit(&mut server.child.0, Duration::from_secs(5)) else {
+        panic!("a waiting feed request held the shutdown up for 5 s");
+    };
+    assert_eq!(status.code(), Some(0));
+    let answer = waiting.await.expect("the task");
+    assert_eq!(
+        answer.ok(),
+        Some(StatusCode::OK),
+        "the waiting request is answered (empty), not cut off"
+    );
+    eprintln!(
+        "SIGTERM with a waiting feed request: exited after {:?}",
+        signalled.elapsed()
+    );
+}

@@ -13,6 +13,7 @@ mod multinode;
 mod nginx;
 mod process;
 mod redis_server;
+mod revocation_feed;
 mod sessions;
 mod store_contract;
 mod throttling;

@@ -301,6 +301,12 @@ contract! {
     revocations_lists_only_those_in_force
         => sqlite_revocations_lists_only_those_in_force,
            postgres_revocations_lists_only_those_in_force;
+    revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor
+        => sqlite_revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor,
+           postgres_revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor;
+    revocation_log_skips_what_is_no_longer_in_force_and_pages
+        => sqlite_revocation_log_skips_what_is_no_longer_in_force_and_pages,
+           postgres_revocation_log_skips_what_is_no_longer_in_force_and_pages;
     delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations
         => sqlite_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations,
            postgres_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations;
@@ -370,6 +376,10 @@ redis_contract! {
         => redis_delete_sessions_of_spares_the_kept_session;
     revocations_lists_only_those_in_force
         => redis_revocations_lists_only_those_in_force;
+    revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor
+        => redis_revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor;
+    revocation_log_skips_what_is_no_longer_in_force_and_pages
+        => redis_revocation_log_skips_what_is_no_longer_in_force_and_pages;
     delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations
         => redis_delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations;
     delete_expired_agrees_with_the_domain_at_the_boundaries
@@ -1015,6 +1025,124 @@ async fn revocations_lists_only_those_in_force(stores: Stores) {
     assert!(revocations(&stores, at(200)).await.is_empty());
 }
 
+async fn log(
+    stores: &Stores,
+    after: Option<u64>,
+    now: OffsetDateTime,
+    limit: u32,
+) -> store::RevocationLog {
+    stores
+        .sessions
+        .revocation_log(after, now, limit)
+        .await
+        .expect("revocation_log")
+}
+
+fn logged(l: &store::RevocationLog) -> Vec<(SessionId, OffsetDateTime)> {
+    l.entries.iter().map(|e| (e.session_id, e.until)).collect()
+}
+
+async fn revocation_log_numbers_endings_in_order_and_resumes_after_a_cursor(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let [a1, a2, b1, b2, b3] = [
+        session(alice.id, 1, at(0)),
+        session(alice.id, 2, at(0)),
+        session(bob.id, 3, at(0)),
+        session(bob.id, 4, at(0)),
+        session(bob.id, 5, at(0)),
+    ];
+    for s in [&a1, &a2, &b1, &b2, &b3] {
+        insert(&stores, s).await;
+    }
+    let empty = log(&stores, None, at(0), 100).await;
+    assert!(empty.entries.is_empty(), "{empty:?}");
+    assert_eq!(empty.upto, empty.last_seq);
+
+    let ended = stores
+        .sessions
+        .delete_session(a1.id, alice.id, at(300))
+        .await;
+    assert!(ended.expect("delete_session"));
+    let mut batch = stores
+        .sessions
+        .delete_sessions_of(bob.id, Some(b3.id), at(301))
+        .await
+        .expect("delete_sessions_of");
+    batch.sort();
+
+    let first = log(&stores, None, at(0), 100).await;
+    assert_eq!(first.entries.len(), 3, "{first:?}");
+    assert_eq!(first.entries[0].session_id, a1.id);
+    assert_eq!(first.entries[0].until, at(300));
+    let mut rest: Vec<_> = first.entries[1..].iter().map(|e| e.session_id).collect();
+    rest.sort();
+    assert_eq!(rest, batch);
+    let seqs: Vec<u64> = first.entries.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "ascending and distinct: {seqs:?}"
+    );
+    assert_eq!(first.upto, first.last_seq);
+    assert_eq!(first.last_seq, seqs[2]);
+    assert!(!first.epoch.is_empty());
+
+    // After a cursor: only what is numbered later.
+    let tail = log(&stores, Some(seqs[0]), at(0), 100).await;
+    assert_eq!(tail.entries, first.entries[1..]);
+    let none = log(&stores, Some(first.upto), at(0), 100).await;
+    assert!(none.entries.is_empty(), "{none:?}");
+    assert_eq!(none.epoch, first.epoch, "the epoch is stable");
+
+    // A later ending comes after the cursor.
+    let ended = stores
+        .sessions
+        .delete_session(a2.id, alice.id, at(302))
+        .await;
+    assert!(ended.expect("delete_session"));
+    let next = log(&stores, Some(first.upto), at(0), 100).await;
+    assert_eq!(logged(&next), [(a2.id, at(302))]);
+    assert!(next.entries[0].seq > first.upto);
+    assert_eq!(next.upto, next.entries[0].seq);
+}
+
+async fn revocation_log_skips_what_is_no_longer_in_force_and_pages(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let sessions: Vec<_> = (1..=5).map(|n| session(alice.id, n, at(0))).collect();
+    for (i, s) in sessions.iter().enumerate() {
+        insert(&stores, s).await;
+        let until = at(100 * (i as i64 + 1));
+        let ended = stores.sessions.delete_session(s.id, alice.id, until).await;
+        assert!(ended.expect("delete_session"));
+    }
+    // At 250 the first two are no longer in force.
+    let l = log(&stores, None, at(250), 100).await;
+    assert_eq!(
+        logged(&l),
+        [
+            (sessions[2].id, at(300)),
+            (sessions[3].id, at(400)),
+            (sessions[4].id, at(500))
+        ]
+    );
+    assert_eq!(l.upto, l.last_seq);
+
+    // Pages of two: each page's `upto` resumes where it stopped.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..4 {
+        let page = log(&stores, cursor, at(0), 2).await;
+        assert!(page.entries.len() <= 2, "{page:?}");
+        seen.extend(page.entries.iter().map(|e| e.session_id));
+        cursor = Some(page.upto);
+        if page.entries.is_empty() {
+            break;
+        }
+    }
+    let all: Vec<_> = sessions.iter().map(|s| s.id).collect();
+    assert_eq!(seen, all, "every record once, in order");
+}
+
 async fn delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations(stores: Stores) {
     let alice = create(&stores, "alice@example.com", &[]).await;
     let bob = create(&stores, "bob@example.com", &[]).await;
@@ -1585,7 +1713,10 @@ async fn redis_every_key_expires_with_what_it_belongs_to() {
         (key(&[b"f:alice@example.com|192.0.2.7"]), ms(at(60))),
         (key(&[b"r:", &old.0]), ms(kept.expires_at)),
         (key(&[b"r:", &successor.0]), ms(kept.expires_at)),
+        (key(&[b"revepoch"]), ms(at(3600))),
+        (key(&[b"revlog"]), ms(at(3600))),
         (key(&[b"revoked"]), ms(at(3600))),
+        (key(&[b"revseq"]), ms(at(3600))),
         (key(&[b"s:", sid.as_bytes()]), ms(kept.expires_at)),
         (key(&[b"seen"]), ms(kept.expires_at)),
         (key(&[b"sh:", &kept.secret_hash.0]), ms(kept.expires_at)),

@@ -1,0 +1,116 @@
+//! `GET /v1/revocations`: the feed of ended sessions for resource servers,
+//! authenticated with a resource-server key (never a user's credentials).
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::extract::bearer_token;
+use crate::auth::feed::{FeedCursor, MAX_FEED_WAIT};
+use crate::auth::types::ResourceServerSecret;
+use crate::error::{Error, unavailable};
+use crate::store::ResourceServerRecord;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/revocations", get(feed))
+}
+
+/// A caller holding a resource-server key (`Authorization: Bearer ghrs_…`):
+/// 401 without one, 401 `invalid_token` for a key that is malformed or not
+/// (or no longer) known, 503 when the store cannot tell.
+#[derive(Debug)]
+pub struct ResourceServer(pub ResourceServerRecord);
+
+impl FromRequestParts<AppState> for ResourceServer {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let value = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(Error::Unauthorized)?;
+        let key = bearer_token(value)
+            .and_then(ResourceServerSecret::parse_key)
+            .ok_or(Error::InvalidToken)?;
+        let found = state
+            .auth
+            .authenticate_resource_server(&key)
+            .await
+            .map_err(unavailable)?;
+        found.map(Self).ok_or(Error::InvalidToken)
+    }
+}
+
+#[derive(Serialize)]
+struct Revocation {
+    sid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    until: OffsetDateTime,
+}
+
+/// `GET /v1/revocations?since=CURSOR&wait=SECONDS`: the sessions ended
+/// after the cursor (every one in force without it), waiting up to `wait`
+/// seconds (0 to 30, default 0) for one when there are none.
+async fn feed(
+    ResourceServer(_): ResourceServer,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<impl IntoResponse, Error> {
+    let mut since = None;
+    let mut wait = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "since" if since.is_none() => {
+                since = Some(FeedCursor::parse(&v).map_err(|_| {
+                    Error::BadRequest(
+                        "since is not a cursor this server issued; start again without it".into(),
+                    )
+                })?);
+            }
+            "wait" if wait.is_none() => {
+                let seconds = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= MAX_FEED_WAIT.as_secs())
+                    .ok_or_else(|| {
+                        Error::BadRequest("wait must be a whole number of seconds, 0 to 30".into())
+                    })?;
+                wait = Some(Duration::from_secs(seconds));
+            }
+            "since" | "wait" => {
+                return Err(Error::BadRequest(format!("{k} is given twice")));
+            }
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let page = state
+        .auth
+        .revocation_feed(since.as_ref(), wait.unwrap_or(Duration::ZERO))
+        .await
+        .map_err(unavailable)?;
+    let revocations: Vec<Revocation> = page
+        .revocations
+        .iter()
+        .map(|(sid, until)| Revocation {
+            sid: sid.to_string(),
+            until: *until,
+        })
+        .collect();
+    Ok(Json(json!({
+        "revocations": revocations,
+        "cursor": page.cursor.encode(),
+    })))
+}
