@@ -76,6 +76,44 @@ impl KeyRing {
     pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
         self.verifiers.get(kid)
     }
+
+    /// A ring that only verifies, as a verifier configured for `alg` would
+    /// hold it: the published keys of that algorithm, or for HS256 the
+    /// shared secret (under the kid gatehouse gives it). For checking the
+    /// validation rules against fixed keys (the shared test vectors).
+    ///
+    /// # Errors
+    /// When a key of the algorithm cannot be read, or HS256 has no secret.
+    pub fn for_verification(
+        alg: JwtAlg,
+        published: &[Jwk],
+        hs256_secret: Option<&SecretBytes>,
+    ) -> anyhow::Result<Self> {
+        if alg == JwtAlg::Hs256 {
+            let secret = hs256_secret.context("HS256 verifies with the shared secret")?;
+            let mut ring = KeyManager::hs256_ring(secret);
+            ring.signer = None;
+            return Ok(ring);
+        }
+        let mut verifiers = HashMap::new();
+        for jwk in published {
+            let of_alg = jwk
+                .common
+                .key_algorithm
+                .is_some_and(|a| a.to_string() == alg_name(alg));
+            if let (true, Some(kid)) = (of_alg, &jwk.common.key_id) {
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("{kid}: {e}"))?;
+                verifiers.insert(kid.clone(), key);
+            }
+        }
+        Ok(Self {
+            alg,
+            signer: None,
+            verifiers,
+            published: published.to_vec(),
+            fingerprint: Vec::new(),
+        })
+    }
 }
 
 /// Where the keys come from.
@@ -143,6 +181,17 @@ pub fn open(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> anyhow::Result<Vec<
         .open_in_place(nonce, Aad::from(aad), &mut buf)
         .map_err(|_| anyhow::anyhow!("authentication failed"))?;
     Ok(plain.to_vec())
+}
+
+/// A fresh key pair of `alg` for signing outside the server (the shared
+/// test vectors): the encoding key, and its public JWK with `kid`, `alg` and
+/// `use` as gatehouse publishes them.
+///
+/// # Errors
+/// For HS256 (configured, not generated), or when generation fails.
+pub fn generate_signing_key(alg: JwtAlg) -> anyhow::Result<(EncodingKey, Jwk)> {
+    let der = generate(alg)?;
+    from_pem(alg, der_to_pem(&der).as_bytes())
 }
 
 /// A freshly generated key pair: PKCS#8 DER of the private key.

@@ -119,6 +119,28 @@ pub enum TokenError {
     Revoked,
 }
 
+impl TokenError {
+    /// The verdict's name in the shared test vectors
+    /// (`testdata/access-tokens.json`), which `gatehouse-verify` uses too.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::ForbiddenHeader => "forbidden_header",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::WrongType => "wrong_type",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 /// A freshly signed access token.
 #[derive(Debug, Clone)]
 pub struct IssuedAccess {
@@ -247,6 +269,63 @@ pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenErr
     verify_jws(token, ring.alg, key)
 }
 
+/// gatehouse's rules for an access token, in the order they are checked:
+/// the header and signature ([`verify_signature`]), the claims' shape, `iss`,
+/// `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with the
+/// leeway, canonical `sub` and `sid`, and finally `is_revoked`.
+///
+/// `gatehouse-verify` implements the same rules for resource servers; the
+/// shared vectors in `testdata/access-tokens.json` are run against both.
+///
+/// # Errors
+/// The first rule the token breaks.
+pub fn validate_access_token(
+    token: &str,
+    ring: &KeyRing,
+    settings: &TokenSettings,
+    now: i64,
+    is_revoked: impl Fn(SessionId) -> bool,
+) -> Result<VerifiedToken, TokenError> {
+    let payload = verify_signature(token, ring)?;
+    // Only a JSON object with our claims' types parses: arrays, strings
+    // and numbers are refused here.
+    let claims: AccessClaims =
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
+    if claims.iss != settings.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if !claims.aud.contains(&settings.audience) {
+        return Err(TokenError::WrongAudience);
+    }
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| now < nbf.saturating_sub(leeway))
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    // Canonical forms only: we issue hyphenated lower-case UUIDs.
+    let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
+    let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
+    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
+        return Err(TokenError::Malformed);
+    };
+    if is_revoked(session_id) {
+        return Err(TokenError::Revoked);
+    }
+    Ok(VerifiedToken {
+        claims,
+        user_id,
+        session_id,
+    })
+}
+
 impl Auth {
     /// Verifies a bearer access token: size, header (algorithm, type, key),
     /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, and that
@@ -256,46 +335,13 @@ impl Auth {
     /// # Errors
     /// The first rule the token breaks.
     pub fn verify_access_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        let payload = verify_signature(token, &self.keys.ring())?;
-        // Only a JSON object with our claims' types parses: arrays, strings
-        // and numbers are refused here.
-        let claims: AccessClaims =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-        let t = &self.tokens;
-        let now = self.clock.now().unix_timestamp();
-        let leeway = i64::try_from(t.leeway.as_secs()).unwrap_or(0);
-        if claims.iss != t.issuer {
-            return Err(TokenError::WrongIssuer);
-        }
-        if !claims.aud.contains(&t.audience) {
-            return Err(TokenError::WrongAudience);
-        }
-        if now >= claims.exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| now < nbf.saturating_sub(leeway))
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims.iat > now.saturating_add(leeway) {
-            return Err(TokenError::IssuedInFuture);
-        }
-        // Canonical forms only: we issue hyphenated lower-case UUIDs.
-        let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
-        let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
-        let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
-            return Err(TokenError::Malformed);
-        };
-        if self.revocations.is_revoked(session_id) {
-            return Err(TokenError::Revoked);
-        }
-        Ok(VerifiedToken {
-            claims,
-            user_id,
-            session_id,
-        })
+        validate_access_token(
+            token,
+            &self.keys.ring(),
+            &self.tokens,
+            self.clock.now().unix_timestamp(),
+            |sid| self.revocations.is_revoked(sid),
+        )
     }
 
     /// Signs an access token for a live session, carrying the user's

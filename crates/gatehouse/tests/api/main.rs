@@ -18,5 +18,6 @@ mod sessions;
 mod store_contract;
 mod throttling;
 mod token_attacks;
+mod token_vectors;
 mod tokens;
 mod verify;

@@ -1,0 +1,612 @@
+//! Writes `testdata/access-tokens.json`: access tokens, valid and hostile,
+//! each with the verdict gatehouse's rules give it, for both the server's
+//! tests and `gatehouse-verify`'s, so the two validators cannot drift apart.
+//!
+//! Keys are generated afresh on every run and only their public halves (and
+//! the HS256 test secret) are written; the private keys are thrown away.
+//!
+//! ```sh
+//! cargo run --example make_token_vectors
+//! ```
+//!
+//! A verdict here is what the rules say, not what the code does: after
+//! regenerating, `cargo test --test api vectors` must pass unchanged.
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use gatehouse::auth::keys::generate_signing_key;
+use gatehouse::config::JwtAlg;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+const ISSUER: &str = "https://auth.vectors.test";
+const AUDIENCE: &str = "https://api.vectors.test";
+/// 2027-01-15T08:00:00Z: every time claim is relative to it.
+const NOW: i64 = 1_800_000_000;
+const LEEWAY: i64 = 30;
+const SUB: &str = "0190f3a0-7c2e-7d41-9a3b-5e6f7a8b9c0d";
+const SID: &str = "0190f3a1-1111-7222-8333-944455556666";
+const REVOKED_SID: &str = "0190f3a1-dead-7bee-8fac-0123456789ab";
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The claims of a token gatehouse would issue at [`NOW`].
+fn claims() -> Value {
+    json!({
+        "iss": ISSUER,
+        "sub": SUB,
+        "aud": AUDIENCE,
+        "exp": NOW + 300,
+        "iat": NOW - 10,
+        "jti": "0190f3a2-2222-7333-8444-955566667777",
+        "sid": SID,
+        "scope": "orders:read orders:write",
+        "roles": ["support"],
+    })
+}
+
+/// A signing key and how tokens name it.
+struct Signer {
+    alg: Algorithm,
+    name: &'static str,
+    kid: String,
+    key: EncodingKey,
+}
+
+impl Signer {
+    fn header(&self) -> Value {
+        json!({ "alg": self.name, "kid": self.kid, "typ": "at+jwt" })
+    }
+
+    /// A compact JWS over exactly these header and payload bytes.
+    fn sign_raw(&self, header: &[u8], payload: &[u8]) -> anyhow::Result<String> {
+        let message = format!("{}.{}", b64(header), b64(payload));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg)
+            .context("signing")?;
+        Ok(format!("{message}.{signature}"))
+    }
+
+    fn sign(&self, header: &Value, claims: &Value) -> anyhow::Result<String> {
+        self.sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    fn token(&self, claims: &Value) -> anyhow::Result<String> {
+        self.sign(&self.header(), claims)
+    }
+}
+
+struct Cases(Vec<Value>);
+
+impl Cases {
+    fn add(&mut self, name: &str, alg: &str, token: String, expect: &str) {
+        self.0
+            .push(json!({ "name": name, "alg": alg, "token": token, "expect": expect }));
+    }
+
+    fn valid(&mut self, name: &str, alg: &str, token: String, claims: &Value) {
+        self.0.push(json!({
+            "name": name, "alg": alg, "token": token, "expect": "valid", "claims": claims,
+        }));
+    }
+}
+
+fn with(mut base: Value, changes: &[(&str, Value)]) -> Value {
+    for (k, v) in changes {
+        base[*k] = v.clone();
+    }
+    base
+}
+
+fn without(mut base: Value, key: &str) -> Value {
+    if let Some(map) = base.as_object_mut() {
+        map.remove(key);
+    }
+    base
+}
+
+fn generated(
+    alg: JwtAlg,
+    algorithm: Algorithm,
+    name: &'static str,
+) -> anyhow::Result<(Signer, Value)> {
+    let (key, jwk) = generate_signing_key(alg)?;
+    let kid = jwk.common.key_id.clone().context("a kid")?;
+    Ok((
+        Signer {
+            alg: algorithm,
+            name,
+            kid,
+            key,
+        },
+        serde_json::to_value(&jwk)?,
+    ))
+}
+
+fn main() -> anyhow::Result<()> {
+    let (eddsa, eddsa_jwk) = generated(JwtAlg::EdDsa, Algorithm::EdDSA, "EdDSA")?;
+    let (es256, es256_jwk) = generated(JwtAlg::Es256, Algorithm::ES256, "ES256")?;
+    let (rs256, rs256_jwk) = generated(JwtAlg::Rs256, Algorithm::RS256, "RS256")?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    // gatehouse names its HS256 key by the secret's digest.
+    let digest = Sha256::digest(secret);
+    let hs_kid = format!(
+        "hs256-{}",
+        digest
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let hs256 = Signer {
+        alg: Algorithm::HS256,
+        name: "HS256",
+        kid: hs_kid,
+        key: EncodingKey::from_secret(&secret),
+    };
+    let mut cases = Cases(Vec::new());
+    let c = claims();
+
+    // Per algorithm: valid, another key under the same kid, a tampered
+    // payload, a revoked session.
+    for (signer, other) in [
+        (
+            &eddsa,
+            generated(JwtAlg::EdDsa, Algorithm::EdDSA, "EdDSA")?.0,
+        ),
+        (
+            &es256,
+            generated(JwtAlg::Es256, Algorithm::ES256, "ES256")?.0,
+        ),
+        (
+            &rs256,
+            generated(JwtAlg::Rs256, Algorithm::RS256, "RS256")?.0,
+        ),
+        (
+            &hs256,
+            Signer {
+                alg: Algorithm::HS256,
+                name: "HS256",
+                kid: hs256.kid.clone(),
+                key: EncodingKey::from_secret(b"another secret of thirty-two bytes!"),
+            },
+        ),
+    ] {
+        let alg = signer.name;
+        let lower = alg.to_ascii_lowercase();
+        cases.valid(&format!("{lower}_valid"), alg, signer.token(&c)?, &c);
+        let forged = Signer {
+            kid: signer.kid.clone(),
+            ..other
+        };
+        cases.add(
+            &format!("{lower}_signed_by_another_key_under_our_kid"),
+            alg,
+            forged.token(&c)?,
+            "bad_signature",
+        );
+        let token = signer.token(&c)?;
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let more = b64(with(c.clone(), &[("scope", json!("gatehouse:admin"))])
+            .to_string()
+            .as_bytes());
+        parts[1] = &more;
+        cases.add(
+            &format!("{lower}_payload_changed_after_signing"),
+            alg,
+            parts.join("."),
+            "bad_signature",
+        );
+        cases.add(
+            &format!("{lower}_revoked_session"),
+            alg,
+            signer.token(&with(c.clone(), &[("sid", json!(REVOKED_SID))]))?,
+            "revoked",
+        );
+    }
+
+    let ed = |claims: &Value| eddsa.token(claims);
+    let header = eddsa.header();
+
+    // Claims that are still valid.
+    for (name, claims) in [
+        (
+            "valid_aud_array",
+            with(
+                c.clone(),
+                &[("aud", json!(["https://other.test", AUDIENCE]))],
+            ),
+        ),
+        (
+            "valid_exp_inside_the_leeway",
+            with(c.clone(), &[("exp", json!(NOW - LEEWAY + 1))]),
+        ),
+        (
+            "valid_nbf_at_the_leeway",
+            with(c.clone(), &[("nbf", json!(NOW + LEEWAY))]),
+        ),
+        (
+            "valid_iat_at_the_leeway",
+            with(c.clone(), &[("iat", json!(NOW + LEEWAY))]),
+        ),
+        ("valid_without_roles", without(c.clone(), "roles")),
+        (
+            "valid_with_unknown_claims",
+            with(c.clone(), &[("foo", json!({"bar": [1, 2]}))]),
+        ),
+        (
+            "valid_with_empty_scope",
+            with(c.clone(), &[("scope", json!(""))]),
+        ),
+    ] {
+        cases.valid(name, "EdDSA", ed(&claims)?, &claims);
+    }
+    for (name, typ) in [
+        ("valid_typ_with_media_prefix", "application/at+jwt"),
+        ("valid_typ_upper_case", "AT+JWT"),
+    ] {
+        let token = eddsa.sign(&with(header.clone(), &[("typ", json!(typ))]), &c)?;
+        cases.valid(name, "EdDSA", token, &c);
+    }
+
+    // Time.
+    for (name, claims, expect) in [
+        (
+            "expired_at_the_leeway",
+            with(c.clone(), &[("exp", json!(NOW - LEEWAY))]),
+            "expired",
+        ),
+        (
+            "expired_an_hour_ago",
+            with(c.clone(), &[("exp", json!(NOW - 3600))]),
+            "expired",
+        ),
+        (
+            "not_yet_valid_past_the_leeway",
+            with(c.clone(), &[("nbf", json!(NOW + LEEWAY + 1))]),
+            "not_yet_valid",
+        ),
+        (
+            "issued_in_the_future_past_the_leeway",
+            with(c.clone(), &[("iat", json!(NOW + LEEWAY + 1))]),
+            "issued_in_future",
+        ),
+        (
+            "exp_at_i64_min",
+            with(c.clone(), &[("exp", json!(i64::MIN))]),
+            "expired",
+        ),
+        (
+            "nbf_at_i64_max",
+            with(c.clone(), &[("nbf", json!(i64::MAX))]),
+            "not_yet_valid",
+        ),
+    ] {
+        cases.add(name, "EdDSA", ed(&claims)?, expect);
+    }
+
+    // Issuer and audience.
+    for (name, claims, expect) in [
+        (
+            "wrong_issuer",
+            with(c.clone(), &[("iss", json!("https://evil.test"))]),
+            "wrong_issuer",
+        ),
+        (
+            "issuer_with_trailing_slash",
+            with(c.clone(), &[("iss", json!(format!("{ISSUER}/")))]),
+            "wrong_issuer",
+        ),
+        (
+            "issuer_in_another_case",
+            with(c.clone(), &[("iss", json!(ISSUER.to_uppercase()))]),
+            "wrong_issuer",
+        ),
+        (
+            "wrong_audience",
+            with(c.clone(), &[("aud", json!("https://other.test"))]),
+            "wrong_audience",
+        ),
+        (
+            "audience_array_without_ours",
+            with(
+                c.clone(),
+                &[("aud", json!(["https://a.test", "https://b.test"]))],
+            ),
+            "wrong_audience",
+        ),
+        (
+            "empty_audience_array",
+            with(c.clone(), &[("aud", json!([]))]),
+            "wrong_audience",
+        ),
+    ] {
+        cases.add(name, "EdDSA", ed(&claims)?, expect);
+    }
+
+    // Claims of the wrong shape (signed: only the shape is wrong).
+    for (name, claims) in [
+        ("missing_sid", without(c.clone(), "sid")),
+        ("missing_jti", without(c.clone(), "jti")),
+        ("missing_scope", without(c.clone(), "scope")),
+        ("missing_exp", without(c.clone(), "exp")),
+        (
+            "exp_as_a_float",
+            with(c.clone(), &[("exp", json!(1_800_000_300.5))]),
+        ),
+        (
+            "exp_as_a_string",
+            with(c.clone(), &[("exp", json!("1800000300"))]),
+        ),
+        ("aud_as_a_number", with(c.clone(), &[("aud", json!(7))])),
+        (
+            "roles_as_a_string",
+            with(c.clone(), &[("roles", json!("support"))]),
+        ),
+        (
+            "sub_upper_case",
+            with(c.clone(), &[("sub", json!(SUB.to_uppercase()))]),
+        ),
+        (
+            "sub_braced",
+            with(c.clone(), &[("sub", json!(format!("{{{SUB}}}")))]),
+        ),
+        (
+            "sub_without_hyphens",
+            with(c.clone(), &[("sub", json!(SUB.replace('-', "")))]),
+        ),
+        (
+            "sid_not_a_uuid",
+            with(c.clone(), &[("sid", json!("session-1"))]),
+        ),
+        ("sid_sql", with(c.clone(), &[("sid", json!("' OR '1'='1"))])),
+    ] {
+        cases.add(name, "EdDSA", ed(&claims)?, "malformed");
+    }
+    for (name, payload) in [
+        ("payload_not_json", b"not json at all".to_vec()),
+        ("payload_a_json_array", br#"["iss","sub"]"#.to_vec()),
+        ("payload_a_json_string", br#""claims""#.to_vec()),
+        ("payload_empty", Vec::new()),
+    ] {
+        let token = eddsa.sign_raw(header.to_string().as_bytes(), &payload)?;
+        cases.add(name, "EdDSA", token, "malformed");
+    }
+
+    // The header: algorithm.
+    let valid = ed(&c)?;
+    let parts: Vec<&str> = valid.split('.').collect();
+    let (payload_b64, signature) = (parts[1], parts[2]);
+    let with_header =
+        |h: &Value, sig: &str| format!("{}.{payload_b64}.{sig}", b64(h.to_string().as_bytes()));
+    for spelling in ["none", "None", "NONE", "nOnE"] {
+        let h = with(header.clone(), &[("alg", json!(spelling))]);
+        cases.add(
+            &format!("alg_{spelling}_unsigned"),
+            "EdDSA",
+            with_header(&h, ""),
+            "wrong_algorithm",
+        );
+        cases.add(
+            &format!("alg_{spelling}_with_the_real_signature"),
+            "EdDSA",
+            with_header(&h, signature),
+            "wrong_algorithm",
+        );
+    }
+    for (name, alg) in [
+        ("alg_missing", Value::Null),
+        ("alg_lower_case", json!("eddsa")),
+        ("alg_rfc9864_name", json!("Ed25519")),
+        ("alg_a_number", json!(1)),
+        ("alg_an_array", json!(["EdDSA"])),
+    ] {
+        let h = if alg.is_null() {
+            without(header.clone(), "alg")
+        } else {
+            with(header.clone(), &[("alg", alg)])
+        };
+        cases.add(name, "EdDSA", with_header(&h, signature), "wrong_algorithm");
+    }
+    // HS256 keyed with the server's public key (the algorithm-confusion
+    // attack), presented to an EdDSA verifier.
+    let public_x = eddsa_jwk["x"].as_str().context("x")?;
+    for (name, secret) in [
+        (
+            "hs256_keyed_with_the_public_key_bytes",
+            URL_SAFE_NO_PAD.decode(public_x)?,
+        ),
+        (
+            "hs256_keyed_with_the_public_jwk",
+            eddsa_jwk.to_string().into_bytes(),
+        ),
+    ] {
+        let confused = Signer {
+            alg: Algorithm::HS256,
+            name: "HS256",
+            kid: eddsa.kid.clone(),
+            key: EncodingKey::from_secret(&secret),
+        };
+        cases.add(name, "EdDSA", confused.token(&c)?, "wrong_algorithm");
+    }
+    cases.add(
+        "es256_token_to_an_eddsa_verifier",
+        "EdDSA",
+        es256.token(&c)?,
+        "wrong_algorithm",
+    );
+    cases.add(
+        "eddsa_token_to_an_rs256_verifier",
+        "RS256",
+        eddsa.token(&c)?,
+        "wrong_algorithm",
+    );
+    cases.add(
+        "eddsa_token_to_an_hs256_verifier",
+        "HS256",
+        eddsa.token(&c)?,
+        "wrong_algorithm",
+    );
+
+    // The header: type.
+    for (name, typ) in [
+        ("typ_missing", Value::Null),
+        ("typ_jwt", json!("JWT")),
+        ("typ_a_number", json!(1)),
+        ("typ_id_token", json!("id_token+jwt")),
+    ] {
+        let h = if typ.is_null() {
+            without(header.clone(), "typ")
+        } else {
+            with(header.clone(), &[("typ", typ)])
+        };
+        cases.add(name, "EdDSA", eddsa.sign(&h, &c)?, "wrong_type");
+    }
+
+    // The header: key.
+    for (name, kid) in [
+        ("kid_missing", Value::Null),
+        ("kid_unknown", json!("no-such-key")),
+        ("kid_a_path", json!("../../../../dev/null")),
+        (
+            "kid_sql",
+            json!("x' UNION SELECT private_key FROM signing_keys --"),
+        ),
+        ("kid_a_number", json!(1)),
+        ("kid_of_an_es256_key", json!(es256.kid)),
+    ] {
+        let h = if kid.is_null() {
+            without(header.clone(), "kid")
+        } else {
+            with(header.clone(), &[("kid", kid)])
+        };
+        cases.add(name, "EdDSA", eddsa.sign(&h, &c)?, "unknown_key");
+    }
+    // Parameters that would take a key or a rule from the token itself.
+    let (attacker, attacker_jwk) = generated(JwtAlg::EdDsa, Algorithm::EdDSA, "EdDSA")?;
+    for (name, extra) in [
+        ("embedded_jwk", json!({ "jwk": attacker_jwk })),
+        ("jku", json!({ "jku": "https://evil.test/jwks.json" })),
+        ("x5u", json!({ "x5u": "https://evil.test/cert.pem" })),
+        ("x5c", json!({ "x5c": ["MIIB"] })),
+        ("x5t", json!({ "x5t": "abc" })),
+        ("x5t_s256", json!({ "x5t#S256": "abc" })),
+        ("crit", json!({ "crit": ["exp"] })),
+        ("zip", json!({ "zip": "DEF" })),
+        ("enc", json!({ "enc": "A256GCM" })),
+        ("b64_false", json!({ "b64": false })),
+    ] {
+        let mut h = attacker.header();
+        if let (Some(h), Some(extra)) = (h.as_object_mut(), extra.as_object()) {
+            h.extend(extra.clone());
+        }
+        cases.add(
+            &format!("forbidden_header_{name}"),
+            "EdDSA",
+            attacker.sign(&h, &c)?,
+            "forbidden_header",
+        );
+    }
+    // The attacker's key under our kid is just a bad signature.
+    cases.add(
+        "attacker_key_under_our_kid",
+        "EdDSA",
+        Signer {
+            kid: eddsa.kid.clone(),
+            ..attacker
+        }
+        .token(&c)?,
+        "bad_signature",
+    );
+
+    // The envelope.
+    let h64 = b64(header.to_string().as_bytes());
+    let padded = format!("{}=", &h64);
+    for (name, token, expect) in [
+        ("empty", String::new(), "malformed"),
+        ("two_parts", format!("{h64}.{payload_b64}"), "malformed"),
+        ("four_parts", format!("{valid}.{signature}"), "malformed"),
+        (
+            "header_not_base64",
+            format!("eyJ!@#.{payload_b64}.{signature}"),
+            "malformed",
+        ),
+        (
+            "header_padded",
+            format!("{padded}.{payload_b64}.{signature}"),
+            "malformed",
+        ),
+        (
+            "header_not_json",
+            format!("{}.{payload_b64}.{signature}", b64(b"alg=EdDSA")),
+            "malformed",
+        ),
+        (
+            "header_a_json_array",
+            format!("{}.{payload_b64}.{signature}", b64(br#"["EdDSA"]"#)),
+            "malformed",
+        ),
+        ("leading_space", format!(" {valid}"), "malformed"),
+        (
+            "empty_signature",
+            format!("{h64}.{payload_b64}."),
+            "malformed",
+        ),
+        (
+            "signature_not_base64",
+            format!("{h64}.{payload_b64}.!!!!"),
+            "bad_signature",
+        ),
+        (
+            "signature_of_another_token",
+            format!(
+                "{h64}.{payload_b64}.{}",
+                ed(&with(c.clone(), &[("jti", json!("x"))]))?
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+            ),
+            "bad_signature",
+        ),
+        (
+            "payload_not_base64",
+            format!("{h64}.%%%%.{signature}"),
+            "bad_signature",
+        ),
+    ] {
+        cases.add(name, "EdDSA", token, expect);
+    }
+    let big = ed(&with(
+        c.clone(),
+        &[("padding", json!("x".repeat(8 * 1024)))],
+    ))?;
+    cases.add("larger_than_8_kib", "EdDSA", big, "too_large");
+
+    let doc = json!({
+        "description": "gatehouse access tokens, valid and hostile, with the verdict of gatehouse's rules (see docs/tokens.md). Written by `cargo run --example make_token_vectors`; checked by crates/gatehouse/tests/api/vectors.rs and crates/gatehouse-verify/tests/vectors.rs. Keys are test keys made for this file; their private halves were discarded.",
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "now": NOW,
+        "leeway_secs": LEEWAY,
+        "revoked_sids": [REVOKED_SID],
+        "jwks": { "keys": [eddsa_jwk, es256_jwk, rs256_jwk] },
+        "hs256_secret": STANDARD.encode(secret),
+        "cases": cases.0,
+    });
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/access-tokens.json"
+    );
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata"))?;
+    std::fs::write(path, format!("{}\n", serde_json::to_string_pretty(&doc)?))
+        .with_context(|| format!("writing {path}"))?;
+    println!(
+        "wrote {} cases to testdata/access-tokens.json",
+        doc["cases"].as_array().map_or(0, Vec::len)
+    );
+    Ok(())
+}
