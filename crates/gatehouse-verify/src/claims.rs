@@ -1,0 +1,185 @@
+//! The claims of a verified access token and the permissions they carry.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The claims of an access token that passed every check (RFC 9068 §2.2 plus
+/// gatehouse's `sid`, `scope` and `roles`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The issuer: the configured one, exactly.
+    pub iss: String,
+    /// The user id (a UUID in canonical lower-case form).
+    pub sub: String,
+    /// The audiences; a token with a single string `aud` gives one element.
+    #[serde(deserialize_with = "audience")]
+    pub aud: Vec<String>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub exp: i64,
+    /// Issue time, in seconds since the Unix epoch.
+    pub iat: i64,
+    /// Not-before, in seconds since the Unix epoch, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// The token's unique id.
+    pub jti: String,
+    /// The session id (a UUID in canonical lower-case form): the session whose
+    /// ending revokes this token.
+    pub sid: String,
+    /// The user's permissions, space-separated (RFC 6749 §3.3).
+    pub scope: String,
+    /// The user's roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    /// The permissions of the token: the space-separated entries of `scope`.
+    pub fn permissions(&self) -> impl Iterator<Item = &str> {
+        // RFC 6749 §3.3: scope tokens are separated by single spaces; empty
+        // entries (doubled spaces) name nothing.
+        self.scope.split(' ').filter(|p| !p.is_empty())
+    }
+
+    /// Whether the token grants `permission`, compared exactly (no prefixes,
+    /// no wildcards: `gatehouse:admin` grants only itself).
+    #[must_use]
+    pub fn has_permission(&self, permission: &str) -> bool {
+        !permission.is_empty() && self.permissions().any(|p| p == permission)
+    }
+}
+
+/// `aud` as gatehouse's server parses it: one string or an array of strings
+/// (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub(crate) fn contains(&self, aud: &str) -> bool {
+        match self {
+            Self::One(a) => a == aud,
+            Self::Many(all) => all.iter().any(|a| a == aud),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(a) => vec![a],
+            Self::Many(all) => all,
+        }
+    }
+}
+
+fn audience<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Audience::deserialize(d).map(Audience::into_vec)
+}
+
+/// The claims set exactly as the server deserialises it: same fields, same
+/// types, same defaults, so the same payloads parse (and the same fail with
+/// `malformed`: a float `exp`, a missing `jti`, a `null` `roles`, a duplicate
+/// field, a non-object).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawClaims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
+    pub(crate) aud: Audience,
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    #[serde(default)]
+    pub(crate) nbf: Option<i64>,
+    pub(crate) jti: String,
+    pub(crate) sid: String,
+    pub(crate) scope: String,
+    #[serde(default)]
+    pub(crate) roles: Vec<String>,
+}
+
+impl RawClaims {
+    pub(crate) fn into_claims(self) -> Claims {
+        Claims {
+            iss: self.iss,
+            sub: self.sub,
+            aud: self.aud.into_vec(),
+            exp: self.exp,
+            iat: self.iat,
+            nbf: self.nbf,
+            jti: self.jti,
+            sid: self.sid,
+            scope: self.scope,
+            roles: self.roles,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_scope(scope: &str) -> Claims {
+        Claims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: vec!["i".into()],
+            exp: 0,
+            iat: 0,
+            nbf: None,
+            jti: "j".into(),
+            sid: "s".into(),
+            scope: scope.into(),
+            roles: vec![],
+        }
+    }
+
+    #[test]
+    fn permissions_are_the_space_separated_scope_entries() {
+        let c = with_scope("orders:read  orders:write ");
+        assert_eq!(
+            c.permissions().collect::<Vec<_>>(),
+            ["orders:read", "orders:write"]
+        );
+        assert!(c.has_permission("orders:write"));
+        assert!(!c.has_permission("orders"));
+        assert!(!c.has_permission("orders:read orders:write"));
+        assert!(!c.has_permission(""));
+        assert!(!with_scope("").has_permission("orders:read"));
+    }
+
+    #[test]
+    fn claims_accept_a_string_or_an_array_audience() {
+        let one: Claims = serde_json::from_str(
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+        )
+        .expect("one");
+        assert_eq!(one.aud, ["a"]);
+        assert!(one.roles.is_empty());
+        let many: Claims = serde_json::from_str(
+            r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":1,"iat":0,"jti":"j","sid":"s","scope":"","roles":["r"]}"#,
+        )
+        .expect("many");
+        assert_eq!(many.aud, ["a", "b"]);
+    }
+
+    #[test]
+    fn raw_claims_refuse_what_the_server_refuses() {
+        let ok =
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"iat":0,"jti":"j","sid":"s","scope":""}"#;
+        assert!(serde_json::from_str::<RawClaims>(ok).is_ok());
+        for bad in [
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1.0,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"iat":0,"sid":"s","scope":""}"#,
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"iat":0,"jti":"j","sid":"s","scope":"","roles":null}"#,
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"exp":2,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+            r#"{"iss":"i","sub":"s","aud":7,"exp":1,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+            r#"{"iss":"i","sub":"s","aud":[7],"exp":1,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+            r#"{"iss":"i","sub":"s","aud":"a","exp":9223372036854775808,"iat":0,"jti":"j","sid":"s","scope":""}"#,
+            r#"["iss"]"#,
+            r#""a string""#,
+            "42",
+        ] {
+            assert!(serde_json::from_str::<RawClaims>(bad).is_err(), "{bad}");
+        }
+    }
+}
