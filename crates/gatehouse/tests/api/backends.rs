@@ -175,20 +175,6 @@ async fn readiness_reports_redis_and_the_revocation_feed() {
     );
 }
 
-/// Waits until the app's revocation feed is connected (its cache answers
-/// only then).
-async fn following(app: &TestApp) {
-    let shared = app.auth.shared_sessions().expect("sessions in Redis");
-    let started = std::time::Instant::now();
-    while !shared.feed().is_connected() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the revocation feed did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn redis_session_cache_answers_repeated_cookie_requests() {
     let app = TestApp::spawn_on_redis(|_| {}).await;
@@ -276,26 +262,6 @@ async fn a_cached_record_that_looks_idle_is_read_again_not_ended() {
         "node A must not take its stale copy for an idle session"
     );
     assert_eq!(me(&b).await.expect("request").status(), StatusCode::OK);
-}
-
-async fn token_pair(app: &TestApp, user: &TestUser) -> (String, String) {
-    let res = app
-        .bare_client()
-        .post(app.url("/v1/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user.email.as_str()),
-            ("password", user.password.as_str()),
-        ])
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.expect("json");
-    (
-        body["access_token"].as_str().expect("access").to_owned(),
-        body["refresh_token"].as_str().expect("refresh").to_owned(),
-    )
 }
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {

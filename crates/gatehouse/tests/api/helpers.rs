@@ -476,3 +476,38 @@ impl Drop for RedisPrefix {
         }
     }
 }
+
+/// A password grant that must succeed: (access token, refresh token).
+pub async fn token_pair(app: &TestApp, user: &TestUser) -> (String, String) {
+    let res = app
+        .bare_client()
+        .post(app.url("/v1/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user.email.as_str()),
+            ("password", user.password.as_str()),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    (
+        body["access_token"].as_str().expect("access").to_owned(),
+        body["refresh_token"].as_str().expect("refresh").to_owned(),
+    )
+}
+
+/// Waits until the app's revocation feed is connected (its cache answers
+/// only then).
+pub async fn following(app: &TestApp) {
+    let shared = app.auth.shared_sessions().expect("sessions in Redis");
+    let started = std::time::Instant::now();
+    while !shared.feed().is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the revocation feed did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

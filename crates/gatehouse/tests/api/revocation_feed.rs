@@ -75,20 +75,7 @@ async fn feed(app: &TestApp, key: &str, query: &str) -> (Vec<String>, String, Va
 
 /// A password grant; returns (access token, its session id).
 async fn token_session(app: &TestApp, user: &TestUser) -> (String, String) {
-    let res = app
-        .bare_client()
-        .post(app.url("/v1/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user.email.as_str()),
-            ("password", user.password.as_str()),
-        ])
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.expect("json");
-    let token = body["access_token"].as_str().expect("token").to_owned();
+    let (token, _) = token_pair(app, user).await;
     let sid = app
         .auth
         .verify_access_token(&token)
@@ -484,19 +471,8 @@ async fn feed_across_nodes(with_redis: bool) {
     let a = TestApp::spawn_with(shared).await;
     let b = TestApp::spawn_with(shared).await;
     if with_redis {
-        for app in [&a, &b] {
-            let started = Instant::now();
-            while !app
-                .auth
-                .shared_sessions()
-                .expect("redis")
-                .feed()
-                .is_connected()
-            {
-                assert!(started.elapsed() < Duration::from_secs(5), "feed connects");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+        following(&a).await;
+        following(&b).await;
     }
     let key = a
         .auth
