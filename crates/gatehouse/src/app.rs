@@ -193,6 +193,15 @@ impl Application {
                         tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed")
                     }
                 }
+                match auth.sweep_audit_events().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(swept = n, "audit events past audit_retention deleted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "sweeping audit events failed")
+                    }
+                }
             }
         });
         let auth = self.state.auth.clone();

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{Application, build_auth, default_issuer};
 use crate::auth::accounts::{RegisterError, Registrar};
+use crate::auth::audit::Actor;
 use crate::auth::types::{Permission, RoleName};
 use crate::config::Config;
 
@@ -185,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Rotate,
         } => {
             let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-            let kid = auth.keys().rotate().await?;
+            let kid = auth.rotate_signing_key(Actor::Cli).await?;
             println!("new signing key {kid}");
             Ok(())
         }
@@ -205,7 +206,7 @@ async fn resource_server(config: Config, command: ResourceServerCommand) -> anyh
     let auth = build_auth(&config, 1, default_issuer(&config)).await?;
     match command {
         ResourceServerCommand::Create { name } => {
-            let created = match auth.create_resource_server(&name).await {
+            let created = match auth.create_resource_server(&name, Actor::Cli).await {
                 Ok(c) => c,
                 Err(CreateResourceServerFailure::Invalid(errors)) => {
                     let why: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
@@ -240,7 +241,7 @@ async fn resource_server(config: Config, command: ResourceServerCommand) -> anyh
             let parsed = ResourceServerId::parse(&id)
                 .ok_or_else(|| anyhow::anyhow!("{id:?} is not a resource server id"))?;
             anyhow::ensure!(
-                auth.delete_resource_server(parsed).await?,
+                auth.delete_resource_server(parsed, Actor::Cli).await?,
                 "no resource server {id}"
             );
             println!("deleted resource server {id}");
@@ -337,7 +338,7 @@ async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow:
         .map(|p| Permission::parse(p).map_err(|e| anyhow::anyhow!("permission {p:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-    auth.set_role(&name, &permissions).await?;
+    auth.set_role(&name, &permissions, Actor::Cli).await?;
     println!(
         "role {} has {} permission(s)",
         name.as_str(),
@@ -426,7 +427,7 @@ async fn disable_user(config: Config, email: &str) -> anyhow::Result<()> {
         .user_by_email(email)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no user with the email {email:?}"))?;
-    auth.set_disabled(user.id, true).await?;
+    auth.set_disabled(user.id, true, Actor::Cli).await?;
     println!("disabled user {} {}", user.id, user.email);
     Ok(())
 }

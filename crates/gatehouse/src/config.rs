@@ -147,6 +147,8 @@ pub struct Config {
     /// With `redis_url`: how long a session record read from Redis answers
     /// this node's requests (0 reads Redis on every request).
     pub session_cache_ttl: Duration,
+    /// How long audit events are kept; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
     pub rules: Vec<AccessRule>,
 }
 
@@ -177,6 +179,7 @@ impl Default for Config {
             redis_key_prefix: "gatehouse:".into(),
             revocation_fail_mode: RevocationFailMode::Closed,
             session_cache_ttl: Duration::from_secs(10),
+            audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
             rules: Vec::new(),
         }
     }
@@ -209,6 +212,7 @@ const KEYS: &[&str] = &[
     "redis_key_prefix",
     "revocation_fail_mode",
     "session_cache_ttl",
+    "audit_retention",
     "rules",
 ];
 
@@ -584,6 +588,12 @@ impl Source {
                 "must be at most 1m: a cached session is trusted this long without asking Redis",
             ));
         }
+        // 0s keeps the trail forever.
+        let audit_retention = match self.duration("audit_retention")? {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => d.audit_retention,
+        };
         let rules = match self.take("rules") {
             None => Vec::new(),
             Some(Raw::Toml(toml::Value::Array(items))) => items
@@ -624,6 +634,7 @@ impl Source {
             redis_key_prefix,
             revocation_fail_mode,
             session_cache_ttl,
+            audit_retention,
             rules,
         })
     }

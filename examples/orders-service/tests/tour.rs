@@ -65,7 +65,10 @@ impl Gatehouse {
             .iter()
             .map(|p| Permission::parse(p).expect("permission"))
             .collect();
-        self.auth.set_role(&role, &perms).await.expect("role set");
+        self.auth
+            .set_role(&role, &perms, gatehouse::auth::audit::Actor::Cli)
+            .await
+            .expect("role set");
         let email = format!("{}@example.com", role.as_str());
         self.auth
             .register(&email, PASSWORD.into(), vec![role], Registrar::Operator)
@@ -149,7 +152,7 @@ async fn the_service_accepts_a_gatehouse_token_and_refuses_it_after_logout() {
     let browser = gh.user("browser", &["orders:read"]).await;
     let key = gh
         .auth
-        .create_resource_server("orders")
+        .create_resource_server("orders", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("resource server")
         .key

@@ -1,5 +1,6 @@
 //! Accounts: registration, password change, roles and permissions.
 
+use super::audit::{Actor, Ending, EventType};
 use super::password::check_policy;
 use super::sessions::{Authenticated, LoginError};
 use super::types::{Email, Password, Permission, RoleName, UserId};
@@ -49,11 +50,14 @@ pub enum ChangePasswordError {
 }
 
 /// Who is creating an account: the public registration endpoint obeys the
-/// `registration` setting; an operator (CLI) or admin does not.
+/// `registration` setting; an operator (the CLI, or code embedding the
+/// server) or an administrator does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registrar {
     Public,
     Operator,
+    /// An administrator through the admin API.
+    Admin(UserId),
 }
 
 fn validate_new_password(
@@ -111,7 +115,16 @@ impl Auth {
                 CreateUserError::UnknownRole(r) => RegisterError::UnknownRole(r),
                 CreateUserError::Store(e) => RegisterError::Store(e),
             })?;
-        tracing::info!(target: "gatehouse::audit", event = "user_created", user_id = %user.id, "user created");
+        let actor = match registrar {
+            Registrar::Public => Actor::User(user.id),
+            Registrar::Operator => Actor::Cli,
+            Registrar::Admin(admin) => Actor::User(admin),
+        };
+        let event = self
+            .event(EventType::UserCreated, actor)
+            .user(user.id)
+            .detail("roles", user.roles.clone());
+        self.record_one(event).await;
         Ok(user)
     }
 
@@ -162,9 +175,19 @@ impl Auth {
             .users
             .set_password_hash(who.user.id, &hash)
             .await?;
-        self.end_sessions_of(who.user.id, Some(who.session.id))
-            .await?;
-        tracing::info!(target: "gatehouse::audit", event = "password_changed", user_id = %who.user.id, "password changed");
+        let event = self
+            .event(EventType::PasswordChanged, Actor::User(who.user.id))
+            .user(who.user.id)
+            .session(who.session.id)
+            .ip(client.ip);
+        self.record_one(event).await;
+        self.end_sessions_of(
+            who.user.id,
+            Some(who.session.id),
+            Actor::User(who.user.id),
+            Ending::PasswordChanged,
+        )
+        .await?;
         Ok(())
     }
 
@@ -176,12 +199,17 @@ impl Auth {
         &self,
         name: &RoleName,
         permissions: &[Permission],
+        actor: Actor,
     ) -> anyhow::Result<()> {
         let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
         perms.sort();
         perms.dedup();
         self.stores.users.put_role(name, &perms).await?;
-        tracing::info!(target: "gatehouse::audit", event = "role_changed", role = name.as_str(), permissions = ?perms, "role set");
+        let event = self
+            .event(EventType::RoleChanged, actor)
+            .detail("role", name.as_str())
+            .detail("permissions", perms);
+        self.record_one(event).await;
         Ok(())
     }
 

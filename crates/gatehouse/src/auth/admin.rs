@@ -5,6 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::Auth;
+use super::audit::{Actor, Ending, EventType};
 use super::types::{Permission, RoleName, UserId};
 use crate::store::{RolesError, UserRecord};
 
@@ -99,15 +100,22 @@ impl Auth {
         &self,
         id: UserId,
         disabled: bool,
+        actor: Actor,
     ) -> anyhow::Result<Option<UserRecord>> {
         if !self.stores.users.set_disabled(id, disabled).await? {
             return Ok(None);
         }
+        let kind = if disabled {
+            EventType::UserDisabled
+        } else {
+            EventType::UserEnabled
+        };
+        self.record_one(self.event(kind, actor).user(id)).await;
         if disabled {
             // The flag is set first, so no new session can start meanwhile.
-            self.end_sessions_of(id, None).await?;
+            self.end_sessions_of(id, None, actor, Ending::UserDisabled)
+                .await?;
         }
-        tracing::info!(target: "gatehouse::audit", event = if disabled { "user_disabled" } else { "user_enabled" }, user_id = %id, "user state changed");
         self.stores.users.user_by_id(id).await
     }
 
@@ -116,13 +124,17 @@ impl Auth {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
+    pub async fn delete_user(&self, id: UserId, actor: Actor) -> anyhow::Result<bool> {
         if !self.stores.users.set_disabled(id, true).await? {
             return Ok(false);
         }
-        self.end_sessions_of(id, None).await?;
+        self.end_sessions_of(id, None, actor, Ending::UserDeleted)
+            .await?;
         let deleted = self.stores.users.delete_user(id).await?;
-        tracing::info!(target: "gatehouse::audit", event = "user_deleted", user_id = %id, "user deleted");
+        if deleted {
+            let event = self.event(EventType::UserDeleted, actor).user(id);
+            self.record_one(event).await;
+        }
         Ok(deleted)
     }
 
@@ -135,12 +147,20 @@ impl Auth {
         &self,
         id: UserId,
         roles: &[RoleName],
+        actor: Actor,
     ) -> Result<Option<UserRecord>, RolesError> {
         if !self.stores.users.set_roles(id, roles).await? {
             return Ok(None);
         }
-        tracing::info!(target: "gatehouse::audit", event = "user_roles_changed", user_id = %id, roles = ?roles.iter().map(RoleName::as_str).collect::<Vec<_>>(), "user roles set");
-        Ok(self.stores.users.user_by_id(id).await?)
+        let user = self.stores.users.user_by_id(id).await?;
+        if let Some(user) = &user {
+            let event = self
+                .event(EventType::UserRolesChanged, actor)
+                .user(id)
+                .detail("roles", user.roles.clone());
+            self.record_one(event).await;
+        }
+        Ok(user)
     }
 
     /// Every role with its permissions.
@@ -162,10 +182,13 @@ impl Auth {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
+    pub async fn delete_role(&self, name: &RoleName, actor: Actor) -> anyhow::Result<bool> {
         let deleted = self.stores.users.delete_role(name).await?;
         if deleted {
-            tracing::info!(target: "gatehouse::audit", event = "role_deleted", role = name.as_str(), "role deleted");
+            let event = self
+                .event(EventType::RoleDeleted, actor)
+                .detail("role", name.as_str());
+            self.record_one(event).await;
         }
         Ok(deleted)
     }

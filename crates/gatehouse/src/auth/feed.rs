@@ -8,6 +8,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
+use super::audit::{Actor, EventType};
 use super::types::{ResourceServerId, ResourceServerName, ResourceServerSecret, SessionId};
 use super::{Auth, FieldError};
 use crate::store::{CreateResourceServerError, ResourceServerRecord, RevocationLog};
@@ -93,6 +94,7 @@ impl Auth {
     pub async fn create_resource_server(
         &self,
         name: &str,
+        actor: Actor,
     ) -> Result<NewResourceServer, CreateResourceServerFailure> {
         let name = ResourceServerName::parse(name)
             .map_err(|m| CreateResourceServerFailure::Invalid(vec![FieldError::new("name", m)]))?;
@@ -116,7 +118,11 @@ impl Auth {
             }
             Err(CreateResourceServerError::Store(e)) => return Err(e.into()),
         }
-        tracing::info!(target: "gatehouse::audit", event = "resource_server_created", resource_server_id = %record.id, name = %record.name, "resource server created");
+        let event = self
+            .event(EventType::ResourceServerCreated, actor)
+            .detail("resource_server_id", record.id.to_string())
+            .detail("name", record.name.as_str());
+        self.record_one(event).await;
         Ok(NewResourceServer { record, key })
     }
 
@@ -132,14 +138,21 @@ impl Auth {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
+    pub async fn delete_resource_server(
+        &self,
+        id: ResourceServerId,
+        actor: Actor,
+    ) -> anyhow::Result<bool> {
         let deleted = self
             .stores
             .resource_servers
             .delete_resource_server(id)
             .await?;
         if deleted {
-            tracing::info!(target: "gatehouse::audit", event = "resource_server_deleted", resource_server_id = %id, "resource server deleted");
+            let event = self
+                .event(EventType::ResourceServerDeleted, actor)
+                .detail("resource_server_id", id.to_string());
+            self.record_one(event).await;
         }
         Ok(deleted)
     }

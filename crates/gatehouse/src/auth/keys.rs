@@ -458,7 +458,6 @@ impl KeyManager {
         let key = self.generate_stored_key()?;
         let kid = key.kid.clone();
         self.store.add_key(&key, self.retire_at()).await?;
-        tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %kid, alg = alg_name(self.alg), "signing key rotated");
         self.reload().await?;
         Ok(kid)
     }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
 pub mod feed;
 pub mod keys;
 pub mod password;
@@ -37,6 +38,8 @@ pub struct Policy {
     pub session_absolute_timeout: Duration,
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// How long audit events are kept; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl Policy {
@@ -48,6 +51,7 @@ impl Policy {
             session_absolute_timeout: config.session_absolute_timeout,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
+            audit_retention: config.audit_retention,
         }
     }
 
@@ -97,6 +101,8 @@ pub struct Auth {
     pub(crate) shared: Option<SharedSessions>,
     /// Turns true when the server shuts down, ending the feed's long polls.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Counters and gauges for `/metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What `/readyz` reports: each store's answer, and with Redis the state
@@ -179,6 +185,7 @@ impl Auth {
             revocations,
             shared: None,
             stopping: tokio::sync::watch::Sender::new(false),
+            metrics: crate::metrics::Metrics::new()?,
         })
     }
 
@@ -245,6 +252,54 @@ impl Auth {
     /// The signing keys.
     pub fn keys(&self) -> &KeyManager {
         &self.keys
+    }
+
+    /// Rotates the signing key (see [`KeyManager::rotate`]) and records
+    /// who did. Returns the new kid.
+    ///
+    /// # Errors
+    /// As [`KeyManager::rotate`].
+    pub async fn rotate_signing_key(&self, actor: audit::Actor) -> anyhow::Result<String> {
+        let kid = self.keys.rotate().await?;
+        let event = self
+            .event(audit::EventType::KeyRotated, actor)
+            .detail("kid", kid.as_str())
+            .detail("alg", keys::alg_name(self.keys.ring().alg));
+        self.record_one(event).await;
+        Ok(kid)
+    }
+
+    /// The Prometheus text exposition of this node's metrics. The
+    /// live-sessions gauge asks the session store (within `within`; on
+    /// failure or timeout it keeps its last value, and the failure is
+    /// logged); the other gauges are read from memory.
+    pub async fn render_metrics(&self, within: Duration) -> String {
+        let counted = tokio::time::timeout(
+            within,
+            self.stores.sessions.count_sessions(self.clock.now()),
+        )
+        .await;
+        let live_sessions = match counted {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "counting live sessions failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("counting live sessions timed out");
+                None
+            }
+        };
+        self.metrics.render(crate::metrics::Gauges {
+            live_sessions,
+            revoked_sessions: self.revocations.len(),
+            hash_queue_depth: self.hasher.queue_depth(),
+        })
+    }
+
+    /// The metrics recorder, for the HTTP layer's request counts.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Adds the store's revocations (from other processes) to the set.

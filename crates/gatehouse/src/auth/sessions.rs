@@ -6,6 +6,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
+use super::audit::{Actor, Ending, EventType};
 use super::types::{Email, Password, SecretHash, SessionId, SessionSecret, UserId};
 use super::{Auth, ClientMeta, HashError};
 use crate::config::RevocationFailMode;
@@ -100,6 +101,16 @@ impl Auth {
     ) -> Result<(UserRecord, NewSession), LoginError> {
         let user = self.check_password(email, password, client.ip).await?;
         let session = self.start_session(&user, client).await?;
+        self.metrics.logins_succeeded.increment(1);
+        let mut event = self
+            .event(EventType::LoginSucceeded, Actor::User(user.id))
+            .user(user.id)
+            .session(session.record.id)
+            .ip(client.ip);
+        if let Some(ua) = &client.user_agent {
+            event = event.detail("user_agent", ua.as_str());
+        }
+        self.record_one(event).await;
         Ok((user, session))
     }
 
@@ -135,7 +146,23 @@ impl Auth {
         // before the first failure was recorded.
         let attempt = failures.hit(&key, p.login_window, self.clock.now()).await?;
         if attempt.count > p.login_max_failures {
-            tracing::info!(target: "gatehouse::audit", event = "login_throttled", ip = ?ip, "login throttled");
+            self.metrics.logins_throttled.increment(1);
+            // The first refusal of a window is recorded, not every one: a
+            // guessing script would otherwise write a row per request.
+            if attempt.count == p.login_max_failures.saturating_add(1) {
+                let user = match &parsed {
+                    Some(e) => self.stores.users.user_by_email(e).await?,
+                    None => None,
+                };
+                let mut event = self
+                    .event(EventType::LoginThrottled, Actor::Anonymous)
+                    .ip(ip)
+                    .detail("retry_after_seconds", attempt.window_left.as_secs());
+                if let Some(user) = user {
+                    event = event.user(user.id);
+                }
+                self.record_one(event).await;
+            }
             return Err(LoginError::Throttled {
                 retry_after: attempt.window_left,
             });
@@ -153,8 +180,22 @@ impl Auth {
                 failures.reset(&key).await?;
                 Ok(user)
             }
-            _ => {
-                tracing::info!(target: "gatehouse::audit", event = "login_failed", ip = ?ip, "login failed");
+            user => {
+                self.metrics.logins_failed.increment(1);
+                // The account when it exists, never the email typed: people
+                // type passwords into the email field.
+                let mut event = self.event(EventType::LoginFailed, Actor::Anonymous).ip(ip);
+                if let Some(user) = user {
+                    let reason = if user.disabled && matched {
+                        "user_disabled"
+                    } else {
+                        "wrong_password"
+                    };
+                    event = event.user(user.id).detail("reason", reason);
+                } else {
+                    event = event.detail("reason", "unknown_account");
+                }
+                self.record_one(event).await;
                 Err(LoginError::InvalidCredentials)
             }
         }
@@ -186,7 +227,6 @@ impl Auth {
         if let Some(shared) = &self.shared {
             shared.cache.put(record.clone(), now);
         }
-        tracing::info!(target: "gatehouse::audit", event = "login", user_id = %user.id, session_id = %record.id, "session started");
         Ok(NewSession { record, secret })
     }
 
@@ -224,7 +264,8 @@ impl Auth {
         if !self.is_live(&session, now) {
             // Only a record read from the store gets here (a cached one
             // that looks expired is read again first).
-            self.end_session(session.user_id, session.id).await?;
+            self.end_session(session.user_id, session.id, Actor::System, Ending::Expired)
+                .await?;
             return Ok(None);
         }
         let Some(user) = self.stores.users.user_by_id(session.user_id).await? else {
@@ -355,11 +396,18 @@ impl Auth {
     }
 
     /// Ends one of the user's sessions; `false` when the user has no such
-    /// session (whether it does not exist or is someone else's).
+    /// session (whether it does not exist or is someone else's). `actor`
+    /// and `why` go to the audit trail.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn end_session(&self, user_id: UserId, id: SessionId) -> anyhow::Result<bool> {
+    pub async fn end_session(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+        actor: Actor,
+        why: Ending,
+    ) -> anyhow::Result<bool> {
         let until = self.revoke_until();
         let ended = self
             .stores
@@ -373,12 +421,14 @@ impl Auth {
             if let Some(shared) = &self.shared {
                 shared.cache.remove(id);
             }
-            tracing::info!(target: "gatehouse::audit", event = "session_ended", user_id = %user_id, session_id = %id, "session ended");
+            self.record_one(self.ending_event(user_id, id, actor, why))
+                .await;
         }
         Ok(ended)
     }
 
-    /// Ends every session of the user except `keep`.
+    /// Ends every session of the user except `keep`. `actor` and `why` go
+    /// to the audit trail, one event per ended session.
     ///
     /// # Errors
     /// Store failures.
@@ -386,6 +436,8 @@ impl Auth {
         &self,
         user_id: UserId,
         keep: Option<SessionId>,
+        actor: Actor,
+        why: Ending,
     ) -> anyhow::Result<Vec<SessionId>> {
         let until = self.revoke_until();
         let ended = self
@@ -399,10 +451,32 @@ impl Auth {
                 shared.cache.remove(*id);
             }
         }
-        if !ended.is_empty() {
-            tracing::info!(target: "gatehouse::audit", event = "sessions_ended", user_id = %user_id, count = ended.len(), "sessions ended");
-        }
+        let events = ended
+            .iter()
+            .map(|id| self.ending_event(user_id, *id, actor, why))
+            .collect();
+        self.record(events).await;
         Ok(ended)
+    }
+
+    /// The audit event of one ended session.
+    fn ending_event(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+        actor: Actor,
+        why: Ending,
+    ) -> super::audit::AuditEvent {
+        if why == Ending::Logout {
+            return self
+                .event(EventType::Logout, actor)
+                .user(user_id)
+                .session(id);
+        }
+        self.event(EventType::SessionEnded, actor)
+            .user(user_id)
+            .session(id)
+            .detail("reason", why.as_str())
     }
 
     /// Deletes sessions that have expired; run periodically.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::audit::{Actor, Ending, EventType};
 use super::keys::{self, KeyRing, alg_name};
 use super::sessions::LoginError;
 use super::types::{Password, RefreshSecret, SessionId, UserId};
@@ -411,6 +412,7 @@ impl Auth {
             .insert_refresh(&refresh.hash(), new.record.id, new.record.created_at)
             .await?;
         let access = self.issue_access_token(&user, &new.record).await?;
+        self.metrics.tokens_password_grant.increment(1);
         Ok(TokenPair { access, refresh })
     }
 
@@ -480,6 +482,7 @@ impl Auth {
         let mut session = session;
         session.last_seen_at = now;
         let access = self.issue_access_token(&user, &session).await?;
+        self.metrics.tokens_refresh_grant.increment(1);
         Ok(TokenPair {
             access,
             refresh: successor,
@@ -522,14 +525,19 @@ impl Auth {
                 return Ok(successor);
             }
         }
-        tracing::warn!(
-            target: "gatehouse::audit",
-            event = "refresh_reuse_detected",
-            user_id = %session.user_id,
-            session_id = %session.id,
-            "a spent refresh token was presented again; ending its session"
-        );
-        self.end_session(session.user_id, session.id).await?;
+        self.metrics.refresh_reuse_detected.increment(1);
+        let event = self
+            .event(EventType::RefreshReuseDetected, Actor::System)
+            .user(session.user_id)
+            .session(session.id);
+        self.record_one(event).await;
+        self.end_session(
+            session.user_id,
+            session.id,
+            Actor::System,
+            Ending::RefreshReuse,
+        )
+        .await?;
         Err(GrantError::InvalidGrant)
     }
 
@@ -542,7 +550,9 @@ impl Auth {
         user: &UserRecord,
         session: &SessionRecord,
     ) -> anyhow::Result<IssuedAccess> {
-        self.issue_access_token(user, session).await
+        let access = self.issue_access_token(user, session).await?;
+        self.metrics.tokens_session.increment(1);
+        Ok(access)
     }
 }
 
@@ -770,9 +780,14 @@ mod tests {
         let (auth, _dir) = test_support::auth(clock, |_| {}).await;
         let (new, access) = session_with_token(&auth).await;
         auth.verify_access_token(&access.token).expect("live");
-        auth.end_session(new.record.user_id, new.record.id)
-            .await
-            .expect("end");
+        auth.end_session(
+            new.record.user_id,
+            new.record.id,
+            Actor::System,
+            Ending::EndedByAdmin,
+        )
+        .await
+        .expect("end");
         assert_eq!(
             auth.verify_access_token(&access.token).err(),
             Some(TokenError::Revoked)
@@ -785,9 +800,14 @@ mod tests {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
         let (auth, dir) = test_support::auth(clock.clone(), |_| {}).await;
         let (new, _) = session_with_token(&auth).await;
-        auth.end_session(new.record.user_id, new.record.id)
-            .await
-            .expect("end");
+        auth.end_session(
+            new.record.user_id,
+            new.record.id,
+            Actor::System,
+            Ending::EndedByAdmin,
+        )
+        .await
+        .expect("end");
         let reopened = crate::store::open(&crate::config::DatabaseUrl::Sqlite(format!(
             "sqlite://{}",
             dir.path().join("t.db").display()

@@ -8,13 +8,14 @@ use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::extract::{CurrentUser, JsonBody};
 use super::{AppState, UserView};
 use crate::auth::FieldError;
 use crate::auth::accounts::Registrar;
+use crate::auth::audit::{Actor, AuditEvent, Ending, EventType};
 use crate::auth::feed::CreateResourceServerFailure;
 use crate::auth::types::{Permission, ResourceServerId, RoleName, UserId};
 use crate::error::{Error, unavailable};
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/users/{id}/sessions",
             axum::routing::delete(end_user_sessions),
         )
+        .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/roles", get(list_roles))
         .route("/v1/admin/roles/{name}", put(put_role).delete(delete_role))
         .route(
@@ -73,6 +75,13 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+impl Admin {
+    /// The administrator, as the audit trail names them.
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0.auth.user.id)
+    }
+}
+
 fn user_id(raw: &str) -> Result<UserId, Error> {
     UserId::parse(raw).ok_or(Error::NotFound)
 }
@@ -94,6 +103,101 @@ fn roles_error(e: RolesError) -> Error {
             format!("unknown role {r:?}"),
         )]),
         RolesError::Store(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/admin/audit?user=&type=&cursor=&limit=`: the audit trail,
+/// newest first. An empty parameter is as good as absent; a user id that is
+/// not a UUID, an unknown type, a cursor we did not issue, a bad limit or an
+/// unknown parameter is 400.
+async fn list_audit(
+    _: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<impl IntoResponse, Error> {
+    let mut limit = DEFAULT_PAGE;
+    let (mut user, mut kind, mut cursor) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_ref() {
+            "user" => {
+                user =
+                    Some(UserId::parse(&v).ok_or_else(|| {
+                        Error::BadRequest("user must be a user id (a UUID)".into())
+                    })?);
+            }
+            "type" => {
+                kind = Some(EventType::parse(&v).ok_or_else(|| {
+                    Error::BadRequest(format!("unknown event type {:?}", truncated(&v)))
+                })?);
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::auth::audit::MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest("limit must be an integer from 1 to 200".into())
+                    })?;
+            }
+            "cursor" => cursor = Some(v.into_owned()),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown query parameter {:?}",
+                    truncated(other)
+                )));
+            }
+        }
+    }
+    let page = state
+        .auth
+        .audit_events(user, kind, cursor.as_deref(), limit)
+        .await
+        .map_err(unavailable)?
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let events: Vec<AuditEventView> = page.events.iter().map(AuditEventView::from).collect();
+    Ok(Json(
+        json!({ "events": events, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// At most 64 characters of a client's string, for an error message.
+fn truncated(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// An audit event as the API shows it.
+#[derive(Debug, Serialize)]
+struct AuditEventView {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    at: time::OffsetDateTime,
+    user_id: Option<String>,
+    actor: &'static str,
+    actor_id: Option<String>,
+    session_id: Option<String>,
+    ip: Option<String>,
+    details: serde_json::Value,
+}
+
+impl From<&AuditEvent> for AuditEventView {
+    fn from(e: &AuditEvent) -> Self {
+        let (actor, actor_id) = e.actor.parts();
+        Self {
+            id: e.id.to_string(),
+            kind: e.kind.as_str(),
+            at: e.at,
+            user_id: e.user_id.map(|u| u.to_string()),
+            actor,
+            actor_id: actor_id.map(|u| u.to_string()),
+            session_id: e.session_id.map(|s| s.to_string()),
+            ip: e.ip.clone(),
+            details: e.details.clone(),
+        }
     }
 }
 
@@ -148,14 +252,19 @@ struct CreateUser {
 /// `POST /v1/admin/users`: like registration, with roles, and open even
 /// when registration is closed.
 async fn create_user(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateUser>,
 ) -> Result<impl IntoResponse, Error> {
     let roles = role_names(&req.roles)?;
     let user = state
         .auth
-        .register(&req.email, req.password, roles, Registrar::Operator)
+        .register(
+            &req.email,
+            req.password,
+            roles,
+            Registrar::Admin(admin.0.auth.user.id),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -186,14 +295,14 @@ struct PatchUser {
 /// `PATCH /v1/admin/users/{id}` `{"disabled": bool}`: disabling ends every
 /// session of the user at once.
 async fn patch_user(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PatchUser>,
 ) -> Result<impl IntoResponse, Error> {
     let user = state
         .auth
-        .set_disabled(user_id(&id)?, req.disabled)
+        .set_disabled(user_id(&id)?, req.disabled, admin.actor())
         .await
         .map_err(unavailable)?
         .ok_or(Error::NotFound)?;
@@ -201,13 +310,13 @@ async fn patch_user(
 }
 
 async fn delete_user(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     if !state
         .auth
-        .delete_user(user_id(&id)?)
+        .delete_user(user_id(&id)?, admin.actor())
         .await
         .map_err(unavailable)?
     {
@@ -223,7 +332,7 @@ struct SetRoles {
 }
 
 async fn set_user_roles(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SetRoles>,
@@ -232,7 +341,7 @@ async fn set_user_roles(
     let roles = role_names(&req.roles)?;
     let user = state
         .auth
-        .set_user_roles(id, &roles)
+        .set_user_roles(id, &roles, admin.actor())
         .await
         .map_err(roles_error)?
         .ok_or(Error::NotFound)?;
@@ -241,7 +350,7 @@ async fn set_user_roles(
 
 /// `DELETE /v1/admin/users/{id}/sessions`: a forced logout everywhere.
 async fn end_user_sessions(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
@@ -254,7 +363,7 @@ async fn end_user_sessions(
         .ok_or(Error::NotFound)?;
     state
         .auth
-        .end_sessions_of(id, None)
+        .end_sessions_of(id, None, admin.actor(), Ending::EndedByAdmin)
         .await
         .map_err(unavailable)?;
     Ok(StatusCode::NO_CONTENT)
@@ -281,7 +390,7 @@ struct PutRole {
 /// `PUT /v1/admin/roles/{name}`: creates the role or replaces its
 /// permissions; holders' cookie sessions see the change at once.
 async fn put_role(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<PutRole>,
@@ -297,7 +406,7 @@ async fn put_role(
         .collect::<Result<Vec<_>, _>>()?;
     state
         .auth
-        .set_role(&name, &permissions)
+        .set_role(&name, &permissions, admin.actor())
         .await
         .map_err(unavailable)?;
     let mut perms: Vec<&str> = permissions.iter().map(Permission::as_str).collect();
@@ -309,12 +418,17 @@ async fn put_role(
 }
 
 async fn delete_role(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Error> {
     let name = RoleName::parse(&name).map_err(|_| Error::NotFound)?;
-    if !state.auth.delete_role(&name).await.map_err(unavailable)? {
+    if !state
+        .auth
+        .delete_role(&name, admin.actor())
+        .await
+        .map_err(unavailable)?
+    {
         return Err(Error::NotFound);
     }
     Ok(StatusCode::NO_CONTENT)
@@ -339,13 +453,13 @@ struct CreateResourceServer {
 /// `POST /v1/admin/resource-servers` `{"name"}`: 201 with the new key,
 /// shown this once (only its hash is kept).
 async fn create_resource_server(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateResourceServer>,
 ) -> Result<impl IntoResponse, Error> {
     let created = state
         .auth
-        .create_resource_server(&req.name)
+        .create_resource_server(&req.name, admin.actor())
         .await
         .map_err(|e| match e {
             CreateResourceServerFailure::Invalid(errors) => Error::Invalid(errors),
@@ -374,14 +488,14 @@ async fn list_resource_servers(
 
 /// `DELETE /v1/admin/resource-servers/{id}`: the key stops working at once.
 async fn delete_resource_server(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = ResourceServerId::parse(&id).ok_or(Error::NotFound)?;
     if !state
         .auth
-        .delete_resource_server(id)
+        .delete_resource_server(id, admin.actor())
         .await
         .map_err(unavailable)?
     {

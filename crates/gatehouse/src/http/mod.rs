@@ -15,12 +15,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
+use metrics::SharedString;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -120,7 +123,38 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Counts every answer by method, route pattern and status, with its
+/// latency. Layers of a `Router` run after routing, so the matched route
+/// is known here; a request that matched none is counted as `unmatched`
+/// (never by its raw path: an attacker could mint a series per request).
+async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(SharedString::const_str("unmatched"), |p| {
+            SharedString::from(p.as_str().to_owned())
+        });
+    let res = next.run(req).await;
+    state
+        .auth
+        .metrics()
+        .http_request(method, route, res.status(), started.elapsed());
+    res
 }
 
 /// Refuses state-changing requests from foreign origins when they ride on

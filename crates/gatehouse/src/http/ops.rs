@@ -1,8 +1,11 @@
-//! Operational endpoints: liveness and readiness.
+//! Operational endpoints: liveness, readiness and metrics.
 
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -21,6 +24,25 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// How long a scrape waits for the session store's count.
+const METRICS_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.auth.render_metrics(METRICS_STORE_TIMEOUT).await;
+    (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        text,
+    )
 }
 
 /// 200 while the process serves.

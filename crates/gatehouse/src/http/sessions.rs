@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::extract::{Client, CurrentUser, JsonBody};
 use super::{AppState, SessionView, UserView};
+use crate::auth::audit::{Actor, Ending};
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
 
@@ -55,7 +56,12 @@ async fn login(
 async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
     state
         .auth
-        .end_session(who.auth.user.id, who.auth.session.id)
+        .end_session(
+            who.auth.user.id,
+            who.auth.session.id,
+            Actor::User(who.auth.user.id),
+            Ending::Logout,
+        )
         .await
         .map_err(unavailable)?;
     Ok((
@@ -88,7 +94,12 @@ async fn end_one(
     let id = SessionId::parse(&id).ok_or(Error::NotFound)?;
     let ended = state
         .auth
-        .end_session(who.auth.user.id, id)
+        .end_session(
+            who.auth.user.id,
+            id,
+            Actor::User(who.auth.user.id),
+            Ending::EndedByUser,
+        )
         .await
         .map_err(unavailable)?;
     if !ended {
@@ -123,7 +134,12 @@ async fn end_others(
     }
     state
         .auth
-        .end_sessions_of(who.auth.user.id, Some(who.auth.session.id))
+        .end_sessions_of(
+            who.auth.user.id,
+            Some(who.auth.session.id),
+            Actor::User(who.auth.user.id),
+            Ending::SignedOutElsewhere,
+        )
         .await
         .map_err(unavailable)?;
     Ok(StatusCode::NO_CONTENT)

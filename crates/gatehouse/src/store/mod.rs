@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::auth::audit::{AuditEvent, AuditQuery};
 use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::config::DatabaseUrl;
 
@@ -230,6 +231,11 @@ pub trait SessionStore: Send + Sync + 'static {
         last_seen_at: OffsetDateTime,
     ) -> anyhow::Result<()>;
 
+    /// How many stored sessions have an absolute expiry after `now` (of
+    /// every user): what the live-sessions gauge shows. Sessions idle past
+    /// their timeout count until the sweeper deletes them.
+    async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64>;
+
     /// Every stored session of the user, oldest first.
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>>;
 
@@ -319,6 +325,24 @@ pub enum CreateResourceServerError {
     NameTaken,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
+}
+
+/// The audit trail.
+///
+/// Contract: `append` stores every event of the slice or none (one
+/// transaction); ids are unique (UUID v7, time-ordered). `audit_events`
+/// returns at most `limit` events, newest first (by id, descending), only
+/// those of `user` and `kind` when given, and only ids strictly below
+/// `before` when given: a page never repeats or skips an event however many
+/// are appended meanwhile. Every `Err` is a store failure.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()>;
+
+    async fn audit_events(&self, query: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>>;
+
+    /// Deletes the events recorded before `cutoff`; returns how many.
+    async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
 }
 
 /// Resource servers: the services that follow the revocation feed.
@@ -445,6 +469,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
     pub resource_servers: Arc<dyn ResourceServerStore>,
+    /// Always the SQL database, also with Redis: the trail is kept durably.
+    pub audit: Arc<dyn AuditStore>,
 }
 
 /// Opens (creating and migrating where needed) the stores the configuration
@@ -462,7 +488,8 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
                 sessions: db.clone(),
                 keys: db.clone(),
                 failures: Arc::new(memory::MemoryFailureCounter::default()),
-                resource_servers: db,
+                resource_servers: db.clone(),
+                audit: db,
             })
         }
         DatabaseUrl::Postgres(url) => {
@@ -475,7 +502,8 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
                 sessions: db.clone(),
                 keys: db.clone(),
                 failures: db.clone(),
-                resource_servers: db,
+                resource_servers: db.clone(),
+                audit: db,
             })
         }
     }

@@ -14,10 +14,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Attempt, CreateResourceServerError, CreateUserError, FailureCounter, KeyStore, NewUser,
-    RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError,
+    Attempt, AuditStore, CreateResourceServerError, CreateUserError, FailureCounter, KeyStore,
+    NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError,
     SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
+use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
@@ -532,6 +533,15 @@ impl SessionStore for PgStore {
         Ok(())
     }
 
+    async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM sessions WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .context("counting sessions")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
@@ -1034,6 +1044,97 @@ impl PgStore {
         .context("storing a signing key")?;
         tx.commit().await.context("committing a signing key")?;
         Ok(true)
+    }
+}
+
+type AuditRow = (
+    Uuid,
+    OffsetDateTime,
+    String,
+    Option<Uuid>,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<String>,
+    String,
+);
+
+fn audit_event_from_row(
+    (id, at, kind, user_id, actor, actor_id, session_id, ip, details): AuditRow,
+) -> anyhow::Result<AuditEvent> {
+    let kind = EventType::parse(&kind)
+        .ok_or_else(|| anyhow::anyhow!("unknown audit event type {kind:?}"))?;
+    let actor = Actor::from_parts(&actor, actor_id.map(UserId))
+        .ok_or_else(|| anyhow::anyhow!("malformed audit actor {actor:?}"))?;
+    Ok(AuditEvent {
+        id,
+        at,
+        kind,
+        user_id: user_id.map(UserId),
+        actor,
+        session_id: session_id.map(SessionId),
+        ip,
+        details: serde_json::from_str(&details).context("audit details are not JSON")?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        for e in events {
+            let (actor, actor_id) = e.actor.parts();
+            sqlx::query(
+                "INSERT INTO audit_events (id, at, type, user_id, actor, actor_id, session_id, ip, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+            )
+            .bind(e.id)
+            .bind(ms(e.at))
+            .bind(e.kind.as_str())
+            .bind(e.user_id.map(|u| u.0))
+            .bind(actor)
+            .bind(actor_id.map(|u| u.0))
+            .bind(e.session_id.map(|s| s.0))
+            .bind(&e.ip)
+            .bind(e.details.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording an audit event")?;
+        }
+        tx.commit().await.context("committing audit events")
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>> {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT id, at, type, user_id, actor, actor_id, session_id, ip, details::text \
+             FROM audit_events WHERE true",
+        );
+        if let Some(user) = q.user {
+            sql.push(" AND user_id = ").push_bind(user.0);
+        }
+        if let Some(kind) = q.kind {
+            sql.push(" AND type = ").push_bind(kind.as_str());
+        }
+        if let Some(before) = q.before {
+            sql.push(" AND id < ").push_bind(before);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows: Vec<AuditRow> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .context("reading audit events")?;
+        rows.into_iter().map(audit_event_from_row).collect()
+    }
+
+    async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .context("deleting old audit events")?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -557,6 +557,18 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    /// From the index of absolute expiries (`{prefix}exp`), which every
+    /// session enters at creation and leaves when it ends.
+    async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let mut con = self.con.clone();
+        // The score is the absolute expiry in milliseconds; "(" excludes it.
+        let n: u64 = con
+            .zcount(self.key("exp", b""), format!("({}", to_millis(now)), "+inf")
+            .await
+            .context("counting sessions in Redis")?;
+        Ok(n)
+    }
+
     /// The user's sessions, oldest first (by `created_at`, then id); ids in
     /// the user's index whose session Redis has expired are pruned.
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {

@@ -12,10 +12,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CreateResourceServerError, CreateUserError, KeyStore, NewUser, RefreshRecord,
+    AuditStore, CreateResourceServerError, CreateUserError, KeyStore, NewUser, RefreshRecord,
     ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError, SessionRecord,
     SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
+use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
 
@@ -415,6 +416,15 @@ impl SessionStore for SqliteStore {
             .await
             .context("recording a session's use")?;
         Ok(())
+    }
+
+    async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM sessions WHERE expires_at > ?")
+            .bind(to_millis(now))
+            .fetch_one(&self.pool)
+            .await
+            .context("counting sessions")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
@@ -863,5 +873,98 @@ impl KeyStore for SqliteStore {
             .await
             .context("re-sealing a signing key")?;
         Ok(())
+    }
+}
+
+type AuditRow = (
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+fn audit_event_from_row(
+    (id, at, kind, user_id, actor, actor_id, session_id, ip, details): AuditRow,
+) -> anyhow::Result<AuditEvent> {
+    let uid = |s: Option<String>| s.map(parse_uuid).transpose();
+    let kind = EventType::parse(&kind)
+        .ok_or_else(|| anyhow::anyhow!("unknown audit event type {kind:?}"))?;
+    let actor = Actor::from_parts(&actor, uid(actor_id)?.map(UserId))
+        .ok_or_else(|| anyhow::anyhow!("malformed audit actor {actor:?}"))?;
+    Ok(AuditEvent {
+        id: parse_uuid(id)?,
+        at: from_millis(at),
+        kind,
+        user_id: uid(user_id)?.map(UserId),
+        actor,
+        session_id: uid(session_id)?.map(SessionId),
+        ip,
+        details: serde_json::from_str(&details).context("audit details are not JSON")?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        for e in events {
+            let (actor, actor_id) = e.actor.parts();
+            sqlx::query(
+                "INSERT INTO audit_events (id, at, type, user_id, actor, actor_id, session_id, ip, details) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.id.to_string())
+            .bind(to_millis(e.at))
+            .bind(e.kind.as_str())
+            .bind(e.user_id.map(|u| u.0.to_string()))
+            .bind(actor)
+            .bind(actor_id.map(|u| u.0.to_string()))
+            .bind(e.session_id.map(|s| s.0.to_string()))
+            .bind(&e.ip)
+            .bind(e.details.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording an audit event")?;
+        }
+        tx.commit().await.context("committing audit events")
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>> {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT id, at, type, user_id, actor, actor_id, session_id, ip, details \
+             FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(user) = q.user {
+            sql.push(" AND user_id = ").push_bind(user.0.to_string());
+        }
+        if let Some(kind) = q.kind {
+            sql.push(" AND type = ").push_bind(kind.as_str());
+        }
+        if let Some(before) = q.before {
+            // Canonical lower-case hyphenated UUIDs sort as their bytes do.
+            sql.push(" AND id < ").push_bind(before.to_string());
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows: Vec<AuditRow> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .context("reading audit events")?;
+        rows.into_iter().map(audit_event_from_row).collect()
+    }
+
+    async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE at < ?")
+            .bind(to_millis(cutoff))
+            .execute(&self.pool)
+            .await
+            .context("deleting old audit events")?;
+        Ok(done.rows_affected())
     }
 }

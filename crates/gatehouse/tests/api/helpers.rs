@@ -193,7 +193,9 @@ impl TestApp {
             .iter()
             .map(|p| Permission::parse(p).expect("permission"))
             .collect();
-        auth.set_role(&role, &perms).await.expect("role set");
+        auth.set_role(&role, &perms, gatehouse::auth::audit::Actor::Cli)
+            .await
+            .expect("role set");
         let user = TestUser {
             email: unique_email(),
             password: PASSWORD.to_owned(),

@@ -332,7 +332,7 @@ where
     let app = spawn(Box::new(|_| {})).await;
     let key = app
         .auth
-        .create_resource_server("journey")
+        .create_resource_server("journey", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")
         .key
@@ -476,7 +476,7 @@ async fn feed_across_nodes(with_redis: bool) {
     }
     let key = a
         .auth
-        .create_resource_server("across")
+        .create_resource_server("across", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")
         .key

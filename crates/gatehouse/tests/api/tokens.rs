@@ -997,6 +997,7 @@ async fn a_role_change_reaches_tokens_at_their_next_refresh() {
     auth.set_role(
         &RoleName::parse("support").expect("role"),
         &[Permission::parse("tickets:admin").expect("permission")],
+        gatehouse::auth::audit::Actor::Cli,
     )
     .await
     .expect("role set");

@@ -1,0 +1,411 @@
+//! The audit trail: security events (logins, logouts, ended sessions,
+//! refresh-token reuse, password and role changes, disabled users, key
+//! rotations), each emitted as a structured `tracing` event (target
+//! `gatehouse::audit`) and stored for `GET /v1/admin/audit`.
+//!
+//! An event never carries a secret: no password, session secret, refresh
+//! token, access token or key material; for a failed login with an unknown
+//! email not even the email (users type passwords into the email field).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Auth;
+use super::types::{SessionId, UserId};
+
+/// Most events one page may hold.
+pub const MAX_PAGE: u32 = 200;
+
+/// What happened. The names are the `type` of the API and of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    LoginSucceeded,
+    LoginFailed,
+    /// The first refused attempt of a throttled (account, IP) window; the
+    /// refusals after it are counted in metrics, not stored one by one.
+    LoginThrottled,
+    /// The caller ended its own current session (`POST /v1/logout`).
+    Logout,
+    /// A session ended for any other reason (`details.reason`).
+    SessionEnded,
+    RefreshReuseDetected,
+    PasswordChanged,
+    UserCreated,
+    UserDisabled,
+    UserEnabled,
+    UserDeleted,
+    UserRolesChanged,
+    RoleChanged,
+    RoleDeleted,
+    KeyRotated,
+    ResourceServerCreated,
+    ResourceServerDeleted,
+}
+
+impl EventType {
+    pub const ALL: [Self; 17] = [
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::LoginThrottled,
+        Self::Logout,
+        Self::SessionEnded,
+        Self::RefreshReuseDetected,
+        Self::PasswordChanged,
+        Self::UserCreated,
+        Self::UserDisabled,
+        Self::UserEnabled,
+        Self::UserDeleted,
+        Self::UserRolesChanged,
+        Self::RoleChanged,
+        Self::RoleDeleted,
+        Self::KeyRotated,
+        Self::ResourceServerCreated,
+        Self::ResourceServerDeleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::LoginThrottled => "login_throttled",
+            Self::Logout => "logout",
+            Self::SessionEnded => "session_ended",
+            Self::RefreshReuseDetected => "refresh_reuse_detected",
+            Self::PasswordChanged => "password_changed",
+            Self::UserCreated => "user_created",
+            Self::UserDisabled => "user_disabled",
+            Self::UserEnabled => "user_enabled",
+            Self::UserDeleted => "user_deleted",
+            Self::UserRolesChanged => "user_roles_changed",
+            Self::RoleChanged => "role_changed",
+            Self::RoleDeleted => "role_deleted",
+            Self::KeyRotated => "key_rotated",
+            Self::ResourceServerCreated => "resource_server_created",
+            Self::ResourceServerDeleted => "resource_server_deleted",
+        }
+    }
+
+    /// The type named `s`, if there is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A signed-in user: the subject themselves, or an administrator.
+    User(UserId),
+    /// The command line, run by whoever holds the configuration.
+    Cli,
+    /// Gatehouse itself: expiry, theft detection, start-up.
+    System,
+    /// Someone not (yet) identified: a login attempt.
+    Anonymous,
+}
+
+impl Actor {
+    /// The stored and shown kind, and the user id when there is one.
+    pub fn parts(self) -> (&'static str, Option<UserId>) {
+        match self {
+            Self::User(id) => ("user", Some(id)),
+            Self::Cli => ("cli", None),
+            Self::System => ("system", None),
+            Self::Anonymous => ("anonymous", None),
+        }
+    }
+
+    /// The actor stored as `kind` and `id`; `None` for an unknown kind.
+    pub fn from_parts(kind: &str, id: Option<UserId>) -> Option<Self> {
+        match (kind, id) {
+            ("user", Some(id)) => Some(Self::User(id)),
+            ("cli", None) => Some(Self::Cli),
+            ("system", None) => Some(Self::System),
+            ("anonymous", None) => Some(Self::Anonymous),
+            _ => None,
+        }
+    }
+}
+
+/// Why a session ended, as `details.reason` of `session_ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `POST /v1/logout` (recorded as `logout`).
+    Logout,
+    /// The user ended it from their list of sessions.
+    EndedByUser,
+    /// The user signed out everywhere else.
+    SignedOutElsewhere,
+    /// The user changed their password.
+    PasswordChanged,
+    /// An administrator ended the user's sessions.
+    EndedByAdmin,
+    UserDisabled,
+    UserDeleted,
+    /// A spent refresh token of the session was presented again.
+    RefreshReuse,
+    /// Idle or absolute expiry, found on use.
+    Expired,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::EndedByUser => "ended_by_user",
+            Self::SignedOutElsewhere => "signed_out_elsewhere",
+            Self::PasswordChanged => "password_changed",
+            Self::EndedByAdmin => "ended_by_admin",
+            Self::UserDisabled => "user_disabled",
+            Self::UserDeleted => "user_deleted",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// UUID v7: time-ordered, the order of the trail and its cursor.
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub kind: EventType,
+    /// The account the event concerns, when there is one.
+    pub user_id: Option<UserId>,
+    pub actor: Actor,
+    pub session_id: Option<SessionId>,
+    /// The client's IP, for events caused by a request.
+    pub ip: Option<String>,
+    /// A JSON object with the event's particulars; never a secret.
+    pub details: Value,
+}
+
+impl AuditEvent {
+    /// An event of `kind` by `actor`, now; fill in the rest with the
+    /// builder methods.
+    pub fn new(kind: EventType, actor: Actor, at: OffsetDateTime) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            at,
+            kind,
+            user_id: None,
+            actor,
+            session_id: None,
+            ip: None,
+            details: Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    #[must_use]
+    pub fn user(mut self, id: UserId) -> Self {
+        self.user_id = Some(id);
+        self
+    }
+
+    #[must_use]
+    pub fn session(mut self, id: SessionId) -> Self {
+        self.session_id = Some(id);
+        self
+    }
+
+    #[must_use]
+    pub fn ip(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.ip = ip.map(|ip| ip.to_string());
+        self
+    }
+
+    #[must_use]
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Value::Object(map) = &mut self.details {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+}
+
+/// What to read from the trail: newest first, optionally one user's or one
+/// type's, strictly older than `before`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditQuery {
+    pub user: Option<UserId>,
+    pub kind: Option<EventType>,
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// One page of the trail and the cursor of the next, if any.
+#[derive(Debug)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    pub next_cursor: Option<String>,
+}
+
+/// A malformed audit cursor.
+#[derive(Debug, thiserror::Error)]
+#[error("the cursor is not one this server issued")]
+pub struct BadAuditCursor;
+
+fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<Uuid, BadAuditCursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadAuditCursor)?;
+    Uuid::from_slice(&bytes).map_err(|_| BadAuditCursor)
+}
+
+/// Writes the event to the log, where operators' collectors pick it up.
+fn log(e: &AuditEvent) {
+    let (actor, actor_id) = e.actor.parts();
+    let user_id = e.user_id.map(|u| u.to_string());
+    let session_id = e.session_id.map(|s| s.to_string());
+    let actor_id = actor_id.map(|u| u.to_string());
+    let details = e.details.to_string();
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "gatehouse::audit",
+                event = e.kind.as_str(),
+                event_id = %e.id,
+                user_id = user_id.as_deref(),
+                actor,
+                actor_id = actor_id.as_deref(),
+                session_id = session_id.as_deref(),
+                ip = e.ip.as_deref(),
+                details = %details,
+                "audit"
+            )
+        };
+    }
+    match e.kind {
+        EventType::RefreshReuseDetected | EventType::LoginThrottled => emit!(warn),
+        _ => emit!(info),
+    }
+}
+
+impl Auth {
+    /// Records events: logged at once, then stored. A store failure is
+    /// logged (with the events, which the log line already carries) and
+    /// counted, and does not undo or refuse what already happened.
+    pub(crate) async fn record(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            log(e);
+        }
+        if let Err(err) = self.stores.audit.append(&events).await {
+            self.metrics
+                .audit_write_failures
+                .increment(events.len() as u64);
+            tracing::error!(
+                target: "gatehouse::audit",
+                error = format!("{err:#}"),
+                count = events.len(),
+                "storing audit events failed; they are in this log only"
+            );
+        }
+    }
+
+    /// Records one event.
+    pub(crate) async fn record_one(&self, event: AuditEvent) {
+        self.record(vec![event]).await;
+    }
+
+    /// An event of `kind` by `actor`, stamped with this service's clock.
+    pub(crate) fn event(&self, kind: EventType, actor: Actor) -> AuditEvent {
+        AuditEvent::new(kind, actor, self.clock.now())
+    }
+
+    /// A page of the trail, newest first.
+    ///
+    /// # Errors
+    /// `Ok(Err(BadAuditCursor))` for a cursor we did not issue; `Err` for
+    /// store failures.
+    pub async fn audit_events(
+        &self,
+        user: Option<UserId>,
+        kind: Option<EventType>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Result<AuditPage, BadAuditCursor>> {
+        let before = match cursor.map(decode_cursor).transpose() {
+            Ok(before) => before,
+            Err(e) => return Ok(Err(e)),
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        // One more than asked tells whether a next page exists.
+        let mut events = self
+            .stores
+            .audit
+            .audit_events(&AuditQuery {
+                user,
+                kind,
+                before,
+                limit: limit + 1,
+            })
+            .await?;
+        let next_cursor = if events.len() > limit as usize {
+            events.truncate(limit as usize);
+            events.last().map(|e| encode_cursor(e.id))
+        } else {
+            None
+        };
+        Ok(Ok(AuditPage {
+            events,
+            next_cursor,
+        }))
+    }
+
+    /// Deletes events older than the retention period; run periodically.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn sweep_audit_events(&self) -> anyhow::Result<u64> {
+        let Some(retention) = self.policy.audit_retention else {
+            return Ok(0);
+        };
+        let cutoff = self.clock.now() - retention;
+        self.stores.audit.delete_audit_events_before(cutoff).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_round_trips_by_name() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        for bad in ["", "LOGIN_FAILED", "login", "' OR 1=1 --"] {
+            assert_eq!(EventType::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn actors_round_trip_and_mismatched_parts_are_refused() {
+        let id = UserId::new();
+        for a in [Actor::User(id), Actor::Cli, Actor::System, Actor::Anonymous] {
+            let (kind, uid) = a.parts();
+            assert_eq!(Actor::from_parts(kind, uid), Some(a));
+        }
+        assert_eq!(Actor::from_parts("user", None), None);
+        assert_eq!(Actor::from_parts("cli", Some(id)), None);
+        assert_eq!(Actor::from_parts("root", None), None);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).expect("ours"), id);
+        for bad in ["", "!!", "AAAA", "' OR 1=1 --"] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Metrics for `GET /metrics` (Prometheus text format): HTTP requests and
+//! their latency by route and status, logins, token grants, refresh-token
+//! reuse, and gauges read at scrape time (live sessions, the revocation set,
+//! the password-hashing queue).
+//!
+//! Each application owns its recorder, passed explicitly like the rest of
+//! its state: no global recorder, so several servers in one process (the
+//! tests) keep separate counts.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder as _, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+const META: Metadata<'static> = Metadata::new("gatehouse", Level::INFO, Some("gatehouse"));
+
+pub const HTTP_REQUESTS: &str = "gatehouse_http_requests_total";
+pub const HTTP_DURATION: &str = "gatehouse_http_request_duration_seconds";
+const LOGINS: &str = "gatehouse_logins_total";
+const TOKENS_ISSUED: &str = "gatehouse_tokens_issued_total";
+const REFRESH_REUSE: &str = "gatehouse_refresh_token_reuse_detected_total";
+const AUDIT_WRITE_FAILURES: &str = "gatehouse_audit_write_failures_total";
+const LIVE_SESSIONS: &str = "gatehouse_live_sessions";
+const REVOKED_SESSIONS: &str = "gatehouse_revoked_sessions";
+const HASH_QUEUE: &str = "gatehouse_password_hash_queue_depth";
+
+/// Latency buckets in seconds: from a cached token check (tens of µs) to a
+/// login behind a busy hashing pool (seconds).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The application's recorder and the handles the domain counts with.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub logins_succeeded: Counter,
+    pub logins_failed: Counter,
+    pub logins_throttled: Counter,
+    /// Access tokens by how they were obtained.
+    pub tokens_password_grant: Counter,
+    pub tokens_refresh_grant: Counter,
+    pub tokens_session: Counter,
+    pub refresh_reuse_detected: Counter,
+    pub audit_write_failures: Counter,
+    live_sessions: Gauge,
+    revoked_sessions: Gauge,
+    hash_queue: Gauge,
+}
+
+/// What the gauges show, read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// `None` when the store did not answer: the gauge keeps its last value.
+    pub live_sessions: Option<u64>,
+    pub revoked_sessions: usize,
+    pub hash_queue_depth: usize,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with every metric described.
+    ///
+    /// # Errors
+    /// When the histogram buckets are refused (they are constant, so never).
+    pub fn new() -> anyhow::Result<Self> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)?
+            .build_recorder();
+        let handle = recorder.handle();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            recorder.describe_counter(name.into(), unit, SharedString::const_str(help));
+        };
+        describe(
+            HTTP_REQUESTS,
+            None,
+            "HTTP requests answered, by method, route and status.",
+        );
+        recorder.describe_histogram(
+            HTTP_DURATION.into(),
+            Some(Unit::Seconds),
+            SharedString::const_str("Time to answer an HTTP request, by method, route and status."),
+        );
+        describe(
+            LOGINS,
+            None,
+            "Password logins (cookie and password grant), by result: succeeded, failed, throttled.",
+        );
+        describe(
+            TOKENS_ISSUED,
+            None,
+            "Access tokens issued, by grant: password, refresh_token, session.",
+        );
+        describe(
+            REFRESH_REUSE,
+            None,
+            "Spent refresh tokens presented again (their sessions were ended).",
+        );
+        describe(
+            AUDIT_WRITE_FAILURES,
+            None,
+            "Audit events that could not be stored (they are still logged).",
+        );
+        for (name, help) in [
+            (
+                LIVE_SESSIONS,
+                "Sessions not past their absolute expiry (idle ones count until swept).",
+            ),
+            (
+                REVOKED_SESSIONS,
+                "Ended sessions this node refuses tokens of (the revocation set).",
+            ),
+            (
+                HASH_QUEUE,
+                "Password hashes waiting for or running on the hashing pool.",
+            ),
+        ] {
+            recorder.describe_gauge(name.into(), None, SharedString::const_str(help));
+        }
+        let counter = |name: &'static str, labels: &[(&'static str, &'static str)]| {
+            let labels: Vec<Label> = labels
+                .iter()
+                .map(|(k, v)| Label::from_static_parts(k, v))
+                .collect();
+            recorder.register_counter(&Key::from_parts(name, labels), &META)
+        };
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &META);
+        Ok(Self {
+            logins_succeeded: counter(LOGINS, &[("result", "succeeded")]),
+            logins_failed: counter(LOGINS, &[("result", "failed")]),
+            logins_throttled: counter(LOGINS, &[("result", "throttled")]),
+            tokens_password_grant: counter(TOKENS_ISSUED, &[("grant", "password")]),
+            tokens_refresh_grant: counter(TOKENS_ISSUED, &[("grant", "refresh_token")]),
+            tokens_session: counter(TOKENS_ISSUED, &[("grant", "session")]),
+            refresh_reuse_detected: counter(REFRESH_REUSE, &[]),
+            audit_write_failures: counter(AUDIT_WRITE_FAILURES, &[]),
+            live_sessions: gauge(LIVE_SESSIONS),
+            revoked_sessions: gauge(REVOKED_SESSIONS),
+            hash_queue: gauge(HASH_QUEUE),
+            recorder,
+            handle,
+        })
+    }
+
+    /// Counts one answered request. `route` is the route's pattern (such as
+    /// `/v1/sessions/{id}`), never the raw path, so an attacker cannot grow
+    /// the number of series; `method` is one of the standard methods or
+    /// `other`.
+    pub fn http_request(
+        &self,
+        method: &'static str,
+        route: SharedString,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let labels = vec![
+            Label::from_static_parts("method", method),
+            Label::new("route", route),
+            Label::new("status", status.as_u16().to_string()),
+        ];
+        let counter_key = Key::from_parts(HTTP_REQUESTS, labels.clone());
+        self.recorder
+            .register_counter(&counter_key, &META)
+            .increment(1);
+        self.recorder
+            .register_histogram(&Key::from_parts(HTTP_DURATION, labels), &META)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with the gauges set to `gauges` first.
+    pub fn render(&self, gauges: Gauges) -> String {
+        if let Some(n) = gauges.live_sessions {
+            #[allow(clippy::cast_precision_loss)] // exact below 2^53 sessions
+            self.live_sessions.set(n as f64);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        {
+            self.revoked_sessions.set(gauges.revoked_sessions as f64);
+            self.hash_queue.set(gauges.hash_queue_depth as f64);
+        }
+        self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_render_with_their_labels_and_buckets() {
+        let m = Metrics::new().expect("metrics");
+        m.http_request(
+            "GET",
+            "/v1/sessions/{id}".into(),
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(3),
+        );
+        m.logins_failed.increment(2);
+        let text = m.render(Gauges {
+            live_sessions: Some(7),
+            revoked_sessions: 3,
+            hash_queue_depth: 1,
+        });
+        assert!(
+            text.contains(
+                r#"gatehouse_http_requests_total{method="GET",route="/v1/sessions/{id}",status="404"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gatehouse_http_request_duration_seconds_bucket{method="GET",route="/v1/sessions/{id}",status="404",le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gatehouse_logins_total{result="failed"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_live_sessions 7"), "{text}");
+        assert!(text.contains("gatehouse_revoked_sessions 3"), "{text}");
+        assert!(
+            text.contains("gatehouse_password_hash_queue_depth 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_application_counts_on_its_own() {
+        let (a, b) = (Metrics::new().expect("a"), Metrics::new().expect("b"));
+        a.logins_succeeded.increment(1);
+        let text = b.render(Gauges::default());
+        assert!(
+            text.contains(r#"gatehouse_logins_total{result="succeeded"} 0"#),
+            "{text}"
+        );
+    }
+}
