@@ -4,11 +4,13 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod audit;
 mod backends;
 mod cli;
 mod csrf;
 mod hostile;
 mod keys;
+mod metrics;
 mod multinode;
 mod nginx;
 mod process;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use gatehouse::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
 use gatehouse::store::{
@@ -355,6 +356,18 @@ contract! {
     concurrent_hits_each_see_a_distinct_count
         => sqlite_concurrent_hits_each_see_a_distinct_count,
            postgres_concurrent_hits_each_see_a_distinct_count;
+    count_sessions_counts_every_users_unexpired_sessions
+        => sqlite_count_sessions_counts_every_users_unexpired_sessions,
+           postgres_count_sessions_counts_every_users_unexpired_sessions;
+    audit_events_read_back_newest_first_with_every_field
+        => sqlite_audit_events_read_back_newest_first_with_every_field,
+           postgres_audit_events_read_back_newest_first_with_every_field;
+    audit_events_filter_by_user_and_type_and_page_without_gaps
+        => sqlite_audit_events_filter_by_user_and_type_and_page_without_gaps,
+           postgres_audit_events_filter_by_user_and_type_and_page_without_gaps;
+    audit_events_before_the_cutoff_are_deleted
+        => sqlite_audit_events_before_the_cutoff_are_deleted,
+           postgres_audit_events_before_the_cutoff_are_deleted;
 }
 
 // Not on Redis: the UserStore and KeyStore behaviours (users and keys stay in
@@ -402,6 +415,8 @@ redis_contract! {
         => redis_failure_counter_reset_forgets;
     concurrent_hits_each_see_a_distinct_count
         => redis_concurrent_hits_each_see_a_distinct_count;
+    count_sessions_counts_every_users_unexpired_sessions
+        => redis_count_sessions_counts_every_users_unexpired_sessions;
 }
 
 // ---------------------------------------------------------------------------
@@ -1841,4 +1856,194 @@ async fn concurrent_first_keys_leave_exactly_one_current(stores: Stores) {
     let stored = stores.keys.signing_keys().await.expect("keys");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].retire_at, None);
+}
+
+// ---------------------------------------------------------------------------
+// Live-session count and the audit trail
+// ---------------------------------------------------------------------------
+
+async fn count_sessions_counts_every_users_unexpired_sessions(stores: Stores) {
+    let now = OffsetDateTime::now_utc();
+    let count = |at| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .sessions
+                .count_sessions(at)
+                .await
+                .expect("count_sessions")
+        }
+    };
+    assert_eq!(count(now).await, 0);
+    let a = create(&stores, "count-a@example.com", &[]).await.id;
+    let b = create(&stores, "count-b@example.com", &[]).await.id;
+    let s1 = session(a, 1, now);
+    let s2 = session(a, 2, now);
+    let s3 = session(b, 3, now);
+    for s in [&s1, &s2, &s3] {
+        insert(&stores, s).await;
+    }
+    assert_eq!(count(now).await, 3);
+    assert!(
+        stores
+            .sessions
+            .delete_session(s2.id, a, now + time::Duration::days(30))
+            .await
+            .expect("delete")
+    );
+    assert_eq!(count(now).await, 2, "an ended session no longer counts");
+    // Past their absolute expiry (30 days), none counts, swept or not.
+    assert_eq!(count(s1.expires_at).await, 0);
+    assert_eq!(count(s1.expires_at - time::Duration::seconds(1)).await, 2);
+}
+
+fn audit(kind: EventType, at_s: i64) -> AuditEvent {
+    AuditEvent::new(kind, Actor::System, at(at_s))
+}
+
+async fn read(stores: &Stores, q: AuditQuery) -> Vec<AuditEvent> {
+    stores.audit.audit_events(&q).await.expect("audit_events")
+}
+
+fn query(limit: u32) -> AuditQuery {
+    AuditQuery {
+        limit,
+        ..AuditQuery::default()
+    }
+}
+
+async fn audit_events_read_back_newest_first_with_every_field(stores: Stores) {
+    let user = UserId::new();
+    let admin = UserId::new();
+    let session = SessionId::new();
+    let full = audit(EventType::LoginFailed, 10)
+        .user(user)
+        .session(session)
+        .ip(Some("2001:db8::7".parse().expect("ip")))
+        .detail("reason", "wrong_password")
+        .detail("roles", vec!["a'); DROP TABLE audit_events;--", "<b>"]);
+    let mut by_admin = audit(EventType::UserDisabled, 20).user(user);
+    by_admin.actor = Actor::User(admin);
+    let mut by_cli = audit(EventType::KeyRotated, 30).detail("kid", "k1");
+    by_cli.actor = Actor::Cli;
+    let mut anonymous = audit(EventType::LoginThrottled, 40);
+    anonymous.actor = Actor::Anonymous;
+    stores
+        .audit
+        .append(&[full.clone(), by_admin.clone()])
+        .await
+        .expect("append");
+    stores
+        .audit
+        .append(&[by_cli.clone(), anonymous.clone()])
+        .await
+        .expect("append");
+    stores.audit.append(&[]).await.expect("append nothing");
+    let got = read(&stores, query(10)).await;
+    assert_eq!(got, vec![anonymous, by_cli, by_admin, full]);
+}
+
+async fn audit_events_filter_by_user_and_type_and_page_without_gaps(stores: Stores) {
+    let (a, b) = (UserId::new(), UserId::new());
+    let mut written = Vec::new();
+    for i in 0..9 {
+        let kind = if i % 3 == 0 {
+            EventType::Logout
+        } else {
+            EventType::LoginSucceeded
+        };
+        let e = audit(kind, i).user(if i % 2 == 0 { a } else { b });
+        stores
+            .audit
+            .append(std::slice::from_ref(&e))
+            .await
+            .expect("append");
+        written.push(e);
+    }
+    let ids = |events: &[AuditEvent]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let newest_first: Vec<_> = written.iter().rev().cloned().collect();
+    let of_a: Vec<_> = newest_first
+        .iter()
+        .filter(|e| e.user_id == Some(a))
+        .cloned()
+        .collect();
+    let q = AuditQuery {
+        user: Some(a),
+        ..query(50)
+    };
+    assert_eq!(ids(&read(&stores, q).await), ids(&of_a));
+    let q = AuditQuery {
+        kind: Some(EventType::Logout),
+        ..query(50)
+    };
+    assert_eq!(
+        ids(&read(&stores, q).await),
+        ids(&newest_first
+            .iter()
+            .filter(|e| e.kind == EventType::Logout)
+            .cloned()
+            .collect::<Vec<_>>())
+    );
+    let q = AuditQuery {
+        user: Some(b),
+        kind: Some(EventType::Logout),
+        ..query(50)
+    };
+    let both = read(&stores, q).await;
+    assert_eq!(both.len(), 1, "only event 3 is b's logout");
+    assert_eq!(both[0].id, written[3].id);
+    assert!(
+        read(
+            &stores,
+            AuditQuery {
+                user: Some(UserId::new()),
+                ..query(50)
+            }
+        )
+        .await
+        .is_empty()
+    );
+
+    // Pages of 4, each strictly before the last id of the previous, with an
+    // event appended between pages: no repeat, no gap.
+    let first = read(&stores, query(4)).await;
+    let late = audit(EventType::Logout, 100).user(a);
+    stores
+        .audit
+        .append(std::slice::from_ref(&late))
+        .await
+        .expect("append");
+    let mut paged = first.clone();
+    let mut before = first.last().map(|e| e.id);
+    while let Some(b) = before {
+        let page = read(
+            &stores,
+            AuditQuery {
+                before: Some(b),
+                ..query(4)
+            },
+        )
+        .await;
+        before = page.last().map(|e| e.id);
+        paged.extend(page);
+    }
+    assert_eq!(ids(&paged), ids(&newest_first));
+}
+
+async fn audit_events_before_the_cutoff_are_deleted(stores: Stores) {
+    let old = audit(EventType::Logout, 10);
+    let edge = audit(EventType::Logout, 20);
+    let new = audit(EventType::Logout, 30);
+    stores
+        .audit
+        .append(&[old, edge.clone(), new.clone()])
+        .await
+        .expect("append");
+    let deleted = stores
+        .audit
+        .delete_audit_events_before(at(20))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+    assert_eq!(read(&stores, query(10)).await, vec![new, edge]);
 }
