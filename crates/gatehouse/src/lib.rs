@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod http;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::Application;
 pub use config::Config;
