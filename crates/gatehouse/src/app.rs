@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState, WebSettings};
 use crate::store::redis::RedisStore;
+use crate::tls::TlsListener;
 
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -41,7 +44,6 @@ pub async fn build_auth(
     hash_concurrency: usize,
     issuer: String,
 ) -> anyhow::Result<Arc<Auth>> {
-    refuse_unbuilt_features(config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut stores = crate::store::open(&config.database_url).await?;
     if let Some(url) = &config.redis_url {
@@ -80,60 +82,54 @@ pub async fn build_auth(
 }
 
 /// The issuer a command-line tool assumes: the configured one, else what a
-/// server on `listen` would call itself.
+/// server on `listen` would call itself (`https://` when it serves TLS).
 pub fn default_issuer(config: &Config) -> String {
     config
         .issuer
         .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen))
-}
-
-/// Settings whose features are not in this build are refused rather than
-/// silently ignored: an operator who asks for HTTPS or shared sessions and
-/// gets neither would be worse off than one told so at start-up.
-fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if config.tls.is_some() {
-        anyhow::bail!(
-            "tls_cert: serving HTTPS directly is not available in this version; terminate TLS in a reverse proxy"
-        );
-    }
-    Ok(())
+        .unwrap_or_else(|| format!("{}://{}", config.scheme(), config.listen))
 }
 
 /// A built application, bound to its address and ready to serve.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The TLS settings, when the server speaks HTTPS itself.
+    tls: Option<Arc<ServerConfig>>,
     state: AppState,
     /// Redis URL and revocation channel, when sessions live in Redis.
     revocation_feed: Option<(String, String)>,
 }
 
 impl Application {
-    /// Opens the stores, builds the router and binds `config.listen`
-    /// (port 0 picks a free port; see [`Application::local_addr`]).
+    /// Reads the TLS certificate and key (when configured), opens the
+    /// stores, builds the router and binds `config.listen` (port 0 picks a
+    /// free port; see [`Application::local_addr`]).
     ///
     /// # Errors
-    /// When a store cannot be opened or the address cannot be bound.
+    /// When the TLS files cannot be used (naming `tls_cert` or `tls_key`), a
+    /// store cannot be opened or the address cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        refuse_unbuilt_features(&config)?;
+        // Before anything else: a bad certificate stops start-up before the
+        // database is created or the port taken, like any bad setting.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let issuer = config
-            .issuer
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let origin = format!("{}://{addr}", config.scheme());
+        let issuer = config.issuer.clone().unwrap_or_else(|| origin.clone());
         let auth = build_auth(&config, num_cpus(), issuer).await?;
         if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
             // Every node would call itself by its own address, and refuse
             // the others' tokens.
             tracing::warn!(%addr, "issuer is not set: with several nodes, set the same issuer on every node");
         }
-        let issuer_origin = config
-            .issuer_origin()
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let issuer_origin = config.issuer_origin().unwrap_or(origin);
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
         allowed_origins.insert(issuer_origin);
         let web = WebSettings {
@@ -154,6 +150,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            tls,
             revocation_feed,
             state: AppState {
                 auth,
@@ -170,6 +167,13 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The base URL of the bound address: `https://ADDR` when the server
+    /// speaks TLS itself, else `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in
@@ -233,10 +237,21 @@ impl Application {
             auth.stop_waiting();
         };
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let served = match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP"),
+            // The no-op `tap_io` is how axum 0.8 gives `ConnectInfo<SocketAddr>`
+            // to a listener of ours: it implements `Connected` for any tapped
+            // listener's address, and for no untapped one but its own.
+            Some(config) => {
+                axum::serve(TlsListener::new(self.listener, config).tap_io(|_| {}), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .context("serving HTTPS")
+            }
+        };
         sweeper.abort();
         key_watch.abort();
         if let Some(feed) = feed {

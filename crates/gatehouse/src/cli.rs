@@ -257,7 +257,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // The first stdout line is a contract: scripts and tests read the
         // bound address from it.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}").context("writing to stdout")?;
+        writeln!(out, "listening on {}", app.base_url()).context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
     }
     tracing::info!(%addr, "gatehouse serving");

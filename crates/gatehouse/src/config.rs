@@ -29,7 +29,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             message: message.into(),
@@ -277,6 +277,12 @@ impl Config {
             raw.insert(key, Raw::Env(value));
         }
         Source(raw).into_config()
+    }
+
+    /// The scheme the server speaks: `https` when it serves TLS itself
+    /// (`tls_cert`/`tls_key`), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The origin (`scheme://host[:port]`) of the configured issuer, if any.

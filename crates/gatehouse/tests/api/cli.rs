@@ -95,6 +95,7 @@ impl Server {
         };
         let addr = first_line
             .strip_prefix("listening on http://")
+            .or_else(|| first_line.strip_prefix("listening on https://"))
             .and_then(|a| a.parse::<SocketAddr>().ok())
             .unwrap_or_else(|| panic!("first stdout line: {first_line:?}"));
         Self {
@@ -576,6 +577,69 @@ fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
         "the password is never printed: {line:?}"
     );
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and its PKCS#8 key, written to
+/// `cert.pem` and `key.pem` in `dir`; returns the certificate's PEM.
+fn write_self_signed(dir: &Path) -> String {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    write_file(dir, "cert.pem", &made.cert.pem());
+    write_file(dir, "key.pem", &made.signing_key.serialize_pem());
+    made.cert.pem()
+}
+
+#[tokio::test]
+async fn serve_with_tls_prints_an_https_address_and_serves_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = write_self_signed(dir.path());
+    write_file(
+        dir.path(),
+        "gatehouse.toml",
+        "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+    );
+
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--config", "gatehouse.toml"])
+            .env("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+    );
+
+    assert_eq!(
+        server.first_line,
+        format!("listening on https://127.0.0.1:{}", server.addr.port())
+    );
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).expect("PEM")])
+        .timeout(DEADLINE)
+        .build()
+        .expect("client");
+    let health = client
+        .get(format!("https://{}/healthz", server.addr))
+        .send()
+        .await
+        .expect("GET /healthz over HTTPS");
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[test]
+fn serve_with_a_key_that_is_not_the_certificates_exits_1_naming_tls_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_self_signed(dir.path());
+    let other = rcgen::KeyPair::generate().expect("key pair");
+    write_file(dir.path(), "other.pem", &other.serialize_pem());
+
+    let out = run(
+        serve_cmd(dir.path())
+            .env("GATEHOUSE_TLS_CERT", "cert.pem")
+            .env("GATEHOUSE_TLS_KEY", "other.pem"),
+        "",
+    );
+
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("tls_key"), "{line:?}");
+    assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+    assert!(!dir.path().join("gatehouse.db").exists());
 }
 
 /// `gatehouse resource-server create NAME`: the key on a line of its own.

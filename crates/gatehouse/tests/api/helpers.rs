@@ -122,13 +122,14 @@ impl TestApp {
         }
     }
 
+    /// `path` on this server (`https://` when it serves TLS itself).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.origin())
     }
 
     /// The origin browsers would send for pages of this server.
     pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.config.scheme(), self.addr)
     }
 
     /// The name of the session cookie under this configuration.

@@ -19,6 +19,7 @@ mod revocation_feed;
 mod sessions;
 mod store_contract;
 mod throttling;
+mod tls;
 mod token_attacks;
 mod token_vectors;
 mod tokens;
