@@ -11,6 +11,7 @@ mod hostile;
 mod keys;
 mod multinode;
 mod nginx;
+mod pages;
 mod process;
 mod redis_server;
 mod revocation_feed;
