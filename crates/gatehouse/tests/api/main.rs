@@ -5,6 +5,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod backends;
+mod browser;
 mod cli;
 mod csrf;
 mod hostile;
