@@ -20,6 +20,13 @@
 # installs Debian's redis-server when it is missing. The Redis outage tests
 # (tests/api/multinode.rs) also run redis-server themselves, on free ports
 # with temporary directories, so the binary must be installed.
+#
+# The hosted pages' browser test (tests/api/browser.rs) drives headless
+# Chromium with playwright-core: it needs node (20 or later), Debian's
+# chromium at /usr/bin/chromium (or CHROMIUM), and the npm packages of
+# crates/gatehouse/tests/browser. This script installs chromium with apt-get
+# and runs `npm ci` there when they are missing. No browser is ever
+# downloaded by playwright (never run `npx playwright install`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,8 +112,37 @@ ensure_redis() {
   exit 1
 }
 
+ensure_browser() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "scripts/test.sh: node and npm are missing and apt-get is missing; install Node.js 20 or later (the browser test needs it)" >&2
+      exit 1
+    fi
+    echo "scripts/test.sh: installing Node.js (for tests/api/browser.rs)" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+  fi
+  if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "scripts/test.sh: /usr/bin/chromium is missing and apt-get is missing; install Chromium or set CHROMIUM (the browser test needs it)" >&2
+      exit 1
+    fi
+    echo "scripts/test.sh: installing Chromium (for tests/api/browser.rs)" >&2
+    if ! (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); then
+      echo "scripts/test.sh: installing chromium failed; install it by hand (apt-get install chromium)" >&2
+      exit 1
+    fi
+  fi
+  local dir=crates/gatehouse/tests/browser
+  if [ ! -d "$dir/node_modules/playwright-core" ]; then
+    echo "scripts/test.sh: installing the browser test's npm packages (npm ci in $dir)" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+}
+
 ensure_nginx
 ensure_postgres
 ensure_redis
+ensure_browser
 
 exec cargo test --workspace --locked

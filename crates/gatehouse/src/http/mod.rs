@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authz;
 pub mod extract;
 pub mod ops;
+pub mod pages;
 pub mod revocations;
 pub mod sessions;
 pub mod tokens;
@@ -116,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(api)
+        .merge(pages::router(&state.web))
         .merge(ops::router())
         .merge(well_known::router())
         .fallback(|| async { Error::NotFound })
@@ -163,6 +165,10 @@ async fn count_request(State(state): State<AppState>, req: Request, next: Next) 
 /// is what tells a forged request apart (OWASP CSRF cheat sheet, "Verifying
 /// origin with standard headers"). Requests without `Origin` (non-browser
 /// clients) and bearer-authenticated requests are not affected.
+///
+/// The hosted pages' form posts are held to a stricter rule, cookie or not:
+/// only browsers post them, and browsers always say where from (see
+/// [`pages::form_post_is_same_origin`]).
 async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let writes = matches!(
         *req.method(),
@@ -171,6 +177,12 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
     if writes {
         let headers = req.headers();
         let path = req.uri().path();
+        if pages::is_form_path(path) {
+            if !pages::form_post_is_same_origin(headers, &state.web.allowed_origins) {
+                return pages::refused(&state.web);
+            }
+            return next.run(req).await;
+        }
         // A login sets the cookie whatever else the request carries. The
         // token endpoint never reads the cookie (its credentials are in the
         // body and its answer is not readable cross-origin), so a cookie

@@ -1,0 +1,378 @@
+//! The hosted pages' HTML, written with `maud`: checked at compile time, and
+//! every interpolated value HTML-escaped (emails, user agents and IPs come
+//! from the network).
+//!
+//! Accessibility (WCAG 2.2): one `h1` per page, `lang`, every input with a
+//! bound `label` and an `autocomplete` purpose (1.3.5), errors in text tied to
+//! their field with `aria-describedby` and `aria-invalid` (3.3.1), messages
+//! announced with `role="alert"`/`role="status"`, a visible focus style in the
+//! stylesheet (2.4.7). No JavaScript at all.
+
+use maud::{DOCTYPE, Markup, html};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+use super::return_to::ReturnTo;
+use crate::auth::FieldError;
+use crate::store::{SessionRecord, UserRecord};
+
+/// The path of the one stylesheet (`style-src 'self'`).
+pub const STYLESHEET_PATH: &str = "/assets/gatehouse.css";
+
+/// The stylesheet: small, no fonts or images to fetch.
+pub const STYLESHEET: &str = include_str!("gatehouse.css");
+
+/// A short message shown at the top of a page after a redirect. Chosen by a
+/// fixed name in the query string, never echoed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Registered,
+    SignedOut,
+    PasswordChanged,
+    SessionEnded,
+    OthersEnded,
+}
+
+impl Notice {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "registered" => Self::Registered,
+            "signed-out" => Self::SignedOut,
+            "password-changed" => Self::PasswordChanged,
+            "session-ended" => Self::SessionEnded,
+            "others-ended" => Self::OthersEnded,
+            _ => return None,
+        })
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::Registered => "Your account was created. Sign in to continue.",
+            Self::SignedOut => "You are signed out.",
+            Self::PasswordChanged => {
+                "Your password was changed, and every other device was signed out."
+            }
+            Self::SessionEnded => "That device was signed out.",
+            Self::OthersEnded => "Every other device was signed out.",
+        }
+    }
+}
+
+fn layout(title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · gatehouse" }
+                link rel="stylesheet" href=(STYLESHEET_PATH);
+            }
+            body {
+                header.site { p.brand { "gatehouse" } }
+                main { (content) }
+            }
+        }
+    }
+}
+
+fn notice(n: Option<Notice>) -> Markup {
+    html! {
+        @if let Some(n) = n {
+            p.notice role="status" { (n.text()) }
+        }
+    }
+}
+
+/// The first error about `field`, if any.
+fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a str> {
+    errors
+        .iter()
+        .find(|e| e.field == field)
+        .map(|e| e.message.as_str())
+}
+
+/// A labelled text input with an optional hint and error, both tied to it
+/// with `aria-describedby`.
+struct Field<'a> {
+    id: &'a str,
+    label: &'a str,
+    kind: &'a str,
+    autocomplete: &'a str,
+    value: Option<&'a str>,
+    hint: Option<&'a str>,
+    error: Option<String>,
+    /// The id of a form-level message that also describes this field.
+    form_error: Option<&'a str>,
+    autofocus: bool,
+}
+
+fn field(f: &Field<'_>) -> Markup {
+    let hint_id = format!("{}-hint", f.id);
+    let error_id = format!("{}-error", f.id);
+    let described: Vec<&str> = [
+        f.form_error,
+        f.hint.map(|_| hint_id.as_str()),
+        f.error.as_ref().map(|_| error_id.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let described = (!described.is_empty()).then(|| described.join(" "));
+    html! {
+        div.field {
+            label for=(f.id) { (f.label) }
+            @if let Some(hint) = f.hint {
+                p.hint id=(hint_id) { (hint) }
+            }
+            @if let Some(error) = &f.error {
+                p.error id=(error_id) { (error) }
+            }
+            input id=(f.id) name=(f.id) type=(f.kind) autocomplete=(f.autocomplete)
+                required value=[f.value] aria-describedby=[described]
+                aria-invalid=[(f.error.is_some() || f.form_error.is_some()).then_some("true")] autofocus[f.autofocus];
+        }
+    }
+}
+
+/// A form-level error (the login's one message for every failure).
+fn alert(id: &str, message: Option<&str>) -> Markup {
+    html! {
+        @if let Some(m) = message {
+            p.error.banner id=(id) role="alert" { (m) }
+        }
+    }
+}
+
+fn return_to_field(return_to: &ReturnTo) -> Markup {
+    html! {
+        @if !return_to.is_default() {
+            input type="hidden" name="return_to" value=(return_to.as_str());
+        }
+    }
+}
+
+/// What the login page shows.
+pub struct LoginView<'a> {
+    pub email: &'a str,
+    pub return_to: &'a ReturnTo,
+    pub error: Option<&'a str>,
+    pub notice: Option<Notice>,
+    pub registration_open: bool,
+}
+
+pub fn login(v: &LoginView<'_>) -> Markup {
+    // The one message covers the whole form: it must not say which of
+    // email or password was wrong.
+    let error = v.error.map(|_| "login-error");
+    let register_href = if v.return_to.is_default() {
+        "/register".to_owned()
+    } else {
+        format!("/register?{}", query_of(v.return_to))
+    };
+    layout(
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            (notice(v.notice))
+            (alert("login-error", v.error))
+            form method="post" action="/login" novalidate {
+                (return_to_field(v.return_to))
+                (field(&Field {
+                    id: "email", label: "Email", kind: "email", autocomplete: "email",
+                    value: Some(v.email), hint: None, error: None, form_error: error,
+                    autofocus: v.email.is_empty(),
+                }))
+                (field(&Field {
+                    id: "password", label: "Password", kind: "password",
+                    autocomplete: "current-password", value: None, hint: None, error: None,
+                    form_error: error, autofocus: !v.email.is_empty(),
+                }))
+                button type="submit" { "Sign in" }
+            }
+            @if v.registration_open {
+                p { "No account yet? " a href=(register_href) { "Create one" } "." }
+            }
+        },
+    )
+}
+
+/// `return_to=…` for a link, percent-encoded.
+pub fn query_of(return_to: &ReturnTo) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", return_to.as_str())
+        .finish()
+}
+
+/// What the registration page shows.
+pub struct RegisterView<'a> {
+    pub email: &'a str,
+    pub return_to: &'a ReturnTo,
+    pub errors: &'a [FieldError],
+}
+
+pub fn register(v: &RegisterView<'_>) -> Markup {
+    let login_href = if v.return_to.is_default() {
+        "/login".to_owned()
+    } else {
+        format!("/login?{}", query_of(v.return_to))
+    };
+    layout(
+        "Create an account",
+        html! {
+            h1 { "Create an account" }
+            @if !v.errors.is_empty() {
+                p.error.banner role="alert" { "The account was not created: see below." }
+            }
+            form method="post" action="/register" novalidate {
+                (return_to_field(v.return_to))
+                (field(&Field {
+                    id: "email", label: "Email", kind: "email", autocomplete: "email",
+                    value: Some(v.email), hint: None,
+                    error: error_for(v.errors, "email").map(|m| format!("Email {m}.")),
+                    form_error: None,
+                    autofocus: true,
+                }))
+                (field(&Field {
+                    id: "password", label: "Password", kind: "password",
+                    autocomplete: "new-password", value: None,
+                    hint: Some(PASSWORD_HINT),
+                    error: error_for(v.errors, "password").map(|m| format!("Password {m}.")),
+                    form_error: None,
+                    autofocus: false,
+                }))
+                button type="submit" { "Create account" }
+            }
+            p { "Already have an account? " a href=(login_href) { "Sign in" } "." }
+        },
+    )
+}
+
+const PASSWORD_HINT: &str =
+    "8 to 128 characters; not a common password, and not your email address.";
+
+/// What the account page shows.
+pub struct AccountView<'a> {
+    pub user: &'a UserRecord,
+    /// The caller's live sessions; the current one first.
+    pub sessions: &'a [(SessionRecord, bool)],
+    pub notice: Option<Notice>,
+    /// Errors of the password change form, by field.
+    pub password_errors: &'a [FieldError],
+}
+
+pub fn account(v: &AccountView<'_>) -> Markup {
+    let others = v.sessions.iter().filter(|(_, current)| !current).count();
+    layout(
+        "Your account",
+        html! {
+            h1 { "Your account" }
+            (notice(v.notice))
+            section aria-labelledby="who" {
+                h2 #who { "Signed in" }
+                dl.facts {
+                    dt { "Email" } dd { (v.user.email) }
+                    dt { "Account created" } dd { (when(v.user.created_at)) }
+                    @if !v.user.roles.is_empty() {
+                        dt { "Roles" } dd { (v.user.roles.join(", ")) }
+                    }
+                }
+                form method="post" action="/logout" {
+                    button type="submit" { "Sign out" }
+                }
+            }
+            section aria-labelledby="devices" {
+                h2 #devices { "Your devices" }
+                p { "These browsers and apps are signed in to your account. Sign out any you do not recognise." }
+                ul.sessions {
+                    @for (s, current) in v.sessions {
+                        (session_item(s, *current))
+                    }
+                }
+                @if others > 0 {
+                    form method="post" action="/account/sessions/end-others" {
+                        button.secondary type="submit" { "Sign out everywhere else" }
+                    }
+                }
+            }
+            section aria-labelledby="password-heading" {
+                h2 #password-heading { "Change password" }
+                @if !v.password_errors.is_empty() {
+                    p.error.banner role="alert" { "The password was not changed: see below." }
+                }
+                form method="post" action="/account/password" novalidate {
+                    // Password managers pair the new password with the
+                    // account through this hidden username field.
+                    input type="email" name="username" autocomplete="username"
+                        value=(v.user.email) hidden;
+                    (field(&Field {
+                        id: "current_password", label: "Current password", kind: "password",
+                        autocomplete: "current-password", value: None, hint: None,
+                        error: error_for(v.password_errors, "current_password").map(String::from),
+                        form_error: None,
+                    autofocus: false,
+                    }))
+                    (field(&Field {
+                        id: "new_password", label: "New password", kind: "password",
+                        autocomplete: "new-password", value: None, hint: Some(PASSWORD_HINT),
+                        error: error_for(v.password_errors, "new_password")
+                            .map(|m| format!("The new password {m}.")),
+                        form_error: None,
+                    autofocus: false,
+                    }))
+                    button type="submit" { "Change password" }
+                }
+            }
+        },
+    )
+}
+
+fn session_item(s: &SessionRecord, current: bool) -> Markup {
+    let heading_id = format!("session-{}", s.id);
+    let device = s.user_agent.as_deref().unwrap_or("Unknown device");
+    html! {
+        li.session.current[current] data-session-id=(s.id) {
+            h3 id=(heading_id) {
+                (device)
+                @if current { " " strong.marker { "(this device)" } }
+            }
+            dl.facts {
+                dt { "IP address" } dd { (s.ip.as_deref().unwrap_or("unknown")) }
+                dt { "Signed in" } dd { (when(s.created_at)) }
+                dt { "Last active" } dd { (when(s.last_seen_at)) }
+            }
+            form method="post" action=(format!("/account/sessions/{}/end", s.id)) {
+                button.secondary type="submit" aria-describedby=(heading_id) {
+                    @if current { "Sign out this device" } @else { "Sign out" }
+                }
+            }
+        }
+    }
+}
+
+/// A time for people (`2025-06-01 14:03 UTC`) in a `<time>` element with
+/// its machine-readable RFC 3339 form.
+fn when(t: OffsetDateTime) -> Markup {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let machine = t.format(&Rfc3339).unwrap_or_default();
+    let human = t
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_default();
+    html! { time datetime=(machine) { (human) } }
+}
+
+/// A page that only says what went wrong (403, 404, 400, 503...).
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(
+        title,
+        html! {
+            h1 { (title) }
+            p { (text) }
+            p { a href="/account" { "Go to your account" } }
+        },
+    )
+}
