@@ -254,13 +254,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     {
-        // The first stdout line is a contract: scripts and tests read the
-        // bound address from it.
+        // The first stdout line is a contract, word for word (API.md,
+        // `listen`): scripts and tests read the bound address from it, so
+        // it says `http://` even when the port speaks TLS; the log line
+        // below names the real scheme.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", app.base_url()).context("writing to stdout")?;
+        writeln!(out, "listening on http://{addr}").context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
     }
-    tracing::info!(%addr, "gatehouse serving");
+    tracing::info!(url = %app.base_url(), "gatehouse serving");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("gatehouse stopped");
     Ok(())

@@ -14,10 +14,9 @@ pub mod well_known;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-
-use axum::Router;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
 use axum::http::{HeaderValue, Method};
