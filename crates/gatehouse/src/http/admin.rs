@@ -133,22 +133,9 @@ async fn list_audit(
                     Error::BadRequest(format!("unknown event type {:?}", truncated(&v)))
                 })?);
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=crate::auth::audit::MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        Error::BadRequest("limit must be an integer from 1 to 200".into())
-                    })?;
-            }
+            "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v.into_owned()),
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "unknown query parameter {:?}",
-                    truncated(other)
-                )));
-            }
+            other => return Err(unknown_parameter(other)),
         }
     }
     let page = state
@@ -166,6 +153,18 @@ async fn list_audit(
 /// At most 64 characters of a client's string, for an error message.
 fn truncated(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+/// A page size: 1 to 200 (`MAX_PAGE` of users and of audit events alike).
+fn page_limit(v: &str) -> Result<u32, Error> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=crate::auth::admin::MAX_PAGE).contains(n))
+        .ok_or_else(|| Error::BadRequest("limit must be an integer from 1 to 200".into()))
+}
+
+fn unknown_parameter(name: &str) -> Error {
+    Error::BadRequest(format!("unknown query parameter {:?}", truncated(name)))
 }
 
 /// An audit event as the API shows it.
@@ -211,21 +210,9 @@ async fn list_users(
     let mut cursor = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=crate::auth::admin::MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        Error::BadRequest("limit must be an integer from 1 to 200".into())
-                    })?;
-            }
+            "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v.into_owned()),
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )));
-            }
+            other => return Err(unknown_parameter(other)),
         }
     }
     let page = state
