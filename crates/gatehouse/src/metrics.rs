@@ -120,7 +120,7 @@ impl Metrics {
             ),
             (
                 HASH_QUEUE,
-                "Password hashes waiting for or running on the hashing pool.",
+                "Password hashes waiting for a slot on the hashing pool (not those running).",
             ),
         ] {
             recorder.describe_gauge(name.into(), None, SharedString::const_str(help));
