@@ -319,3 +319,42 @@ async fn hostile_queries_are_refused_with_400() {
     let after = audit(&app, &admin, "?limit=200").await;
     assert_eq!(before, after, "a refused query records and changes nothing");
 }
+
+#[tokio::test]
+async fn a_trail_that_cannot_be_written_neither_blocks_nor_hides_the_action() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user().await;
+    // The trail's table is gone: every append fails from now on.
+    sqlx::query("DROP TABLE audit_events")
+        .execute(&app.sql().await)
+        .await
+        .expect("drop");
+    let client = app.client();
+    let res = app.login(&client, &user).await;
+    assert_eq!(res.status(), StatusCode::OK, "the login itself stands");
+    let res = client
+        .post(app.url("/v1/logout"))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_me(&client).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the logout took effect"
+    );
+    let text = app
+        .bare_client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.lines()
+            .any(|l| l == "gatehouse_audit_write_failures_total 2"),
+        "both lost events are counted:\n{text}"
+    );
+}
