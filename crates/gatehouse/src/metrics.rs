@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder as _, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder as _, SharedString, Unit,
+};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -33,10 +35,41 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// One series of the request metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Series {
+    method: &'static str,
+    route: Box<str>,
+    status: u16,
+}
+
+/// A [`Series`] looked up without allocating; hashes as the series does
+/// (a `&str` and a `Box<str>` hash alike).
+#[derive(Hash)]
+struct SeriesRef<'a> {
+    method: &'static str,
+    route: &'a str,
+    status: u16,
+}
+
+impl quick_cache::Equivalent<Series> for SeriesRef<'_> {
+    fn equivalent(&self, s: &Series) -> bool {
+        self.method == s.method && self.route == &*s.route && self.status == s.status
+    }
+}
+
+/// Request series whose handles are kept at hand: routes × methods ×
+/// statuses in use stay far below this; an evicted one is looked up in the
+/// recorder again, losing nothing.
+const SERIES_CACHED: usize = 4096;
+
 /// The application's recorder and the handles the domain counts with.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The request counter and histogram of each series seen, so a request
+    /// costs two atomic updates, not a registry lookup with fresh labels.
+    requests: quick_cache::sync::Cache<Series, (Counter, Histogram)>,
     pub logins_succeeded: Counter,
     pub logins_failed: Counter,
     pub logins_throttled: Counter,
@@ -148,6 +181,7 @@ impl Metrics {
             hash_queue: gauge(HASH_QUEUE),
             recorder,
             handle,
+            requests: quick_cache::sync::Cache::new(SERIES_CACHED),
         })
     }
 
@@ -158,22 +192,39 @@ impl Metrics {
     pub fn http_request(
         &self,
         method: &'static str,
-        route: SharedString,
+        route: &str,
         status: StatusCode,
         elapsed: Duration,
     ) {
-        let labels = vec![
-            Label::from_static_parts("method", method),
-            Label::new("route", route),
-            Label::new("status", status.as_u16().to_string()),
-        ];
-        let counter_key = Key::from_parts(HTTP_REQUESTS, labels.clone());
-        self.recorder
-            .register_counter(&counter_key, &META)
-            .increment(1);
-        self.recorder
-            .register_histogram(&Key::from_parts(HTTP_DURATION, labels), &META)
-            .record(elapsed.as_secs_f64());
+        let status = status.as_u16();
+        let found = self.requests.get(&SeriesRef {
+            method,
+            route,
+            status,
+        });
+        let (counter, histogram) = found.unwrap_or_else(|| {
+            let labels = vec![
+                Label::from_static_parts("method", method),
+                Label::new("route", SharedString::from(route.to_owned())),
+                Label::new("status", status.to_string()),
+            ];
+            let counter = self
+                .recorder
+                .register_counter(&Key::from_parts(HTTP_REQUESTS, labels.clone()), &META);
+            let histogram = self
+                .recorder
+                .register_histogram(&Key::from_parts(HTTP_DURATION, labels), &META);
+            let handles = (counter, histogram);
+            let series = Series {
+                method,
+                route: route.into(),
+                status,
+            };
+            self.requests.insert(series, handles.clone());
+            handles
+        });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
     }
 
     /// The text exposition, with the gauges set to `gauges` first.
@@ -198,12 +249,14 @@ mod tests {
     #[test]
     fn requests_render_with_their_labels_and_buckets() {
         let m = Metrics::new().expect("metrics");
-        m.http_request(
-            "GET",
-            "/v1/sessions/{id}".into(),
-            StatusCode::NOT_FOUND,
-            Duration::from_millis(3),
-        );
+        for _ in 0..2 {
+            m.http_request(
+                "GET",
+                "/v1/sessions/{id}",
+                StatusCode::NOT_FOUND,
+                Duration::from_millis(3),
+            );
+        }
         m.logins_failed.increment(2);
         let text = m.render(Gauges {
             live_sessions: Some(7),
@@ -212,12 +265,12 @@ mod tests {
         });
         assert!(
             text.contains(
-                r#"gatehouse_http_requests_total{method="GET",route="/v1/sessions/{id}",status="404"} 1"#
+                r#"gatehouse_http_requests_total{method="GET",route="/v1/sessions/{id}",status="404"} 2"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"gatehouse_http_request_duration_seconds_bucket{method="GET",route="/v1/sessions/{id}",status="404",le="0.005"} 1"#),
+            text.contains(r#"gatehouse_http_request_duration_seconds_bucket{method="GET",route="/v1/sessions/{id}",status="404",le="0.005"} 2"#),
             "{text}"
         );
         assert!(

@@ -23,7 +23,6 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
-use metrics::SharedString;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -144,13 +143,9 @@ async fn count_request(State(state): State<AppState>, req: Request, next: Next) 
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(SharedString::const_str("unmatched"), |p| {
-            SharedString::from(p.as_str().to_owned())
-        });
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .auth
         .metrics()
