@@ -51,7 +51,11 @@ struct MeResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterRequest {
+    /// Trimmed and compared case-insensitively.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// 8 to 128 characters, not a common password, not the email.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
 }
 
@@ -114,6 +118,8 @@ async fn me(State(state): State<AppState>, who: CurrentUser) -> Result<impl Into
 #[serde(deny_unknown_fields)]
 struct ChangePasswordRequest {
     current_password: String,
+    /// 8 to 128 characters, not a common password, not the email.
+    #[schema(min_length = 8, max_length = 128)]
     new_password: String,
 }
 

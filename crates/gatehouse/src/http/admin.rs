@@ -385,11 +385,28 @@ async fn list_users(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// 8 to 128 characters, not a common password, not the email.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    /// Names of existing roles.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<RoleNameDoc>)]
     roles: Vec<String>,
 }
+
+/// A role name: 1 to 64 letters, digits and `_ - . : * /`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9_.:*/-]{1,64}$")]
+#[allow(dead_code)]
+struct RoleNameDoc(String);
+
+/// A permission: 1 to 128 letters, digits and `_ - . : * /`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9_.:*/-]{1,128}$")]
+#[allow(dead_code)]
+struct PermissionDoc(String);
 
 /// `POST /v1/admin/users`: like registration, with roles, and open even
 /// when registration is closed.
@@ -537,6 +554,8 @@ async fn delete_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRoles {
+    /// Names of existing roles; they replace the user's.
+    #[schema(inline, value_type = Vec<RoleNameDoc>)]
     roles: Vec<String>,
 }
 
@@ -647,6 +666,7 @@ async fn list_roles(_: Admin, State(state): State<AppState>) -> Result<impl Into
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutRole {
+    #[schema(inline, value_type = Vec<PermissionDoc>)]
     permissions: Vec<String>,
 }
 
@@ -739,6 +759,8 @@ async fn delete_role(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateResourceServer {
+    /// 1 to 64 letters, digits and `_ - . : * /`; unique.
+    #[schema(pattern = r"^[A-Za-z0-9_.:*/-]{1,64}$")]
     name: String,
 }
 

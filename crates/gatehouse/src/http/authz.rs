@@ -34,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct AuthorizeRequest {
     /// A permission such as `orders:read`.
+    #[schema(pattern = r"^[A-Za-z0-9_.:*/-]{1,128}$")]
     permission: String,
 }
 

@@ -267,7 +267,11 @@ pub struct SessionView {
     pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub idle_expires_at: OffsetDateTime,
+    /// The first 256 characters of the login's `User-Agent`; null without one.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
+    /// The client's IP address at login.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// Whether this is the session of the request's own credential.
     pub current: bool,

@@ -153,7 +153,9 @@ const BEARER: &str = "bearerAuth";
 const COOKIE: &str = "sessionCookie";
 const RESOURCE_SERVER: &str = "resourceServerKey";
 
-/// An RFC 9457 problem document, as `crate::error::Error` writes it.
+// The shape `crate::error::Error` writes (its own struct borrows, so it is
+// described here).
+/// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // A schema only: error.rs writes the same shape.
 pub struct Problem {

@@ -29,16 +29,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(session_token))
 }
 
+// Only a description: the handler reads the parameters itself
+// (`parameters`), from either media type.
 /// The parameters of `POST /v1/token`, as a form or a JSON object of
 /// strings (RFC 6749 §4.3.2, §6). Unknown parameters, such as a public
 /// client's `client_id`, are ignored (RFC 6749 §3.2); one sent twice is
-/// `invalid_request`. The handler reads them itself (see [`parameters`]):
-/// this type only describes them.
+/// `invalid_request`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct TokenRequest {
     /// `password` or `refresh_token`.
-    #[schema(example = "password")]
+    #[schema(pattern = "^(password|refresh_token)$", example = "password")]
     grant_type: String,
     /// The email, with `grant_type=password`.
     username: Option<String>,
