@@ -16,6 +16,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::ObjectBuilder;
@@ -210,16 +211,27 @@ fn problem(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::openapi
             .build(),
     );
     for (name, text) in headers {
-        r = r.header(*name, header(text));
+        r = r.header(*name, header(text, true));
     }
     r.build().into()
 }
 
-fn header(description: &str) -> utoipa::openapi::header::Header {
-    HeaderBuilder::new()
+/// A string header; a `required` one is always sent with its response,
+/// which schemathesis then checks.
+fn header(description: &str, required: bool) -> utoipa::openapi::header::Header {
+    let mut h = HeaderBuilder::new()
         .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .description(Some(description))
-        .build()
+        .build();
+    if required {
+        // OpenAPI's Header Object has `required` (a Parameter Object without
+        // `name` and `in`); utoipa's type lacks the field, and its extensions
+        // serialize flattened into the object, so the member goes there.
+        let mut members = Extensions::default();
+        members.insert("required".to_owned(), serde_json::Value::Bool(true));
+        h.extensions = Some(members);
+    }
+    h
 }
 
 const CHALLENGE: (&str, &str) = (
@@ -262,10 +274,10 @@ impl<'r> ToResponse<'r> for PageRedirect {
     fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
         let r = ResponseBuilder::new()
             .description("303 See Other: the browser follows `Location` with a GET.")
-            .header("Location", header("Where to go next"))
+            .header("Location", header("Where to go next", true))
             .header(
                 "Set-Cookie",
-                header("Present when the session cookie is set or cleared"),
+                header("Present when the session cookie is set or cleared", false),
             )
             .build();
         ("PageRedirect", r.into())

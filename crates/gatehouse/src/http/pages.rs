@@ -1015,6 +1015,16 @@ async fn change_password(
 mod tests {
     use super::*;
 
+    /// The route is registered at the annotation's literal path (utoipa
+    /// needs a literal); the pages link to `STYLESHEET_PATH`.
+    #[test]
+    fn the_stylesheet_is_routed_where_the_pages_link_to_it() {
+        assert_eq!(
+            <__path_stylesheet as utoipa::Path>::path(),
+            views::STYLESHEET_PATH
+        );
+    }
+
     fn form<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
         let pairs = form_pairs(body)?;
         T::deserialize(MapDeserializer::<_, serde::de::value::Error>::new(

@@ -118,9 +118,16 @@ async fn the_document_is_openapi_3_1_of_this_version() {
     assert!(token["application/x-www-form-urlencoded"].is_object());
     assert!(token["application/json"].is_object());
     let unauthorized = &doc["components"]["responses"]["Unauthorized"];
-    assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());
+    // Required, so schemathesis checks every 401 carries the challenge.
+    assert_eq!(
+        unauthorized["headers"]["WWW-Authenticate"]["required"],
+        true
+    );
     assert!(unauthorized["content"]["application/problem+json"].is_object());
-    assert!(doc["components"]["responses"]["Throttled"]["headers"]["Retry-After"].is_object());
+    assert_eq!(
+        doc["components"]["responses"]["Throttled"]["headers"]["Retry-After"]["required"],
+        true
+    );
     let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
     assert!(metrics["text/plain"].is_object());
 }
