@@ -122,9 +122,10 @@ struct ResourceServersResponse {
 #[allow(dead_code)]
 struct UsersQuery {
     /// Users per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
+    #[param(minimum = 1, maximum = 200, nullable = false)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, nullable = false)]
     cursor: Option<String>,
 }
 
@@ -134,15 +135,16 @@ struct UsersQuery {
 #[allow(dead_code)]
 struct AuditQuery {
     /// Only events about this user (a user id).
-    #[param(format = Uuid)]
+    #[param(format = Uuid, nullable = false)]
     user: Option<String>,
     /// Only events of this type (such as `login_failed`).
-    #[param(rename = "type")]
+    #[param(rename = "type", nullable = false)]
     kind: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
     cursor: Option<String>,
     /// Events per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
+    #[param(minimum = 1, maximum = 200, nullable = false)]
     limit: Option<u32>,
 }
 

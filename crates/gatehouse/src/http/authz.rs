@@ -51,17 +51,17 @@ struct AuthorizeResponse {
 #[allow(dead_code)]
 struct VerifyHeaders {
     /// nginx: the original request's method.
-    #[param(rename = "X-Original-Method")]
+    #[param(rename = "X-Original-Method", nullable = false)]
     original_method: Option<String>,
     /// nginx: the original request's URI. This or `X-Forwarded-Uri` is
     /// required (400 otherwise).
-    #[param(rename = "X-Original-URI")]
+    #[param(rename = "X-Original-URI", pattern = "^/", nullable = false)]
     original_uri: Option<String>,
     /// Traefik: the original request's method.
-    #[param(rename = "X-Forwarded-Method")]
+    #[param(rename = "X-Forwarded-Method", nullable = false)]
     forwarded_method: Option<String>,
     /// Traefik: the original request's URI.
-    #[param(rename = "X-Forwarded-Uri")]
+    #[param(rename = "X-Forwarded-Uri", pattern = "^/", nullable = false)]
     forwarded_uri: Option<String>,
 }
 

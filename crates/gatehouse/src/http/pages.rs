@@ -87,9 +87,11 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
 struct PageQueryParams {
     /// Where to go after signing in: a path here or a URL of an allowed
     /// origin; anything else means `/account`.
+    #[param(nullable = false)]
     return_to: Option<String>,
     /// A fixed message to show, by name (`registered`, `signed-out`, …);
     /// unknown names show nothing.
+    #[param(nullable = false)]
     notice: Option<String>,
 }
 
@@ -100,6 +102,7 @@ struct PageQueryParams {
 struct NoticeParam {
     /// A fixed message to show, by name (`session-ended`,
     /// `others-ended`, `password-changed`).
+    #[param(nullable = false)]
     notice: Option<String>,
 }
 

@@ -80,10 +80,11 @@ struct RevocationPage {
 struct FeedQuery {
     /// The `cursor` of the previous answer; without it, every revocation
     /// in force.
+    #[param(min_length = 1, nullable = false)]
     since: Option<String>,
     /// Seconds to wait for a revocation when there is none after the
     /// cursor (a long poll), 0 to 30.
-    #[param(minimum = 0, maximum = 30)]
+    #[param(minimum = 0, maximum = 30, nullable = false)]
     wait: Option<u64>,
 }
 
