@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Client, CurrentUser, JsonBody};
+use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
 use crate::auth::accounts::Registrar;
 use crate::auth::types::Password;
@@ -68,13 +69,13 @@ struct RegisterRequest {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "The account", body = UserResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Validation),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = oa::BadRequest),
+        (status = 403, response = oa::Forbidden),
+        (status = 409, response = oa::Conflict),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn register(
@@ -97,8 +98,8 @@ async fn register(
     security(("bearerAuth" = []), ("sessionCookie" = [])),
     responses(
         (status = 200, description = "The caller", body = MeResponse),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = oa::Unauthorized),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn me(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
@@ -135,14 +136,14 @@ struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "Changed; every other session of the user ended"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Validation),
-        (status = 429, response = super::openapi::Throttled),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 429, response = oa::Throttled),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn change_password(

@@ -131,7 +131,8 @@ pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = routes(&state.web).split_for_parts();
+    let (routes, mut doc) = routes(&state.web).split_for_parts();
+    openapi::with_cookie_name(&mut doc, state.web.cookie_name);
     // Serialized once, here; every request for it shares the buffer.
     let doc = openapi::OpenApiJson::new(&doc).unwrap_or_else(|e| {
         tracing::error!(error = %e, "the OpenAPI document does not serialize");

@@ -124,14 +124,7 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
-        components.add_security_scheme(
-            COOKIE,
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                "__Host-gatehouse",
-                "The session cookie set by POST /v1/login. Its name is `gatehouse` instead \
-                 when the server runs with cookie_secure = false (plain-HTTP development).",
-            ))),
-        );
+        components.add_security_scheme(COOKIE, session_cookie("__Host-gatehouse"));
         components.add_security_scheme(
             RESOURCE_SERVER,
             SecurityScheme::Http(
@@ -146,6 +139,23 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+fn session_cookie(name: &str) -> SecurityScheme {
+    SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+        name,
+        "The session cookie set by POST /v1/login and the hosted login page: \
+         `__Host-gatehouse`, or `gatehouse` when the server runs with cookie_secure = false \
+         (plain-HTTP development). The document names the one this server uses.",
+    )))
+}
+
+/// Names the session cookie this server uses (it depends on
+/// `cookie_secure`), so the document describes the server that serves it.
+pub fn with_cookie_name(doc: &mut Document, name: &str) {
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(COOKIE, session_cookie(name));
     }
 }
 

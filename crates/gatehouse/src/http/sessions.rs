@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Client, CurrentUser, JsonBody};
+use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
 use crate::auth::audit::{Actor, Ending};
 use crate::auth::types::{Password, SessionId};
@@ -68,13 +69,13 @@ struct EndOthersQuery {
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
             headers(("Set-Cookie" = String, description = "The new session cookie"))),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 429, response = super::openapi::Throttled),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 429, response = oa::Throttled),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn login(
@@ -106,9 +107,9 @@ async fn login(
     responses(
         (status = 204, description = "The session ended; the cookie is cleared",
             headers(("Set-Cookie" = String, description = "The cookie, cleared (Max-Age=0)"))),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
@@ -138,8 +139,8 @@ async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Respo
     security(("bearerAuth" = []), ("sessionCookie" = [])),
     responses(
         (status = 200, description = "The caller's live sessions", body = SessionsResponse),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = oa::Unauthorized),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
@@ -168,10 +169,10 @@ async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl In
         (status = 204, description = "The session ended (the cookie is cleared when it was the \
             caller's own)", headers(("Set-Cookie" = String, description = "Present when the \
             caller ended its own session: the cookie, cleared"))),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn end_one(
@@ -215,10 +216,10 @@ async fn end_one(
     params(EndOthersQuery),
     responses(
         (status = 204, description = "Every session of the caller but the current one ended"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn end_others(

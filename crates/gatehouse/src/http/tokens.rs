@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{Client, Credential, CurrentUser};
+use super::openapi as oa;
 use crate::auth::tokens::{GrantError, TokenPair};
 use crate::auth::types::Password;
 use crate::error::{Error, unavailable};
@@ -344,9 +345,9 @@ async fn token(
         (status = 200, description = "An access token for the cookie's session",
             body = SessionTokenResponse,
             headers(("Pragma" = String, description = "`no-cache` (RFC 6749 §5.1)"))),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 503, response = super::openapi::Unavailable),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
     )
 )]
 async fn session_token(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {

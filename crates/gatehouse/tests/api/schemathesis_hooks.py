@@ -4,7 +4,8 @@ Loaded through SCHEMATHESIS_HOOKS. The test starts a fresh gatehouse with an
 admin user and a resource server and passes them in the environment:
 GATEHOUSE_ST_BASE (the server's base URL), GATEHOUSE_ST_EMAIL and
 GATEHOUSE_ST_PASSWORD (the admin), GATEHOUSE_ST_COOKIE (the session cookie's
-name) and GATEHOUSE_ST_RS_KEY (a resource-server key).
+name, as the document's `sessionCookie` scheme names it) and
+GATEHOUSE_ST_RS_KEY (a resource-server key).
 
 Each operation gets the credential its security scheme names: the
 resource-server key for /v1/revocations, a session cookie for
