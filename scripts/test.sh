@@ -27,6 +27,10 @@
 # crates/gatehouse/tests/browser. This script installs chromium with apt-get
 # and runs `npm ci` there when they are missing. No browser is ever
 # downloaded by playwright (never run `npx playwright install`).
+#
+# The OpenAPI test (tests/api/openapi.rs) runs schemathesis against the
+# server; this script pip-installs the pinned release when the
+# `schemathesis` command is missing or is another version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -140,9 +144,38 @@ ensure_browser() {
   fi
 }
 
+# Keep in step with SCHEMATHESIS in crates/gatehouse/tests/api/openapi.rs.
+SCHEMATHESIS_VERSION=4.32.5
+
+ensure_schemathesis() {
+  if command -v schemathesis >/dev/null 2>&1 \
+    && schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    return 0
+  fi
+  local pip
+  if command -v pip3 >/dev/null 2>&1; then pip=pip3
+  elif command -v pip >/dev/null 2>&1; then pip=pip
+  else
+    echo "scripts/test.sh: schemathesis is missing and so is pip; install Python 3 with pip, then pip install schemathesis==$SCHEMATHESIS_VERSION" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing schemathesis $SCHEMATHESIS_VERSION (for tests/api/openapi.rs)" >&2
+  if ! "$pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"; then
+    echo "scripts/test.sh: installing schemathesis failed; install it by hand (pip install schemathesis==$SCHEMATHESIS_VERSION)" >&2
+    exit 1
+  fi
+  # pyenv installs console scripts behind shims that need a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "scripts/test.sh: schemathesis installed but not on PATH; add pip's script directory to PATH" >&2
+    exit 1
+  fi
+}
+
 ensure_nginx
 ensure_postgres
 ensure_redis
 ensure_browser
+ensure_schemathesis
 
 exec cargo test --workspace --locked

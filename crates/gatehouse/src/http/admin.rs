@@ -2,16 +2,19 @@
 //! servers. Every handler takes [`Admin`], so none can be written without
 //! the permission check.
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::accounts::UserResponse;
 use super::extract::{CurrentUser, JsonBody};
+use super::openapi as oa;
 use super::{AppState, UserView};
 use crate::auth::FieldError;
 use crate::auth::accounts::Registrar;
@@ -24,29 +27,125 @@ use crate::store::{ResourceServerRecord, RolesError};
 /// Users per page when the client does not say.
 const DEFAULT_PAGE: u32 = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/users", get(list_users).post(create_user))
-        .route(
-            "/v1/admin/users/{id}",
-            get(get_user).patch(patch_user).delete(delete_user),
-        )
-        .route("/v1/admin/users/{id}/roles", put(set_user_roles))
-        .route(
-            "/v1/admin/users/{id}/sessions",
-            axum::routing::delete(end_user_sessions),
-        )
-        .route("/v1/admin/audit", get(list_audit))
-        .route("/v1/admin/roles", get(list_roles))
-        .route("/v1/admin/roles/{name}", put(put_role).delete(delete_role))
-        .route(
-            "/v1/admin/resource-servers",
-            get(list_resource_servers).post(create_resource_server),
-        )
-        .route(
-            "/v1/admin/resource-servers/{id}",
-            axum::routing::delete(delete_resource_server),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(set_user_roles))
+        .routes(routes!(end_user_sessions))
+        .routes(routes!(list_audit))
+        .routes(routes!(list_roles))
+        .routes(routes!(put_role, delete_role))
+        .routes(routes!(list_resource_servers, create_resource_server))
+        .routes(routes!(delete_resource_server))
+}
+
+/// `GET /v1/admin/users`: one page, oldest first.
+#[derive(Serialize, ToSchema)]
+struct UsersPage {
+    users: Vec<UserView>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/admin/audit`: one page, newest first.
+#[derive(Serialize, ToSchema)]
+struct AuditPage {
+    events: Vec<AuditEventView>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A role and its permissions.
+#[derive(Serialize, ToSchema)]
+struct RoleView {
+    name: String,
+    /// Sorted, without duplicates.
+    permissions: Vec<String>,
+}
+
+/// `GET /v1/admin/roles`.
+#[derive(Serialize, ToSchema)]
+struct RolesResponse {
+    roles: Vec<RoleView>,
+}
+
+/// `PUT /v1/admin/roles/{name}`.
+#[derive(Serialize, ToSchema)]
+struct RoleResponse {
+    role: RoleView,
+}
+
+/// A resource server as the API shows it: never its key, which is shown
+/// once, at creation.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ResourceServer)]
+struct ResourceServerView {
+    #[schema(format = Uuid)]
+    id: String,
+    name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
+}
+
+impl From<&ResourceServerRecord> for ResourceServerView {
+    fn from(rs: &ResourceServerRecord) -> Self {
+        Self {
+            id: rs.id.to_string(),
+            name: rs.name.clone(),
+            created_at: rs.created_at,
+        }
+    }
+}
+
+/// `POST /v1/admin/resource-servers`: the key is in this answer only.
+#[derive(Serialize, ToSchema)]
+struct ResourceServerCreated {
+    resource_server: ResourceServerView,
+    /// `ghrs_` and 43 base64url characters; only its hash is kept.
+    #[schema(pattern = "^ghrs_[A-Za-z0-9_-]{43}$")]
+    key: String,
+}
+
+/// `GET /v1/admin/resource-servers`.
+#[derive(Serialize, ToSchema)]
+struct ResourceServersResponse {
+    resource_servers: Vec<ResourceServerView>,
+}
+
+/// The query of `GET /v1/admin/users` (read raw by the handler, which
+/// refuses unknown parameters).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct UsersQuery {
+    /// Users per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200, nullable = false)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, nullable = false)]
+    cursor: Option<String>,
+}
+
+/// The query of `GET /v1/admin/audit`; an empty value is as good as none.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuditQuery {
+    /// Only events about this user (a user id).
+    #[param(format = Uuid, nullable = false)]
+    user: Option<String>,
+    /// Only events of this type (such as `login_failed`).
+    #[param(rename = "type", nullable = false)]
+    kind: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
+    cursor: Option<String>,
+    /// Events per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200, nullable = false)]
+    limit: Option<u32>,
 }
 
 /// An authenticated caller holding `gatehouse:admin`: 401 without
@@ -110,6 +209,22 @@ fn roles_error(e: RolesError) -> Error {
 /// newest first. An empty parameter is as good as absent; a user id that is
 /// not a UUID, an unknown type, a cursor we did not issue, a bad limit or an
 /// unknown parameter is 400.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    operation_id = "listAuditEvents",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of the audit trail, newest first",
+            body = AuditPage),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn list_audit(
     _: Admin,
     State(state): State<AppState>,
@@ -145,9 +260,10 @@ async fn list_audit(
         .map_err(unavailable)?
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     let events: Vec<AuditEventView> = page.events.iter().map(AuditEventView::from).collect();
-    Ok(Json(
-        json!({ "events": events, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(AuditPage {
+        events,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// At most 64 characters of a client's string, for an error message.
@@ -168,18 +284,30 @@ fn unknown_parameter(name: &str) -> Error {
 }
 
 /// An audit event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEvent)]
 struct AuditEventView {
+    #[schema(format = Uuid)]
     id: String,
+    /// What happened (`login_succeeded`, `session_ended`, …).
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     at: time::OffsetDateTime,
+    /// The user the event is about.
+    #[schema(required = true)]
     user_id: Option<String>,
+    /// Who acted: `user`, `admin`, `cli` or `system`.
     actor: &'static str,
+    #[schema(required = true)]
     actor_id: Option<String>,
+    #[schema(required = true)]
     session_id: Option<String>,
+    #[schema(required = true)]
     ip: Option<String>,
+    /// Event-specific facts (such as `reason` of `session_ended`); never a
+    /// secret.
+    #[schema(value_type = Object)]
     details: serde_json::Value,
 }
 
@@ -201,6 +329,21 @@ impl From<&AuditEvent> for AuditEventView {
 }
 
 /// `GET /v1/admin/users?limit=&cursor=`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "admin",
+    operation_id = "listUsers",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "One page of users", body = UsersPage),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn list_users(
     _: Admin,
     State(state): State<AppState>,
@@ -222,22 +365,59 @@ async fn list_users(
         .map_err(unavailable)?
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     let users: Vec<UserView> = page.users.iter().map(UserView::from).collect();
-    Ok(Json(
-        json!({ "users": users, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(UsersPage {
+        users,
+        next_cursor: page.next_cursor,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// 8 to 128 characters, not a common password, not the email.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    /// Names of existing roles.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<RoleNameDoc>)]
     roles: Vec<String>,
 }
 
+/// A role name: 1 to 64 letters, digits and `_ - . : * /`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9_.:*/-]{1,64}$")]
+#[allow(dead_code)]
+struct RoleNameDoc(String);
+
+/// A permission: 1 to 128 letters, digits and `_ - . : * /`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9_.:*/-]{1,128}$")]
+#[allow(dead_code)]
+struct PermissionDoc(String);
+
 /// `POST /v1/admin/users`: like registration, with roles, and open even
 /// when registration is closed.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    tag = "admin",
+    operation_id = "createUser",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user", body = UserResponse),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 409, response = oa::Conflict),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn create_user(
     admin: Admin,
     State(state): State<AppState>,
@@ -253,12 +433,25 @@ async fn create_user(
             Registrar::Admin(admin.0.auth.user.id),
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "user": UserView::from(&user) })),
-    ))
+    Ok((StatusCode::CREATED, UserResponse::of(&user)))
 }
 
+/// `GET /v1/admin/users/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    operation_id = "getUser",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn get_user(
     _: Admin,
     State(state): State<AppState>,
@@ -270,10 +463,10 @@ async fn get_user(
         .await
         .map_err(unavailable)?
         .ok_or(Error::NotFound)?;
-    Ok(Json(json!({ "user": UserView::from(&user) })))
+    Ok(UserResponse::of(&user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchUser {
     disabled: bool,
@@ -281,6 +474,25 @@ struct PatchUser {
 
 /// `PATCH /v1/admin/users/{id}` `{"disabled": bool}`: disabling ends every
 /// session of the user at once.
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    operation_id = "patchUser",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    request_body = PatchUser,
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn patch_user(
     admin: Admin,
     State(state): State<AppState>,
@@ -293,9 +505,25 @@ async fn patch_user(
         .await
         .map_err(unavailable)?
         .ok_or(Error::NotFound)?;
-    Ok(Json(json!({ "user": UserView::from(&user) })))
+    Ok(UserResponse::of(&user))
 }
 
+/// `DELETE /v1/admin/users/{id}`: the user's sessions end with them.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    operation_id = "deleteUser",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    responses(
+        (status = 204, description = "Deleted; every session of the user ended"),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn delete_user(
     admin: Admin,
     State(state): State<AppState>,
@@ -312,12 +540,36 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRoles {
+    /// Names of existing roles; they replace the user's.
+    #[schema(inline, value_type = Vec<RoleNameDoc>)]
     roles: Vec<String>,
 }
 
+/// `PUT /v1/admin/users/{id}/roles`: replaces the user's roles (each must
+/// exist).
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{id}/roles",
+    tag = "admin",
+    operation_id = "setUserRoles",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    request_body = SetRoles,
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn set_user_roles(
     admin: Admin,
     State(state): State<AppState>,
@@ -332,10 +584,25 @@ async fn set_user_roles(
         .await
         .map_err(roles_error)?
         .ok_or(Error::NotFound)?;
-    Ok(Json(json!({ "user": UserView::from(&user) })))
+    Ok(UserResponse::of(&user))
 }
 
 /// `DELETE /v1/admin/users/{id}/sessions`: a forced logout everywhere.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}/sessions",
+    tag = "admin",
+    operation_id = "endUserSessions",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    responses(
+        (status = 204, description = "Every session of the user ended"),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn end_user_sessions(
     admin: Admin,
     State(state): State<AppState>,
@@ -356,26 +623,64 @@ async fn end_user_sessions(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /v1/admin/roles`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/roles",
+    tag = "admin",
+    operation_id = "listRoles",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "Every role", body = RolesResponse),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn list_roles(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
-    let roles: Vec<_> = state
+    let roles = state
         .auth
         .roles()
         .await
         .map_err(unavailable)?
         .into_iter()
-        .map(|r| json!({ "name": r.name, "permissions": r.permissions }))
+        .map(|r| RoleView {
+            name: r.name,
+            permissions: r.permissions,
+        })
         .collect();
-    Ok(Json(json!({ "roles": roles })))
+    Ok(Json(RolesResponse { roles }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutRole {
+    #[schema(inline, value_type = Vec<PermissionDoc>)]
     permissions: Vec<String>,
 }
 
 /// `PUT /v1/admin/roles/{name}`: creates the role or replaces its
 /// permissions; holders' cookie sessions see the change at once.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/roles/{name}",
+    tag = "admin",
+    operation_id = "putRole",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("name" = String, Path, description = "The role's name: 1 to 64 letters, digits \
+        and `_ - . : * /`")),
+    request_body = PutRole,
+    responses(
+        (status = 200, description = "The role", body = RoleResponse),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn put_role(
     admin: Admin,
     State(state): State<AppState>,
@@ -396,14 +701,33 @@ async fn put_role(
         .set_role(&name, &permissions, admin.actor())
         .await
         .map_err(unavailable)?;
-    let mut perms: Vec<&str> = permissions.iter().map(Permission::as_str).collect();
+    let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
     perms.sort_unstable();
     perms.dedup();
-    Ok(Json(
-        json!({ "role": { "name": name.as_str(), "permissions": perms } }),
-    ))
+    Ok(Json(RoleResponse {
+        role: RoleView {
+            name: name.as_str().to_owned(),
+            permissions: perms,
+        },
+    }))
 }
 
+/// `DELETE /v1/admin/roles/{name}`: its holders lose it.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/roles/{name}",
+    tag = "admin",
+    operation_id = "deleteRole",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("name" = String, Path, description = "The role's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn delete_role(
     admin: Admin,
     State(state): State<AppState>,
@@ -421,24 +745,36 @@ async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A resource server as the API shows it (never its key, which is shown
-/// once, at creation).
-fn resource_server_view(rs: &ResourceServerRecord) -> serde_json::Value {
-    json!({
-        "id": rs.id.to_string(),
-        "name": rs.name,
-        "created_at": rs.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
-    })
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateResourceServer {
+    /// 1 to 64 letters, digits and `_ - . : * /`; unique.
+    #[schema(pattern = r"^[A-Za-z0-9_.:*/-]{1,64}$")]
     name: String,
 }
 
 /// `POST /v1/admin/resource-servers` `{"name"}`: 201 with the new key,
 /// shown this once (only its hash is kept).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/resource-servers",
+    tag = "admin",
+    operation_id = "createResourceServer",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    request_body = CreateResourceServer,
+    responses(
+        (status = 201, description = "The resource server and its key, shown this once",
+            body = ResourceServerCreated),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 409, response = oa::Conflict),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn create_resource_server(
     admin: Admin,
     State(state): State<AppState>,
@@ -457,23 +793,52 @@ async fn create_resource_server(
         })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "resource_server": resource_server_view(&created.record),
-            "key": created.key.key(),
-        })),
+        Json(ResourceServerCreated {
+            resource_server: ResourceServerView::from(&created.record),
+            key: created.key.key(),
+        }),
     ))
 }
 
+/// `GET /v1/admin/resource-servers`: never their keys.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/resource-servers",
+    tag = "admin",
+    operation_id = "listResourceServers",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "Every resource server", body = ResourceServersResponse),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn list_resource_servers(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, Error> {
     let all = state.auth.resource_servers().await.map_err(unavailable)?;
-    let views: Vec<_> = all.iter().map(resource_server_view).collect();
-    Ok(Json(json!({ "resource_servers": views })))
+    let resource_servers = all.iter().map(ResourceServerView::from).collect();
+    Ok(Json(ResourceServersResponse { resource_servers }))
 }
 
 /// `DELETE /v1/admin/resource-servers/{id}`: the key stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/resource-servers/{id}",
+    tag = "admin",
+    operation_id = "deleteResourceServer",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The resource server's id")),
+    responses(
+        (status = 204, description = "Deleted; its key stops working at once"),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn delete_resource_server(
     admin: Admin,
     State(state): State<AppState>,

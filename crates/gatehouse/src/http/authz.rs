@@ -1,36 +1,92 @@
 //! `/v1/authorize` (may the caller do X?) and `/v1/verify` (forward
 //! authentication for nginx `auth_request` and Traefik `ForwardAuth`).
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::routing::any;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{CurrentUser, JsonBody};
+use super::openapi as oa;
 use crate::auth::FieldError;
 use crate::auth::rules::{Access, access_for};
 use crate::auth::types::Permission;
 use crate::error::{Error, unavailable};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/authorize", post(authorize))
-        .route("/v1/verify", any(verify))
+pub fn router() -> OpenApiRouter<AppState> {
+    // `/v1/verify` answers every method (a proxy may forward the original
+    // one; the original method is read from headers anyway): the document
+    // comes from its annotation (GET, as API.md names it), the routing
+    // from `any`.
+    let (schemas, paths, _) = routes!(verify);
+    OpenApiRouter::new()
+        .routes(routes!(authorize))
+        .routes((schemas, paths, any(verify)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthorizeRequest {
+    /// A permission such as `orders:read`.
+    #[schema(pattern = r"^[A-Za-z0-9_.:*/-]{1,128}$")]
     permission: String,
+}
+
+/// `POST /v1/authorize`.
+#[derive(Serialize, ToSchema)]
+struct AuthorizeResponse {
+    allowed: bool,
+}
+
+/// The headers a proxy forwards to `/v1/verify` (nginx `auth_request`,
+/// Traefik `ForwardAuth`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct VerifyHeaders {
+    /// nginx: the original request's method.
+    #[param(rename = "X-Original-Method", nullable = false)]
+    original_method: Option<String>,
+    /// nginx: the original request's URI. This or `X-Forwarded-Uri` is
+    /// required (400 otherwise).
+    #[param(rename = "X-Original-URI", pattern = "^/", nullable = false)]
+    original_uri: Option<String>,
+    /// Traefik: the original request's method.
+    #[param(rename = "X-Forwarded-Method", nullable = false)]
+    forwarded_method: Option<String>,
+    /// Traefik: the original request's URI.
+    #[param(rename = "X-Forwarded-Uri", pattern = "^/", nullable = false)]
+    forwarded_uri: Option<String>,
 }
 
 /// `POST /v1/authorize`: whether the caller holds a permission, from one
 /// read of their effective permissions (a store error is 503, never an
 /// answer).
+#[utoipa::path(
+    post,
+    path = "/v1/authorize",
+    tag = "authorization",
+    operation_id = "authorize",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    request_body = AuthorizeRequest,
+    responses(
+        (status = 200, description = "Whether the caller holds the permission",
+            body = AuthorizeResponse),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 422, response = oa::Validation),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn authorize(
     State(state): State<AppState>,
     who: CurrentUser,
@@ -43,7 +99,7 @@ async fn authorize(
         .has_permission(who.auth.user.id, &permission)
         .await
         .map_err(unavailable)?;
-    Ok(Json(json!({ "allowed": allowed })))
+    Ok(Json(AuthorizeResponse { allowed }))
 }
 
 const X_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
@@ -76,6 +132,29 @@ fn originals(headers: &HeaderMap) -> (Vec<&str>, Vec<&str>) {
 /// `GET /v1/verify`: 200 with the user's headers, 401 or 403, by the
 /// `[[rules]]` (first match wins; no match: authenticated), judging every
 /// reading of the request and demanding what the strictest demands.
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "authorization",
+    operation_id = "verify",
+    description = "Forward authentication: the `[[rules]]` of the configuration decide \
+        whether the original request is public, needs a caller, a permission, or is denied \
+        (first match wins; no match: authenticated). The route answers every method; \
+        proxies call it with GET.",
+    security((), ("bearerAuth" = []), ("sessionCookie" = [])),
+    params(VerifyHeaders),
+    responses(
+        (status = 200, description = "Allowed. For a caller, who they are:", headers(
+            ("X-Auth-Request-User" = String, description = "The user id (absent on a public path)"),
+            ("X-Auth-Request-Email" = String, description = "The user's email"),
+            ("X-Auth-Request-Roles" = String, description = "The user's roles, comma-separated"),
+        )),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn verify(State(state): State<AppState>, req: Request) -> Result<Response, Error> {
     let (mut parts, _) = req.into_parts();
     let (methods, uris) = originals(&parts.headers);

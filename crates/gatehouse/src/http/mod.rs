@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod authz;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod revocations;
@@ -16,17 +17,20 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use cookie::{Cookie, SameSite};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Auth;
 use crate::auth::types::SessionSecret;
@@ -100,9 +104,12 @@ pub struct AppState {
     pub web: Arc<WebSettings>,
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+/// Every route, with its OpenAPI description: each module's router is an
+/// `OpenApiRouter` whose `routes!` register the axum route and the
+/// operation from one annotation, so the two cannot drift apart. The
+/// shared layers that need state are added by [`router`].
+pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
         .merge(accounts::router())
         .merge(sessions::router())
         .merge(tokens::router())
@@ -113,11 +120,25 @@ pub fn router(state: AppState) -> Router {
             CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
-        .merge(pages::router(&state.web))
+        .merge(pages::router(web))
         .merge(ops::router())
         .merge(well_known::router())
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let (routes, mut doc) = routes(&state.web).split_for_parts();
+    openapi::with_cookie_name(&mut doc, state.web.cookie_name);
+    // Serialized once, here; every request for it shares the buffer.
+    let doc = openapi::OpenApiJson::new(&doc).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialize");
+        openapi::OpenApiJson(axum::body::Bytes::from_static(b"{}"))
+    });
+    routes
+        .layer(Extension(doc))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
@@ -203,8 +224,10 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
+    #[schema(format = Uuid)]
     pub id: String,
     pub email: String,
     pub roles: Vec<String>,
@@ -226,8 +249,11 @@ impl From<&UserRecord> for UserView {
 }
 
 /// A session as the API shows it: never its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
+    /// A public handle, not the secret.
+    #[schema(format = Uuid)]
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -237,8 +263,13 @@ pub struct SessionView {
     pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub idle_expires_at: OffsetDateTime,
+    /// The first 256 characters of the login's `User-Agent`; null without one.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
+    /// The client's IP address at login.
+    #[schema(required = true)]
     pub ip: Option<String>,
+    /// Whether this is the session of the request's own credential.
     pub current: bool,
 }
 

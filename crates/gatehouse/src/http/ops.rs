@@ -1,18 +1,21 @@
-//! Operational endpoints: liveness, readiness and metrics.
+//! Operational endpoints: liveness, readiness and metrics. (`/openapi.json`
+//! lives in `http::openapi`.)
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
-
+use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::{self as oa, ReadyChecks};
 use crate::auth::Readiness;
 use crate::config::RevocationFailMode;
 use crate::error::Error;
@@ -20,17 +23,46 @@ use crate::error::Error;
 /// How long readiness waits for a store before calling it down.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
+}
+
+/// `GET /readyz` when ready.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+    checks: ReadyChecks,
 }
 
 /// How long a scrape waits for the session store's count.
 const METRICS_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    description = "Unauthenticated like the probes: expose it to your scraper only. It holds \
+        counts, never a secret or an email.",
+    responses(
+        (status = 200, description = "The Prometheus text format, version 0.0.4",
+            content_type = "text/plain", body = String),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = state.auth.render_metrics(METRICS_STORE_TIMEOUT).await;
     (
@@ -46,31 +78,53 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// 200 while the process serves.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process serves", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// 200 when every configured store answers, else 503 (a problem document
 /// saying what is down and how the node behaves meanwhile). Either way the
 /// body's `checks` name each store and, with Redis, the revocation feed.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Every configured store answers", body = Ready),
+        (status = 503, description = "A store does not answer: a problem document \
+            (`urn:gatehouse:problem:not-ready`) whose `detail` says what is down and how the \
+            node behaves meanwhile, and whose `checks` says which part",
+            content_type = "application/problem+json", body = oa::Problem,
+            headers(("Retry-After" = String, description = "`1`"))),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, Error> {
     let r = state.auth.readiness(READY_TIMEOUT).await;
     let word = |answer: &Result<(), String>| if answer.is_ok() { "ok" } else { "unavailable" };
-    let mut checks = json!({ "database": word(&r.database) });
-    if let Some(redis) = &r.redis {
-        checks["redis"] = json!(word(redis));
-    }
-    if let Some(connected) = r.feed_connected {
-        checks["revocation_feed"] = json!(if connected {
-            "connected"
-        } else {
-            "disconnected"
-        });
-    }
+    let checks = ReadyChecks {
+        database: word(&r.database),
+        redis: r.redis.as_ref().map(word),
+        revocation_feed: r.feed_connected.map(|connected| {
+            if connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+        }),
+    };
     if r.is_ready() {
-        let mut body = json!({ "status": "ready" });
-        body["checks"] = checks;
-        return Ok(Json(body));
+        return Ok(Json(Ready {
+            status: "ready",
+            checks,
+        }));
     }
     for (store, answer) in [("database", Some(&r.database)), ("redis", r.redis.as_ref())] {
         if let Some(Err(e)) = answer {
@@ -79,7 +133,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     }
     Err(Error::NotReady {
         detail: not_ready_detail(&r),
-        checks,
+        checks: serde_json::to_value(&checks).unwrap_or_default(),
     })
 }
 

@@ -21,7 +21,6 @@ mod views;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::header::{
@@ -32,16 +31,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use maud::Markup;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::de::value::MapDeserializer;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use return_to::ReturnTo;
 use views::Notice;
 
 use super::extract::{self, Client};
+use super::openapi as oa;
 use super::{AppState, WebSettings};
 use crate::auth::FieldError;
 use crate::auth::accounts::{ChangePasswordError, RegisterError, Registrar};
@@ -62,20 +64,46 @@ const UNAVAILABLE: &str = "The service cannot answer right now. Try again in a m
 
 /// The pages' router; `web` decides the Content-Security-Policy (a login
 /// may redirect to an allowed origin, which `form-action` must permit).
-pub fn router(web: &WebSettings) -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login_page).post(login))
-        .route("/register", get(register_page).post(register))
-        .route("/account", get(account))
-        .route("/account/sessions/{id}/end", post(end_session))
-        .route("/account/sessions/end-others", post(end_others))
-        .route("/account/password", post(change_password))
-        .route("/logout", post(logout))
+pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login_page, login))
+        .routes(routes!(register_page, register))
+        .routes(routes!(account))
+        .routes(routes!(end_session))
+        .routes(routes!(end_others))
+        .routes(routes!(change_password))
+        .routes(routes!(logout))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),
             page_headers,
         ))
-        .route(views::STYLESHEET_PATH, get(stylesheet))
+        .routes(routes!(stylesheet))
+}
+
+/// The query a page reads ([`PageQuery`]); other parameters are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PageQueryParams {
+    /// Where to go after signing in: a path here or a URL of an allowed
+    /// origin; anything else means `/account`.
+    #[param(nullable = false)]
+    return_to: Option<String>,
+    /// A fixed message to show, by name (`registered`, `signed-out`, …);
+    /// unknown names show nothing.
+    #[param(nullable = false)]
+    notice: Option<String>,
+}
+
+/// The query of the account page.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct NoticeParam {
+    /// A fixed message to show, by name (`session-ended`,
+    /// `others-ended`, `password-changed`).
+    #[param(nullable = false)]
+    notice: Option<String>,
 }
 
 /// Whether `path` is one of the pages' form posts, which the CSRF layer
@@ -144,6 +172,17 @@ async fn page_headers(State(csp): State<HeaderValue>, req: Request, next: Next) 
     res
 }
 
+/// The pages' one stylesheet.
+#[utoipa::path(
+    get,
+    path = "/assets/gatehouse.css",
+    tag = "pages",
+    operation_id = "stylesheet",
+    responses(
+        (status = 200, description = "The stylesheet", content_type = "text/css", body = String,
+            headers(("Cache-Control" = String, description = "`public, max-age=3600`"))),
+    )
+)]
 async fn stylesheet() -> Response {
     (
         [
@@ -453,6 +492,19 @@ fn registration_open(state: &AppState) -> bool {
 // ---------------------------------------------------------------------------
 
 /// `GET /login`: the form; a visitor already signed in goes straight on.
+#[utoipa::path(
+    get,
+    path = "/login",
+    tag = "pages",
+    operation_id = "loginPage",
+    params(PageQueryParams),
+    responses(
+        (status = 200, description = "The sign-in form", content_type = "text/html",
+            body = String),
+        (status = 303, response = oa::PageRedirect),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn login_page(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -475,7 +527,7 @@ async fn login_page(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginForm {
     email: String,
@@ -487,6 +539,31 @@ struct LoginForm {
 
 /// `POST /login`: a new session in the cookie and 303 to `return_to`
 /// (checked again here: the hidden field is the client's to forge).
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "pages",
+    operation_id = "loginForm",
+    description = "Form posts need an allowed `Origin`, or none and \
+        `Sec-Fetch-Site: same-origin` (403 otherwise).",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 401, description = "The form again, with one message for every failure",
+            content_type = "text/html", body = String,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"gatehouse\"`"))),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The form again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "The form again: the service cannot answer",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "`1`"))),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     Client(client): Client,
@@ -542,13 +619,29 @@ async fn login(
 
 /// A post with no fields (the sign-out buttons). Taking it still holds the
 /// body to the form rules: the right content type, nothing unexpected.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NoFields {}
 
 /// `POST /logout`: ends the cookie's session, clears the cookie, and shows
 /// the login page. Without a live session there is nothing to end; the
 /// answer is the same.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "pages",
+    operation_id = "logoutForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = NoFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -578,6 +671,18 @@ async fn logout(
 
 /// `GET /register`: the form while registration is open; 404 when closed
 /// (there is no such page then).
+#[utoipa::path(
+    get,
+    path = "/register",
+    tag = "pages",
+    operation_id = "registerPage",
+    params(PageQueryParams),
+    responses(
+        (status = 200, description = "The registration form", content_type = "text/html",
+            body = String),
+        (status = 404, response = oa::PageError),
+    )
+)]
 async fn register_page(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -597,7 +702,7 @@ async fn register_page(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterForm {
     email: String,
@@ -608,6 +713,26 @@ struct RegisterForm {
 
 /// `POST /register`: creates the account (as `POST /v1/users`, without
 /// logging in) and sends the browser to the login page.
+#[utoipa::path(
+    post,
+    path = "/register",
+    tag = "pages",
+    operation_id = "registerForm",
+    request_body(content = RegisterForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 404, response = oa::PageError),
+        (status = 409, description = "The form again: the email is taken",
+            content_type = "text/html", body = String),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 422, description = "The form again, with the policy errors on their fields",
+            content_type = "text/html", body = String),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     Form(form): Form<RegisterForm>,
@@ -660,6 +785,20 @@ async fn register(
 // ---------------------------------------------------------------------------
 
 /// `GET /account`: who am I, my devices, change password.
+#[utoipa::path(
+    get,
+    path = "/account",
+    tag = "pages",
+    operation_id = "accountPage",
+    security((), ("sessionCookie" = [])),
+    params(NoticeParam),
+    responses(
+        (status = 200, description = "The account page", content_type = "text/html",
+            body = String),
+        (status = 303, response = oa::PageRedirect),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn account(
     State(state): State<AppState>,
     Viewer(who): Viewer,
@@ -706,6 +845,24 @@ async fn render_account(
 /// `POST /account/sessions/{id}/end`: signs one device out. An id that is
 /// not a UUID, unknown, or another user's is the same 404. Ending this
 /// device's own session signs the browser out.
+#[utoipa::path(
+    post,
+    path = "/account/sessions/{id}/end",
+    tag = "pages",
+    operation_id = "endSessionForm",
+    security((), ("sessionCookie" = [])),
+    params(("id" = String, Path, description = "The session's id")),
+    request_body(content = NoFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 404, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn end_session(
     State(state): State<AppState>,
     Viewer(who): Viewer,
@@ -736,6 +893,22 @@ async fn end_session(
 }
 
 /// `POST /account/sessions/end-others`: every device but this one.
+#[utoipa::path(
+    post,
+    path = "/account/sessions/end-others",
+    tag = "pages",
+    operation_id = "endOthersForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = NoFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn end_others(
     State(state): State<AppState>,
     Viewer(who): Viewer,
@@ -754,7 +927,7 @@ async fn end_others(
     Ok(see_other("/account?notice=others-ended"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordForm {
     current_password: String,
@@ -767,6 +940,30 @@ struct PasswordForm {
 
 /// `POST /account/password`: as `POST /v1/me/password` (policy first, then
 /// the current password, throttled like logins; every other session ends).
+#[utoipa::path(
+    post,
+    path = "/account/password",
+    tag = "pages",
+    operation_id = "changePasswordForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = PasswordForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 401, description = "The account page again: the current password is wrong",
+            content_type = "text/html", body = String,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"gatehouse\"`"))),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 422, description = "The account page again, with the policy error",
+            content_type = "text/html", body = String),
+        (status = 429, description = "The account page again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, response = oa::PageError),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     Viewer(who): Viewer,
@@ -820,6 +1017,16 @@ async fn change_password(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The route is registered at the annotation's literal path (utoipa
+    /// needs a literal); the pages link to `STYLESHEET_PATH`.
+    #[test]
+    fn the_stylesheet_is_routed_where_the_pages_link_to_it() {
+        assert_eq!(
+            <__path_stylesheet as utoipa::Path>::path(),
+            views::STYLESHEET_PATH
+        );
+    }
 
     fn form<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
         let pairs = form_pairs(body)?;

@@ -3,25 +3,27 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::bearer_token;
+use super::openapi as oa;
 use crate::auth::feed::{FeedCursor, MAX_FEED_WAIT};
 use crate::auth::types::ResourceServerSecret;
 use crate::error::{Error, unavailable};
 use crate::store::ResourceServerRecord;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/revocations", get(feed))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(feed))
 }
 
 /// A caller holding a resource-server key (`Authorization: Bearer ghrs_…`):
@@ -50,16 +52,59 @@ impl FromRequestParts<AppState> for ResourceServer {
     }
 }
 
-#[derive(Serialize)]
+/// An ended session whose tokens must be refused until `until`.
+#[derive(Serialize, ToSchema)]
 struct Revocation {
+    /// The session id (the tokens' `sid`).
+    #[schema(format = Uuid)]
     sid: String,
+    /// After this every token of the session has expired.
     #[serde(with = "time::serde::rfc3339")]
     until: OffsetDateTime,
+}
+
+/// `GET /v1/revocations`.
+#[derive(Serialize, ToSchema)]
+struct RevocationPage {
+    /// At most 1,000; when full, ask again at once.
+    revocations: Vec<Revocation>,
+    /// Pass back as `since`.
+    cursor: String,
+}
+
+/// The feed's query (read raw: a parameter given twice, or an unknown
+/// one, is 400).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct FeedQuery {
+    /// The `cursor` of the previous answer; without it, every revocation
+    /// in force.
+    #[param(min_length = 1, nullable = false)]
+    since: Option<String>,
+    /// Seconds to wait for a revocation when there is none after the
+    /// cursor (a long poll), 0 to 30.
+    #[param(minimum = 0, maximum = 30, nullable = false)]
+    wait: Option<u64>,
 }
 
 /// `GET /v1/revocations?since=CURSOR&wait=SECONDS`: the sessions ended
 /// after the cursor (every one in force without it), waiting up to `wait`
 /// seconds (0 to 30, default 0) for one when there are none.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "resource servers",
+    operation_id = "revocations",
+    security(("resourceServerKey" = [])),
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "The sessions ended after the cursor", body = RevocationPage),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn feed(
     ResourceServer(_): ResourceServer,
     State(state): State<AppState>,
@@ -109,8 +154,8 @@ async fn feed(
             until: *until,
         })
         .collect();
-    Ok(Json(json!({
-        "revocations": revocations,
-        "cursor": page.cursor.encode(),
-    })))
+    Ok(Json(RevocationPage {
+        revocations,
+        cursor: page.cursor.encode(),
+    }))
 }

@@ -1,38 +1,83 @@
 //! `/v1/login`, `/v1/logout` and `/v1/sessions*`: the cookie session's
 //! lifecycle.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Client, CurrentUser, JsonBody};
+use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
 use crate::auth::audit::{Actor, Ending};
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/login", post(login))
-        .route("/v1/logout", post(logout))
-        .route("/v1/sessions", get(list).delete(end_others))
-        .route("/v1/sessions/{id}", delete(end_one))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(list, end_others))
+        .routes(routes!(end_one))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     email: String,
     password: String,
 }
 
+/// `POST /v1/login`.
+#[derive(Serialize, ToSchema)]
+struct LoginResponse {
+    user: UserView,
+    /// The new session (`current` is true).
+    session: SessionView,
+}
+
+/// `GET /v1/sessions`.
+#[derive(Serialize, ToSchema)]
+struct SessionsResponse {
+    /// The caller's live sessions.
+    sessions: Vec<SessionView>,
+}
+
+/// `DELETE /v1/sessions?scope=…`: `others` is the only scope.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documents the query, which the handler reads raw.
+struct EndOthersQuery {
+    /// Must be `others`: ending sessions is not done by default.
+    #[param(pattern = "^others$")]
+    scope: String,
+}
+
 /// `POST /v1/login`: a new session (a new secret every time, never one the
 /// client chose) in the cookie.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    tag = "sessions",
+    operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
+            headers(("Set-Cookie" = String, description = "The new session cookie"))),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 429, response = oa::Throttled),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     Client(client): Client,
@@ -45,14 +90,28 @@ async fn login(
     let cookie = state
         .web
         .session_cookie(&new.secret, &new.record, new.record.created_at);
-    let body = json!({
-        "user": UserView::from(&user),
-        "session": SessionView::new(&state.auth, &new.record, true),
-    });
+    let body = LoginResponse {
+        user: UserView::from(&user),
+        session: SessionView::new(&state.auth, &new.record, true),
+    };
     Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
 /// `POST /v1/logout`: ends the credential's session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/v1/logout",
+    tag = "sessions",
+    operation_id = "logout",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    responses(
+        (status = 204, description = "The session ended; the cookie is cleared",
+            headers(("Set-Cookie" = String, description = "The cookie, cleared (Max-Age=0)"))),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
     state
         .auth
@@ -71,6 +130,19 @@ async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Respo
         .into_response())
 }
 
+/// `GET /v1/sessions`: the caller's live sessions.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "listSessions",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "The caller's live sessions", body = SessionsResponse),
+        (status = 401, response = oa::Unauthorized),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
     let sessions = state
         .auth
@@ -81,11 +153,28 @@ async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl In
         .iter()
         .map(|s| SessionView::new(&state.auth, s, s.id == who.auth.session.id))
         .collect();
-    Ok(Json(json!({ "sessions": views })))
+    Ok(Json(SessionsResponse { sessions: views }))
 }
 
 /// `DELETE /v1/sessions/{id}`: 404 alike for an unknown id and for another
 /// user's session, so ids cannot be probed.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    operation_id = "endSession",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The session's id")),
+    responses(
+        (status = 204, description = "The session ended (the cookie is cleared when it was the \
+            caller's own)", headers(("Set-Cookie" = String, description = "Present when the \
+            caller ended its own session: the cookie, cleared"))),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn end_one(
     State(state): State<AppState>,
     who: CurrentUser,
@@ -118,6 +207,21 @@ async fn end_one(
 /// `DELETE /v1/sessions?scope=others`: every session of the caller but the
 /// current one. Without `scope=others` the request is refused rather than
 /// guessed at: ending sessions is not something to do by default.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "endOtherSessions",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(EndOthersQuery),
+    responses(
+        (status = 204, description = "Every session of the caller but the current one ended"),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn end_others(
     State(state): State<AppState>,
     who: CurrentUser,

@@ -5,26 +5,84 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::header::{CONTENT_TYPE, PRAGMA, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{Client, Credential, CurrentUser};
+use super::openapi as oa;
 use crate::auth::tokens::{GrantError, TokenPair};
 use crate::auth::types::Password;
 use crate::error::{Error, unavailable};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/token", post(token))
-        .route("/v1/session/token", post(session_token))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(session_token))
+}
+
+// Only a description: the handler reads the parameters itself
+// (`parameters`), from either media type.
+/// The parameters of `POST /v1/token`, as a form or a JSON object of
+/// strings (RFC 6749 §4.3.2, §6). Unknown parameters, such as a public
+/// client's `client_id`, are ignored (RFC 6749 §3.2); one sent twice is
+/// `invalid_request`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TokenRequest {
+    /// `password` or `refresh_token`.
+    #[schema(pattern = "^(password|refresh_token)$", example = "password")]
+    grant_type: String,
+    /// The email, with `grant_type=password`.
+    username: Option<String>,
+    /// The password, with `grant_type=password`.
+    password: Option<String>,
+    /// The refresh token to rotate, with `grant_type=refresh_token`.
+    refresh_token: Option<String>,
+}
+
+/// RFC 6749 §5.1: a successful grant.
+#[derive(Serialize, ToSchema)]
+struct TokenResponse {
+    /// A JWT (`typ: at+jwt`).
+    access_token: String,
+    /// Always `Bearer`.
+    #[schema(pattern = "^Bearer$")]
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    /// Opaque; rotates on every use.
+    refresh_token: String,
+    /// The caller's permissions, space-separated.
+    scope: String,
+}
+
+/// `POST /v1/session/token`: an access token alone.
+#[derive(Serialize, ToSchema)]
+struct SessionTokenResponse {
+    access_token: String,
+    #[schema(pattern = "^Bearer$")]
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// An RFC 6749 §5.2 error body.
+#[derive(Serialize, ToSchema)]
+struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type` or
+    /// `temporarily_unavailable`.
+    #[schema(example = "invalid_grant")]
+    error: &'static str,
+    error_description: &'static str,
 }
 
 /// An RFC 6749 §5.2 error response.
@@ -49,7 +107,10 @@ impl OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.code, "error_description": self.description });
+        let body = OAuthErrorBody {
+            error: self.code,
+            error_description: self.description,
+        };
         let mut res = (self.status, Json(body)).into_response();
         // RFC 6749 §5.1: token responses are not cached.
         res.headers_mut()
@@ -193,7 +254,36 @@ fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a s
         .ok_or_else(|| OAuthError::bad("invalid_request", "A required parameter is missing."))
 }
 
-/// `POST /v1/token`.
+/// `POST /v1/token`: the OAuth 2.0 token endpoint.
+#[utoipa::path(
+    post,
+    path = "/v1/token",
+    tag = "tokens",
+    operation_id = "token",
+    description = "The `password` grant logs in (a new session) and returns an access token \
+        and a refresh token; the `refresh_token` grant rotates the pair (a spent refresh \
+        token presented again ends the whole session). Errors are RFC 6749 §5.2 bodies, not \
+        problem documents. The body's credentials are its only credentials: no cookie or \
+        `Authorization` header is read.",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "A new token pair", body = TokenResponse,
+            headers(("Pragma" = String, description = "`no-cache` (RFC 6749 §5.1)"))),
+        (status = 400, description = "`invalid_request`, `invalid_grant` or \
+            `unsupported_grant_type` (RFC 6749 §5.2)", body = OAuthErrorBody),
+        (status = 413, description = "`invalid_request`: the body exceeds 64 KiB",
+            body = OAuthErrorBody),
+        (status = 429, description = "`temporarily_unavailable`: too many failed attempts",
+            body = OAuthErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "`temporarily_unavailable`: a store does not answer or \
+            the hashing queue is full", body = OAuthErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
 async fn token(
     State(state): State<AppState>,
     Client(client): Client,
@@ -233,18 +323,33 @@ async fn token(
             ));
         }
     };
-    let body = json!({
-        "access_token": pair.access.token,
-        "token_type": "Bearer",
-        "expires_in": pair.access.expires_in,
-        "refresh_token": pair.refresh.encode(),
-        "scope": pair.access.scope,
-    });
+    let body = TokenResponse {
+        access_token: pair.access.token,
+        token_type: "Bearer",
+        expires_in: pair.access.expires_in,
+        refresh_token: pair.refresh.encode(),
+        scope: pair.access.scope,
+    };
     Ok(([(PRAGMA, HeaderValue::from_static("no-cache"))], Json(body)).into_response())
 }
 
 /// `POST /v1/session/token`: only for a cookie session (a bearer caller
 /// refreshes instead).
+#[utoipa::path(
+    post,
+    path = "/v1/session/token",
+    tag = "tokens",
+    operation_id = "sessionToken",
+    security(("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "An access token for the cookie's session",
+            body = SessionTokenResponse,
+            headers(("Pragma" = String, description = "`no-cache` (RFC 6749 §5.1)"))),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
 async fn session_token(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
     if who.credential != Credential::Cookie {
         return Err(Error::Unauthorized);
@@ -254,10 +359,10 @@ async fn session_token(State(state): State<AppState>, who: CurrentUser) -> Resul
         .session_token(&who.auth.user, &who.auth.session)
         .await
         .map_err(unavailable)?;
-    let body = json!({
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": access.expires_in,
-    });
+    let body = SessionTokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+    };
     Ok(([(PRAGMA, HeaderValue::from_static("no-cache"))], Json(body)).into_response())
 }

@@ -1,12 +1,15 @@
 //! `/.well-known/jwks.json`: the public keys that verify our tokens.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CACHE_CONTROL;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use jsonwebtoken::jwk::Jwk;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
@@ -16,14 +19,59 @@ use super::AppState;
 /// far longer than this.
 const JWKS_MAX_AGE: &str = "public, max-age=300";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/.well-known/jwks.json", get(jwks))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(jwks))
 }
 
+/// An RFC 7517 JSON Web Key Set.
+#[derive(Serialize, ToSchema)]
+struct Jwks {
+    /// Every key that may have signed a live token; empty with HS256.
+    #[schema(value_type = Vec<PublicJwk>)]
+    keys: Vec<Jwk>,
+}
+
+/// A public key (RFC 7517 §4; members by key type, RFC 7518 §6, RFC 8037).
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only: the keys are `jsonwebtoken`'s `Jwk`.
+struct PublicJwk {
+    /// `OKP` (Ed25519), `EC` (P-256) or `RSA`.
+    kty: String,
+    kid: String,
+    /// `EdDSA`, `ES256` or `RS256`.
+    alg: String,
+    /// Always `sig`.
+    #[schema(rename = "use")]
+    key_use: String,
+    /// `OKP` and `EC`: the curve.
+    crv: Option<String>,
+    /// `OKP` and `EC`: the public point's x coordinate (base64url).
+    x: Option<String>,
+    /// `EC`: the y coordinate (base64url).
+    y: Option<String>,
+    /// `RSA`: the modulus (base64url).
+    n: Option<String>,
+    /// `RSA`: the exponent (base64url).
+    e: Option<String>,
+}
+
+/// `GET /.well-known/jwks.json`.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "resource servers",
+    operation_id = "jwks",
+    responses(
+        (status = 200, description = "The public keys that verify access tokens", body = Jwks,
+            headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
+    )
+)]
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     let ring = state.auth.keys().ring();
     (
         [(CACHE_CONTROL, HeaderValue::from_static(JWKS_MAX_AGE))],
-        Json(json!({ "keys": ring.published })),
+        Json(Jwks {
+            keys: ring.published.clone(),
+        }),
     )
 }

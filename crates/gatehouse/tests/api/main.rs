@@ -14,6 +14,7 @@ mod keys;
 mod metrics;
 mod multinode;
 mod nginx;
+mod openapi;
 mod pages;
 mod process;
 mod redis_server;
