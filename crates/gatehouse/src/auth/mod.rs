@@ -13,6 +13,7 @@ pub mod session_cache;
 pub mod sessions;
 pub mod tokens;
 pub mod types;
+pub mod verified;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -103,6 +104,8 @@ pub struct Auth {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Counters and gauges for `/metrics`.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Access tokens whose signature was verified, by their bytes.
+    pub(crate) verified: verified::VerifiedTokens,
 }
 
 /// What `/readyz` reports: each store's answer, and with Redis the state
@@ -186,6 +189,7 @@ impl Auth {
             shared: None,
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: crate::metrics::Metrics::new()?,
+            verified: verified::VerifiedTokens::default(),
         })
     }
 

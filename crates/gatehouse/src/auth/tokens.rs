@@ -3,6 +3,7 @@
 //!
 //! The design is written down in `docs/tokens.md`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
@@ -292,25 +293,28 @@ pub fn validate_access_token(
     // and numbers are refused here.
     let claims: AccessClaims =
         serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-    let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
+    check_claims(claims, settings, now, is_revoked)
+}
+
+/// The claims' rules of [`validate_access_token`], in its order: `iss`,
+/// `aud`, the times ([`check_times`]), canonical `sub` and `sid`, and
+/// `is_revoked`.
+///
+/// # Errors
+/// The first rule the claims break.
+pub fn check_claims(
+    claims: AccessClaims,
+    settings: &TokenSettings,
+    now: i64,
+    is_revoked: impl Fn(SessionId) -> bool,
+) -> Result<VerifiedToken, TokenError> {
     if claims.iss != settings.issuer {
         return Err(TokenError::WrongIssuer);
     }
     if !claims.aud.contains(&settings.audience) {
         return Err(TokenError::WrongAudience);
     }
-    if now >= claims.exp.saturating_add(leeway) {
-        return Err(TokenError::Expired);
-    }
-    if claims
-        .nbf
-        .is_some_and(|nbf| now < nbf.saturating_sub(leeway))
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if claims.iat > now.saturating_add(leeway) {
-        return Err(TokenError::IssuedInFuture);
-    }
+    check_times(&claims, settings, now)?;
     // Canonical forms only: we issue hyphenated lower-case UUIDs.
     let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
     let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
@@ -327,6 +331,32 @@ pub fn validate_access_token(
     })
 }
 
+/// `exp`, `nbf` and `iat` against `now` (Unix seconds), with the leeway.
+///
+/// # Errors
+/// [`TokenError::Expired`], [`TokenError::NotYetValid`] or
+/// [`TokenError::IssuedInFuture`], in that order.
+pub fn check_times(
+    claims: &AccessClaims,
+    settings: &TokenSettings,
+    now: i64,
+) -> Result<(), TokenError> {
+    let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| now < nbf.saturating_sub(leeway))
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    Ok(())
+}
+
 impl Auth {
     /// Verifies a bearer access token: size, header (algorithm, type, key),
     /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, and that
@@ -335,14 +365,36 @@ impl Auth {
     ///
     /// # Errors
     /// The first rule the token breaks.
-    pub fn verify_access_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        validate_access_token(
+    ///
+    /// A token verified before is answered from the cache of verified
+    /// tokens (see [`super::verified::VerifiedTokens`]): its signature is not checked again,
+    /// but its times, its key's presence in the ring and its session's
+    /// revocation are, on every use.
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        let ring = self.keys.ring();
+        let now = self.clock.now().unix_timestamp();
+        let is_revoked = |sid| self.revocations.is_revoked(sid);
+        if let Some(hit) = self.verified.get(token) {
+            // The ring is checked too: a key withdrawn from it (a rotation
+            // whose predecessor retired) takes its tokens with it.
+            if ring.verifier(&hit.kid).is_some() {
+                check_times(&hit.token.claims, &self.tokens, now)?;
+                if is_revoked(hit.token.session_id) {
+                    return Err(TokenError::Revoked);
+                }
+                return Ok(hit.token.clone());
+            }
+        }
+        let kid = check_header(token, &ring)?;
+        let verified = Arc::new(validate_access_token(
             token,
-            &self.keys.ring(),
+            &ring,
             &self.tokens,
-            self.clock.now().unix_timestamp(),
-            |sid| self.revocations.is_revoked(sid),
-        )
+            now,
+            is_revoked,
+        )?);
+        self.verified.insert(token, kid, verified.clone());
+        Ok(verified)
     }
 
     /// Signs an access token for a live session, carrying the user's
@@ -715,6 +767,22 @@ mod tests {
         );
     }
 
+    /// Another access token for the same session.
+    async fn session_with_token_of(auth: &Auth, new: &NewSession) -> (UserRecord, IssuedAccess) {
+        let user = auth
+            .stores
+            .users
+            .user_by_id(new.record.user_id)
+            .await
+            .expect("read")
+            .expect("user");
+        let access = auth
+            .issue_access_token(&user, &new.record)
+            .await
+            .expect("token");
+        (user, access)
+    }
+
     async fn session_with_token(auth: &Auth) -> (NewSession, IssuedAccess) {
         let user = auth
             .register(
@@ -748,6 +816,9 @@ mod tests {
         assert_eq!(access.expires_in, 300);
         auth.verify_access_token(&access.token)
             .expect("fresh token");
+        // From here on the token is answered from the cache of verified
+        // tokens, whose hits are judged by the same clock.
+        assert_eq!(auth.verified.len(), 1);
         clock.advance(Duration::from_secs(329));
         auth.verify_access_token(&access.token)
             .expect("inside the leeway");
@@ -756,6 +827,93 @@ mod tests {
             auth.verify_access_token(&access.token).err(),
             Some(TokenError::Expired)
         );
+    }
+
+    #[tokio::test]
+    async fn only_the_exact_verified_bytes_hit_the_cache() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        let (_, access) = session_with_token(&auth).await;
+        let first = auth.verify_access_token(&access.token).expect("fresh");
+        let again = auth.verify_access_token(&access.token).expect("cached");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second answer is the cached one"
+        );
+        // The same claims under a forged signature, and the token with its
+        // signature cut off: neither rides on the cached verdict.
+        let (message, signature) = access.token.rsplit_once('.').expect("three parts");
+        let mut forged = signature.as_bytes().to_vec();
+        forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{message}.{}", String::from_utf8(forged).expect("ascii"));
+        assert_eq!(
+            auth.verify_access_token(&forged).err(),
+            Some(TokenError::BadSignature)
+        );
+        assert_eq!(
+            auth.verify_access_token(&format!("{message}.")).err(),
+            Some(TokenError::Malformed)
+        );
+        assert_eq!(auth.verified.len(), 1, "refused tokens are not cached");
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_never_enter_the_cache() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = test_support::auth(clock.clone(), |c| {
+            c.access_token_ttl = Duration::from_secs(60);
+            c.jwt_leeway = Duration::ZERO;
+        })
+        .await;
+        let (new, access) = session_with_token(&auth).await;
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(
+            auth.verify_access_token(&access.token).err(),
+            Some(TokenError::Expired)
+        );
+        assert!(auth.verified.is_empty());
+        let (_, live) = session_with_token_of(&auth, &new).await;
+        auth.end_session(
+            new.record.user_id,
+            new.record.id,
+            Actor::System,
+            Ending::EndedByAdmin,
+        )
+        .await
+        .expect("end");
+        assert_eq!(
+            auth.verify_access_token(&live.token).err(),
+            Some(TokenError::Revoked)
+        );
+        assert!(auth.verified.is_empty());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes() {
+        let cache = super::super::verified::VerifiedTokens::with_capacity(64 * 1024);
+        let verified = Arc::new(VerifiedToken {
+            claims: AccessClaims {
+                iss: "i".into(),
+                sub: "s".into(),
+                aud: Audience::One("a".into()),
+                exp: 0,
+                iat: 0,
+                nbf: None,
+                jti: "j".into(),
+                sid: "s".into(),
+                scope: String::new(),
+                roles: Vec::new(),
+            },
+            user_id: UserId::new(),
+            session_id: SessionId::new(),
+        });
+        for i in 0..5_000 {
+            let token = format!("{i:0>600}");
+            cache.insert(&token, "kid".into(), verified.clone());
+        }
+        assert!(cache.weight() <= 64 * 1024, "{}", cache.weight());
+        assert!(!cache.is_empty());
+        assert!(cache.len() < 5_000);
     }
 
     #[tokio::test]
