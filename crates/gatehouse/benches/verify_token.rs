@@ -1,0 +1,98 @@
+//! The server's bearer-token check (`Auth::verify_access_token`) for a token
+//! it has verified before (the cache of verified tokens: no signature
+//! check) and the full check a new token pays (`validate_access_token`:
+//! header, signature, claims, revocation), per algorithm. The `Auth` runs on
+//! a temporary SQLite file; nothing measured touches it.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gatehouse::auth::accounts::Registrar;
+use gatehouse::auth::tokens::{TokenSettings, validate_access_token};
+use gatehouse::auth::{Auth, ClientMeta};
+use gatehouse::config::{Config, DatabaseUrl, JwtAlg};
+
+const ISSUER: &str = "https://auth.bench.test";
+
+/// An `Auth` with one user and one session, and an access token of it.
+fn auth_with_token(rt: &tokio::runtime::Runtime, alg: JwtAlg) -> (Auth, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        database_url: DatabaseUrl::Sqlite(format!(
+            "sqlite://{}",
+            dir.path().join("b.db").display()
+        )),
+        jwt_alg: alg,
+        ..Config::default()
+    };
+    if alg == JwtAlg::Hs256 {
+        config.jwt_hs256_secret = Some(gatehouse::config::SecretBytes::new(vec![7; 32]));
+    }
+    rt.block_on(async {
+        let auth = gatehouse::app::build_auth(&config, 1, ISSUER.to_owned())
+            .await
+            .expect("auth");
+        let auth = std::sync::Arc::try_unwrap(auth).expect("one owner");
+        let user = auth
+            .register(
+                "bench@example.com",
+                "a long bench passphrase".into(),
+                vec![],
+                Registrar::Operator,
+            )
+            .await
+            .expect("user");
+        let session = auth
+            .start_session(&user, &ClientMeta::default())
+            .await
+            .expect("session");
+        let token = auth
+            .issue_access_token(&user, &session.record)
+            .await
+            .expect("token")
+            .token;
+        (auth, token, dir)
+    })
+}
+
+fn verify(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (name, alg) in [
+        ("EdDSA", JwtAlg::EdDsa),
+        ("ES256", JwtAlg::Es256),
+        ("RS256", JwtAlg::Rs256),
+        ("HS256", JwtAlg::Hs256),
+    ] {
+        let (auth, token, _dir) = auth_with_token(&rt, alg);
+        auth.verify_access_token(&token).expect("valid");
+        c.bench_function(&format!("{name}: a token verified before (cache)"), |b| {
+            b.iter(|| auth.verify_access_token(black_box(&token)).expect("valid"));
+        });
+        let settings = TokenSettings {
+            issuer: ISSUER.to_owned(),
+            audience: ISSUER.to_owned(),
+            access_token_ttl: Duration::from_secs(300),
+            leeway: Duration::from_secs(30),
+            refresh_reuse_grace: Duration::ZERO,
+        };
+        let ring = auth.keys().ring();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        c.bench_function(&format!("{name}: a new token (full check)"), |b| {
+            b.iter(|| {
+                validate_access_token(black_box(&token), &ring, &settings, now, |_| false)
+                    .expect("valid")
+            });
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3));
+    targets = verify
+}
+criterion_main!(benches);
