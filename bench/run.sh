@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The load harness: installs wrk (Debian's package) when missing, builds the
+# release binary, checks that Redis answers on 127.0.0.1:6379 (the Redis
+# scenarios), then runs bench/run.py, which prints the table that
+# docs/benchmarks.md quotes and writes target/bench-results.json.
+#
+#   bash bench/run.sh                       # 10 s a scenario, 32 connections
+#   BENCH_DURATION=30s bash bench/run.sh    # longer runs
+#
+# Every server it starts listens on 127.0.0.1 and is stopped at the end.
+# Run it on a quiet machine: the load generator shares the cores with the
+# server, and so does anything else running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "bench: installing wrk" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  echo "bench: Redis is not running on 127.0.0.1:6379; start it (redis-server --daemonize yes --save \"\" --appendonly no)" >&2
+  exit 1
+fi
+cargo build --release --locked -p gatehouse
+exec python3 bench/run.py
