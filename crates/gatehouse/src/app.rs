@@ -78,6 +78,14 @@ pub async fn build_auth(
     if config.redis_url.is_some() {
         auth = auth.with_shared_sessions(config.session_cache_ttl, config.revocation_fail_mode);
     }
+    // Where every ending of a session reaches this node at once (through
+    // Redis's feed, or because one server owns the SQLite file), the
+    // bearer path may answer from its reads of the last second. Nodes that
+    // share PostgreSQL alone learn of one another's endings only from the
+    // store, so they read it on every request.
+    if config.redis_url.is_some() || matches!(config.database_url, DatabaseUrl::Sqlite(_)) {
+        auth = auth.with_principal_cache(config.session_cache_ttl);
+    }
     Ok(Arc::new(auth))
 }
 

@@ -175,6 +175,7 @@ impl Auth {
             .users
             .set_password_hash(who.user.id, &hash)
             .await?;
+        self.principals_changed();
         let event = self
             .event(EventType::PasswordChanged, Actor::User(who.user.id))
             .user(who.user.id)
@@ -205,6 +206,7 @@ impl Auth {
         perms.sort();
         perms.dedup();
         self.stores.users.put_role(name, &perms).await?;
+        self.principals_changed();
         let event = self
             .event(EventType::RoleChanged, actor)
             .detail("role", name.as_str())

@@ -104,6 +104,7 @@ impl Auth {
         if !self.stores.users.set_disabled(id, disabled).await? {
             return Ok(None);
         }
+        self.principals_changed();
         let kind = if disabled {
             EventType::UserDisabled
         } else {
@@ -127,9 +128,11 @@ impl Auth {
         if !self.stores.users.set_disabled(id, true).await? {
             return Ok(false);
         }
+        self.principals_changed();
         self.end_sessions_of(id, None, actor, Ending::UserDeleted)
             .await?;
         let deleted = self.stores.users.delete_user(id).await?;
+        self.principals_changed();
         if deleted {
             let event = self.event(EventType::UserDeleted, actor).user(id);
             self.record_one(event).await;
@@ -137,8 +140,9 @@ impl Auth {
         Ok(deleted)
     }
 
-    /// Replaces a user's roles. Cookie sessions see the change at once;
-    /// access tokens at their next refresh.
+    /// Replaces a user's roles. Gatehouse's own decisions see the change at
+    /// once (on other nodes within `principals::FRESH_FOR`); services that
+    /// verify access tokens themselves at the token's next refresh.
     ///
     /// # Errors
     /// [`RolesError::UnknownRole`] names the first role that does not exist.
@@ -151,6 +155,7 @@ impl Auth {
         if !self.stores.users.set_roles(id, roles).await? {
             return Ok(None);
         }
+        self.principals_changed();
         let user = self.stores.users.user_by_id(id).await?;
         if let Some(user) = &user {
             let event = self
@@ -183,6 +188,7 @@ impl Auth {
     /// Store failures.
     pub async fn delete_role(&self, name: &RoleName, actor: Actor) -> anyhow::Result<bool> {
         let deleted = self.stores.users.delete_role(name).await?;
+        self.principals_changed();
         if deleted {
             let event = self
                 .event(EventType::RoleDeleted, actor)

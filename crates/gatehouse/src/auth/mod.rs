@@ -7,6 +7,7 @@ pub mod audit;
 pub mod feed;
 pub mod keys;
 pub mod password;
+pub mod principals;
 pub mod revocation;
 pub mod rules;
 pub mod session_cache;
@@ -106,6 +107,9 @@ pub struct Auth {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Access tokens whose signature was verified, by their bytes.
     pub(crate) verified: verified::VerifiedTokens,
+    /// The bearer path's recent reads of session, user and permissions;
+    /// only where every ending reaches this node at once.
+    pub(crate) principals: Option<principals::Principals>,
 }
 
 /// What `/readyz` reports: each store's answer, and with Redis the state
@@ -190,7 +194,33 @@ impl Auth {
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: crate::metrics::Metrics::new()?,
             verified: verified::VerifiedTokens::default(),
+            principals: None,
         })
+    }
+
+    /// Lets the bearer path answer from what it read of a session, its user
+    /// and their permissions less than `fresh_for` ago (at most
+    /// [`principals::FRESH_FOR`]; zero turns the cache off).
+    ///
+    /// Only for deployments where every ending of a session reaches this
+    /// node's revocation set at once: one server on SQLite (sessions ended
+    /// by the CLI arrive with the 2 s re-read), or sessions in Redis while
+    /// the feed is connected. Not for several nodes on PostgreSQL alone,
+    /// where another node's ending is known here only by reading the store.
+    #[must_use]
+    pub fn with_principal_cache(mut self, fresh_for: Duration) -> Self {
+        let fresh_for = fresh_for.min(principals::FRESH_FOR);
+        self.principals = (!fresh_for.is_zero())
+            .then(|| principals::Principals::new(fresh_for, principals::CAPACITY));
+        self
+    }
+
+    /// Users or roles changed through this node: bearer callers' cached
+    /// permissions are read again.
+    pub(crate) fn principals_changed(&self) {
+        if let Some(p) = &self.principals {
+            p.invalidate();
+        }
     }
 
     /// Marks the sessions as living in a store shared by many nodes: a
@@ -227,6 +257,7 @@ impl Auth {
     pub fn feed_connected(&self) {
         if let Some(shared) = &self.shared {
             shared.cache.clear();
+            self.principals_changed();
             shared.feed.set_connected();
         }
     }
@@ -245,6 +276,9 @@ impl Auth {
         self.revocations.insert([(sid, until)]);
         if let Some(shared) = &self.shared {
             shared.cache.remove(sid);
+        }
+        if let Some(p) = &self.principals {
+            p.remove(sid);
         }
     }
 

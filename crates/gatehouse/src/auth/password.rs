@@ -1,9 +1,10 @@
-//! Password hashing (argon2id on a bounded blocking pool) and the password
-//! policy.
+//! Password hashing (argon2id on a bounded pool of low-priority threads)
+//! and the password policy.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -54,12 +55,24 @@ pub enum HashError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The niceness of the hashing threads. The scheduler then gives the cores
+/// to request handling first and to hashing what is left, which is all of
+/// them while nothing else runs: a login flood slows logins down, not the
+/// token and session checks beside it (on 2 cores, nice 10 against 0 is a
+/// weight of about 1 to 10).
+const HASH_NICENESS: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Hashes and verifies passwords with argon2id at OWASP's parameters
 /// (m = 19 MiB, t = 2, p = 1), never on the async executor: each job runs on
-/// tokio's blocking pool, and a semaphore bounds how many run at once, so a
+/// a pool of `concurrency` threads of its own at [`HASH_NICENESS`], and a
+/// bounded queue in front of it sheds load with [`HashError::Busy`], so a
 /// login flood queues here instead of starving request handling.
 pub struct Hasher {
     argon2: Argon2<'static>,
+    /// Jobs for the hashing threads (they end when this is dropped).
+    jobs: Mutex<mpsc::Sender<Job>>,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
@@ -91,9 +104,11 @@ impl Hasher {
             .hash_password(&random)
             .map_err(|e| anyhow::anyhow!("hashing the dummy password: {e}"))?
             .to_string();
+        let concurrency = concurrency.max(1);
         Ok(Self {
             argon2,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs: Mutex::new(spawn_pool(concurrency)?),
+            permits: Arc::new(Semaphore::new(concurrency)),
             waiting: AtomicUsize::new(0),
             max_waiting,
             dummy_hash,
@@ -117,13 +132,21 @@ impl Hasher {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|e| anyhow::anyhow!("hashing pool closed: {e}"))?;
         let argon2 = self.argon2.clone();
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let out = job(&argon2);
             drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| HashError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+            // The request may have gone meanwhile; nobody to tell.
+            let _ = done.send(out);
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| HashError::Internal(anyhow::anyhow!("the hashing threads are gone")))?;
+        result
+            .await
+            .map_err(|_| HashError::Internal(anyhow::anyhow!("a hashing job panicked")))
     }
 
     /// Hashes a password into a PHC string with a fresh random salt.
@@ -162,6 +185,49 @@ impl Hasher {
             .await?
             .map_err(HashError::Internal)?;
         Ok(known && matched)
+    }
+}
+
+/// Starts `n` hashing threads at [`HASH_NICENESS`], taking jobs in turn from
+/// one queue; they end when the returned sender is dropped.
+fn spawn_pool(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for i in 0..n {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("gatehouse-hash-{i}"))
+            .spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(job) = next else { return };
+                    // A panicking job drops its reply (the caller gets an
+                    // error); the thread lives on for the next one.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting a password hashing thread: {e}"))?;
+    }
+    Ok(sender)
+}
+
+/// Makes the calling thread yield the CPU to request handling (Linux keeps
+/// a niceness per thread). Elsewhere, or when refused, hashing keeps normal
+/// priority, which only costs latency under a login flood.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        // Only ever lower the priority (a process started nicer stays so).
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if current >= HASH_NICENESS {
+            return;
+        }
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_NICENESS) {
+            tracing::debug!(error = %e, "could not lower the priority of a hashing thread");
+        }
     }
 }
 
@@ -210,6 +276,43 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_below_request_handling() {
+        let h = Hasher::new(2, 8).expect("hasher");
+        let own = rustix::process::getpriority_process(None).expect("own niceness");
+        for _ in 0..4 {
+            let (name, niceness) = h
+                .run(|_| {
+                    let tid = rustix::thread::gettid();
+                    let name = std::thread::current().name().map(str::to_owned);
+                    (name, rustix::process::getpriority_process(Some(tid)))
+                })
+                .await
+                .expect("job");
+            assert!(
+                name.as_deref()
+                    .is_some_and(|n| n.starts_with("gatehouse-hash-")),
+                "{name:?}"
+            );
+            // Lowered to niceness 10, or left lower if the process was.
+            assert_eq!(niceness.expect("niceness"), own.max(HASH_NICENESS));
+        }
+        // The caller's own thread is untouched.
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("own"),
+            own
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_and_the_pool_lives_on() {
+        let h = Hasher::new(1, 8).expect("hasher");
+        let failed = h.run(|_| -> u8 { panic!("boom") }).await;
+        assert!(matches!(failed, Err(HashError::Internal(_))));
+        assert!(h.hash(Password::new("abcdefgh".into())).await.is_ok());
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::audit::{Actor, Ending, EventType};
 use super::keys::{self, KeyRing, alg_name};
+use super::principals::{Principal, Principals};
 use super::sessions::LoginError;
 use super::types::{Password, RefreshSecret, SessionId, UserId};
 use super::{Auth, ClientMeta, HashError};
@@ -530,9 +531,15 @@ impl Auth {
                     .await?
             }
         };
-        store.touch_session(session.id, now).await?;
+        // A grant is a use of the session, recorded like a cookie's: the
+        // write only when the stored use is older than the touch interval.
+        // Otherwise the token's idle bound stays the stored one, at most
+        // that interval earlier than now's.
         let mut session = session;
-        session.last_seen_at = now;
+        if now - session.last_seen_at >= self.policy.touch_interval() {
+            store.touch_session(session.id, now).await?;
+            session.last_seen_at = now;
+        }
         let access = self.issue_access_token(&user, &session).await?;
         self.metrics.tokens_refresh_grant.increment(1);
         Ok(TokenPair {
@@ -619,17 +626,61 @@ fn successor_key(token: &RefreshSecret) -> anyhow::Result<LessSafeKey> {
 }
 
 impl Auth {
-    /// The session and user behind a verified access token: `None` when the
-    /// session is gone or not live, belongs to someone else, or the user is
-    /// disabled. Unlike a cookie, a token never records a use.
+    /// The session and user behind a verified access token, with the user's
+    /// effective permissions: `None` when the session is gone or not live,
+    /// belongs to someone else, or the user is disabled. Unlike a cookie, a
+    /// token never records a use.
+    ///
+    /// With the principal cache (`Auth::with_principal_cache`), what was
+    /// read for the session less than a second ago answers; see
+    /// `principals.rs` for why that is safe.
     ///
     /// # Errors
     /// Store failures.
     pub async fn authenticate_token(
         &self,
         token: &VerifiedToken,
-    ) -> anyhow::Result<Option<super::sessions::Authenticated>> {
+    ) -> anyhow::Result<Option<Arc<Principal>>> {
         let now = self.clock.now();
+        // The token passed the revocation set just now, so its session was
+        // not ended on this node, nor (with Redis) on any other.
+        let cache = self.principals.as_ref().filter(|_| {
+            self.shared
+                .as_ref()
+                .is_none_or(|shared| shared.feed.is_connected())
+        });
+        if let Some(cache) = cache
+            && let Some(hit) = cache.get(token.session_id, now)
+        {
+            if hit.auth.session.user_id == token.user_id && self.is_live(&hit.auth.session, now) {
+                return Ok(Some(hit));
+            }
+            // Expired, or idle by a record that may be stale: the store
+            // decides.
+            cache.remove(token.session_id);
+        }
+        let generation = cache.map(Principals::generation);
+        let Some(auth) = self.authenticate_token_from_store(token, now).await? else {
+            return Ok(None);
+        };
+        let permissions = self.permissions_of(auth.user.id).await?;
+        let principal = Arc::new(Principal {
+            auth: Arc::new(auth),
+            permissions: permissions.into(),
+        });
+        if let (Some(cache), Some(generation)) = (cache, generation) {
+            cache.put(principal.clone(), now, generation);
+        }
+        Ok(Some(principal))
+    }
+
+    /// The bearer path's reads: the token's session (from the store, or the
+    /// session cache with Redis) and its user.
+    async fn authenticate_token_from_store(
+        &self,
+        token: &VerifiedToken,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<super::sessions::Authenticated>> {
         // The token is verified against the revocation set already, the
         // authority on ended sessions: while the session store cannot
         // answer, a cached record of the session stands in, whatever the

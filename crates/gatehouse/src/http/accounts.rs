@@ -14,7 +14,7 @@ use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
 use crate::auth::accounts::Registrar;
 use crate::auth::types::Password;
-use crate::error::{Error, unavailable};
+use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -103,11 +103,7 @@ async fn register(
     )
 )]
 async fn me(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
-    let permissions = state
-        .auth
-        .permissions_of(who.auth.user.id)
-        .await
-        .map_err(unavailable)?;
+    let permissions = who.permissions(&state.auth).await?.to_vec();
     Ok(Json(MeResponse {
         user: UserView::from(&who.auth.user),
         session: SessionView::new(&state.auth, &who.auth.session, true),

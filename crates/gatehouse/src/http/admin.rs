@@ -160,12 +160,8 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let who = CurrentUser::from_request_parts(parts, state).await?;
         let admin = Permission::parse(Permission::ADMIN).map_err(anyhow::Error::msg)?;
-        let allowed = state
-            .auth
-            .has_permission(who.auth.user.id, &admin)
-            .await
-            .map_err(unavailable)?;
-        if !allowed {
+        let held = who.permissions(&state.auth).await?;
+        if !held.iter().any(|p| p == admin.as_str()) {
             return Err(Error::Forbidden(
                 "The gatehouse:admin permission is required.",
             ));

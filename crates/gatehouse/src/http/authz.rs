@@ -17,7 +17,7 @@ use super::openapi as oa;
 use crate::auth::FieldError;
 use crate::auth::rules::{Access, access_for};
 use crate::auth::types::Permission;
-use crate::error::{Error, unavailable};
+use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
     // `/v1/verify` answers every method (a proxy may forward the original
@@ -94,11 +94,8 @@ async fn authorize(
 ) -> Result<impl IntoResponse, Error> {
     let permission = Permission::parse(&req.permission)
         .map_err(|m| Error::Invalid(vec![FieldError::new("permission", m)]))?;
-    let allowed = state
-        .auth
-        .has_permission(who.auth.user.id, &permission)
-        .await
-        .map_err(unavailable)?;
+    let held = who.permissions(&state.auth).await?;
+    let allowed = held.iter().any(|p| p == permission.as_str());
     Ok(Json(AuthorizeResponse { allowed }))
 }
 
@@ -172,11 +169,7 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
     };
     let who = CurrentUser::from_request_parts(&mut parts, &state).await?;
     if !permissions.is_empty() {
-        let held = state
-            .auth
-            .permissions_of(who.auth.user.id)
-            .await
-            .map_err(unavailable)?;
+        let held = who.permissions(&state.auth).await?;
         if !permissions.iter().all(|p| held.contains(p)) {
             return Err(Error::Forbidden(
                 "The caller lacks the permission this path requires.",

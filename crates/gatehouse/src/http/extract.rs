@@ -2,6 +2,7 @@
 //! client's identity (IP, user agent), and the caller's credentials.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -11,9 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::auth::ClientMeta;
 use crate::auth::sessions::Authenticated;
 use crate::auth::types::SessionSecret;
+use crate::auth::{Auth, ClientMeta};
 use crate::error::{Error, unavailable};
 
 /// Longest user agent we record.
@@ -129,8 +130,30 @@ pub enum Credential {
 /// present but invalid credential is a 401, never treated as anonymous.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
-    pub auth: Authenticated,
+    pub auth: Arc<Authenticated>,
     pub credential: Credential,
+    /// The effective permissions read with the session (the bearer path
+    /// reads them together); `None` until asked for.
+    permissions: Option<Arc<[String]>>,
+}
+
+impl CurrentUser {
+    /// The caller's effective permissions: current as of this request for a
+    /// cookie, as of at most `principals::FRESH_FOR` ago for a bearer token
+    /// (and at once after a change made through this node).
+    ///
+    /// # Errors
+    /// Store failures (503: never allow, never deny).
+    pub async fn permissions(&self, auth: &Auth) -> Result<Arc<[String]>, Error> {
+        if let Some(p) = &self.permissions {
+            return Ok(p.clone());
+        }
+        let held = auth
+            .permissions_of(self.auth.user.id)
+            .await
+            .map_err(unavailable)?;
+        Ok(held.into())
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -143,15 +166,16 @@ impl FromRequestParts<AppState> for CurrentUser {
                 tracing::debug!(reason = %e, "bearer token refused");
                 Error::InvalidToken
             })?;
-            let auth = state
+            let principal = state
                 .auth
                 .authenticate_token(&verified)
                 .await
                 .map_err(unavailable)?
                 .ok_or(Error::InvalidToken)?;
             return Ok(Self {
-                auth,
+                auth: principal.auth.clone(),
                 credential: Credential::Bearer,
+                permissions: Some(principal.permissions.clone()),
             });
         }
         let secret =
@@ -163,8 +187,9 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map_err(unavailable)?
             .ok_or(Error::Unauthorized)?;
         Ok(Self {
-            auth,
+            auth: Arc::new(auth),
             credential: Credential::Cookie,
+            permissions: None,
         })
     }
 }

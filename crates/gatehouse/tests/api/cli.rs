@@ -534,6 +534,60 @@ async fn role_set_again_replaces_the_permissions() {
     assert_eq!(server.me(&before).await["permissions"], json!(["kb:read"]));
 }
 
+#[tokio::test]
+async fn role_set_reaches_a_live_servers_bearer_callers_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let role = set_role(dir.path(), "support", &["tickets:read"]);
+    assert!(role.status.success(), "{role:?}");
+    let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
+    assert!(user.status.success(), "{user:?}");
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let http = client();
+    let pair: Value = http
+        .post(server.url("/v1/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "agent@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .expect("POST /v1/token")
+        .json()
+        .await
+        .expect("token JSON");
+    let access = pair["access_token"].as_str().expect("access_token");
+    let permissions = || async {
+        let res = http
+            .get(server.url("/v1/me"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .expect("GET /v1/me");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json::<Value>().await.expect("JSON")["permissions"].clone()
+    };
+    // The server now holds what it read for this session (the bearer
+    // path's cache of principals).
+    assert_eq!(permissions().await, json!(["tickets:read"]));
+
+    // Another process changes the role: the server learns it only by reading
+    // the database again, at most a second after its last read.
+    let role = set_role(dir.path(), "support", &["kb:read"]);
+    assert!(role.status.success(), "{role:?}");
+    let changed = std::time::Instant::now();
+    loop {
+        if permissions().await == json!(["kb:read"]) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "the bearer caller still has the old permissions 3 s after `role set`"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn role_set_refuses_an_invalid_permission() {
     let dir = tempfile::tempdir().expect("tempdir");

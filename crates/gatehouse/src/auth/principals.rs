@@ -1,0 +1,217 @@
+//! The bearer path's cache of principals: for a session whose access token
+//! was just verified, the session record, its user and the user's effective
+//! permissions, as this node read them from the store moments ago. A client
+//! that sends many requests with tokens of one session pays for those reads
+//! once a second instead of on every request (they cost more than the
+//! cached signature check and the rest of the request together).
+//!
+//! The cache holds no policy of its own; `Auth::authenticate_token` decides
+//! when an entry may answer. What keeps it honest:
+//! - an ended session is refused before the cache is asked: the token check
+//!   consults the revocation set, which every ending on this node (and, with
+//!   Redis, on every node) reaches at once;
+//! - a change to users or roles made through this node empties it at once
+//!   (a generation counter: an entry filled from a read that began before
+//!   the change is never used);
+//! - an entry answers for [`FRESH_FOR`] at most, which bounds what a change
+//!   made by another process (the CLI, another node) can miss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use quick_cache::sync::Cache;
+use time::OffsetDateTime;
+
+use super::sessions::Authenticated;
+use super::types::SessionId;
+
+/// How long an entry answers after its reads: the bound on how late a role
+/// change made by another process reaches a bearer caller at this node.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Most sessions one node keeps.
+pub const CAPACITY: usize = 65_536;
+
+/// A bearer caller as the store last described them.
+#[derive(Debug)]
+pub struct Principal {
+    pub auth: Arc<Authenticated>,
+    /// The user's effective permissions at the time of the read.
+    pub permissions: Arc<[String]>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    principal: Arc<Principal>,
+    read_at: OffsetDateTime,
+    generation: u64,
+}
+
+/// Principals by session id, bounded, each answering for [`FRESH_FOR`].
+pub struct Principals {
+    by_session: Cache<SessionId, Arc<Entry>>,
+    /// Bumped by every change to users or roles made on this node.
+    generation: AtomicU64,
+    fresh_for: Duration,
+}
+
+impl std::fmt::Debug for Principals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principals")
+            .field("len", &self.by_session.len())
+            .field("fresh_for", &self.fresh_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Principals {
+    fn default() -> Self {
+        Self::new(FRESH_FOR, CAPACITY)
+    }
+}
+
+impl Principals {
+    /// A cache whose entries answer for `fresh_for` after their reads.
+    pub fn new(fresh_for: Duration, capacity: usize) -> Self {
+        Self {
+            by_session: Cache::new(capacity),
+            generation: AtomicU64::new(0),
+            fresh_for,
+        }
+    }
+
+    /// The generation a read must note before it starts, for
+    /// [`Principals::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The principal of this session, when read less than `fresh_for` ago
+    /// and since the last change to users or roles.
+    pub fn get(&self, sid: SessionId, now: OffsetDateTime) -> Option<Arc<Principal>> {
+        let entry = self.by_session.get(&sid)?;
+        let fresh = entry.generation == self.generation()
+            && now >= entry.read_at
+            && now - entry.read_at < self.fresh_for;
+        if !fresh {
+            return None;
+        }
+        Some(entry.principal.clone())
+    }
+
+    /// Remembers what a read that began at `generation` found; a change to
+    /// users or roles since then makes the entry useless at once.
+    pub fn put(&self, principal: Arc<Principal>, now: OffsetDateTime, generation: u64) {
+        let sid = principal.auth.session.id;
+        self.by_session.insert(
+            sid,
+            Arc::new(Entry {
+                principal,
+                read_at: now,
+                generation,
+            }),
+        );
+    }
+
+    /// Forgets one session (ended, or found not live).
+    pub fn remove(&self, sid: SessionId) {
+        self.by_session.remove(&sid);
+    }
+
+    /// Users or roles changed: no entry read before answers again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.by_session.clear();
+    }
+
+    /// How many sessions are cached.
+    pub fn len(&self) -> usize {
+        self.by_session.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_session.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::types::{SecretHash, UserId};
+    use crate::store::{SessionRecord, UserRecord};
+
+    fn principal() -> Arc<Principal> {
+        let now = OffsetDateTime::now_utc();
+        let user_id = UserId::new();
+        Arc::new(Principal {
+            auth: Arc::new(Authenticated {
+                user: UserRecord {
+                    id: user_id,
+                    email: "a@example.com".to_owned(),
+                    password_hash: String::new(),
+                    created_at: now,
+                    disabled: false,
+                    roles: vec!["reader".to_owned()],
+                },
+                session: SessionRecord {
+                    id: SessionId::new(),
+                    user_id,
+                    secret_hash: SecretHash([7; 32]),
+                    created_at: now,
+                    last_seen_at: now,
+                    expires_at: now + time::Duration::hours(1),
+                    user_agent: None,
+                    ip: None,
+                },
+            }),
+            permissions: Arc::from(vec!["site:read".to_owned()]),
+        })
+    }
+
+    #[test]
+    fn an_entry_answers_only_while_fresh() {
+        let cache = Principals::new(Duration::from_secs(1), 16);
+        let p = principal();
+        let sid = p.auth.session.id;
+        let t0 = OffsetDateTime::now_utc();
+        cache.put(p, t0, cache.generation());
+        assert!(cache.get(sid, t0).is_some());
+        assert!(
+            cache
+                .get(sid, t0 + time::Duration::milliseconds(999))
+                .is_some()
+        );
+        assert!(cache.get(sid, t0 + time::Duration::seconds(1)).is_none());
+        // A clock that went backwards does not make an entry fresher.
+        assert!(cache.get(sid, t0 - time::Duration::seconds(5)).is_none());
+        assert!(cache.get(SessionId::new(), t0).is_none());
+    }
+
+    #[test]
+    fn a_change_to_users_or_roles_retires_every_entry_even_one_read_before_it() {
+        let cache = Principals::new(Duration::from_secs(1), 16);
+        let t0 = OffsetDateTime::now_utc();
+        let before = principal();
+        let sid = before.auth.session.id;
+        cache.put(before, t0, cache.generation());
+        // A read began, then an admin changed roles, then the read finished.
+        let late = principal();
+        let late_sid = late.auth.session.id;
+        let began = cache.generation();
+        cache.invalidate();
+        cache.put(late, t0, began);
+        assert!(cache.get(sid, t0).is_none());
+        assert!(
+            cache.get(late_sid, t0).is_none(),
+            "filled from a read older than the change"
+        );
+        let fresh = principal();
+        let fresh_sid = fresh.auth.session.id;
+        cache.put(fresh, t0, cache.generation());
+        assert!(cache.get(fresh_sid, t0).is_some());
+        cache.remove(fresh_sid);
+        assert!(cache.get(fresh_sid, t0).is_none());
+    }
+}
