@@ -684,11 +684,28 @@ async fn a_disabled_users_bearer_token_is_refused() {
         .await
         .expect("update");
     assert_eq!(done.rows_affected(), 1);
-    assert_invalid_token(me_bearer(&app, &pair.access).await).await;
+    // The grants read the user: refused at once.
     let res = refresh(&app, &pair.refresh).await;
     assert_oauth_error(res, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let res = password_grant_with(&app, &user.email, &user.password).await;
     assert_oauth_error(res, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    // A write behind the server's back (disabling through gatehouse also
+    // ends the sessions, refused at once) reaches the bearer path when its
+    // one-second principal cache lets go of what it read.
+    let written = std::time::Instant::now();
+    loop {
+        let res = me_bearer(&app, &pair.access).await;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            assert_invalid_token(res).await;
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            written.elapsed() < std::time::Duration::from_secs(3),
+            "the disabled user's token still works 3 s later"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 // --------------------------------------------------- 6. refresh rotation
