@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::audit::{Actor, Ending, EventType};
 use super::keys::{self, KeyRing, alg_name};
-use super::principals::{Principal, Principals};
+use super::principals::{Lookup, Principal, Principals};
 use super::sessions::LoginError;
 use super::types::{Password, RefreshSecret, SessionId, UserId};
 use super::{Auth, ClientMeta, HashError};
@@ -649,21 +649,43 @@ impl Auth {
                 .as_ref()
                 .is_none_or(|shared| shared.feed.is_connected())
         });
-        if let Some(cache) = cache
-            && let Some(hit) = cache.get(token.session_id, now)
-        {
-            if hit.auth.session.user_id == token.user_id && self.is_live(&hit.auth.session, now) {
-                return Ok(Some(hit));
+        let mut renewing = None;
+        if let Some(cache) = cache {
+            match cache.lookup(token.session_id, now) {
+                Lookup::Miss => {}
+                Lookup::Fresh(hit) | Lookup::Renew(hit)
+                    if hit.auth.session.user_id != token.user_id
+                        || !self.is_live(&hit.auth.session, now) =>
+                {
+                    // Expired, or idle by a record that may be stale: the
+                    // store decides.
+                    cache.remove(token.session_id);
+                }
+                Lookup::Fresh(hit) => return Ok(Some(hit)),
+                Lookup::Renew(hit) => renewing = Some(hit),
             }
-            // Expired, or idle by a record that may be stale: the store
-            // decides.
-            cache.remove(token.session_id);
         }
         let generation = cache.map(Principals::generation);
-        let Some(auth) = self.authenticate_token_from_store(token, now).await? else {
-            return Ok(None);
+        let read = async {
+            let Some(auth) = self.authenticate_token_from_store(token, now).await? else {
+                return Ok(None);
+            };
+            let permissions = self.permissions_of(auth.user.id).await?;
+            Ok::<_, anyhow::Error>(Some((auth, permissions)))
         };
-        let permissions = self.permissions_of(auth.user.id).await?;
+        let (auth, permissions) = match (read.await, renewing) {
+            (Ok(Some(found)), _) => found,
+            (Ok(None), _) => {
+                if let Some(cache) = cache {
+                    cache.remove(token.session_id);
+                }
+                return Ok(None);
+            }
+            // The entry being renewed is still fresh: it answers while the
+            // store does not.
+            (Err(_), Some(hit)) => return Ok(Some(hit)),
+            (Err(e), None) => return Err(e),
+        };
         let principal = Arc::new(Principal {
             auth: Arc::new(auth),
             permissions: permissions.into(),
