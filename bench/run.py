@@ -33,6 +33,14 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/")
 # What nginx's auth_request sends /v1/verify: the original request.
 ORIGINAL = "X-Original-Method: GET\nX-Original-URI: /app/orders"
 FRESH_TOKENS = int(os.environ.get("BENCH_FRESH_TOKENS", "60000"))
+# Logouts timed from node A to node B (bench/propagation.py), idle and loaded.
+PROPAGATION_SAMPLES = int(os.environ.get("BENCH_PROPAGATION_SAMPLES", "200"))
+# Live sessions created in each store to weigh one (0 skips that part, the
+# longest: about 10 minutes for a million sessions on 2 cores).
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "1000000"))
+
+sys.path.insert(0, str(BENCH))
+import propagation  # noqa: E402  (bench/propagation.py, beside this file)
 
 
 class Server:
@@ -234,6 +242,28 @@ def main():
             for s in servers:
                 s.stop()
 
+    print("bench: revocation propagation between two nodes (PostgreSQL + Redis)", file=sys.stderr)
+    spread = []
+    with tempfile.TemporaryDirectory(prefix="gatehouse-propagation-") as tmp:
+        for label, load in [("idle", False), ("B under wrk -t1 -c16 on /v1/verify", True)]:
+            try:
+                r = propagation.measure(BINARY, Path(tmp), REDIS_URL, samples=PROPAGATION_SAMPLES,
+                                        load=load)
+            except propagation.BenchError as e:
+                sys.exit(f"bench: propagation: {e}")
+            r["scenario"] = label
+            spread.append(r)
+            print(f"  {label}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms", file=sys.stderr)
+
+    memory = ""
+    if SESSIONS > 0:
+        print(f"bench: memory per live session at {SESSIONS:,} sessions", file=sys.stderr)
+        memory = subprocess.run(
+            ["cargo", "run", "--quiet", "--release", "--locked", "-p", "gatehouse",
+             "--example", "session_memory", "--", str(SESSIONS)],
+            cwd=ROOT, capture_output=False, stdout=subprocess.PIPE, text=True, check=True,
+        ).stdout
+
     floor = results[0]["rps"]
     print(f"\nMachine: {machine}; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}; "
           f"idle RSS of a fresh node: {idle_rss:.1f} MB\n")
@@ -246,8 +276,24 @@ def main():
         if "flood_logins_per_s" in r:
             print(f"\nDuring \"{r['scenario']}\": {r['flood_logins_per_s']} logins/s, "
                   f"{r['flood_non2xx']} of them non-2xx.")
+    print("\nRevocation propagation: logout on node A (204 received) until node B refuses the "
+          "access token, two nodes on PostgreSQL + Redis\n")
+    print("| B's load | samples | p50 | p99 | max | refused at the first poll | "
+          "B accepting a token (p50) | B's load meanwhile |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in spread:
+        load = r.get("load")
+        during = (f"{load['rps']:,.0f}/s, p99 {load['p99_ms']:.2f} ms, non-2xx {load['non2xx']}"
+                  if load else "–")
+        print(f"| {r['scenario']} | {r['samples']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
+              f"{r['max_ms']:.2f} ms | {r['first_poll_refusals']} of {r['samples']} "
+              f"(most polls {r['max_polls']}) | {r['request_p50_ms']:.2f} ms | {during} |")
+    if memory:
+        print("\nMemory per live session\n")
+        print(memory)
     (ROOT / "target" / "bench-results.json").write_text(json.dumps(
-        {"machine": machine, "idle_rss_mb": idle_rss, "results": results}, indent=1) + "\n")
+        {"machine": machine, "idle_rss_mb": idle_rss, "results": results,
+         "propagation": spread, "memory": memory}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The load harness: installs wrk (Debian's package) when missing, builds the
-# release binary, checks that Redis answers on 127.0.0.1:6379 (the Redis
-# scenarios), then runs bench/run.py, which prints the table that
-# docs/benchmarks.md quotes and writes target/bench-results.json.
+# release binary, checks that Redis answers on 127.0.0.1:6379 and PostgreSQL
+# on 127.0.0.1:5432 (the Redis scenarios, revocation propagation between two
+# nodes, memory per session), then runs bench/run.py, which prints the
+# tables that docs/benchmarks.md quotes and writes target/bench-results.json.
 #
 #   bash bench/run.sh                       # 10 s a scenario, 32 connections
 #   BENCH_DURATION=30s bash bench/run.sh    # longer runs
@@ -24,6 +25,10 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   echo "bench: Redis is not running on 127.0.0.1:6379; start it (redis-server --daemonize yes --save \"\" --appendonly no)" >&2
+  exit 1
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || ! command -v psql >/dev/null 2>&1; then
+  echo "bench: PostgreSQL must answer on 127.0.0.1:5432 (trust, user postgres) and psql be installed, for the propagation and memory parts; bash scripts/test.sh starts it" >&2
   exit 1
 fi
 cargo build --release --locked -p gatehouse
