@@ -102,6 +102,11 @@ if ((mode === 'jwt-string' || mode === 'jwt-keyobject') && alg !== 'HS256') {
 if (workers && mode === 'session') fail('the MemoryStore cannot be shared by cluster workers');
 
 function primary() {
+  // One cookie secret for every worker (they inherit the environment), so
+  // a cookie one of them signed is valid on the others.
+  if (!process.env.BENCH_SESSION_SECRET) {
+    process.env.BENCH_SESSION_SECRET = crypto.randomBytes(32).toString('hex');
+  }
   let listening = 0;
   cluster.on('listening', (_w, address) => {
     // Printed once every worker accepts, so the load never meets only one.
