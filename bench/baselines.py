@@ -339,6 +339,32 @@ def measure(scenario: Scenario, wrk: Callable[[str, str, dict], dict], configs: 
 
 # ---- the driver ---------------------------------------------------------------
 
+def _idle_fraction(seconds: float = 1.0) -> float:
+    """The machine's idle CPU share over `seconds` (/proc/stat)."""
+    def sample():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(max_wait: float = 600.0, threshold: float = 0.85, samples: int = 3) -> bool:
+    """Waits until the machine has been idle (at least `threshold` of its
+    CPU) for `samples` seconds running, at most `max_wait` seconds: on a
+    shared machine a build or a test of someone else's takes the cores the
+    server and wrk need. Returns False when it gave up."""
+    deadline, quiet, told = time.monotonic() + max_wait, 0, False
+    while time.monotonic() < deadline:
+        quiet = quiet + 1 if _idle_fraction() >= threshold else 0
+        if quiet >= samples:
+            return True
+        if not told:
+            print("baselines: waiting for a quiet machine", file=sys.stderr)
+            told = True
+    return False
+
 def _main():
     import argparse
     import platform
@@ -349,6 +375,8 @@ def _main():
     parser.add_argument("--cluster", action="store_true", help="also the node:cluster scenarios")
     parser.add_argument("--only", default="", help="only baselines whose label contains this")
     parser.add_argument("--warmup", default="2s", help="unmeasured load before each baseline run")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for an idle machine before each run")
     parser.add_argument("--out", type=Path, default=ROOT / "target" / "bench-baselines.json")
     args = parser.parse_args()
 
@@ -360,8 +388,15 @@ def _main():
     install()
     chosen = [s for s in SCENARIOS + (CLUSTER_SCENARIOS if args.cluster else []) if args.only in s.label]
     secret_b64 = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC1iZW5jaC0xMjM0NTY="  # run.py's HS256 node
-    wrk = lambda url, script, env: run.wrk(url, script, env, duration=args.duration)  # noqa: E731
     results = []
+    busy = []
+
+    def wrk(url, script, env):
+        return run.wrk(url, script, env, duration=args.duration)
+
+    def quiet(label):
+        if not args.no_wait and not wait_for_quiet():
+            busy.append(label)
 
     def show(r):
         results.append(r)
@@ -371,15 +406,19 @@ def _main():
     with tempfile.TemporaryDirectory(prefix="gatehouse-baselines-") as tmp:
         work = Path(tmp)
         nodes = []
+        # Tokens that outlive the run (waits for a quiet machine included);
+        # the lifetime changes nothing in what a verification costs.
+        ttl = {"GATEHOUSE_ACCESS_TOKEN_TTL": "2h"}
         try:
-            eddsa = run.Server(work, "eddsa", {})
+            eddsa = run.Server(work, "eddsa", ttl)
             nodes.append(eddsa)
-            hs256 = run.Server(work, "hs256", {"GATEHOUSE_JWT_ALG": "HS256",
+            hs256 = run.Server(work, "hs256", {**ttl, "GATEHOUSE_JWT_ALG": "HS256",
                                                "GATEHOUSE_JWT_HS256_SECRET": secret_b64})
             nodes.append(hs256)
             redis = None
             if any(s.mode == "session-redis" for s in chosen):
                 redis = run.Server(work, "redis", {
+                    **ttl,
                     "GATEHOUSE_REDIS_URL": run.REDIS_URL,
                     "GATEHOUSE_REDIS_KEY_PREFIX": f"gatehouse-bench-{uuid.uuid4().hex[:8]}:"})
                 nodes.append(redis)
@@ -392,8 +431,7 @@ def _main():
                 for alg, node in (("EdDSA", eddsa), ("HS256", hs256)):
                     fresh[alg] = work / f"fresh-{alg}.txt"
                     run.mint_fresh_tokens(node, run.account(node)[1], fresh[alg])
-            # Same-token credentials last, so that every token is young
-            # (they live 5 minutes).
+            # Same-token credentials after the minting, the youngest.
             _, cookie, access, _ = run.account(eddsa)
             _, _, hs_access, _ = run.account(hs256)
             redis_cookie = run.account(redis)[1] if redis else None
@@ -423,10 +461,12 @@ def _main():
                 group = [s for s in chosen if s.compare_with == label]
                 if not group and label != FLOOR:
                     continue
+                quiet(label)
                 r = wrk(node.base + path, script, env)
                 r["scenario"] = label
                 show(r)
                 for sc in group:
+                    quiet(sc.label)
                     show(measure(sc, wrk, configs, tokens=tokens, fresh=fresh, redis_url=run.REDIS_URL,
                                  warmup=args.warmup if args.warmup not in ("", "0", "0s") else None))
         finally:
@@ -448,6 +488,9 @@ def _main():
     args.out.write_text(json.dumps({"machine": machine, "idle_rss_mb": idle_rss, "results": results},
                                    indent=1) + "\n")
     print(f"\nbaselines: wrote {args.out}", file=sys.stderr)
+    if busy:
+        print(f"baselines: {len(busy)} runs started on a busy machine (no quiet within 10 min)",
+              file=sys.stderr)
     if any(r["non2xx"] or r.get("socket_errors") for r in results):
         sys.exit("baselines: some answers were not 2xx (or sockets failed): those figures measure nothing")
 
