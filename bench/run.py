@@ -8,6 +8,7 @@ Run it through bench/run.sh, which installs wrk and builds the binary.
 Only the standard library; every server and request stays on loopback.
 """
 
+import base64
 import json
 import os
 import platform
@@ -41,6 +42,14 @@ SESSIONS = int(os.environ.get("BENCH_SESSIONS", "1000000"))
 
 sys.path.insert(0, str(BENCH))
 import propagation  # noqa: E402  (bench/propagation.py, beside this file)
+import baselines  # noqa: E402  (bench/baselines.py: the Express servers)
+
+HS256_SECRET = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC1iZW5jaC0xMjM0NTY="
+# Tokens minted at the start are still presented to the baselines at the
+# end, some minutes later: the bench nodes give them two hours.
+TOKEN_TTL = {"GATEHOUSE_ACCESS_TOKEN_TTL": "2h"}
+# The Express baselines (0 skips them) and their 2-worker cluster variants.
+RUN_BASELINES = os.environ.get("BENCH_BASELINES", "1") != "0"
 
 
 class Server:
@@ -173,14 +182,16 @@ def main():
         work = Path(tmp)
         servers = []
         try:
-            eddsa = Server(work, "eddsa", {})
+            eddsa = Server(work, "eddsa", dict(TOKEN_TTL))
             servers.append(eddsa)
             hs256 = Server(work, "hs256", {
+                **TOKEN_TTL,
                 "GATEHOUSE_JWT_ALG": "HS256",
-                "GATEHOUSE_JWT_HS256_SECRET": "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC1iZW5jaC0xMjM0NTY=",
+                "GATEHOUSE_JWT_HS256_SECRET": HS256_SECRET,
             })
             servers.append(hs256)
             redis = Server(work, "redis", {
+                **TOKEN_TTL,
                 "GATEHOUSE_REDIS_URL": REDIS_URL,
                 "GATEHOUSE_REDIS_KEY_PREFIX": f"gatehouse-bench-{uuid.uuid4().hex[:8]}:",
             })
@@ -238,6 +249,22 @@ def main():
                 results.append(r)
                 print(f"  {r['scenario']}: {r['rps']:.0f}/s p99 {r['p99_ms']:.2f} ms; logins meanwhile "
                       f"{r['flood_logins_per_s']}/s", file=sys.stderr)
+            if RUN_BASELINES:
+                # What people use instead, on the same machine, with the same
+                # tokens, scripts and connections (bench/baselines.py).
+                print("bench: installing and running the Express baselines", file=sys.stderr)
+                baselines.install()
+                configs = {"EdDSA": baselines.key_config(eddsa.base, access),
+                           "HS256": baselines.key_config(hs256.base, hs_access,
+                                                         base64.b64decode(HS256_SECRET))}
+                for sc in baselines.SCENARIOS + baselines.CLUSTER_SCENARIOS:
+                    r = baselines.measure(sc, wrk, configs,
+                                          tokens={"HS256": hs_access, "EdDSA": access},
+                                          fresh={"HS256": hs_fresh, "EdDSA": fresh},
+                                          redis_url=REDIS_URL)
+                    results.append(r)
+                    print(f"  {r['scenario']}: {r['rps']:.0f}/s p99 {r['p99_ms']:.2f} ms"
+                          f" non-2xx {r['non2xx']}", file=sys.stderr)
         finally:
             for s in servers:
                 s.stop()
@@ -269,9 +296,24 @@ def main():
           f"idle RSS of a fresh node: {idle_rss:.1f} MB\n")
     print("| scenario | requests/s | × /healthz | p50 | p99 | non-2xx |")
     print("|---|---|---|---|---|---|")
-    for r in results:
+    ours = {r["scenario"]: r for r in results if not r.get("baseline")}
+    for r in ours.values():
         print(f"| {r['scenario']} | {r['rps']:,.0f} | {r['rps'] / floor:.2f} | "
               f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['non2xx']} |")
+    others = [r for r in results if r.get("baseline")]
+    if others:
+        print("\nWhat people use instead (Express 5 on Node "
+              f"{subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}"
+              ", bench/express), against the gatehouse scenario it does the work of\n")
+        print("| baseline | requests/s | p50 | p99 | non-2xx | RSS after | compared with | "
+              "gatehouse ÷ baseline |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in others:
+            theirs = ours.get(r["compare_with"])
+            ratio = f"{theirs['rps'] / r['rps']:.1f} ×" if theirs and r["rps"] else "–"
+            print(f"| {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} ms | "
+                  f"{r['p99_ms']:.2f} ms | {r['non2xx']} | {r['rss_mb']:.0f} MB | "
+                  f"{r['compare_with']} | {ratio} |")
     for r in results:
         if "flood_logins_per_s" in r:
             print(f"\nDuring \"{r['scenario']}\": {r['flood_logins_per_s']} logins/s, "
@@ -294,6 +336,9 @@ def main():
     (ROOT / "target" / "bench-results.json").write_text(json.dumps(
         {"machine": machine, "idle_rss_mb": idle_rss, "results": results,
          "propagation": spread, "memory": memory}, indent=1) + "\n")
+    # The chart of docs/benchmarks.md (matplotlib in target/bench-venv).
+    subprocess.run([sys.executable, str(BENCH / "plot.py")], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

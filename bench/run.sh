@@ -31,5 +31,9 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || ! command -v psql >/dev/nu
   echo "bench: PostgreSQL must answer on 127.0.0.1:5432 (trust, user postgres) and psql be installed, for the propagation and memory parts; bash scripts/test.sh starts it" >&2
   exit 1
 fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "bench: node and npm (20 or later) are needed for the Express baselines (BENCH_BASELINES=0 skips them)" >&2
+  exit 1
+fi
 cargo build --release --locked -p gatehouse
 exec python3 bench/run.py
