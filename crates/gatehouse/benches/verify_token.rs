@@ -2,7 +2,12 @@
 //! it has verified before (the cache of verified tokens: no signature
 //! check) and the full check a new token pays (`validate_access_token`:
 //! header, signature, claims, revocation), per algorithm. The `Auth` runs on
-//! a temporary SQLite file; nothing measured touches it.
+//! a temporary SQLite file; nothing measured there touches it.
+//!
+//! Then the whole bearer path a request pays before its handler runs
+//! (`verify_access_token` + `authenticate_token`: token, revocation set,
+//! session, user and permissions), answered by the principal cache and,
+//! with it turned off (`session_cache_ttl = 0s`), by SQLite reads.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,6 +22,14 @@ const ISSUER: &str = "https://auth.bench.test";
 
 /// An `Auth` with one user and one session, and an access token of it.
 fn auth_with_token(rt: &tokio::runtime::Runtime, alg: JwtAlg) -> (Auth, String, tempfile::TempDir) {
+    auth_with_token_cached(rt, alg, Duration::from_secs(10))
+}
+
+fn auth_with_token_cached(
+    rt: &tokio::runtime::Runtime,
+    alg: JwtAlg,
+    session_cache_ttl: Duration,
+) -> (Auth, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         database_url: DatabaseUrl::Sqlite(format!(
@@ -24,6 +37,7 @@ fn auth_with_token(rt: &tokio::runtime::Runtime, alg: JwtAlg) -> (Auth, String, 
             dir.path().join("b.db").display()
         )),
         jwt_alg: alg,
+        session_cache_ttl,
         ..Config::default()
     };
     if alg == JwtAlg::Hs256 {
@@ -90,9 +104,34 @@ fn verify(c: &mut Criterion) {
     }
 }
 
+fn bearer_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (name, ttl) in [
+        ("principal cache", Duration::from_secs(10)),
+        ("SQLite reads", Duration::ZERO),
+    ] {
+        let (auth, token, _dir) = auth_with_token_cached(&rt, JwtAlg::EdDsa, ttl);
+        let once = || async {
+            let verified = auth.verify_access_token(black_box(&token)).expect("valid");
+            auth.authenticate_token(&verified)
+                .await
+                .expect("store")
+                .expect("live")
+        };
+        rt.block_on(once());
+        c.bench_function(&format!("EdDSA bearer path, repeated token: {name}"), |b| {
+            b.iter(|| rt.block_on(once()));
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = verify
+    targets = verify, bearer_path
 }
 criterion_main!(benches);
