@@ -358,16 +358,23 @@ def main():
                 sys.exit(f"propagation: {e}")
             rows.append((label, r))
             print(f"  {json.dumps(r)}", file=sys.stderr)
-    print("\n| B's load | samples | p50 | p99 | max | refused at the first poll | "
-          "B accepting a token (p50) | B's load meanwhile |")
-    print("|---|---|---|---|---|---|---|---|")
+    print()
+    print(table(rows))
+
+
+def table(rows) -> str:
+    """A Markdown table of (label, measure() result) pairs."""
+    lines = ["| B's load | samples | p50 | p99 | max | refused at the first poll | "
+             "B accepting a token (p50) | B's load meanwhile |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, r in rows:
         load = r.get("load")
         during = (f"{load['rps']:,.0f}/s, p99 {load['p99_ms']:.2f} ms, non-2xx {load['non2xx']}"
                   if load else "–")
-        print(f"| {label} | {r['samples']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
-              f"{r['max_ms']:.2f} ms | {r['first_poll_refusals']} of {r['samples']} "
-              f"(most polls {r['max_polls']}) | {r['request_p50_ms']:.2f} ms | {during} |")
+        lines.append(f"| {label} | {r['samples']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
+                     f"{r['max_ms']:.2f} ms | {r['first_poll_refusals']} of {r['samples']} "
+                     f"(most polls {r['max_polls']}) | {r['request_p50_ms']:.2f} ms | {during} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

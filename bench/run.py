@@ -320,16 +320,7 @@ def main():
                   f"{r['flood_non2xx']} of them non-2xx.")
     print("\nRevocation propagation: logout on node A (204 received) until node B refuses the "
           "access token, two nodes on PostgreSQL + Redis\n")
-    print("| B's load | samples | p50 | p99 | max | refused at the first poll | "
-          "B accepting a token (p50) | B's load meanwhile |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in spread:
-        load = r.get("load")
-        during = (f"{load['rps']:,.0f}/s, p99 {load['p99_ms']:.2f} ms, non-2xx {load['non2xx']}"
-                  if load else "–")
-        print(f"| {r['scenario']} | {r['samples']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
-              f"{r['max_ms']:.2f} ms | {r['first_poll_refusals']} of {r['samples']} "
-              f"(most polls {r['max_polls']}) | {r['request_p50_ms']:.2f} ms | {during} |")
+    print(propagation.table([(r["scenario"], r) for r in spread]))
     if memory:
         print("\nMemory per live session\n")
         print(memory)
