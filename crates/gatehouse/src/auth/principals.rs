@@ -42,8 +42,10 @@ pub const CAPACITY: usize = 65_536;
 #[derive(Debug)]
 pub struct Principal {
     pub auth: Arc<Authenticated>,
-    /// The user's effective permissions at the time of the read.
-    pub permissions: Arc<[String]>,
+    /// The user's effective permissions at the time of the read; `None`
+    /// when not read (without the cache they are read only when a handler
+    /// asks, as for cookies). Every cached principal has them.
+    pub permissions: Option<Arc<[String]>>,
 }
 
 #[derive(Debug)]
@@ -202,7 +204,7 @@ mod tests {
                     ip: None,
                 },
             }),
-            permissions: Arc::from(vec!["site:read".to_owned()]),
+            permissions: Some(Arc::from(vec!["site:read".to_owned()])),
         })
     }
 

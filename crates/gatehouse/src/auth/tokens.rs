@@ -670,7 +670,12 @@ impl Auth {
             let Some(auth) = self.authenticate_token_from_store(token, now).await? else {
                 return Ok(None);
             };
-            let permissions = self.permissions_of(auth.user.id).await?;
+            // Read together only when they will be cached; otherwise a
+            // handler that needs them reads them.
+            let permissions = match cache {
+                Some(_) => Some(self.permissions_of(auth.user.id).await?.into()),
+                None => None,
+            };
             Ok::<_, anyhow::Error>(Some((auth, permissions)))
         };
         let (auth, permissions) = match (read.await, renewing) {
@@ -688,7 +693,7 @@ impl Auth {
         };
         let principal = Arc::new(Principal {
             auth: Arc::new(auth),
-            permissions: permissions.into(),
+            permissions,
         });
         if let (Some(cache), Some(generation)) = (cache, generation) {
             cache.put(principal.clone(), now, generation);

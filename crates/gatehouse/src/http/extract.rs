@@ -175,7 +175,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Ok(Self {
                 auth: principal.auth.clone(),
                 credential: Credential::Bearer,
-                permissions: Some(principal.permissions.clone()),
+                permissions: principal.permissions.clone(),
             });
         }
         let secret =
