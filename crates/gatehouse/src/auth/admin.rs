@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::Auth;
 use super::audit::{Actor, Ending, EventType};
-use super::types::{Permission, RoleName, UserId};
+use super::types::{RoleName, UserId};
 use crate::store::{RolesError, UserRecord};
 
 /// Most users one page may hold.
@@ -196,23 +196,6 @@ impl Auth {
             self.record_one(event).await;
         }
         Ok(deleted)
-    }
-
-    /// Whether the user holds a permission, from one read of their
-    /// effective permissions.
-    ///
-    /// # Errors
-    /// Store failures: callers answer 503, never allow and never deny.
-    pub async fn has_permission(
-        &self,
-        user: UserId,
-        permission: &Permission,
-    ) -> anyhow::Result<bool> {
-        Ok(self
-            .permissions_of(user)
-            .await?
-            .iter()
-            .any(|p| p == permission.as_str()))
     }
 }
 

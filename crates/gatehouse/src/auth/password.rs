@@ -72,7 +72,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Hasher {
     argon2: Argon2<'static>,
     /// Jobs for the hashing threads (they end when this is dropped).
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
@@ -107,7 +107,7 @@ impl Hasher {
         let concurrency = concurrency.max(1);
         Ok(Self {
             argon2,
-            jobs: Mutex::new(spawn_pool(concurrency)?),
+            jobs: spawn_pool(concurrency)?,
             permits: Arc::new(Semaphore::new(concurrency)),
             waiting: AtomicUsize::new(0),
             max_waiting,
@@ -140,8 +140,6 @@ impl Hasher {
             let _ = done.send(out);
         });
         self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .send(job)
             .map_err(|_| HashError::Internal(anyhow::anyhow!("the hashing threads are gone")))?;
         result

@@ -109,7 +109,9 @@ impl Principals {
     }
 
     /// The principal of this session, when read less than `fresh_for` ago
-    /// and since the last change to users or roles.
+    /// and since the last change to users or roles (the tests' view of
+    /// [`Principals::lookup`]).
+    #[cfg(test)]
     pub fn get(&self, sid: SessionId, now: OffsetDateTime) -> Option<Arc<Principal>> {
         match self.lookup(sid, now) {
             Lookup::Fresh(p) | Lookup::Renew(p) => Some(p),

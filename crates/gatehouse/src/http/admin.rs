@@ -160,8 +160,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let who = CurrentUser::from_request_parts(parts, state).await?;
         let admin = Permission::parse(Permission::ADMIN).map_err(anyhow::Error::msg)?;
-        let held = who.permissions(&state.auth).await?;
-        if !held.iter().any(|p| p == admin.as_str()) {
+        if !who.has_permission(&state.auth, &admin).await? {
             return Err(Error::Forbidden(
                 "The gatehouse:admin permission is required.",
             ));

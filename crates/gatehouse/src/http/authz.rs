@@ -94,8 +94,7 @@ async fn authorize(
 ) -> Result<impl IntoResponse, Error> {
     let permission = Permission::parse(&req.permission)
         .map_err(|m| Error::Invalid(vec![FieldError::new("permission", m)]))?;
-    let held = who.permissions(&state.auth).await?;
-    let allowed = held.iter().any(|p| p == permission.as_str());
+    let allowed = who.has_permission(&state.auth, &permission).await?;
     Ok(Json(AuthorizeResponse { allowed }))
 }
 

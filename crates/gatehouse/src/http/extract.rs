@@ -154,6 +154,19 @@ impl CurrentUser {
             .map_err(unavailable)?;
         Ok(held.into())
     }
+
+    /// Whether the caller holds a permission, by [`CurrentUser::permissions`].
+    ///
+    /// # Errors
+    /// Store failures (503: never allow, never deny).
+    pub async fn has_permission(
+        &self,
+        auth: &Auth,
+        permission: &crate::auth::types::Permission,
+    ) -> Result<bool, Error> {
+        let held = self.permissions(auth).await?;
+        Ok(held.iter().any(|p| p == permission.as_str()))
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
