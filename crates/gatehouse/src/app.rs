@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
+use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 
@@ -150,6 +151,10 @@ impl Application {
             allowed_origins,
             trusted_proxies: config.trusted_proxies.clone(),
             rules: config.rules.clone(),
+            metrics_token: config
+                .metrics_token
+                .as_ref()
+                .map(|t| sha2::Sha256::digest(t.expose()).into()),
         };
         let revocation_feed = config
             .redis_url

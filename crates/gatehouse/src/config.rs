@@ -149,6 +149,8 @@ pub struct Config {
     pub session_cache_ttl: Duration,
     /// How long audit events are kept; `None` keeps them forever.
     pub audit_retention: Option<Duration>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer` with it.
+    pub metrics_token: Option<SecretBytes>,
     pub rules: Vec<AccessRule>,
 }
 
@@ -180,6 +182,7 @@ impl Default for Config {
             revocation_fail_mode: RevocationFailMode::Closed,
             session_cache_ttl: Duration::from_secs(10),
             audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
+            metrics_token: None,
             rules: Vec::new(),
         }
     }
@@ -213,6 +216,7 @@ const KEYS: &[&str] = &[
     "revocation_fail_mode",
     "session_cache_ttl",
     "audit_retention",
+    "metrics_token",
     "rules",
 ];
 
@@ -600,6 +604,12 @@ impl Source {
             Some(d) => Some(d),
             None => d.audit_retention,
         };
+        let metrics_token = self.parsed("metrics_token", |s| {
+            if s.len() < 32 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("must be 32 to 256 printable ASCII characters without spaces".into());
+            }
+            Ok(SecretBytes(s.as_bytes().to_vec()))
+        })?;
         let rules = match self.take("rules") {
             None => Vec::new(),
             Some(Raw::Toml(toml::Value::Array(items))) => items
@@ -641,6 +651,7 @@ impl Source {
             revocation_fail_mode,
             session_cache_ttl,
             audit_retention,
+            metrics_token,
             rules,
         })
     }
@@ -847,6 +858,7 @@ mod tests {
                 "10.0.0.0/33",
                 "trusted_proxies",
             ),
+            ("GATEHOUSE_METRICS_TOKEN", "too-short", "metrics_token"),
             ("GATEHOUSE_DATABASE_URL", "mysql://x", "database_url"),
             ("GATEHOUSE_REDIS_URL", "http://x", "redis_url"),
             ("GATEHOUSE_ISSUER", "ftp://x", "issuer"),

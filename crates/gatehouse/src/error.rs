@@ -27,6 +27,14 @@ pub enum Error {
     WrongPassword,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A bearer caller lacks the permissions `scope` names (RFC 6750 §3.1
+    /// `insufficient_scope`): a 403 that says which token would do.
+    #[error("{detail}")]
+    InsufficientScope { detail: &'static str, scope: String },
+    /// A request whose credentials cannot be read as one (two
+    /// `Authorization` headers): RFC 6750 §3.1 `invalid_request`, 400.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -81,6 +89,8 @@ struct Problem<'a> {
 /// The `WWW-Authenticate` challenge of every 401 (RFC 6750 §3).
 pub const CHALLENGE: &str = r#"Bearer realm="gatehouse""#;
 const CHALLENGE_INVALID: &str = r#"Bearer realm="gatehouse", error="invalid_token""#;
+const CHALLENGE_BAD_REQUEST: &str = r#"Bearer realm="gatehouse", error="invalid_request""#;
+const CHALLENGE_SCOPE: &str = r#"Bearer realm="gatehouse", error="insufficient_scope""#;
 
 impl Error {
     fn parts(&self) -> (StatusCode, &'static str, &str) {
@@ -107,6 +117,10 @@ impl Error {
                 "The current password is incorrect.",
             ),
             E::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d),
+            E::InsufficientScope { detail, .. } => {
+                (StatusCode::FORBIDDEN, "insufficient-scope", detail)
+            }
+            E::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid-request", d),
             E::NotFound => (StatusCode::NOT_FOUND, "not-found", "No such resource."),
             E::Conflict(d) => (StatusCode::CONFLICT, "conflict", d),
             E::Invalid(_) => (
@@ -199,6 +213,21 @@ impl IntoResponse for Error {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(CHALLENGE_INVALID),
                 );
+            }
+            Error::InvalidRequest(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE_BAD_REQUEST),
+                );
+            }
+            Error::InsufficientScope { scope, .. } => {
+                // Permissions are `[A-Za-z0-9_.:*/-]` (checked when a role
+                // or rule names them), so they fit a quoted string as they
+                // are; should one not, the challenge goes without `scope`.
+                let value =
+                    HeaderValue::from_str(&format!(r#"{CHALLENGE_SCOPE}, scope="{scope}""#))
+                        .unwrap_or(HeaderValue::from_static(CHALLENGE_SCOPE));
+                h.insert(header::WWW_AUTHENTICATE, value);
             }
             e if e.parts().0 == StatusCode::UNAUTHORIZED => {
                 h.insert(

@@ -24,6 +24,15 @@ impl Email {
     /// a dotted domain, no spaces or control characters): deliverability is
     /// for a confirmation mail to prove, not for a regex.
     ///
+    /// An address is shown to admins, in audit trails and in mails, so it
+    /// must read as what it is. The local part is printable ASCII (RFC 5321
+    /// without SMTPUTF8): no invisible, bidirectional or look-alike
+    /// characters can hide in it. An internationalised domain is accepted
+    /// and stored in its ASCII form (IDNA/UTS #46: `bücher.example` is
+    /// `xn--bcher-kva.example`), the form that shows a look-alike for what
+    /// it is; a domain that does not map to letters, digits and hyphens is
+    /// refused.
+    ///
     /// # Errors
     /// A message fit for a validation problem's `errors[].message`.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
@@ -31,25 +40,44 @@ impl Email {
         if s.is_empty() {
             return Err("is required");
         }
-        if s.len() > MAX_EMAIL_LEN {
+        if s.len() > MAX_EMAIL_LEN * 4 {
             return Err("must be at most 254 characters");
         }
         let Some((local, domain)) = s.split_once('@') else {
             return Err("is not an email address");
         };
+        if !local.is_ascii() {
+            return Err("must have an ASCII local part (before the @)");
+        }
+        let domain = if domain.is_ascii() {
+            domain.to_owned()
+        } else {
+            match url::Host::parse(domain) {
+                Ok(url::Host::Domain(ascii)) => ascii,
+                _ => return Err("is not an email address"),
+            }
+        };
         let bad_char =
             |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"@".contains(c);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
         if local.is_empty()
             || local.len() > 64
             || domain.len() < 3
             || !domain.contains('.')
-            || domain.starts_with(['.', '-'])
-            || domain.ends_with(['.', '-'])
-            || domain.contains("..")
+            || !domain.split('.').all(label_ok)
             || local.chars().any(bad_char)
-            || domain.chars().any(bad_char)
         {
             return Err("is not an email address");
+        }
+        let s = format!("{local}@{domain}");
+        if s.len() > MAX_EMAIL_LEN {
+            return Err("must be at most 254 characters");
         }
         Ok(Self(s))
     }
@@ -331,6 +359,43 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn emails_that_cannot_be_shown_safely_are_refused_or_normalised() {
+        for bad in [
+            "ad\u{200b}a@example.com",     // zero-width space
+            "ada\u{202e}moc.elpmaxe@x.io", // right-to-left override
+            "\u{0430}da@example.com",      // Cyrillic a
+            "ada\u{00ad}@example.com",     // soft hyphen
+            "ada@exa\u{202e}mple.com",
+            "ada@exa_mple.com",
+            "ada@-example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        // Internationalised domains are kept in their ASCII form, where a
+        // look-alike shows as what it is.
+        assert_eq!(
+            Email::parse("ada@B\u{fc}cher.example")
+                .expect("idn")
+                .as_str(),
+            "ada@xn--bcher-kva.example"
+        );
+        assert!(
+            Email::parse("ada@\u{0435}xample.com")
+                .expect("idn")
+                .as_str()
+                .starts_with("ada@xn--")
+        );
+        // Characters IDNA ignores (zero-width space, soft hyphen) vanish
+        // from a domain: what is stored is what anyone sees.
+        assert_eq!(
+            Email::parse("ada@exa\u{200b}mple.com")
+                .expect("ignored")
+                .as_str(),
+            "ada@example.com"
+        );
     }
 
     #[test]

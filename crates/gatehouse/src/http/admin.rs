@@ -161,8 +161,9 @@ impl FromRequestParts<AppState> for Admin {
         let who = CurrentUser::from_request_parts(parts, state).await?;
         let admin = Permission::parse(Permission::ADMIN).map_err(anyhow::Error::msg)?;
         if !who.has_permission(&state.auth, &admin).await? {
-            return Err(Error::Forbidden(
+            return Err(who.lacks(
                 "The gatehouse:admin permission is required.",
+                &[Permission::ADMIN],
             ));
         }
         Ok(Self(who))

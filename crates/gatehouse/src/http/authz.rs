@@ -103,17 +103,18 @@ const X_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
 const X_ROLES: HeaderName = HeaderName::from_static("x-auth-request-roles");
 
 /// The original request's methods and URIs, from nginx's and Traefik's
-/// headers. Both families are read: behind one proxy, the other's header
-/// may come from the client, so every value must pass.
-fn originals(headers: &HeaderMap) -> (Vec<&str>, Vec<&str>) {
+/// headers, as raw bytes. Both families are read: behind one proxy, the
+/// other's header may come from the client, so every value must pass. A
+/// value is never skipped for being unreadable: nginx copies the request
+/// line's bytes (`é`, 0xFF) into `$request_uri`, and a URI header dropped
+/// for them would leave only the client's own header to judge.
+fn originals(headers: &HeaderMap) -> (Vec<&[u8]>, Vec<&[u8]>) {
     let values = |names: [&str; 2]| {
-        let mut out: Vec<&str> = Vec::new();
+        let mut out: Vec<&[u8]> = Vec::new();
         for n in names {
             for v in headers.get_all(n) {
-                if let Ok(v) = v.to_str()
-                    && !out.contains(&v)
-                {
-                    out.push(v);
+                if !out.contains(&v.as_bytes()) {
+                    out.push(v.as_bytes());
                 }
             }
         }
@@ -159,6 +160,19 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
             "X-Original-URI (nginx) or X-Forwarded-Uri (Traefik) is required".into(),
         ));
     }
+    // Proxies send a method token (RFC 9110 §9.1); anything else did not
+    // come from one, and is refused rather than taken as "no method".
+    let methods = methods
+        .iter()
+        .map(|m| {
+            std::str::from_utf8(m).ok().filter(|m| {
+                !m.is_empty()
+                    && m.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            })
+        })
+        .collect::<Option<Vec<&str>>>()
+        .ok_or_else(|| Error::BadRequest("the original method is not an HTTP method".into()))?;
     let access = access_for(&state.web.rules, &methods, &uris)
         .map_err(|_| Error::BadRequest("the original URI's path is malformed".into()))?;
     let permissions = match access {
@@ -170,8 +184,10 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
     if !permissions.is_empty() {
         let held = who.permissions(&state.auth).await?;
         if !permissions.iter().all(|p| held.contains(p)) {
-            return Err(Error::Forbidden(
+            let needed: Vec<&str> = permissions.iter().map(String::as_str).collect();
+            return Err(who.lacks(
                 "The caller lacks the permission this path requires.",
+                &needed,
             ));
         }
     }

@@ -29,6 +29,7 @@ const MAX_USER_AGENT: usize = 256;
 pub struct JsonBody<T>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
+    // An unreadable Content-Type names no JSON: 415, closed.
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -76,11 +77,14 @@ impl FromRequestParts<AppState> for Client {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         let ip = peer.map(|p| client_ip(p, &parts.headers, &state.web.trusted_proxies));
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+        // Informational only (shown in "your devices"): an unreadable user
+        // agent is recorded as its readable part, never a reason to refuse.
+        let user_agent = parts.headers.get(USER_AGENT).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(MAX_USER_AGENT)
+                .collect()
+        });
         Ok(Self(ClientMeta { ip, user_agent }))
     }
 }
@@ -95,15 +99,20 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         return peer;
     }
     let mut client = peer;
+    // Bytes, not text: an entry that is not an address (whatever its bytes)
+    // ends the chain below, instead of its whole header line being skipped
+    // and the walk going on past it.
     let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .collect::<Vec<_>>();
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        let hop = std::str::from_utf8(hop).map(str::trim);
+        match hop
+            .map_err(|_| ())
+            .and_then(|h| h.parse::<IpAddr>().map_err(|_| ()))
+        {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
@@ -155,6 +164,19 @@ impl CurrentUser {
         Ok(held.into())
     }
 
+    /// The 403 for a caller lacking `permissions`: for a bearer token, with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"` naming them
+    /// (RFC 6750 §3.1), so a client knows which token to fetch.
+    pub fn lacks(&self, detail: &'static str, permissions: &[&str]) -> Error {
+        match self.credential {
+            Credential::Bearer => Error::InsufficientScope {
+                detail,
+                scope: permissions.join(" "),
+            },
+            Credential::Cookie => Error::Forbidden(detail),
+        }
+    }
+
     /// Whether the caller holds a permission, by [`CurrentUser::permissions`].
     ///
     /// # Errors
@@ -173,7 +195,17 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        let mut authorization = parts.headers.get_all(AUTHORIZATION).iter();
+        if let Some(value) = authorization.next() {
+            // Two credentials: which one a proxy or framework on the way
+            // used is anybody's guess, so neither is (RFC 6750 §3.1).
+            if authorization.next().is_some() {
+                return Err(Error::InvalidRequest(
+                    "The request carries more than one Authorization header.",
+                ));
+            }
+            // A header that is not a bearer token (another scheme, bytes
+            // that are not text) is a 401, never anonymous.
             let token = bearer_token(value).ok_or(Error::Unauthorized)?;
             let verified = state.auth.verify_access_token(token).map_err(|e| {
                 tracing::debug!(reason = %e, "bearer token refused");
@@ -216,6 +248,21 @@ pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Every `name=value` pair of the request's `Cookie` headers. A header is
+/// read lossily, never skipped: browsers send cookies other sites' pages set
+/// with UTF-8 values, and one such cookie must not hide ours. Our cookie's
+/// name and value are ASCII, so a replaced byte can only make a cookie of
+/// our name unparseable (refused), never absent.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    headers.get_all(COOKIE).iter().flat_map(|h| {
+        let text = String::from_utf8_lossy(h.as_bytes());
+        cookie::Cookie::split_parse(text.as_ref())
+            .flatten()
+            .map(|c| (c.name().to_owned(), c.value().to_owned()))
+            .collect::<Vec<_>>()
+    })
+}
+
 /// The session secret from the request's cookies: `Ok(None)` when there is
 /// no session cookie; `Err` when there is one that cannot be a secret of
 /// ours (forged, oversized, or sent twice).
@@ -224,34 +271,25 @@ pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
 /// [`Error::Unauthorized`] for a malformed or duplicated session cookie.
 pub fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<SessionSecret>, Error> {
     let mut found = None;
-    for header in headers.get_all(COOKIE) {
-        let Ok(header) = header.to_str() else {
+    for (n, value) in cookies(headers) {
+        if n != name {
             continue;
-        };
-        for c in cookie::Cookie::split_parse(header).flatten() {
-            if c.name() != name {
-                continue;
-            }
-            if found.is_some() {
-                // Two cookies of our name means someone planted one.
-                return Err(Error::Unauthorized);
-            }
-            found = Some(SessionSecret::parse(c.value()).ok_or(Error::Unauthorized)?);
         }
+        if found.is_some() {
+            // Two cookies of our name means someone planted one.
+            return Err(Error::Unauthorized);
+        }
+        found = Some(SessionSecret::parse(&value).ok_or(Error::Unauthorized)?);
     }
     Ok(found)
 }
 
 /// Whether the request carries a cookie of the given name (well-formed or
-/// not): what decides whether the CSRF check applies.
+/// not): what decides whether the CSRF check applies. It reads the headers
+/// as [`session_cookie`] does, so a cookie the session check would see is
+/// never hidden from the CSRF check.
 pub fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .flatten()
-        .any(|c| c.name() == name)
+    cookies(headers).any(|(n, _)| n == name)
 }
 
 #[cfg(test)]

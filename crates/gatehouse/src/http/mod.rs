@@ -51,6 +51,8 @@ pub struct WebSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Forward-authentication rules, in order.
     pub rules: Vec<crate::config::AccessRule>,
+    /// SHA-256 of `metrics_token`, when `/metrics` needs it.
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 impl WebSettings {
@@ -209,6 +211,7 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
                 && !headers.contains_key(AUTHORIZATION)
                 && extract::has_cookie(headers, state.web.cookie_name));
         if guarded && let Some(origin) = headers.get(ORIGIN) {
+            // An unreadable Origin is no allowed origin: refused.
             let allowed = origin
                 .to_str()
                 .is_ok_and(|o| state.web.allowed_origins.contains(o));

@@ -126,6 +126,18 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme(COOKIE, session_cookie("__Host-gatehouse"));
         components.add_security_scheme(
+            METRICS,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The scraper's token (`metrics_token` in the configuration), when the \
+                         server sets one; without it GET /metrics is open.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             RESOURCE_SERVER,
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -163,6 +175,7 @@ pub fn with_cookie_name(doc: &mut Document, name: &str) {
 const BEARER: &str = "bearerAuth";
 const COOKIE: &str = "sessionCookie";
 const RESOURCE_SERVER: &str = "resourceServerKey";
+const METRICS: &str = "metricsToken";
 
 // The shape `crate::error::Error` writes (its own struct borrows, so it is
 // described here).

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -56,16 +58,26 @@ const METRICS_STORE_TIMEOUT: Duration = Duration::from_secs(2);
     path = "/metrics",
     tag = "operations",
     operation_id = "metrics",
-    description = "Unauthenticated like the probes: expose it to your scraper only. It holds \
-        counts, never a secret or an email.",
+    description = "Unauthenticated like the probes unless `metrics_token` is set; then it \
+        needs `Authorization: Bearer` with that token (401 otherwise). It holds counts, never \
+        a secret or an email.",
+    security((), ("metricsToken" = [])),
     responses(
         (status = 200, description = "The Prometheus text format, version 0.0.4",
             content_type = "text/plain", body = String),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
     )
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, Error> {
+    if let Some(expected) = &state.web.metrics_token {
+        scraper_authorized(&headers, expected)?;
+    }
     let text = state.auth.render_metrics(METRICS_STORE_TIMEOUT).await;
-    (
+    Ok((
         [
             (
                 CONTENT_TYPE,
@@ -74,7 +86,30 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         text,
-    )
+    ))
+}
+
+/// Whether the request carries the scraper's token: one `Authorization:
+/// Bearer` header whose token's SHA-256 equals `expected`, compared in
+/// constant time.
+///
+/// # Errors
+/// 401 without it (or with another), 400 for two `Authorization` headers.
+fn scraper_authorized(headers: &HeaderMap, expected: &[u8; 32]) -> Result<(), Error> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(Error::Unauthorized)?;
+    if values.next().is_some() {
+        return Err(Error::InvalidRequest(
+            "The request carries more than one Authorization header.",
+        ));
+    }
+    let token = super::extract::bearer_token(value).ok_or(Error::Unauthorized)?;
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if bool::from(presented.ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(Error::InvalidToken)
+    }
 }
 
 /// 200 while the process serves.

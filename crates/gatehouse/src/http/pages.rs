@@ -121,6 +121,7 @@ pub fn is_form_path(path: &str) -> bool {
 /// they would send `Origin: null`, which is refused).
 pub fn form_post_is_same_origin(headers: &HeaderMap, allowed: &HashSet<String>) -> bool {
     match headers.get(ORIGIN) {
+        // An unreadable Origin is no allowed origin: refused.
         Some(origin) => origin.to_str().is_ok_and(|o| allowed.contains(o)),
         None => headers
             .get("sec-fetch-site")
@@ -340,6 +341,7 @@ impl IntoResponse for PageError {
 pub struct Form<T>(pub T);
 
 fn is_form(headers: &HeaderMap) -> bool {
+    // An unreadable Content-Type names no form: 415, closed.
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };

@@ -160,6 +160,7 @@ impl From<GrantError> for OAuthError {
 /// RFC 6749 §3.2: a parameter sent twice is an error; unknown ones are
 /// ignored.
 fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    // An unreadable Content-Type is no media type we take: a 400, closed.
     let media = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -220,3 +220,61 @@ async fn metrics_refuse_writes_and_carry_no_secret() {
     assert!(!text.contains(&cookie));
     assert!(!text.contains(&user.email));
 }
+
+/// With `metrics_token` set, a scrape needs `Authorization: Bearer` with
+/// it: none is 401, another token or a user's access token is 401
+/// `invalid_token`, two headers 400; the right one is 200.
+#[tokio::test]
+async fn a_metrics_token_closes_the_scrape_to_everyone_else() {
+    const TOKEN: &str = "scrape-0123456789abcdef0123456789abcdef";
+    let app = TestApp::spawn_with(|c| {
+        c.metrics_token = Some(gatehouse::config::SecretBytes::new(TOKEN.into()));
+    })
+    .await;
+    let user = app.create_user().await;
+    let (access, _) = token_pair(&app, &user).await;
+    let get = || app.bare_client().get(app.url("/metrics"));
+    let res = get().send().await.expect("request");
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        r#"Bearer realm="gatehouse""#
+    );
+    assert_problem(res, StatusCode::UNAUTHORIZED).await;
+    for wrong in [
+        "Bearer scrape-0123456789abcdef0123456789abcdeX".to_owned(),
+        format!("Bearer {access}"),
+        format!("Basic {TOKEN}"),
+        "Bearer ".to_owned(),
+    ] {
+        let res = get()
+            .header("authorization", wrong.as_str())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{wrong}");
+        assert_problem(res, StatusCode::UNAUTHORIZED).await;
+    }
+    let res = get()
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("request");
+    assert_problem(res, StatusCode::BAD_REQUEST).await;
+    let res = get().bearer_auth(TOKEN).send().await.expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("gatehouse_logins_total")
+    );
+}
+
+/// Without `metrics_token` the scrape is open, as the probes are (the
+/// documented default).
+#[tokio::test]
+async fn without_a_metrics_token_the_scrape_is_open() {
+    let app = TestApp::spawn().await;
+    assert!(scrape(&app).await.contains("gatehouse_live_sessions"));
+}

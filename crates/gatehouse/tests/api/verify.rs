@@ -519,7 +519,11 @@ async fn malformed_original_uris_are_400_problems() {
             "/a%0",
             "/a%00",
             "/public/%00",
-            "/%ff",
+            "/a%0d%0aX-Injected:%20y",
+            "/a%0a",
+            "/a%09",
+            "/a%7f",
+            "/public/%2500",
             "public/x",
             "",
             "*",
@@ -595,6 +599,345 @@ async fn a_client_sent_nginx_header_cannot_override_traefiks() {
         }
     }
     assert!(opened.is_empty(), "{opened:#?}");
+}
+
+// ------------------------------------------------- unreadable header bytes
+
+/// An original-URI header whose value holds raw bytes (what nginx's
+/// `$request_uri` carries for a request line with `é` or 0xFF in it).
+fn raw_uri_header(value: &[u8]) -> reqwest::header::HeaderValue {
+    reqwest::header::HeaderValue::from_bytes(value).expect("obs-text is a valid header value")
+}
+
+/// The critical hole of the outside attack: a URI header that is not
+/// UTF-8 was dropped, so the other family's header, planted by the client,
+/// was the only path judged. Every pairing, both ways round: never a 200
+/// for an anonymous caller, never a 200 for a user without the permission,
+/// never a pass through a `deny`.
+#[tokio::test]
+async fn an_unreadable_original_uri_is_judged_not_dropped() {
+    let app = spawn().await;
+    let (_, user) = app.logged_in().await;
+    let anonymous = app.bare_client();
+    for (real, planted) in [
+        (("X-Original-Method", "X-Original-URI"), "X-Forwarded-Uri"),
+        (("X-Forwarded-Method", "X-Forwarded-Uri"), "X-Original-URI"),
+    ] {
+        for (uri, want_user) in [
+            (&b"/admin/secret?\xc3\xa9"[..], StatusCode::FORBIDDEN),
+            (b"/admin/\xff", StatusCode::FORBIDDEN),
+            (b"/admin/caf\xc3\xa9", StatusCode::FORBIDDEN),
+            (b"/closed/\xff", StatusCode::FORBIDDEN),
+            (b"/app/\x80", StatusCode::OK),
+        ] {
+            let what = format!(
+                "{real:?} {:?} with {planted}: /public/x",
+                String::from_utf8_lossy(uri)
+            );
+            let ask = |client: &Client| {
+                client
+                    .get(app.url("/v1/verify"))
+                    .header(real.0, "GET")
+                    .header(real.1, raw_uri_header(uri))
+                    .header(planted, "/public/x")
+            };
+            let res = send(ask(&anonymous)).await;
+            if uri.starts_with(b"/closed/") {
+                assert_eq!(res.status(), StatusCode::FORBIDDEN, "anonymous, {what}");
+            } else {
+                assert_anonymous_401(res, &format!("anonymous, {what}")).await;
+            }
+            let res = send(ask(&user)).await;
+            assert_eq!(res.status(), want_user, "a user without site:admin, {what}");
+        }
+    }
+}
+
+/// Every byte from 0x80 to 0xFF, raw in the URI header of each family,
+/// under every kind of rule: judged by the rule its prefix falls under.
+#[tokio::test]
+async fn raw_bytes_above_ascii_are_judged_under_every_policy() {
+    let app = spawn().await;
+    let (_, user) = app.logged_in().await;
+    let anonymous = app.bare_client();
+    let mut wrong = Vec::new();
+    for proxy in PROXIES {
+        let (m, u) = proxy.headers();
+        for byte in 0x80u8..=0xff {
+            for (prefix, want_anonymous, want_user) in [
+                ("/public/", StatusCode::OK, StatusCode::OK),
+                ("/admin/", StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN),
+                ("/closed/", StatusCode::FORBIDDEN, StatusCode::FORBIDDEN),
+                ("/app/", StatusCode::UNAUTHORIZED, StatusCode::OK),
+            ] {
+                let mut uri = prefix.as_bytes().to_vec();
+                uri.extend_from_slice(&[b'x', byte, b'y']);
+                for (client, want) in [(&anonymous, want_anonymous), (&user, want_user)] {
+                    let res = send(
+                        client
+                            .get(app.url("/v1/verify"))
+                            .header(m, "GET")
+                            .header(u, raw_uri_header(&uri)),
+                    )
+                    .await;
+                    if res.status() != want {
+                        wrong.push(format!(
+                            "{proxy:?} {prefix}x\\x{byte:02x}y: {} (want {want})",
+                            res.status()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers: {wrong:#?}",
+        wrong.len()
+    );
+}
+
+/// Control bytes (NUL, CR, LF, tab, DEL), literal or encoded, cannot be
+/// judged: 400, with credentials or without, never a 500; the Unicode
+/// line breaks (NEL, LS) are ordinary characters and judged.
+#[tokio::test]
+async fn control_bytes_in_original_uris_are_400_and_unicode_breaks_are_judged() {
+    let app = spawn().await;
+    let (_, user) = app.logged_in().await;
+    for proxy in PROXIES {
+        let (m, u) = proxy.headers();
+        for uri in [
+            &b"/admin/\t/x"[..],
+            b"/public/a\tb",
+            b"/public/%00/x",
+            b"/public/%0d%0a/x",
+            b"/public/%0b",
+            b"/public/%0c",
+            b"/public/%1b",
+            b"/public/%7f",
+            b"/public/%250d",
+        ] {
+            for client in [&app.bare_client(), &user] {
+                let res = send(
+                    client
+                        .get(app.url("/v1/verify"))
+                        .header(m, "GET")
+                        .header(u, raw_uri_header(uri)),
+                )
+                .await;
+                assert_problem(res, StatusCode::BAD_REQUEST).await;
+            }
+        }
+        for uri in [
+            &b"/admin/\x85"[..],
+            b"/admin/%c2%85",
+            b"/admin/%e2%80%a8",
+            b"/admin/\xe2\x80\xa8",
+        ] {
+            let res = send(
+                user.get(app.url("/v1/verify"))
+                    .header(m, "GET")
+                    .header(u, raw_uri_header(uri)),
+            )
+            .await;
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{proxy:?} {uri:?}");
+        }
+    }
+}
+
+/// A method header that is not a method token (raw bytes, spaces, empty)
+/// did not come from a proxy: 400, not "no method".
+#[tokio::test]
+async fn an_unreadable_original_method_is_400() {
+    let app = spawn().await;
+    for proxy in PROXIES {
+        let (m, u) = proxy.headers();
+        for method in [&b"G\xc3\x89T"[..], b"\xff", b"GET POST", b""] {
+            let res = send(
+                app.bare_client()
+                    .get(app.url("/v1/verify"))
+                    .header(m, raw_uri_header(method))
+                    .header(u, "/public/x"),
+            )
+            .await;
+            assert_problem(res, StatusCode::BAD_REQUEST).await;
+        }
+    }
+}
+
+/// Readings that lenient upstreams make of a path: `;` parameters
+/// (Tomcat, Jetty), case (case-insensitive routers), trailing dots
+/// (Windows), double encoding. Each is judged by the strictest rule.
+#[tokio::test]
+async fn path_parameters_case_trailing_dots_and_double_encoding_are_judged_strictly() {
+    let app = spawn().await;
+    let (_, user) = app.logged_in().await;
+    let admin = admin_client(&app).await;
+    for proxy in PROXIES {
+        for uri in [
+            "/public/..;/admin/x",
+            "/public/..;jsessionid=1/admin/x",
+            "/admin;x/y",
+            "/ADMIN/x",
+            "/Admin/x",
+            "/admin./x",
+            "/admin%2e/x",
+            "/admin%20/x",
+            "/public/%252e%252e/admin/x",
+            "/public/%252e%252e%252fadmin/x",
+            "/public/%25252e%25252e/admin/x",
+            "/public/x#/../../admin/y",
+        ] {
+            let what = format!("{proxy:?} GET {uri}");
+            let res = send(verify(&app, proxy, "GET", uri)).await;
+            assert_anonymous_401(res, &what).await;
+            let res = send(verify_on(&app, &user, proxy, "GET", uri)).await;
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{what}");
+            let res = send(verify_on(&app, &admin, proxy, "GET", uri)).await;
+            assert_eq!(res.status(), StatusCode::OK, "an admin, {what}");
+        }
+        for uri in [
+            "/CLOSED/x",
+            "/closed;a/x",
+            "/closed./x",
+            "/public/%252e%252e/closed/",
+        ] {
+            let res = send(verify_on(&app, &admin, proxy, "GET", uri)).await;
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{proxy:?} GET {uri}");
+        }
+    }
+}
+
+/// RFC 6750 §3.1: a bearer caller without the permission a path or the
+/// admin API needs gets 403 with `error="insufficient_scope"` and the
+/// scope that would do; a cookie caller gets the plain 403.
+#[tokio::test]
+async fn a_bearer_caller_lacking_a_permission_is_told_insufficient_scope() {
+    let app = spawn().await;
+    let (plain, cookie) = app.logged_in().await;
+    let bearer = bearer_client(&access_token(&app, &plain).await);
+    for proxy in PROXIES {
+        let res = send(verify_on(&app, &bearer, proxy, "GET", "/admin/x")).await;
+        assert_eq!(
+            header(&res, "www-authenticate").as_deref(),
+            Some(r#"Bearer realm="gatehouse", error="insufficient_scope", scope="site:admin""#),
+            "{proxy:?}"
+        );
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+        let res = send(verify_on(&app, &cookie, proxy, "GET", "/admin/x")).await;
+        assert_eq!(header(&res, "www-authenticate"), None, "{proxy:?}, cookie");
+        assert_problem(res, StatusCode::FORBIDDEN).await;
+    }
+    let res = send(bearer.get(app.url("/v1/admin/users"))).await;
+    assert_eq!(
+        header(&res, "www-authenticate").as_deref(),
+        Some(r#"Bearer realm="gatehouse", error="insufficient_scope", scope="gatehouse:admin""#)
+    );
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = send(cookie.get(app.url("/v1/admin/users"))).await;
+    assert_eq!(header(&res, "www-authenticate"), None);
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+}
+
+/// Two `Authorization` headers: which one counts would depend on who reads
+/// them, so the request is refused (RFC 6750 §3.1 `invalid_request`), even
+/// when both carry the same valid token; on the API and on `/v1/verify`.
+#[tokio::test]
+async fn two_authorization_headers_are_400_invalid_request() {
+    let app = spawn().await;
+    let (user, _) = app.logged_in().await;
+    let token = access_token(&app, &user).await;
+    let good = format!("Bearer {token}");
+    for (first, second) in [
+        (good.as_str(), good.as_str()),
+        (good.as_str(), "Bearer forged"),
+        ("Bearer forged", good.as_str()),
+        (good.as_str(), "Basic dXNlcjpwdw=="),
+    ] {
+        for path in ["/v1/me", "/v1/verify"] {
+            let res = send(
+                app.bare_client()
+                    .get(app.url(path))
+                    .header("X-Original-URI", "/app/x")
+                    .header("X-Original-Method", "GET")
+                    .header(AUTHORIZATION, first)
+                    .header(AUTHORIZATION, second),
+            )
+            .await;
+            assert_eq!(
+                header(&res, "www-authenticate").as_deref(),
+                Some(r#"Bearer realm="gatehouse", error="invalid_request""#),
+                "{path}"
+            );
+            assert_problem(res, StatusCode::BAD_REQUEST).await;
+        }
+    }
+    // One header still works.
+    let res = send(bearer_client(&token).get(app.url("/v1/me"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// A `Cookie` header that is not UTF-8 (a UTF-8 cookie another app on the
+/// site set, sent as raw bytes) is read, not skipped: the session in it is
+/// recognised, and the CSRF check sees it too.
+#[tokio::test]
+async fn a_cookie_header_with_raw_bytes_is_read_not_skipped() {
+    let app = spawn().await;
+    let (user, _) = app.logged_in().await;
+    let pair = login_cookie(&app, &user).await;
+    let name = app.cookie_name();
+    let secret = pair
+        .strip_prefix(&format!("{name}="))
+        .expect("name=value")
+        .to_owned();
+    let with_bytes = |prefix: &[u8]| {
+        let mut v = prefix.to_vec();
+        v.extend_from_slice(pair.as_bytes());
+        raw_uri_header(&v)
+    };
+    let res = send(
+        app.bare_client()
+            .get(app.url("/v1/me"))
+            .header(COOKIE, with_bytes(b"theme=caf\xc3\xa9; ")),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the session beside a UTF-8 cookie"
+    );
+    // A foreign-origin write carrying that header is a cookie write: 403,
+    // and the session lives on.
+    let res = send(
+        app.bare_client()
+            .post(app.url("/v1/logout"))
+            .header("Origin", "https://evil.example")
+            .header(COOKIE, with_bytes(b"x=\xff; ")),
+    )
+    .await;
+    assert_problem(res, StatusCode::FORBIDDEN).await;
+    let res = send(
+        app.bare_client()
+            .get(app.url("/v1/me"))
+            .header(COOKIE, pair.as_str()),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the session survived the forged logout"
+    );
+    // Our cookie with a byte replaced is refused, never taken as absent.
+    let mut forged = format!("{name}=").into_bytes();
+    forged.extend_from_slice(&secret.as_bytes()[..42]);
+    forged.push(0xff);
+    let res = send(
+        app.bare_client()
+            .get(app.url("/v1/me"))
+            .header(COOKIE, raw_uri_header(&forged)),
+    )
+    .await;
+    assert_problem(res, StatusCode::UNAUTHORIZED).await;
 }
 
 // ------------------------------------------------------------- revocation
