@@ -432,6 +432,8 @@ pub(crate) fn freshness(headers: &HeaderMap) -> Duration {
     let mut max_age: Option<Option<u64>> = None;
     let mut no_cache = false;
     for value in headers.get_all(http::header::CACHE_CONTROL) {
+        // gatehouse's own answer; a directive we cannot read leaves the
+        // 5-minute default, which only decides how soon keys are refetched.
         let Ok(value) = value.to_str() else {
             continue;
         };

@@ -233,6 +233,8 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
             Rejection::missing_token()
         });
     };
+    // A header that is not text cannot hold a bearer token: the same 401 as
+    // no token, never a pass.
     let token = value.to_str().ok().and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         let token = token.trim();

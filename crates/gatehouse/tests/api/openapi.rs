@@ -115,6 +115,7 @@ async fn the_document_is_openapi_3_1_of_this_version() {
     // The name this server uses: tests run with cookie_secure = false.
     assert_eq!(schemes["sessionCookie"]["name"], app.cookie_name());
     assert_eq!(app.cookie_name(), "gatehouse");
+    assert_eq!(schemes["metricsToken"]["scheme"], "bearer");
     assert_eq!(schemes["resourceServerKey"]["scheme"], "bearer");
     let token = &doc["paths"]["/v1/token"]["post"]["requestBody"]["content"];
     assert!(token["application/x-www-form-urlencoded"].is_object());
