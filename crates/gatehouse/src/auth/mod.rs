@@ -32,7 +32,7 @@ pub use revocation::{FeedStatus, RevocationSet};
 pub use session_cache::{CacheStats, SessionCache};
 pub use tokens::TokenSettings;
 
-/// The limits that shape sessions and login throttling.
+/// The limits that shape sessions, and login and registration throttling.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub registration: Registration,
@@ -40,6 +40,10 @@ pub struct Policy {
     pub session_absolute_timeout: Duration,
     pub login_max_failures: u32,
     pub login_window: Duration,
+    pub login_max_failures_per_ip: u32,
+    pub login_max_failures_per_account: u32,
+    pub registration_max_per_ip: u32,
+    pub registration_window: Duration,
     /// How long audit events are kept; `None` keeps them forever.
     pub audit_retention: Option<Duration>,
 }
@@ -53,6 +57,10 @@ impl Policy {
             session_absolute_timeout: config.session_absolute_timeout,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
+            login_max_failures_per_ip: config.login_max_failures_per_ip,
+            login_max_failures_per_account: config.login_max_failures_per_account,
+            registration_max_per_ip: config.registration_max_per_ip,
+            registration_window: config.registration_window,
             audit_retention: config.audit_retention,
         }
     }
