@@ -12,6 +12,7 @@ pub mod revocation;
 pub mod rules;
 pub mod session_cache;
 pub mod sessions;
+mod throttle;
 pub mod tokens;
 pub mod types;
 pub mod verified;
@@ -57,8 +58,15 @@ impl Policy {
             session_absolute_timeout: config.session_absolute_timeout,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
-            login_max_failures_per_ip: config.login_max_failures_per_ip,
-            login_max_failures_per_account: config.login_max_failures_per_account,
+            // Never below the pair's budget, as `Config::load` ensures (also
+            // for a configuration built in code): the contract's
+            // `login_max_failures` stays reachable.
+            login_max_failures_per_ip: config
+                .login_max_failures_per_ip
+                .max(config.login_max_failures),
+            login_max_failures_per_account: config
+                .login_max_failures_per_account
+                .max(config.login_max_failures),
             registration_max_per_ip: config.registration_max_per_ip,
             registration_window: config.registration_window,
             audit_retention: config.audit_retention,
