@@ -137,6 +137,17 @@ pub struct Config {
     pub jwt_leeway: Duration,
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// Failed password checks from one client network (an IPv4 address, an
+    /// IPv6 /64), over every account, within `login_window`: what stops
+    /// password spraying.
+    pub login_max_failures_per_ip: u32,
+    /// Failed password checks of one account, from every client, within
+    /// `login_window`: what stops guessing from many addresses.
+    pub login_max_failures_per_account: u32,
+    /// Registration attempts (created or not) from one client network
+    /// within `registration_window`.
+    pub registration_max_per_ip: u32,
+    pub registration_window: Duration,
     /// Serialized origins (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
     pub tls: Option<TlsFiles>,
@@ -174,6 +185,10 @@ impl Default for Config {
             jwt_leeway: Duration::from_secs(30),
             login_max_failures: 5,
             login_window: Duration::from_secs(15 * 60),
+            login_max_failures_per_ip: 50,
+            login_max_failures_per_account: 50,
+            registration_max_per_ip: 50,
+            registration_window: Duration::from_secs(3600),
             allowed_origins: Vec::new(),
             tls: None,
             trusted_proxies: Vec::new(),
@@ -207,6 +222,10 @@ const KEYS: &[&str] = &[
     "jwt_leeway",
     "login_max_failures",
     "login_window",
+    "login_max_failures_per_ip",
+    "login_max_failures_per_account",
+    "registration_max_per_ip",
+    "registration_window",
     "allowed_origins",
     "tls_cert",
     "tls_key",
@@ -219,6 +238,10 @@ const KEYS: &[&str] = &[
     "metrics_token",
     "rules",
 ];
+
+/// The highest count a throttling budget other than `login_max_failures`
+/// may allow.
+const MAX_LIMIT: u32 = 1_000_000;
 
 /// Longest configuration file we read; anything bigger is a mistake.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -383,6 +406,20 @@ impl Source {
         }
     }
 
+    /// A count of attempts a throttling budget allows: 1 to [`MAX_LIMIT`].
+    fn limit(&mut self, key: &str) -> Result<Option<u32>, ConfigError> {
+        match self.integer(key)? {
+            None => Ok(None),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    ConfigError::new(key, format!("{n} is not between 1 and {MAX_LIMIT}"))
+                }),
+        }
+    }
+
     /// A list: a TOML array of strings, or a comma-separated variable.
     fn list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         match self.take(key) {
@@ -539,6 +576,34 @@ impl Source {
             self.duration("login_window")?,
             d.login_window,
         )?;
+        // The wider budgets must leave the (account, IP) one its meaning: an
+        // unset one is raised to it, a set one below it is an error.
+        let wider_budget = |key: &str, value: Option<u32>, default: u32| match value {
+            None => Ok(default.max(login_max_failures)),
+            Some(n) if n >= login_max_failures => Ok(n),
+            Some(n) => Err(ConfigError::new(
+                key,
+                format!("{n} is below login_max_failures ({login_max_failures})"),
+            )),
+        };
+        let login_max_failures_per_ip = wider_budget(
+            "login_max_failures_per_ip",
+            self.limit("login_max_failures_per_ip")?,
+            d.login_max_failures_per_ip,
+        )?;
+        let login_max_failures_per_account = wider_budget(
+            "login_max_failures_per_account",
+            self.limit("login_max_failures_per_account")?,
+            d.login_max_failures_per_account,
+        )?;
+        let registration_max_per_ip = self
+            .limit("registration_max_per_ip")?
+            .unwrap_or(d.registration_max_per_ip);
+        let registration_window = at_least_a_second(
+            "registration_window",
+            self.duration("registration_window")?,
+            d.registration_window,
+        )?;
 
         let allowed_origins = self
             .list("allowed_origins")?
@@ -643,6 +708,10 @@ impl Source {
             jwt_leeway,
             login_max_failures,
             login_window,
+            login_max_failures_per_ip,
+            login_max_failures_per_account,
+            registration_max_per_ip,
+            registration_window,
             allowed_origins,
             tls,
             trusted_proxies,
@@ -881,6 +950,82 @@ mod tests {
             let err = Config::from_sources(None, env(&[(k, v)])).expect_err(k);
             assert_eq!(err.key, key, "{k}={v}: {err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn throttling_budgets_parse_and_name_their_key() {
+        let d = Config::from_sources(None, env(&[])).expect("defaults");
+        assert_eq!(
+            (
+                d.login_max_failures_per_ip,
+                d.login_max_failures_per_account,
+                d.registration_max_per_ip,
+                d.registration_window,
+            ),
+            (50, 50, 50, Duration::from_secs(3600))
+        );
+        let f = file("login_max_failures_per_ip = 80\nregistration_window = \"10m\"\n");
+        let c = Config::from_sources(
+            Some(f.path()),
+            env(&[
+                ("GATEHOUSE_LOGIN_MAX_FAILURES_PER_ACCOUNT", "200"),
+                ("GATEHOUSE_REGISTRATION_MAX_PER_IP", "7"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(c.login_max_failures_per_ip, 80);
+        assert_eq!(c.login_max_failures_per_account, 200);
+        assert_eq!(c.registration_max_per_ip, 7);
+        assert_eq!(c.registration_window, Duration::from_secs(600));
+        for (k, v, key) in [
+            (
+                "GATEHOUSE_LOGIN_MAX_FAILURES_PER_IP",
+                "0",
+                "login_max_failures_per_ip",
+            ),
+            (
+                "GATEHOUSE_LOGIN_MAX_FAILURES_PER_IP",
+                "many",
+                "login_max_failures_per_ip",
+            ),
+            (
+                "GATEHOUSE_LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                "-1",
+                "login_max_failures_per_account",
+            ),
+            (
+                "GATEHOUSE_REGISTRATION_MAX_PER_IP",
+                "1000001",
+                "registration_max_per_ip",
+            ),
+            ("GATEHOUSE_REGISTRATION_WINDOW", "0s", "registration_window"),
+            (
+                "GATEHOUSE_REGISTRATION_WINDOW",
+                "later",
+                "registration_window",
+            ),
+        ] {
+            let err = Config::from_sources(None, env(&[(k, v)])).expect_err(k);
+            assert_eq!(err.key, key, "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_wider_login_budgets_are_never_below_the_pair_budget() {
+        // Unset, they rise with login_max_failures.
+        let c = Config::from_sources(None, env(&[("GATEHOUSE_LOGIN_MAX_FAILURES", "120")]))
+            .expect("config");
+        assert_eq!(c.login_max_failures_per_ip, 120);
+        assert_eq!(c.login_max_failures_per_account, 120);
+        // Set below it, they are refused: the pair's contract would not hold.
+        for key in [
+            "login_max_failures_per_ip",
+            "login_max_failures_per_account",
+        ] {
+            let f = file(&format!("login_max_failures = 10\n{key} = 9\n"));
+            let err = Config::from_sources(Some(f.path()), env(&[])).expect_err(key);
+            assert_eq!(err.key, key, "{err}");
         }
     }
 

@@ -147,7 +147,7 @@ impl Error {
             E::Throttled { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
-                "Too many failed attempts; try again later.",
+                "Too many attempts; try again later.",
             ),
             E::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -272,6 +272,7 @@ impl From<RegisterError> for Error {
                 "roles",
                 format!("unknown role {r:?}"),
             )]),
+            RegisterError::Throttled { retry_after } => Self::Throttled { retry_after },
             RegisterError::Busy => Self::Unavailable,
             RegisterError::Store(e) => unavailable(e),
         }

@@ -1,6 +1,6 @@
 //! Metrics for `GET /metrics` (Prometheus text format): HTTP requests and
-//! their latency by route and status, logins, token grants, refresh-token
-//! reuse, and gauges read at scrape time (live sessions, the revocation set,
+//! their latency by route and status, logins, registrations, token grants,
+//! refresh-token reuse, and gauges read at scrape time (live sessions, the revocation set,
 //! the password-hashing queue).
 //!
 //! Each application owns its recorder, passed explicitly like the rest of
@@ -22,6 +22,7 @@ const META: Metadata<'static> = Metadata::new("gatehouse", Level::INFO, Some("ga
 pub const HTTP_REQUESTS: &str = "gatehouse_http_requests_total";
 pub const HTTP_DURATION: &str = "gatehouse_http_request_duration_seconds";
 const LOGINS: &str = "gatehouse_logins_total";
+const REGISTRATIONS: &str = "gatehouse_registrations_total";
 const TOKENS_ISSUED: &str = "gatehouse_tokens_issued_total";
 const REFRESH_REUSE: &str = "gatehouse_refresh_token_reuse_detected_total";
 const AUDIT_WRITE_FAILURES: &str = "gatehouse_audit_write_failures_total";
@@ -73,6 +74,10 @@ pub struct Metrics {
     pub logins_succeeded: Counter,
     pub logins_failed: Counter,
     pub logins_throttled: Counter,
+    /// Public registrations (`POST /v1/users`, the hosted page) by result.
+    pub registrations_created: Counter,
+    pub registrations_taken: Counter,
+    pub registrations_throttled: Counter,
     /// Access tokens by how they were obtained.
     pub tokens_password_grant: Counter,
     pub tokens_refresh_grant: Counter,
@@ -128,6 +133,11 @@ impl Metrics {
             "Password logins (cookie and password grant), by result: succeeded, failed, throttled.",
         );
         describe(
+            REGISTRATIONS,
+            None,
+            "Public registrations (POST /v1/users and the hosted page), by result: created, taken, throttled.",
+        );
+        describe(
             TOKENS_ISSUED,
             None,
             "Access tokens issued, by grant: password, refresh_token, session.",
@@ -171,6 +181,9 @@ impl Metrics {
             logins_succeeded: counter(LOGINS, &[("result", "succeeded")]),
             logins_failed: counter(LOGINS, &[("result", "failed")]),
             logins_throttled: counter(LOGINS, &[("result", "throttled")]),
+            registrations_created: counter(REGISTRATIONS, &[("result", "created")]),
+            registrations_taken: counter(REGISTRATIONS, &[("result", "taken")]),
+            registrations_throttled: counter(REGISTRATIONS, &[("result", "throttled")]),
             tokens_password_grant: counter(TOKENS_ISSUED, &[("grant", "password")]),
             tokens_refresh_grant: counter(TOKENS_ISSUED, &[("grant", "refresh_token")]),
             tokens_session: counter(TOKENS_ISSUED, &[("grant", "session")]),

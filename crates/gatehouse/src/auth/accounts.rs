@@ -1,5 +1,7 @@
 //! Accounts: registration, password change, roles and permissions.
 
+use std::net::IpAddr;
+
 use super::audit::{Actor, Ending, EventType};
 use super::password::check_policy;
 use super::sessions::{Authenticated, LoginError};
@@ -19,6 +21,9 @@ pub enum RegisterError {
     EmailTaken,
     #[error("unknown role {0:?}")]
     UnknownRole(String),
+    /// The client network's registration budget is spent.
+    #[error("too many registrations")]
+    Throttled { retry_after: std::time::Duration },
     #[error("the password hashing queue is full")]
     Busy,
     #[error(transparent)]
@@ -50,11 +55,15 @@ pub enum ChangePasswordError {
 }
 
 /// Who is creating an account: the public registration endpoint obeys the
-/// `registration` setting; an operator (the CLI, or code embedding the
-/// server) or an administrator does not.
+/// `registration` setting and the client network's registration budget; an
+/// operator (the CLI, or code embedding the server) or an administrator
+/// does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registrar {
-    Public,
+    /// Anyone, through `POST /v1/users` or the hosted page, from `ip`.
+    Public {
+        ip: Option<IpAddr>,
+    },
     Operator,
     /// An administrator through the admin API.
     Admin(UserId),
@@ -76,7 +85,9 @@ fn validate_new_password(
 
 impl Auth {
     /// Creates an account after checking the email, the password policy and
-    /// (for public registration) that registration is open.
+    /// (for public registration) that registration is open and the client
+    /// network's budget not spent: every public attempt counts, before
+    /// anything is judged, looked up or hashed.
     ///
     /// # Errors
     /// See [`RegisterError`].
@@ -87,8 +98,15 @@ impl Auth {
         roles: Vec<RoleName>,
         registrar: Registrar,
     ) -> Result<UserRecord, RegisterError> {
-        if registrar == Registrar::Public && self.policy.registration == Registration::Closed {
-            return Err(RegisterError::Closed);
+        let public_ip = match registrar {
+            Registrar::Public { ip } => Some(ip),
+            Registrar::Operator | Registrar::Admin(_) => None,
+        };
+        if let Some(ip) = public_ip {
+            if self.policy.registration == Registration::Closed {
+                return Err(RegisterError::Closed);
+            }
+            self.admit_registration(ip).await?;
         }
         let mut errors = Vec::new();
         let email = Email::parse(email)
@@ -111,19 +129,28 @@ impl Auth {
             })
             .await
             .map_err(|e| match e {
-                CreateUserError::EmailTaken => RegisterError::EmailTaken,
+                CreateUserError::EmailTaken => {
+                    if public_ip.is_some() {
+                        self.metrics.registrations_taken.increment(1);
+                    }
+                    RegisterError::EmailTaken
+                }
                 CreateUserError::UnknownRole(r) => RegisterError::UnknownRole(r),
                 CreateUserError::Store(e) => RegisterError::Store(e),
             })?;
         let actor = match registrar {
-            Registrar::Public => Actor::User(user.id),
+            Registrar::Public { .. } => Actor::User(user.id),
             Registrar::Operator => Actor::Cli,
             Registrar::Admin(admin) => Actor::User(admin),
         };
-        let event = self
+        let mut event = self
             .event(EventType::UserCreated, actor)
             .user(user.id)
             .detail("roles", user.roles.clone());
+        if let Some(ip) = public_ip {
+            self.metrics.registrations_created.increment(1);
+            event = event.ip(ip);
+        }
         self.record_one(event).await;
         Ok(user)
     }
@@ -132,9 +159,10 @@ impl Auth {
     /// ends every other session of the user (OWASP ASVS 3.3.3): whoever
     /// else held one may have held the old password too.
     ///
-    /// Wrong current passwords count towards the login throttle of the
-    /// (account, client IP) pair, so a stolen session cannot be used to
-    /// guess the password at leisure.
+    /// Wrong current passwords count towards every login budget (the
+    /// (account, client IP) pair's, the client network's and the
+    /// account's), so a stolen session cannot be used to guess the password
+    /// at leisure.
     ///
     /// # Errors
     /// See [`ChangePasswordError`].

@@ -23,8 +23,9 @@ pub const MAX_PAGE: u32 = 200;
 pub enum EventType {
     LoginSucceeded,
     LoginFailed,
-    /// The first refused attempt of a throttled (account, IP) window; the
-    /// refusals after it are counted in metrics, not stored one by one.
+    /// The first refused attempt of a throttled window of a login budget
+    /// (`details.limit`: `account_ip`, `ip` or `account`); the refusals
+    /// after it are counted in metrics, not stored one by one.
     LoginThrottled,
     /// The caller ended its own current session (`POST /v1/logout`).
     Logout,
@@ -42,10 +43,13 @@ pub enum EventType {
     KeyRotated,
     ResourceServerCreated,
     ResourceServerDeleted,
+    /// The first refused registration of a client network's throttled
+    /// window, as `LoginThrottled`.
+    RegistrationThrottled,
 }
 
 impl EventType {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -63,6 +67,7 @@ impl EventType {
         Self::KeyRotated,
         Self::ResourceServerCreated,
         Self::ResourceServerDeleted,
+        Self::RegistrationThrottled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +89,7 @@ impl EventType {
             Self::KeyRotated => "key_rotated",
             Self::ResourceServerCreated => "resource_server_created",
             Self::ResourceServerDeleted => "resource_server_deleted",
+            Self::RegistrationThrottled => "registration_throttled",
         }
     }
 
@@ -267,7 +273,9 @@ fn log(e: &AuditEvent) {
         };
     }
     match e.kind {
-        EventType::RefreshReuseDetected | EventType::LoginThrottled => emit!(warn),
+        EventType::RefreshReuseDetected
+        | EventType::LoginThrottled
+        | EventType::RegistrationThrottled => emit!(warn),
         _ => emit!(info),
     }
 }

@@ -12,6 +12,7 @@ pub mod revocation;
 pub mod rules;
 pub mod session_cache;
 pub mod sessions;
+mod throttle;
 pub mod tokens;
 pub mod types;
 pub mod verified;
@@ -32,7 +33,7 @@ pub use revocation::{FeedStatus, RevocationSet};
 pub use session_cache::{CacheStats, SessionCache};
 pub use tokens::TokenSettings;
 
-/// The limits that shape sessions and login throttling.
+/// The limits that shape sessions, and login and registration throttling.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub registration: Registration,
@@ -40,6 +41,10 @@ pub struct Policy {
     pub session_absolute_timeout: Duration,
     pub login_max_failures: u32,
     pub login_window: Duration,
+    pub login_max_failures_per_ip: u32,
+    pub login_max_failures_per_account: u32,
+    pub registration_max_per_ip: u32,
+    pub registration_window: Duration,
     /// How long audit events are kept; `None` keeps them forever.
     pub audit_retention: Option<Duration>,
 }
@@ -53,6 +58,17 @@ impl Policy {
             session_absolute_timeout: config.session_absolute_timeout,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
+            // Never below the pair's budget, as `Config::load` ensures (also
+            // for a configuration built in code): the contract's
+            // `login_max_failures` stays reachable.
+            login_max_failures_per_ip: config
+                .login_max_failures_per_ip
+                .max(config.login_max_failures),
+            login_max_failures_per_account: config
+                .login_max_failures_per_account
+                .max(config.login_max_failures),
+            registration_max_per_ip: config.registration_max_per_ip,
+            registration_window: config.registration_window,
             audit_retention: config.audit_retention,
         }
     }

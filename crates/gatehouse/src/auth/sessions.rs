@@ -19,7 +19,8 @@ pub enum LoginError {
     /// case, so the answer tells an attacker nothing.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Too many failures for this account from this client.
+    /// A login budget is spent: this account from this client, this
+    /// client's network, or this account (`auth::throttle`).
     #[error("too many failed logins")]
     Throttled { retry_after: Duration },
     #[error("the password hashing queue is full")]
@@ -89,7 +90,9 @@ impl Auth {
     /// Throttling is per (account, client IP): once `login_max_failures`
     /// attempts without a success fall within `login_window`, every further
     /// attempt is refused, even with the right password, until the window
-    /// closes. Unknown accounts are counted and hashed like known ones.
+    /// closes; the client network's and the account's failure budgets apply
+    /// too (`auth::throttle`). Unknown accounts are counted and hashed like
+    /// known ones.
     ///
     /// # Errors
     /// See [`LoginError`].
@@ -138,46 +141,22 @@ impl Auth {
             },
             |e| e.as_str().to_owned(),
         );
-        let key = Self::throttle_key(&normalised, ip);
-        let p = &self.policy;
-        let failures = &self.stores.failures;
         // Count the attempt before checking the password, not after: checked
         // afterwards, a burst of concurrent guesses would all pass the gate
         // before the first failure was recorded.
-        let attempt = failures.hit(&key, p.login_window, self.clock.now()).await?;
-        if attempt.count > p.login_max_failures {
-            self.metrics.logins_throttled.increment(1);
-            // The first refusal of a window is recorded, not every one: a
-            // guessing script would otherwise write a row per request.
-            if attempt.count == p.login_max_failures.saturating_add(1) {
-                let user = match &parsed {
-                    Some(e) => self.stores.users.user_by_email(e).await?,
-                    None => None,
-                };
-                let mut event = self
-                    .event(EventType::LoginThrottled, Actor::Anonymous)
-                    .ip(ip)
-                    .detail("retry_after_seconds", attempt.window_left.as_secs());
-                if let Some(user) = user {
-                    event = event.user(user.id);
-                }
-                self.record_one(event).await;
-            }
-            return Err(LoginError::Throttled {
-                retry_after: attempt.window_left,
-            });
-        }
-        let user = match &parsed {
-            Some(e) => self.stores.users.user_by_email(e).await?,
-            None => None,
-        };
-        let matched = self
-            .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        let admitted = self
+            .admit_password_attempt(&normalised, parsed.as_ref(), ip)
             .await?;
+        let (user, matched) = match self.verify_password(parsed.as_ref(), password).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.attempt_unchecked(admitted).await;
+                return Err(e);
+            }
+        };
         match user {
             Some(user) if matched && !user.disabled => {
-                failures.reset(&key).await?;
+                self.attempt_matched(admitted).await?;
                 Ok(user)
             }
             user => {
@@ -199,6 +178,25 @@ impl Auth {
                 Err(LoginError::InvalidCredentials)
             }
         }
+    }
+
+    /// The account of `email`, if any, and whether `password` is its
+    /// password (an unknown account is verified against a dummy hash, so it
+    /// costs the same).
+    async fn verify_password(
+        &self,
+        email: Option<&Email>,
+        password: Password,
+    ) -> Result<(Option<UserRecord>, bool), LoginError> {
+        let user = match email {
+            Some(e) => self.stores.users.user_by_email(e).await?,
+            None => None,
+        };
+        let matched = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        Ok((user, matched))
     }
 
     /// Creates a session for an authenticated user.

@@ -60,7 +60,8 @@ struct RegisterRequest {
     password: String,
 }
 
-/// `POST /v1/users`: creates an account (it does not log in).
+/// `POST /v1/users`: creates an account (it does not log in). Every
+/// attempt counts toward the client network's registration budget.
 #[utoipa::path(
     post,
     path = "/v1/users",
@@ -75,16 +76,19 @@ struct RegisterRequest {
         (status = 413, response = oa::PayloadTooLarge),
         (status = 415, response = oa::UnsupportedMediaType),
         (status = 422, response = oa::Validation),
+        (status = 429, response = oa::Throttled),
         (status = 503, response = oa::Unavailable),
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    Client(client): Client,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<impl IntoResponse, Error> {
+    let registrar = Registrar::Public { ip: client.ip };
     let user = state
         .auth
-        .register(&req.email, req.password, Vec::new(), Registrar::Public)
+        .register(&req.email, req.password, Vec::new(), registrar)
         .await?;
     Ok((StatusCode::CREATED, UserResponse::of(&user)))
 }

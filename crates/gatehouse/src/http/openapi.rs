@@ -286,7 +286,7 @@ problem_responses! {
     PayloadTooLarge: "The body exceeds 64 KiB.";
     UnsupportedMediaType: "The body is not sent as application/json.";
     Validation: "Input that parses but breaks a rule; `errors` names the fields.";
-    Throttled: "Too many failed attempts for this account from this client.", RETRY_AFTER;
+    Throttled: "Too many attempts: a throttling budget (this account from this client, this client's network, this account, or this network's registrations) is spent until `Retry-After` seconds have passed.", RETRY_AFTER;
     Unavailable: "A store does not answer, or the password-hashing queue is full; fail closed.", RETRY_AFTER;
 }
 

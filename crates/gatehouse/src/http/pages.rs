@@ -700,6 +700,7 @@ async fn register_page(
             email: "",
             return_to: &return_to,
             errors: &[],
+            error: None,
         }),
     ))
 }
@@ -714,7 +715,8 @@ struct RegisterForm {
 }
 
 /// `POST /register`: creates the account (as `POST /v1/users`, without
-/// logging in) and sends the browser to the login page.
+/// logging in, within the same registration budget) and sends the browser
+/// to the login page.
 #[utoipa::path(
     post,
     path = "/register",
@@ -732,11 +734,15 @@ struct RegisterForm {
         (status = 415, response = oa::PageError),
         (status = 422, description = "The form again, with the policy errors on their fields",
             content_type = "text/html", body = String),
+        (status = 429, description = "The form again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
         (status = 503, response = oa::PageError),
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    Client(client): Client,
     Form(form): Form<RegisterForm>,
 ) -> Result<Response, PageError> {
     if !registration_open(&state) {
@@ -744,9 +750,10 @@ async fn register(
     }
     let return_to =
         ReturnTo::parse_or_default(non_empty(&form.return_to), &state.web.allowed_origins);
+    let registrar = Registrar::Public { ip: client.ip };
     let (status, errors) = match state
         .auth
-        .register(&form.email, form.password, Vec::new(), Registrar::Public)
+        .register(&form.email, form.password, Vec::new(), registrar)
         .await
     {
         Ok(_) => {
@@ -765,6 +772,18 @@ async fn register(
                 "already belongs to an account; sign in instead",
             )],
         ),
+        Err(RegisterError::Throttled { retry_after }) => {
+            let page = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                views::register(&views::RegisterView {
+                    email: form.email.trim(),
+                    return_to: &return_to,
+                    errors: &[],
+                    error: Some(&try_again_in(retry_after)),
+                }),
+            );
+            return Ok(with_retry_after(page, retry_after));
+        }
         // Registration closed between the check and now.
         Err(RegisterError::Closed) => return Err(PageError::not_found()),
         Err(RegisterError::Busy) => return Err(PageError::unavailable()),
@@ -778,6 +797,7 @@ async fn register(
             email: form.email.trim(),
             return_to: &return_to,
             errors: &errors,
+            error: None,
         }),
     ))
 }

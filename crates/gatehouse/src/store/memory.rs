@@ -1,4 +1,5 @@
-//! In-process stores for the single-node shape: the login attempt counters.
+//! In-process stores for the single-node shape: the attempt counters of
+//! login and registration throttling.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -83,6 +84,21 @@ impl FailureCounter for MemoryFailureCounter {
             .remove(key);
         Ok(())
     }
+
+    async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+        let mut map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let emptied = match map.get_mut(key) {
+            Some(w) if now < w.closes => {
+                w.count = w.count.saturating_sub(1);
+                w.count == 0
+            }
+            _ => false,
+        };
+        if emptied {
+            map.remove(key);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +137,50 @@ mod tests {
         c.hit("k", win, t0).await.expect("ok");
         c.reset("k").await.expect("ok");
         assert_eq!(c.hit("k", win, t0).await.expect("ok").count, 1);
+    }
+
+    #[tokio::test]
+    async fn forgive_takes_back_one_attempt_of_an_open_window() {
+        let c = MemoryFailureCounter::default();
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let win = Duration::from_secs(60);
+        c.hit("k", win, t0).await.expect("ok");
+        c.hit("k", win, t0).await.expect("ok");
+        c.forgive("k", t0 + Duration::from_secs(10))
+            .await
+            .expect("ok");
+        let next = c
+            .hit("k", win, t0 + Duration::from_secs(20))
+            .await
+            .expect("ok");
+        assert_eq!(
+            next,
+            Attempt {
+                count: 2,
+                window_left: Duration::from_secs(40)
+            },
+            "one taken back, the window's close kept"
+        );
+        // Emptied, the window is forgotten: the next attempt opens one.
+        for _ in 0..2 {
+            c.forgive("k", t0 + Duration::from_secs(30))
+                .await
+                .expect("ok");
+        }
+        c.forgive("k", t0 + Duration::from_secs(30))
+            .await
+            .expect("no window: a no-op");
+        let fresh = c
+            .hit("k", win, t0 + Duration::from_secs(30))
+            .await
+            .expect("ok");
+        assert_eq!(fresh.count, 1);
+        assert_eq!(fresh.window_left, win);
+        // A closed window is not touched.
+        c.forgive("k", t0 + Duration::from_secs(90))
+            .await
+            .expect("ok");
+        assert_eq!(c.windows.lock().expect("lock")["k"].count, 1);
     }
 
     #[tokio::test]

@@ -439,14 +439,17 @@ pub struct Attempt {
     pub window_left: Duration,
 }
 
-/// Counters of password attempts, keyed by (account, client IP).
+/// Counters of attempts in fixed windows, by key: password attempts per
+/// (account, client IP), per client network and per account, and
+/// registration attempts per client network (the domain builds the keys).
 ///
 /// Contract: a fixed window opens at the first attempt of a key (or the
 /// first after the previous window closed) and lasts `window`; `hit` counts
 /// one attempt atomically and returns the count including it, so that of
 /// many concurrent attempts on many nodes each sees a distinct count. A
-/// success calls `reset`. A backend that cannot answer returns `Err`, and
-/// the caller refuses the login (fail closed).
+/// success calls `reset` (or `forgive`, where only failures should count).
+/// A backend that cannot answer returns `Err`, and the caller refuses the
+/// attempt (fail closed).
 #[async_trait]
 pub trait FailureCounter: Send + Sync + 'static {
     /// Counts one attempt in the key's window.
@@ -459,6 +462,14 @@ pub trait FailureCounter: Send + Sync + 'static {
 
     /// Forgets the key's attempts (after a successful login).
     async fn reset(&self, key: &str) -> anyhow::Result<()>;
+
+    /// Takes one attempt back from the key's window, atomically, when that
+    /// window is open at `now` and holds one (an attempt counted before it
+    /// turned out not to be a failure); otherwise does nothing. The window
+    /// keeps its close; one left without attempts is forgotten, as by
+    /// `reset`. An attempt counted just before a window closed may be taken
+    /// from the next one: an error of one, in the client's favour.
+    async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()>;
 }
 
 /// The stores the domain runs on, chosen from the configuration.

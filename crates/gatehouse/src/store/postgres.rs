@@ -992,6 +992,39 @@ impl FailureCounter for PgStore {
             .context("resetting login attempts")?;
         Ok(())
     }
+
+    async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+        // The row lock orders this with concurrent hits and forgivals on
+        // any node; `count` has no zero (CHECK), so the last attempt goes
+        // with its row.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("forgiving an attempt: begin")?;
+        let count: Option<i32> = sqlx::query_scalar(
+            "SELECT count FROM login_attempts WHERE key = $1 AND closes_at > $2 FOR UPDATE",
+        )
+        .bind(key)
+        .bind(ms(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .context("forgiving an attempt: reading the window")?;
+        let change = match count {
+            None => None,
+            Some(n) if n > 1 => Some("UPDATE login_attempts SET count = count - 1 WHERE key = $1"),
+            Some(_) => Some("DELETE FROM login_attempts WHERE key = $1"),
+        };
+        if let Some(sql) = change {
+            sqlx::query(sql)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .context("forgiving an attempt")?;
+        }
+        tx.commit().await.context("forgiving an attempt: commit")?;
+        Ok(())
+    }
 }
 
 impl PgStore {

@@ -312,6 +312,22 @@ end
 return {redis.call('INCR', key), closes - now}
 ";
 
+/// KEYS: the counter. ARGV: P, now. Takes one attempt back from a window
+/// open at `now`; the last one goes with the key.
+const FORGIVE: &str = r"
+local key = KEYS[1]
+local closes = redis.call('PEXPIRETIME', key)
+if closes < 0 or closes <= tonumber(ARGV[2]) then
+  return 0
+end
+if tonumber(redis.call('GET', key) or '0') > 1 then
+  redis.call('DECR', key)
+else
+  redis.call('DEL', key)
+end
+return 1
+";
+
 /// The Redis backend of [`SessionStore`] and [`FailureCounter`].
 ///
 /// Contract: as the traits', with these specifics. Every key expires by
@@ -337,6 +353,7 @@ struct Scripts {
     insert_refresh: Script,
     rotate_refresh: Script,
     hit: Script,
+    forgive: Script,
     revocation_log: Script,
 }
 
@@ -352,6 +369,7 @@ impl Scripts {
             insert_refresh: with_prelude(INSERT_REFRESH),
             rotate_refresh: with_prelude(ROTATE_REFRESH),
             hit: with_prelude(HIT),
+            forgive: with_prelude(FORGIVE),
             revocation_log: with_prelude(REVOCATION_LOG),
         }
     }
@@ -861,6 +879,22 @@ impl FailureCounter for RedisStore {
             .del(self.key("f:", key.as_bytes()))
             .await
             .context("resetting a login-attempt counter in Redis")?;
+        Ok(())
+    }
+
+    /// One script: DECR while the window is open and holds more than one
+    /// attempt, DEL when it holds one.
+    async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+        let mut con = self.con.clone();
+        let _: i64 = self
+            .scripts
+            .forgive
+            .key(self.key("f:", key.as_bytes()))
+            .arg(&self.prefix)
+            .arg(to_millis(now))
+            .invoke_async(&mut con)
+            .await
+            .context("forgiving an attempt in Redis")?;
         Ok(())
     }
 }

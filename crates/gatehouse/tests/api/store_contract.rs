@@ -356,6 +356,12 @@ contract! {
     concurrent_hits_each_see_a_distinct_count
         => sqlite_concurrent_hits_each_see_a_distinct_count,
            postgres_concurrent_hits_each_see_a_distinct_count;
+    failure_counter_forgive_takes_back_one_attempt
+        => sqlite_failure_counter_forgive_takes_back_one_attempt,
+           postgres_failure_counter_forgive_takes_back_one_attempt;
+    concurrent_forgivals_and_hits_keep_an_exact_count
+        => sqlite_concurrent_forgivals_and_hits_keep_an_exact_count,
+           postgres_concurrent_forgivals_and_hits_keep_an_exact_count;
     count_sessions_counts_every_users_unexpired_sessions
         => sqlite_count_sessions_counts_every_users_unexpired_sessions,
            postgres_count_sessions_counts_every_users_unexpired_sessions;
@@ -415,6 +421,10 @@ redis_contract! {
         => redis_failure_counter_reset_forgets;
     concurrent_hits_each_see_a_distinct_count
         => redis_concurrent_hits_each_see_a_distinct_count;
+    failure_counter_forgive_takes_back_one_attempt
+        => redis_failure_counter_forgive_takes_back_one_attempt;
+    concurrent_forgivals_and_hits_keep_an_exact_count
+        => redis_concurrent_forgivals_and_hits_keep_an_exact_count;
     count_sessions_counts_every_users_unexpired_sessions
         => redis_count_sessions_counts_every_users_unexpired_sessions;
 }
@@ -1659,6 +1669,62 @@ async fn concurrent_hits_each_see_a_distinct_count(stores: Stores) {
     assert_eq!(sorted(counts), (1..=HITS).collect::<Vec<_>>());
     let next = hit(&stores, "alice@example.com|192.0.2.7", at(1)).await;
     assert_eq!(next, attempt(HITS + 1, 59));
+}
+
+async fn forgive(stores: &Stores, key: &str, now: OffsetDateTime) {
+    stores.failures.forgive(key, now).await.expect("forgive");
+}
+
+async fn failure_counter_forgive_takes_back_one_attempt(stores: Stores) {
+    let key = "login-ip:192.0.2.7";
+    let other = "login-ip:192.0.2.8";
+    for _ in 0..3 {
+        hit(&stores, key, at(0)).await;
+    }
+    hit(&stores, other, at(0)).await;
+
+    forgive(&stores, key, at(10)).await;
+
+    // One taken back, from this key only; the window keeps its close.
+    assert_eq!(hit(&stores, key, at(20)).await, attempt(3, 40));
+    assert_eq!(hit(&stores, other, at(20)).await, attempt(2, 40));
+    // Taken back to none, the window is forgotten: the next attempt opens
+    // a new one. Forgiving a key without a window does nothing.
+    for _ in 0..4 {
+        forgive(&stores, key, at(30)).await;
+    }
+    forgive(&stores, "login-ip:never-hit", at(30)).await;
+    assert_eq!(hit(&stores, key, at(30)).await, attempt(1, 60));
+    // A window that has closed is not touched.
+    forgive(&stores, other, at(60)).await;
+    assert_eq!(hit(&stores, other, at(60)).await, attempt(1, 60));
+}
+
+async fn concurrent_forgivals_and_hits_keep_an_exact_count(stores: Stores) {
+    const EACH: u32 = 10;
+    let key = "login-account:alice@example.com";
+    for _ in 0..2 * EACH {
+        hit(&stores, key, at(0)).await;
+    }
+    let start = Arc::new(Barrier::new(2 * EACH as usize));
+    let mut racers = JoinSet::new();
+    for i in 0..2 * EACH {
+        let (stores, start) = (stores.clone(), start.clone());
+        racers.spawn(async move {
+            start.wait().await;
+            if i % 2 == 0 {
+                stores.failures.forgive(key, at(1)).await
+            } else {
+                stores.failures.hit(key, WINDOW, at(1)).await.map(|_| ())
+            }
+        });
+    }
+    while let Some(joined) = racers.join_next().await {
+        joined.expect("a racer finished").expect("hit or forgive");
+    }
+
+    // As many taken back as added: the count is where it was.
+    assert_eq!(hit(&stores, key, at(2)).await, attempt(2 * EACH + 1, 58));
 }
 
 // ---------------------------------------------------------------------------

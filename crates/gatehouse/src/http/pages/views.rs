@@ -211,6 +211,8 @@ pub struct RegisterView<'a> {
     pub email: &'a str,
     pub return_to: &'a ReturnTo,
     pub errors: &'a [FieldError],
+    /// A message about the whole form (the registration budget is spent).
+    pub error: Option<&'a str>,
 }
 
 pub fn register(v: &RegisterView<'_>) -> Markup {
@@ -223,6 +225,7 @@ pub fn register(v: &RegisterView<'_>) -> Markup {
         "Create an account",
         html! {
             h1 { "Create an account" }
+            (alert("register-error", v.error))
             @if !v.errors.is_empty() {
                 p.error.banner role="alert" { "The account was not created: see below." }
             }

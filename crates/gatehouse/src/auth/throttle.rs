@@ -1,0 +1,384 @@
+//! Throttling of password guessing and of registration: the budgets, the
+//! keys they are counted under, and the counting, through the
+//! [`FailureCounter`](crate::store::FailureCounter) (in memory on one node,
+//! shared by every node in PostgreSQL or Redis).
+//!
+//! A password attempt meets three budgets, each a fixed window of
+//! `login_window`, in this order:
+//!
+//! 1. the client network's, `login_max_failures_per_ip` (spraying: one
+//!    address, many accounts);
+//! 2. the (account, client IP) pair's, `login_max_failures` (the contract's);
+//! 3. the account's, `login_max_failures_per_account` (one account, many
+//!    addresses). A client network that holds a live session of the account
+//!    is not held by this one (its pair budget still applies), so a botnet
+//!    cannot lock a user out of the networks they use.
+//!
+//! Each counts the attempt before the password is checked, so a burst of
+//! concurrent guesses cannot pass a gate together. The pair's counts every
+//! attempt and a success resets it (its contract). The network's and the
+//! account's count failures: an attempt that a later budget refuses, that
+//! matches, or that is never checked (a full hashing queue, a store error)
+//! is taken back ([`FailureCounter::forgive`](crate::store::FailureCounter)).
+//!
+//! Registration attempts are counted per client network within
+//! `registration_window`, created or refused alike, before anything is
+//! looked up or hashed: a taken email's 409 must not become a free oracle.
+
+use std::net::IpAddr;
+
+use super::Auth;
+use super::accounts::RegisterError;
+use super::audit::{Actor, EventType};
+use super::sessions::LoginError;
+use super::types::Email;
+use crate::store::Attempt;
+
+/// Which budget refused an attempt: `details.limit` of `login_throttled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Ip,
+    AccountIp,
+    Account,
+}
+
+impl Limit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::AccountIp => "account_ip",
+            Self::Account => "account",
+        }
+    }
+}
+
+/// A password attempt every budget let through, counted in each. Dropped
+/// without [`Auth::attempt_matched`] or [`Auth::attempt_unchecked`], it
+/// stays counted: a failure.
+#[must_use = "an admitted attempt is settled once its password is checked"]
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    ip_key: String,
+    pair_key: String,
+    account_key: String,
+}
+
+/// The network a client address speaks for: an IPv4 address itself (an
+/// IPv4-mapped IPv6 address as the IPv4 one), an IPv6 address its /64, the
+/// least a single subscriber is given and can rotate addresses within at
+/// will. `-` when the address is unknown, so that such clients share one
+/// budget rather than escape it.
+pub(crate) fn client_network(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        None => "-".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
+
+impl Auth {
+    /// Counts a password attempt for `normalised` (the email as typed,
+    /// normalised) from `ip` against every login budget, in order, and
+    /// refuses it with the first one spent. Called before anything is
+    /// hashed.
+    ///
+    /// # Errors
+    /// [`LoginError::Throttled`] with the refusing window's time left;
+    /// [`LoginError::Store`] when a counter cannot be written (fail closed).
+    pub(crate) async fn admit_password_attempt(
+        &self,
+        normalised: &str,
+        parsed: Option<&Email>,
+        ip: Option<IpAddr>,
+    ) -> Result<Admitted, LoginError> {
+        let p = &self.policy;
+        let failures = &self.stores.failures;
+        let now = self.clock.now();
+        let ip_key = format!("login-ip:{}", client_network(ip));
+        let per_ip = failures.hit(&ip_key, p.login_window, now).await?;
+        if per_ip.count > p.login_max_failures_per_ip {
+            // Refused first and cheaply: a sprayer's further guesses cost
+            // one counter write, no lookup and no new key.
+            return Err(self
+                .login_refused(Limit::Ip, per_ip, p.login_max_failures_per_ip, None, ip)
+                .await);
+        }
+        let pair_key = Self::throttle_key(normalised, ip);
+        let pair = failures.hit(&pair_key, p.login_window, now).await?;
+        if pair.count > p.login_max_failures {
+            failures.forgive(&ip_key, now).await?;
+            return Err(self
+                .login_refused(Limit::AccountIp, pair, p.login_max_failures, parsed, ip)
+                .await);
+        }
+        let account_key = format!("login-account:{normalised}");
+        let account = failures.hit(&account_key, p.login_window, now).await?;
+        if account.count > p.login_max_failures_per_account
+            && !self.holds_a_session_from(parsed, ip).await?
+        {
+            failures.forgive(&ip_key, now).await?;
+            return Err(self
+                .login_refused(
+                    Limit::Account,
+                    account,
+                    p.login_max_failures_per_account,
+                    parsed,
+                    ip,
+                )
+                .await);
+        }
+        Ok(Admitted {
+            ip_key,
+            pair_key,
+            account_key,
+        })
+    }
+
+    /// The admitted attempt's password matched an enabled account: the
+    /// pair's count starts over, and the attempt is no failure.
+    ///
+    /// # Errors
+    /// When a counter cannot be written.
+    pub(crate) async fn attempt_matched(&self, admitted: Admitted) -> anyhow::Result<()> {
+        let failures = &self.stores.failures;
+        let now = self.clock.now();
+        failures.reset(&admitted.pair_key).await?;
+        failures.forgive(&admitted.ip_key, now).await?;
+        failures.forgive(&admitted.account_key, now).await
+    }
+
+    /// The admitted attempt's password was never checked (a full hashing
+    /// queue, a store error): it is no failure. Best effort, since the
+    /// request fails anyway; a counter left high errs against the client.
+    pub(crate) async fn attempt_unchecked(&self, admitted: Admitted) {
+        let failures = &self.stores.failures;
+        let now = self.clock.now();
+        for key in [&admitted.ip_key, &admitted.account_key] {
+            if let Err(e) = failures.forgive(key, now).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "taking back an unchecked login attempt failed"
+                );
+            }
+        }
+    }
+
+    /// Whether the account has a live session started from the client's
+    /// network (an unknown email or address has none).
+    async fn holds_a_session_from(
+        &self,
+        email: Option<&Email>,
+        ip: Option<IpAddr>,
+    ) -> anyhow::Result<bool> {
+        let (Some(email), Some(_)) = (email, ip) else {
+            return Ok(false);
+        };
+        let Some(user) = self.stores.users.user_by_email(email).await? else {
+            return Ok(false);
+        };
+        let network = client_network(ip);
+        let sessions = self.live_sessions(user.id).await?;
+        Ok(sessions.iter().any(|s| {
+            s.ip.as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|a| client_network(Some(a)) == network)
+        }))
+    }
+
+    /// Counts a refusal by `limit` and records the first of its window;
+    /// returns the error to answer with.
+    async fn login_refused(
+        &self,
+        limit: Limit,
+        attempt: Attempt,
+        max: u32,
+        email: Option<&Email>,
+        ip: Option<IpAddr>,
+    ) -> LoginError {
+        self.metrics.logins_throttled.increment(1);
+        let throttled = LoginError::Throttled {
+            retry_after: attempt.window_left,
+        };
+        // The first refusal of a window is recorded, not every one: a
+        // guessing script would otherwise write a row per request.
+        if attempt.count != max.saturating_add(1) {
+            return throttled;
+        }
+        let mut event = self
+            .event(EventType::LoginThrottled, Actor::Anonymous)
+            .ip(ip)
+            .detail("limit", limit.as_str())
+            .detail("retry_after_seconds", attempt.window_left.as_secs());
+        // The account when it exists, never the email typed.
+        if let Some(email) = email {
+            match self.stores.users.user_by_email(email).await {
+                Ok(Some(user)) => event = event.user(user.id),
+                Ok(None) => {}
+                Err(e) => return LoginError::Store(e),
+            }
+        }
+        self.record_one(event).await;
+        throttled
+    }
+
+    /// Counts a public registration attempt from `ip` and refuses it once
+    /// the client network's budget is spent. Called before the input is
+    /// judged, looked up or hashed.
+    ///
+    /// # Errors
+    /// [`RegisterError::Throttled`] with the window's time left;
+    /// [`RegisterError::Store`] when the counter cannot be written.
+    pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), RegisterError> {
+        let p = &self.policy;
+        let key = format!("register-ip:{}", client_network(ip));
+        let attempt = self
+            .stores
+            .failures
+            .hit(&key, p.registration_window, self.clock.now())
+            .await?;
+        if attempt.count <= p.registration_max_per_ip {
+            return Ok(());
+        }
+        self.metrics.registrations_throttled.increment(1);
+        if attempt.count == p.registration_max_per_ip.saturating_add(1) {
+            let event = self
+                .event(EventType::RegistrationThrottled, Actor::Anonymous)
+                .ip(ip)
+                .detail("retry_after_seconds", attempt.window_left.as_secs());
+            self.record_one(event).await;
+        }
+        Err(RegisterError::Throttled {
+            retry_after: attempt.window_left,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::auth::ClientMeta;
+    use crate::auth::accounts::Registrar;
+    use crate::auth::types::Password;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn a_client_network_is_an_ipv4_address_or_an_ipv6_64() {
+        let net = |s: &str| client_network(Some(s.parse().expect("ip")));
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(net("2001:db8:1:2::9"), net("2001:db8:1:2:ffff::1"));
+        assert_ne!(net("2001:db8:1:2::9"), net("2001:db8:1:3::9"));
+        assert_eq!(client_network(None), "-");
+    }
+
+    async fn auth(clock: Arc<ManualClock>) -> (Auth, tempfile::TempDir) {
+        crate::auth::test_support::auth(clock, |c| {
+            c.login_max_failures = 2;
+            c.login_max_failures_per_ip = 3;
+            c.login_max_failures_per_account = 3;
+            c.login_window = Duration::from_secs(600);
+            c.registration_max_per_ip = 2;
+            c.registration_window = Duration::from_secs(3600);
+        })
+        .await
+    }
+
+    fn from(ip: &str) -> ClientMeta {
+        ClientMeta {
+            ip: Some(ip.parse().expect("ip")),
+            user_agent: None,
+        }
+    }
+
+    async fn login(auth: &Auth, email: &str, password: &str, ip: &str) -> Result<(), LoginError> {
+        auth.login(email, Password::new(password.into()), &from(ip))
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn the_per_ip_budget_lifts_when_its_window_closes() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = auth(clock.clone()).await;
+        for i in 0..3 {
+            let e = login(&auth, &format!("u{i}@example.com"), "wrong", "192.0.2.1").await;
+            assert!(matches!(e, Err(LoginError::InvalidCredentials)), "{e:?}");
+        }
+        let e = login(&auth, "u9@example.com", "wrong", "192.0.2.1").await;
+        let Err(LoginError::Throttled { retry_after }) = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(retry_after, Duration::from_secs(600));
+
+        clock.advance(Duration::from_secs(600));
+
+        let e = login(&auth, "u9@example.com", "wrong", "192.0.2.1").await;
+        assert!(matches!(e, Err(LoginError::InvalidCredentials)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn attempts_refused_by_a_later_budget_do_not_spend_the_per_ip_one() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = auth(clock).await;
+        // Two failures lock the pair; the refusals after them are taken
+        // back from the address's budget of three.
+        for _ in 0..2 {
+            let e = login(&auth, "a@example.com", "wrong", "192.0.2.1").await;
+            assert!(matches!(e, Err(LoginError::InvalidCredentials)), "{e:?}");
+        }
+        for _ in 0..5 {
+            let e = login(&auth, "a@example.com", "wrong", "192.0.2.1").await;
+            assert!(matches!(e, Err(LoginError::Throttled { .. })), "{e:?}");
+        }
+        let e = login(&auth, "b@example.com", "wrong", "192.0.2.1").await;
+        assert!(
+            matches!(e, Err(LoginError::InvalidCredentials)),
+            "the third failure is checked: {e:?}"
+        );
+        let e = login(&auth, "c@example.com", "wrong", "192.0.2.1").await;
+        assert!(matches!(e, Err(LoginError::Throttled { .. })), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn registration_counts_every_attempt_and_lifts_with_its_window() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = auth(clock.clone()).await;
+        let ip = "192.0.2.1".parse().ok();
+        let public = Registrar::Public { ip };
+        let register = |email: &'static str, password: &'static str| {
+            auth.register(email, password.into(), vec![], public)
+        };
+        assert!(register("a@example.com", "a long passphrase").await.is_ok());
+        // A weak password is an attempt too.
+        let e = register("b@example.com", "short").await;
+        assert!(matches!(e, Err(RegisterError::Invalid(_))), "{e:?}");
+        let e = register("c@example.com", "a long passphrase").await;
+        let Err(RegisterError::Throttled { retry_after }) = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(retry_after, Duration::from_secs(3600));
+        // Operators and admins are not throttled.
+        let by_operator = auth
+            .register(
+                "d@example.com",
+                "a long passphrase".into(),
+                vec![],
+                Registrar::Operator,
+            )
+            .await;
+        assert!(by_operator.is_ok(), "{by_operator:?}");
+
+        clock.advance(Duration::from_secs(3600));
+
+        assert!(register("c@example.com", "a long passphrase").await.is_ok());
+    }
+}
