@@ -29,11 +29,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens `sqlite://PATH`, creating the file if missing, and applies the
-    /// migrations.
+    /// Opens `sqlite://PATH`, creating the file if missing (readable and
+    /// writable by its owner alone), and applies the migrations. Warns when
+    /// the file, its `-wal` or its `-shm` is open to group or others.
     ///
     /// # Errors
-    /// When the file cannot be opened or a migration fails.
+    /// When the file cannot be created or opened, or a migration fails.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "database_url: not a valid sqlite:// URL")?
@@ -42,6 +43,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let mode = url_mode(url);
+        let file = (mode.as_deref() != Some("memory")).then(|| options.get_filename().to_owned());
+        if let Some(file) = &file
+            && mode.as_deref() != Some("ro")
+        {
+            files::create_private(file)
+                .with_context(|| format!("database_url: cannot create {}", file.display()))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -52,6 +61,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("applying the SQLite migrations")?;
+        // After the open, so the `-wal` and `-shm` it made are judged too.
+        if let Some(file) = &file {
+            files::warn_if_exposed(file);
+        }
         Ok(Self { pool })
     }
 
@@ -74,6 +87,89 @@ impl SqliteStore {
             .map(user_from_row)
             .transpose()
     }
+}
+
+/// The `mode` parameter of a `sqlite://` URL (`ro`, `rw`, `rwc`, `memory`).
+fn url_mode(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "mode")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The database file's permissions. It holds the password hashes and,
+/// without `key_encryption_key`, the private signing keys: anyone who can
+/// read it can mint tokens, so it is for the service's user alone.
+mod files {
+    use std::path::Path;
+
+    /// The database file and the two SQLite keeps beside it in WAL mode.
+    #[cfg(unix)]
+    const SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
+
+    /// Creates `path`, empty, with mode 0600 (less if the umask says so),
+    /// unless it exists. `O_CREAT | O_EXCL` with the mode: no moment in
+    /// which the file is open to others, and no symbolic link followed.
+    /// SQLite takes an empty file for an empty database, and creates the
+    /// `-wal`, `-shm` and `-journal` files with exactly the database file's
+    /// mode (`robust_open` in its Unix VFS, whatever the umask), so they
+    /// are private too. The umask is not touched: it is the whole process's,
+    /// and other threads create files meanwhile.
+    ///
+    /// # Errors
+    /// When the file does not exist and cannot be created (such as a
+    /// missing directory: gatehouse does not create directories).
+    #[cfg(unix)]
+    pub(super) fn create_private(path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Warns, once per file, when the database file or its `-wal` or `-shm`
+    /// grants group or others any access, with the command that fixes it.
+    /// An existing file's mode is the operator's: it is reported, never
+    /// changed (docs/operations.md).
+    #[cfg(unix)]
+    pub(super) fn warn_if_exposed(db: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in SUFFIXES {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            // Absolute, so the command works wherever it is run.
+            let path = std::path::absolute(&name).unwrap_or_else(|_| name.into());
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format_args!("{mode:04o}"),
+                    "the database file is open to other users (it holds password hashes and \
+                     signing keys; gatehouse leaves an existing file's mode alone): run \
+                     `chmod 600 {}`",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn create_private(_: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn warn_if_exposed(_: &Path) {}
 }
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<UserRecord> {
@@ -966,5 +1062,40 @@ impl AuditStore for SqliteStore {
             .await
             .context("deleting old audit events")?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_mode_is_read_from_the_query() {
+        assert_eq!(url_mode("sqlite://g.db"), None);
+        assert_eq!(url_mode("sqlite://g.db?mode=ro").as_deref(), Some("ro"));
+        assert_eq!(
+            url_mode("sqlite://g.db?cache=shared&mode=memory").as_deref(),
+            Some("memory")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        let new = dir.path().join("new.db");
+        files::create_private(&new).expect("created");
+        assert_eq!(mode(&new), 0o600);
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        files::create_private(&old).expect("left alone");
+        assert_eq!(mode(&old), 0o644);
+        let missing = dir.path().join("no-such-dir").join("g.db");
+        assert!(files::create_private(&missing).is_err());
     }
 }

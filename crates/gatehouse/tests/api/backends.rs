@@ -457,3 +457,23 @@ where
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn sqlite_database_and_its_wal_and_shm_are_for_the_owner_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = TestApp::spawn().await;
+    // A write, so that the write-ahead log and its index exist.
+    app.logged_in().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = app.db_path.clone().into_os_string();
+        path.push(suffix);
+        let meta =
+            std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.to_string_lossy()));
+        assert_eq!(
+            format!("{:o}", meta.permissions().mode() & 0o777),
+            "600",
+            "{}: the database holds password hashes and signing keys",
+            path.to_string_lossy()
+        );
+    }
+}
