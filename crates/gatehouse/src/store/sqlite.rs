@@ -7,17 +7,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditStore, CreateResourceServerError, CreateUserError, KeyStore, NewUser, RefreshRecord,
-    ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError, SessionRecord,
-    SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
+    AdminChange, AdminChangeError, AuditStore, CreateResourceServerError, CreateUserError,
+    KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog,
+    RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
 use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{
+    Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+};
 use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -327,24 +329,7 @@ impl UserStore for SqliteStore {
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        sqlx::query("INSERT OR IGNORE INTO roles (name) VALUES (?)")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("creating a role")?;
-        sqlx::query("DELETE FROM role_permissions WHERE role = ?")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("clearing a role's permissions")?;
-        for p in permissions {
-            sqlx::query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)")
-                .bind(name.as_str())
-                .bind(p)
-                .execute(&mut *tx)
-                .await
-                .context("granting a permission")?;
-        }
+        put_role_on(&mut tx, name, permissions).await?;
         tx.commit().await.context("committing a role")?;
         Ok(())
     }
@@ -367,58 +352,17 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool> {
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(i64::from(disabled))
-            .bind(id.0.to_string())
-            .execute(&self.pool)
-            .await
-            .context("disabling a user")?;
-        Ok(done.rows_affected() == 1)
+        set_disabled_on(&self.pool, id, disabled).await
     }
 
     async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id.0.to_string())
-            .execute(&self.pool)
-            .await
-            .context("deleting a user")?;
-        Ok(done.rows_affected() == 1)
+        delete_user_on(&self.pool, id).await
     }
 
     async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
-            .bind(id.0.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .context("reading a user")?;
-        if exists.is_none() {
+        if !set_roles_on(&mut tx, id, roles).await? {
             return Ok(false);
-        }
-        sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
-            .bind(id.0.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("clearing a user's roles")?;
-        for role in roles {
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
-            )
-            .bind(id.0.to_string())
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("assigning a role")?;
-            if done.rows_affected() == 0 {
-                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
-                    .bind(role.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .context("reading a role")?;
-                if known.is_none() {
-                    return Err(RolesError::UnknownRole(role.as_str().to_owned()));
-                }
-            }
         }
         tx.commit().await.context("committing a user's roles")?;
         Ok(true)
@@ -448,12 +392,53 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM roles WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&self.pool)
+        delete_role_on(&self.pool, name).await
+    }
+
+    async fn change_keeping_an_admin(
+        &self,
+        change: AdminChange<'_>,
+    ) -> Result<bool, AdminChangeError> {
+        // BEGIN IMMEDIATE takes the database's one write lock before the
+        // first read: such changes, from every process on the file, run one
+        // after the other, and no writer can change what the check reads
+        // before the commit. (A deferred transaction would only take it at
+        // its first write, and fail with SQLITE_BUSY if another writer had
+        // committed since its first read.)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .context("deleting a role")?;
-        Ok(done.rows_affected() == 1)
+            .context("starting a transaction")?;
+        let done = match change {
+            AdminChange::SetRoles(id, roles) => set_roles_on(&mut tx, id, roles).await?,
+            AdminChange::Disable(id) => set_disabled_on(&mut *tx, id, true).await?,
+            AdminChange::DeleteUser(id) => delete_user_on(&mut *tx, id).await?,
+            AdminChange::PutRole(name, permissions) => {
+                put_role_on(&mut tx, name, permissions).await?;
+                true
+            }
+            AdminChange::DeleteRole(name) => delete_role_on(&mut *tx, name).await?,
+        };
+        // Returning drops the transaction, which rolls it back.
+        if !done {
+            return Ok(false);
+        }
+        let admin_remains: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users u \
+             JOIN user_roles ur ON ur.user_id = u.id \
+             JOIN role_permissions rp ON rp.role = ur.role \
+             WHERE u.disabled = 0 AND rp.permission = ?)",
+        )
+        .bind(Permission::ADMIN)
+        .fetch_one(&mut *tx)
+        .await
+        .context("looking for an administrator")?;
+        if !admin_remains {
+            return Err(AdminChangeError::LastAdmin);
+        }
+        tx.commit().await.context("committing a change")?;
+        Ok(true)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -465,6 +450,114 @@ impl UserStore for SqliteStore {
             .context("pinging SQLite")?;
         Ok(())
     }
+}
+
+/// Sets a user's disabled flag; `false` when there is no such user.
+async fn set_disabled_on(
+    db: impl SqliteExecutor<'_>,
+    id: UserId,
+    disabled: bool,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+        .bind(i64::from(disabled))
+        .bind(id.0.to_string())
+        .execute(db)
+        .await
+        .context("disabling a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a user (their roles and sessions go with them, by cascade);
+/// `false` when there was none.
+async fn delete_user_on(db: impl SqliteExecutor<'_>, id: UserId) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM users WHERE id = ?")
+        .bind(id.0.to_string())
+        .execute(db)
+        .await
+        .context("deleting a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a role and its assignments; `false` when there was none.
+async fn delete_role_on(db: impl SqliteExecutor<'_>, name: &RoleName) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM roles WHERE name = ?")
+        .bind(name.as_str())
+        .execute(db)
+        .await
+        .context("deleting a role")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces a user's roles inside the caller's transaction; `false` when
+/// there is no such user, an error naming the first unknown role (the
+/// caller then rolls back).
+async fn set_roles_on(
+    con: &mut SqliteConnection,
+    id: UserId,
+    roles: &[RoleName],
+) -> Result<bool, RolesError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+        .bind(id.0.to_string())
+        .fetch_optional(&mut *con)
+        .await
+        .context("reading a user")?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
+        .bind(id.0.to_string())
+        .execute(&mut *con)
+        .await
+        .context("clearing a user's roles")?;
+    for role in roles {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
+        )
+        .bind(id.0.to_string())
+        .bind(role.as_str())
+        .execute(&mut *con)
+        .await
+        .context("assigning a role")?;
+        if done.rows_affected() == 0 {
+            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
+                .bind(role.as_str())
+                .fetch_optional(&mut *con)
+                .await
+                .context("reading a role")?;
+            if known.is_none() {
+                return Err(RolesError::UnknownRole(role.as_str().to_owned()));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Creates a role or replaces its permissions, inside the caller's
+/// transaction.
+async fn put_role_on(
+    con: &mut SqliteConnection,
+    name: &RoleName,
+    permissions: &[String],
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO roles (name) VALUES (?)")
+        .bind(name.as_str())
+        .execute(&mut *con)
+        .await
+        .context("creating a role")?;
+    sqlx::query("DELETE FROM role_permissions WHERE role = ?")
+        .bind(name.as_str())
+        .execute(&mut *con)
+        .await
+        .context("clearing a role's permissions")?;
+    for p in permissions {
+        sqlx::query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)")
+            .bind(name.as_str())
+            .bind(p)
+            .execute(&mut *con)
+            .await
+            .context("granting a permission")?;
+    }
+    Ok(())
 }
 
 #[async_trait]
