@@ -129,6 +129,8 @@ pub struct Config {
     pub cookie_secure: bool,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
+    /// Most live sessions one user may have; a new one ends the oldest.
+    pub max_sessions_per_user: u32,
     pub access_token_ttl: Duration,
     pub refresh_reuse_grace: Duration,
     pub jwt_alg: JwtAlg,
@@ -177,6 +179,7 @@ impl Default for Config {
             cookie_secure: true,
             session_idle_timeout: Duration::from_secs(24 * 3600),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 3600),
+            max_sessions_per_user: 100,
             access_token_ttl: Duration::from_secs(5 * 60),
             refresh_reuse_grace: Duration::ZERO,
             jwt_alg: JwtAlg::EdDsa,
@@ -214,6 +217,7 @@ const KEYS: &[&str] = &[
     "cookie_secure",
     "session_idle_timeout",
     "session_absolute_timeout",
+    "max_sessions_per_user",
     "access_token_ttl",
     "refresh_reuse_grace",
     "jwt_alg",
@@ -242,6 +246,10 @@ const KEYS: &[&str] = &[
 /// The highest count a throttling budget other than `login_max_failures`
 /// may allow.
 const MAX_LIMIT: u32 = 1_000_000;
+
+/// The highest `max_sessions_per_user`: every login reads the user's
+/// sessions to enforce it, so it bounds that read too.
+const MAX_SESSIONS_PER_USER: i64 = 10_000;
 
 /// Longest configuration file we read; anything bigger is a mistake.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -494,6 +502,18 @@ impl Source {
             self.duration("session_absolute_timeout")?,
             d.session_absolute_timeout,
         )?;
+        let max_sessions_per_user = match self.integer("max_sessions_per_user")? {
+            None => d.max_sessions_per_user,
+            Some(n @ 1..=MAX_SESSIONS_PER_USER) => {
+                u32::try_from(n).unwrap_or(d.max_sessions_per_user)
+            }
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "max_sessions_per_user",
+                    format!("{n} is not between 1 and {MAX_SESSIONS_PER_USER}"),
+                ));
+            }
+        };
         let access_token_ttl = at_least_a_second(
             "access_token_ttl",
             self.duration("access_token_ttl")?,
@@ -700,6 +720,7 @@ impl Source {
             cookie_secure,
             session_idle_timeout,
             session_absolute_timeout,
+            max_sessions_per_user,
             access_token_ttl,
             refresh_reuse_grace,
             jwt_alg,
@@ -884,7 +905,24 @@ mod tests {
         assert!(c.cookie_secure);
         assert_eq!(c.session_idle_timeout, Duration::from_secs(86_400));
         assert_eq!(c.login_max_failures, 5);
+        assert_eq!(c.max_sessions_per_user, 100);
         assert_eq!(c.jwt_alg, JwtAlg::EdDsa);
+    }
+
+    #[test]
+    fn max_sessions_per_user_reads_from_the_file_and_the_environment() {
+        let f = file("max_sessions_per_user = 3\n");
+        let c = Config::from_sources(Some(f.path()), env(&[])).expect("file");
+        assert_eq!(c.max_sessions_per_user, 3);
+        let c = Config::from_sources(
+            Some(f.path()),
+            env(&[("GATEHOUSE_MAX_SESSIONS_PER_USER", "10000")]),
+        )
+        .expect("environment");
+        assert_eq!(c.max_sessions_per_user, 10_000);
+        let f = file("max_sessions_per_user = \"3\"\n");
+        let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("a string");
+        assert_eq!(err.key, "max_sessions_per_user");
     }
 
     #[test]
@@ -909,6 +947,21 @@ mod tests {
             ("GATEHOUSE_LOGIN_WINDOW", "soon", "login_window"),
             ("GATEHOUSE_JWT_LEEWAY", "31s", "jwt_leeway"),
             ("GATEHOUSE_LOGIN_MAX_FAILURES", "0", "login_max_failures"),
+            (
+                "GATEHOUSE_MAX_SESSIONS_PER_USER",
+                "0",
+                "max_sessions_per_user",
+            ),
+            (
+                "GATEHOUSE_MAX_SESSIONS_PER_USER",
+                "10001",
+                "max_sessions_per_user",
+            ),
+            (
+                "GATEHOUSE_MAX_SESSIONS_PER_USER",
+                "many",
+                "max_sessions_per_user",
+            ),
             ("GATEHOUSE_REGISTRATION", "maybe", "registration"),
             ("GATEHOUSE_JWT_ALG", "none", "jwt_alg"),
             ("GATEHOUSE_JWT_HS256_SECRET", "c2hvcnQ=", "jwt_hs256_secret"),

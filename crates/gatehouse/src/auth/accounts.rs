@@ -8,7 +8,7 @@ use super::sessions::{Authenticated, LoginError};
 use super::types::{Email, Password, Permission, RoleName, UserId};
 use super::{Auth, ClientMeta, FieldError, HashError};
 use crate::config::Registration;
-use crate::store::{CreateUserError, NewUser, UserRecord};
+use crate::store::{AdminChange, AdminChangeError, CreateUserError, NewUser, UserRecord};
 
 /// Why an account could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -220,20 +220,29 @@ impl Auth {
         Ok(())
     }
 
-    /// Creates a role or replaces its permissions.
+    /// Creates a role or replaces its permissions. A signed-in
+    /// administrator (the admin API) may not leave no enabled user holding
+    /// `gatehouse:admin`; the command line may.
     ///
     /// # Errors
-    /// Store failures.
+    /// [`AdminChangeError::LastAdmin`]; store failures.
     pub async fn set_role(
         &self,
         name: &RoleName,
         permissions: &[Permission],
         actor: Actor,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AdminChangeError> {
         let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
         perms.sort();
         perms.dedup();
-        self.stores.users.put_role(name, &perms).await?;
+        let users = &self.stores.users;
+        if super::admin::keeps_an_admin(actor) {
+            users
+                .change_keeping_an_admin(AdminChange::PutRole(name, &perms))
+                .await?;
+        } else {
+            users.put_role(name, &perms).await?;
+        }
         self.principals_changed();
         let event = self
             .event(EventType::RoleChanged, actor)

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::Auth;
 use super::audit::{Actor, Ending, EventType};
 use super::types::{RoleName, UserId};
-use crate::store::{RolesError, UserRecord};
+use crate::store::{AdminChange, AdminChangeError, UserRecord};
 
 /// Most users one page may hold.
 pub const MAX_PAGE: u32 = 200;
@@ -34,6 +34,14 @@ pub(crate) fn encode_cursor(id: uuid::Uuid) -> String {
 pub(crate) fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, BadCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
     uuid::Uuid::from_slice(&bytes).map_err(|_| BadCursor)
+}
+
+/// Whether `actor`'s changes to users and roles must leave at least one
+/// enabled user holding `gatehouse:admin`: a signed-in user's (the admin
+/// API's) must, or the last administrator could lock everyone out of it;
+/// the command line's need not, since it is how an operator recovers.
+pub(crate) fn keeps_an_admin(actor: Actor) -> bool {
+    matches!(actor, Actor::User(_))
 }
 
 /// A role and its permissions.
@@ -91,17 +99,27 @@ impl Auth {
     }
 
     /// Disables or enables a user. Disabling ends every session of the user
-    /// and refuses their outstanding access tokens at once.
+    /// and refuses their outstanding access tokens at once. A signed-in
+    /// administrator may not disable the last enabled one.
     ///
     /// # Errors
-    /// Store failures.
+    /// [`AdminChangeError::LastAdmin`]; store failures.
     pub async fn set_disabled(
         &self,
         id: UserId,
         disabled: bool,
         actor: Actor,
-    ) -> anyhow::Result<Option<UserRecord>> {
-        if !self.stores.users.set_disabled(id, disabled).await? {
+    ) -> Result<Option<UserRecord>, AdminChangeError> {
+        let users = &self.stores.users;
+        // Enabling never takes an administrator away.
+        let changed = if disabled && keeps_an_admin(actor) {
+            users
+                .change_keeping_an_admin(AdminChange::Disable(id))
+                .await?
+        } else {
+            users.set_disabled(id, disabled).await?
+        };
+        if !changed {
             return Ok(None);
         }
         self.principals_changed();
@@ -116,22 +134,42 @@ impl Auth {
             self.end_sessions_of(id, None, actor, Ending::UserDisabled)
                 .await?;
         }
-        self.stores.users.user_by_id(id).await
+        Ok(self.stores.users.user_by_id(id).await?)
     }
 
     /// Deletes a user after ending every session of theirs (so their tokens
-    /// are refused at once); `false` when there was no such user.
+    /// are refused at once); `false` when there was no such user. A
+    /// signed-in administrator may not delete the last enabled one: then
+    /// nothing happens at all.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn delete_user(&self, id: UserId, actor: Actor) -> anyhow::Result<bool> {
-        if !self.stores.users.set_disabled(id, true).await? {
+    /// [`AdminChangeError::LastAdmin`]; store failures.
+    pub async fn delete_user(&self, id: UserId, actor: Actor) -> Result<bool, AdminChangeError> {
+        let users = &self.stores.users;
+        let guarded = keeps_an_admin(actor);
+        // Disabled first, so no new session can start meanwhile; for the
+        // last administrator that is where the refusal comes, before any
+        // session ends.
+        let disabled = if guarded {
+            users
+                .change_keeping_an_admin(AdminChange::Disable(id))
+                .await?
+        } else {
+            users.set_disabled(id, true).await?
+        };
+        if !disabled {
             return Ok(false);
         }
         self.principals_changed();
         self.end_sessions_of(id, None, actor, Ending::UserDeleted)
             .await?;
-        let deleted = self.stores.users.delete_user(id).await?;
+        let deleted = if guarded {
+            users
+                .change_keeping_an_admin(AdminChange::DeleteUser(id))
+                .await?
+        } else {
+            users.delete_user(id).await?
+        };
         self.principals_changed();
         if deleted {
             let event = self.event(EventType::UserDeleted, actor).user(id);
@@ -142,17 +180,28 @@ impl Auth {
 
     /// Replaces a user's roles. Gatehouse's own decisions see the change at
     /// once (on other nodes within `principals::FRESH_FOR`); services that
-    /// verify access tokens themselves at the token's next refresh.
+    /// verify access tokens themselves at the token's next refresh. A
+    /// signed-in administrator may not take `gatehouse:admin` from the last
+    /// enabled user holding it.
     ///
     /// # Errors
-    /// [`RolesError::UnknownRole`] names the first role that does not exist.
+    /// [`AdminChangeError::UnknownRole`] names the first role that does not
+    /// exist; [`AdminChangeError::LastAdmin`]; store failures.
     pub async fn set_user_roles(
         &self,
         id: UserId,
         roles: &[RoleName],
         actor: Actor,
-    ) -> Result<Option<UserRecord>, RolesError> {
-        if !self.stores.users.set_roles(id, roles).await? {
+    ) -> Result<Option<UserRecord>, AdminChangeError> {
+        let users = &self.stores.users;
+        let changed = if keeps_an_admin(actor) {
+            users
+                .change_keeping_an_admin(AdminChange::SetRoles(id, roles))
+                .await?
+        } else {
+            users.set_roles(id, roles).await?
+        };
+        if !changed {
             return Ok(None);
         }
         self.principals_changed();
@@ -182,12 +231,25 @@ impl Auth {
             .collect())
     }
 
-    /// Deletes a role; its holders lose its permissions at once.
+    /// Deletes a role; its holders lose its permissions at once. A
+    /// signed-in administrator may not delete the last role granting
+    /// `gatehouse:admin` to an enabled user.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn delete_role(&self, name: &RoleName, actor: Actor) -> anyhow::Result<bool> {
-        let deleted = self.stores.users.delete_role(name).await?;
+    /// [`AdminChangeError::LastAdmin`]; store failures.
+    pub async fn delete_role(
+        &self,
+        name: &RoleName,
+        actor: Actor,
+    ) -> Result<bool, AdminChangeError> {
+        let users = &self.stores.users;
+        let deleted = if keeps_an_admin(actor) {
+            users
+                .change_keeping_an_admin(AdminChange::DeleteRole(name))
+                .await?
+        } else {
+            users.delete_role(name).await?
+        };
         self.principals_changed();
         if deleted {
             let event = self

@@ -154,6 +154,9 @@ pub enum Ending {
     RefreshReuse,
     /// Idle or absolute expiry, found on use.
     Expired,
+    /// A new session of the user went past `max_sessions_per_user`, and
+    /// this was their oldest.
+    SessionLimit,
 }
 
 impl Ending {
@@ -168,6 +171,7 @@ impl Ending {
             Self::UserDeleted => "user_deleted",
             Self::RefreshReuse => "refresh_reuse",
             Self::Expired => "expired",
+            Self::SessionLimit => "session_limit",
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Policy {
     pub registration: Registration,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
+    /// Most live sessions one user may have (`max_sessions_per_user`).
+    pub max_sessions_per_user: u32,
     pub login_max_failures: u32,
     pub login_window: Duration,
     pub login_max_failures_per_ip: u32,
@@ -56,6 +58,7 @@ impl Policy {
             registration: config.registration,
             session_idle_timeout: config.session_idle_timeout,
             session_absolute_timeout: config.session_absolute_timeout,
+            max_sessions_per_user: config.max_sessions_per_user,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
             // Never below the pair's budget, as `Config::load` ensures (also

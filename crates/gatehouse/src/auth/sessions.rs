@@ -199,7 +199,8 @@ impl Auth {
         Ok((user, matched))
     }
 
-    /// Creates a session for an authenticated user.
+    /// Creates a session for an authenticated user, then ends their oldest
+    /// live sessions beyond `max_sessions_per_user`, as any ending goes.
     ///
     /// # Errors
     /// When the OS RNG or the store fails.
@@ -225,7 +226,38 @@ impl Auth {
         if let Some(shared) = &self.shared {
             shared.cache.put(record.clone(), now);
         }
+        self.end_sessions_over_the_limit(user.id, record.id, now)
+            .await?;
         Ok(NewSession { record, secret })
+    }
+
+    /// Ends the user's oldest live sessions (by creation) until at most
+    /// `max_sessions_per_user` remain with `new` among them, each as any
+    /// ending goes: revoked on every node at once, recorded as
+    /// `session_ended` with reason `session_limit`. Sessions past their
+    /// expiry are not counted (the sweeper deletes them).
+    ///
+    /// Counted after the insert, so of concurrent logins the last to read
+    /// sees every new session: the limit may be passed for the moment
+    /// between, never for good. A store failure here fails the login; the
+    /// session just stored is then unknown to anyone and expires unused.
+    async fn end_sessions_over_the_limit(
+        &self,
+        user_id: UserId,
+        new: SessionId,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        // `new` is one of the allowed; the rest may fill the others.
+        let others_allowed = (self.policy.max_sessions_per_user as usize).saturating_sub(1);
+        // Oldest first, as the store returns them.
+        let mut others = self.stores.sessions.sessions_of(user_id).await?;
+        others.retain(|s| s.id != new && self.is_live(s, now));
+        let excess = others.len().saturating_sub(others_allowed);
+        for old in &others[..excess] {
+            self.end_session(user_id, old.id, Actor::System, Ending::SessionLimit)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Recognises a session from its secret: `None` when unknown, expired
@@ -574,6 +606,76 @@ mod tests {
                 .await
                 .expect("ok")
                 .is_empty()
+        );
+    }
+
+    /// A password login of the user `logged_in` registered, then a second
+    /// on the clock, so that each session is younger than the last.
+    async fn login_again(auth: &Auth, clock: &ManualClock) -> NewSession {
+        let (_, s) = auth
+            .login(
+                "a@example.com",
+                Password::new("a long passphrase".into()),
+                &ClientMeta::default(),
+            )
+            .await
+            .expect("login");
+        clock.advance(Duration::from_secs(1));
+        s
+    }
+
+    /// The `session_ended` events about the user: session, actor, reason.
+    async fn endings(auth: &Auth, user_id: UserId) -> Vec<(Option<SessionId>, Actor, String)> {
+        let page = auth
+            .audit_events(Some(user_id), Some(EventType::SessionEnded), None, 10)
+            .await
+            .expect("store")
+            .expect("no cursor");
+        page.events
+            .iter()
+            .map(|e| {
+                let reason = e.details["reason"].as_str().unwrap_or_default();
+                (e.session_id, e.actor, reason.to_owned())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_login_past_the_limit_ends_the_oldest_live_sessions_only() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let (auth, _dir) = crate::auth::test_support::auth(clock.clone(), |c| {
+            c.session_idle_timeout = Duration::from_secs(600);
+            c.max_sessions_per_user = 2;
+        })
+        .await;
+        let idle = logged_in(&auth).await;
+        let user_id = idle.record.user_id;
+        // Idle past its timeout, not yet swept: it no longer counts.
+        clock.advance(Duration::from_secs(601));
+        let oldest = login_again(&auth, &clock).await;
+        let newer = login_again(&auth, &clock).await;
+        assert_eq!(auth.live_sessions(user_id).await.expect("ok").len(), 2);
+        assert!(endings(&auth, user_id).await.is_empty(), "two live fit");
+
+        let newest = login_again(&auth, &clock).await;
+
+        let live: Vec<SessionId> = auth
+            .live_sessions(user_id)
+            .await
+            .expect("ok")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(live, [newer.record.id, newest.record.id]);
+        assert!(auth.revocations.is_revoked(oldest.record.id));
+        assert!(!auth.revocations.is_revoked(idle.record.id));
+        assert_eq!(
+            endings(&auth, user_id).await,
+            [(
+                Some(oldest.record.id),
+                Actor::System,
+                "session_limit".to_owned()
+            )]
         );
     }
 

@@ -22,7 +22,7 @@ use crate::auth::audit::{Actor, AuditEvent, Ending, EventType};
 use crate::auth::feed::CreateResourceServerFailure;
 use crate::auth::types::{Permission, ResourceServerId, RoleName, UserId};
 use crate::error::{Error, unavailable};
-use crate::store::{ResourceServerRecord, RolesError};
+use crate::store::{AdminChangeError, ResourceServerRecord};
 
 /// Users per page when the client does not say.
 const DEFAULT_PAGE: u32 = 50;
@@ -191,13 +191,17 @@ fn role_names(raw: &[String]) -> Result<Vec<RoleName>, Error> {
         .collect()
 }
 
-fn roles_error(e: RolesError) -> Error {
+fn admin_change_error(e: AdminChangeError) -> Error {
     match e {
-        RolesError::UnknownRole(r) => Error::Invalid(vec![FieldError::new(
+        AdminChangeError::LastAdmin => Error::Conflict(
+            "The change would leave no enabled user holding gatehouse:admin; \
+             grant it to another user first.",
+        ),
+        AdminChangeError::UnknownRole(r) => Error::Invalid(vec![FieldError::new(
             "roles",
             format!("unknown role {r:?}"),
         )]),
-        RolesError::Store(e) => unavailable(e),
+        AdminChangeError::Store(e) => unavailable(e),
     }
 }
 
@@ -484,6 +488,7 @@ struct PatchUser {
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::LastAdmin),
         (status = 413, response = oa::PayloadTooLarge),
         (status = 415, response = oa::UnsupportedMediaType),
         (status = 503, response = oa::Unavailable),
@@ -499,7 +504,7 @@ async fn patch_user(
         .auth
         .set_disabled(user_id(&id)?, req.disabled, admin.actor())
         .await
-        .map_err(unavailable)?
+        .map_err(admin_change_error)?
         .ok_or(Error::NotFound)?;
     Ok(UserResponse::of(&user))
 }
@@ -517,6 +522,7 @@ async fn patch_user(
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::LastAdmin),
         (status = 503, response = oa::Unavailable),
     )
 )]
@@ -529,7 +535,7 @@ async fn delete_user(
         .auth
         .delete_user(user_id(&id)?, admin.actor())
         .await
-        .map_err(unavailable)?
+        .map_err(admin_change_error)?
     {
         return Err(Error::NotFound);
     }
@@ -560,6 +566,7 @@ struct SetRoles {
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::LastAdmin),
         (status = 413, response = oa::PayloadTooLarge),
         (status = 415, response = oa::UnsupportedMediaType),
         (status = 422, response = oa::Validation),
@@ -578,7 +585,7 @@ async fn set_user_roles(
         .auth
         .set_user_roles(id, &roles, admin.actor())
         .await
-        .map_err(roles_error)?
+        .map_err(admin_change_error)?
         .ok_or(Error::NotFound)?;
     Ok(UserResponse::of(&user))
 }
@@ -671,6 +678,7 @@ struct PutRole {
         (status = 400, response = oa::BadRequest),
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
+        (status = 409, response = oa::LastAdmin),
         (status = 413, response = oa::PayloadTooLarge),
         (status = 415, response = oa::UnsupportedMediaType),
         (status = 422, response = oa::Validation),
@@ -696,7 +704,7 @@ async fn put_role(
         .auth
         .set_role(&name, &permissions, admin.actor())
         .await
-        .map_err(unavailable)?;
+        .map_err(admin_change_error)?;
     let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
     perms.sort_unstable();
     perms.dedup();
@@ -721,6 +729,7 @@ async fn put_role(
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::LastAdmin),
         (status = 503, response = oa::Unavailable),
     )
 )]
@@ -734,7 +743,7 @@ async fn delete_role(
         .auth
         .delete_role(&name, admin.actor())
         .await
-        .map_err(unavailable)?
+        .map_err(admin_change_error)?
     {
         return Err(Error::NotFound);
     }

@@ -82,7 +82,7 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     components(
         schemas(Problem, FieldProblem, ReadyChecks),
         responses(
-            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, LastAdmin, PayloadTooLarge,
             UnsupportedMediaType, Validation, Throttled, Unavailable,
             PageRedirect, PageError,
         ),
@@ -283,6 +283,7 @@ problem_responses! {
     Forbidden: "The caller may not do this: a missing permission, closed registration, or a cookie-authenticated write from a foreign Origin.";
     NotFound: "No such resource (an unknown id, or one of another user's: the same answer).";
     Conflict: "The name or email is taken.";
+    LastAdmin: "The change would leave no enabled user holding gatehouse:admin (through the API; the command line may).";
     PayloadTooLarge: "The body exceeds 64 KiB.";
     UnsupportedMediaType: "The body is not sent as application/json.";
     Validation: "Input that parses but breaks a rule; `errors` names the fields.";

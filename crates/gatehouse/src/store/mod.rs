@@ -60,6 +60,41 @@ pub enum RolesError {
     Store(#[from] anyhow::Error),
 }
 
+/// A change to users or roles that can take `gatehouse:admin` from
+/// someone, as [`UserStore::change_keeping_an_admin`] applies it; each does
+/// what the `UserStore` method of its name does.
+#[derive(Debug, Clone, Copy)]
+pub enum AdminChange<'a> {
+    SetRoles(UserId, &'a [RoleName]),
+    /// `set_disabled(id, true)`.
+    Disable(UserId),
+    DeleteUser(UserId),
+    PutRole(&'a RoleName, &'a [String]),
+    DeleteRole(&'a RoleName),
+}
+
+/// Why a change to users or roles was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminChangeError {
+    /// It would have left no enabled user holding `gatehouse:admin`.
+    #[error("the change would leave no enabled user holding gatehouse:admin")]
+    LastAdmin,
+    /// A role to assign does not exist (role assignments only).
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<RolesError> for AdminChangeError {
+    fn from(e: RolesError) -> Self {
+        match e {
+            RolesError::UnknownRole(r) => Self::UnknownRole(r),
+            RolesError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 /// A stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -124,6 +159,21 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Deletes a role (and its assignments); `false` when there was none.
     async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool>;
+
+    /// Makes `change` only if, afterwards, at least one enabled user still
+    /// holds the permission `gatehouse:admin` (through a role); otherwise
+    /// changes nothing and answers [`AdminChangeError::LastAdmin`]. `false`
+    /// when the user or role does not exist (never for `PutRole`).
+    ///
+    /// The change and the check are one transaction, serialised with every
+    /// other call of this method on the same database, from any process or
+    /// node: of two changes that would each leave an administrator but
+    /// together none (two administrators demoting each other at once), the
+    /// second is refused. The plain methods above are not held to this.
+    async fn change_keeping_an_admin(
+        &self,
+        change: AdminChange<'_>,
+    ) -> Result<bool, AdminChangeError>;
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> anyhow::Result<()>;

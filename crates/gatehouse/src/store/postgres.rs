@@ -9,17 +9,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Attempt, AuditStore, CreateResourceServerError, CreateUserError, FailureCounter, KeyStore,
-    NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError,
-    SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
+    AdminChange, AdminChangeError, Attempt, AuditStore, CreateResourceServerError, CreateUserError,
+    FailureCounter, KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore,
+    RevocationLog, RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore,
+    log_from_rows,
 };
 use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{
+    Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+};
 use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -240,7 +243,7 @@ const SESSION_COLUMNS: &str =
 /// Assigns the (distinct) roles that exist, inside the caller's transaction;
 /// the first of `roles` that does not exist, if any.
 async fn assign_roles(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     user_id: UserId,
     roles: &[&str],
 ) -> anyhow::Result<Option<String>> {
@@ -255,7 +258,7 @@ async fn assign_roles(
     )
     .bind(user_id.0)
     .bind(roles)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await
     .context("assigning roles")?;
     Ok(roles
@@ -346,33 +349,7 @@ impl UserStore for PgStore {
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        sqlx::query("INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("creating a role")?;
-        // Two concurrent replacements of one role must not merge: the row
-        // lock makes the second wait for the first, then replace it. (NO KEY
-        // UPDATE does not block the key-share locks of role assignments.)
-        sqlx::query("SELECT 1 FROM roles WHERE name = $1 FOR NO KEY UPDATE")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("locking a role")?;
-        sqlx::query("DELETE FROM role_permissions WHERE role = $1")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("clearing a role's permissions")?;
-        sqlx::query(
-            "INSERT INTO role_permissions (role, permission) \
-             SELECT $1, p FROM unnest($2::text[]) AS p ON CONFLICT DO NOTHING",
-        )
-        .bind(name.as_str())
-        .bind(permissions)
-        .execute(&mut *tx)
-        .await
-        .context("granting permissions")?;
+        put_role_on(&mut tx, name, permissions).await?;
         tx.commit().await.context("committing a role")?;
         Ok(())
     }
@@ -399,44 +376,17 @@ impl UserStore for PgStore {
     }
 
     async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool> {
-        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
-            .bind(disabled)
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
-            .context("disabling a user")?;
-        Ok(done.rows_affected() == 1)
+        set_disabled_on(&self.pool, id, disabled).await
     }
 
     async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
-            .context("deleting a user")?;
-        Ok(done.rows_affected() == 1)
+        delete_user_on(&self.pool, id).await
     }
 
     async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        // The row lock serialises concurrent replacements of one user's
-        // roles, which would otherwise end as their union.
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("reading a user")?;
-        if exists.is_none() {
+        if !set_roles_on(&mut tx, id, roles).await? {
             return Ok(false);
-        }
-        sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .context("clearing a user's roles")?;
-        if let Some(unknown) = assign_roles(&mut tx, id, &distinct_roles(roles)).await? {
-            return Err(RolesError::UnknownRole(unknown));
         }
         tx.commit().await.context("committing a user's roles")?;
         Ok(true)
@@ -454,12 +404,56 @@ impl UserStore for PgStore {
     }
 
     async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM roles WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&self.pool)
+        delete_role_on(&self.pool, name).await
+    }
+
+    async fn change_keeping_an_admin(
+        &self,
+        change: AdminChange<'_>,
+    ) -> Result<bool, AdminChangeError> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        // One lock, held to the end of the transaction, taken by every such
+        // change on every node: they run one after the other. Each statement
+        // after it reads a snapshot taken once the lock was granted (READ
+        // COMMITTED), so the check sees what every earlier holder committed,
+        // and of two administrators demoting each other the second finds
+        // none left. (A SERIALIZABLE transaction would catch the same write
+        // skew, but as a failure to retry.)
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(ADMIN_LOCK.0)
+            .bind(ADMIN_LOCK.1)
+            .execute(&mut *tx)
             .await
-            .context("deleting a role")?;
-        Ok(done.rows_affected() == 1)
+            .context("waiting for the administrators' lock")?;
+        let done = match change {
+            AdminChange::SetRoles(id, roles) => set_roles_on(&mut tx, id, roles).await?,
+            AdminChange::Disable(id) => set_disabled_on(&mut *tx, id, true).await?,
+            AdminChange::DeleteUser(id) => delete_user_on(&mut *tx, id).await?,
+            AdminChange::PutRole(name, permissions) => {
+                put_role_on(&mut tx, name, permissions).await?;
+                true
+            }
+            AdminChange::DeleteRole(name) => delete_role_on(&mut *tx, name).await?,
+        };
+        // Returning drops the transaction, which rolls it back.
+        if !done {
+            return Ok(false);
+        }
+        let admin_remains: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users u \
+             JOIN user_roles ur ON ur.user_id = u.id \
+             JOIN role_permissions rp ON rp.role = ur.role \
+             WHERE NOT u.disabled AND rp.permission = $1)",
+        )
+        .bind(Permission::ADMIN)
+        .fetch_one(&mut *tx)
+        .await
+        .context("looking for an administrator")?;
+        if !admin_remains {
+            return Err(AdminChangeError::LastAdmin);
+        }
+        tx.commit().await.context("committing a change")?;
+        Ok(true)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -471,6 +465,114 @@ impl UserStore for PgStore {
             .context("pinging PostgreSQL")?;
         Ok(())
     }
+}
+
+/// The advisory lock of [`UserStore::change_keeping_an_admin`]: the
+/// two-key form ("gate", 1), whose key space is apart from the one-key
+/// form's that sqlx's migration lock uses.
+const ADMIN_LOCK: (i32, i32) = (0x6761_7465, 1);
+
+/// Sets a user's disabled flag; `false` when there is no such user.
+async fn set_disabled_on(
+    db: impl PgExecutor<'_>,
+    id: UserId,
+    disabled: bool,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+        .bind(disabled)
+        .bind(id.0)
+        .execute(db)
+        .await
+        .context("disabling a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a user (their roles and sessions go with them, by cascade);
+/// `false` when there was none.
+async fn delete_user_on(db: impl PgExecutor<'_>, id: UserId) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id.0)
+        .execute(db)
+        .await
+        .context("deleting a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a role and its assignments; `false` when there was none.
+async fn delete_role_on(db: impl PgExecutor<'_>, name: &RoleName) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM roles WHERE name = $1")
+        .bind(name.as_str())
+        .execute(db)
+        .await
+        .context("deleting a role")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces a user's roles inside the caller's transaction; `false` when
+/// there is no such user, an error naming the first unknown role (the
+/// caller then rolls back).
+async fn set_roles_on(
+    tx: &mut PgConnection,
+    id: UserId,
+    roles: &[RoleName],
+) -> Result<bool, RolesError> {
+    // The row lock serialises concurrent replacements of one user's
+    // roles, which would otherwise end as their union.
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading a user")?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .context("clearing a user's roles")?;
+    if let Some(unknown) = assign_roles(tx, id, &distinct_roles(roles)).await? {
+        return Err(RolesError::UnknownRole(unknown));
+    }
+    Ok(true)
+}
+
+/// Creates a role or replaces its permissions, inside the caller's
+/// transaction.
+async fn put_role_on(
+    tx: &mut PgConnection,
+    name: &RoleName,
+    permissions: &[String],
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("creating a role")?;
+    // Two concurrent replacements of one role must not merge: the row
+    // lock makes the second wait for the first, then replace it. (NO KEY
+    // UPDATE does not block the key-share locks of role assignments.)
+    sqlx::query("SELECT 1 FROM roles WHERE name = $1 FOR NO KEY UPDATE")
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("locking a role")?;
+    sqlx::query("DELETE FROM role_permissions WHERE role = $1")
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("clearing a role's permissions")?;
+    sqlx::query(
+        "INSERT INTO role_permissions (role, permission) \
+         SELECT $1, p FROM unnest($2::text[]) AS p ON CONFLICT DO NOTHING",
+    )
+    .bind(name.as_str())
+    .bind(permissions)
+    .execute(&mut *tx)
+    .await
+    .context("granting permissions")?;
+    Ok(())
 }
 
 #[async_trait]

@@ -7,17 +7,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditStore, CreateResourceServerError, CreateUserError, KeyStore, NewUser, RefreshRecord,
-    ResourceServerRecord, ResourceServerStore, RevocationLog, RolesError, SessionRecord,
-    SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
+    AdminChange, AdminChangeError, AuditStore, CreateResourceServerError, CreateUserError,
+    KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog,
+    RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
 use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
+use crate::auth::types::{
+    Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+};
 use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,11 +31,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens `sqlite://PATH`, creating the file if missing, and applies the
-    /// migrations.
+    /// Opens `sqlite://PATH`, creating the file if missing (readable and
+    /// writable by its owner alone), and applies the migrations. Warns when
+    /// the file, its `-wal` or its `-shm` is open to group or others.
     ///
     /// # Errors
-    /// When the file cannot be opened or a migration fails.
+    /// When the file cannot be created or opened, or a migration fails.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "database_url: not a valid sqlite:// URL")?
@@ -42,6 +45,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let mode = url_mode(url);
+        let file = (mode.as_deref() != Some("memory")).then(|| options.get_filename().to_owned());
+        if let Some(file) = &file
+            && mode.as_deref() != Some("ro")
+        {
+            files::create_private(file)
+                .with_context(|| format!("database_url: cannot create {}", file.display()))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -52,6 +63,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("applying the SQLite migrations")?;
+        // After the open, so the `-wal` and `-shm` it made are judged too.
+        if let Some(file) = &file {
+            files::warn_if_exposed(file);
+        }
         Ok(Self { pool })
     }
 
@@ -74,6 +89,89 @@ impl SqliteStore {
             .map(user_from_row)
             .transpose()
     }
+}
+
+/// The `mode` parameter of a `sqlite://` URL (`ro`, `rw`, `rwc`, `memory`).
+fn url_mode(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "mode")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The database file's permissions. It holds the password hashes and,
+/// without `key_encryption_key`, the private signing keys: anyone who can
+/// read it can mint tokens, so it is for the service's user alone.
+mod files {
+    use std::path::Path;
+
+    /// The database file and the two SQLite keeps beside it in WAL mode.
+    #[cfg(unix)]
+    const SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
+
+    /// Creates `path`, empty, with mode 0600 (less if the umask says so),
+    /// unless it exists. `O_CREAT | O_EXCL` with the mode: no moment in
+    /// which the file is open to others, and no symbolic link followed.
+    /// SQLite takes an empty file for an empty database, and creates the
+    /// `-wal`, `-shm` and `-journal` files with exactly the database file's
+    /// mode (`robust_open` in its Unix VFS, whatever the umask), so they
+    /// are private too. The umask is not touched: it is the whole process's,
+    /// and other threads create files meanwhile.
+    ///
+    /// # Errors
+    /// When the file does not exist and cannot be created (such as a
+    /// missing directory: gatehouse does not create directories).
+    #[cfg(unix)]
+    pub(super) fn create_private(path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Warns, once per file, when the database file or its `-wal` or `-shm`
+    /// grants group or others any access, with the command that fixes it.
+    /// An existing file's mode is the operator's: it is reported, never
+    /// changed (docs/operations.md).
+    #[cfg(unix)]
+    pub(super) fn warn_if_exposed(db: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in SUFFIXES {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            // Absolute, so the command works wherever it is run.
+            let path = std::path::absolute(&name).unwrap_or_else(|_| name.into());
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format_args!("{mode:04o}"),
+                    "the database file is open to other users (it holds password hashes and \
+                     signing keys; gatehouse leaves an existing file's mode alone): run \
+                     `chmod 600 {}`",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn create_private(_: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn warn_if_exposed(_: &Path) {}
 }
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<UserRecord> {
@@ -231,24 +329,7 @@ impl UserStore for SqliteStore {
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        sqlx::query("INSERT OR IGNORE INTO roles (name) VALUES (?)")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("creating a role")?;
-        sqlx::query("DELETE FROM role_permissions WHERE role = ?")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("clearing a role's permissions")?;
-        for p in permissions {
-            sqlx::query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)")
-                .bind(name.as_str())
-                .bind(p)
-                .execute(&mut *tx)
-                .await
-                .context("granting a permission")?;
-        }
+        put_role_on(&mut tx, name, permissions).await?;
         tx.commit().await.context("committing a role")?;
         Ok(())
     }
@@ -271,58 +352,17 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool> {
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(i64::from(disabled))
-            .bind(id.0.to_string())
-            .execute(&self.pool)
-            .await
-            .context("disabling a user")?;
-        Ok(done.rows_affected() == 1)
+        set_disabled_on(&self.pool, id, disabled).await
     }
 
     async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id.0.to_string())
-            .execute(&self.pool)
-            .await
-            .context("deleting a user")?;
-        Ok(done.rows_affected() == 1)
+        delete_user_on(&self.pool, id).await
     }
 
     async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
-            .bind(id.0.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .context("reading a user")?;
-        if exists.is_none() {
+        if !set_roles_on(&mut tx, id, roles).await? {
             return Ok(false);
-        }
-        sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
-            .bind(id.0.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("clearing a user's roles")?;
-        for role in roles {
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
-            )
-            .bind(id.0.to_string())
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("assigning a role")?;
-            if done.rows_affected() == 0 {
-                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
-                    .bind(role.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .context("reading a role")?;
-                if known.is_none() {
-                    return Err(RolesError::UnknownRole(role.as_str().to_owned()));
-                }
-            }
         }
         tx.commit().await.context("committing a user's roles")?;
         Ok(true)
@@ -352,12 +392,53 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM roles WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&self.pool)
+        delete_role_on(&self.pool, name).await
+    }
+
+    async fn change_keeping_an_admin(
+        &self,
+        change: AdminChange<'_>,
+    ) -> Result<bool, AdminChangeError> {
+        // BEGIN IMMEDIATE takes the database's one write lock before the
+        // first read: such changes, from every process on the file, run one
+        // after the other, and no writer can change what the check reads
+        // before the commit. (A deferred transaction would only take it at
+        // its first write, and fail with SQLITE_BUSY if another writer had
+        // committed since its first read.)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .context("deleting a role")?;
-        Ok(done.rows_affected() == 1)
+            .context("starting a transaction")?;
+        let done = match change {
+            AdminChange::SetRoles(id, roles) => set_roles_on(&mut tx, id, roles).await?,
+            AdminChange::Disable(id) => set_disabled_on(&mut *tx, id, true).await?,
+            AdminChange::DeleteUser(id) => delete_user_on(&mut *tx, id).await?,
+            AdminChange::PutRole(name, permissions) => {
+                put_role_on(&mut tx, name, permissions).await?;
+                true
+            }
+            AdminChange::DeleteRole(name) => delete_role_on(&mut *tx, name).await?,
+        };
+        // Returning drops the transaction, which rolls it back.
+        if !done {
+            return Ok(false);
+        }
+        let admin_remains: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users u \
+             JOIN user_roles ur ON ur.user_id = u.id \
+             JOIN role_permissions rp ON rp.role = ur.role \
+             WHERE u.disabled = 0 AND rp.permission = ?)",
+        )
+        .bind(Permission::ADMIN)
+        .fetch_one(&mut *tx)
+        .await
+        .context("looking for an administrator")?;
+        if !admin_remains {
+            return Err(AdminChangeError::LastAdmin);
+        }
+        tx.commit().await.context("committing a change")?;
+        Ok(true)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -369,6 +450,114 @@ impl UserStore for SqliteStore {
             .context("pinging SQLite")?;
         Ok(())
     }
+}
+
+/// Sets a user's disabled flag; `false` when there is no such user.
+async fn set_disabled_on(
+    db: impl SqliteExecutor<'_>,
+    id: UserId,
+    disabled: bool,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+        .bind(i64::from(disabled))
+        .bind(id.0.to_string())
+        .execute(db)
+        .await
+        .context("disabling a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a user (their roles and sessions go with them, by cascade);
+/// `false` when there was none.
+async fn delete_user_on(db: impl SqliteExecutor<'_>, id: UserId) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM users WHERE id = ?")
+        .bind(id.0.to_string())
+        .execute(db)
+        .await
+        .context("deleting a user")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a role and its assignments; `false` when there was none.
+async fn delete_role_on(db: impl SqliteExecutor<'_>, name: &RoleName) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM roles WHERE name = ?")
+        .bind(name.as_str())
+        .execute(db)
+        .await
+        .context("deleting a role")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces a user's roles inside the caller's transaction; `false` when
+/// there is no such user, an error naming the first unknown role (the
+/// caller then rolls back).
+async fn set_roles_on(
+    con: &mut SqliteConnection,
+    id: UserId,
+    roles: &[RoleName],
+) -> Result<bool, RolesError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+        .bind(id.0.to_string())
+        .fetch_optional(&mut *con)
+        .await
+        .context("reading a user")?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
+        .bind(id.0.to_string())
+        .execute(&mut *con)
+        .await
+        .context("clearing a user's roles")?;
+    for role in roles {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO user_roles (user_id, role) SELECT ?, name FROM roles WHERE name = ?",
+        )
+        .bind(id.0.to_string())
+        .bind(role.as_str())
+        .execute(&mut *con)
+        .await
+        .context("assigning a role")?;
+        if done.rows_affected() == 0 {
+            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
+                .bind(role.as_str())
+                .fetch_optional(&mut *con)
+                .await
+                .context("reading a role")?;
+            if known.is_none() {
+                return Err(RolesError::UnknownRole(role.as_str().to_owned()));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Creates a role or replaces its permissions, inside the caller's
+/// transaction.
+async fn put_role_on(
+    con: &mut SqliteConnection,
+    name: &RoleName,
+    permissions: &[String],
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO roles (name) VALUES (?)")
+        .bind(name.as_str())
+        .execute(&mut *con)
+        .await
+        .context("creating a role")?;
+    sqlx::query("DELETE FROM role_permissions WHERE role = ?")
+        .bind(name.as_str())
+        .execute(&mut *con)
+        .await
+        .context("clearing a role's permissions")?;
+    for p in permissions {
+        sqlx::query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)")
+            .bind(name.as_str())
+            .bind(p)
+            .execute(&mut *con)
+            .await
+            .context("granting a permission")?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -966,5 +1155,40 @@ impl AuditStore for SqliteStore {
             .await
             .context("deleting old audit events")?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_mode_is_read_from_the_query() {
+        assert_eq!(url_mode("sqlite://g.db"), None);
+        assert_eq!(url_mode("sqlite://g.db?mode=ro").as_deref(), Some("ro"));
+        assert_eq!(
+            url_mode("sqlite://g.db?cache=shared&mode=memory").as_deref(),
+            Some("memory")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        let new = dir.path().join("new.db");
+        files::create_private(&new).expect("created");
+        assert_eq!(mode(&new), 0o600);
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        files::create_private(&old).expect("left alone");
+        assert_eq!(mode(&old), 0o644);
+        let missing = dir.path().join("no-such-dir").join("g.db");
+        assert!(files::create_private(&missing).is_err());
     }
 }

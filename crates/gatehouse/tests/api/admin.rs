@@ -1836,9 +1836,10 @@ async fn role_changes_reach_bearer_callers_at_once_although_the_node_caches_them
         (json!([]), false)
     );
 
-    // A bearer administrator demoted is refused the admin API at once.
+    // A bearer administrator demoted is refused the admin API at once (by
+    // a role of their own: the cookie administrator remains one).
     let admin_user = app
-        .create_user_with_role("admin", &["gatehouse:admin"])
+        .create_user_with_role("deputy", &["gatehouse:admin"])
         .await;
     let admin_access = grant(&app, &admin_user).await.access;
     let listed = bearer(&app, Method::GET, "/v1/admin/users?limit=1", &admin_access)
@@ -1850,7 +1851,7 @@ async fn role_changes_reach_bearer_callers_at_once_although_the_node_caches_them
         &app,
         &admin,
         Method::PUT,
-        "/v1/admin/roles/admin",
+        "/v1/admin/roles/deputy",
         Some(&json!({ "permissions": [] })),
     )
     .await;
@@ -2302,4 +2303,408 @@ async fn cli_user_list_prints_every_user_with_their_state() {
             lines[0]
         );
     }
+}
+
+// ------------------------------------------------------------ the last admin
+
+/// Generates, for each scenario over a fresh app, a test on SQLite and one
+/// on PostgreSQL (several threads: the concurrent scenarios race for real).
+macro_rules! on_sqlite_and_postgres {
+    ($($scenario:ident => $sqlite:ident, $postgres:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            $scenario(TestApp::spawn().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            let _slot = PG_SLOTS.acquire().await.expect("the semaphore is never closed");
+            $scenario(TestApp::spawn_on_postgres(|_| {}).await).await;
+        }
+    )+};
+}
+
+on_sqlite_and_postgres! {
+    the_last_admin_cannot_take_their_own_roles
+        => sqlite_the_last_admin_cannot_take_their_own_roles,
+           postgres_the_last_admin_cannot_take_their_own_roles;
+    the_last_admin_cannot_disable_themselves
+        => sqlite_the_last_admin_cannot_disable_themselves,
+           postgres_the_last_admin_cannot_disable_themselves;
+    the_last_admin_cannot_delete_themselves
+        => sqlite_the_last_admin_cannot_delete_themselves,
+           postgres_the_last_admin_cannot_delete_themselves;
+    the_last_admin_role_cannot_lose_gatehouse_admin
+        => sqlite_the_last_admin_role_cannot_lose_gatehouse_admin,
+           postgres_the_last_admin_role_cannot_lose_gatehouse_admin;
+    the_last_admin_role_cannot_be_deleted
+        => sqlite_the_last_admin_role_cannot_be_deleted,
+           postgres_the_last_admin_role_cannot_be_deleted;
+    one_of_two_admins_can_be_demoted_disabled_and_deleted
+        => sqlite_one_of_two_admins_can_be_demoted_disabled_and_deleted,
+           postgres_one_of_two_admins_can_be_demoted_disabled_and_deleted;
+    an_admin_role_can_go_while_another_grants_gatehouse_admin
+        => sqlite_an_admin_role_can_go_while_another_grants_gatehouse_admin,
+           postgres_an_admin_role_can_go_while_another_grants_gatehouse_admin;
+    two_admins_demoting_each_other_at_once_leave_one
+        => sqlite_two_admins_demoting_each_other_at_once_leave_one,
+           postgres_two_admins_demoting_each_other_at_once_leave_one;
+}
+
+/// The id of the user behind a cookie client.
+async fn my_id(app: &TestApp, client: &Client) -> String {
+    me(app, client).await["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// Asserts the 409 of a change that would leave no enabled administrator.
+async fn assert_last_admin(res: Response) {
+    let body = assert_problem(res, StatusCode::CONFLICT).await;
+    assert_eq!(body["type"], "urn:gatehouse:problem:conflict", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("gatehouse:admin")),
+        "{body}"
+    );
+}
+
+/// Asserts that the cookie client may still use the admin API.
+async fn assert_still_admin(app: &TestApp, client: &Client) {
+    let res = call(app, client, Method::GET, "/v1/admin/users?limit=1", None).await;
+    assert_eq!(res.status(), StatusCode::OK, "still an administrator");
+}
+
+/// The enabled users holding the `admin` role, by email.
+async fn enabled_admins(app: &TestApp, client: &Client) -> Vec<String> {
+    let page =
+        ok_json(call(app, client, Method::GET, "/v1/admin/users?limit=200", None).await).await;
+    page["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter(|u| u["disabled"] == false && u["roles"] == json!(["admin"]))
+        .map(|u| u["email"].as_str().expect("email").to_owned())
+        .collect()
+}
+
+async fn the_last_admin_cannot_take_their_own_roles(app: TestApp) {
+    let (_, admin) = admin(&app).await;
+    let id = my_id(&app, &admin).await;
+    let path = format!("/v1/admin/users/{id}/roles");
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(&json!({ "roles": [] })),
+    )
+    .await;
+    assert_last_admin(res).await;
+    assert_eq!(me(&app, &admin).await["user"]["roles"], json!(["admin"]));
+    // Another role beside it is no admin either.
+    app.create_user_with_role("editor", &["docs:read"]).await;
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(&json!({ "roles": ["editor"] })),
+    )
+    .await;
+    assert_last_admin(res).await;
+    assert_still_admin(&app, &admin).await;
+    // A change that keeps the permission is no problem.
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(&json!({ "roles": ["admin", "editor"] })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn the_last_admin_cannot_disable_themselves(app: TestApp) {
+    let (_, admin) = admin(&app).await;
+    let id = my_id(&app, &admin).await;
+    let res = call(
+        &app,
+        &admin,
+        Method::PATCH,
+        &format!("/v1/admin/users/{id}"),
+        Some(&json!({ "disabled": true })),
+    )
+    .await;
+    assert_last_admin(res).await;
+    assert_eq!(me(&app, &admin).await["user"]["disabled"], false);
+    assert_still_admin(&app, &admin).await;
+}
+
+async fn the_last_admin_cannot_delete_themselves(app: TestApp) {
+    let (user, admin) = admin(&app).await;
+    let id = my_id(&app, &admin).await;
+    let res = call(
+        &app,
+        &admin,
+        Method::DELETE,
+        &format!("/v1/admin/users/{id}"),
+        None,
+    )
+    .await;
+    assert_last_admin(res).await;
+    // Refused whole: not disabled, no session ended.
+    assert_eq!(me(&app, &admin).await["user"]["disabled"], false);
+    assert_still_admin(&app, &admin).await;
+    assert_can_log_in(&app, &user).await;
+}
+
+async fn the_last_admin_role_cannot_lose_gatehouse_admin(app: TestApp) {
+    let (_, admin) = admin(&app).await;
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        "/v1/admin/roles/admin",
+        Some(&json!({ "permissions": ["docs:read"] })),
+    )
+    .await;
+    assert_last_admin(res).await;
+    assert_still_admin(&app, &admin).await;
+    let roles = ok_json(call(&app, &admin, Method::GET, "/v1/admin/roles", None).await).await;
+    assert_eq!(
+        roles["roles"],
+        json!([{ "name": "admin", "permissions": ["gatehouse:admin"] }])
+    );
+    // Adding to it is no problem.
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        "/v1/admin/roles/admin",
+        Some(&json!({ "permissions": ["gatehouse:admin", "docs:read"] })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn the_last_admin_role_cannot_be_deleted(app: TestApp) {
+    let (_, admin) = admin(&app).await;
+    let res = call(&app, &admin, Method::DELETE, "/v1/admin/roles/admin", None).await;
+    assert_last_admin(res).await;
+    assert_still_admin(&app, &admin).await;
+    assert_eq!(me(&app, &admin).await["user"]["roles"], json!(["admin"]));
+}
+
+async fn one_of_two_admins_can_be_demoted_disabled_and_deleted(app: TestApp) {
+    let (_, first) = admin(&app).await;
+    let (_, second) = admin(&app).await;
+    let second_id = my_id(&app, &second).await;
+    let user_path = format!("/v1/admin/users/{second_id}");
+
+    // Demoted: the other admin remains.
+    let res = call(
+        &app,
+        &first,
+        Method::PUT,
+        &format!("{user_path}/roles"),
+        Some(&json!({ "roles": [] })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(&app, &second, Method::GET, "/v1/admin/users", None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Now the first is the last one.
+    let first_id = my_id(&app, &first).await;
+    let res = call(
+        &app,
+        &first,
+        Method::PUT,
+        &format!("/v1/admin/users/{first_id}/roles"),
+        Some(&json!({ "roles": [] })),
+    )
+    .await;
+    assert_last_admin(res).await;
+
+    // Promoted again, then disabled: a disabled admin is no admin.
+    let res = call(
+        &app,
+        &first,
+        Method::PUT,
+        &format!("{user_path}/roles"),
+        Some(&json!({ "roles": ["admin"] })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(
+        &app,
+        &first,
+        Method::PATCH,
+        &user_path,
+        Some(&json!({ "disabled": true })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(
+        &app,
+        &first,
+        Method::PATCH,
+        &format!("/v1/admin/users/{first_id}"),
+        Some(&json!({ "disabled": true })),
+    )
+    .await;
+    assert_last_admin(res).await;
+
+    // Enabled again, then deleted.
+    let res = call(
+        &app,
+        &first,
+        Method::PATCH,
+        &user_path,
+        Some(&json!({ "disabled": false })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(&app, &first, Method::DELETE, &user_path, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = call(
+        &app,
+        &first,
+        Method::DELETE,
+        &format!("/v1/admin/users/{first_id}"),
+        None,
+    )
+    .await;
+    assert_last_admin(res).await;
+    assert_eq!(enabled_admins(&app, &first).await.len(), 1);
+}
+
+async fn an_admin_role_can_go_while_another_grants_gatehouse_admin(app: TestApp) {
+    let (_, admin) = admin(&app).await;
+    let root = app
+        .create_user_with_role("root", &["gatehouse:admin", "docs:read"])
+        .await;
+    let root_client = app.client();
+    assert_eq!(
+        app.login(&root_client, &root).await.status(),
+        StatusCode::OK
+    );
+
+    // `root` still grants gatehouse:admin to its holder.
+    let res = call(
+        &app,
+        &admin,
+        Method::PUT,
+        "/v1/admin/roles/admin",
+        Some(&json!({ "permissions": ["docs:read"] })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(&app, &admin, Method::GET, "/v1/admin/users", None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Now `root` is the last role that does.
+    let res = call(
+        &app,
+        &root_client,
+        Method::PUT,
+        "/v1/admin/roles/root",
+        Some(&json!({ "permissions": ["docs:read"] })),
+    )
+    .await;
+    assert_last_admin(res).await;
+    let res = call(
+        &app,
+        &root_client,
+        Method::DELETE,
+        "/v1/admin/roles/root",
+        None,
+    )
+    .await;
+    assert_last_admin(res).await;
+    // Deleting the role that no longer grants it is no problem.
+    let res = call(
+        &app,
+        &root_client,
+        Method::DELETE,
+        "/v1/admin/roles/admin",
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_still_admin(&app, &root_client).await;
+}
+
+/// Two administrators each try to take the other's rights at the same
+/// moment, by roles, by disabling and by deleting, round after round: one
+/// must win and one must be refused (409, or 401/403 when the winner's
+/// change reached the loser first), never both win.
+async fn two_admins_demoting_each_other_at_once_leave_one(app: TestApp) {
+    let (mut survivor_user, mut survivor) = admin(&app).await;
+    for round in 0..9 {
+        let (newcomer_user, newcomer) = admin(&app).await;
+        let ids = [my_id(&app, &survivor).await, my_id(&app, &newcomer).await];
+        let (method, suffix, body) = match round % 3 {
+            0 => (Method::PUT, "/roles", Some(json!({ "roles": [] }))),
+            1 => (Method::PATCH, "", Some(json!({ "disabled": true }))),
+            _ => (Method::DELETE, "", None),
+        };
+        // Each aims at the other.
+        let at_newcomer = format!("/v1/admin/users/{}{suffix}", ids[1]);
+        let at_survivor = format!("/v1/admin/users/{}{suffix}", ids[0]);
+        let (by_survivor, by_newcomer) = tokio::join!(
+            call(&app, &survivor, method.clone(), &at_newcomer, body.as_ref()),
+            call(&app, &newcomer, method.clone(), &at_survivor, body.as_ref()),
+        );
+        let won = |s: StatusCode| s.is_success();
+        let (a, b) = (by_survivor.status(), by_newcomer.status());
+        assert!(
+            won(a) != won(b),
+            "round {round} ({method}): exactly one may win, got {a} and {b}"
+        );
+        for status in [a, b].into_iter().filter(|s| !won(*s)) {
+            assert!(
+                [
+                    StatusCode::CONFLICT,
+                    StatusCode::FORBIDDEN,
+                    StatusCode::UNAUTHORIZED
+                ]
+                .contains(&status),
+                "round {round} ({method}): the loser is refused, got {status}"
+            );
+        }
+        if won(b) {
+            (survivor_user, survivor) = (newcomer_user, newcomer);
+        }
+        assert_eq!(
+            enabled_admins(&app, &survivor).await,
+            vec![survivor_user.email.clone()],
+            "round {round} ({method})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_command_line_is_not_held_to_the_last_admin_rule() {
+    // The operator holding the configuration is the recovery path: what
+    // they do is theirs to decide (docs/api.md).
+    let app = TestApp::spawn().await;
+    let (user, admin) = admin(&app).await;
+    let out = gatehouse(&app, &["role", "set", "admin", "docs:read"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let res = call(&app, &admin, Method::GET, "/v1/admin/users", None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let out = gatehouse(&app, &["user", "disable", "--email", &user.email]).await;
+    assert!(out.status.success(), "{out:?}");
+    // And it brings an administrator back.
+    let out = gatehouse(&app, &["role", "set", "admin", "gatehouse:admin"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let rescuer = app
+        .create_user_with_role("admin", &["gatehouse:admin"])
+        .await;
+    let client = app.client();
+    assert_eq!(app.login(&client, &rescuer).await.status(), StatusCode::OK);
+    assert_still_admin(&app, &client).await;
 }

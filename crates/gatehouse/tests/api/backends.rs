@@ -38,6 +38,7 @@ on_every_backend! {
     throttling_journey => sqlite_throttling_journey, postgres_throttling_journey, redis_throttling_journey;
     admin_journey => sqlite_admin_journey, postgres_admin_journey, redis_admin_journey;
     password_change_journey => sqlite_password_change_journey, postgres_password_change_journey, redis_password_change_journey;
+    session_limit_journey => sqlite_session_limit_journey, postgres_session_limit_journey, redis_session_limit_journey;
 }
 
 #[tokio::test]
@@ -456,4 +457,173 @@ where
         .login_with(&app.client(), &user.email, "another long passphrase")
         .await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sqlite_database_and_its_wal_and_shm_are_for_the_owner_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = TestApp::spawn().await;
+    // A write, so that the write-ahead log and its index exist.
+    app.logged_in().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = app.db_path.clone().into_os_string();
+        path.push(suffix);
+        let meta =
+            std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.to_string_lossy()));
+        assert_eq!(
+            format!("{:o}", meta.permissions().mode() & 0o777),
+            "600",
+            "{}: the database holds password hashes and signing keys",
+            path.to_string_lossy()
+        );
+    }
+}
+
+/// `POST /v1/session/token` with the client's cookie: the access token of
+/// its session.
+async fn session_token(app: &TestApp, client: &reqwest::Client) -> String {
+    let res = client
+        .post(app.url("/v1/session/token"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    body["access_token"].as_str().expect("access").to_owned()
+}
+
+/// The reasons of the `session_ended` events about `user`, oldest first.
+async fn endings(app: &TestApp, user: &TestUser) -> Vec<String> {
+    let id = app
+        .auth
+        .user_by_email(&user.email)
+        .await
+        .expect("store")
+        .expect("user")
+        .id;
+    let page = app
+        .auth
+        .audit_events(
+            Some(id),
+            Some(gatehouse::auth::audit::EventType::SessionEnded),
+            None,
+            200,
+        )
+        .await
+        .expect("store")
+        .expect("no cursor");
+    let mut reasons: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| e.details["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    reasons.reverse();
+    reasons
+}
+
+async fn session_limit_journey<F, Fut>(spawn: F)
+where
+    F: FnOnce(Box<dyn FnOnce(&mut Config) + Send>) -> Fut,
+    Fut: std::future::Future<Output = TestApp>,
+{
+    let app = spawn(Box::new(|c| c.max_sessions_per_user = 3)).await;
+    let user = app.create_user().await;
+    // Three sessions, one through each way in: a cookie login (with an
+    // access token of its session), the password grant, the hosted page.
+    let first = app.client();
+    assert_eq!(app.login(&first, &user).await.status(), StatusCode::OK);
+    let first_access = session_token(&app, &first).await;
+    let (second_access, second_refresh) = token_pair(&app, &user).await;
+    let third = app.client();
+    let res = third
+        .post(app.url("/login"))
+        .header(reqwest::header::ORIGIN, app.origin())
+        .form(&[("email", user.email.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.sessions(&third).await.len(), 3);
+    assert_eq!(me_with_bearer(&app, &first_access).await, StatusCode::OK);
+
+    // A fourth ends the oldest, its cookie and its access token at once.
+    let fourth = app.client();
+    assert_eq!(app.login(&fourth, &user).await.status(), StatusCode::OK);
+    assert_eq!(app.get_me(&first).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me_with_bearer(&app, &first_access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.sessions(&fourth).await.len(), 3);
+    assert_eq!(me_with_bearer(&app, &second_access).await, StatusCode::OK);
+    assert_eq!(app.get_me(&third).await.status(), StatusCode::OK);
+
+    // A fifth (a grant this time) ends the next oldest: the grant's
+    // session, whose refresh token dies with it.
+    let (fifth_access, _) = token_pair(&app, &user).await;
+    assert_eq!(
+        me_with_bearer(&app, &second_access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&app, &second_refresh).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(me_with_bearer(&app, &fifth_access).await, StatusCode::OK);
+    assert_eq!(app.get_me(&third).await.status(), StatusCode::OK);
+    assert_eq!(app.get_me(&fourth).await.status(), StatusCode::OK);
+    assert_eq!(
+        endings(&app, &user).await,
+        ["session_limit", "session_limit"]
+    );
+    // Another user's sessions are their own.
+    let (_, other) = app.logged_in().await;
+    assert_eq!(app.get_me(&other).await.status(), StatusCode::OK);
+    assert_eq!(app.sessions(&fourth).await.len(), 3);
+}
+
+#[tokio::test]
+async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
+    let _slot = PG_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let pg = PgDatabase::create().await;
+    let redis = RedisPrefix::create().await;
+    let shared = |c: &mut Config| {
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.redis_url = Some(REDIS_URL.to_owned());
+        c.redis_key_prefix = redis.prefix.clone();
+        c.issuer = Some("http://gatehouse.test".into());
+        c.max_sessions_per_user = 2;
+    };
+    let a = TestApp::spawn_with(shared).await;
+    let b = TestApp::spawn_with(shared).await;
+    following(&a).await;
+    following(&b).await;
+    let user = a.create_user().await;
+    // The oldest session lives on node A, and A has its record cached.
+    let (access, _) = token_pair(&a, &user).await;
+    let sid = a
+        .auth
+        .verify_access_token(&access)
+        .expect("fresh")
+        .session_id;
+    let cookie = a.client();
+    assert_eq!(a.login(&cookie, &user).await.status(), StatusCode::OK);
+    assert_eq!(me_with_bearer(&a, &access).await, StatusCode::OK);
+
+    // The third login, on node B, ends it.
+    assert_eq!(b.login(&b.client(), &user).await.status(), StatusCode::OK);
+    let ended = std::time::Instant::now();
+    while !a.auth.revocations().is_revoked(sid) {
+        assert!(
+            ended.elapsed() < Duration::from_secs(1),
+            "node A did not hear of the ending on node B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(me_with_bearer(&a, &access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_with_bearer(&b, &access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.get_me(&cookie).await.status(), StatusCode::OK);
 }

@@ -60,6 +60,8 @@ struct Server {
     /// The whole first stdout line.
     first_line: String,
     addr: SocketAddr,
+    /// Everything it wrote to stderr, once it has exited.
+    stderr: std::thread::JoinHandle<String>,
 }
 
 impl Server {
@@ -101,7 +103,15 @@ impl Server {
             child,
             first_line,
             addr,
+            stderr,
         }
+    }
+
+    /// Kills the server and returns what it wrote to stderr.
+    fn stop(mut self) -> String {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        self.stderr.join().expect("stderr reader")
     }
 
     fn url(&self, path: &str) -> String {
@@ -807,4 +817,102 @@ async fn sigterm_ends_a_waiting_feed_request_and_stops_at_once() {
         "SIGTERM with a waiting feed request: exited after {:?}",
         signalled.elapsed()
     );
+}
+
+// ------------------------------------------------------------ the database file
+
+/// The permission bits of `path`, in octal.
+fn mode_of(path: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    format!("{:o}", mode & 0o777)
+}
+
+/// `gatehouse.db` in `dir` and, of its `-wal` and `-shm`, those that exist.
+fn database_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![dir.join("gatehouse.db")];
+    files.extend(
+        ["gatehouse.db-wal", "gatehouse.db-shm"]
+            .map(|name| dir.join(name))
+            .into_iter()
+            .filter(|p| p.exists()),
+    );
+    files
+}
+
+#[tokio::test]
+async fn serve_creates_the_database_and_its_wal_and_shm_for_the_owner_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    // A write, so that the write-ahead log and its index exist.
+    let res = client()
+        .post(server.url("/v1/users"))
+        .json(&json!({ "email": "alice@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .expect("POST /v1/users");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let files = database_files(dir.path());
+    assert_eq!(files.len(), 3, "the database in WAL mode: {files:?}");
+    for file in &files {
+        assert_eq!(mode_of(file), "600", "{}", file.display());
+    }
+    let stderr = server.stop();
+    assert!(!stderr.contains("chmod"), "nothing to warn about: {stderr}");
+}
+
+#[test]
+fn admin_commands_create_the_database_for_the_owner_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = set_role(dir.path(), "support", &["tickets:read"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!out.stderr.contains("chmod"), "{out:?}");
+    for file in database_files(dir.path()) {
+        assert_eq!(mode_of(&file), "600", "{}", file.display());
+    }
+}
+
+/// Asserts that `stderr` warns about `file` being open to others, with its
+/// mode and the command that fixes it.
+fn assert_warns_about(stderr: &str, file: &Path) {
+    let shown = file.display().to_string();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&format!("chmod 600 {shown}")))
+        .unwrap_or_else(|| panic!("no warning naming `chmod 600 {shown}` in:\n{stderr}"));
+    assert!(line.contains("0644"), "the mode is named: {line}");
+}
+
+#[tokio::test]
+async fn an_existing_database_open_to_others_is_warned_about_and_left_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("gatehouse.db");
+    let role = set_role(dir.path(), "support", &["tickets:read"]);
+    assert!(role.status.success(), "{role:?}");
+    let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
+    assert!(user.status.success(), "{user:?}");
+    // As an older gatehouse, or a copy with the usual umask, left it.
+    for file in database_files(dir.path()) {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    }
+
+    // Every command warns, and does its work.
+    let listed = run(gatehouse(dir.path()).args(["user", "list"]), "");
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(listed.stdout.contains("agent@example.com"), "{listed:?}");
+    assert_warns_about(&listed.stderr, &db);
+
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let (_, status) = server.login("agent@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "the server serves");
+    let stderr = server.stop();
+    assert_warns_about(&stderr, &db);
+    // SQLite gives the write-ahead log the database file's mode.
+    assert_warns_about(&stderr, &dir.path().join("gatehouse.db-wal"));
+    // The operator's file keeps the mode they gave it (docs/operations.md).
+    assert_eq!(mode_of(&db), "644");
 }

@@ -13,8 +13,8 @@ use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use gatehouse::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
 use gatehouse::store::{
-    self, Attempt, CreateUserError, NewUser, RefreshRecord, RolesError, SessionRecord, StoredKey,
-    Stores, UserRecord,
+    self, AdminChange, AdminChangeError, Attempt, CreateUserError, NewUser, RefreshRecord,
+    RolesError, SessionRecord, StoredKey, Stores, UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -281,6 +281,15 @@ contract! {
     list_users_pages_in_creation_order
         => sqlite_list_users_pages_in_creation_order, postgres_list_users_pages_in_creation_order;
     ping_answers => sqlite_ping_answers, postgres_ping_answers;
+    changes_keeping_an_admin_refuse_to_leave_none
+        => sqlite_changes_keeping_an_admin_refuse_to_leave_none,
+           postgres_changes_keeping_an_admin_refuse_to_leave_none;
+    changes_keeping_an_admin_are_made_while_another_admin_remains
+        => sqlite_changes_keeping_an_admin_are_made_while_another_admin_remains,
+           postgres_changes_keeping_an_admin_are_made_while_another_admin_remains;
+    concurrent_changes_keeping_an_admin_leave_one
+        => sqlite_concurrent_changes_keeping_an_admin_leave_one,
+           postgres_concurrent_changes_keeping_an_admin_leave_one;
 
     session_reads_back_by_secret_hash_and_id
         => sqlite_session_reads_back_by_secret_hash_and_id,
@@ -747,6 +756,164 @@ async fn set_roles_of_an_unknown_user_is_false(stores: Stores) {
     assert!(!set.expect("set_roles"));
     assert_eq!(user(&stores, nobody).await, None);
     assert!(permissions(&stores, nobody).await.is_empty());
+}
+
+/// What [`store::UserStore::change_keeping_an_admin`] answered, as a
+/// word: `made`, `absent` (no such user or role), `last-admin`, or the
+/// unknown role.
+async fn guarded(stores: &Stores, change: AdminChange<'_>) -> String {
+    match stores.users.change_keeping_an_admin(change).await {
+        Ok(true) => "made".into(),
+        Ok(false) => "absent".into(),
+        Err(AdminChangeError::LastAdmin) => "last-admin".into(),
+        Err(AdminChangeError::UnknownRole(r)) => format!("unknown role {r}"),
+        Err(AdminChangeError::Store(e)) => panic!("change_keeping_an_admin: {e:#}"),
+    }
+}
+
+async fn changes_keeping_an_admin_refuse_to_leave_none(stores: Stores) {
+    put_role(&stores, "admin", &["gatehouse:admin", "docs:read"]).await;
+    put_role(&stores, "editor", &["docs:write"]).await;
+    let alice = create(&stores, "alice@example.com", &["admin"]).await;
+    // A disabled holder is no administrator.
+    let bob = create(&stores, "bob@example.com", &["admin"]).await;
+    assert!(
+        stores
+            .users
+            .set_disabled(bob.id, true)
+            .await
+            .expect("disable")
+    );
+    let roles = stores.users.roles().await.expect("roles");
+
+    for change in [
+        AdminChange::SetRoles(alice.id, &[]),
+        AdminChange::SetRoles(alice.id, &[role("editor")]),
+        AdminChange::Disable(alice.id),
+        AdminChange::DeleteUser(alice.id),
+        AdminChange::PutRole(&role("admin"), &strings(&["docs:read"])),
+        AdminChange::DeleteRole(&role("admin")),
+    ] {
+        assert_eq!(guarded(&stores, change).await, "last-admin", "{change:?}");
+    }
+
+    // Nothing was changed.
+    assert_eq!(user(&stores, alice.id).await, Some(alice.clone()));
+    assert_eq!(stores.users.roles().await.expect("roles"), roles);
+    assert_eq!(
+        permissions(&stores, alice.id).await,
+        ["docs:read", "gatehouse:admin"]
+    );
+    // Unknown targets change nothing and are no refusal.
+    let (nobody, ghost) = (UserId::new(), role("ghost"));
+    for change in [
+        AdminChange::SetRoles(nobody, &[]),
+        AdminChange::Disable(nobody),
+        AdminChange::DeleteUser(nobody),
+        AdminChange::DeleteRole(&ghost),
+    ] {
+        assert_eq!(guarded(&stores, change).await, "absent", "{change:?}");
+    }
+    let unknown = [role("admin"), role("ghost")];
+    assert_eq!(
+        guarded(&stores, AdminChange::SetRoles(alice.id, &unknown)).await,
+        "unknown role ghost"
+    );
+    assert_eq!(roles_of(&stores, alice.id).await, ["admin"]);
+}
+
+async fn changes_keeping_an_admin_are_made_while_another_admin_remains(stores: Stores) {
+    put_role(&stores, "admin", &["gatehouse:admin"]).await;
+    put_role(&stores, "root", &["gatehouse:admin"]).await;
+    put_role(&stores, "editor", &["docs:write"]).await;
+    let alice = create(&stores, "alice@example.com", &["admin"]).await;
+    let bob = create(&stores, "bob@example.com", &["root"]).await;
+    let carol = create(&stores, "carol@example.com", &["admin"]).await;
+
+    // Changes that touch no administrator.
+    let editor = AdminChange::PutRole(&role("editor"), &[]);
+    assert_eq!(guarded(&stores, editor).await, "made");
+    let new_role = AdminChange::PutRole(&role("viewer"), &[]);
+    assert_eq!(guarded(&stores, new_role).await, "made");
+    // Each leaves another administrator.
+    let set = AdminChange::SetRoles(carol.id, &[role("editor")]);
+    assert_eq!(guarded(&stores, set).await, "made");
+    assert_eq!(roles_of(&stores, carol.id).await, ["editor"]);
+    assert_eq!(
+        guarded(&stores, AdminChange::DeleteUser(carol.id)).await,
+        "made"
+    );
+    assert_eq!(user(&stores, carol.id).await, None);
+    assert_eq!(
+        guarded(&stores, AdminChange::Disable(alice.id)).await,
+        "made"
+    );
+    assert!(user(&stores, alice.id).await.expect("alice").disabled);
+    // Now bob alone is one, through `root`, and `admin` grants no one.
+    let emptied = AdminChange::PutRole(&role("admin"), &[]);
+    assert_eq!(guarded(&stores, emptied).await, "made");
+    assert_eq!(
+        guarded(&stores, AdminChange::DeleteRole(&role("admin"))).await,
+        "made"
+    );
+    assert_eq!(
+        guarded(&stores, AdminChange::DeleteRole(&role("root"))).await,
+        "last-admin"
+    );
+    assert_eq!(permissions(&stores, bob.id).await, ["gatehouse:admin"]);
+}
+
+async fn concurrent_changes_keeping_an_admin_leave_one(stores: Stores) {
+    // alice holds `admin`, bob `root`; both grant gatehouse:admin. Each
+    // round, two changes that each leave one of them race: exactly one may
+    // be made.
+    const ROUNDS: usize = 24;
+    let (admin, root) = (role("admin"), role("root"));
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    for round in 0..ROUNDS {
+        put_role(&stores, "admin", &["gatehouse:admin"]).await;
+        put_role(&stores, "root", &["gatehouse:admin"]).await;
+        for (who, held) in [(alice.id, &admin), (bob.id, &root)] {
+            let users = &stores.users;
+            assert!(
+                users
+                    .set_roles(who, std::slice::from_ref(held))
+                    .await
+                    .expect("reset")
+            );
+            assert!(users.set_disabled(who, false).await.expect("reset"));
+        }
+        let start = Arc::new(Barrier::new(2));
+        let mut racers = JoinSet::new();
+        for side in 0..2 {
+            let (stores, start) = (stores.clone(), start.clone());
+            // Each side aims at the other's rights: their roles, their
+            // account, their role's existence or its permissions.
+            let (other, theirs) = if side == 0 {
+                (bob.id, root.clone())
+            } else {
+                (alice.id, admin.clone())
+            };
+            racers.spawn(async move {
+                let change = match (round % 4, side) {
+                    (0, _) => AdminChange::SetRoles(other, &[]),
+                    (1, _) => AdminChange::Disable(other),
+                    (2, _) => AdminChange::DeleteRole(&theirs),
+                    (_, 0) => AdminChange::PutRole(&theirs, &[]),
+                    _ => AdminChange::SetRoles(other, &[]),
+                };
+                start.wait().await;
+                guarded(&stores, change).await
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(joined) = racers.join_next().await {
+            answers.push(joined.expect("a racer finished"));
+        }
+        answers.sort();
+        assert_eq!(answers, ["last-admin", "made"], "round {round}");
+    }
 }
 
 async fn set_disabled_sets_and_clears_the_flag(stores: Stores) {
