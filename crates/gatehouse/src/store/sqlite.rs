@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{Connection as _, Row, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -56,6 +56,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            .after_release(|conn, _| Box::pin(release_unless_in_transaction(conn)))
             .connect_with(options)
             .await
             .with_context(|| format!("database_url: cannot open {url}"))?;
@@ -89,6 +90,31 @@ impl SqliteStore {
             .map(user_from_row)
             .transpose()
     }
+}
+
+/// Whether a connection going back to the pool may be used again: not when
+/// sqlx still counts it inside a transaction.
+///
+/// A COMMIT that fails (SQLITE_FULL on a full disk, SQLITE_IOERR) may be
+/// followed by SQLite rolling the transaction back on its own; sqlx's own
+/// ROLLBACK then fails, its count of open transactions stays at one, and the
+/// connection's next `begin()` opens a SAVEPOINT instead of a transaction.
+/// Reused, such a connection acknowledges "commits" that stay invisible to
+/// every other connection and vanish when it closes: acknowledged writes
+/// lost. Closing it instead costs one reconnection after a failure.
+async fn release_unless_in_transaction(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A transaction dropped without a commit queues its ROLLBACK on the
+    // connection's worker; a statement sent now runs after it, so the count
+    // read afterwards is the settled one.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The `mode` parameter of a `sqlite://` URL (`ro`, `rw`, `rwc`, `memory`).
@@ -448,6 +474,16 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await
             .context("pinging SQLite")?;
+        // And write: a full disk or a read-only file answers every read
+        // while refusing every write.
+        sqlx::query(
+            "INSERT INTO readiness_probe (id, probed_at) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .execute(&self.pool)
+        .await
+        .context("writing to SQLite")?;
         Ok(())
     }
 }
