@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::{Actor, Ending, EventType};
+use super::json::UniqueObject;
 use super::keys::{self, KeyRing, alg_name};
 use super::principals::{Lookup, Principal, Principals};
 use super::sessions::LoginError;
@@ -65,21 +66,66 @@ impl Audience {
 }
 
 /// The claims of an access token.
+///
+/// Deserialising refuses what [`validate_access_token`] refuses as
+/// malformed: anything but a JSON object, a claim of the wrong type, a
+/// missing required claim, and a member name given twice, at any depth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireClaims")]
 pub struct AccessClaims {
     pub iss: String,
     pub sub: String,
     pub aud: Audience,
     pub exp: i64,
     pub iat: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     pub jti: String,
     pub sid: String,
     /// Space-separated permissions.
     pub scope: String,
-    #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// The claims set as it arrives. Read as a map, never as a sequence (a
+/// struct would also take a JSON array of the claims in order). serde's
+/// derive refuses a known claim given twice; every other member is
+/// collected into `_others`, which refuses a name given twice, at any depth
+/// (RFC 7519 §4). Our tokens carry no other member, so the collection costs
+/// nothing on the hot path.
+#[derive(Deserialize)]
+struct WireClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    jti: String,
+    sid: String,
+    scope: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(flatten)]
+    _others: UniqueObject,
+}
+
+impl From<WireClaims> for AccessClaims {
+    fn from(w: WireClaims) -> Self {
+        Self {
+            iss: w.iss,
+            sub: w.sub,
+            aud: w.aud,
+            exp: w.exp,
+            iat: w.iat,
+            nbf: w.nbf,
+            jti: w.jti,
+            sid: w.sid,
+            scope: w.scope,
+            roles: w.roles,
+        }
+    }
 }
 
 /// A verified access token.
@@ -197,8 +243,9 @@ impl From<HashError> for GrantError {
 ///
 /// # Errors
 /// A [`TokenError`] for anything but a three-part token whose header is a
-/// JSON object with the configured `alg`, a `typ` of `at+jwt`, a string
-/// `kid`, and none of the forbidden parameters.
+/// JSON object (no member name twice, at any depth) with the configured
+/// `alg`, a `typ` of `at+jwt`, a string `kid`, and none of the forbidden
+/// parameters.
 pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
@@ -212,7 +259,9 @@ pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
     let header = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenError::Malformed)?;
-    let header: serde_json::Map<String, serde_json::Value> =
+    // RFC 7515 §4: a duplicate name is refused, not resolved to the last
+    // one, so no reader of this header can see another `alg` or `kid`.
+    let UniqueObject(header) =
         serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
     if FORBIDDEN_HEADER.iter().any(|k| header.contains_key(*k)) {
         return Err(TokenError::ForbiddenHeader);
@@ -290,8 +339,8 @@ pub fn validate_access_token(
     is_revoked: impl Fn(SessionId) -> bool,
 ) -> Result<VerifiedToken, TokenError> {
     let payload = verify_signature(token, ring)?;
-    // Only a JSON object with our claims' types parses: arrays, strings
-    // and numbers are refused here.
+    // Only a JSON object with our claims' types and no member name twice
+    // parses: arrays, strings and numbers are refused here.
     let claims: AccessClaims =
         serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     check_claims(claims, settings, now, is_revoked)
@@ -1059,6 +1108,49 @@ mod tests {
             loaded.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             vec![new.record.id]
         );
+    }
+
+    fn claims_lasting(iat: i64, exp: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: Audience::One("a".into()),
+            exp,
+            iat,
+            nbf: None,
+            jti: "j".into(),
+            sid: "s".into(),
+            scope: String::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn claims_with_a_member_given_twice_at_any_depth_are_refused() {
+        let good = serde_json::to_string(&claims_lasting(0, 300)).expect("json");
+        assert!(serde_json::from_str::<AccessClaims>(&good).is_ok());
+        let body = good.strip_prefix('{').expect("an object");
+        for first in [
+            r#""exp":86400"#,
+            r#""sid":"t""#,
+            r#""x":1,"x":2"#,
+            r#""x":{"y":1,"y":1}"#,
+            r#""x":[{"y":[{"z":1,"z":2}]}]"#,
+        ] {
+            let twice = format!("{{{first},{body}");
+            assert!(
+                serde_json::from_str::<AccessClaims>(&twice).is_err(),
+                "{twice}"
+            );
+        }
+        let unique = format!(r#"{{"x":{{"y":1}},"z":[{{"y":1}},{{"y":1}}],{body}"#);
+        assert!(serde_json::from_str::<AccessClaims>(&unique).is_ok());
+        // Every claim in the struct's order, as an array: not an object.
+        let in_order = r#"["i","s","a",300,0,null,"j","s","",[]]"#;
+        assert!(serde_json::from_str::<AccessClaims>(in_order).is_err());
+        let without_iat = good.replace(r#""iat":0,"#, "");
+        assert_ne!(without_iat, good);
+        assert!(serde_json::from_str::<AccessClaims>(&without_iat).is_err());
     }
 
     #[tokio::test]
