@@ -69,7 +69,8 @@ impl Audience {
 ///
 /// Deserialising refuses what [`validate_access_token`] refuses as
 /// malformed: anything but a JSON object, a claim of the wrong type, a
-/// missing required claim, and a member name given twice, at any depth.
+/// missing required claim (`iat` included: without it the lifetime cannot
+/// be judged), and a member name given twice, at any depth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "WireClaims")]
 pub struct AccessClaims {
@@ -160,6 +161,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token was issued in the future")]
     IssuedInFuture,
+    #[error("the token's lifetime (exp - iat) exceeds access_token_ttl plus the leeway")]
+    LifetimeTooLong,
     #[error("the token is from another issuer")]
     WrongIssuer,
     #[error("the token is for another audience")]
@@ -183,6 +186,7 @@ impl TokenError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::IssuedInFuture => "issued_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::Revoked => "revoked",
@@ -324,6 +328,7 @@ pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenErr
 /// gatehouse's rules for an access token, in the order they are checked:
 /// the header and signature ([`verify_signature`]), the claims' shape, `iss`,
 /// `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with the
+/// leeway, the lifetime `exp - iat` within `access_token_ttl` plus the
 /// leeway, canonical `sub` and `sid`, and finally `is_revoked`.
 ///
 /// `gatehouse-verify` implements the same rules for resource servers; the
@@ -347,8 +352,8 @@ pub fn validate_access_token(
 }
 
 /// The claims' rules of [`validate_access_token`], in its order: `iss`,
-/// `aud`, the times ([`check_times`]), canonical `sub` and `sid`, and
-/// `is_revoked`.
+/// `aud`, the times ([`check_times`]), the lifetime ([`check_lifetime`]),
+/// canonical `sub` and `sid`, and `is_revoked`.
 ///
 /// # Errors
 /// The first rule the claims break.
@@ -365,6 +370,7 @@ pub fn check_claims(
         return Err(TokenError::WrongAudience);
     }
     check_times(&claims, settings, now)?;
+    check_lifetime(&claims, settings)?;
     // Canonical forms only: we issue hyphenated lower-case UUIDs.
     let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
     let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
@@ -407,11 +413,36 @@ pub fn check_times(
     Ok(())
 }
 
+/// The lifetime `exp - iat` against `access_token_ttl` plus the leeway: a
+/// token we issue never lives longer (its `exp` is at most now + ttl), so a
+/// longer one was not minted by this server's rules, whoever holds the key
+/// (API.md, "Tokens"). Fixed once the token is signed, so the cache of
+/// verified tokens need not judge it again.
+///
+/// # Errors
+/// [`TokenError::LifetimeTooLong`].
+pub fn check_lifetime(claims: &AccessClaims, settings: &TokenSettings) -> Result<(), TokenError> {
+    // Rounded up: `iat` and `exp` are floored to whole seconds, so a token of
+    // a ttl with a fraction of a second can span its ceiling.
+    let ttl = settings.access_token_ttl;
+    let ttl = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    let cap = settings.leeway.as_secs().saturating_add(ttl);
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    // Saturating: an `iat` near i64::MIN is a lifetime too long, never an
+    // overflow into a short one.
+    if claims.exp.saturating_sub(claims.iat) > cap {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
 impl Auth {
     /// Verifies a bearer access token: size, header (algorithm, type, key),
-    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, and that
-    /// its session has not ended. No store round trip: the signature check
-    /// and a lookup in the in-memory revocation set.
+    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, the
+    /// lifetime, and that its session has not ended. No store round trip:
+    /// the signature check and a lookup in the in-memory revocation set.
     ///
     /// # Errors
     /// The first rule the token breaks.
@@ -1110,6 +1141,16 @@ mod tests {
         );
     }
 
+    fn settings(ttl: Duration, leeway: Duration) -> TokenSettings {
+        TokenSettings {
+            issuer: "i".into(),
+            audience: "a".into(),
+            access_token_ttl: ttl,
+            leeway,
+            refresh_reuse_grace: Duration::ZERO,
+        }
+    }
+
     fn claims_lasting(iat: i64, exp: i64) -> AccessClaims {
         AccessClaims {
             iss: "i".into(),
@@ -1123,6 +1164,51 @@ mod tests {
             scope: String::new(),
             roles: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_lifetime_is_capped_at_the_ttl_rounded_up_plus_the_leeway() {
+        let five_min = settings(Duration::from_secs(300), Duration::from_secs(30));
+        assert_eq!(check_lifetime(&claims_lasting(0, 330), &five_min), Ok(()));
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 331), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 30 * 86_400), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        // Saturating, both ways: no overflow turns a huge lifetime short.
+        assert_eq!(
+            check_lifetime(&claims_lasting(i64::MIN, 0), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        assert_eq!(
+            check_lifetime(&claims_lasting(-1, i64::MAX), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        let fraction = settings(Duration::from_millis(1_500), Duration::ZERO);
+        assert_eq!(check_lifetime(&claims_lasting(0, 2), &fraction), Ok(()));
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 3), &fraction),
+            Err(TokenError::LifetimeTooLong)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_under_a_fractional_ttl_passes_the_lifetime_cap() {
+        // iat floors 0.9 s to 0, exp floors 2.4 s to 2: two seconds apart
+        // under a ttl of 1.5 s.
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00:00.9 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |c| {
+            c.access_token_ttl = Duration::from_millis(1_500);
+            c.jwt_leeway = Duration::ZERO;
+        })
+        .await;
+        let (_, access) = session_with_token(&auth).await;
+        assert_eq!(access.expires_in, 2);
+        auth.verify_access_token(&access.token)
+            .expect("a token as issued");
     }
 
     #[test]
