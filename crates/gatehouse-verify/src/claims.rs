@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::json::UniqueObject;
+
 /// The claims of an access token that passed every check (RFC 9068 §2.2 plus
 /// gatehouse's `sid`, `scope` and `roles`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +81,13 @@ fn audience<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 /// The claims set exactly as the server deserialises it: same fields, same
 /// types, same defaults, so the same payloads parse (and the same fail with
-/// `malformed`: a float `exp`, a missing `jti`, a `null` `roles`, a duplicate
-/// field, a non-object).
+/// `malformed`: a float `exp`, a missing `jti` or `iat`, a `null` `roles`, a
+/// member name given twice at any depth, a non-object). Read as a map, never
+/// as a sequence (a struct would also take a JSON array of the claims in
+/// order). serde's derive refuses a known claim given twice; every other
+/// member is collected into `_others`, which refuses a name given twice, at
+/// any depth (RFC 7519 §4). gatehouse's tokens carry no other member, so the
+/// collection costs nothing on the hot path.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawClaims {
     pub(crate) iss: String,
@@ -95,6 +102,8 @@ pub(crate) struct RawClaims {
     pub(crate) scope: String,
     #[serde(default)]
     pub(crate) roles: Vec<String>,
+    #[serde(flatten)]
+    _others: UniqueObject,
 }
 
 impl RawClaims {

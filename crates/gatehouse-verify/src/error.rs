@@ -44,6 +44,10 @@ pub enum VerifyError {
     /// `iat` is ahead (with the leeway).
     #[error("the token was issued in the future")]
     IssuedInFuture,
+    /// `exp - iat` is longer than the configured
+    /// [`max_token_lifetime`](crate::VerifierBuilder::max_token_lifetime).
+    #[error("the token's lifetime (exp - iat) exceeds the maximum")]
+    LifetimeTooLong,
     /// `iss` is not the configured issuer.
     #[error("the token is from another issuer")]
     WrongIssuer,
@@ -67,8 +71,9 @@ impl VerifyError {
     /// The stable, machine-readable name of the verdict, as in the shared test
     /// vectors and in logs: `too_large`, `malformed`, `forbidden_header`,
     /// `wrong_algorithm`, `wrong_type`, `unknown_key`, `bad_signature`,
-    /// `expired`, `not_yet_valid`, `issued_in_future`, `wrong_issuer`,
-    /// `wrong_audience`, `revoked`, `keys_unavailable`, `revocations_stale`.
+    /// `expired`, `not_yet_valid`, `issued_in_future`, `lifetime_too_long`,
+    /// `wrong_issuer`, `wrong_audience`, `revoked`, `keys_unavailable`,
+    /// `revocations_stale`.
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
@@ -82,6 +87,7 @@ impl VerifyError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::IssuedInFuture => "issued_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::Revoked => "revoked",
@@ -100,7 +106,7 @@ impl VerifyError {
 
     /// Every variant, for tests and for mapping codes back (`code` is the
     /// inverse).
-    pub(crate) const ALL: [Self; 15] = [
+    pub(crate) const ALL: [Self; 16] = [
         Self::TooLarge,
         Self::Malformed,
         Self::ForbiddenHeader,
@@ -111,6 +117,7 @@ impl VerifyError {
         Self::Expired,
         Self::NotYetValid,
         Self::IssuedInFuture,
+        Self::LifetimeTooLong,
         Self::WrongIssuer,
         Self::WrongAudience,
         Self::Revoked,
@@ -155,6 +162,9 @@ pub enum BuildError {
     /// The leeway is over 5 minutes.
     #[error("the leeway must be at most 5 minutes")]
     LeewayTooLarge,
+    /// The maximum token lifetime is under 1 second.
+    #[error("the maximum token lifetime must be at least 1 second")]
+    MaxTokenLifetimeTooShort,
     /// The refetch interval is under 1 second.
     #[error("the refetch interval must be at least 1 second")]
     RefetchIntervalTooShort,

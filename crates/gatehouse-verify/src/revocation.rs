@@ -1,4 +1,4 @@
-//! Ended sessions: the in-memory set `verify` consults (step 15), and the
+//! Ended sessions: the in-memory set `verify` consults (step 16), and the
 //! background task that keeps it in step with gatehouse's revocation feed
 //! (`GET {issuer}/v1/revocations`, a long poll with an opaque cursor).
 //!

@@ -1,7 +1,7 @@
 //! The validation rules of an access token, as pure functions: the header
-//! (steps 1–5), the signature (step 7) and the claims (steps 8–14), each in
+//! (steps 1–5), the signature (step 7) and the claims (steps 8–15), each in
 //! the order gatehouse's server applies them so both give the same verdict.
-//! Key lookup (step 6) and revocation (step 15) live with their state in
+//! Key lookup (step 6) and revocation (step 16) live with their state in
 //! `keys` and `revocation`.
 
 use std::fmt;
@@ -12,6 +12,7 @@ use jsonwebtoken::DecodingKey;
 
 use crate::claims::{Claims, RawClaims};
 use crate::error::VerifyError;
+use crate::json::UniqueObject;
 
 /// Longest access token accepted, in bytes, judged before any parsing.
 pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -87,7 +88,8 @@ pub(crate) struct CheckedHeader {
     pub(crate) kid: Option<String>,
 }
 
-/// Steps 1–5: size, shape, forbidden parameters, algorithm, type.
+/// Steps 1–5: size, shape (a JSON object header, no member name twice at
+/// any depth), forbidden parameters, algorithm, type.
 ///
 /// # Errors
 /// `TooLarge`, `Malformed`, `ForbiddenHeader`, `WrongAlgorithm` or
@@ -110,7 +112,9 @@ pub(crate) fn check_header(
     let header = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| VerifyError::Malformed)?;
-    let header: serde_json::Map<String, serde_json::Value> =
+    // RFC 7515 §4: a duplicate name is refused, not resolved to the last
+    // one, so no reader of this header can see another `alg` or `kid`.
+    let UniqueObject(header) =
         serde_json::from_slice(&header).map_err(|_| VerifyError::Malformed)?;
     if FORBIDDEN_HEADER.iter().any(|k| header.contains_key(*k)) {
         return Err(VerifyError::ForbiddenHeader);
@@ -173,22 +177,26 @@ pub(crate) struct ClaimRules {
     pub(crate) audience: String,
     /// Whole seconds, as the server counts its leeway.
     pub(crate) leeway: i64,
+    /// The longest `exp - iat` accepted, in whole seconds: the server's
+    /// `access_token_ttl` plus its leeway.
+    pub(crate) max_lifetime: i64,
 }
 
-/// Steps 8–14: the claims set's types, issuer, audience, times, and the
-/// canonical form of `sub` and `sid`. Returns the claims and the session id
-/// for the revocation lookup.
+/// Steps 8–15: the claims set's types, issuer, audience, times, lifetime,
+/// and the canonical form of `sub` and `sid`. Returns the claims and the
+/// session id for the revocation lookup.
 ///
 /// # Errors
-/// `Malformed`, `WrongIssuer`, `WrongAudience`, `Expired`, `NotYetValid` or
-/// `IssuedInFuture`, whichever rule breaks first.
+/// `Malformed`, `WrongIssuer`, `WrongAudience`, `Expired`, `NotYetValid`,
+/// `IssuedInFuture` or `LifetimeTooLong`, whichever rule breaks first.
 pub(crate) fn check_claims(
     payload: &[u8],
     rules: &ClaimRules,
     now: i64,
 ) -> Result<(Claims, u128), VerifyError> {
-    // Only a JSON object with the claims' types parses: arrays, strings,
-    // numbers, floats where integers belong, are refused here.
+    // Only a JSON object with the claims' types and no member name twice
+    // parses: arrays, strings, numbers, floats where integers belong, are
+    // refused here.
     let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| VerifyError::Malformed)?;
     if raw.iss != rules.issuer {
         return Err(VerifyError::WrongIssuer);
@@ -206,6 +214,12 @@ pub(crate) fn check_claims(
     }
     if raw.iat > now.saturating_add(leeway) {
         return Err(VerifyError::IssuedInFuture);
+    }
+    // gatehouse never issues a token that lives longer than its ttl, so a
+    // longer one was not minted by its rules, whoever holds the key.
+    // Saturating: an `iat` near i64::MIN is too long, never a short overflow.
+    if raw.exp.saturating_sub(raw.iat) > rules.max_lifetime {
+        return Err(VerifyError::LifetimeTooLong);
     }
     // Canonical forms only: gatehouse issues hyphenated lower-case UUIDs, and
     // one spelling per id keeps the revocation lookup exact.
@@ -458,6 +472,7 @@ mod tests {
             issuer: "https://auth.example".into(),
             audience: "https://api.example".into(),
             leeway: 30,
+            max_lifetime: 330,
         }
     }
 
@@ -533,8 +548,78 @@ mod tests {
             claims_verdict(|v| v["exp"] = i64::MIN.into(), 0),
             Err(VerifyError::Expired)
         );
-        // Saturating: exp = i64::MAX never overflows into the past.
-        assert!(claims_verdict(|v| v["exp"] = i64::MAX.into(), 1_000_000).is_ok());
+        // Saturating: exp = i64::MAX never overflows into the past (it is
+        // refused for its lifetime instead).
+        assert_eq!(
+            claims_verdict(|v| v["exp"] = i64::MAX.into(), 1_000_000),
+            Err(VerifyError::LifetimeTooLong)
+        );
+    }
+
+    #[test]
+    fn a_lifetime_over_the_maximum_is_refused_and_one_at_it_accepted() {
+        assert!(claims_verdict(|v| v["exp"] = 1_000_330.into(), 1_000_000).is_ok());
+        assert_eq!(
+            claims_verdict(|v| v["exp"] = 1_000_331.into(), 1_000_000),
+            Err(VerifyError::LifetimeTooLong)
+        );
+        assert_eq!(
+            claims_verdict(|v| v["exp"] = (1_000_000 + 30 * 86_400).into(), 1_000_000),
+            Err(VerifyError::LifetimeTooLong)
+        );
+        // Saturating: iat = i64::MIN is no overflow into a short lifetime.
+        assert_eq!(
+            claims_verdict(|v| v["iat"] = i64::MIN.into(), 1_000_000),
+            Err(VerifyError::LifetimeTooLong)
+        );
+        // Judged after the times, as the server orders them.
+        assert_eq!(
+            claims_verdict(
+                |v| v["exp"] = (1_000_000 + 30 * 86_400).into(),
+                3_000_000_000
+            ),
+            Err(VerifyError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_header_member_given_twice_is_malformed_at_any_depth() {
+        for h in [
+            r#"{"alg":"HS256","alg":"EdDSA","kid":"k","typ":"at+jwt"}"#,
+            r#"{"alg":"EdDSA","kid":"x","kid":"k","typ":"at+jwt"}"#,
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","typ":"at+jwt"}"#,
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","x":{"a":1,"a":2}}"#,
+            r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","x":[{"a":1,"a":1}]}"#,
+        ] {
+            assert_eq!(header_verdict(h), Err(VerifyError::Malformed), "{h}");
+        }
+        assert!(
+            header_verdict(r#"{"alg":"EdDSA","kid":"k","typ":"at+jwt","x":{"a":1},"y":{"a":1}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_claim_given_twice_is_malformed_at_any_depth() {
+        let good = String::from_utf8(payload(|_| {})).expect("utf-8");
+        let body = good.strip_prefix('{').expect("an object");
+        for first in [
+            r#""exp":1000300"#,
+            r#""sid":"0190f2a4-7c1e-7a3b-9c4d-bbbbbbbbbbbb""#,
+            r#""nbf":null,"nbf":null"#,
+            r#""x":1,"x":1"#,
+            r#""x":{"y":1,"y":2}"#,
+            r#""x":[{"y":[{"z":1,"z":1}]}]"#,
+        ] {
+            let twice = format!("{{{first},{body}");
+            assert_eq!(
+                check_claims(twice.as_bytes(), &rules(), 1_000_000).map(|(c, _)| c),
+                Err(VerifyError::Malformed),
+                "{twice}"
+            );
+        }
+        let unique = format!(r#"{{"x":{{"y":1}},"z":[{{"y":1}},{{"y":1}}],{body}"#);
+        assert!(check_claims(unique.as_bytes(), &rules(), 1_000_000).is_ok());
     }
 
     #[test]
@@ -575,6 +660,9 @@ mod tests {
             |v| {
                 v.as_object_mut().map(|o| o.remove("jti"));
             },
+            |v| {
+                v.as_object_mut().map(|o| o.remove("iat"));
+            },
             |v| v["sub"] = SUB.to_uppercase().into(),
             |v| v["sub"] = SUB.replace('-', "").into(),
             |v| v["sid"] = format!("{{{SID}}}").into(),
@@ -585,6 +673,14 @@ mod tests {
         }
         assert_eq!(
             check_claims(b"[]", &rules(), 0).map(|(c, _)| c),
+            Err(VerifyError::Malformed)
+        );
+        // Every claim, in the struct's order, as an array: still no object.
+        let in_order = format!(
+            r#"["https://auth.example","{SUB}","https://api.example",1000300,1000000,null,"j","{SID}","orders:read",["clerk"]]"#
+        );
+        assert_eq!(
+            check_claims(in_order.as_bytes(), &rules(), 1_000_000).map(|(c, _)| c),
             Err(VerifyError::Malformed)
         );
     }

@@ -19,6 +19,9 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// The largest leeway accepted.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+/// The default longest token lifetime (`exp - iat`): gatehouse's default
+/// `access_token_ttl` (5 minutes) plus its default `jwt_leeway` (30 s).
+const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60 + 30);
 /// The default least time between two refetches an unknown `kid` triggers.
 const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// The long poll's `wait` (the contract allows 0..=30).
@@ -94,6 +97,7 @@ impl fmt::Debug for Verifier {
             .field("issuer", &inner.rules.issuer)
             .field("audience", &inner.rules.audience)
             .field("leeway_secs", &inner.rules.leeway)
+            .field("max_token_lifetime_secs", &inner.rules.max_lifetime)
             .field("algorithms", &inner.algorithms)
             .field("keys", &inner.keys)
             .field("revocation_feed", &inner.feed.is_some())
@@ -232,6 +236,7 @@ pub struct VerifierBuilder {
     issuer: String,
     audience: Option<String>,
     leeway: Duration,
+    max_token_lifetime: Duration,
     algorithms: Option<Vec<Algorithm>>,
     hs256_secret: Option<Secret>,
     jwks_url: Option<String>,
@@ -248,6 +253,7 @@ impl fmt::Debug for VerifierBuilder {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
+            .field("max_token_lifetime", &self.max_token_lifetime)
             .field("algorithms", &self.algorithms)
             .field("hs256_secret", &self.hs256_secret)
             .field("jwks_url", &self.jwks_url)
@@ -266,6 +272,7 @@ impl VerifierBuilder {
             issuer,
             audience: None,
             leeway: DEFAULT_LEEWAY,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             algorithms: None,
             hs256_secret: None,
             jwks_url: None,
@@ -288,6 +295,18 @@ impl VerifierBuilder {
     /// seconds; default 30 s, at most 5 minutes.
     pub fn leeway(mut self, d: Duration) -> Self {
         self.leeway = d;
+        self
+    }
+
+    /// The longest lifetime (`exp - iat`) a token may claim: gatehouse's
+    /// `access_token_ttl` plus its `jwt_leeway`, which no token it issues
+    /// exceeds; a longer one was not minted by its rules, whoever holds the
+    /// key. Default 5 min 30 s (gatehouse's defaults, 5 min + 30 s); set it
+    /// when your gatehouse's ttl or leeway differ. Counted in whole seconds
+    /// (a fraction is dropped); at least 1 s. A token without `iat` is
+    /// refused (`malformed`) whatever this says.
+    pub fn max_token_lifetime(mut self, d: Duration) -> Self {
+        self.max_token_lifetime = d;
         self
     }
 
@@ -365,8 +384,8 @@ impl VerifierBuilder {
     ///
     /// # Errors
     /// A [`BuildError`] naming the first setting that cannot work: an empty
-    /// issuer or audience, a leeway over 5 minutes, a refetch interval under
-    /// 1 s, no algorithm, HS256 without a secret of at least 32 bytes, a URL
+    /// issuer or audience, a leeway over 5 minutes, a maximum token lifetime
+    /// under 1 s, a refetch interval under 1 s, no algorithm, HS256 without a secret of at least 32 bytes, a URL
     /// that is not absolute http(s), an unusable feed key or staleness bound,
     /// a feed outside a Tokio runtime, or an HTTP client that cannot be built.
     pub fn build(self) -> Result<Verifier, BuildError> {
@@ -379,6 +398,9 @@ impl VerifierBuilder {
         }
         if self.leeway > MAX_LEEWAY {
             return Err(BuildError::LeewayTooLarge);
+        }
+        if self.max_token_lifetime < Duration::from_secs(1) {
+            return Err(BuildError::MaxTokenLifetimeTooShort);
         }
         if self.refetch_interval < Duration::from_secs(1) {
             return Err(BuildError::RefetchIntervalTooShort);
@@ -488,6 +510,8 @@ impl VerifierBuilder {
                     issuer: self.issuer,
                     audience,
                     leeway,
+                    max_lifetime: i64::try_from(self.max_token_lifetime.as_secs())
+                        .unwrap_or(i64::MAX),
                 },
                 algorithms,
                 keys,
@@ -556,6 +580,10 @@ mod tests {
         assert_eq!(
             build_error(b().leeway(Duration::from_secs(301))),
             BuildError::LeewayTooLarge
+        );
+        assert_eq!(
+            build_error(b().max_token_lifetime(Duration::from_millis(999))),
+            BuildError::MaxTokenLifetimeTooShort
         );
         assert_eq!(
             build_error(b().refetch_interval(Duration::from_millis(999))),

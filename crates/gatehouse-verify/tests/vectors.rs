@@ -29,6 +29,10 @@ struct Vectors {
     now: u64,
     #[serde(default = "default_leeway")]
     leeway_secs: u64,
+    /// The server's `access_token_ttl`: with the leeway, the longest
+    /// lifetime the server accepts, so this library's `max_token_lifetime`.
+    #[serde(default = "default_ttl")]
+    access_token_ttl_secs: u64,
     #[serde(default)]
     revoked_sids: Vec<String>,
     jwks: Value,
@@ -39,6 +43,10 @@ struct Vectors {
 
 fn default_leeway() -> u64 {
     30
+}
+
+fn default_ttl() -> u64 {
+    300
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +95,9 @@ async fn run_vectors(path: &Path) -> Result<usize, Vec<String>> {
         let mut builder = Verifier::builder(&vectors.issuer)
             .audience(&vectors.audience)
             .leeway(Duration::from_secs(vectors.leeway_secs))
+            .max_token_lifetime(Duration::from_secs(
+                vectors.access_token_ttl_secs + vectors.leeway_secs,
+            ))
             .algorithms(&[alg])
             .jwks_url(&jwks_url)
             .clock(std::sync::Arc::new(move || now));

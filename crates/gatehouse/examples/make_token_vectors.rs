@@ -26,6 +26,9 @@ const AUDIENCE: &str = "https://api.vectors.test";
 /// 2027-01-15T08:00:00Z: every time claim is relative to it.
 const NOW: i64 = 1_800_000_000;
 const LEEWAY: i64 = 30;
+/// The server's `access_token_ttl` (its default): with [`LEEWAY`], the
+/// longest `exp - iat` accepted.
+const TTL: i64 = 300;
 const SUB: &str = "0190f3a0-7c2e-7d41-9a3b-5e6f7a8b9c0d";
 const SID: &str = "0190f3a1-1111-7222-8333-944455556666";
 const REVOKED_SID: &str = "0190f3a1-dead-7bee-8fac-0123456789ab";
@@ -289,6 +292,55 @@ fn main() -> anyhow::Result<()> {
         cases.add(name, "EdDSA", ed(&claims)?, expect);
     }
 
+    // Lifetime: exp - iat at most the ttl plus the leeway, whoever signed.
+    let iat = c["iat"].as_i64().context("iat")?;
+    let at_the_cap = with(c.clone(), &[("exp", json!(iat + TTL + LEEWAY))]);
+    cases.valid(
+        "valid_lifetime_at_the_cap",
+        "EdDSA",
+        ed(&at_the_cap)?,
+        &at_the_cap,
+    );
+    for (name, claims) in [
+        (
+            "lifetime_one_second_over_the_cap",
+            with(c.clone(), &[("exp", json!(iat + TTL + LEEWAY + 1))]),
+        ),
+        (
+            "lifetime_of_thirty_days",
+            with(c.clone(), &[("exp", json!(iat + 30 * 86_400))]),
+        ),
+        (
+            "lifetime_of_thirty_days_issued_in_the_past",
+            with(
+                c.clone(),
+                &[("iat", json!(NOW - 30 * 86_400)), ("exp", json!(NOW + 60))],
+            ),
+        ),
+        (
+            "iat_at_i64_min",
+            with(c.clone(), &[("iat", json!(i64::MIN))]),
+        ),
+        (
+            "exp_at_i64_max",
+            with(c.clone(), &[("exp", json!(i64::MAX))]),
+        ),
+    ] {
+        cases.add(name, "EdDSA", ed(&claims)?, "lifetime_too_long");
+    }
+    // Every signer's 30-day token, signed with its real key.
+    for signer in [&es256, &rs256, &hs256] {
+        cases.add(
+            &format!(
+                "{}_lifetime_of_thirty_days",
+                signer.name.to_ascii_lowercase()
+            ),
+            signer.name,
+            signer.token(&with(c.clone(), &[("exp", json!(iat + 30 * 86_400))]))?,
+            "lifetime_too_long",
+        );
+    }
+
     // Issuer and audience.
     for (name, claims, expect) in [
         (
@@ -332,6 +384,8 @@ fn main() -> anyhow::Result<()> {
     for (name, claims) in [
         ("missing_sid", without(c.clone(), "sid")),
         ("missing_jti", without(c.clone(), "jti")),
+        // Without iat the lifetime cannot be judged (and we always send it).
+        ("missing_iat", without(c.clone(), "iat")),
         ("missing_scope", without(c.clone(), "scope")),
         ("missing_exp", without(c.clone(), "exp")),
         (
@@ -367,9 +421,19 @@ fn main() -> anyhow::Result<()> {
     ] {
         cases.add(name, "EdDSA", ed(&claims)?, "malformed");
     }
+    // Every claim, in the order of a struct's fields, as a JSON array: a
+    // struct parser that also takes sequences would read it as claims.
+    let in_order = json!([
+        c["iss"], c["sub"], c["aud"], c["exp"], c["iat"], null, c["jti"], c["sid"], c["scope"],
+        c["roles"]
+    ]);
     for (name, payload) in [
         ("payload_not_json", b"not json at all".to_vec()),
         ("payload_a_json_array", br#"["iss","sub"]"#.to_vec()),
+        (
+            "payload_a_json_array_of_the_claims_in_order",
+            in_order.to_string().into_bytes(),
+        ),
         ("payload_a_json_string", br#""claims""#.to_vec()),
         ("payload_empty", Vec::new()),
     ] {
@@ -511,6 +575,97 @@ fn main() -> anyhow::Result<()> {
             "forbidden_header",
         );
     }
+    // A member name given twice (RFC 7515 §4, RFC 7519 §4): refused, never
+    // resolved to the first or the last, at any depth. Signed with our key:
+    // only the duplicate is wrong. serde_json::Value cannot hold a
+    // duplicate, so these are written as text.
+    let kid = &eddsa.kid;
+    let payload = c.to_string();
+    for (name, header) in [
+        (
+            "header_duplicate_alg",
+            format!(r#"{{"alg":"HS256","alg":"EdDSA","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "header_duplicate_alg_none_last",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","alg":"none"}}"#),
+        ),
+        (
+            "header_duplicate_kid",
+            format!(r#"{{"alg":"EdDSA","kid":"no-such-key","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "header_duplicate_kid_same_value",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","kid":"{kid}"}}"#),
+        ),
+        (
+            "header_duplicate_typ",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"JWT","typ":"at+jwt"}}"#),
+        ),
+        (
+            "header_duplicate_alg_spelt_with_an_escape",
+            format!(r#"{{"alg":"HS256","\u0061lg":"EdDSA","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "header_duplicate_in_a_nested_object",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","x-ext":{{"a":1,"a":2}}}}"#),
+        ),
+        (
+            "header_duplicate_in_an_object_in_an_array",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","x-ext":[{{"a":1,"a":1}}]}}"#),
+        ),
+    ] {
+        let token = eddsa.sign_raw(header.as_bytes(), payload.as_bytes())?;
+        cases.add(name, "EdDSA", token, "malformed");
+    }
+    let body = payload.strip_prefix('{').context("claims are an object")?;
+    for (name, first) in [
+        ("payload_duplicate_sid", format!(r#""sid":"{REVOKED_SID}""#)),
+        (
+            "payload_duplicate_exp",
+            format!(r#""exp":{}"#, NOW + 30 * 86_400),
+        ),
+        (
+            "payload_duplicate_scope",
+            r#""scope":"gatehouse:admin""#.to_owned(),
+        ),
+        (
+            "payload_duplicate_unknown_claim",
+            r#""x-ext":1,"x-ext":2"#.to_owned(),
+        ),
+        (
+            "payload_duplicate_in_a_nested_object",
+            r#""x-ext":{"a":1,"a":2}"#.to_owned(),
+        ),
+        (
+            "payload_duplicate_deep_in_arrays",
+            r#""x-ext":[{"a":[{"b":1,"b":1}]}]"#.to_owned(),
+        ),
+    ] {
+        let token = eddsa.sign_raw(
+            header.to_string().as_bytes(),
+            format!("{{{first},{body}").as_bytes(),
+        )?;
+        cases.add(name, "EdDSA", token, "malformed");
+    }
+    // The same name in sibling objects is no duplicate.
+    let siblings = with(
+        c.clone(),
+        &[(
+            "x-ext",
+            json!({"a": {"n": 1}, "b": {"n": 1}, "c": [{"n": 1}, {"n": 1}]}),
+        )],
+    );
+    cases.valid(
+        "valid_same_name_in_sibling_objects",
+        "EdDSA",
+        eddsa.sign(
+            &with(header.clone(), &[("x-ext", json!([{"n": 1}, {"n": 1}]))]),
+            &siblings,
+        )?,
+        &siblings,
+    );
+
     // The attacker's key under our kid is just a bad signature.
     cases.add(
         "attacker_key_under_our_kid",
@@ -587,11 +742,12 @@ fn main() -> anyhow::Result<()> {
     cases.add("larger_than_8_kib", "EdDSA", big, "too_large");
 
     let doc = json!({
-        "description": "gatehouse access tokens, valid and hostile, with the verdict of gatehouse's rules (see docs/tokens.md). Written by `cargo run --example make_token_vectors`; checked by crates/gatehouse/tests/api/vectors.rs and crates/gatehouse-verify/tests/vectors.rs. Keys are test keys made for this file; their private halves were discarded.",
+        "description": "gatehouse access tokens, valid and hostile, with the verdict of gatehouse's rules (see docs/tokens.md). Written by `cargo run --example make_token_vectors`; checked by crates/gatehouse/tests/api/token_vectors.rs and crates/gatehouse-verify/tests/vectors.rs (with access_token_ttl_secs + leeway_secs as gatehouse-verify's max_token_lifetime). Keys are test keys made for this file; their private halves were discarded.",
         "issuer": ISSUER,
         "audience": AUDIENCE,
         "now": NOW,
         "leeway_secs": LEEWAY,
+        "access_token_ttl_secs": TTL,
         "revoked_sids": [REVOKED_SID],
         "jwks": { "keys": [eddsa_jwk, es256_jwk, rs256_jwk] },
         "hs256_secret": STANDARD.encode(secret),

@@ -13,7 +13,9 @@ use tower::ServiceExt as _;
 use crate::common::{self, ManualClock, Mock, T0, TestKey};
 
 struct Fixture {
-    _mock: Mock,
+    mock: Mock,
+    key: TestKey,
+    clock: ManualClock,
     verifier: Verifier,
     valid: String,
     clerk_only: String,
@@ -36,7 +38,9 @@ async fn fixture() -> Fixture {
         clerk_only: key.mint(&clerk),
         expired: key.mint(&expired),
         verifier,
-        _mock: mock,
+        mock,
+        key,
+        clock,
     }
 }
 
@@ -318,4 +322,147 @@ async fn the_tower_layer_serves_any_framework_on_http_types() {
         denied.headers()[header::WWW_AUTHENTICATE],
         r#"Bearer realm="gatehouse", error="insufficient_scope", scope="orders:write""#
     );
+}
+
+/// Both ways of guarding a route: the extractor and the layers.
+fn both_apps(verifier: &Verifier) -> [(Router, &'static str); 2] {
+    [
+        (extractor_app(verifier), "/me"),
+        (layered_app(verifier), "/orders"),
+    ]
+}
+
+async fn assert_invalid_token(app: &Router, path: &str, token: &str, what: &str) {
+    let (r, body) = send(app, path, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "{what} on {path}: {body}"
+    );
+    assert_problem(&r, &body, 401);
+    assert_eq!(
+        challenge(&r),
+        r#"Bearer realm="gatehouse", error="invalid_token""#,
+        "{what} on {path}"
+    );
+}
+
+/// RFC 7515 §4 / RFC 7519 §4: a member name given twice is refused, never
+/// resolved to the first or the last, at any depth, even under a genuine
+/// signature. `serde_json::Value` cannot hold a duplicate: written as text.
+#[tokio::test]
+async fn a_duplicate_member_is_401_invalid_token_even_when_genuinely_signed() {
+    let f = fixture().await;
+    let claims = common::claims(&f.mock.base, f.clock.secs()).to_string();
+    let body = claims.strip_prefix('{').expect("an object");
+    let header = r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#;
+    let sign = |h: &str, p: &str| f.key.sign_raw(h, p, Algorithm::EdDSA);
+    // Control: the same header and claims as text are accepted.
+    for (app, path) in both_apps(&f.verifier) {
+        let (r, _) = send(
+            &app,
+            path,
+            Some(&format!("Bearer {}", sign(header, &claims))),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "control on {path}");
+    }
+    let cases = [
+        (
+            "alg twice",
+            sign(
+                r#"{"alg":"HS256","alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#,
+                &claims,
+            ),
+        ),
+        (
+            "kid twice",
+            sign(
+                r#"{"alg":"EdDSA","kid":"nobody","kid":"k1","typ":"at+jwt"}"#,
+                &claims,
+            ),
+        ),
+        (
+            "a header duplicate in a nested object",
+            sign(
+                r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","x-ext":{"a":1,"a":2}}"#,
+                &claims,
+            ),
+        ),
+        (
+            "scope twice",
+            sign(header, &format!(r#"{{"scope":"orders:read",{body}"#)),
+        ),
+        (
+            "an unknown claim twice",
+            sign(header, &format!(r#"{{"x-ext":1,"x-ext":2,{body}"#)),
+        ),
+        (
+            "a claims duplicate in a nested object",
+            sign(header, &format!(r#"{{"x-ext":[{{"a":1,"a":2}}],{body}"#)),
+        ),
+    ];
+    for (app, path) in both_apps(&f.verifier) {
+        for (what, token) in &cases {
+            assert_invalid_token(&app, path, token, what).await;
+        }
+    }
+}
+
+/// A token claiming to live longer than gatehouse's ttl plus leeway (the
+/// default: 5 min + 30 s) was not minted by its rules, whoever holds the key.
+#[tokio::test]
+async fn a_lifetime_over_the_maximum_is_401_invalid_token_even_when_genuinely_signed() {
+    let f = fixture().await;
+    let now = f.clock.secs();
+    let lasting = |iat: i64, exp: i64| {
+        let mut c = common::claims(&f.mock.base, now);
+        c["iat"] = iat.into();
+        c["exp"] = exp.into();
+        f.key.mint(&c)
+    };
+    let at_the_cap = lasting(now - 10, now - 10 + 330);
+    for (app, path) in both_apps(&f.verifier) {
+        let (r, _) = send(&app, path, Some(&format!("Bearer {at_the_cap}"))).await;
+        assert_eq!(r.status(), StatusCode::OK, "at the cap on {path}");
+        for (what, token) in [
+            ("30 days", lasting(now, now + 30 * 86_400)),
+            ("issued 30 days ago", lasting(now - 30 * 86_400, now + 60)),
+            ("one second over the cap", lasting(now - 10, now - 10 + 331)),
+        ] {
+            assert_invalid_token(&app, path, &token, what).await;
+        }
+    }
+}
+
+/// A gatehouse with another `access_token_ttl` needs `max_token_lifetime` set
+/// to its ttl plus leeway: then its tokens pass, and one second more does not.
+#[tokio::test]
+async fn max_token_lifetime_follows_the_servers_ttl_and_leeway() {
+    let f = fixture().await;
+    let now = f.clock.secs();
+    let lasting = |secs: i64| {
+        let mut c = common::claims(&f.mock.base, now);
+        c["exp"] = (now + secs).into();
+        f.key.mint(&c)
+    };
+    let two_hours = f
+        .mock
+        .builder(&f.clock)
+        .max_token_lifetime(std::time::Duration::from_secs(2 * 3600 + 30))
+        .build()
+        .expect("verifier");
+    for (verifier, accepted, refused) in [
+        (&f.verifier, 330, 331),
+        (&two_hours, 2 * 3600 + 30, 2 * 3600 + 31),
+    ] {
+        let app = extractor_app(verifier);
+        let (r, _) = send(&app, "/me", Some(&format!("Bearer {}", lasting(accepted)))).await;
+        assert_eq!(r.status(), StatusCode::OK, "{accepted} s");
+        assert_invalid_token(&app, "/me", &lasting(refused), &format!("{refused} s")).await;
+        assert_eq!(
+            verifier.verify(&lasting(refused)).await,
+            Err(gatehouse_verify::VerifyError::LifetimeTooLong)
+        );
+    }
 }

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::{Actor, Ending, EventType};
+use super::json::UniqueObject;
 use super::keys::{self, KeyRing, alg_name};
 use super::principals::{Lookup, Principal, Principals};
 use super::sessions::LoginError;
@@ -65,21 +66,67 @@ impl Audience {
 }
 
 /// The claims of an access token.
+///
+/// Deserialising refuses what [`validate_access_token`] refuses as
+/// malformed: anything but a JSON object, a claim of the wrong type, a
+/// missing required claim (`iat` included: without it the lifetime cannot
+/// be judged), and a member name given twice, at any depth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireClaims")]
 pub struct AccessClaims {
     pub iss: String,
     pub sub: String,
     pub aud: Audience,
     pub exp: i64,
     pub iat: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     pub jti: String,
     pub sid: String,
     /// Space-separated permissions.
     pub scope: String,
-    #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// The claims set as it arrives. Read as a map, never as a sequence (a
+/// struct would also take a JSON array of the claims in order). serde's
+/// derive refuses a known claim given twice; every other member is
+/// collected into `_others`, which refuses a name given twice, at any depth
+/// (RFC 7519 §4). Our tokens carry no other member, so the collection costs
+/// nothing on the hot path.
+#[derive(Deserialize)]
+struct WireClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    jti: String,
+    sid: String,
+    scope: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(flatten)]
+    _others: UniqueObject,
+}
+
+impl From<WireClaims> for AccessClaims {
+    fn from(w: WireClaims) -> Self {
+        Self {
+            iss: w.iss,
+            sub: w.sub,
+            aud: w.aud,
+            exp: w.exp,
+            iat: w.iat,
+            nbf: w.nbf,
+            jti: w.jti,
+            sid: w.sid,
+            scope: w.scope,
+            roles: w.roles,
+        }
+    }
 }
 
 /// A verified access token.
@@ -114,6 +161,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token was issued in the future")]
     IssuedInFuture,
+    #[error("the token's lifetime (exp - iat) exceeds access_token_ttl plus the leeway")]
+    LifetimeTooLong,
     #[error("the token is from another issuer")]
     WrongIssuer,
     #[error("the token is for another audience")]
@@ -137,6 +186,7 @@ impl TokenError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::IssuedInFuture => "issued_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::Revoked => "revoked",
@@ -197,8 +247,9 @@ impl From<HashError> for GrantError {
 ///
 /// # Errors
 /// A [`TokenError`] for anything but a three-part token whose header is a
-/// JSON object with the configured `alg`, a `typ` of `at+jwt`, a string
-/// `kid`, and none of the forbidden parameters.
+/// JSON object (no member name twice, at any depth) with the configured
+/// `alg`, a `typ` of `at+jwt`, a string `kid`, and none of the forbidden
+/// parameters.
 pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
@@ -212,7 +263,9 @@ pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
     let header = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenError::Malformed)?;
-    let header: serde_json::Map<String, serde_json::Value> =
+    // RFC 7515 §4: a duplicate name is refused, not resolved to the last
+    // one, so no reader of this header can see another `alg` or `kid`.
+    let UniqueObject(header) =
         serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
     if FORBIDDEN_HEADER.iter().any(|k| header.contains_key(*k)) {
         return Err(TokenError::ForbiddenHeader);
@@ -275,6 +328,7 @@ pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenErr
 /// gatehouse's rules for an access token, in the order they are checked:
 /// the header and signature ([`verify_signature`]), the claims' shape, `iss`,
 /// `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with the
+/// leeway, the lifetime `exp - iat` within `access_token_ttl` plus the
 /// leeway, canonical `sub` and `sid`, and finally `is_revoked`.
 ///
 /// `gatehouse-verify` implements the same rules for resource servers; the
@@ -290,16 +344,16 @@ pub fn validate_access_token(
     is_revoked: impl Fn(SessionId) -> bool,
 ) -> Result<VerifiedToken, TokenError> {
     let payload = verify_signature(token, ring)?;
-    // Only a JSON object with our claims' types parses: arrays, strings
-    // and numbers are refused here.
+    // Only a JSON object with our claims' types and no member name twice
+    // parses: arrays, strings and numbers are refused here.
     let claims: AccessClaims =
         serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     check_claims(claims, settings, now, is_revoked)
 }
 
 /// The claims' rules of [`validate_access_token`], in its order: `iss`,
-/// `aud`, the times ([`check_times`]), canonical `sub` and `sid`, and
-/// `is_revoked`.
+/// `aud`, the times ([`check_times`]), the lifetime ([`check_lifetime`]),
+/// canonical `sub` and `sid`, and `is_revoked`.
 ///
 /// # Errors
 /// The first rule the claims break.
@@ -316,6 +370,7 @@ pub fn check_claims(
         return Err(TokenError::WrongAudience);
     }
     check_times(&claims, settings, now)?;
+    check_lifetime(&claims, settings)?;
     // Canonical forms only: we issue hyphenated lower-case UUIDs.
     let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
     let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
@@ -358,11 +413,36 @@ pub fn check_times(
     Ok(())
 }
 
+/// The lifetime `exp - iat` against `access_token_ttl` plus the leeway: a
+/// token we issue never lives longer (its `exp` is at most now + ttl), so a
+/// longer one was not minted by this server's rules, whoever holds the key
+/// (API.md, "Tokens"). Fixed once the token is signed, so the cache of
+/// verified tokens need not judge it again.
+///
+/// # Errors
+/// [`TokenError::LifetimeTooLong`].
+pub fn check_lifetime(claims: &AccessClaims, settings: &TokenSettings) -> Result<(), TokenError> {
+    // Rounded up: `iat` and `exp` are floored to whole seconds, so a token of
+    // a ttl with a fraction of a second can span its ceiling.
+    let ttl = settings.access_token_ttl;
+    let ttl = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    let cap = settings.leeway.as_secs().saturating_add(ttl);
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    // Saturating: an `iat` near i64::MIN is a lifetime too long, never an
+    // overflow into a short one.
+    if claims.exp.saturating_sub(claims.iat) > cap {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
 impl Auth {
     /// Verifies a bearer access token: size, header (algorithm, type, key),
-    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, and that
-    /// its session has not ended. No store round trip: the signature check
-    /// and a lookup in the in-memory revocation set.
+    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, the
+    /// lifetime, and that its session has not ended. No store round trip:
+    /// the signature check and a lookup in the in-memory revocation set.
     ///
     /// # Errors
     /// The first rule the token breaks.
@@ -1059,6 +1139,104 @@ mod tests {
             loaded.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             vec![new.record.id]
         );
+    }
+
+    fn settings(ttl: Duration, leeway: Duration) -> TokenSettings {
+        TokenSettings {
+            issuer: "i".into(),
+            audience: "a".into(),
+            access_token_ttl: ttl,
+            leeway,
+            refresh_reuse_grace: Duration::ZERO,
+        }
+    }
+
+    fn claims_lasting(iat: i64, exp: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: Audience::One("a".into()),
+            exp,
+            iat,
+            nbf: None,
+            jti: "j".into(),
+            sid: "s".into(),
+            scope: String::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_lifetime_is_capped_at_the_ttl_rounded_up_plus_the_leeway() {
+        let five_min = settings(Duration::from_secs(300), Duration::from_secs(30));
+        assert_eq!(check_lifetime(&claims_lasting(0, 330), &five_min), Ok(()));
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 331), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 30 * 86_400), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        // Saturating, both ways: no overflow turns a huge lifetime short.
+        assert_eq!(
+            check_lifetime(&claims_lasting(i64::MIN, 0), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        assert_eq!(
+            check_lifetime(&claims_lasting(-1, i64::MAX), &five_min),
+            Err(TokenError::LifetimeTooLong)
+        );
+        let fraction = settings(Duration::from_millis(1_500), Duration::ZERO);
+        assert_eq!(check_lifetime(&claims_lasting(0, 2), &fraction), Ok(()));
+        assert_eq!(
+            check_lifetime(&claims_lasting(0, 3), &fraction),
+            Err(TokenError::LifetimeTooLong)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_under_a_fractional_ttl_passes_the_lifetime_cap() {
+        // iat floors 0.9 s to 0, exp floors 2.4 s to 2: two seconds apart
+        // under a ttl of 1.5 s.
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00:00.9 UTC)));
+        let (auth, _dir) = test_support::auth(clock, |c| {
+            c.access_token_ttl = Duration::from_millis(1_500);
+            c.jwt_leeway = Duration::ZERO;
+        })
+        .await;
+        let (_, access) = session_with_token(&auth).await;
+        assert_eq!(access.expires_in, 2);
+        auth.verify_access_token(&access.token)
+            .expect("a token as issued");
+    }
+
+    #[test]
+    fn claims_with_a_member_given_twice_at_any_depth_are_refused() {
+        let good = serde_json::to_string(&claims_lasting(0, 300)).expect("json");
+        assert!(serde_json::from_str::<AccessClaims>(&good).is_ok());
+        let body = good.strip_prefix('{').expect("an object");
+        for first in [
+            r#""exp":86400"#,
+            r#""sid":"t""#,
+            r#""x":1,"x":2"#,
+            r#""x":{"y":1,"y":1}"#,
+            r#""x":[{"y":[{"z":1,"z":2}]}]"#,
+        ] {
+            let twice = format!("{{{first},{body}");
+            assert!(
+                serde_json::from_str::<AccessClaims>(&twice).is_err(),
+                "{twice}"
+            );
+        }
+        let unique = format!(r#"{{"x":{{"y":1}},"z":[{{"y":1}},{{"y":1}}],{body}"#);
+        assert!(serde_json::from_str::<AccessClaims>(&unique).is_ok());
+        // Every claim in the struct's order, as an array: not an object.
+        let in_order = r#"["i","s","a",300,0,null,"j","s","",[]]"#;
+        assert!(serde_json::from_str::<AccessClaims>(in_order).is_err());
+        let without_iat = good.replace(r#""iat":0,"#, "");
+        assert_ne!(without_iat, good);
+        assert!(serde_json::from_str::<AccessClaims>(&without_iat).is_err());
     }
 
     #[tokio::test]

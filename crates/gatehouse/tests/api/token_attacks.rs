@@ -908,6 +908,75 @@ async fn times_beyond_the_leeway_are_refused() {
     m.legit_still_works().await;
 }
 
+/// `exp - iat` longer than `access_token_ttl` plus the leeway: a token the
+/// server would never issue, whoever signed it (API.md, "Tokens").
+#[tokio::test]
+async fn a_lifetime_over_the_ttl_plus_leeway_is_refused_even_when_signed_with_the_server_key() {
+    let m = Minting::start().await;
+    let cap = i64::try_from((m.app.config.access_token_ttl + m.app.config.jwt_leeway).as_secs())
+        .expect("seconds");
+    assert_eq!(cap, 330, "the defaults: 5 min and 30 s");
+    let t = now();
+    let lasting = |iat: i64, exp: i64| {
+        m.claims_with(|c| {
+            c.insert("jti".into(), json!(uuid::Uuid::now_v7().to_string()));
+            c.insert("iat".into(), json!(iat));
+            c.insert("exp".into(), json!(exp));
+        })
+    };
+    // Control: exactly at the cap is accepted.
+    let at_cap = lasting(t - 10, t - 10 + cap);
+    assert_accepted(
+        &m.app,
+        &m.mint_claims(&at_cap),
+        &at_cap,
+        "lifetime at the cap",
+    )
+    .await;
+    for (what, claims) in [
+        ("30 days from now", lasting(t, t + 30 * 86_400)),
+        (
+            "issued 30 days ago, 60 s left",
+            lasting(t - 30 * 86_400, t + 60),
+        ),
+        ("one second over the cap", lasting(t - 10, t - 10 + cap + 1)),
+        ("iat at i64::MIN", lasting(i64::MIN, t + 60)),
+    ] {
+        m.refused(&m.mint_claims(&claims), &format!("lifetime {what}"))
+            .await;
+    }
+    m.legit_still_works().await;
+}
+
+#[tokio::test]
+async fn the_lifetime_cap_follows_the_configured_ttl() {
+    let m = Minting::start_with(Key::ed25519(), |c| {
+        c.access_token_ttl = Duration::from_secs(2 * 3600);
+        c.jwt_leeway = Duration::from_secs(5);
+    })
+    .await;
+    let lifetime = m.claims["exp"].as_i64().expect("exp") - m.claims["iat"].as_i64().expect("iat");
+    assert_eq!(lifetime, 2 * 3600, "issued under the configured ttl");
+    let t = now();
+    let lasting = |secs: i64| {
+        m.claims_with(|c| {
+            c.insert("iat".into(), json!(t));
+            c.insert("exp".into(), json!(t + secs));
+        })
+    };
+    let two_hours = lasting(2 * 3600 + 5);
+    assert_accepted(
+        &m.app,
+        &m.mint_claims(&two_hours),
+        &two_hours,
+        "ttl + leeway",
+    )
+    .await;
+    m.refused(&m.mint_claims(&lasting(2 * 3600 + 6)), "ttl + leeway + 1 s")
+        .await;
+    m.legit_still_works().await;
+}
+
 #[tokio::test]
 async fn ended_session_or_another_users_subject_is_refused() {
     let m = Minting::start().await;
@@ -971,6 +1040,105 @@ async fn ended_session_or_another_users_subject_is_refused() {
 // ---------------------------------------------------------------------------
 // Size and shape
 // ---------------------------------------------------------------------------
+
+/// RFC 7515 §4 and RFC 7519 §4: a parser must refuse duplicate member names
+/// or keep the last; a verifier that keeps the last one and another that
+/// keeps the first read different tokens. gatehouse refuses them, at any
+/// depth, even under a genuine signature. `serde_json::Value` cannot hold a
+/// duplicate, so these segments are written as text.
+#[tokio::test]
+async fn duplicate_header_members_are_refused_even_when_signed_with_the_server_key() {
+    let m = Minting::start().await;
+    let kid = &m.kid;
+    let p = b64(m.claims.to_string());
+    // Control: the server's header written as text, signed by its key.
+    let plain = format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt"}}"#);
+    assert_accepted(
+        &m.app,
+        &mint_raw(&m.key, &b64(&plain), &p),
+        &m.claims,
+        "the header as text",
+    )
+    .await;
+    for (what, header) in [
+        (
+            "alg twice, the last one right",
+            format!(r#"{{"alg":"HS256","alg":"EdDSA","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "alg twice, the first one right",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","alg":"none"}}"#),
+        ),
+        (
+            "kid twice, the last one ours",
+            format!(r#"{{"alg":"EdDSA","kid":"attacker","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "kid twice, the same value",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","kid":"{kid}"}}"#),
+        ),
+        (
+            "alg twice, once spelt with an escape",
+            format!(r#"{{"alg":"HS256","\u0061lg":"EdDSA","kid":"{kid}","typ":"at+jwt"}}"#),
+        ),
+        (
+            "a duplicate inside a nested object",
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","x-ext":{{"a":1,"a":2}}}}"#),
+        ),
+    ] {
+        m.refused(
+            &mint_raw(&m.key, &b64(&header), &p),
+            &format!("header: {what}"),
+        )
+        .await;
+    }
+    m.legit_still_works().await;
+}
+
+#[tokio::test]
+async fn duplicate_claims_are_refused_at_any_depth_even_when_signed_with_the_server_key() {
+    let m = Minting::start().await;
+    let h = b64(m.header.to_string());
+    let claims = m.claims.to_string();
+    let body = claims.strip_prefix('{').expect("claims are an object");
+    let bob = m.app.create_user().await;
+    let bob_claims = decode_json(split3(&password_grant(&m.app, &bob).await).1);
+    for (what, first) in [
+        ("sub twice", format!(r#""sub":{}"#, bob_claims["sub"])),
+        ("exp twice", format!(r#""exp":{}"#, now() + 30 * 86_400)),
+        (
+            "an unknown claim twice",
+            r#""x-ext":1,"x-ext":2"#.to_owned(),
+        ),
+        (
+            "a duplicate inside a nested object",
+            r#""x-ext":{"a":1,"a":2}"#.to_owned(),
+        ),
+        (
+            "a duplicate inside an array's object",
+            r#""x-ext":[{"a":[{"b":1,"b":1}]}]"#.to_owned(),
+        ),
+    ] {
+        let payload = b64(format!("{{{first},{body}"));
+        m.refused(&mint_raw(&m.key, &h, &payload), &format!("claims: {what}"))
+            .await;
+    }
+    // The same name in sibling objects is no duplicate.
+    let siblings = m.claims_with(|c| {
+        c.insert(
+            "x-ext".into(),
+            json!({"a": {"n": 1}, "b": [{"n": 1}, {"n": 1}]}),
+        );
+    });
+    assert_accepted(
+        &m.app,
+        &m.mint_claims(&siblings),
+        &siblings,
+        "sibling objects",
+    )
+    .await;
+    m.legit_still_works().await;
+}
 
 #[tokio::test]
 async fn oversized_token_is_a_401_not_413_or_500() {

@@ -46,7 +46,11 @@ fn every_shared_vector_gets_its_verdict_from_the_server() {
     let settings = TokenSettings {
         issuer: doc["issuer"].as_str().expect("issuer").to_owned(),
         audience: doc["audience"].as_str().expect("audience").to_owned(),
-        access_token_ttl: Duration::from_secs(300),
+        access_token_ttl: Duration::from_secs(
+            doc["access_token_ttl_secs"]
+                .as_u64()
+                .expect("access_token_ttl_secs"),
+        ),
         leeway: Duration::from_secs(doc["leeway_secs"].as_u64().expect("leeway_secs")),
         refresh_reuse_grace: Duration::ZERO,
     };
