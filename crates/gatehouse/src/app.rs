@@ -150,6 +150,7 @@ impl Application {
             allowed_origins,
             trusted_proxies: config.trusted_proxies.clone(),
             rules: config.rules.clone(),
+            request_body_timeout: config.connections.request_body_timeout,
         };
         let revocation_feed = config
             .redis_url

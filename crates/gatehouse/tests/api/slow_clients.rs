@@ -1,6 +1,7 @@
 //! Slow clients (slowloris and kin), black-box: raw sockets that trickle a
-//! request head, idle on a kept-alive connection, more of them than
-//! `max_connections`, and a shutdown while some of them hold on. The deadlines are set to a second
+//! request head, idle on a kept-alive connection, declare a huge body or
+//! send a body too slowly, more of them than `max_connections`, and a
+//! shutdown while some of them hold on. The deadlines are set to a second
 //! or two so each test takes about that long.
 
 use std::sync::Arc;
@@ -266,6 +267,116 @@ async fn a_kept_alive_connection_serves_requests_that_follow_within_the_timeouts
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_before_any_of_it_is_sent() {
+    let app = TestApp::spawn().await;
+    let mut conn = TcpStream::connect(app.addr).await.expect("connect");
+    let started = Instant::now();
+
+    conn.write_all(
+        b"POST /v1/login HTTP/1.1\r\nHost: gatehouse\r\nContent-Type: application/json\r\n\
+          Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let answer = read_response(&mut conn, 2 * SECOND).await;
+
+    assert!(
+        started.elapsed() < SECOND,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // Refused outright: no `100 Continue` invites the body first.
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(lower.contains("connection: close"), "{answer}");
+    assert!(
+        answer.contains("urn:gatehouse:problem:payload-too-large"),
+        "{answer}"
+    );
+    let (closed, _) = closed_within(conn, 2 * SECOND).await;
+    assert!(closed.is_some(), "the connection is closed after the 413");
+}
+
+#[tokio::test]
+async fn a_declared_form_over_the_limit_is_a_413_page() {
+    let app = TestApp::spawn().await;
+    let mut conn = TcpStream::connect(app.addr).await.expect("connect");
+
+    // A same-origin form post, as a browser sends it.
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: gatehouse\r\nOrigin: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 70000\r\n\r\n",
+        app.origin()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let answer = read_response(&mut conn, 2 * SECOND).await;
+
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("content-type: text/html"), "{answer}");
+    assert!(lower.contains("content-security-policy:"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_trickled_past_the_request_body_timeout_is_408_and_the_connection_closed() {
+    let app = TestApp::spawn_with(|c| c.connections.request_body_timeout = SECOND).await;
+    let (mut r, mut w) = TcpStream::connect(app.addr)
+        .await
+        .expect("connect")
+        .into_split();
+    w.write_all(
+        b"POST /v1/login HTTP/1.1\r\nHost: gatehouse\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{",
+    )
+    .await
+    .expect("write");
+    let started = Instant::now();
+    // A byte every 100 ms: well within any per-read timeout, but the whole
+    // body would take 10 s.
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let answer = read_response(&mut r, 3 * SECOND).await;
+
+    let answered = started.elapsed();
+    assert!(
+        answered >= Duration::from_millis(900) && answered < Duration::from_millis(2500),
+        "answered after {answered:?}; request_body_timeout is 1 s"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("urn:gatehouse:problem:request-timeout"),
+        "{answer}"
+    );
+    let (closed, _) = closed_within(r, 2 * SECOND).await;
+    writer.abort();
+    assert!(closed.is_some(), "the connection is closed after the 408");
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"gatehouse_http_requests_total{method="POST",route="/v1/login",status="408"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]
