@@ -8,17 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DatabaseUrl};
+use crate::config::{Config, ConnectionLimits, DatabaseUrl};
 use crate::http::{self, AppState, WebSettings};
 use crate::store::redis::RedisStore;
-use crate::tls::TlsListener;
 
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -105,6 +103,7 @@ pub struct Application {
     addr: SocketAddr,
     /// The TLS settings, when the server speaks HTTPS itself.
     tls: Option<Arc<ServerConfig>>,
+    limits: ConnectionLimits,
     state: AppState,
     /// Redis URL and revocation channel, when sessions live in Redis.
     revocation_feed: Option<(String, String)>,
@@ -126,6 +125,7 @@ impl Application {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
+        crate::serve::warn_if_short_of_files(&config.connections);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -155,6 +155,7 @@ impl Application {
                 .metrics_token
                 .as_ref()
                 .map(|t| sha2::Sha256::digest(t.expose()).into()),
+            request_body_timeout: config.connections.request_body_timeout,
         };
         let revocation_feed = config
             .redis_url
@@ -164,6 +165,7 @@ impl Application {
             listener,
             addr,
             tls,
+            limits: config.connections,
             revocation_feed,
             state: AppState {
                 auth,
@@ -189,11 +191,14 @@ impl Application {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in
-    /// flight and returns.
+    /// Serves until `shutdown` completes, then stops accepting, closes idle
+    /// connections, lets the requests in flight finish for up to
+    /// `shutdown_timeout`, closes the rest and returns.
     ///
     /// # Errors
-    /// When the server fails.
+    /// None today: a failure to accept one connection is logged and the
+    /// server goes on. The `Result` leaves room for failures that must stop
+    /// it.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -259,28 +264,15 @@ impl Application {
             // Long polls would hold the graceful shutdown for up to 30 s.
             auth.stop_waiting();
         };
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = match self.tls {
-            None => axum::serve(self.listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP"),
-            // The no-op `tap_io` is how axum 0.8 gives `ConnectInfo<SocketAddr>`
-            // to a listener of ours: it implements `Connected` for any tapped
-            // listener's address, and for no untapped one but its own.
-            Some(config) => {
-                axum::serve(TlsListener::new(self.listener, config).tap_io(|_| {}), app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .context("serving HTTPS")
-            }
-        };
+        let metrics = self.state.auth.metrics().connections.clone();
+        let app = http::router(self.state);
+        crate::serve::serve(self.listener, self.tls, app, self.limits, metrics, shutdown).await;
         sweeper.abort();
         key_watch.abort();
         if let Some(feed) = feed {
             feed.abort();
         }
-        served
+        Ok(())
     }
 }
 

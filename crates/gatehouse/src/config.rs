@@ -98,6 +98,41 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// How many connections the server holds, and how long it waits on each:
+/// the defences against clients that connect and dawdle (slowloris).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once, TLS handshakes included; past it,
+    /// new connections wait in the kernel's listen backlog.
+    pub max_connections: usize,
+    /// How long a client has to send a whole request head (request line and
+    /// headers): from the connection's start, or from the first byte of a
+    /// request after an idle spell.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests.
+    pub keep_alive_timeout: Duration,
+    /// How long a client has to send a request's whole body, counted from
+    /// the end of its head; past it the answer is 408.
+    pub request_body_timeout: Duration,
+    /// How long a shutdown waits for the requests in flight before closing
+    /// their connections anyway.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            // Half the common 1,024 open files, leaving the rest to the
+            // database pool, Redis and the process itself.
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            request_body_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What a forward-auth rule demands of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RulePolicy {
@@ -153,6 +188,7 @@ pub struct Config {
     /// Serialized origins (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
     pub tls: Option<TlsFiles>,
+    pub connections: ConnectionLimits,
     pub trusted_proxies: Vec<IpNet>,
     pub key_encryption_key: Option<SecretBytes>,
     pub redis_key_prefix: String,
@@ -194,6 +230,7 @@ impl Default for Config {
             registration_window: Duration::from_secs(3600),
             allowed_origins: Vec::new(),
             tls: None,
+            connections: ConnectionLimits::default(),
             trusted_proxies: Vec::new(),
             key_encryption_key: None,
             redis_key_prefix: "gatehouse:".into(),
@@ -233,6 +270,11 @@ const KEYS: &[&str] = &[
     "allowed_origins",
     "tls_cert",
     "tls_key",
+    "max_connections",
+    "header_read_timeout",
+    "keep_alive_timeout",
+    "request_body_timeout",
+    "shutdown_timeout",
     "trusted_proxies",
     "key_encryption_key",
     "redis_key_prefix",
@@ -640,6 +682,7 @@ impl Source {
             (Some(_), None) => return Err(ConfigError::new("tls_key", "required with tls_cert")),
             (None, Some(_)) => return Err(ConfigError::new("tls_cert", "required with tls_key")),
         };
+        let connections = self.connection_limits(d.connections)?;
 
         let trusted_proxies = self
             .list("trusted_proxies")?
@@ -735,6 +778,7 @@ impl Source {
             registration_window,
             allowed_origins,
             tls,
+            connections,
             trusted_proxies,
             key_encryption_key,
             redis_key_prefix,
@@ -743,6 +787,57 @@ impl Source {
             audit_retention,
             metrics_token,
             rules,
+        })
+    }
+}
+
+impl Source {
+    fn connection_limits(&mut self, d: ConnectionLimits) -> Result<ConnectionLimits, ConfigError> {
+        let max_connections = match self.integer("max_connections")? {
+            None => d.max_connections,
+            Some(n @ 1..=1_000_000) => usize::try_from(n).unwrap_or(d.max_connections),
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "max_connections",
+                    format!("{n} is not between 1 and 1000000"),
+                ));
+            }
+        };
+        // The upper bounds catch a unit typed wrong ("10h" for "10s"): such
+        // a wait would let slow clients hold connections, or a shutdown hang.
+        let mut timeout = |key: &str, default: Duration, max: Duration, max_text: &str| {
+            let value = at_least_a_second(key, self.duration(key)?, default)?;
+            if value > max {
+                return Err(ConfigError::new(key, format!("must be at most {max_text}")));
+            }
+            Ok(value)
+        };
+        Ok(ConnectionLimits {
+            max_connections,
+            header_read_timeout: timeout(
+                "header_read_timeout",
+                d.header_read_timeout,
+                Duration::from_secs(300),
+                "5m",
+            )?,
+            keep_alive_timeout: timeout(
+                "keep_alive_timeout",
+                d.keep_alive_timeout,
+                Duration::from_secs(3600),
+                "1h",
+            )?,
+            request_body_timeout: timeout(
+                "request_body_timeout",
+                d.request_body_timeout,
+                Duration::from_secs(3600),
+                "1h",
+            )?,
+            shutdown_timeout: timeout(
+                "shutdown_timeout",
+                d.shutdown_timeout,
+                Duration::from_secs(3600),
+                "1h",
+            )?,
         })
     }
 }
@@ -1058,6 +1153,53 @@ mod tests {
                 "later",
                 "registration_window",
             ),
+        ] {
+            let err = Config::from_sources(None, env(&[(k, v)])).expect_err(k);
+            assert_eq!(err.key, key, "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_parse_and_name_their_key() {
+        let f = file("max_connections = 64\nheader_read_timeout = \"5s\"\n");
+        let c = Config::from_sources(
+            Some(f.path()),
+            env(&[
+                ("GATEHOUSE_KEEP_ALIVE_TIMEOUT", "2m"),
+                ("GATEHOUSE_SHUTDOWN_TIMEOUT", "3s"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(
+            c.connections,
+            ConnectionLimits {
+                max_connections: 64,
+                header_read_timeout: Duration::from_secs(5),
+                keep_alive_timeout: Duration::from_secs(120),
+                request_body_timeout: Duration::from_secs(30),
+                shutdown_timeout: Duration::from_secs(3),
+            }
+        );
+        for (k, v, key) in [
+            ("GATEHOUSE_MAX_CONNECTIONS", "0", "max_connections"),
+            ("GATEHOUSE_MAX_CONNECTIONS", "many", "max_connections"),
+            (
+                "GATEHOUSE_HEADER_READ_TIMEOUT",
+                "500ms",
+                "header_read_timeout",
+            ),
+            (
+                "GATEHOUSE_HEADER_READ_TIMEOUT",
+                "10h",
+                "header_read_timeout",
+            ),
+            ("GATEHOUSE_KEEP_ALIVE_TIMEOUT", "2h", "keep_alive_timeout"),
+            (
+                "GATEHOUSE_REQUEST_BODY_TIMEOUT",
+                "0s",
+                "request_body_timeout",
+            ),
+            ("GATEHOUSE_SHUTDOWN_TIMEOUT", "soon", "shutdown_timeout"),
         ] {
             let err = Config::from_sources(None, env(&[(k, v)])).expect_err(k);
             assert_eq!(err.key, key, "{k}={v}: {err}");

@@ -47,6 +47,9 @@ pub enum Error {
     BadRequest(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The body did not arrive within `request_body_timeout` (408).
+    #[error("request body timed out")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("method not allowed")]
@@ -133,6 +136,11 @@ impl Error {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "The request body exceeds 64 KiB.",
+            ),
+            E::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request body did not arrive in time.",
             ),
             E::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -242,6 +250,11 @@ impl IntoResponse for Error {
             }
             Error::Unavailable | Error::NotReady { .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // RFC 9110 §15.5.9: the rest of the body may still be on its
+            // way; the connection cannot carry another request.
+            Error::RequestTimeout => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -1,7 +1,8 @@
 //! Metrics for `GET /metrics` (Prometheus text format): HTTP requests and
 //! their latency by route and status, logins, registrations, token grants,
-//! refresh-token reuse, and gauges read at scrape time (live sessions, the revocation set,
-//! the password-hashing queue).
+//! refresh-token reuse, gauges read at scrape time (live sessions, the
+//! revocation set, the password-hashing queue), and the connections the
+//! server holds.
 //!
 //! Each application owns its recorder, passed explicitly like the rest of
 //! its state: no global recorder, so several servers in one process (the
@@ -29,6 +30,10 @@ const AUDIT_WRITE_FAILURES: &str = "gatehouse_audit_write_failures_total";
 const LIVE_SESSIONS: &str = "gatehouse_live_sessions";
 const REVOKED_SESSIONS: &str = "gatehouse_revoked_sessions";
 const HASH_QUEUE: &str = "gatehouse_password_hash_queue_depth";
+const CONNECTIONS_OPEN: &str = "gatehouse_connections_open";
+const CONNECTIONS_MAX: &str = "gatehouse_connections_max";
+const CONNECTIONS_LIMIT_REACHED: &str = "gatehouse_connections_limit_reached_total";
+const CONNECTION_TIMEOUTS: &str = "gatehouse_connection_timeouts_total";
 
 /// Latency buckets in seconds: from a cached token check (tens of µs) to a
 /// login behind a busy hashing pool (seconds).
@@ -84,9 +89,29 @@ pub struct Metrics {
     pub tokens_session: Counter,
     pub refresh_reuse_detected: Counter,
     pub audit_write_failures: Counter,
+    /// Kept by the serving loop as connections come and go.
+    pub connections: ConnectionMetrics,
     live_sessions: Gauge,
     revoked_sessions: Gauge,
     hash_queue: Gauge,
+}
+
+/// The serving loop's handles: connections open, the cap, how often it was
+/// reached, and connections closed for being too slow, by stage.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub max: Gauge,
+    pub limit_reached: Counter,
+    pub handshake_timeouts: Counter,
+    pub header_timeouts: Counter,
+    pub idle_timeouts: Counter,
+}
+
+impl std::fmt::Debug for ConnectionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionMetrics").finish_non_exhaustive()
+    }
 }
 
 /// What the gauges show, read when `/metrics` is scraped.
@@ -152,6 +177,16 @@ impl Metrics {
             None,
             "Audit events that could not be stored (they are still logged).",
         );
+        describe(
+            CONNECTIONS_LIMIT_REACHED,
+            None,
+            "Times a new connection found max_connections open and waited for a slot (later ones wait in the listen backlog).",
+        );
+        describe(
+            CONNECTION_TIMEOUTS,
+            None,
+            "Connections closed for being too slow, by stage: handshake (TLS), header (a request head not sent in header_read_timeout), idle (no request for keep_alive_timeout).",
+        );
         for (name, help) in [
             (
                 LIVE_SESSIONS,
@@ -164,6 +199,14 @@ impl Metrics {
             (
                 HASH_QUEUE,
                 "Password hashes waiting for a slot on the hashing pool (not those running).",
+            ),
+            (
+                CONNECTIONS_OPEN,
+                "Client connections open: in their TLS handshake, sending a request, being answered or kept alive.",
+            ),
+            (
+                CONNECTIONS_MAX,
+                "The most connections held open at once (max_connections).",
             ),
         ] {
             recorder.describe_gauge(name.into(), None, SharedString::const_str(help));
@@ -189,6 +232,14 @@ impl Metrics {
             tokens_session: counter(TOKENS_ISSUED, &[("grant", "session")]),
             refresh_reuse_detected: counter(REFRESH_REUSE, &[]),
             audit_write_failures: counter(AUDIT_WRITE_FAILURES, &[]),
+            connections: ConnectionMetrics {
+                open: gauge(CONNECTIONS_OPEN),
+                max: gauge(CONNECTIONS_MAX),
+                limit_reached: counter(CONNECTIONS_LIMIT_REACHED, &[]),
+                handshake_timeouts: counter(CONNECTION_TIMEOUTS, &[("stage", "handshake")]),
+                header_timeouts: counter(CONNECTION_TIMEOUTS, &[("stage", "header")]),
+                idle_timeouts: counter(CONNECTION_TIMEOUTS, &[("stage", "idle")]),
+            },
             live_sessions: gauge(LIVE_SESSIONS),
             revoked_sessions: gauge(REVOKED_SESSIONS),
             hash_queue: gauge(HASH_QUEUE),

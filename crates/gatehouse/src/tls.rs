@@ -1,33 +1,22 @@
 //! Serving HTTPS directly: the rustls server configuration read from
-//! `tls_cert`/`tls_key` at start-up, and [`TlsListener`], the axum listener
-//! that hands the router connections whose TLS handshake has completed.
+//! `tls_cert`/`tls_key` at start-up, and the handshake deadline.
 //!
-//! Handshakes run in tasks of their own, each with a deadline, so a client
-//! that connects and stays silent (or handshakes slowly) holds one task and
-//! one socket, never the accept loop.
+//! Each handshake runs in its connection's own task (`crate::serve`), so a
+//! client that connects and stays silent (or handshakes slowly) holds one
+//! task and one socket, never the accept loop.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
 
 use crate::config::{ConfigError, TlsFiles};
 
 /// How long a client has from its TCP connection to a finished handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most handshakes in progress at once; past it, new connections wait in the
-/// kernel's accept queue instead of each costing a task and a socket here.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// PEM files larger than this are refused: a certificate chain is a few KiB.
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -132,91 +121,4 @@ fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
         Error::SectionTooLarge => "a section is too large",
         _ => "unreadable",
     }
-}
-
-/// A TCP listener that yields TLS streams, for [`axum::serve`].
-///
-/// Each accepted connection is handshaken in a task of its own (bounded by
-/// [`HANDSHAKE_TIMEOUT`]); [`accept`](axum::serve::Listener::accept) returns
-/// whichever finishes first. Dropping the listener (graceful shutdown
-/// stops accepting) aborts the handshakes still in progress.
-pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
-}
-
-impl TlsListener {
-    /// Serves `config` on connections accepted from `tcp`.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        Self {
-            tcp,
-            acceptor: TlsAcceptor::from(config),
-            handshakes: JoinSet::new(),
-        }
-    }
-
-    fn start_handshake(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let acceptor = self.acceptor.clone();
-        self.handshakes.spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => Some((tls, peer)),
-                // Scanners, plain-HTTP clients and clients that do not trust
-                // the certificate end here; nothing for an operator to do.
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    None
-                }
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    // Cancel-safe, as axum's graceful shutdown requires: both branches are
-    // (`TcpListener::accept`, `JoinSet::join_next`), and a connection
-    // accepted is in the set before the next await.
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let room = self.handshakes.len() < MAX_PENDING_HANDSHAKES;
-            tokio::select! {
-                accepted = self.tcp.accept(), if room => match accepted {
-                    Ok((stream, peer)) => self.start_handshake(stream, peer),
-                    Err(e) => accept_error(e).await,
-                },
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(ready)) = done {
-                        return ready;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// What axum's own TCP listener does with an accept error: a connection
-/// reset before it was accepted is nothing; anything else (EMFILE) is
-/// logged and waited out for a second rather than spun on.
-async fn accept_error(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accept error");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -1,10 +1,12 @@
 //! The HTTP layer: one router per resource, merged here, with the layers
-//! every route shares (body limit, CSRF origin check, no-store, tracing).
+//! every route shares (body limits and deadline, CSRF origin check,
+//! no-store, tracing).
 
 pub mod accounts;
 pub mod admin;
 pub mod authz;
 pub mod extract;
+mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -15,7 +17,7 @@ pub mod well_known;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
@@ -53,6 +55,8 @@ pub struct WebSettings {
     pub rules: Vec<crate::config::AccessRule>,
     /// SHA-256 of `metrics_token`, when `/metrics` needs it.
     pub metrics_token: Option<[u8; 32]>,
+    /// How long a request's body may take to arrive, from its head.
+    pub request_body_timeout: Duration,
 }
 
 impl WebSettings {
@@ -144,6 +148,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::body_limits,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(state.clone(), count_request))

@@ -137,6 +137,21 @@ pub fn refused(web: &WebSettings) -> Response {
     res
 }
 
+/// The page of a form post that the router's body limits refuse before its
+/// handler runs: 413 when `timed_out` is false (a declared body over
+/// 64 KiB), else 408 (a body that did not arrive in time). With the pages'
+/// headers, as [`refused`].
+pub fn refused_body(web: &WebSettings, timed_out: bool) -> Response {
+    let page = if timed_out {
+        PageError::timed_out()
+    } else {
+        PageError::too_large()
+    };
+    let mut res = page.into_response();
+    set_page_headers(res.headers_mut(), content_security_policy(web));
+    res
+}
+
 /// `default-src 'none'`: the pages load nothing but their stylesheet, run no
 /// script, cannot be framed (clickjacking), and their forms post only here,
 /// or (through a login's redirect) to an allowed origin.
@@ -274,6 +289,14 @@ impl PageError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             title: "Too large",
             text: "The form was larger than 64 KiB.",
+        }
+    }
+
+    fn timed_out() -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            title: "Too slow",
+            text: "The form did not arrive in time. Go back and try again.",
         }
     }
 

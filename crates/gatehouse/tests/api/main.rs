@@ -21,6 +21,7 @@ mod process;
 mod redis_server;
 mod revocation_feed;
 mod sessions;
+mod slow_clients;
 mod store_contract;
 mod throttling;
 mod tls;
