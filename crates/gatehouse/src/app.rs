@@ -231,6 +231,8 @@ impl Application {
             let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
             loop {
                 tick.tick().await;
+                // Whether or not anything scrapes /metrics.
+                auth.metrics().run_upkeep();
                 if let Err(e) = auth.keys().reload().await {
                     tracing::warn!(error = format!("{e:#}"), "reloading signing keys failed");
                 }
