@@ -34,6 +34,45 @@ async fn registration_returns_the_new_user_with_a_normalised_email() {
     );
 }
 
+/// An address is shown to admins, in audit trails and in `X-Auth-Request-
+/// Email`, so it must read as what it is: invisible, bidirectional and
+/// look-alike characters in the local part are 422 on `email`; an
+/// internationalised domain is stored in its ASCII form, so a look-alike
+/// (`еxample.com` with a Cyrillic е) can neither pass for the real one nor
+/// take its address; and logging in with the Unicode form finds the account.
+#[tokio::test]
+async fn emails_that_cannot_be_shown_safely_are_refused_or_stored_in_ascii() {
+    let app = TestApp::spawn().await;
+    for bad in [
+        "ad\u{200b}a@example.com",
+        "ada\u{202e}@example.com",
+        "\u{0430}da@example.com",
+        "ada@exa\u{202e}mple.com",
+    ] {
+        let res = app.register(bad, PASSWORD).await;
+        let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["errors"][0]["field"], "email", "{bad:?}: {body}");
+    }
+    let res = app.register("ada@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app.register("ada@\u{0435}xample.com", PASSWORD).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "a look-alike domain is another domain"
+    );
+    let body: Value = res.json().await.expect("json");
+    let stored = body["user"]["email"].as_str().expect("email").to_owned();
+    assert!(stored.starts_with("ada@xn--"), "stored as {stored}");
+    let res = app
+        .login_with(&app.client(), "ada@\u{0435}xample.com", PASSWORD)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "the Unicode form logs in");
+    let res = app.register("ada@B\u{fc}cher.example", PASSWORD).await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["user"]["email"], "ada@xn--bcher-kva.example");
+}
+
 #[tokio::test]
 async fn an_email_is_taken_whatever_its_case() {
     let app = TestApp::spawn().await;
