@@ -2,6 +2,7 @@
 //! contract, and the backends that implement them. The backend is chosen once,
 //! at start-up, from the configuration.
 
+pub mod health;
 pub mod memory;
 pub mod postgres;
 pub mod redis;

@@ -49,15 +49,18 @@
 //! nodes' clocks and Redis's should agree to within seconds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use redis::aio::ConnectionLike;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands as _, Script};
+use redis::{AsyncCommands as _, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::health::Health;
 use super::{
     Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
     SessionStore,
@@ -328,6 +331,86 @@ end
 return 1
 ";
 
+/// Longest a Redis command (or a connection attempt) may take: Redis
+/// answers in well under a millisecond, the sweep script in a few, so a
+/// command this late means Redis is hung or unreachable.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The store's connection for one operation: while [`Health`] says Redis is
+/// down every command fails at once (no reconnection attempt, no timeout to
+/// wait out); a command that fails as a lost connection would marks it down
+/// and starts the probe that marks it up again.
+struct Guarded {
+    con: ConnectionManager,
+    health: Arc<Health>,
+}
+
+/// The error of a command refused because Redis is known down: an I/O error,
+/// as the failure that found it down was.
+fn known_down() -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "Redis is unreachable (a background probe is reconnecting)",
+    ))
+}
+
+/// Whether the error says the connection, not the command, failed.
+fn is_connection_failure(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+impl Guarded {
+    fn observe<T>(&self, result: &Result<T, RedisError>) {
+        if let Err(e) = result
+            && is_connection_failure(e)
+        {
+            let con = self.con.clone();
+            self.health.mark_down(e, move || {
+                let mut con = con.clone();
+                async move {
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut con)
+                        .await
+                        .map(drop)
+                }
+            });
+        }
+    }
+}
+
+impl ConnectionLike for Guarded {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            if self.health.down_since().is_some() {
+                return Err(known_down());
+            }
+            let result = self.con.req_packed_command(cmd).await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            if self.health.down_since().is_some() {
+                return Err(known_down());
+            }
+            let result = self.con.req_packed_commands(pipeline, offset, count).await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.con.get_db()
+    }
+}
+
 /// The Redis backend of [`SessionStore`] and [`FailureCounter`].
 ///
 /// Contract: as the traits', with these specifics. Every key expires by
@@ -336,12 +419,14 @@ return 1
 /// attempt window at its close. Every method that ends sessions also
 /// publishes each ended session on [`RedisStore::revocation_channel`]. The
 /// connection reconnects by itself; while Redis is unreachable every call
-/// returns `Err`.
+/// returns `Err`, at once once an operation has found it unreachable (see
+/// [`COMMAND_TIMEOUT`] for the first).
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
+    health: Arc<Health>,
     prefix: String,
-    scripts: std::sync::Arc<Scripts>,
+    scripts: Arc<Scripts>,
 }
 
 struct Scripts {
@@ -392,12 +477,13 @@ impl RedisStore {
     /// When the URL is invalid or Redis cannot be reached now.
     pub async fn open(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("parsing the Redis URL")?;
-        // While Redis is away every request waits for one reconnection
-        // attempt before its 503; keep that short (a retry 50 ms later) so
-        // an outage answers fast rather than piling requests up.
+        // Each command is bounded by the response timeout, so a hung Redis
+        // (SIGSTOP, a black-holed link) costs the one request that finds it
+        // hung at most that long; from then on `Health` fails commands at
+        // once and only its probe waits on Redis.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50));
         let mut con = ConnectionManager::new_with_config(client, config)
@@ -409,8 +495,9 @@ impl RedisStore {
             .context("pinging Redis")?;
         Ok(Self {
             con,
+            health: Health::new("redis"),
             prefix: prefix.to_owned(),
-            scripts: std::sync::Arc::new(Scripts::new()),
+            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -425,6 +512,20 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// When this node found Redis unreachable, while it is.
+    pub fn down_since(&self) -> Option<OffsetDateTime> {
+        self.health.down_since()
+    }
+
+    /// A connection for one operation, which fails at once while Redis is
+    /// known down.
+    fn con(&self) -> Guarded {
+        Guarded {
+            con: self.con.clone(),
+            health: Arc::clone(&self.health),
+        }
+    }
+
     fn key(&self, kind: &str, id: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(self.prefix.len() + kind.len() + id.len());
         key.extend_from_slice(self.prefix.as_bytes());
@@ -434,7 +535,7 @@ impl RedisStore {
     }
 
     async fn session_by_key(&self, sid: &str) -> anyhow::Result<Option<SessionRecord>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let fields: HashMap<String, Vec<u8>> = con
             .hgetall(self.key("s:", sid.as_bytes()))
             .await
@@ -509,7 +610,7 @@ impl SessionStore for RedisStore {
     /// Stores the session with its secret index and index entries, all
     /// expiring at `expires_at`.
     async fn reachable(&self) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: String = redis::cmd("PING")
             .query_async(&mut con)
             .await
@@ -518,7 +619,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn insert_session(&self, s: &SessionRecord) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: i64 = self
             .scripts
             .insert_session
@@ -540,7 +641,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let sid: Option<String> = con
             .get(self.key("sh:", &hash.0))
             .await
@@ -562,7 +663,7 @@ impl SessionStore for RedisStore {
         id: SessionId,
         last_seen_at: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: i64 = self
             .scripts
             .touch_session
@@ -578,7 +679,7 @@ impl SessionStore for RedisStore {
     /// From the index of absolute expiries (`{prefix}exp`), which every
     /// session enters at creation and leaves when it ends.
     async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         // The score is the absolute expiry in milliseconds; "(" excludes it.
         let n: u64 = con
             .zcount(self.key("exp", b""), format!("({}", to_millis(now)), "+inf")
@@ -590,7 +691,7 @@ impl SessionStore for RedisStore {
     /// The user's sessions, oldest first (by `created_at`, then id); ids in
     /// the user's index whose session Redis has expired are pruned.
     async fn sessions_of(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let index = self.key("u:", user_id.to_string().as_bytes());
         let ids: Vec<String> = con
             .zrange(&index, 0, -1)
@@ -640,7 +741,7 @@ impl SessionStore for RedisStore {
         user_id: UserId,
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let ended: i64 = self
             .scripts
             .delete_session
@@ -663,7 +764,7 @@ impl SessionStore for RedisStore {
         keep: Option<SessionId>,
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionId>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let ended: Vec<String> = self
             .scripts
             .delete_sessions_of
@@ -688,7 +789,7 @@ impl SessionStore for RedisStore {
     /// counted (their index entries are removed), so in a deployment whose
     /// clock agrees with Redis's the count is mostly the idle ones.
     async fn delete_expired(&self, now: OffsetDateTime, idle: Duration) -> anyhow::Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let now_ms = to_millis(now);
         let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
         let deleted: u64 = self
@@ -709,7 +810,7 @@ impl SessionStore for RedisStore {
         &self,
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<(SessionId, OffsetDateTime)>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let rows: Vec<(String, i64)> = redis::cmd("ZRANGE")
             .arg(self.key("revoked", b""))
             .arg(format!("({}", to_millis(now)))
@@ -732,7 +833,7 @@ impl SessionStore for RedisStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> anyhow::Result<RevocationLog> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
         let reply: Vec<String> = self
             .scripts
@@ -782,7 +883,7 @@ impl SessionStore for RedisStore {
         session_id: SessionId,
         created_at: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: i64 = self
             .scripts
             .insert_refresh
@@ -797,7 +898,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let fields: HashMap<String, Vec<u8>> = con
             .hgetall(self.key("r:", &hash.0))
             .await
@@ -824,7 +925,7 @@ impl SessionStore for RedisStore {
         successor_sealed: &[u8],
         session_id: SessionId,
     ) -> anyhow::Result<bool> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let won: i64 = self
             .scripts
             .rotate_refresh
@@ -852,7 +953,7 @@ impl FailureCounter for RedisStore {
         window: Duration,
         now: OffsetDateTime,
     ) -> anyhow::Result<Attempt> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let now_ms = to_millis(now);
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let (count, left_ms): (u32, u64) = self
@@ -874,7 +975,7 @@ impl FailureCounter for RedisStore {
 
     /// Deletes the key's counter.
     async fn reset(&self, key: &str) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: i64 = con
             .del(self.key("f:", key.as_bytes()))
             .await
@@ -885,7 +986,7 @@ impl FailureCounter for RedisStore {
     /// One script: DECR while the window is open and holds more than one
     /// attempt, DEL when it holds one.
     async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: i64 = self
             .scripts
             .forgive

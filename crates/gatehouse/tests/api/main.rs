@@ -9,6 +9,7 @@ mod backends;
 mod browser;
 mod cli;
 mod csrf;
+mod dependency_down;
 mod disk_full;
 mod hostile;
 mod keys;
