@@ -4,15 +4,18 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::health::Health;
 use super::{
     AdminChange, AdminChangeError, Attempt, AuditStore, CreateResourceServerError, CreateUserError,
     FailureCounter, KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore,
@@ -30,10 +33,26 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The unique constraint on `users.email` (named in the migration).
 const EMAIL_CONSTRAINT: &str = "users_email_key";
 
+/// Most connections one node's pool holds.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// Longest an operation waits for a connection from a pool that is not
+/// busy: long enough for a new connection to a healthy server (a few ms),
+/// short enough that nobody waits out the pool's acquire timeout on a
+/// server that refuses or does not answer. A pool whose every connection
+/// is at work is busy, not broken: its callers wait for the pool as before.
+pub const ACQUIRE_WITHIN: Duration = Duration::from_millis(500);
+
 /// A PostgreSQL database shared by every node.
+///
+/// Every operation first asks the store's [`Health`]: while PostgreSQL is
+/// known unreachable it fails at once, and a background probe reconnects.
+/// It is found unreachable by an operation that cannot get a connection
+/// within [`ACQUIRE_WITHIN`] from a pool that is not busy.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    health: Arc<Health>,
 }
 
 impl PgStore {
@@ -52,7 +71,7 @@ impl PgStore {
             .map_err(scrubbed)
             .with_context(|| format!("database_url: not a valid postgres:// URL: {shown}"))?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
@@ -62,7 +81,62 @@ impl PgStore {
             .run(&pool)
             .await
             .context("applying the PostgreSQL migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            health: Health::new("postgresql"),
+        })
+    }
+
+    /// When this node found PostgreSQL unreachable, while it is.
+    pub fn down_since(&self) -> Option<OffsetDateTime> {
+        self.health.down_since()
+    }
+
+    /// A connection for one operation.
+    ///
+    /// # Errors
+    /// At once while PostgreSQL is known unreachable; when none comes
+    /// within [`ACQUIRE_WITHIN`] from a pool that is not busy (which marks
+    /// PostgreSQL unreachable).
+    async fn conn(&self) -> anyhow::Result<PoolConnection<Postgres>> {
+        self.guarded(self.pool.acquire()).await
+    }
+
+    /// A transaction, under the same rules as [`PgStore::conn`].
+    async fn begin(&self) -> anyhow::Result<Transaction<'static, Postgres>> {
+        self.guarded(self.pool.begin()).await
+    }
+
+    async fn guarded<T>(
+        &self,
+        get: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> anyhow::Result<T> {
+        if let Some(since) = self.health.down_since() {
+            anyhow::bail!("PostgreSQL is unreachable (since {since}; a probe is reconnecting)");
+        }
+        tokio::pin!(get);
+        let failed = match tokio::time::timeout(ACQUIRE_WITHIN, &mut get).await {
+            Ok(Ok(got)) => return Ok(got),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) if self.pool.num_idle() == 0 && self.pool.size() >= MAX_CONNECTIONS => {
+                // Every connection is at work: the server answers, the pool
+                // is busy; wait for it as before (its acquire timeout).
+                return get.await.context("getting a PostgreSQL connection");
+            }
+            Err(_) => format!("no connection within {ACQUIRE_WITHIN:?}"),
+        };
+        let pool = self.pool.clone();
+        self.health.mark_down(&failed, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        });
+        anyhow::bail!("PostgreSQL is unreachable: {failed}")
     }
 
     /// The underlying pool, for tests that inspect what was stored.
@@ -77,7 +151,7 @@ impl PgStore {
     ) -> anyhow::Result<Option<UserRecord>> {
         sqlx::query(sql)
             .bind(value)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .context("reading a user")?
             .as_ref()
@@ -271,7 +345,7 @@ async fn assign_roles(
 impl UserStore for PgStore {
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, CreateUserError> {
         let created_at = ms(user.created_at);
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, created_at, disabled) \
              VALUES ($1, $2, $3, $4, false)",
@@ -313,7 +387,7 @@ impl UserStore for PgStore {
     async fn user_by_email(&self, email: &Email) -> anyhow::Result<Option<UserRecord>> {
         sqlx::query(USER_BY_EMAIL)
             .bind(email.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .context("reading a user")?
             .as_ref()
@@ -329,7 +403,7 @@ impl UserStore for PgStore {
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("updating a password hash")?;
         Ok(done.rows_affected() == 1)
@@ -342,13 +416,13 @@ impl UserStore for PgStore {
              WHERE ur.user_id = $1 ORDER BY rp.permission",
         )
         .bind(id.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("reading a user's permissions")
     }
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         put_role_on(&mut tx, name, permissions).await?;
         tx.commit().await.context("committing a role")?;
         Ok(())
@@ -367,7 +441,7 @@ impl UserStore for PgStore {
         };
         query
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .context("listing users")?
             .iter()
@@ -376,15 +450,15 @@ impl UserStore for PgStore {
     }
 
     async fn set_disabled(&self, id: UserId, disabled: bool) -> anyhow::Result<bool> {
-        set_disabled_on(&self.pool, id, disabled).await
+        set_disabled_on(&mut *self.conn().await?, id, disabled).await
     }
 
     async fn delete_user(&self, id: UserId) -> anyhow::Result<bool> {
-        delete_user_on(&self.pool, id).await
+        delete_user_on(&mut *self.conn().await?, id).await
     }
 
     async fn set_roles(&self, id: UserId, roles: &[RoleName]) -> Result<bool, RolesError> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         if !set_roles_on(&mut tx, id, roles).await? {
             return Ok(false);
         }
@@ -398,20 +472,20 @@ impl UserStore for PgStore {
                                 WHERE role = roles.name ORDER BY permission) \
              FROM roles ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("listing roles")
     }
 
     async fn delete_role(&self, name: &RoleName) -> anyhow::Result<bool> {
-        delete_role_on(&self.pool, name).await
+        delete_role_on(&mut *self.conn().await?, name).await
     }
 
     async fn change_keeping_an_admin(
         &self,
         change: AdminChange<'_>,
     ) -> Result<bool, AdminChangeError> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         // One lock, held to the end of the transaction, taken by every such
         // change on every node: they run one after the other. Each statement
         // after it reads a snapshot taken once the lock was granted (READ
@@ -460,7 +534,7 @@ impl UserStore for PgStore {
         // Touch the schema, not just the connection: a database that lost
         // its tables is as unusable as one that does not answer.
         sqlx::query("SELECT 1 FROM users LIMIT 1")
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("pinging PostgreSQL")?;
         Ok(())
@@ -590,7 +664,7 @@ impl SessionStore for PgStore {
         .bind(ms(s.expires_at))
         .bind(&s.user_agent)
         .bind(&s.ip)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .context("inserting a session")?;
         Ok(())
@@ -600,7 +674,7 @@ impl SessionStore for PgStore {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = $1");
         sqlx::query(&sql)
             .bind(&hash.0[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .context("reading a session")?
             .as_ref()
@@ -612,7 +686,7 @@ impl SessionStore for PgStore {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
         sqlx::query(&sql)
             .bind(id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .context("reading a session")?
             .as_ref()
@@ -629,7 +703,7 @@ impl SessionStore for PgStore {
         sqlx::query("UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $1) WHERE id = $2")
             .bind(ms(last_seen_at))
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("recording a session's use")?;
         Ok(())
@@ -638,7 +712,7 @@ impl SessionStore for PgStore {
     async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM sessions WHERE expires_at > $1")
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .context("counting sessions")?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -650,7 +724,7 @@ impl SessionStore for PgStore {
         );
         sqlx::query(&sql)
             .bind(user_id.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .context("listing a user's sessions")?
             .iter()
@@ -664,7 +738,7 @@ impl SessionStore for PgStore {
         user_id: UserId,
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
             .bind(id.0)
             .bind(user_id.0)
@@ -685,7 +759,7 @@ impl SessionStore for PgStore {
         keep: Option<SessionId>,
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionId>> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "DELETE FROM sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2 RETURNING id",
         )
@@ -710,17 +784,17 @@ impl SessionStore for PgStore {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
             .bind(now)
             .bind(idle_cutoff)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("sweeping expired sessions")?;
         sqlx::query("DELETE FROM revoked_sessions WHERE revoked_until <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("sweeping old revocations")?;
         sqlx::query("DELETE FROM login_attempts WHERE closes_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("sweeping closed login attempt windows")?;
         Ok(done.rows_affected())
@@ -734,7 +808,7 @@ impl SessionStore for PgStore {
             "SELECT session_id, revoked_until FROM revoked_sessions WHERE revoked_until > $1",
         )
         .bind(ms(now))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("reading revocations")?;
         Ok(rows
@@ -753,7 +827,7 @@ impl SessionStore for PgStore {
         // before this read, so the second read sees all of them.
         let (epoch, last_seq): (String, i64) =
             sqlx::query_as("SELECT epoch, last_seq FROM revocation_feed WHERE id = 1")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await
                 .context("reading the revocation log's head")?;
         let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
@@ -765,7 +839,7 @@ impl SessionStore for PgStore {
         .bind(last_seq)
         .bind(ms(now))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("reading the revocation log")?;
         log_from_rows(epoch, last_seq, limit, rows, |id| Ok(SessionId(id)), |t| t)
@@ -783,7 +857,7 @@ impl SessionStore for PgStore {
         .bind(&hash.0[..])
         .bind(session_id.0)
         .bind(ms(created_at))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .context("inserting a refresh token")?;
         Ok(())
@@ -800,7 +874,7 @@ impl SessionStore for PgStore {
                  FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .context("reading a refresh token")?;
         Ok(row.map(
@@ -822,7 +896,7 @@ impl SessionStore for PgStore {
         session_id: SessionId,
     ) -> anyhow::Result<bool> {
         let spent_at = ms(spent_at);
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         // Lock the session before the token: the successor's foreign-key
         // check needs this lock anyway, and taking it after the token's row
         // lock would deadlock with a concurrent logout, whose cascade locks
@@ -933,7 +1007,7 @@ impl ResourceServerStore for PgStore {
         .bind(&rs.name)
         .bind(&rs.key_hash.0[..])
         .bind(ms(rs.created_at))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await;
         match inserted {
             Ok(_) => Ok(()),
@@ -953,7 +1027,7 @@ impl ResourceServerStore for PgStore {
         let rows: Vec<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
             "SELECT id, name, key_hash, created_at FROM resource_servers ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("listing resource servers")?;
         rows.into_iter().map(resource_server_from_row).collect()
@@ -967,7 +1041,7 @@ impl ResourceServerStore for PgStore {
             "SELECT id, name, key_hash, created_at FROM resource_servers WHERE key_hash = $1",
         )
         .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .context("looking a resource server up")?;
         row.map(resource_server_from_row).transpose()
@@ -976,7 +1050,7 @@ impl ResourceServerStore for PgStore {
     async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
         let done = sqlx::query("DELETE FROM resource_servers WHERE id = $1")
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("deleting a resource server")?;
         Ok(done.rows_affected() == 1)
@@ -990,7 +1064,7 @@ impl KeyStore for PgStore {
             "SELECT kid, alg, private_key, encrypted, public_jwk, created_at, retire_at \
              FROM signing_keys ORDER BY created_at, kid",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .context("reading signing keys")?;
         rows.iter()
@@ -1037,7 +1111,7 @@ impl KeyStore for PgStore {
             .bind(private_key)
             .bind(encrypted)
             .bind(kid)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("re-sealing a signing key")?;
         Ok(())
@@ -1077,7 +1151,7 @@ impl FailureCounter for PgStore {
         .bind(key)
         .bind(now)
         .bind(ms(closes))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
         .context("counting a login attempt")?;
         Ok(Attempt {
@@ -1089,7 +1163,7 @@ impl FailureCounter for PgStore {
     async fn reset(&self, key: &str) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM login_attempts WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("resetting login attempts")?;
         Ok(())
@@ -1139,7 +1213,7 @@ impl PgStore {
         retire_others_at: OffsetDateTime,
         only_first: bool,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         // Nodes may rotate, or start on an empty store, at the same moment:
         // serialise them (readers are not blocked), so the second sees the
         // first's key instead of both becoming current.
@@ -1216,7 +1290,7 @@ fn audit_event_from_row(
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut tx = self.begin().await.context("starting a transaction")?;
         for e in events {
             let (actor, actor_id) = e.actor.parts();
             sqlx::query(
@@ -1257,7 +1331,7 @@ impl AuditStore for PgStore {
             .push_bind(i64::from(q.limit));
         let rows: Vec<AuditRow> = sql
             .build_query_as()
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .context("reading audit events")?;
         rows.into_iter().map(audit_event_from_row).collect()
@@ -1266,7 +1340,7 @@ impl AuditStore for PgStore {
     async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
         let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .context("deleting old audit events")?;
         Ok(done.rows_affected())
