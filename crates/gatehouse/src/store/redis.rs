@@ -419,8 +419,8 @@ impl ConnectionLike for Guarded {
 /// attempt window at its close. Every method that ends sessions also
 /// publishes each ended session on [`RedisStore::revocation_channel`]. The
 /// connection reconnects by itself; while Redis is unreachable every call
-/// returns `Err`, at once once an operation has found it unreachable (see
-/// [`COMMAND_TIMEOUT`] for the first).
+/// returns `Err`: without waiting once an operation has found it
+/// unreachable, within [`COMMAND_TIMEOUT`] for that first operation.
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
