@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "tangerine-ladder-41-quietly";
 
 /// `gatehouse serve` on a free port, with a cookie that plain HTTP carries.
-fn serve_cmd(dir: &Path) -> Command {
+pub(crate) fn serve_cmd(dir: &Path) -> Command {
     let mut cmd = gatehouse(dir);
     cmd.arg("serve")
         .env("GATEHOUSE_LISTEN", "127.0.0.1:0")
@@ -55,11 +55,11 @@ fn set_role(dir: &Path, name: &str, permissions: &[&str]) -> Finished {
 }
 
 /// A running server; killed when dropped.
-struct Server {
-    child: ChildGuard,
+pub(crate) struct Server {
+    pub(crate) child: ChildGuard,
     /// The whole first stdout line.
     first_line: String,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Everything it wrote to stderr, once it has exited.
     stderr: std::thread::JoinHandle<String>,
 }
@@ -67,7 +67,7 @@ struct Server {
 impl Server {
     /// Starts `cmd` and reads the bound address from its first stdout line,
     /// within [`DEADLINE`].
-    fn start(cmd: &mut Command) -> Self {
+    pub(crate) fn start(cmd: &mut Command) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -108,13 +108,13 @@ impl Server {
     }
 
     /// Kills the server and returns what it wrote to stderr.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
         self.stderr.join().expect("stderr reader")
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

@@ -9,6 +9,7 @@ mod backends;
 mod browser;
 mod cli;
 mod csrf;
+mod damaged_store;
 mod disk_full;
 mod hostile;
 mod keys;
