@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
+use sqlx::{Connection as _, PgConnection, PgExecutor, PgPool, Postgres, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,6 +29,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// The unique constraint on `users.email` (named in the migration).
 const EMAIL_CONSTRAINT: &str = "users_email_key";
+
+/// Longest wait for a connection, at start-up and from the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A PostgreSQL database shared by every node.
 #[derive(Debug, Clone)]
@@ -51,9 +54,22 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(scrubbed)
             .with_context(|| format!("database_url: not a valid postgres:// URL: {shown}"))?;
+        // One connection first, outside the pool: the pool retries until
+        // its acquire timeout and then reports only "pool timed out", while
+        // this says why at once (refused, unknown host, authentication).
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))
+            .and_then(|connected| connected.map_err(scrubbed))
+            .with_context(|| format!("database_url: cannot connect to {shown}"))?;
+        first
+            .close()
+            .await
+            .map_err(scrubbed)
+            .with_context(|| format!("database_url: cannot open {shown}"))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(scrubbed)

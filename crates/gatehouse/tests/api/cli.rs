@@ -642,6 +642,30 @@ fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
 }
 
+#[test]
+fn serve_fails_fast_naming_database_url_and_the_cause_when_postgres_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1: nothing listens there.
+    let started = std::time::Instant::now();
+    let out = run(
+        serve_cmd(dir.path()).env(
+            "GATEHOUSE_DATABASE_URL",
+            "postgres://postgres:s3cr3t-pw@127.0.0.1:1/gatehouse",
+        ),
+        "",
+    );
+    let took = started.elapsed();
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("database_url"), "{line:?}");
+    assert!(
+        line.to_lowercase().contains("connection refused"),
+        "names the cause: {line:?}"
+    );
+    assert!(!line.contains("s3cr3t-pw"), "{line:?}");
+    // Not after the pool's 5 s acquire timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}: {line:?}");
+}
+
 /// A self-signed certificate for 127.0.0.1 and its PKCS#8 key, written to
 /// `cert.pem` and `key.pem` in `dir`; returns the certificate's PEM.
 fn write_self_signed(dir: &Path) -> String {
