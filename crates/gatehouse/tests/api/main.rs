@@ -13,6 +13,7 @@ mod damaged_store;
 mod disk_full;
 mod hostile;
 mod keys;
+mod memory;
 mod metrics;
 mod multinode;
 mod nginx;
