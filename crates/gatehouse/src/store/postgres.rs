@@ -61,7 +61,7 @@ impl PgStore {
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))
             .and_then(|connected| connected.map_err(scrubbed))
-            .with_context(|| format!("database_url: cannot connect to {shown}"))?;
+            .with_context(|| format!("database_url: cannot open {shown}"))?;
         first
             .close()
             .await
