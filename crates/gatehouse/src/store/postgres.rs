@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection as _, PgConnection, PgExecutor, PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -43,6 +43,9 @@ const MAX_CONNECTIONS: u32 = 16;
 /// is at work is busy, not broken: its callers wait for the pool as before.
 pub const ACQUIRE_WITHIN: Duration = Duration::from_millis(500);
 
+/// Longest wait for a connection, at start-up and from the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A PostgreSQL database shared by every node.
 ///
 /// Every operation first asks the store's [`Health`]: while PostgreSQL is
@@ -70,9 +73,22 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(scrubbed)
             .with_context(|| format!("database_url: not a valid postgres:// URL: {shown}"))?;
+        // One connection first, outside the pool: the pool retries until
+        // its acquire timeout and then reports only "pool timed out", while
+        // this says why at once (refused, unknown host, authentication).
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))
+            .and_then(|connected| connected.map_err(scrubbed))
+            .with_context(|| format!("database_url: cannot open {shown}"))?;
+        first
+            .close()
+            .await
+            .map_err(scrubbed)
+            .with_context(|| format!("database_url: cannot open {shown}"))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(scrubbed)

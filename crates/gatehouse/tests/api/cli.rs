@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "tangerine-ladder-41-quietly";
 
 /// `gatehouse serve` on a free port, with a cookie that plain HTTP carries.
-fn serve_cmd(dir: &Path) -> Command {
+pub(crate) fn serve_cmd(dir: &Path) -> Command {
     let mut cmd = gatehouse(dir);
     cmd.arg("serve")
         .env("GATEHOUSE_LISTEN", "127.0.0.1:0")
@@ -55,11 +55,11 @@ fn set_role(dir: &Path, name: &str, permissions: &[&str]) -> Finished {
 }
 
 /// A running server; killed when dropped.
-struct Server {
-    child: ChildGuard,
+pub(crate) struct Server {
+    pub(crate) child: ChildGuard,
     /// The whole first stdout line.
     first_line: String,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Everything it wrote to stderr, once it has exited.
     stderr: std::thread::JoinHandle<String>,
 }
@@ -67,7 +67,7 @@ struct Server {
 impl Server {
     /// Starts `cmd` and reads the bound address from its first stdout line,
     /// within [`DEADLINE`].
-    fn start(cmd: &mut Command) -> Self {
+    pub(crate) fn start(cmd: &mut Command) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -108,13 +108,13 @@ impl Server {
     }
 
     /// Kills the server and returns what it wrote to stderr.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
         self.stderr.join().expect("stderr reader")
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -640,6 +640,30 @@ fn serve_fails_closed_naming_database_url_when_postgres_cannot_be_opened() {
         "the password is never printed: {line:?}"
     );
     assert!(out.stdout.is_empty(), "never announced a listener: {out:?}");
+}
+
+#[test]
+fn serve_fails_fast_naming_database_url_and_the_cause_when_postgres_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1: nothing listens there.
+    let started = std::time::Instant::now();
+    let out = run(
+        serve_cmd(dir.path()).env(
+            "GATEHOUSE_DATABASE_URL",
+            "postgres://postgres:s3cr3t-pw@127.0.0.1:1/gatehouse",
+        ),
+        "",
+    );
+    let took = started.elapsed();
+    let line = assert_fails_with_one_line(&out);
+    assert!(line.contains("database_url"), "{line:?}");
+    assert!(
+        line.to_lowercase().contains("connection refused"),
+        "names the cause: {line:?}"
+    );
+    assert!(!line.contains("s3cr3t-pw"), "{line:?}");
+    // Not after the pool's 5 s acquire timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}: {line:?}");
 }
 
 /// A self-signed certificate for 127.0.0.1 and its PKCS#8 key, written to
