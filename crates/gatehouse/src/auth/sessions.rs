@@ -553,6 +553,11 @@ mod tests {
         )
         .await
         .expect("register");
+        login_once(auth).await
+    }
+
+    /// A password login of the user `logged_in` registered.
+    async fn login_once(auth: &Auth) -> NewSession {
         let (_, s) = auth
             .login(
                 "a@example.com",
@@ -612,14 +617,7 @@ mod tests {
     /// A password login of the user `logged_in` registered, then a second
     /// on the clock, so that each session is younger than the last.
     async fn login_again(auth: &Auth, clock: &ManualClock) -> NewSession {
-        let (_, s) = auth
-            .login(
-                "a@example.com",
-                Password::new("a long passphrase".into()),
-                &ClientMeta::default(),
-            )
-            .await
-            .expect("login");
+        let s = login_once(auth).await;
         clock.advance(Duration::from_secs(1));
         s
     }

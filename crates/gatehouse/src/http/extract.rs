@@ -248,19 +248,24 @@ pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Every `name=value` pair of the request's `Cookie` headers. A header is
-/// read lossily, never skipped: browsers send cookies other sites' pages set
-/// with UTF-8 values, and one such cookie must not hide ours. Our cookie's
-/// name and value are ASCII, so a replaced byte can only make a cookie of
-/// our name unparseable (refused), never absent.
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
-    headers.get_all(COOKIE).iter().flat_map(|h| {
+/// Calls `f` with every `name=value` pair of the request's `Cookie`
+/// headers, until it returns an error. A header is read lossily, never
+/// skipped: browsers send cookies other sites' pages set with UTF-8 values,
+/// and one such cookie must not hide ours. Our cookie's name and value are
+/// ASCII, so a replaced byte can only make a cookie of our name unparseable
+/// (refused), never absent. A header that is valid UTF-8 (the usual case)
+/// is borrowed, not copied.
+fn each_cookie<E>(
+    headers: &HeaderMap,
+    mut f: impl FnMut(&str, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    for h in headers.get_all(COOKIE) {
         let text = String::from_utf8_lossy(h.as_bytes());
-        cookie::Cookie::split_parse(text.as_ref())
-            .flatten()
-            .map(|c| (c.name().to_owned(), c.value().to_owned()))
-            .collect::<Vec<_>>()
-    })
+        for c in cookie::Cookie::split_parse(text.as_ref()).flatten() {
+            f(c.name(), c.value())?;
+        }
+    }
+    Ok(())
 }
 
 /// The session secret from the request's cookies: `Ok(None)` when there is
@@ -271,16 +276,17 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
 /// [`Error::Unauthorized`] for a malformed or duplicated session cookie.
 pub fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<SessionSecret>, Error> {
     let mut found = None;
-    for (n, value) in cookies(headers) {
+    each_cookie(headers, |n, value| {
         if n != name {
-            continue;
+            return Ok(());
         }
         if found.is_some() {
             // Two cookies of our name means someone planted one.
             return Err(Error::Unauthorized);
         }
-        found = Some(SessionSecret::parse(&value).ok_or(Error::Unauthorized)?);
-    }
+        found = Some(SessionSecret::parse(value).ok_or(Error::Unauthorized)?);
+        Ok(())
+    })?;
     Ok(found)
 }
 
@@ -289,7 +295,8 @@ pub fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<SessionS
 /// as [`session_cookie`] does, so a cookie the session check would see is
 /// never hidden from the CSRF check.
 pub fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
-    cookies(headers).any(|(n, _)| n == name)
+    // `Err` here means "found": it stops the walk at the first match.
+    each_cookie(headers, |n, _| if n == name { Err(()) } else { Ok(()) }).is_err()
 }
 
 #[cfg(test)]
