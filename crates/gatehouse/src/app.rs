@@ -75,7 +75,11 @@ pub async fn build_auth(
     )
     .await?;
     if config.redis_url.is_some() {
-        auth = auth.with_shared_sessions(config.session_cache_ttl, config.revocation_fail_mode);
+        auth = auth.with_shared_sessions(
+            config.session_cache_ttl,
+            config.revocation_fail_mode,
+            config.revocation_max_staleness,
+        );
     }
     // Where every ending of a session reaches this node at once (through
     // Redis's feed, or because one server owns the SQLite file), the
@@ -241,10 +245,11 @@ impl Application {
                 // the feed delivers every ending (and each reconnection
                 // reloads them all), so re-reading every revocation in
                 // force every 2 s would only cost Redis and this node's
-                // memory (seen at 100,000 in force).
+                // memory (seen at 100,000 in force). A feed that has gone
+                // silent is not trusted: the set is re-read meanwhile.
                 let fed = auth
                     .shared_sessions()
-                    .is_some_and(|shared| shared.feed().is_connected());
+                    .is_some_and(|shared| shared.feed().is_following());
                 if fed {
                     continue;
                 }

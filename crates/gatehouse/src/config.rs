@@ -193,6 +193,10 @@ pub struct Config {
     pub key_encryption_key: Option<SecretBytes>,
     pub redis_key_prefix: String,
     pub revocation_fail_mode: RevocationFailMode,
+    /// With `redis_url`: how long this node may go without proof (a
+    /// heartbeat answered on its revocation feed) that it knows every
+    /// revocation, before `revocation_fail_mode` applies.
+    pub revocation_max_staleness: Duration,
     /// With `redis_url`: how long a session record read from Redis answers
     /// this node's requests (0 reads Redis on every request).
     pub session_cache_ttl: Duration,
@@ -235,6 +239,7 @@ impl Default for Config {
             key_encryption_key: None,
             redis_key_prefix: "gatehouse:".into(),
             revocation_fail_mode: RevocationFailMode::Closed,
+            revocation_max_staleness: Duration::from_secs(5),
             session_cache_ttl: Duration::from_secs(10),
             audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
             metrics_token: None,
@@ -279,6 +284,7 @@ const KEYS: &[&str] = &[
     "key_encryption_key",
     "redis_key_prefix",
     "revocation_fail_mode",
+    "revocation_max_staleness",
     "session_cache_ttl",
     "audit_retention",
     "metrics_token",
@@ -717,6 +723,16 @@ impl Source {
                 _ => Err(format!("{s:?} is not \"closed\" or \"stale\"")),
             })?
             .unwrap_or(d.revocation_fail_mode);
+        let revocation_max_staleness = self
+            .duration("revocation_max_staleness")?
+            .unwrap_or(d.revocation_max_staleness);
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&revocation_max_staleness)
+        {
+            return Err(ConfigError::new(
+                "revocation_max_staleness",
+                "must be between 1s and 1h",
+            ));
+        }
         let session_cache_ttl = self
             .duration("session_cache_ttl")?
             .unwrap_or(d.session_cache_ttl);
@@ -783,6 +799,7 @@ impl Source {
             key_encryption_key,
             redis_key_prefix,
             revocation_fail_mode,
+            revocation_max_staleness,
             session_cache_ttl,
             audit_retention,
             metrics_token,
@@ -1089,6 +1106,16 @@ mod tests {
                 "GATEHOUSE_REVOCATION_FAIL_MODE",
                 "open",
                 "revocation_fail_mode",
+            ),
+            (
+                "GATEHOUSE_REVOCATION_MAX_STALENESS",
+                "500ms",
+                "revocation_max_staleness",
+            ),
+            (
+                "GATEHOUSE_REVOCATION_MAX_STALENESS",
+                "2h",
+                "revocation_max_staleness",
             ),
             ("GATEHOUSE_SESSION_CACHE_TTL", "2m", "session_cache_ttl"),
             ("GATEHOUSE_SESSION_CACHE_TTL", "fresh", "session_cache_ttl"),

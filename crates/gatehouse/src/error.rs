@@ -307,6 +307,12 @@ impl From<ChangePasswordError> for Error {
 /// A store failure: logged with its cause chain, answered with 503 (fail
 /// closed: never "let them in", never a misleading 401).
 pub fn unavailable(e: anyhow::Error) -> Error {
-    tracing::error!(error = format!("{e:#}"), "store unavailable");
+    if e.is::<crate::auth::RevocationsUnproven>() {
+        // Said once, when the node became degraded (fanout.rs); not again
+        // for every request it refuses meanwhile.
+        tracing::debug!(error = %e, "request refused");
+    } else {
+        tracing::error!(error = format!("{e:#}"), "store unavailable");
+    }
     Error::Unavailable
 }

@@ -1,15 +1,26 @@
 //! Revocation fan-out: every node follows the Redis channel on which ended
 //! sessions are published, so an access token of a session ended on any
 //! node is refused by every node's store-free check within moments.
+//!
+//! A subscription can die silently (a black-holed path drops packets and
+//! resets nothing), so the feed proves itself: a heartbeat (PING) on the
+//! subscriber's own connection every fifth of `revocation_max_staleness`
+//! (at most every second). Redis answers it only after every message it
+//! queued to that connection before, so each answer proves that every
+//! ending published before the PING was sent has been applied
+//! ([`crate::auth::FeedStatus`]). A subscription that answers no heartbeat
+//! within `revocation_max_staleness` is dropped and made anew; meanwhile
+//! the node behaves as `revocation_fail_mode` says.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::sync::mpsc;
 
-use crate::auth::Auth;
 use crate::auth::types::SessionId;
+use crate::auth::{Auth, FeedStatus};
 use crate::clock::from_millis;
 use crate::config::RevocationFailMode;
 
@@ -19,50 +30,99 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// Longest a (re)connection may take, subscription and reload included.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 
+/// Most time between two heartbeats.
+const HEARTBEAT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the node looks whether its proof has run out (for the log).
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
 /// Follows the revocation channel for ever, reconnecting after a loss. Each
 /// (re)connection subscribes first and then reloads every revocation in
 /// force from the store, so a message missed while disconnected can never
-/// leave a revoked token accepted; only then may the session cache answer
-/// again (emptied, for the same reason).
+/// leave a revoked token accepted; only then may the caches answer again
+/// (emptied, for the same reason).
 pub async fn follow_revocations(auth: Arc<Auth>, url: String, channel: String) {
-    loop {
-        let e = follow_once(&auth, &url, &channel).await;
-        if auth.feed_lost() {
-            let cookies = match auth.shared_sessions().map(|s| s.fail_mode()) {
-                Some(RevocationFailMode::Stale) => {
-                    "cookie sessions this node read recently are accepted from its cache (revocation_fail_mode = stale), others answer 503"
-                }
-                _ => "cookie sessions answer 503 (revocation_fail_mode = closed)",
-            };
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "degraded: revocation feed lost; verifying tokens against the revocations last known; {cookies} until Redis is back"
-            );
-        } else {
-            tracing::debug!(
-                error = format!("{e:#}"),
-                "revocation feed still unavailable"
-            );
+    let Some(shared) = auth.shared_sessions() else {
+        return;
+    };
+    let feed = shared.feed();
+    let mode = shared.fail_mode();
+    let follow = async {
+        loop {
+            let e = listen(&auth, feed, &url, &channel)
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the revocation feed closed"));
+            if auth.feed_lost() {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    max_staleness = ?feed.max_staleness(),
+                    "revocation feed lost: reconnecting; caches answer nothing meanwhile, and past revocation_max_staleness without a heartbeat answered {}",
+                    degraded_behaviour(mode)
+                );
+            } else {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    "revocation feed still unavailable"
+                );
+            }
+            tokio::time::sleep(RECONNECT_AFTER).await;
         }
-        tokio::time::sleep(RECONNECT_AFTER).await;
+    };
+    tokio::join!(follow, watch(feed, mode));
+}
+
+/// What a node does once its proof has run out.
+fn degraded_behaviour(mode: RevocationFailMode) -> &'static str {
+    match mode {
+        RevocationFailMode::Closed => {
+            "every request with a session cookie or an access token answers 503 (revocation_fail_mode = closed)"
+        }
+        RevocationFailMode::Stale => {
+            "access tokens are verified against the revocations known and cookies may be accepted from the cache; a logout made on another node meanwhile may be missed (revocation_fail_mode = stale)"
+        }
     }
 }
 
-/// One connection's life; returns why it ended.
-async fn follow_once(auth: &Auth, url: &str, channel: &str) -> anyhow::Error {
-    match listen(auth, url, channel).await {
-        Ok(()) => anyhow::anyhow!("the revocation feed closed"),
-        Err(e) => e,
+/// Logs when the node becomes degraded (its proof ran out) and when it
+/// recovers, once each.
+async fn watch(feed: &FeedStatus, mode: RevocationFailMode) {
+    let mut degraded = false;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match (degraded, feed.is_proven()) {
+            (false, false) => {
+                degraded = true;
+                let age = feed.proof_age().unwrap_or_default();
+                tracing::warn!(
+                    silent_for = ?age,
+                    max_staleness = ?feed.max_staleness(),
+                    "degraded: this node cannot prove it knows every revocation; {}, until the feed is back and reloaded",
+                    degraded_behaviour(mode)
+                );
+            }
+            (true, true) => {
+                degraded = false;
+                tracing::info!("revocation feed proven again: no longer degraded");
+            }
+            _ => {}
+        }
     }
 }
 
-async fn listen(auth: &Auth, url: &str, channel: &str) -> anyhow::Result<()> {
+/// One subscription's life; returns why it ended.
+async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url).context("parsing redis_url")?;
     let connect = async {
         let mut pubsub = client
             .get_async_pubsub()
             .await
             .context("connecting to Redis for the revocation feed")?;
+        // Whatever is published after this reaches the subscription; what
+        // was published before, the reload finds in the store.
+        let proof = Instant::now();
         pubsub
             .subscribe(channel)
             .await
@@ -70,28 +130,96 @@ async fn listen(auth: &Auth, url: &str, channel: &str) -> anyhow::Result<()> {
         auth.reload_revocations()
             .await
             .context("reloading revocations after (re)connecting")?;
-        anyhow::Ok(pubsub)
+        anyhow::Ok((pubsub, proof))
     };
-    let mut pubsub = tokio::time::timeout(CONNECT_WITHIN, connect)
+    let (pubsub, proof) = tokio::time::timeout(CONNECT_WITHIN, connect)
         .await
         .map_err(|_| anyhow::anyhow!("Redis did not answer within {CONNECT_WITHIN:?}"))??;
-    auth.feed_connected();
+    auth.feed_connected(proof);
     tracing::info!("revocation feed connected");
-    let mut messages = pubsub.on_message();
-    while let Some(message) = messages.next().await {
-        let payload: String = match message.get_payload() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable revocation message");
-                continue;
+    let (sink, mut messages) = pubsub.split();
+    let (answered, mut heartbeats) = mpsc::channel(4);
+    let every = (feed.max_staleness() / 5).min(HEARTBEAT_AT_MOST_EVERY);
+    let beating = tokio::spawn(heartbeat(sink, every, feed.max_staleness(), answered));
+    let _stop = AbortOnDrop(beating.abort_handle());
+    loop {
+        tokio::select! {
+            biased;
+            message = messages.next() => match message {
+                Some(message) => apply(auth, &message),
+                None => return Ok(()),
+            },
+            sent = heartbeats.recv() => {
+                let Some(sent) = sent else {
+                    return Err(match beating.await {
+                        Ok(Err(e)) => e,
+                        _ => anyhow::anyhow!("the heartbeat stopped"),
+                    });
+                };
+                // Redis sent every message before the answer, and the
+                // connection's reader has queued them already: apply them
+                // first, then record what the answer proves.
+                while let Some(Some(message)) = messages.next().now_or_never() {
+                    apply(auth, &message);
+                }
+                feed.prove(sent);
             }
-        };
-        match parse(&payload) {
-            Some((sid, until)) => auth.ended_elsewhere(sid, until),
-            None => tracing::warn!("malformed revocation message ignored"),
+            () = tokio::time::sleep_until(feed.proven_until().into()) => {
+                return Err(anyhow::anyhow!(
+                    "no heartbeat answered within revocation_max_staleness ({:?})",
+                    feed.max_staleness()
+                ));
+            }
         }
     }
-    Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a PING on the subscriber's connection every `every` and reports
+/// the sending instant of each one answered; ends when one is refused or
+/// unanswered within `within`.
+async fn heartbeat(
+    mut sink: redis::aio::PubSubSink,
+    every: Duration,
+    within: Duration,
+    answered: mpsc::Sender<Instant>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        tokio::time::timeout(within, sink.ping::<redis::Value>())
+            .await
+            .map_err(|_| anyhow::anyhow!("a heartbeat was not answered within {within:?}"))?
+            .context("a heartbeat failed")?;
+        if answered.send(sent).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Applies one message of the revocation channel.
+fn apply(auth: &Auth, message: &redis::Msg) {
+    let payload: String = match message.get_payload() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable revocation message");
+            return;
+        }
+    };
+    match parse(&payload) {
+        Some((sid, until)) => auth.ended_elsewhere(sid, until),
+        None => tracing::warn!("malformed revocation message ignored"),
+    }
 }
 
 /// `"{session id} {revoked until, ms since the epoch}"`.

@@ -119,6 +119,9 @@ pub struct Auth {
     pub(crate) tokens: TokenSettings,
     pub(crate) keys: KeyManager,
     pub(crate) revocations: RevocationSet,
+    /// When the revocations were first loaded (what the feed's proof starts
+    /// from).
+    pub(crate) loaded_at: std::time::Instant,
     /// Set when sessions live in a store shared by many nodes (Redis).
     pub(crate) shared: Option<SharedSessions>,
     /// Turns true when the server shuts down, ending the feed's long polls.
@@ -140,17 +143,42 @@ pub struct Readiness {
     pub database: Result<(), String>,
     /// Redis, when configured.
     pub redis: Option<Result<(), String>>,
-    pub feed_connected: Option<bool>,
-    /// When the feed was lost, while it is.
-    pub feed_lost_at: Option<time::OffsetDateTime>,
+    /// With Redis, the revocation feed.
+    pub feed: Option<FeedReport>,
     pub fail_mode: Option<RevocationFailMode>,
 }
 
+/// The state of the revocation feed, for `/readyz`.
+#[derive(Debug, Clone)]
+pub struct FeedReport {
+    /// The subscription is live.
+    pub connected: bool,
+    /// This node proved less than `max_staleness` ago that it knows every
+    /// revocation.
+    pub proven: bool,
+    /// The instant last proven.
+    pub proven_at: Option<time::OffsetDateTime>,
+    pub max_staleness: Duration,
+}
+
 impl Readiness {
-    /// Every configured store answers.
+    /// Every configured store answers, and with Redis this node knows every
+    /// revocation.
     pub fn is_ready(&self) -> bool {
-        self.database.is_ok() && self.redis.as_ref().is_none_or(Result::is_ok)
+        self.database.is_ok()
+            && self.redis.as_ref().is_none_or(Result::is_ok)
+            && self.feed.as_ref().is_none_or(|f| f.proven)
     }
+}
+
+/// The refusal of a node in `revocation_fail_mode = "closed"` that cannot
+/// prove it knows every revocation: answered 503.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this node has had no proof for {max_staleness:?} that it knows every revocation (revocation_fail_mode = closed)"
+)]
+pub struct RevocationsUnproven {
+    pub max_staleness: Duration,
 }
 
 /// What a node adds when its sessions live in a store shared by every node
@@ -158,10 +186,11 @@ impl Readiness {
 #[derive(Debug)]
 pub struct SharedSessions {
     /// Session records read moments ago, answering requests while the feed
-    /// is connected.
+    /// follows.
     pub(crate) cache: SessionCache,
     pub(crate) feed: FeedStatus,
-    /// What cookie requests get while the store cannot answer.
+    /// What requests get while this node cannot prove it knows every
+    /// revocation, or the store cannot answer.
     pub(crate) fail_mode: RevocationFailMode,
 }
 
@@ -201,6 +230,7 @@ impl Auth {
         keys: KeyManager,
     ) -> anyhow::Result<Self> {
         let revocations = RevocationSet::default();
+        let loaded_at = std::time::Instant::now();
         revocations.insert(stores.sessions.revocations(clock.now()).await?);
         Ok(Self {
             stores,
@@ -210,6 +240,7 @@ impl Auth {
             tokens,
             keys,
             revocations,
+            loaded_at,
             shared: None,
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: crate::metrics::Metrics::new()?,
@@ -245,15 +276,18 @@ impl Auth {
 
     /// Marks the sessions as living in a store shared by many nodes: a
     /// local cache answers for a session this node read less than
-    /// `cache_fresh_for` ago (never longer than an access token lives),
-    /// and `fail_mode` decides what cookie requests get while the store
-    /// cannot answer. The revocation feed must call [`Auth::feed_connected`]
-    /// before the cache answers anything.
+    /// `cache_fresh_for` ago (never longer than an access token lives)
+    /// while the revocation feed follows; `fail_mode` decides what requests
+    /// get once the feed has been silent for `max_staleness`, and what
+    /// cookie requests get while the store cannot answer. The revocation
+    /// feed must call [`Auth::feed_connected`] before the cache answers
+    /// anything, and prove itself at least every `max_staleness`.
     #[must_use]
     pub fn with_shared_sessions(
         mut self,
         cache_fresh_for: Duration,
         fail_mode: RevocationFailMode,
+        max_staleness: Duration,
     ) -> Self {
         // An entry stands in for the store no longer than a token of the
         // session could: the revocation set remembers an ending at least
@@ -265,30 +299,48 @@ impl Auth {
                 usable_for,
                 session_cache::CAPACITY,
             ),
-            feed: FeedStatus::default(),
+            feed: FeedStatus::new(max_staleness, self.loaded_at),
             fail_mode,
         });
         self
     }
 
-    /// The revocation feed is (re)connected and the set reloaded: entries
-    /// read before may have missed an ending, so they are dropped, and the
-    /// cache may answer again.
-    pub fn feed_connected(&self) {
+    /// The revocation feed is (re)connected, and the set reloaded after it
+    /// subscribed at `proof`: entries read before may have missed an
+    /// ending, so they are dropped, and the cache may answer again.
+    pub fn feed_connected(&self, proof: std::time::Instant) {
         if let Some(shared) = &self.shared {
             shared.cache.clear();
             self.principals_changed();
-            shared.feed.set_connected();
+            shared.feed.set_connected(proof);
         }
     }
 
-    /// The revocation feed is lost: the cache stops answering (every
+    /// The revocation feed is lost: the caches stop answering (every
     /// request reads the store) until it reconnects. Returns whether it was
     /// connected.
     pub fn feed_lost(&self) -> bool {
         self.shared
             .as_ref()
-            .is_some_and(|shared| shared.feed.set_lost(self.clock.now()))
+            .is_some_and(|shared| shared.feed.set_lost())
+    }
+
+    /// Refuses a session or token decision while this node cannot prove it
+    /// knows every revocation and `revocation_fail_mode` is `closed`.
+    ///
+    /// # Errors
+    /// [`RevocationsUnproven`], which callers answer with 503.
+    pub(crate) fn decisions_allowed(&self) -> Result<(), RevocationsUnproven> {
+        match &self.shared {
+            Some(shared)
+                if shared.fail_mode == RevocationFailMode::Closed && !shared.feed.is_proven() =>
+            {
+                Err(RevocationsUnproven {
+                    max_staleness: shared.feed.max_staleness(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A session ended on another node (from the feed).
@@ -400,8 +452,12 @@ impl Auth {
         Readiness {
             database,
             redis: shared.map(|_| sessions),
-            feed_connected: shared.map(|s| s.feed.is_connected()),
-            feed_lost_at: shared.and_then(|s| s.feed.lost_at()),
+            feed: shared.map(|s| FeedReport {
+                connected: s.feed.is_connected(),
+                proven: s.feed.is_proven(),
+                proven_at: s.feed.proven_at(),
+                max_staleness: s.feed.max_staleness(),
+            }),
             fail_mode: shared.map(|s| s.fail_mode),
         }
     }

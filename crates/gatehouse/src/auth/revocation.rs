@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -80,51 +81,112 @@ impl RevocationSet {
     }
 }
 
-/// Whether this node's revocation set follows the shared revocation feed
-/// (Redis pub/sub) right now. Only a node with `redis_url` has a feed; it
-/// starts disconnected.
-#[derive(Debug, Default)]
+/// Whether this node can prove that its revocation set holds every session
+/// ended anywhere: only a node with `redis_url` has a feed to prove it with.
+///
+/// The proof is an instant up to which the set is known complete: the
+/// instant before a (re)connection subscribed to the revocation channel,
+/// once the reload that follows succeeded; then, while the subscription
+/// lives, the sending instant of each heartbeat (a PING on the subscriber's
+/// own connection) answered there. Redis answers a PING on a connection
+/// only after every message it queued to that connection earlier, so an
+/// answered heartbeat proves that every ending published before it was sent
+/// has been applied. Instants are monotonic (wall-clock jumps move nothing).
+#[derive(Debug)]
 pub struct FeedStatus {
+    /// Origin of `proven`.
+    base: Instant,
+    /// Milliseconds from `base` to the instant proven, plus one (0: never).
+    proven: AtomicU64,
+    /// Whether the subscription is live.
     connected: AtomicBool,
-    /// When the feed was lost, in ms since the epoch; 0 while connected or
-    /// before it first connected.
-    lost_at_ms: AtomicI64,
+    /// How old the proof may grow before the node must say it cannot know.
+    max_staleness: Duration,
 }
 
 impl FeedStatus {
-    /// Whether every session ended elsewhere reaches the set within moments.
+    /// A feed not yet connected whose set was known complete at `loaded`
+    /// (when the revocations were loaded at start-up).
+    pub fn new(max_staleness: Duration, loaded: Instant) -> Self {
+        let status = Self {
+            base: loaded,
+            proven: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            max_staleness,
+        };
+        status.prove(loaded);
+        status
+    }
+
+    /// Whether the subscription is live (it may still be silent: see
+    /// [`FeedStatus::is_proven`]).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_connected(&self) {
-        self.lost_at_ms.store(0, Ordering::Relaxed);
+    /// Whether the set was proven complete less than `max_staleness` ago.
+    pub fn is_proven(&self) -> bool {
+        self.proof_age()
+            .is_some_and(|age| age < self.max_staleness)
+    }
+
+    /// Whether caches may answer for the store: the subscription is live
+    /// and has proven itself recently, so an ending elsewhere reaches this
+    /// node within moments.
+    pub fn is_following(&self) -> bool {
+        self.is_connected() && self.is_proven()
+    }
+
+    /// How long ago the instant last proven was.
+    pub fn proof_age(&self) -> Option<Duration> {
+        match self.proven.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(self.base.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+        }
+    }
+
+    /// When the proof runs out (or ran out).
+    pub fn proven_until(&self) -> Instant {
+        let proven = match self.proven.load(Ordering::Acquire) {
+            0 => self.base,
+            ms => self.base + Duration::from_millis(ms - 1),
+        };
+        proven + self.max_staleness
+    }
+
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
+    }
+
+    /// Records that the set held every ending published before `at`.
+    pub fn prove(&self, at: Instant) {
+        // Rounded down: the proof never claims more than it knows.
+        let ms = u64::try_from(at.saturating_duration_since(self.base).as_millis())
+            .unwrap_or(u64::MAX - 1);
+        self.proven.fetch_max(ms + 1, Ordering::AcqRel);
+    }
+
+    /// The subscription is live, and the set complete as of `proof`.
+    pub(crate) fn set_connected(&self, proof: Instant) {
+        self.prove(proof);
         self.connected.store(true, Ordering::Release);
     }
 
-    /// Marks the feed lost at `now`; returns whether it was connected.
-    pub(crate) fn set_lost(&self, now: OffsetDateTime) -> bool {
-        let was = self.connected.swap(false, Ordering::AcqRel);
-        if was {
-            self.lost_at_ms
-                .store(crate::clock::to_millis(now), Ordering::Relaxed);
-        }
-        was
+    /// Marks the subscription lost; returns whether it was live.
+    pub(crate) fn set_lost(&self) -> bool {
+        self.connected.swap(false, Ordering::AcqRel)
     }
 
-    /// When the feed was lost, while it is.
-    pub fn lost_at(&self) -> Option<OffsetDateTime> {
-        match self.lost_at_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(crate::clock::from_millis(ms)),
-        }
+    /// The wall-clock instant last proven, for reports.
+    pub fn proven_at(&self) -> Option<OffsetDateTime> {
+        self.proof_age()
+            .map(|age| OffsetDateTime::now_utc() - age)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use time::macros::datetime;
 
     #[test]
@@ -140,5 +202,33 @@ mod tests {
         set.prune(t0 + Duration::from_secs(300));
         assert!(!set.is_revoked(sid));
         assert!(set.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_is_proven_only_while_its_proof_is_younger_than_the_bound() {
+        let staleness = Duration::from_millis(200);
+        let loaded = Instant::now();
+        let feed = FeedStatus::new(staleness, loaded);
+        assert!(feed.is_proven(), "the load at start-up proves the set");
+        assert!(!feed.is_connected());
+        assert!(!feed.is_following(), "caches wait for the subscription");
+        feed.set_connected(Instant::now());
+        assert!(feed.is_following());
+        // An older proof never moves the instant back.
+        feed.prove(loaded);
+        std::thread::sleep(staleness + Duration::from_millis(20));
+        assert!(!feed.is_proven(), "silent past the bound");
+        assert!(!feed.is_following());
+        assert!(feed.proven_until() <= Instant::now());
+        feed.prove(Instant::now());
+        assert!(feed.is_following());
+        assert!(feed.set_lost());
+        assert!(!feed.set_lost(), "reported once");
+        assert!(feed.is_proven() && !feed.is_following());
     }
 }

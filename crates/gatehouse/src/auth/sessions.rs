@@ -274,6 +274,7 @@ impl Auth {
         &self,
         secret: &SessionSecret,
     ) -> anyhow::Result<Option<Authenticated>> {
+        self.decisions_allowed()?;
         let hash = secret.hash();
         let now = self.clock.now();
         let stale_ok = self
@@ -330,7 +331,7 @@ impl Auth {
     }
 
     /// Finds a session by secret hash or id: from the local cache when the
-    /// entry is fresh, the revocation feed connected and the record still
+    /// entry is fresh, the revocation feed following and the record still
     /// looks live; else from the store. When the store fails and `stale_ok`,
     /// a usable cached entry stands in. A session in the revocation set is
     /// `None` whatever the cache holds.
@@ -367,7 +368,7 @@ impl Auth {
         // (another node recorded a later use): the store decides.
         let cached = cached.filter(|e| self.is_live(&e.record, now));
         if let Some(entry) = &cached
-            && shared.feed.is_connected()
+            && shared.feed.is_following()
             && cache.is_fresh(entry, now)
         {
             cache.count_hit();
@@ -737,12 +738,20 @@ mod tests {
     /// An `Auth` with the shared-session cache (over SQLite: the cache
     /// logic does not depend on the store) and its feed connected.
     async fn shared_auth() -> (Auth, Arc<ManualClock>, tempfile::TempDir) {
-        let (auth, clock, dir) = auth_with_clock().await;
-        let auth = auth.with_shared_sessions(
-            Duration::from_secs(10),
+        shared_auth_in(
             crate::config::RevocationFailMode::Closed,
-        );
-        auth.feed_connected();
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    async fn shared_auth_in(
+        mode: crate::config::RevocationFailMode,
+        max_staleness: Duration,
+    ) -> (Auth, Arc<ManualClock>, tempfile::TempDir) {
+        let (auth, clock, dir) = auth_with_clock().await;
+        let auth = auth.with_shared_sessions(Duration::from_secs(10), mode, max_staleness);
+        auth.feed_connected(std::time::Instant::now());
         (auth, clock, dir)
     }
 
@@ -823,8 +832,38 @@ mod tests {
         }
         assert_eq!((stats(&auth).hits, stats(&auth).misses), (0, 2));
         // Reconnecting empties the cache (Redis may have lost data).
-        auth.feed_connected();
+        auth.feed_connected(std::time::Instant::now());
         assert_eq!(stats(&auth).entries, 0);
+    }
+
+    #[tokio::test]
+    async fn a_silent_feed_refuses_decisions_in_closed_mode_only() {
+        use crate::config::RevocationFailMode::{Closed, Stale};
+        let staleness = Duration::from_millis(150);
+        for mode in [Closed, Stale] {
+            let (auth, _clock, _dir) = shared_auth_in(mode, staleness).await;
+            let s = logged_in(&auth).await;
+            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+            let hits = stats(&auth).hits;
+            // No heartbeat answers: the proof ages past the bound.
+            tokio::time::sleep(staleness + Duration::from_millis(30)).await;
+            let got = auth.authenticate_session(&s.secret).await;
+            match mode {
+                Closed => {
+                    let e = got.expect_err("closed mode cannot decide");
+                    assert!(e.is::<crate::auth::RevocationsUnproven>(), "{e:#}");
+                }
+                // The store still answers; stale mode reads it.
+                Stale => assert!(got.expect("stale mode decides").is_some()),
+            }
+            assert_eq!(stats(&auth).hits, hits, "a silent feed keeps the cache quiet");
+            // A heartbeat answered proves the set again.
+            auth.shared_sessions()
+                .expect("shared")
+                .feed()
+                .prove(std::time::Instant::now());
+            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+        }
     }
 
     #[tokio::test]

@@ -721,13 +721,15 @@ impl Auth {
         &self,
         token: &VerifiedToken,
     ) -> anyhow::Result<Option<Arc<Principal>>> {
+        self.decisions_allowed()?;
         let now = self.clock.now();
         // The token passed the revocation set just now, so its session was
-        // not ended on this node, nor (with Redis) on any other.
+        // not ended on this node, nor (with Redis, while the feed follows)
+        // on any other.
         let cache = self.principals.as_ref().filter(|_| {
             self.shared
                 .as_ref()
-                .is_none_or(|shared| shared.feed.is_connected())
+                .is_none_or(|shared| shared.feed.is_following())
         });
         let mut renewing = None;
         if let Some(cache) = cache {

@@ -219,9 +219,11 @@ pub struct ReadyChecks {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, pattern = "^(ok|unavailable)$")]
     pub redis: Option<&'static str>,
-    /// With Redis only: `connected` or `disconnected`.
+    /// With Redis only: `connected` (following, heartbeats answered),
+    /// `silent` (connected, but no heartbeat answered within
+    /// `revocation_max_staleness`) or `disconnected`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, pattern = "^(connected|disconnected)$")]
+    #[schema(nullable = false, pattern = "^(connected|silent|disconnected)$")]
     pub revocation_feed: Option<&'static str>,
 }
 

@@ -147,12 +147,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, Error> {
     let checks = ReadyChecks {
         database: word(&r.database),
         redis: r.redis.as_ref().map(word),
-        revocation_feed: r.feed_connected.map(|connected| {
-            if connected {
-                "connected"
-            } else {
-                "disconnected"
-            }
+        revocation_feed: r.feed.as_ref().map(|f| match (f.connected, f.proven) {
+            (true, true) => "connected",
+            (true, false) => "silent",
+            (false, _) => "disconnected",
         }),
     };
     if r.is_ready() {
@@ -181,21 +179,40 @@ fn not_ready_detail(r: &Readiness) -> String {
                 .to_owned(),
         );
     }
-    if matches!(r.redis, Some(Err(_))) {
+    let unproven = r.feed.as_ref().filter(|f| !f.proven);
+    if matches!(r.redis, Some(Err(_))) || unproven.is_some() {
         let since = r
-            .feed_lost_at
+            .feed
+            .as_ref()
+            .and_then(|f| f.proven_at)
             .and_then(|t| t.format(&Rfc3339).ok())
             .map(|t| format!(" since {t}"))
             .unwrap_or_default();
-        let cookies = match r.fail_mode {
-            Some(RevocationFailMode::Stale) => {
-                "session cookies this node read in the last access-token lifetime are accepted from its cache, others answer 503 (revocation_fail_mode = stale)"
-            }
-            _ => "session cookies answer 503 (revocation_fail_mode = closed)",
+        let redis_down = matches!(r.redis, Some(Err(_)));
+        let cause = match unproven {
+            Some(f) if !redis_down => format!(
+                "the revocation feed has answered no heartbeat for revocation_max_staleness ({}s), so this node cannot know of a logout made on another",
+                f.max_staleness.as_secs()
+            ),
+            _ => "Redis does not answer".to_owned(),
         };
-        parts.push(format!(
-            "Degraded{since}: Redis does not answer; access tokens are verified against the revocations known when it was last reached; {cookies}; logins and grants answer 503."
-        ));
+        let behaviour = match (r.fail_mode, unproven.is_some()) {
+            (Some(RevocationFailMode::Stale), _) => {
+                "access tokens are verified against the revocations this node knows, and session cookies it read in the last access-token lifetime are accepted from its cache, others answer 503 (revocation_fail_mode = stale)"
+            }
+            (_, true) => {
+                "every request with a session cookie or an access token answers 503 (revocation_fail_mode = closed)"
+            }
+            (_, false) => {
+                "session cookies answer 503; access tokens are verified against the revocations this node knows until revocation_max_staleness has passed, then answer 503 too (revocation_fail_mode = closed)"
+            }
+        };
+        let grants = if redis_down {
+            "; logins and grants answer 503"
+        } else {
+            ""
+        };
+        parts.push(format!("Degraded{since}: {cause}; {behaviour}{grants}."));
     }
     parts.join(" ")
 }

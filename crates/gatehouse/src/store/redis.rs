@@ -336,12 +336,57 @@ return 1
 /// command this late means Redis is hung or unreachable.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The store's link to Redis: the connection every operation uses, and what
+/// a probe needs to replace it.
+///
+/// A connection whose commands time out is replaced, never trusted again: on
+/// a black-holed path (packets dropped, no reset) the socket stays open, and
+/// the connection manager, which reconnects only when a socket fails, would
+/// send every later command into the same void. Once the path heals, the old
+/// socket may take minutes of TCP retransmission backoff to carry anything.
+struct Link {
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    current: std::sync::RwLock<ConnectionManager>,
+}
+
+impl Link {
+    /// The connection in use.
+    fn current(&self) -> ConnectionManager {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A new connection that answered a PING.
+    async fn connect(&self) -> Result<ConnectionManager, RedisError> {
+        let mut con =
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone()).await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await?;
+        Ok(con)
+    }
+
+    /// Connects anew and, once Redis answers there, puts the new connection
+    /// in place of the old.
+    async fn replace(&self) -> Result<(), RedisError> {
+        let fresh = self.connect().await?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
 /// The store's connection for one operation: while [`Health`] says Redis is
 /// down every command fails at once (no reconnection attempt, no timeout to
 /// wait out); a command that fails as a lost connection would marks it down
-/// and starts the probe that marks it up again.
+/// and starts the probe, which connects anew and marks it up again once the
+/// new connection answers.
 struct Guarded {
     con: ConnectionManager,
+    link: Arc<Link>,
     health: Arc<Health>,
 }
 
@@ -364,15 +409,10 @@ impl Guarded {
         if let Err(e) = result
             && is_connection_failure(e)
         {
-            let con = self.con.clone();
+            let link = Arc::clone(&self.link);
             self.health.mark_down(e, move || {
-                let mut con = con.clone();
-                async move {
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut con)
-                        .await
-                        .map(drop)
-                }
+                let link = Arc::clone(&link);
+                async move { link.replace().await }
             });
         }
     }
@@ -423,7 +463,7 @@ impl ConnectionLike for Guarded {
 /// unreachable, within [`COMMAND_TIMEOUT`] for that first operation.
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    link: Arc<Link>,
     health: Arc<Health>,
     prefix: String,
     scripts: Arc<Scripts>,
@@ -486,15 +526,21 @@ impl RedisStore {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50));
-        let mut con = ConnectionManager::new_with_config(client, config)
+        let con = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .context("connecting to Redis")?;
+        let link = Link {
+            client,
+            config,
+            current: std::sync::RwLock::new(con),
+        };
+        let mut con = link.current();
         let _: String = redis::cmd("PING")
             .query_async(&mut con)
             .await
             .context("pinging Redis")?;
         Ok(Self {
-            con,
+            link: Arc::new(link),
             health: Health::new("redis"),
             prefix: prefix.to_owned(),
             scripts: Arc::new(Scripts::new()),
@@ -521,7 +567,8 @@ impl RedisStore {
     /// known down.
     fn con(&self) -> Guarded {
         Guarded {
-            con: self.con.clone(),
+            con: self.link.current(),
+            link: Arc::clone(&self.link),
             health: Arc::clone(&self.health),
         }
     }
