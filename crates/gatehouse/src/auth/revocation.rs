@@ -126,8 +126,7 @@ impl FeedStatus {
 
     /// Whether the set was proven complete less than `max_staleness` ago.
     pub fn is_proven(&self) -> bool {
-        self.proof_age()
-            .is_some_and(|age| age < self.max_staleness)
+        self.proof_age().is_some_and(|age| age < self.max_staleness)
     }
 
     /// Whether caches may answer for the store: the subscription is live
@@ -141,7 +140,11 @@ impl FeedStatus {
     pub fn proof_age(&self) -> Option<Duration> {
         match self.proven.load(Ordering::Acquire) {
             0 => None,
-            ms => Some(self.base.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+            ms => Some(
+                self.base
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            ),
         }
     }
 
@@ -179,8 +182,7 @@ impl FeedStatus {
 
     /// The wall-clock instant last proven, for reports.
     pub fn proven_at(&self) -> Option<OffsetDateTime> {
-        self.proof_age()
-            .map(|age| OffsetDateTime::now_utc() - age)
+        self.proof_age().map(|age| OffsetDateTime::now_utc() - age)
     }
 }
 

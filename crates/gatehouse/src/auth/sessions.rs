@@ -843,7 +843,12 @@ mod tests {
         for mode in [Closed, Stale] {
             let (auth, _clock, _dir) = shared_auth_in(mode, staleness).await;
             let s = logged_in(&auth).await;
-            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+            assert!(
+                auth.authenticate_session(&s.secret)
+                    .await
+                    .expect("ok")
+                    .is_some()
+            );
             let hits = stats(&auth).hits;
             // No heartbeat answers: the proof ages past the bound.
             tokio::time::sleep(staleness + Duration::from_millis(30)).await;
@@ -856,13 +861,22 @@ mod tests {
                 // The store still answers; stale mode reads it.
                 Stale => assert!(got.expect("stale mode decides").is_some()),
             }
-            assert_eq!(stats(&auth).hits, hits, "a silent feed keeps the cache quiet");
+            assert_eq!(
+                stats(&auth).hits,
+                hits,
+                "a silent feed keeps the cache quiet"
+            );
             // A heartbeat answered proves the set again.
             auth.shared_sessions()
                 .expect("shared")
                 .feed()
                 .prove(std::time::Instant::now());
-            assert!(auth.authenticate_session(&s.secret).await.expect("ok").is_some());
+            assert!(
+                auth.authenticate_session(&s.secret)
+                    .await
+                    .expect("ok")
+                    .is_some()
+            );
         }
     }
 

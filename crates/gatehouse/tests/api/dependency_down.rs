@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse::config::DatabaseUrl;
+use gatehouse::config::{DatabaseUrl, RevocationFailMode};
 use reqwest::{Client, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -16,6 +16,17 @@ use crate::redis_server::{Persistence, RedisServer};
 
 /// Sequential bearer `/v1/verify` calls, all 200; how long they took.
 async fn verify_run(app: &TestApp, http: &Client, token: &str, n: u32) -> Duration {
+    verify_run_expecting(app, http, token, n, StatusCode::OK).await
+}
+
+/// Sequential bearer `/v1/verify` calls, each answered `want`.
+async fn verify_run_expecting(
+    app: &TestApp,
+    http: &Client,
+    token: &str,
+    n: u32,
+    want: StatusCode,
+) -> Duration {
     let started = Instant::now();
     for i in 0..n {
         let res = http
@@ -25,11 +36,13 @@ async fn verify_run(app: &TestApp, http: &Client, token: &str, n: u32) -> Durati
             .send()
             .await
             .expect("request");
-        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        assert_eq!(res.status(), want, "request {i}");
     }
     started.elapsed()
 }
 
+/// `revocation_fail_mode = "stale"` keeps verifying bearer tokens while
+/// Redis is down, at the speed of a store-free check.
 #[tokio::test]
 async fn bearer_verification_keeps_its_speed_while_redis_is_down() {
     const N: u32 = 300;
@@ -39,6 +52,7 @@ async fn bearer_verification_keeps_its_speed_while_redis_is_down() {
     let app = TestApp::spawn_with(|c| {
         c.database_url = DatabaseUrl::Postgres(pg_url);
         c.redis_url = Some(redis_url);
+        c.revocation_fail_mode = RevocationFailMode::Stale;
     })
     .await;
     following(&app).await;
@@ -74,6 +88,73 @@ async fn bearer_verification_keeps_its_speed_while_redis_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(app);
+    drop(pg);
+}
+
+/// `revocation_fail_mode = "closed"` (the default): once Redis has been
+/// silent for `revocation_max_staleness`, bearer requests answer 503, and
+/// at once: no request waits on the dead Redis.
+#[tokio::test]
+async fn past_the_staleness_bound_closed_mode_answers_bearer_requests_503_at_once() {
+    const N: u32 = 300;
+    const STALENESS: Duration = Duration::from_secs(1);
+    let mut redis = RedisServer::start(Persistence::AppendOnly);
+    let pg = PgDatabase::create().await;
+    let (pg_url, redis_url) = (pg.url(), redis.url());
+    let app = TestApp::spawn_with(|c| {
+        c.database_url = DatabaseUrl::Postgres(pg_url);
+        c.redis_url = Some(redis_url);
+        c.revocation_max_staleness = STALENESS;
+    })
+    .await;
+    following(&app).await;
+    let user = app.create_user().await;
+    let (token, _) = token_pair(&app, &user).await;
+    let http = app.bare_client();
+    verify_run(&app, &http, &token, 20).await;
+    let up = verify_run(&app, &http, &token, N).await;
+
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(STALENESS + Duration::from_millis(200)).await;
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    verify_run_expecting(&app, &http, &token, 5, unavailable).await;
+    let down = verify_run_expecting(&app, &http, &token, N, unavailable).await;
+    let ratio = down.as_secs_f64() / up.as_secs_f64();
+    eprintln!(
+        "{N} bearer verifications: Redis up {up:?} (200), Redis down past the staleness bound {down:?} (503, {ratio:.2}x)"
+    );
+    assert!(
+        ratio < 5.0,
+        "with Redis down a 503 takes {ratio:.1} times a 200 ({down:?} against {up:?})"
+    );
+
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let res = http
+            .get(app.url("/v1/verify"))
+            .bearer_auth(&token)
+            .header("X-Original-URI", "/app/page")
+            .send()
+            .await
+            .expect("request");
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), unavailable);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node did not follow the feed again within 10 s of Redis's restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "Redis down {:?}; bearer verification back {:?} after the restart",
+        started - killed,
+        started.elapsed()
+    );
     drop(app);
     drop(pg);
 }

@@ -20,6 +20,7 @@ mod multinode;
 mod nginx;
 mod openapi;
 mod pages;
+mod partition_proxy;
 mod process;
 mod redis_server;
 mod revocation_feed;

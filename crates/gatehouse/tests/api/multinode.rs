@@ -31,6 +31,7 @@ use tokio::sync::SemaphorePermit;
 use crate::helpers::{
     PASSWORD, PG_SLOTS, PgDatabase, REDIS_URL, RedisPrefix, session_cookie_value, unique_email,
 };
+use crate::partition_proxy::PartitionProxy;
 use crate::redis_server::{Persistence, RedisServer};
 
 /// The issuer every node is given: one name for the whole deployment.
@@ -438,9 +439,24 @@ impl Deployment {
     /// as up only once every node publishes the same set; the line printed
     /// says how many keys the start made and how long agreeing took.
     async fn start(&mut self, n: usize) {
+        self.start_each(&vec![Vec::new(); n]).await;
+    }
+
+    /// `start`, one node for each entry of `overrides`, whose settings
+    /// replace the deployment's for that node.
+    async fn start_each(&mut self, overrides: &[Vec<(&str, String)>]) {
+        let n = overrides.len();
         let began = Instant::now();
-        let starting: Vec<Starting> = (0..n)
-            .map(|_| Starting::spawn(self.dir.path(), &self.env))
+        let starting: Vec<Starting> = overrides
+            .iter()
+            .map(|own| {
+                let mut env = self.env.clone();
+                for (key, value) in own {
+                    env.retain(|(k, _)| k != key);
+                    env.push(((*key).to_owned(), value.clone()));
+                }
+                Starting::spawn(self.dir.path(), &env)
+            })
             .collect();
         let deadline = Instant::now() + DEADLINE;
         for (i, s) in starting.into_iter().enumerate() {
@@ -1318,13 +1334,20 @@ fn assert_all(got: &[(&str, &str, StatusCode)], want: StatusCode, when: &str) {
 }
 
 /// The scenario of a Redis that crashes and comes back: while it is down,
-/// cookies answer 503 (closed mode), tokens keep verifying against the
-/// revocations known, revoked ones stay refused, and nothing can end a
-/// session; once it is back, every node recovers by itself and no revoked
-/// token is accepted.
+/// cookies answer 503 at once (closed mode), tokens are verified against
+/// the revocations known (revoked ones stay refused) until
+/// `revocation_max_staleness` has passed, then answer 503 too, and nothing
+/// can end a session; once it is back, every node recovers by itself and no
+/// revoked token is accepted.
 async fn redis_restart_scenario(persistence: Persistence) {
-    let mut d = Deployment::up(2, Shape::OwnRedis(persistence), &[]).await;
-    let (id, email) = d.new_user(d.a()).await;
+    let staleness = format!("{}s", STALENESS.as_secs());
+    let mut d = Deployment::up(
+        2,
+        Shape::OwnRedis(persistence),
+        &[("GATEHOUSE_REVOCATION_MAX_STALENESS", &staleness)],
+    )
+    .await;
+    let (_, email) = d.new_user(d.a()).await;
 
     let cookie = d.cookie_login(d.a(), &email).await;
     let live = d.password_grant(d.b(), &email).await;
@@ -1352,7 +1375,7 @@ async fn redis_restart_scenario(persistence: Persistence) {
     let noticed = d.wait_until_feed_lost().await;
     eprintln!("multinode (redis outage): every node noticed the loss {noticed:?} after the kill");
 
-    // Down: cookies 503, the live token verifies, the revoked one does not.
+    // Down: cookies 503 at once; the revoked token is never accepted.
     let mut got = Vec::new();
     for node in [d.a(), d.b()] {
         got.push((node.name, "the cookie", d.me_status(node, &cookie).await));
@@ -1363,9 +1386,12 @@ async fn redis_restart_scenario(persistence: Persistence) {
         "Redis down, closed mode",
     );
     for node in [d.a(), d.b()] {
-        let me = d.me_ok(node, &live.access).await;
-        assert_eq!(me["user"]["id"], id.as_str(), "{me}");
-        d.me_refused(node, &revoked.access).await;
+        let status = d.me_status(node, &revoked.access).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+            "the revoked token on node {} while Redis is down: {status}",
+            node.name
+        );
     }
     d.assert_degraded("closed").await;
     let res = d.login(d.a(), &email, PASSWORD).await;
@@ -1382,13 +1408,35 @@ async fn redis_restart_scenario(persistence: Persistence) {
     )
     .await;
     // Ending a session cannot be recorded, so it is refused rather than
-    // pretended: the token stays valid and the client knows it.
+    // pretended: the client knows the token was not revoked.
     assert_eq!(
         d.logout(d.a(), &live.access).await,
         StatusCode::SERVICE_UNAVAILABLE,
         "logout while Redis is down"
     );
-    d.me_ok(d.b(), &live.access).await;
+    // Past the staleness bound no node can know of a logout made
+    // elsewhere: the live token answers 503 too. A token the node knows
+    // revoked stays refused (401): that answer needs no proof.
+    let settled = killed + STALENESS + Duration::from_millis(200);
+    tokio::time::sleep_until(settled.into()).await;
+    let mut got = Vec::new();
+    for node in [d.a(), d.b()] {
+        got.push((node.name, "the cookie", d.me_status(node, &cookie).await));
+        got.push((
+            node.name,
+            "the live token",
+            d.me_status(node, &live.access).await,
+        ));
+    }
+    assert_all(
+        &got,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Redis down past revocation_max_staleness, closed mode",
+    );
+    for node in [d.a(), d.b()] {
+        d.me_refused(node, &revoked.access).await;
+    }
+    d.assert_degraded("closed").await;
     eprintln!(
         "multinode (redis outage): checked while down for {:?}",
         killed.elapsed()
@@ -1548,4 +1596,228 @@ async fn stale_mode_serves_recently_seen_sessions_and_never_an_ended_one() {
     d.me_refused(d.a(), &ended).await;
     d.me_refused(d.a(), &missed).await;
     d.me_refused(d.b(), &missed_token).await;
+}
+
+// ---------------------------------------------------------------------------
+// A partition between one node and Redis (packets dropped, nothing reset)
+// ---------------------------------------------------------------------------
+
+/// `revocation_max_staleness` in the partition tests.
+const STALENESS: Duration = Duration::from_secs(2);
+
+/// Longest one request to a cut-off node may take: its first Redis command
+/// waits out the command timeout (500 ms), later ones fail at once.
+const CUT_OFF_ANSWER_LIMIT: Duration = Duration::from_millis(1500);
+
+/// What one request to the cut-off node got, `at` after the cut.
+struct Seen {
+    what: String,
+    revoked: bool,
+    at: Duration,
+    status: StatusCode,
+}
+
+/// Node B reaches Redis through a proxy that the test cuts: sessions ended
+/// on A meanwhile never reach B's feed. B must know within
+/// `revocation_max_staleness` that it may have missed them and behave as
+/// its `revocation_fail_mode` says; once the path heals, it must follow the
+/// feed again by itself and refuse every session ended meanwhile and after.
+async fn partition_scenario(mode: &str) {
+    let upstream: SocketAddr = REDIS_URL
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("REDIS_URL is host:port");
+    let proxy = PartitionProxy::start(upstream);
+    let staleness = format!("{}s", STALENESS.as_secs());
+    let mut d = Deployment::prepare(
+        2,
+        Shape::Redis,
+        &[
+            ("GATEHOUSE_REVOCATION_FAIL_MODE", mode),
+            ("GATEHOUSE_REVOCATION_MAX_STALENESS", &staleness),
+        ],
+    )
+    .await;
+    d.start_each(&[
+        Vec::new(),
+        vec![("GATEHOUSE_REDIS_URL", format!("redis://{}/", proxy.addr()))],
+    ])
+    .await;
+    let (_, email) = d.new_user(d.a()).await;
+    // Ten sessions to end on A while B is cut off, one to keep; B reads
+    // every one first, so its caches hold them.
+    let mut ending = Vec::new();
+    for _ in 0..10 {
+        let cookie = d.cookie_login(d.a(), &email).await;
+        let token = d.session_token(d.a(), &cookie).await;
+        ending.push((cookie, token));
+    }
+    let kept_cookie = d.cookie_login(d.a(), &email).await;
+    let kept_token = d.session_token(d.a(), &kept_cookie).await;
+    for (cookie, token) in &ending {
+        d.me_ok(d.b(), cookie).await;
+        d.me_ok(d.b(), token).await;
+    }
+    d.me_ok(d.b(), &kept_cookie).await;
+    d.me_ok(d.b(), &kept_token).await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    for (cookie, token) in &ending {
+        assert_eq!(d.logout(d.a(), cookie).await, StatusCode::NO_CONTENT);
+        d.me_refused(d.a(), token).await;
+    }
+    eprintln!(
+        "multinode (partition, {mode}): 10 sessions ended on A {:?} after the cut",
+        cut.elapsed()
+    );
+
+    // Ask B about every credential until well past the staleness bound.
+    let mut seen = Vec::new();
+    let mut creds: Vec<(String, bool, &Cred)> = Vec::new();
+    for (i, (cookie, token)) in ending.iter().enumerate() {
+        creds.push((
+            format!("ended session {i}: {}", cookie.kind()),
+            true,
+            cookie,
+        ));
+        creds.push((format!("ended session {i}: {}", token.kind()), true, token));
+    }
+    creds.push(("kept session: the cookie".into(), false, &kept_cookie));
+    creds.push(("kept session: the bearer token".into(), false, &kept_token));
+    while cut.elapsed() < STALENESS + Duration::from_secs(2) {
+        for (what, revoked, cred) in &creds {
+            let at = cut.elapsed();
+            let status = d.me_status(d.b(), cred).await;
+            let took = cut.elapsed() - at;
+            assert!(
+                took <= CUT_OFF_ANSWER_LIMIT,
+                "node B took {took:?} to answer {what} (at {at:?} after the cut)"
+            );
+            seen.push(Seen {
+                what: what.clone(),
+                revoked: *revoked,
+                at,
+                status,
+            });
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let accepted_revoked: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.revoked && s.status == StatusCode::OK)
+        .collect();
+    let last_accepted = accepted_revoked.iter().map(|s| s.at).max();
+    eprintln!(
+        "multinode (partition, {mode}): {} requests to B over {:?}; {} accepted an ended session, the last {last_accepted:?} after the cut",
+        seen.len(),
+        cut.elapsed(),
+        accepted_revoked.len()
+    );
+    let settled = STALENESS + Duration::from_millis(200);
+    match mode {
+        "closed" => {
+            // Proof is at most the bound old when the check passes.
+            if let Some(last) = last_accepted {
+                assert!(
+                    last < STALENESS,
+                    "B accepted an ended session {last:?} after the cut"
+                );
+            }
+            for s in seen.iter().filter(|s| s.at >= settled) {
+                assert_eq!(
+                    s.status,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "closed mode, {:?} after the cut: {}",
+                    s.at,
+                    s.what
+                );
+            }
+        }
+        _ => {
+            // Available: what B read before the cut is still accepted.
+            for s in seen.iter().filter(|s| !s.revoked) {
+                assert_eq!(
+                    s.status,
+                    StatusCode::OK,
+                    "stale mode, {:?} after the cut: {}",
+                    s.at,
+                    s.what
+                );
+            }
+        }
+    }
+    let (status, body) = d.readyz(d.b()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_ne!(body["checks"]["revocation_feed"], "connected", "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Degraded") && detail.contains(&format!("revocation_fail_mode = {mode}")),
+        "{body}"
+    );
+    let (status, body) = d.readyz(d.a()).await;
+    assert_eq!(status, StatusCode::OK, "A is not cut off: {body}");
+    let log = d.b().stderr.text();
+    assert!(
+        log.contains("degraded: this node cannot prove it knows every revocation"),
+        "B must say it is degraded; its log:\n{log}"
+    );
+
+    proxy.heal();
+    let healed = Instant::now();
+    let took = d.wait_until_following(RECOVERY_LIMIT).await;
+    eprintln!(
+        "multinode (partition, {mode}): B ready and following the feed {took:?} after the path healed"
+    );
+    for (cookie, token) in &ending {
+        d.me_refused(d.b(), cookie).await;
+        d.me_refused(d.b(), token).await;
+    }
+    d.me_ok(d.b(), &kept_cookie).await;
+    d.me_ok(d.b(), &kept_token).await;
+    // The feed works again: a session ended on A after the healing is
+    // refused on B within the fan-out bound, cookie and token.
+    let cookie = d.cookie_login(d.a(), &email).await;
+    let token = d.session_token(d.a(), &cookie).await;
+    d.me_ok(d.b(), &cookie).await;
+    d.me_ok(d.b(), &token).await;
+    assert_eq!(d.logout(d.a(), &cookie).await, StatusCode::NO_CONTENT);
+    let ended = Instant::now();
+    measure_refusal(
+        &d,
+        d.b(),
+        &token,
+        ended,
+        "logout on A after the path healed",
+    )
+    .await;
+    measure_refusal(
+        &d,
+        d.b(),
+        &cookie,
+        ended,
+        "logout on A after the path healed",
+    )
+    .await;
+    let log = d.b().stderr.text();
+    assert!(
+        log.contains("revocation feed proven again"),
+        "B must say it recovered; its log:\n{log}"
+    );
+    eprintln!(
+        "multinode (partition, {mode}): checked {:?} after the path healed",
+        healed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn partitioned_from_redis_a_node_in_closed_mode_refuses_within_the_staleness_bound_and_recovers()
+ {
+    partition_scenario("closed").await;
+}
+
+#[tokio::test]
+async fn partitioned_from_redis_a_node_in_stale_mode_stays_available_and_recovers() {
+    partition_scenario("stale").await;
 }
