@@ -1800,10 +1800,15 @@ async fn partition_scenario(mode: &str) {
         "logout on A after the path healed",
     )
     .await;
-    let log = d.b().stderr.text();
+    // The node's watcher looks every 100 ms.
+    let said = poll_until(Duration::from_secs(2), || async {
+        d.b().stderr.text().contains("revocation feed proven again")
+    })
+    .await;
     assert!(
-        log.contains("revocation feed proven again"),
-        "B must say it recovered; its log:\n{log}"
+        said.is_some(),
+        "B must say it recovered; its log:\n{}",
+        d.b().stderr.text()
     );
     eprintln!(
         "multinode (partition, {mode}): checked {:?} after the path healed",
