@@ -102,3 +102,56 @@ fn memory_stays_flat_under_traffic_nobody_scrapes() {
     );
     server.stop();
 }
+
+/// Memory of the hashing threads: each keeps one argon2 memory (19 MiB)
+/// and reuses it for every hash. When every hash allocated its own, glibc
+/// kept what it freed in per-thread arenas: the first logins added ~215 MB
+/// that stayed, on 2 threads.
+#[tokio::test]
+async fn logins_leave_one_argon2_memory_per_hashing_thread() {
+    const LOGINS: usize = 40;
+    const PARALLEL: usize = 4;
+    /// One argon2id memory at OWASP's parameters (m = 19,456 KiB).
+    const ARGON2_KIB: u64 = 19_456;
+    /// Beside the hashing memory: connections, caches, the allocator.
+    const SLACK_KIB: u64 = 24 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    let pid = server.child.0.id();
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    let before = rss_kib(pid);
+    let credentials = serde_json::json!({
+        "email": "memory@example.com",
+        "password": "a long enough passphrase",
+    });
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("registering");
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    for _ in 0..LOGINS / PARALLEL {
+        let logins = (0..PARALLEL).map(|_| {
+            http.post(format!("{base}/v1/login"))
+                .json(&credentials)
+                .send()
+        });
+        for res in futures_util::future::join_all(logins).await {
+            assert_eq!(res.expect("logging in").status(), reqwest::StatusCode::OK);
+        }
+    }
+    let after = rss_kib(pid);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let bound = threads * ARGON2_KIB + SLACK_KIB;
+    eprintln!(
+        "{LOGINS} logins ({PARALLEL} at a time, {threads} hashing threads): VmRSS {before} -> {after} KiB (+{} KiB; bound +{bound} KiB)",
+        after - before
+    );
+    assert!(
+        after <= before + bound,
+        "VmRSS grew from {before} to {after} KiB over {LOGINS} logins: more than {threads} argon2 memories"
+    );
+    server.stop();
+}
