@@ -53,9 +53,18 @@ impl SqliteStore {
             files::create_private(file)
                 .with_context(|| format!("database_url: cannot create {}", file.display()))?;
         }
+        let writable = mode.as_deref() != Some("ro");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if writable {
+                        refuse_read_only(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .after_release(|conn, _| Box::pin(release_unless_in_transaction(conn)))
             .connect_with(options)
             .await
@@ -91,6 +100,33 @@ impl SqliteStore {
             .map(user_from_row)
             .transpose()
     }
+}
+
+/// Refuses a connection that cannot write. SQLite opens a file it may not
+/// write (permissions, `chattr +i`, a read-only mount) read-only, silently,
+/// and such a connection stays read-only after the file is writable again:
+/// pooled, it would refuse every write it is given for as long as it lives.
+/// Refused here, the acquire that opened it fails (503) and the next one
+/// opens a new connection. Taking the write lock and letting it go costs
+/// one write of the header's `user_version`, to the value it has, in a
+/// transaction rolled back, per connection opened (the pool keeps them).
+/// A write it must be: in WAL mode `BEGIN IMMEDIATE` succeeds on a
+/// read-only connection.
+async fn refuse_read_only(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let wrote = async {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query(&format!("PRAGMA user_version = {version}"))
+            .execute(&mut *conn)
+            .await
+    }
+    .await;
+    let rolled_back = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    wrote?;
+    rolled_back?;
+    Ok(())
 }
 
 /// Refuses a damaged file before anything reads or writes it: SQLite finds

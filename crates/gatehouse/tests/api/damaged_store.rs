@@ -116,12 +116,22 @@ async fn readiness_is_503_while_the_database_file_cannot_be_written() {
     let wal = PathBuf::from(format!("{}-wal", app.db_path.display()));
     let guard = Immutable::set(vec![app.db_path.clone(), wal]);
     let while_read_only = readyz().await;
+    // Busy enough that the pool opens connections while the file is
+    // immutable: SQLite opens such a file read-only, and a connection opened
+    // read-only stays so after the file is writable again.
+    let busy: Vec<_> = (0..12).map(|_| readyz()).collect();
+    for status in futures_util::future::join_all(busy).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
     drop(guard);
     assert_eq!(
         while_read_only,
         StatusCode::SERVICE_UNAVAILABLE,
         "/readyz while the file cannot be written"
     );
-    // Writable again: ready again, without a restart.
-    assert_eq!(readyz().await, StatusCode::OK);
+    // Writable again: ready again, without a restart, on every connection
+    // the pool holds (it holds at most 8).
+    for _ in 0..16 {
+        assert_eq!(readyz().await, StatusCode::OK);
+    }
 }
