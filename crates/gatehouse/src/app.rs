@@ -49,7 +49,7 @@ pub async fn build_auth(
         // Sessions, refresh tokens, revocations and attempt counters move to
         // Redis, shared by every node; users, roles and keys stay in SQL.
         let redis = Arc::new(
-            RedisStore::open(url, &config.redis_key_prefix)
+            RedisStore::open(url.expose(), &config.redis_key_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("redis_url: {e:#}"))?,
         );
@@ -110,7 +110,7 @@ pub struct Application {
     limits: ConnectionLimits,
     state: AppState,
     /// Redis URL and revocation channel, when sessions live in Redis.
-    revocation_feed: Option<(String, String)>,
+    revocation_feed: Option<(crate::config::SecretUrl, String)>,
 }
 
 impl Application {

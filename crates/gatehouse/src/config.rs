@@ -66,7 +66,66 @@ pub enum DatabaseUrl {
     /// `sqlite://PATH`: the embedded single-node store.
     Sqlite(String),
     /// `postgres://...`: the shared store of a multi-node deployment.
-    Postgres(String),
+    Postgres(SecretUrl),
+}
+
+/// A URL that may carry a password (`postgres://user:PASSWORD@host/db`,
+/// `redis://:PASSWORD@host`): `Debug` and `Display` show it with the
+/// password replaced by `***`, so a printed configuration or a log line
+/// never holds it. [`SecretUrl::expose`] gives the URL itself, for the
+/// driver alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced by `***` (and, if it cannot be
+    /// parsed, a placeholder: its text might hold the password anywhere).
+    pub fn redacted(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    // Setting a password fails only for URLs that cannot
+                    // have one, and this one has one.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<a URL that cannot be parsed>".to_owned(),
+        }
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SecretUrl").field(&self.redacted()).finish()
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// Secret bytes from the configuration; `Debug` never prints them.
@@ -156,7 +215,7 @@ pub struct AccessRule {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// Without a trailing slash. `None` means "`http://` + the bound address".
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -519,7 +578,7 @@ impl Source {
         let redis_url = self.parsed("redis_url", |s| {
             let u = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
             match u.scheme() {
-                "redis" | "rediss" => Ok(s.to_owned()),
+                "redis" | "rediss" => Ok(SecretUrl::new(s)),
                 _ => Err("must start with redis:// or rediss://".into()),
             }
         })?;
@@ -883,7 +942,7 @@ fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
         Ok(DatabaseUrl::Sqlite(s.to_owned()))
     } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
         Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
-        Ok(DatabaseUrl::Postgres(s.to_owned()))
+        Ok(DatabaseUrl::Postgres(SecretUrl::new(s)))
     } else {
         Err("must start with sqlite:// or postgres://".into())
     }
@@ -991,6 +1050,54 @@ fn parse_rule(v: toml::Value) -> Result<AccessRule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_configuration_never_shows_a_url_password() {
+        let c = Config::from_sources(
+            None,
+            env(&[
+                (
+                    "GATEHOUSE_DATABASE_URL",
+                    "postgres://gatehouse:pg-s3cret-pw@db.internal:5432/gatehouse",
+                ),
+                (
+                    "GATEHOUSE_REDIS_URL",
+                    "redis://:redis-s3cret-pw@cache.internal:6379/0",
+                ),
+            ]),
+        )
+        .expect("valid");
+        let printed = format!("{c:?}");
+        for secret in ["pg-s3cret-pw", "redis-s3cret-pw"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.contains("postgres://gatehouse:***@db.internal:5432/gatehouse"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("redis://:***@cache.internal:6379/0"),
+            "{printed}"
+        );
+        let DatabaseUrl::Postgres(url) = &c.database_url else {
+            panic!("postgres")
+        };
+        assert_eq!(
+            url.expose(),
+            "postgres://gatehouse:pg-s3cret-pw@db.internal:5432/gatehouse",
+            "the driver gets the password"
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://gatehouse:***@db.internal:5432/gatehouse"
+        );
+        // Without a password nothing is hidden; unparseable text is not shown.
+        assert_eq!(
+            SecretUrl::new("redis://127.0.0.1:6379/").to_string(),
+            "redis://127.0.0.1:6379/"
+        );
+        assert!(!format!("{:?}", SecretUrl::new("not a url pw")).contains("pw"));
+    }
     use std::io::Write as _;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::auth::types::SessionId;
 use crate::auth::{Auth, FeedStatus};
 use crate::clock::from_millis;
-use crate::config::RevocationFailMode;
+use crate::config::{RevocationFailMode, SecretUrl};
 
 /// How long to wait before reconnecting after the feed is lost.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// force from the store, so a message missed while disconnected can never
 /// leave a revoked token accepted; only then may the caches answer again
 /// (emptied, for the same reason).
-pub async fn follow_revocations(auth: Arc<Auth>, url: String, channel: String) {
+pub async fn follow_revocations(auth: Arc<Auth>, url: SecretUrl, channel: String) {
     let Some(shared) = auth.shared_sessions() else {
         return;
     };
@@ -49,7 +49,7 @@ pub async fn follow_revocations(auth: Arc<Auth>, url: String, channel: String) {
     let mode = shared.fail_mode();
     let follow = async {
         loop {
-            let e = listen(&auth, feed, &url, &channel)
+            let e = listen(&auth, feed, url.expose(), &channel)
                 .await
                 .err()
                 .unwrap_or_else(|| anyhow::anyhow!("the revocation feed closed"));

@@ -558,7 +558,7 @@ pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
             // Many nodes share this database, so the attempt counters live
             // in it too: a per-process counter would let each node grant its
             // own allowance of guesses.
-            let db = Arc::new(postgres::PgStore::open(url).await?);
+            let db = Arc::new(postgres::PgStore::open(url.expose()).await?);
             Ok(Stores {
                 users: db.clone(),
                 sessions: db.clone(),

@@ -50,8 +50,8 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
-        c.redis_url = Some(REDIS_URL.to_owned());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+        c.redis_url = Some(REDIS_URL.to_owned().into());
         c.redis_key_prefix = redis.prefix.clone();
         c.issuer = Some("http://gatehouse.test".into());
     };
@@ -100,8 +100,8 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
-        c.redis_url = Some(REDIS_URL.to_owned());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+        c.redis_url = Some(REDIS_URL.to_owned().into());
         c.redis_key_prefix = redis.prefix.clone();
         c.issuer = Some("http://gatehouse.test".into());
     };
@@ -229,8 +229,8 @@ async fn a_cached_record_that_looks_idle_is_read_again_not_ended() {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
-        c.redis_url = Some(REDIS_URL.to_owned());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+        c.redis_url = Some(REDIS_URL.to_owned().into());
         c.redis_key_prefix = redis.prefix.clone();
         c.issuer = Some("http://gatehouse.test".into());
         // Uses are recorded every 0.2 s; the cache answers for 10 s.
@@ -591,8 +591,8 @@ async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
-        c.redis_url = Some(REDIS_URL.to_owned());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+        c.redis_url = Some(REDIS_URL.to_owned().into());
         c.redis_key_prefix = redis.prefix.clone();
         c.issuer = Some("http://gatehouse.test".into());
         c.max_sessions_per_user = 2;

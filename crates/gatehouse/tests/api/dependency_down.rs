@@ -50,8 +50,8 @@ async fn bearer_verification_keeps_its_speed_while_redis_is_down() {
     let pg = PgDatabase::create().await;
     let (pg_url, redis_url) = (pg.url(), redis.url());
     let app = TestApp::spawn_with(|c| {
-        c.database_url = DatabaseUrl::Postgres(pg_url);
-        c.redis_url = Some(redis_url);
+        c.database_url = DatabaseUrl::Postgres(pg_url.into());
+        c.redis_url = Some(redis_url.into());
         c.revocation_fail_mode = RevocationFailMode::Stale;
     })
     .await;
@@ -103,8 +103,8 @@ async fn past_the_staleness_bound_closed_mode_answers_bearer_requests_503_at_onc
     let pg = PgDatabase::create().await;
     let (pg_url, redis_url) = (pg.url(), redis.url());
     let app = TestApp::spawn_with(|c| {
-        c.database_url = DatabaseUrl::Postgres(pg_url);
-        c.redis_url = Some(redis_url);
+        c.database_url = DatabaseUrl::Postgres(pg_url.into());
+        c.redis_url = Some(redis_url.into());
         c.revocation_max_staleness = STALENESS;
     })
     .await;
@@ -235,7 +235,7 @@ async fn with_postgresql_hung_requests_answer_503_at_once_and_the_node_recovers_
     let pg = PgDatabase::create().await;
     let proxy = PgProxy::start().await;
     let url = proxy.url(&pg);
-    let app = TestApp::spawn_with(|c| c.database_url = DatabaseUrl::Postgres(url)).await;
+    let app = TestApp::spawn_with(|c| c.database_url = DatabaseUrl::Postgres(url.into())).await;
     let (_, client) = app.logged_in().await;
     assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
 

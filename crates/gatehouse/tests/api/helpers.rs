@@ -60,7 +60,7 @@ impl TestApp {
         let pg = PgDatabase::create().await;
         let url = pg.url();
         let mut app = Self::spawn_with(|c| {
-            c.database_url = DatabaseUrl::Postgres(url);
+            c.database_url = DatabaseUrl::Postgres(url.into());
             configure(c);
         })
         .await;
@@ -75,8 +75,8 @@ impl TestApp {
         let redis = RedisPrefix::create().await;
         let (url, prefix) = (pg.url(), redis.prefix.clone());
         let mut app = Self::spawn_with(|c| {
-            c.database_url = DatabaseUrl::Postgres(url);
-            c.redis_url = Some(REDIS_URL.to_owned());
+            c.database_url = DatabaseUrl::Postgres(url.into());
+            c.redis_url = Some(REDIS_URL.to_owned().into());
             c.redis_key_prefix = prefix;
             configure(c);
         })

@@ -461,10 +461,10 @@ async fn feed_across_nodes(with_redis: bool) {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
         c.issuer = Some("http://gatehouse.test".into());
         if with_redis {
-            c.redis_url = Some(REDIS_URL.to_owned());
+            c.redis_url = Some(REDIS_URL.to_owned().into());
             c.redis_key_prefix = redis.prefix.clone();
         }
     };

@@ -92,7 +92,7 @@ async fn sqlite() -> (Stores, tempfile::TempDir) {
 /// The stores on a new PostgreSQL database, and the guard that drops it.
 async fn postgres() -> (Stores, PgDatabase) {
     let db = PgDatabase::create().await;
-    let url = DatabaseUrl::Postgres(db.url());
+    let url = DatabaseUrl::Postgres(db.url().into());
     let stores = store::open(&url)
         .await
         .unwrap_or_else(|e| panic!("opening the PostgreSQL stores on {url:?}: {e:#}"));

@@ -774,9 +774,9 @@ async fn two_nodes(redis: bool) -> (TestApp, TestApp, PgDatabase, Option<RedisPr
         None
     };
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url());
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
         if let Some(p) = &prefix {
-            c.redis_url = Some(REDIS_URL.to_owned());
+            c.redis_url = Some(REDIS_URL.to_owned().into());
             c.redis_key_prefix = p.prefix.clone();
         }
         c.issuer = Some("http://gatehouse.test".into());
