@@ -103,7 +103,7 @@ fn run(
     })?;
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
-        database_url: DatabaseUrl::Postgres(format!("{PG_SERVER}/{db}")),
+        database_url: DatabaseUrl::Postgres(format!("{PG_SERVER}/{db}").into()),
         redis_url: Some(REDIS_URL.into()),
         redis_key_prefix: prefix,
         cookie_secure: false,

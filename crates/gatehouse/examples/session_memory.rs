@@ -193,7 +193,7 @@ async fn run(sessions: usize, stores: &[Store]) -> anyhow::Result<()> {
         // Redis, users stay in PostgreSQL).
         let pg = PgDatabase::create().await?;
         let measured = async {
-            let stores_pg = gatehouse::store::open(&DatabaseUrl::Postgres(pg.url())).await?;
+            let stores_pg = gatehouse::store::open(&DatabaseUrl::Postgres(pg.url().into())).await?;
             let users = create_users(stores_pg.users.as_ref(), sessions, 16).await?;
             drop(stores_pg);
             if stores.contains(&Store::Postgres) {
@@ -399,7 +399,7 @@ async fn build_auth(
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         database_url,
-        redis_url: prefix.map(|_| REDIS_URL.to_owned()),
+        redis_url: prefix.map(|_| REDIS_URL.into()),
         redis_key_prefix: prefix.unwrap_or("gatehouse:").to_owned(),
         issuer: Some(ISSUER.to_owned()),
         cookie_secure: false,
@@ -546,7 +546,7 @@ async fn check_postgres() -> anyhow::Result<()> {
 }
 
 async fn postgres(pg: &PgDatabase, users: &[UserRecord], n: usize) -> anyhow::Result<Row> {
-    let auth = build_auth(DatabaseUrl::Postgres(pg.url()), None).await?;
+    let auth = build_auth(DatabaseUrl::Postgres(pg.url().into()), None).await?;
     let mut con = sqlx::PgConnection::connect(&pg.url()).await?;
     let size = "SELECT pg_total_relation_size('sessions'), pg_relation_size('sessions'), \
                 pg_indexes_size('sessions')";
@@ -694,7 +694,7 @@ async fn redis_measured(
     con: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<(Row, Vec<NodeStep>)> {
     let plan = NodePlan::for_sessions(n);
-    let auth = build_auth(DatabaseUrl::Postgres(pg.url()), Some(prefix)).await?;
+    let auth = build_auth(DatabaseUrl::Postgres(pg.url().into()), Some(prefix)).await?;
     let before = used_memory(con).await?;
     let created = create_sessions("Redis", &auth, users, n, plan.kept(), 64).await?;
     // Redis grows its keyspace tables by rehashing incrementally.
