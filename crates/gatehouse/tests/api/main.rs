@@ -14,6 +14,7 @@ mod dependency_down;
 mod disk_full;
 mod hostile;
 mod keys;
+mod log_secrets;
 mod memory;
 mod metrics;
 mod multinode;
