@@ -65,8 +65,35 @@ pub enum Error {
         detail: String,
         checks: serde_json::Value,
     },
+    /// A failure that is not a dependency's: a bug, answered 500. Only by
+    /// name: an `anyhow::Error` passed up with `?` becomes 503 when a store
+    /// failed (see the `From` below).
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// An error passed up with `?`: a store that failed (by the type of any
+/// error in its chain: SQL, Redis, a timeout, or a node that cannot prove
+/// it knows every revocation) is 503, whatever the call site remembered;
+/// anything else is a bug, 500.
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        if is_dependency_failure(&e) {
+            unavailable(e)
+        } else {
+            Self::Internal(e)
+        }
+    }
+}
+
+/// Whether a store or another dependency failed, rather than gatehouse.
+pub fn is_dependency_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<sqlx::Error>()
+            || cause.is::<redis::RedisError>()
+            || cause.is::<tokio::time::error::Elapsed>()
+            || cause.is::<crate::auth::RevocationsUnproven>()
+    })
 }
 
 #[derive(Serialize)]
@@ -315,4 +342,41 @@ pub fn unavailable(e: anyhow::Error) -> Error {
         tracing::error!(error = format!("{e:#}"), "store unavailable");
     }
     Error::Unavailable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    fn status(e: Error) -> StatusCode {
+        e.into_response().status()
+    }
+
+    #[tokio::test]
+    async fn store_failures_passed_up_with_question_mark_are_503_and_bugs_500() {
+        let sql: anyhow::Result<()> = Err(sqlx::Error::PoolTimedOut).context("reading a user");
+        let sql = sql.context("logging in").expect_err("an error");
+        assert_eq!(status(Error::from(sql)), StatusCode::SERVICE_UNAVAILABLE);
+        let redis = redis::RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        let redis = anyhow::Error::new(redis).context("reading a session from Redis");
+        assert_eq!(status(Error::from(redis)), StatusCode::SERVICE_UNAVAILABLE);
+        let elapsed = tokio::time::timeout(std::time::Duration::ZERO, std::future::pending::<()>())
+            .await
+            .expect_err("times out");
+        let elapsed = anyhow::Error::new(elapsed).context("counting sessions");
+        assert_eq!(
+            status(Error::from(elapsed)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let unproven = anyhow::Error::new(crate::auth::RevocationsUnproven {
+            max_staleness: std::time::Duration::from_secs(5),
+        });
+        assert_eq!(
+            status(Error::from(unproven)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let bug = anyhow::anyhow!("a signing key that does not parse");
+        assert_eq!(status(Error::from(bug)), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
