@@ -161,10 +161,10 @@ impl Application {
                 .map(|t| sha2::Sha256::digest(t.expose()).into()),
             request_body_timeout: config.connections.request_body_timeout,
         };
-        let revocation_feed = config
-            .redis_url
-            .clone()
-            .map(|url| (url, format!("{}revocations", config.redis_key_prefix)));
+        let revocation_feed = config.redis_url.clone().map(|url| {
+            let channel = crate::store::redis::revocation_channel(&config.redis_key_prefix);
+            (url, channel)
+        });
         Ok(Self {
             listener,
             addr,

@@ -19,9 +19,7 @@ use anyhow::Context as _;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 
-use crate::auth::types::SessionId;
 use crate::auth::{Auth, FeedStatus};
-use crate::clock::from_millis;
 use crate::config::{RevocationFailMode, SecretUrl};
 
 /// How long to wait before reconnecting after the feed is lost.
@@ -216,36 +214,8 @@ fn apply(auth: &Auth, message: &redis::Msg) {
             return;
         }
     };
-    match parse(&payload) {
+    match crate::store::redis::parse_revocation(&payload) {
         Some((sid, until)) => auth.ended_elsewhere(sid, until),
         None => tracing::warn!("malformed revocation message ignored"),
-    }
-}
-
-/// `"{session id} {revoked until, ms since the epoch}"`.
-fn parse(payload: &str) -> Option<(SessionId, time::OffsetDateTime)> {
-    let (sid, until) = payload.split_once(' ')?;
-    Some((SessionId::parse(sid)?, from_millis(until.parse().ok()?)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_parse_and_garbage_is_refused() {
-        let sid = SessionId::new();
-        let (got, until) = parse(&format!("{sid} 1795445768000")).expect("parses");
-        assert_eq!(got, sid);
-        assert_eq!(until.unix_timestamp(), 1_795_445_768);
-        for bad in [
-            "",
-            "x",
-            "not-a-uuid 1",
-            &format!("{sid}"),
-            &format!("{sid} soon"),
-        ] {
-            assert!(parse(bad).is_none(), "{bad:?}");
-        }
     }
 }

@@ -451,6 +451,20 @@ impl ConnectionLike for Guarded {
     }
 }
 
+/// The pub/sub channel of the deployment whose keys start with `prefix`
+/// (what every node's feed follows).
+pub fn revocation_channel(prefix: &str) -> String {
+    format!("{prefix}revocations")
+}
+
+/// One message of the revocation channel, as the scripts publish it:
+/// `"{session id} {revoke_until, ms since the epoch}"`; `None` for anything
+/// else.
+pub fn parse_revocation(payload: &str) -> Option<(SessionId, OffsetDateTime)> {
+    let (sid, until) = payload.split_once(' ')?;
+    Some((SessionId::parse(sid)?, from_millis(until.parse().ok()?)))
+}
+
 /// The Redis backend of [`SessionStore`] and [`FailureCounter`].
 ///
 /// Contract: as the traits', with these specifics. Every key expires by
@@ -550,7 +564,7 @@ impl RedisStore {
     /// The pub/sub channel on which every ended session is published, as
     /// `"{session id} {revoke_until in ms}"`.
     pub fn revocation_channel(&self) -> String {
-        format!("{}revocations", self.prefix)
+        revocation_channel(&self.prefix)
     }
 
     /// The key prefix.
@@ -1044,5 +1058,27 @@ impl FailureCounter for RedisStore {
             .await
             .context("forgiving an attempt in Redis")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_messages_parse_and_garbage_is_refused() {
+        let sid = SessionId::new();
+        let (got, until) = parse_revocation(&format!("{sid} 1795445768000")).expect("parses");
+        assert_eq!(got, sid);
+        assert_eq!(until.unix_timestamp(), 1_795_445_768);
+        for bad in [
+            "",
+            "x",
+            "not-a-uuid 1",
+            &format!("{sid}"),
+            &format!("{sid} soon"),
+        ] {
+            assert!(parse_revocation(bad).is_none(), "{bad:?}");
+        }
     }
 }
