@@ -25,6 +25,7 @@ mod partition_proxy;
 mod process;
 mod redis_server;
 mod revocation_feed;
+mod route_matrix;
 mod sessions;
 mod slow_clients;
 mod store_contract;
