@@ -1184,6 +1184,19 @@ async fn a_killed_and_restarted_node_keeps_every_session(shape: Shape) {
     let from_b = d.password_grant(d.b(), &email).await;
     d.me_ok(d.b(), &cookie).await;
     d.me_ok(d.b(), &pair.access).await;
+    // A session ended before the kill, by cookie and by its token.
+    let ended = d.cookie_login(d.a(), &email).await;
+    let ended_token = d.session_token(d.a(), &ended).await;
+    d.me_ok(d.b(), &ended_token).await;
+    assert_eq!(d.logout(d.a(), &ended).await, StatusCode::NO_CONTENT);
+    measure_refusal(
+        &d,
+        d.b(),
+        &ended_token,
+        Instant::now(),
+        "logout before the kill",
+    )
+    .await;
 
     let old_addr = d.b().addr;
     d.kill_and_restart(1);
@@ -1194,6 +1207,10 @@ async fn a_killed_and_restarted_node_keeps_every_session(shape: Shape) {
 
     let me = d.me_ok(d.b(), &cookie).await;
     assert_eq!(me["user"]["id"], id.as_str());
+    // What ended stays ended on the new B (it loads the revocations at
+    // start-up), and what lives, lives.
+    d.me_refused(d.b(), &ended).await;
+    d.me_refused(d.b(), &ended_token).await;
     d.me_ok(d.b(), &pair.access).await;
     d.me_ok(d.b(), &from_b.access).await;
     d.me_ok(d.a(), &from_b.access).await;
