@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use gatehouse::auth::types::{Email, RoleName, SecretHash, SessionId, UserId};
+use gatehouse::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
 use gatehouse::store::{
-    self, AdminChange, AdminChangeError, Attempt, CreateUserError, NewUser, RefreshRecord,
-    RolesError, SessionRecord, StoredKey, Stores, UserRecord,
+    self, AdminChange, AdminChangeError, Attempt, CreateResourceServerError, CreateUserError,
+    NewUser, RefreshRecord, ResourceServerRecord, RolesError, SessionRecord, StoredKey, Stores,
+    UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -281,6 +282,18 @@ contract! {
     list_users_pages_in_creation_order
         => sqlite_list_users_pages_in_creation_order, postgres_list_users_pages_in_creation_order;
     ping_answers => sqlite_ping_answers, postgres_ping_answers;
+    resource_servers_read_back_by_key_hash_and_list_by_name
+        => sqlite_resource_servers_read_back_by_key_hash_and_list_by_name,
+           postgres_resource_servers_read_back_by_key_hash_and_list_by_name;
+    a_taken_resource_server_name_is_refused
+        => sqlite_a_taken_resource_server_name_is_refused,
+           postgres_a_taken_resource_server_name_is_refused;
+    concurrent_creates_of_one_resource_server_name_admit_exactly_one
+        => sqlite_concurrent_creates_of_one_resource_server_name_admit_exactly_one,
+           postgres_concurrent_creates_of_one_resource_server_name_admit_exactly_one;
+    deleting_a_resource_server_ends_its_key
+        => sqlite_deleting_a_resource_server_ends_its_key,
+           postgres_deleting_a_resource_server_ends_its_key;
     changes_keeping_an_admin_refuse_to_leave_none
         => sqlite_changes_keeping_an_admin_refuse_to_leave_none,
            postgres_changes_keeping_an_admin_refuse_to_leave_none;
@@ -2279,4 +2292,137 @@ async fn audit_events_before_the_cutoff_are_deleted(stores: Stores) {
         .expect("delete");
     assert_eq!(deleted, 1);
     assert_eq!(read(&stores, query(10)).await, vec![new, edge]);
+}
+
+// ---------------------------------------------------------------------------
+// Resource servers
+// ---------------------------------------------------------------------------
+
+/// A resource server named `name` whose key hashes to `[tag; 32]`.
+fn resource_server(name: &str, tag: u8) -> ResourceServerRecord {
+    ResourceServerRecord {
+        id: ResourceServerId::new(),
+        name: name.to_owned(),
+        key_hash: SecretHash([tag; 32]),
+        // Whole seconds: every backend keeps at least that precision.
+        created_at: datetime!(2026-06-01 12:00:00 UTC),
+    }
+}
+
+async fn resource_servers_read_back_by_key_hash_and_list_by_name(stores: Stores) {
+    let rs = &stores.resource_servers;
+    assert!(rs.resource_servers().await.expect("list").is_empty());
+    let orders = resource_server("orders", 1);
+    let billing = resource_server("billing", 2);
+    for r in [&orders, &billing] {
+        rs.create_resource_server(r).await.expect("created");
+    }
+    let found = rs
+        .resource_server_by_key(&orders.key_hash)
+        .await
+        .expect("read")
+        .expect("found by its key's hash");
+    assert_eq!(found.id, orders.id);
+    assert_eq!(found.name, "orders");
+    assert_eq!(found.key_hash, orders.key_hash);
+    assert_eq!(found.created_at, orders.created_at);
+    assert!(
+        rs.resource_server_by_key(&SecretHash([9; 32]))
+            .await
+            .expect("read")
+            .is_none(),
+        "an unknown key is no resource server"
+    );
+    let names: Vec<String> = rs
+        .resource_servers()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["billing", "orders"], "listed by name");
+}
+
+async fn a_taken_resource_server_name_is_refused(stores: Stores) {
+    let rs = &stores.resource_servers;
+    let first = resource_server("orders", 1);
+    rs.create_resource_server(&first).await.expect("created");
+    let again = resource_server("orders", 2);
+    assert!(matches!(
+        rs.create_resource_server(&again).await,
+        Err(CreateResourceServerError::NameTaken)
+    ));
+    // Nothing of the refused one was stored: its key is no key.
+    assert!(
+        rs.resource_server_by_key(&again.key_hash)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(rs.resource_servers().await.expect("list").len(), 1);
+}
+
+async fn concurrent_creates_of_one_resource_server_name_admit_exactly_one(stores: Stores) {
+    const N: u8 = 8;
+    let barrier = Arc::new(Barrier::new(usize::from(N)));
+    let mut set = JoinSet::new();
+    for tag in 0..N {
+        let rs = stores.resource_servers.clone();
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            barrier.wait().await;
+            rs.create_resource_server(&resource_server("orders", tag))
+                .await
+        });
+    }
+    let mut created = 0;
+    while let Some(result) = set.join_next().await {
+        match result.expect("task") {
+            Ok(()) => created += 1,
+            Err(CreateResourceServerError::NameTaken) => {}
+            Err(e) => panic!("a store failure, not NameTaken: {e:#}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(
+        stores
+            .resource_servers
+            .resource_servers()
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+async fn deleting_a_resource_server_ends_its_key(stores: Stores) {
+    let rs = &stores.resource_servers;
+    let orders = resource_server("orders", 1);
+    let billing = resource_server("billing", 2);
+    for r in [&orders, &billing] {
+        rs.create_resource_server(r).await.expect("created");
+    }
+    assert!(rs.delete_resource_server(orders.id).await.expect("deleted"));
+    assert!(
+        !rs.delete_resource_server(orders.id).await.expect("read"),
+        "a second delete finds none"
+    );
+    assert!(
+        rs.resource_server_by_key(&orders.key_hash)
+            .await
+            .expect("read")
+            .is_none(),
+        "its key no longer opens the feed"
+    );
+    assert!(
+        rs.resource_server_by_key(&billing.key_hash)
+            .await
+            .expect("read")
+            .is_some(),
+        "the other one is untouched"
+    );
+    // The name is free again.
+    rs.create_resource_server(&resource_server("orders", 3))
+        .await
+        .expect("created anew");
 }
