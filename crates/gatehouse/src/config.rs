@@ -1030,7 +1030,7 @@ fn parse_rule(v: toml::Value) -> Result<AccessRule, String> {
             _ => return Err(format!("policy {p:?} is not public, authenticated or deny")),
         },
         (None, Some(toml::Value::String(p))) => {
-            crate::auth::types::Permission::parse(&p).map_err(|e| format!("permission: {e}"))?;
+            crate::model::types::Permission::parse(&p).map_err(|e| format!("permission: {e}"))?;
             RulePolicy::Permission(p)
         }
         (Some(_), Some(_)) => return Err("give either policy or permission, not both".into()),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -1,9 +1,6 @@
 //! Administration: users, roles and permissions as data. The admin API and
 //! the command line call these same functions.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::Auth;
 use super::audit::{Actor, Ending, EventType};
 use super::types::{RoleName, UserId};
@@ -20,21 +17,8 @@ pub struct UserPage {
 }
 
 /// A malformed pagination cursor.
-#[derive(Debug, thiserror::Error)]
-#[error("the cursor is not one this server issued")]
-pub struct BadCursor;
-
-/// An opaque cursor: the last id of a page (of users, or of the audit
-/// trail). Opaque to clients so the pagination scheme can change without
-/// breaking them.
-pub(crate) fn encode_cursor(id: uuid::Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-pub(crate) fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, BadCursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
-    uuid::Uuid::from_slice(&bytes).map_err(|_| BadCursor)
-}
+pub use crate::model::cursor::BadCursor;
+use crate::model::cursor::{decode_cursor, encode_cursor};
 
 /// Whether `actor`'s changes to users and roles must leave at least one
 /// enabled user holding `gatehouse:admin`: a signed-in user's (the admin

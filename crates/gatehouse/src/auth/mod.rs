@@ -15,7 +15,7 @@ pub mod session_cache;
 pub mod sessions;
 mod throttle;
 pub mod tokens;
-pub mod types;
+pub use crate::model::types;
 pub mod verified;
 
 use std::future::Future;

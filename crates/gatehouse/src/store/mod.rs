@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::auth::audit::{AuditEvent, AuditQuery};
-use crate::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::config::DatabaseUrl;
+use crate::model::audit::{AuditEvent, AuditQuery};
+use crate::model::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]

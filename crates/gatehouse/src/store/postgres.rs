@@ -22,11 +22,11 @@ use super::{
     RevocationLog, RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore,
     log_from_rows,
 };
-use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::auth::types::{
+use crate::clock::{from_millis, to_millis};
+use crate::model::audit::{Actor, AuditEvent, AuditQuery, EventType};
+use crate::model::types::{
     Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
 };
-use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -1374,7 +1374,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::auth::types::SessionSecret;
+    use crate::model::types::SessionSecret;
 
     const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -65,8 +65,8 @@ use super::{
     Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
     SessionStore,
 };
-use crate::auth::types::{SecretHash, SessionId, UserId};
 use crate::clock::{from_millis, to_millis};
+use crate::model::types::{SecretHash, SessionId, UserId};
 
 /// How many expired or idle sessions one `delete_expired` call deletes at
 /// most (from each of the two indexes), so that a backlog never blocks Redis

@@ -16,11 +16,11 @@ use super::{
     KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog,
     RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
 };
-use crate::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::auth::types::{
+use crate::clock::{from_millis, to_millis};
+use crate::model::audit::{Actor, AuditEvent, AuditQuery, EventType};
+use crate::model::types::{
     Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
 };
-use crate::clock::{from_millis, to_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
