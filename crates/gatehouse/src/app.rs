@@ -43,7 +43,19 @@ pub async fn build_auth(
     hash_concurrency: usize,
     issuer: String,
 ) -> anyhow::Result<Arc<Auth>> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    build_auth_on(config, hash_concurrency, issuer, Arc::new(SystemClock)).await
+}
+
+/// [`build_auth`] on `clock` (tests move a manual one instead of sleeping).
+///
+/// # Errors
+/// As [`build_auth`].
+pub async fn build_auth_on(
+    config: &Config,
+    hash_concurrency: usize,
+    issuer: String,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Auth>> {
     let mut stores = crate::store::open(&config.database_url).await?;
     if let Some(url) = &config.redis_url {
         // Sessions, refresh tokens, revocations and attempt counters move to
@@ -122,6 +134,16 @@ impl Application {
     /// When the TLS files cannot be used (naming `tls_cert` or `tls_key`), a
     /// store cannot be opened or the address cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_on(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with `clock` as the one source of "now" for
+    /// expiry, tokens and throttling windows (tests move a manual clock
+    /// instead of sleeping).
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_on(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // Before anything else: a bad certificate stops start-up before the
         // database is created or the port taken, like any bad setting.
         let tls = config
@@ -136,7 +158,7 @@ impl Application {
         let addr = listener.local_addr().context("reading the bound address")?;
         let origin = format!("{}://{addr}", config.scheme());
         let issuer = config.issuer.clone().unwrap_or_else(|| origin.clone());
-        let auth = build_auth(&config, num_cpus(), issuer).await?;
+        let auth = build_auth_on(&config, num_cpus(), issuer, clock).await?;
         if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
             // Every node would call itself by its own address, and refuse
             // the others' tokens.

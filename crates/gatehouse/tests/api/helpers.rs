@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -88,6 +89,15 @@ impl TestApp {
 
     /// The app with test defaults changed by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(Arc::new(gatehouse::clock::SystemClock), configure).await
+    }
+
+    /// A server whose "now" is `clock` (a `ManualClock` the test moves
+    /// instead of sleeping), configured by `configure`.
+    pub async fn spawn_on(
+        clock: Arc<dyn gatehouse::clock::Clock>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("gatehouse.db");
         let mut config = Config {
@@ -97,7 +107,7 @@ impl TestApp {
             ..Config::default()
         };
         configure(&mut config);
-        let app = gatehouse::Application::build(config.clone())
+        let app = gatehouse::Application::build_on(config.clone(), clock)
             .await
             .expect("the app builds");
         let addr = app.local_addr();

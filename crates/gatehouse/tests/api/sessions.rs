@@ -1,12 +1,15 @@
 //! Cookie sessions: login, the cookie's attributes, listing, ending,
 //! expiry, and what is stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use gatehouse::clock::{Clock as _, ManualClock};
 
 use crate::helpers::*;
 
@@ -340,30 +343,49 @@ async fn deleting_sessions_without_scope_others_is_refused() {
     assert_eq!(app.get_me(&other).await.status(), StatusCode::OK);
 }
 
+/// A clock the test moves, starting now (so cookies' dates look sane).
+fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()))
+}
+
 #[tokio::test]
 async fn an_idle_session_expires_and_use_keeps_it_alive() {
-    let app = TestApp::spawn_with(|c| c.session_idle_timeout = Duration::from_secs(3)).await;
+    let clock = manual_clock();
+    let app = TestApp::spawn_on(clock.clone(), |c| {
+        c.session_idle_timeout = Duration::from_secs(30 * 60);
+    })
+    .await;
     let (_, client) = app.logged_in().await;
-    // Used every 1.5 s, a 3 s idle timeout never fires.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Used every 20 minutes, a 30-minute idle timeout never fires.
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(20 * 60));
         assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(3300)).await;
+    // Just short of the timeout since the last use: still alive.
+    clock.advance(Duration::from_secs(30 * 60 - 1));
+    assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    clock.advance(Duration::from_secs(30 * 60 + 1));
     assert_problem(app.get_me(&client).await, StatusCode::UNAUTHORIZED).await;
 }
 
 #[tokio::test]
 async fn a_busy_session_still_ends_at_its_absolute_timeout() {
-    let app = TestApp::spawn_with(|c| c.session_absolute_timeout = Duration::from_secs(3)).await;
+    let clock = manual_clock();
+    let app = TestApp::spawn_on(clock.clone(), |c| {
+        c.session_absolute_timeout = Duration::from_secs(3600);
+    })
+    .await;
     let (_, client) = app.logged_in().await;
     let login_max_age_checked = app.sessions(&client).await[0]["expires_at"].clone();
     assert!(login_max_age_checked.is_string());
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Used every 10 minutes: busy, never idle.
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(10 * 60));
         assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    clock.advance(Duration::from_secs(10 * 60 - 1));
+    assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
     assert_problem(app.get_me(&client).await, StatusCode::UNAUTHORIZED).await;
 }
 

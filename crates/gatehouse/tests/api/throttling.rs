@@ -8,12 +8,15 @@
 //! `registration_window`, created or not. Every budget is shared by the
 //! nodes of a deployment.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::Config;
 use reqwest::header::{CONTENT_TYPE, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+
+use gatehouse::clock::{Clock as _, ManualClock};
 
 use crate::helpers::*;
 
@@ -80,10 +83,21 @@ async fn right_password_after_max_failures_is_429_with_retry_after() {
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
+/// [`throttled_app`] on a clock the test moves.
+async fn throttled_app_on(window: Duration) -> (TestApp, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let app = TestApp::spawn_on(clock.clone(), |c| {
+        c.login_max_failures = MAX;
+        c.login_window = window;
+    })
+    .await;
+    (app, clock)
+}
+
 #[tokio::test]
 async fn lock_lifts_after_the_window() {
-    let window = Duration::from_secs(2);
-    let app = throttled_app(window).await;
+    let window = Duration::from_secs(15 * 60);
+    let (app, clock) = throttled_app_on(window).await;
     let user = app.create_user().await;
     let client = app.bare_client();
     fail_logins(&app, &client, &user.email, MAX).await;
@@ -92,14 +106,20 @@ async fn lock_lifts_after_the_window() {
         StatusCode::TOO_MANY_REQUESTS
     );
 
-    tokio::time::sleep(window + Duration::from_millis(250)).await;
+    // Still locked just before the window closes.
+    clock.advance(window - Duration::from_secs(1));
+    assert_eq!(
+        app.login(&client, &user).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    clock.advance(Duration::from_secs(1));
 
     assert_eq!(app.login(&client, &user).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn waiting_retry_after_is_enough() {
-    let app = throttled_app(Duration::from_secs(2)).await;
+    let (app, clock) = throttled_app_on(Duration::from_secs(15 * 60)).await;
     let user = app.create_user().await;
     let client = app.bare_client();
     fail_logins(&app, &client, &user.email, MAX).await;
@@ -107,7 +127,7 @@ async fn waiting_retry_after_is_enough() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let secs = retry_after_secs(&res);
 
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    clock.advance(Duration::from_secs(secs));
 
     assert_eq!(app.login(&client, &user).await.status(), StatusCode::OK);
 }

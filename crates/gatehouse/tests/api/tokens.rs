@@ -4,6 +4,7 @@
 //! /v1/session/token`, and the published keys.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,6 +15,8 @@ use reqwest::header::{
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+
+use gatehouse::clock::{Clock as _, ManualClock};
 
 use crate::helpers::*;
 
@@ -984,7 +987,11 @@ async fn session_token_from_a_foreign_origin_is_403() {
 
 #[tokio::test]
 async fn tokens_never_outlive_the_session() {
-    let app = TestApp::spawn_with(|c| c.session_absolute_timeout = Duration::from_secs(3)).await;
+    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let app = TestApp::spawn_on(clock.clone(), |c| {
+        c.session_absolute_timeout = Duration::from_secs(3);
+    })
+    .await;
     let user = app.create_user().await;
     let pair = grant(&app, &user).await;
     let expires_in = pair.body["expires_in"].as_u64().expect("expires_in");
@@ -993,7 +1000,7 @@ async fn tokens_never_outlive_the_session() {
     let lifetime = c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat");
     assert!(lifetime <= 3, "exp - iat = {lifetime}");
     assert_eq!(me_bearer(&app, &pair.access).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    clock.advance(Duration::from_millis(3200));
     let res = refresh(&app, &pair.refresh).await;
     assert_oauth_error(res, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_invalid_token(me_bearer(&app, &pair.access).await).await;
@@ -1001,7 +1008,8 @@ async fn tokens_never_outlive_the_session() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_refused() {
-    let app = TestApp::spawn_with(|c| {
+    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let app = TestApp::spawn_on(clock.clone(), |c| {
         c.access_token_ttl = Duration::from_secs(2);
         c.jwt_leeway = Duration::ZERO;
     })
@@ -1010,7 +1018,10 @@ async fn an_expired_access_token_is_refused() {
     let pair = grant(&app, &user).await;
     assert_eq!(pair.body["expires_in"], 2);
     assert_eq!(me_bearer(&app, &pair.access).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // One second short: still good.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(me_bearer(&app, &pair.access).await.status(), StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
     assert_invalid_token(me_bearer(&app, &pair.access).await).await;
 }
 
