@@ -3,7 +3,7 @@
 //! the permission check.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::accounts::UserResponse;
-use super::extract::{CurrentUser, JsonBody};
+use super::extract::{CurrentUser, JsonBody, StrictQuery, empty_is_none};
 use super::openapi as oa;
 use super::{AppState, UserView};
 use crate::auth::FieldError;
@@ -115,37 +115,42 @@ struct ResourceServersResponse {
     resource_servers: Vec<ResourceServerView>,
 }
 
-/// The query of `GET /v1/admin/users` (read raw by the handler, which
-/// refuses unknown parameters).
-#[derive(IntoParams)]
+/// The query of `GET /v1/admin/users` (read by [`StrictQuery`]: a
+/// parameter given twice or unknown is 400).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct UsersQuery {
     /// Users per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200, nullable = false)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200, nullable = false)]
+    limit: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(min_length = 1, nullable = false)]
     cursor: Option<String>,
 }
 
-/// The query of `GET /v1/admin/audit`; an empty value is as good as none.
-#[derive(IntoParams)]
+/// The query of `GET /v1/admin/audit` (read by [`StrictQuery`]); an empty
+/// value is as good as none.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct AuditQuery {
     /// Only events about this user (a user id).
+    #[serde(default, deserialize_with = "empty_is_none")]
     #[param(format = Uuid, nullable = false)]
     user: Option<String>,
     /// Only events of this type (such as `login_failed`).
+    #[serde(default, rename = "type", deserialize_with = "empty_is_none")]
     #[param(rename = "type", nullable = false)]
     kind: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[serde(default, deserialize_with = "empty_is_none")]
     #[param(nullable = false)]
     cursor: Option<String>,
     /// Events per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200, nullable = false)]
-    limit: Option<u32>,
+    #[serde(default, deserialize_with = "empty_is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200, nullable = false)]
+    limit: Option<String>,
 }
 
 /// An authenticated caller holding `gatehouse:admin`: 401 without
@@ -228,31 +233,24 @@ fn admin_change_error(e: AdminChangeError) -> Error {
 async fn list_audit(
     _: Admin,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    StrictQuery(query): StrictQuery<AuditQuery>,
 ) -> Result<impl IntoResponse, Error> {
-    let mut limit = DEFAULT_PAGE;
-    let (mut user, mut kind, mut cursor) = (None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if v.is_empty() {
-            continue;
-        }
-        match k.as_ref() {
-            "user" => {
-                user =
-                    Some(UserId::parse(&v).ok_or_else(|| {
-                        Error::BadRequest("user must be a user id (a UUID)".into())
-                    })?);
-            }
-            "type" => {
-                kind = Some(EventType::parse(&v).ok_or_else(|| {
-                    Error::BadRequest(format!("unknown event type {:?}", truncated(&v)))
-                })?);
-            }
-            "limit" => limit = page_limit(&v)?,
-            "cursor" => cursor = Some(v.into_owned()),
-            other => return Err(unknown_parameter(other)),
-        }
-    }
+    let user = query
+        .user
+        .map(|v| {
+            UserId::parse(&v)
+                .ok_or_else(|| Error::BadRequest("user must be a user id (a UUID)".into()))
+        })
+        .transpose()?;
+    let kind = query
+        .kind
+        .map(|v| {
+            EventType::parse(&v)
+                .ok_or_else(|| Error::BadRequest(format!("unknown event type {:?}", truncated(&v))))
+        })
+        .transpose()?;
+    let limit = query.limit.as_deref().map(page_limit).transpose()?;
+    let (limit, cursor) = (limit.unwrap_or(DEFAULT_PAGE), query.cursor);
     let page = state
         .auth
         .audit_events(user, kind, cursor.as_deref(), limit)
@@ -277,10 +275,6 @@ fn page_limit(v: &str) -> Result<u32, Error> {
         .ok()
         .filter(|n| (1..=crate::auth::admin::MAX_PAGE).contains(n))
         .ok_or_else(|| Error::BadRequest("limit must be an integer from 1 to 200".into()))
-}
-
-fn unknown_parameter(name: &str) -> Error {
-    Error::BadRequest(format!("unknown query parameter {:?}", truncated(name)))
 }
 
 /// An audit event as the API shows it.
@@ -347,17 +341,10 @@ impl From<&AuditEvent> for AuditEventView {
 async fn list_users(
     _: Admin,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    StrictQuery(query): StrictQuery<UsersQuery>,
 ) -> Result<impl IntoResponse, Error> {
-    let mut limit = DEFAULT_PAGE;
-    let mut cursor = None;
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "limit" => limit = page_limit(&v)?,
-            "cursor" => cursor = Some(v.into_owned()),
-            other => return Err(unknown_parameter(other)),
-        }
-    }
+    let limit = query.limit.as_deref().map(page_limit).transpose()?;
+    let (limit, cursor) = (limit.unwrap_or(DEFAULT_PAGE), query.cursor);
     let page = state
         .auth
         .list_users(cursor.as_deref(), limit)

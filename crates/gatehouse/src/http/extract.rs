@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -351,4 +352,48 @@ mod tests {
         h.insert(COOKIE, HeaderValue::from_static("other=1"));
         assert!(session_cookie(&h, "gh").expect("ok").is_none());
     }
+}
+
+/// A query string read strictly into `T`, a `Deserialize` struct with
+/// `deny_unknown_fields` whose `IntoParams` documents the same parameters:
+/// a parameter given twice is 400, an unknown one is 400, and so is a
+/// value serde cannot take. Fields are strings the handler validates, with
+/// messages of its own; whether an empty value counts is each field's rule
+/// (see [`empty_is_none`]).
+#[derive(Debug)]
+pub struct StrictQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for StrictQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in url::form_urlencoded::parse(raw.as_bytes()) {
+            if !seen.insert(name.clone()) {
+                return Err(Error::BadRequest(format!(
+                    "the query parameter {:?} is given twice",
+                    shortened(&name)
+                )));
+            }
+        }
+        serde_urlencoded::from_str(raw)
+            .map(Self)
+            .map_err(|e| Error::BadRequest(format!("the query: {}", shortened(&e.to_string()))))
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "empty_is_none")]` on an
+/// `Option<String>`: an empty value is as good as none (a filter form
+/// submitted with a field left blank).
+///
+/// # Errors
+/// When the value is not a string.
+pub fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|v| !v.is_empty()))
+}
+
+/// At most 100 characters of what a client sent, for a message.
+fn shortened(s: &str) -> String {
+    s.chars().take(100).collect()
 }

@@ -4,18 +4,18 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::bearer_token;
+use super::extract::{StrictQuery, bearer_token};
 use super::openapi as oa;
 use crate::auth::feed::{FeedCursor, MAX_FEED_WAIT};
 use crate::auth::types::ResourceServerSecret;
@@ -72,11 +72,11 @@ struct RevocationPage {
     cursor: String,
 }
 
-/// The feed's query (read raw: a parameter given twice, or an unknown
-/// one, is 400).
-#[derive(IntoParams)]
+/// The feed's query (read by [`StrictQuery`]: a parameter given twice, or
+/// an unknown one, is 400; an empty value is a value, and refused).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct FeedQuery {
     /// The `cursor` of the previous answer; without it, every revocation
     /// in force.
@@ -84,8 +84,8 @@ struct FeedQuery {
     since: Option<String>,
     /// Seconds to wait for a revocation when there is none after the
     /// cursor (a long poll), 0 to 30.
-    #[param(minimum = 0, maximum = 30, nullable = false)]
-    wait: Option<u64>,
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 30, nullable = false)]
+    wait: Option<String>,
 }
 
 /// `GET /v1/revocations?since=CURSOR&wait=SECONDS`: the sessions ended
@@ -108,39 +108,30 @@ struct FeedQuery {
 async fn feed(
     ResourceServer(_): ResourceServer,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    StrictQuery(query): StrictQuery<FeedQuery>,
 ) -> Result<impl IntoResponse, Error> {
-    let mut since = None;
-    let mut wait = None;
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "since" if since.is_none() => {
-                since = Some(FeedCursor::parse(&v).map_err(|_| {
-                    Error::BadRequest(
-                        "since is not a cursor this server issued; start again without it".into(),
-                    )
-                })?);
-            }
-            "wait" if wait.is_none() => {
-                let seconds = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|s| *s <= MAX_FEED_WAIT.as_secs())
-                    .ok_or_else(|| {
-                        Error::BadRequest("wait must be a whole number of seconds, 0 to 30".into())
-                    })?;
-                wait = Some(Duration::from_secs(seconds));
-            }
-            "since" | "wait" => {
-                return Err(Error::BadRequest(format!("{k} is given twice")));
-            }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )));
-            }
-        }
-    }
+    let since = query
+        .since
+        .map(|v| {
+            FeedCursor::parse(&v).map_err(|_| {
+                Error::BadRequest(
+                    "since is not a cursor this server issued; start again without it".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let wait = query
+        .wait
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s <= MAX_FEED_WAIT.as_secs())
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    Error::BadRequest("wait must be a whole number of seconds, 0 to 30".into())
+                })
+        })
+        .transpose()?;
     let page = state
         .auth
         .revocation_feed(since.as_ref(), wait.unwrap_or(Duration::ZERO))

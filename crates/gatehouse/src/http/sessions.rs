@@ -2,7 +2,7 @@
 //! lifecycle.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Client, CurrentUser, JsonBody};
+use super::extract::{Client, CurrentUser, JsonBody, StrictQuery};
 use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
 use crate::auth::audit::{Actor, Ending};
@@ -48,14 +48,15 @@ struct SessionsResponse {
     sessions: Vec<SessionView>,
 }
 
-/// `DELETE /v1/sessions?scope=…`: `others` is the only scope.
+/// `DELETE /v1/sessions?scope=…`: `others` is the only scope (read by
+/// [`StrictQuery`]).
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documents the query, which the handler reads raw.
 struct EndOthersQuery {
     /// Must be `others`: ending sessions is not done by default.
-    #[param(pattern = "^others$")]
-    scope: String,
+    #[param(value_type = String, pattern = "^others$")]
+    scope: Option<String>,
 }
 
 /// `POST /v1/login`: a new session (a new secret every time, never one the
@@ -225,13 +226,9 @@ async fn end_one(
 async fn end_others(
     State(state): State<AppState>,
     who: CurrentUser,
-    RawQuery(query): RawQuery,
+    StrictQuery(query): StrictQuery<EndOthersQuery>,
 ) -> Result<StatusCode, Error> {
-    let scope_is_others = query.as_deref().is_some_and(|q| {
-        let pairs: Vec<_> = url::form_urlencoded::parse(q.as_bytes()).collect();
-        pairs.len() == 1 && pairs[0].0 == "scope" && pairs[0].1 == "others"
-    });
-    if !scope_is_others {
+    if query.scope.as_deref() != Some("others") {
         return Err(Error::BadRequest(
             "DELETE /v1/sessions needs ?scope=others (to end one session, DELETE /v1/sessions/{id})".into(),
         ));

@@ -30,6 +30,8 @@ struct Operation {
     /// `application/json` or `application/x-www-form-urlencoded`, if it
     /// takes a body.
     body: Option<String>,
+    /// Its query parameters' names.
+    query: Vec<String>,
 }
 
 impl Operation {
@@ -84,6 +86,13 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
             let body = op["requestBody"]["content"]
                 .as_object()
                 .and_then(|c| c.keys().next().cloned());
+            let query = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect();
             ops.push(Operation {
                 method,
                 path: fill(template),
@@ -96,6 +105,7 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
                     .collect(),
                 schemes,
                 body,
+                query,
             });
         }
     }
@@ -343,4 +353,101 @@ async fn every_body_taking_operation_answers_hostile_bodies_with_a_4xx() {
     // Still serving: the admin signs in and is recognised.
     let admin = signed_in(&app, &account).await;
     assert_eq!(app.get_me(&admin).await.status(), StatusCode::OK);
+}
+
+/// A well-formed value for a query parameter, so that only the rule under
+/// test can refuse the request.
+fn query_value(name: &str) -> &'static str {
+    match name {
+        "scope" => "others",
+        "limit" => "5",
+        "wait" => "0",
+        "user" => "0193e5a0-0000-7000-8000-000000000001",
+        "type" => "login_failed",
+        _ => "x",
+    }
+}
+
+/// Every API operation that reads a query string reads it strictly: an
+/// unknown parameter is 400, and so is a parameter given twice (each
+/// declared one in turn), with the well-formed query accepted as the
+/// control.
+#[tokio::test]
+async fn every_query_taking_api_operation_refuses_unknown_and_repeated_parameters() {
+    let app = TestApp::spawn().await;
+    let account = admin(&app).await;
+    let admin = signed_in(&app, &account).await;
+    let created: Value = admin
+        .post(app.url("/v1/admin/resource-servers"))
+        .json(&json!({ "name": "matrix" }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    let key = created["key"].as_str().expect("a key").to_owned();
+    let mut checked = Vec::new();
+    for op in operations(&app).await {
+        if op.query.is_empty() || !op.template.starts_with("/v1/") {
+            continue;
+        }
+        let send = |query: String| {
+            let req = admin
+                .request(op.method.clone(), app.url(&format!("{}?{query}", op.path)))
+                .header(ORIGIN, app.origin());
+            let req = if op.schemes.iter().any(|s| s == "resourceServerKey") {
+                req.bearer_auth(&key)
+            } else {
+                req
+            };
+            async move { req.send().await.expect("request") }
+        };
+        let good: Vec<String> = op
+            .query
+            .iter()
+            .filter(|name| name.as_str() != "since" && name.as_str() != "cursor")
+            .map(|name| format!("{name}={}", query_value(name)))
+            .collect();
+        let res = send(good.join("&")).await;
+        let status = res.status();
+        assert!(
+            status.is_success(),
+            "{} with {good:?}: {status} {}",
+            op.name(),
+            res.text().await.unwrap_or_default()
+        );
+        let mut unknown = good.clone();
+        unknown.push("no_such_parameter=1".into());
+        let res = send(unknown.join("&")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "{} with an unknown parameter",
+            op.name()
+        );
+        for name in &op.query {
+            let twice = format!("{name}={v}&{name}={v}", v = query_value(name));
+            let res = send(twice).await;
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{} with {name} twice: {body}",
+                op.name()
+            );
+            assert!(body.contains("given twice"), "{body}");
+        }
+        checked.push(op.name());
+    }
+    eprintln!("query matrix: {checked:?}");
+    for must in [
+        "GET /v1/admin/users",
+        "GET /v1/admin/audit",
+        "GET /v1/revocations",
+        "DELETE /v1/sessions",
+    ] {
+        assert!(checked.iter().any(|c| c == must), "{must} was not checked");
+    }
 }
