@@ -393,22 +393,31 @@ async fn a_busy_session_still_ends_at_its_absolute_timeout() {
 async fn last_seen_is_not_written_on_every_request() {
     // With the default 24 h idle timeout, last_seen_at is written at most
     // once a minute.
-    let app = TestApp::spawn().await;
+    let clock = manual_clock();
+    let app = TestApp::spawn_on(clock.clone(), |_| {}).await;
     let (_, client) = app.logged_in().await;
     let before = app.sessions(&client).await[0]["last_seen_at"].clone();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..3 {
-        app.get_me(&client).await;
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
     assert_eq!(app.sessions(&client).await[0]["last_seen_at"], before);
+    // The control: past the minute, the next use is written.
+    clock.advance(Duration::from_secs(16));
+    assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    assert_ne!(app.sessions(&client).await[0]["last_seen_at"], before);
 }
 
 #[tokio::test]
 async fn last_seen_advances_after_a_tenth_of_the_idle_timeout() {
-    let app = TestApp::spawn_with(|c| c.session_idle_timeout = Duration::from_secs(3)).await;
+    let clock = manual_clock();
+    let app = TestApp::spawn_on(clock.clone(), |c| {
+        c.session_idle_timeout = Duration::from_secs(3);
+    })
+    .await;
     let (_, client) = app.logged_in().await;
     let before = app.sessions(&client).await[0]["last_seen_at"].clone();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(400));
     let after = app.sessions(&client).await[0].clone();
     assert_ne!(after["last_seen_at"], before);
     let parse = |v: &Value| {
