@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::json::UniqueObject;
+use gatehouse_token_rules::UniqueObject;
 
 /// The claims of an access token that passed every check (RFC 9068 §2.2 plus
 /// gatehouse's `sid`, `scope` and `roles`).

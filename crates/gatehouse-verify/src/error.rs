@@ -67,6 +67,29 @@ pub enum VerifyError {
     RevocationsStale,
 }
 
+/// A verdict of the shared rules is the same verdict here.
+impl From<gatehouse_token_rules::TokenError> for VerifyError {
+    fn from(e: gatehouse_token_rules::TokenError) -> Self {
+        use gatehouse_token_rules::TokenError as T;
+        match e {
+            T::TooLarge => Self::TooLarge,
+            T::Malformed => Self::Malformed,
+            T::ForbiddenHeader => Self::ForbiddenHeader,
+            T::WrongAlgorithm => Self::WrongAlgorithm,
+            T::WrongType => Self::WrongType,
+            T::UnknownKey => Self::UnknownKey,
+            T::BadSignature => Self::BadSignature,
+            T::Expired => Self::Expired,
+            T::NotYetValid => Self::NotYetValid,
+            T::IssuedInFuture => Self::IssuedInFuture,
+            T::LifetimeTooLong => Self::LifetimeTooLong,
+            T::WrongIssuer => Self::WrongIssuer,
+            T::WrongAudience => Self::WrongAudience,
+            T::Revoked => Self::Revoked,
+        }
+    }
+}
+
 impl VerifyError {
     /// The stable, machine-readable name of the verdict, as in the shared test
     /// vectors and in logs: `too_large`, `malformed`, `forbidden_header`,

@@ -6,7 +6,6 @@
 pub mod axum;
 mod claims;
 mod error;
-mod json;
 mod keys;
 mod layer;
 mod net;

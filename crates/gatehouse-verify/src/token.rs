@@ -6,23 +6,12 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
 
 use crate::claims::{Claims, RawClaims};
 use crate::error::VerifyError;
-use crate::json::UniqueObject;
 
-/// Longest access token accepted, in bytes, judged before any parsing.
-pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// Header parameters that would make a verifier take a key, or a rule, from
-/// the token itself (RFC 8725 §3.10), or that gatehouse does not implement
-/// (RFC 7515 §4.1.11 `crit`, RFC 7797 `b64`, JWE's `zip`/`enc`).
-const FORBIDDEN_HEADER: &[&str] = &[
-    "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "zip", "enc", "b64",
-];
+pub(crate) use gatehouse_token_rules::parse_uuid;
 
 /// A signature algorithm gatehouse signs access tokens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +78,8 @@ pub(crate) struct CheckedHeader {
 }
 
 /// Steps 1–5: size, shape (a JSON object header, no member name twice at
-/// any depth), forbidden parameters, algorithm, type.
+/// any depth), forbidden parameters, algorithm (one of `accepted`), type:
+/// the shared rules ([`gatehouse_token_rules::check_header`]).
 ///
 /// # Errors
 /// `TooLarge`, `Malformed`, `ForbiddenHeader`, `WrongAlgorithm` or
@@ -98,76 +88,27 @@ pub(crate) fn check_header(
     token: &str,
     accepted: &[Algorithm],
 ) -> Result<CheckedHeader, VerifyError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(VerifyError::TooLarge);
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed);
-    };
-    // RFC 7515 §2: base64url without padding; the engine refuses padding,
-    // non-alphabet bytes and non-zero trailing bits, exactly as the server's.
-    let header = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| VerifyError::Malformed)?;
-    // RFC 7515 §4: a duplicate name is refused, not resolved to the last
-    // one, so no reader of this header can see another `alg` or `kid`.
-    let UniqueObject(header) =
-        serde_json::from_slice(&header).map_err(|_| VerifyError::Malformed)?;
-    if FORBIDDEN_HEADER.iter().any(|k| header.contains_key(*k)) {
-        return Err(VerifyError::ForbiddenHeader);
-    }
-    // Exact match (RFC 8725 §3.1): "none" in every spelling fails here.
-    let alg = header
-        .get("alg")
-        .and_then(serde_json::Value::as_str)
-        .and_then(Algorithm::from_name)
-        .filter(|a| accepted.contains(a))
-        .ok_or(VerifyError::WrongAlgorithm)?;
-    let typ = header
-        .get("typ")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
-    // RFC 9068 §4: "at+jwt", or with the "application/" prefix; media types
-    // compare case-insensitively. A missing typ is a wrong one (RFC 8725 §3.11).
-    if !(typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")) {
-        return Err(VerifyError::WrongType);
-    }
-    let kid = match header.get("kid") {
-        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
-        _ => None,
-    };
-    Ok(CheckedHeader { alg, kid })
+    let header = gatehouse_token_rules::check_header(token, |name| {
+        Algorithm::from_name(name).filter(|a| accepted.contains(a))
+    })?;
+    Ok(CheckedHeader {
+        alg: header.alg,
+        kid: header.kid,
+    })
 }
 
 /// Step 7: the signature over `header.payload` under one key and one
-/// algorithm; returns the decoded payload.
+/// algorithm; returns the decoded payload
+/// ([`gatehouse_token_rules::verify_jws`]).
 ///
 /// # Errors
-/// `Malformed` when the signature is empty, or the payload of a correctly
-/// signed token is not base64url; `BadSignature` when the signature is not
-/// base64url or does not verify (also when the key belongs to another
-/// algorithm family).
+/// `Malformed` or `BadSignature`, as the shared rule says.
 pub(crate) fn verify_signature(
     token: &str,
     alg: Algorithm,
     key: &DecodingKey,
 ) -> Result<Vec<u8>, VerifyError> {
-    let (message, signature) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
-    let (_, payload) = message.split_once('.').ok_or(VerifyError::Malformed)?;
-    // No signature at all is a token of the wrong shape, as gatehouse judges
-    // it (and the shared vectors record), not a signature that fails.
-    if signature.is_empty() {
-        return Err(VerifyError::Malformed);
-    }
-    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg.jwt()) {
-        Ok(true) => URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| VerifyError::Malformed),
-        Ok(false) | Err(_) => Err(VerifyError::BadSignature),
-    }
+    Ok(gatehouse_token_rules::verify_jws(token, alg.jwt(), key)?)
 }
 
 /// What the claims are judged against.
@@ -204,23 +145,8 @@ pub(crate) fn check_claims(
     if !raw.aud.contains(&rules.audience) {
         return Err(VerifyError::WrongAudience);
     }
-    let leeway = rules.leeway;
-    // RFC 7519 §4.1.4: the token must not be accepted on or after exp.
-    if now >= raw.exp.saturating_add(leeway) {
-        return Err(VerifyError::Expired);
-    }
-    if raw.nbf.is_some_and(|nbf| now < nbf.saturating_sub(leeway)) {
-        return Err(VerifyError::NotYetValid);
-    }
-    if raw.iat > now.saturating_add(leeway) {
-        return Err(VerifyError::IssuedInFuture);
-    }
-    // gatehouse never issues a token that lives longer than its ttl, so a
-    // longer one was not minted by its rules, whoever holds the key.
-    // Saturating: an `iat` near i64::MIN is too long, never a short overflow.
-    if raw.exp.saturating_sub(raw.iat) > rules.max_lifetime {
-        return Err(VerifyError::LifetimeTooLong);
-    }
+    gatehouse_token_rules::check_times(raw.exp, raw.nbf, raw.iat, now, rules.leeway)?;
+    gatehouse_token_rules::check_lifetime(raw.exp, raw.iat, rules.max_lifetime)?;
     // Canonical forms only: gatehouse issues hyphenated lower-case UUIDs, and
     // one spelling per id keeps the revocation lookup exact.
     let (Some(_), Some(sid)) = (parse_uuid(&raw.sub, false), parse_uuid(&raw.sid, false)) else {
@@ -229,35 +155,12 @@ pub(crate) fn check_claims(
     Ok((raw.into_claims(), sid))
 }
 
-/// A UUID in the RFC 9562 §4 hyphenated form (8-4-4-4-12 hex digits), lower
-/// case unless `upper_ok`. Any version and variant, as the server's parser.
-pub(crate) fn parse_uuid(s: &str, upper_ok: bool) -> Option<u128> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut value: u128 = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if b != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' if upper_ok => b - b'A' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u128::from(digit);
-    }
-    Some(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use gatehouse_token_rules::{FORBIDDEN_HEADER, MAX_TOKEN_LEN};
 
     const ALL: &[Algorithm] = &[
         Algorithm::EdDSA,

@@ -5,7 +5,6 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod feed;
-pub mod json;
 pub mod keys;
 pub mod password;
 pub mod principals;

@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::{Actor, Ending, EventType};
-use super::json::UniqueObject;
 use super::keys::{self, KeyRing, alg_name};
 use super::principals::{Lookup, Principal, Principals};
 use super::sessions::LoginError;
@@ -23,19 +22,12 @@ use super::types::{Password, RefreshSecret, SessionId, UserId};
 use super::{Auth, ClientMeta, HashError};
 use crate::config::JwtAlg;
 use crate::store::{SessionRecord, UserRecord};
+use gatehouse_token_rules::UniqueObject;
 
-/// Longest access token accepted, in bytes (before any parsing).
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// The `typ` of an access token (RFC 9068 §2.1).
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-
-/// Header parameters that would make a verifier take a key, or a rule, from
-/// the token itself (RFC 8725 §3.10), or that we do not implement: a token
-/// carrying any of them is refused.
-const FORBIDDEN_HEADER: &[&str] = &[
-    "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "zip", "enc", "b64",
-];
+// The rules of an access token, written once for this server and for
+// gatehouse-verify: the verdicts, the header, the signature, the times and
+// the lifetime (crates/gatehouse-token-rules).
+pub use gatehouse_token_rules::{ACCESS_TOKEN_TYP, MAX_TOKEN_LEN, TokenError};
 
 /// Settings of the token side, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -137,63 +129,6 @@ pub struct VerifiedToken {
     pub session_id: SessionId,
 }
 
-/// Why an access token was refused. The HTTP layer answers every one with
-/// the same 401 `invalid_token`; the variants exist for logs and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("the token is larger than 8 KiB")]
-    TooLarge,
-    #[error("the token is not a JWS in compact form with JSON header and claims")]
-    Malformed,
-    #[error("the token's header carries a forbidden parameter")]
-    ForbiddenHeader,
-    #[error("the token's algorithm is not the configured one")]
-    WrongAlgorithm,
-    #[error("the token's typ is not at+jwt")]
-    WrongType,
-    #[error("the token's kid is not one of our keys")]
-    UnknownKey,
-    #[error("the signature does not verify")]
-    BadSignature,
-    #[error("the token has expired")]
-    Expired,
-    #[error("the token is not valid yet")]
-    NotYetValid,
-    #[error("the token was issued in the future")]
-    IssuedInFuture,
-    #[error("the token's lifetime (exp - iat) exceeds access_token_ttl plus the leeway")]
-    LifetimeTooLong,
-    #[error("the token is from another issuer")]
-    WrongIssuer,
-    #[error("the token is for another audience")]
-    WrongAudience,
-    #[error("the token's session has ended")]
-    Revoked,
-}
-
-impl TokenError {
-    /// The verdict's name in the shared test vectors
-    /// (`testdata/access-tokens.json`), which `gatehouse-verify` uses too.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::TooLarge => "too_large",
-            Self::Malformed => "malformed",
-            Self::ForbiddenHeader => "forbidden_header",
-            Self::WrongAlgorithm => "wrong_algorithm",
-            Self::WrongType => "wrong_type",
-            Self::UnknownKey => "unknown_key",
-            Self::BadSignature => "bad_signature",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::IssuedInFuture => "issued_in_future",
-            Self::LifetimeTooLong => "lifetime_too_long",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::Revoked => "revoked",
-        }
-    }
-}
-
 /// A freshly signed access token.
 #[derive(Debug, Clone)]
 pub struct IssuedAccess {
@@ -251,42 +186,10 @@ impl From<HashError> for GrantError {
 /// `alg`, a `typ` of `at+jwt`, a string `kid`, and none of the forbidden
 /// parameters.
 pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::TooLarge);
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
-    let header = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TokenError::Malformed)?;
-    // RFC 7515 §4: a duplicate name is refused, not resolved to the last
-    // one, so no reader of this header can see another `alg` or `kid`.
-    let UniqueObject(header) =
-        serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
-    if FORBIDDEN_HEADER.iter().any(|k| header.contains_key(*k)) {
-        return Err(TokenError::ForbiddenHeader);
-    }
-    // Exact match: "none", "NONE", "nOnE" and every other algorithm fail here.
-    if header.get("alg").and_then(|a| a.as_str()) != Some(alg_name(ring.alg)) {
-        return Err(TokenError::WrongAlgorithm);
-    }
-    let typ = header
-        .get("typ")
-        .and_then(|t| t.as_str())
-        .unwrap_or_default();
-    // RFC 9068 §4: "at+jwt", or with the "application/" prefix; media
-    // types compare case-insensitively.
-    if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-        || typ.eq_ignore_ascii_case("application/at+jwt"))
-    {
-        return Err(TokenError::WrongType);
-    }
-    match header.get("kid").and_then(|k| k.as_str()) {
-        Some(kid) if ring.verifier(kid).is_some() => Ok(kid.to_owned()),
+    let ours = alg_name(ring.alg);
+    let header = gatehouse_token_rules::check_header(token, |alg| (alg == ours).then_some(()))?;
+    match header.kid {
+        Some(kid) if ring.verifier(&kid).is_some() => Ok(kid),
         _ => Err(TokenError::UnknownKey),
     }
 }
@@ -301,17 +204,7 @@ pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
 /// [`TokenError::BadSignature`] when the signature does not verify, or the
 /// key does not belong to the algorithm's family.
 pub fn verify_jws(token: &str, alg: JwtAlg, key: &DecodingKey) -> Result<Vec<u8>, TokenError> {
-    let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-    let (_, payload) = message.split_once('.').ok_or(TokenError::Malformed)?;
-    if signature.is_empty() || payload.contains('.') {
-        return Err(TokenError::Malformed);
-    }
-    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, keys::algorithm(alg)) {
-        Ok(true) => URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TokenError::Malformed),
-        Ok(false) | Err(_) => Err(TokenError::BadSignature),
-    }
+    gatehouse_token_rules::verify_jws(token, keys::algorithm(alg), key)
 }
 
 /// Checks the header and the signature of a token against the ring (for
@@ -398,19 +291,7 @@ pub fn check_times(
     now: i64,
 ) -> Result<(), TokenError> {
     let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
-    if now >= claims.exp.saturating_add(leeway) {
-        return Err(TokenError::Expired);
-    }
-    if claims
-        .nbf
-        .is_some_and(|nbf| now < nbf.saturating_sub(leeway))
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if claims.iat > now.saturating_add(leeway) {
-        return Err(TokenError::IssuedInFuture);
-    }
-    Ok(())
+    gatehouse_token_rules::check_times(claims.exp, claims.nbf, claims.iat, now, leeway)
 }
 
 /// The lifetime `exp - iat` against `access_token_ttl` plus the leeway: a
@@ -430,12 +311,7 @@ pub fn check_lifetime(claims: &AccessClaims, settings: &TokenSettings) -> Result
         .saturating_add(u64::from(ttl.subsec_nanos() > 0));
     let cap = settings.leeway.as_secs().saturating_add(ttl);
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    // Saturating: an `iat` near i64::MIN is a lifetime too long, never an
-    // overflow into a short one.
-    if claims.exp.saturating_sub(claims.iat) > cap {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    Ok(())
+    gatehouse_token_rules::check_lifetime(claims.exp, claims.iat, cap)
 }
 
 impl Auth {

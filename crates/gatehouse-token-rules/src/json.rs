@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// A JSON object in which no object, at any depth, names a member twice.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct UniqueObject(pub(crate) Map<String, Value>);
+pub struct UniqueObject(pub Map<String, Value>);
 
 impl<'de> Deserialize<'de> for UniqueObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
