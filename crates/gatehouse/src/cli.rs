@@ -446,8 +446,7 @@ async fn list_users(config: Config) -> anyhow::Result<()> {
     loop {
         let page = auth
             .list_users(cursor.as_deref(), crate::auth::admin::MAX_PAGE)
-            .await?
-            .map_err(anyhow::Error::new)?;
+            .await?;
         for u in &page.users {
             let state = if u.disabled { "disabled" } else { "active" };
             writeln!(

@@ -331,6 +331,16 @@ impl From<ChangePasswordError> for Error {
     }
 }
 
+impl From<crate::model::cursor::PageError> for Error {
+    fn from(e: crate::model::cursor::PageError) -> Self {
+        use crate::model::cursor::PageError;
+        match e {
+            PageError::BadCursor => Self::BadRequest(e.to_string()),
+            PageError::Store(e) => unavailable(e),
+        }
+    }
+}
+
 /// A store failure: logged with its cause chain, answered with 503 (fail
 /// closed: never "let them in", never a misleading 401).
 pub fn unavailable(e: anyhow::Error) -> Error {

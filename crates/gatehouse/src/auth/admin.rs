@@ -17,7 +17,7 @@ pub struct UserPage {
 }
 
 /// A malformed pagination cursor.
-pub use crate::model::cursor::BadCursor;
+pub use crate::model::cursor::{BadCursor, PageError};
 use crate::model::cursor::{decode_cursor, encode_cursor};
 
 /// Whether `actor`'s changes to users and roles must leave at least one
@@ -39,17 +39,16 @@ impl Auth {
     /// A page of users in creation order.
     ///
     /// # Errors
-    /// `Ok(Err(BadCursor))` for a cursor we did not issue; `Err` for store
-    /// failures.
+    /// [`PageError::BadCursor`] for a cursor we did not issue;
+    /// [`PageError::Store`] for store failures.
     pub async fn list_users(
         &self,
         cursor: Option<&str>,
         limit: u32,
-    ) -> anyhow::Result<Result<UserPage, BadCursor>> {
-        let after = match cursor.map(|c| decode_cursor(c).map(UserId)).transpose() {
-            Ok(after) => after,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<UserPage, PageError> {
+        let after = cursor
+            .map(|c| decode_cursor(c).map(UserId))
+            .transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One more than asked tells whether a next page exists.
         let mut users = self.stores.users.list_users(after, limit + 1).await?;
@@ -59,7 +58,7 @@ impl Auth {
         } else {
             None
         };
-        Ok(Ok(UserPage { users, next_cursor }))
+        Ok(UserPage { users, next_cursor })
     }
 
     /// One user.

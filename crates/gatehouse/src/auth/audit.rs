@@ -7,7 +7,7 @@
 pub use crate::model::audit::*;
 
 use super::Auth;
-use crate::model::cursor::{BadCursor, decode_cursor, encode_cursor};
+use crate::model::cursor::{PageError, decode_cursor, encode_cursor};
 use crate::model::types::UserId;
 
 /// Writes the event to the log, where operators' collectors pick it up.
@@ -78,19 +78,16 @@ impl Auth {
     /// A page of the trail, newest first.
     ///
     /// # Errors
-    /// `Ok(Err(BadCursor))` for a cursor we did not issue; `Err` for
-    /// store failures.
+    /// [`PageError::BadCursor`] for a cursor we did not issue;
+    /// [`PageError::Store`] for store failures.
     pub async fn audit_events(
         &self,
         user: Option<UserId>,
         kind: Option<EventType>,
         cursor: Option<&str>,
         limit: u32,
-    ) -> anyhow::Result<Result<AuditPage, BadCursor>> {
-        let before = match cursor.map(decode_cursor).transpose() {
-            Ok(before) => before,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<AuditPage, PageError> {
+        let before = cursor.map(decode_cursor).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One more than asked tells whether a next page exists.
         let mut events = self
@@ -109,10 +106,10 @@ impl Auth {
         } else {
             None
         };
-        Ok(Ok(AuditPage {
+        Ok(AuditPage {
             events,
             next_cursor,
-        }))
+        })
     }
 
     /// Deletes events older than the retention period; run periodically.

@@ -628,8 +628,7 @@ mod tests {
         let page = auth
             .audit_events(Some(user_id), Some(EventType::SessionEnded), None, 10)
             .await
-            .expect("store")
-            .expect("no cursor");
+            .expect("read");
         page.events
             .iter()
             .map(|e| {

@@ -254,9 +254,7 @@ async fn list_audit(
     let page = state
         .auth
         .audit_events(user, kind, cursor.as_deref(), limit)
-        .await
-        .map_err(unavailable)?
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .await?;
     let events: Vec<AuditEventView> = page.events.iter().map(AuditEventView::from).collect();
     Ok(Json(AuditPage {
         events,
@@ -348,9 +346,7 @@ async fn list_users(
     let page = state
         .auth
         .list_users(cursor.as_deref(), limit)
-        .await
-        .map_err(unavailable)?
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .await?;
     let users: Vec<UserView> = page.users.iter().map(UserView::from).collect();
     Ok(Json(UsersPage {
         users,

@@ -19,3 +19,19 @@ pub fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, BadCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
     uuid::Uuid::from_slice(&bytes).map_err(|_| BadCursor)
 }
+
+/// Why a page could not be read: a cursor this server did not issue (the
+/// client's fault, 400), or a store failure (503).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("the cursor is not one this server issued")]
+    BadCursor,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<BadCursor> for PageError {
+    fn from(_: BadCursor) -> Self {
+        Self::BadCursor
+    }
+}

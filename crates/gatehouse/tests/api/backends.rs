@@ -510,8 +510,7 @@ async fn endings(app: &TestApp, user: &TestUser) -> Vec<String> {
             200,
         )
         .await
-        .expect("store")
-        .expect("no cursor");
+        .expect("read");
     let mut reasons: Vec<String> = page
         .events
         .iter()
