@@ -46,9 +46,7 @@ impl Auth {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<UserPage, PageError> {
-        let after = cursor
-            .map(|c| decode_cursor(c).map(UserId))
-            .transpose()?;
+        let after = cursor.map(|c| decode_cursor(c).map(UserId)).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One more than asked tells whether a next page exists.
         let mut users = self.stores.users.list_users(after, limit + 1).await?;

@@ -343,10 +343,7 @@ async fn list_users(
 ) -> Result<impl IntoResponse, Error> {
     let limit = query.limit.as_deref().map(page_limit).transpose()?;
     let (limit, cursor) = (limit.unwrap_or(DEFAULT_PAGE), query.cursor);
-    let page = state
-        .auth
-        .list_users(cursor.as_deref(), limit)
-        .await?;
+    let page = state.auth.list_users(cursor.as_deref(), limit).await?;
     let users: Vec<UserView> = page.users.iter().map(UserView::from).collect();
     Ok(Json(UsersPage {
         users,
