@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod feed;
+pub mod forward;
 pub mod keys;
 pub mod password;
 pub mod principals;

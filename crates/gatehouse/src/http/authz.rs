@@ -2,7 +2,7 @@
 //! authentication for nginx `auth_request` and Traefik `ForwardAuth`).
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -12,12 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{CurrentUser, JsonBody};
+use super::extract::{CurrentUser, JsonBody, presented, refusal};
 use super::openapi as oa;
 use crate::auth::FieldError;
-use crate::auth::rules::{Access, access_for};
+use crate::auth::forward::{DecideError, Decision};
 use crate::auth::types::Permission;
-use crate::error::Error;
+use crate::error::{Error, unavailable};
 
 pub fn router() -> OpenApiRouter<AppState> {
     // `/v1/verify` answers every method (a proxy may forward the original
@@ -153,7 +153,7 @@ fn originals(headers: &HeaderMap) -> (Vec<&[u8]>, Vec<&[u8]>) {
     )
 )]
 async fn verify(State(state): State<AppState>, req: Request) -> Result<Response, Error> {
-    let (mut parts, _) = req.into_parts();
+    let (parts, _) = req.into_parts();
     let (methods, uris) = originals(&parts.headers);
     if uris.is_empty() {
         return Err(Error::BadRequest(
@@ -173,24 +173,30 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
         })
         .collect::<Option<Vec<&str>>>()
         .ok_or_else(|| Error::BadRequest("the original method is not an HTTP method".into()))?;
-    let access = access_for(&state.web.rules, &methods, &uris)
-        .map_err(|_| Error::BadRequest("the original URI's path is malformed".into()))?;
-    let permissions = match access {
-        Access::Public => return Ok(StatusCode::OK.into_response()),
-        Access::Deny => return Err(Error::Forbidden("This path is closed by an access rule.")),
-        Access::Authenticated { permissions } => permissions,
-    };
-    let who = CurrentUser::from_request_parts(&mut parts, &state).await?;
-    if !permissions.is_empty() {
-        let held = who.permissions(&state.auth).await?;
-        if !permissions.iter().all(|p| held.contains(p)) {
-            let needed: Vec<&str> = permissions.iter().map(String::as_str).collect();
-            return Err(who.lacks(
+    let credential = presented(&parts.headers, state.web.cookie_name);
+    let decision = state
+        .auth
+        .decide(&state.web.rules, &methods, &uris, credential)
+        .await
+        .map_err(|e| match e {
+            DecideError::BadPath => {
+                Error::BadRequest("the original URI's path is malformed".into())
+            }
+            DecideError::Store(e) => unavailable(e),
+        })?;
+    let who: CurrentUser = match decision {
+        Decision::Public => return Ok(StatusCode::OK.into_response()),
+        Decision::Closed => return Err(Error::Forbidden("This path is closed by an access rule.")),
+        Decision::Refused(refused) => return Err(refusal(refused)),
+        Decision::Lacks { caller, needed } => {
+            let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
+            return Err(CurrentUser::from(caller).lacks(
                 "The caller lacks the permission this path requires.",
                 &needed,
             ));
         }
-    }
+        Decision::Allowed(caller) => caller.into(),
+    };
     let user = &who.auth.user;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();

@@ -13,6 +13,7 @@ use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::auth::forward::{Caller, Identified, Presented, Unreadable};
 use crate::auth::sessions::Authenticated;
 use crate::auth::types::SessionSecret;
 use crate::auth::{Auth, ClientMeta};
@@ -192,51 +193,71 @@ impl CurrentUser {
     }
 }
 
+impl From<Caller> for CurrentUser {
+    fn from(caller: Caller) -> Self {
+        Self {
+            auth: caller.auth,
+            credential: if caller.bearer {
+                Credential::Bearer
+            } else {
+                Credential::Cookie
+            },
+            permissions: caller.permissions,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let mut authorization = parts.headers.get_all(AUTHORIZATION).iter();
-        if let Some(value) = authorization.next() {
-            // Two credentials: which one a proxy or framework on the way
-            // used is anybody's guess, so neither is (RFC 6750 §3.1).
-            if authorization.next().is_some() {
-                return Err(Error::InvalidRequest(
-                    "The request carries more than one Authorization header.",
-                ));
-            }
-            // A header that is not a bearer token (another scheme, bytes
-            // that are not text) is a 401, never anonymous.
-            let token = bearer_token(value).ok_or(Error::Unauthorized)?;
-            let verified = state.auth.verify_access_token(token).map_err(|e| {
-                tracing::debug!(reason = %e, "bearer token refused");
-                Error::InvalidToken
-            })?;
-            let principal = state
-                .auth
-                .authenticate_token(&verified)
-                .await
-                .map_err(unavailable)?
-                .ok_or(Error::InvalidToken)?;
-            return Ok(Self {
-                auth: principal.auth.clone(),
-                credential: Credential::Bearer,
-                permissions: principal.permissions.clone(),
-            });
+        let credential = presented(&parts.headers, state.web.cookie_name);
+        match state.auth.identify(credential).await.map_err(unavailable)? {
+            Identified::Caller(caller) => Ok(caller.into()),
+            refused => Err(refusal(refused)),
         }
-        let secret =
-            session_cookie(&parts.headers, state.web.cookie_name)?.ok_or(Error::Unauthorized)?;
-        let auth = state
-            .auth
-            .authenticate_session(&secret)
-            .await
-            .map_err(unavailable)?
-            .ok_or(Error::Unauthorized)?;
-        Ok(Self {
-            auth: Arc::new(auth),
-            credential: Credential::Cookie,
-            permissions: None,
-        })
+    }
+}
+
+/// The credential a request carries: a bearer token takes precedence over
+/// the cookie; one that cannot be read is said so, never taken as none.
+pub fn presented<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Presented<'h> {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Presented::Unreadable(Unreadable::TwoAuthorizations);
+        }
+        // A header that is not a bearer token (another scheme, bytes that
+        // are not text) is a 401, never anonymous.
+        return bearer_token(value).map_or(
+            Presented::Unreadable(Unreadable::NotBearer),
+            Presented::Bearer,
+        );
+    }
+    match session_cookie(headers, cookie_name) {
+        Ok(Some(secret)) => Presented::Cookie(secret),
+        Ok(None) => Presented::Nothing,
+        Err(_) => Presented::Unreadable(Unreadable::BadCookie),
+    }
+}
+
+/// The answer to a credential that names no caller: 400 for two
+/// `Authorization` headers (RFC 6750 §3.1 `invalid_request`), 401
+/// `invalid_token` for a refused bearer token, else 401.
+pub fn refusal(refused: Identified) -> Error {
+    match refused {
+        Identified::Unreadable(Unreadable::TwoAuthorizations) => {
+            Error::InvalidRequest("The request carries more than one Authorization header.")
+        }
+        Identified::TokenRefused(reason) => {
+            tracing::debug!(%reason, "bearer token refused");
+            Error::InvalidToken
+        }
+        Identified::Caller(_)
+        | Identified::Nobody
+        | Identified::Unreadable(Unreadable::NotBearer | Unreadable::BadCookie) => {
+            Error::Unauthorized
+        }
     }
 }
 

@@ -1,0 +1,261 @@
+//! Who is calling, and forward authentication (`GET /v1/verify`) as one
+//! decision: the access rules, the credential and the permissions are
+//! judged in one call down into the domain ([`Auth::decide`]) and one
+//! answer back, in the order that keeps every answer the same as before:
+//! rules first (a public or closed path never looks at credentials), then
+//! the caller, then the permissions.
+
+use std::sync::Arc;
+
+use super::Auth;
+use super::rules::{Access, BadPath, access_for};
+use super::sessions::Authenticated;
+use super::tokens::TokenError;
+use crate::config::AccessRule;
+use crate::model::types::SessionSecret;
+
+/// The credential a request carries, as the HTTP layer read it.
+#[derive(Debug)]
+pub enum Presented<'a> {
+    Nothing,
+    /// The token of an `Authorization: Bearer` header.
+    Bearer(&'a str),
+    /// The session cookie's secret.
+    Cookie(SessionSecret),
+    /// A credential that cannot be read; refused, but only where a caller
+    /// is needed.
+    Unreadable(Unreadable),
+}
+
+/// Why a credential cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Two `Authorization` headers: which one a proxy on the way used is
+    /// anybody's guess, so neither is (RFC 6750 §3.1).
+    TwoAuthorizations,
+    /// An `Authorization` header that is not a bearer token.
+    NotBearer,
+    /// A session cookie that is malformed, or given twice.
+    BadCookie,
+}
+
+/// A recognised caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub auth: Arc<Authenticated>,
+    /// Whether by an access token (else by the session cookie).
+    pub bearer: bool,
+    /// The effective permissions when they were read with the session (the
+    /// bearer path reads them together); `None` until asked for.
+    pub permissions: Option<Arc<[String]>>,
+}
+
+/// What a credential proved.
+#[derive(Debug)]
+pub enum Identified {
+    Caller(Caller),
+    /// No credential, or a session cookie that names no live session.
+    Nobody,
+    /// A bearer token refused, and why (for the log).
+    TokenRefused(TokenError),
+    Unreadable(Unreadable),
+}
+
+/// The decision on one forwarded request.
+#[derive(Debug)]
+pub enum Decision {
+    /// A public path: allowed, whoever calls.
+    Public,
+    /// A `deny` rule closes the path.
+    Closed,
+    /// The path needs a caller and the credential names none.
+    Refused(Identified),
+    /// The caller lacks some of the permissions the path needs.
+    Lacks {
+        caller: Caller,
+        needed: Vec<String>,
+    },
+    Allowed(Caller),
+}
+
+/// Why no decision could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("the original URI's path is malformed")]
+    BadPath,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<BadPath> for DecideError {
+    fn from(_: BadPath) -> Self {
+        Self::BadPath
+    }
+}
+
+impl Auth {
+    /// Who presented `credential`: a bearer token is verified (signature,
+    /// claims, revocation) and its session and user read (from the
+    /// principal cache when fresh); a session cookie is recognised.
+    ///
+    /// # Errors
+    /// Store failures (503: never allow, never deny).
+    pub async fn identify(&self, credential: Presented<'_>) -> anyhow::Result<Identified> {
+        match credential {
+            Presented::Nothing => Ok(Identified::Nobody),
+            Presented::Unreadable(why) => Ok(Identified::Unreadable(why)),
+            Presented::Bearer(token) => {
+                let verified = match self.verify_access_token(token) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Identified::TokenRefused(e)),
+                };
+                // A token whose session or user is gone is a token of an
+                // ended session.
+                Ok(match self.authenticate_token(&verified).await? {
+                    Some(p) => Identified::Caller(Caller {
+                        auth: p.auth.clone(),
+                        bearer: true,
+                        permissions: p.permissions.clone(),
+                    }),
+                    None => Identified::TokenRefused(TokenError::Revoked),
+                })
+            }
+            Presented::Cookie(secret) => Ok(match self.authenticate_session(&secret).await? {
+                Some(auth) => Identified::Caller(Caller {
+                    auth: Arc::new(auth),
+                    bearer: false,
+                    permissions: None,
+                }),
+                None => Identified::Nobody,
+            }),
+        }
+    }
+
+    /// Judges a forwarded request: the access rules over every reading of
+    /// its original methods and URIs ([`access_for`]), then, where the path
+    /// needs a caller, `credential`, then the permissions the path names.
+    ///
+    /// # Errors
+    /// [`DecideError::BadPath`] for a path that cannot be judged (control
+    /// bytes, backslashes, a malformed escape); store failures.
+    pub async fn decide(
+        &self,
+        rules: &[AccessRule],
+        methods: &[&str],
+        uris: &[&[u8]],
+        credential: Presented<'_>,
+    ) -> Result<Decision, DecideError> {
+        let needed = match access_for(rules, methods, uris)? {
+            Access::Public => return Ok(Decision::Public),
+            Access::Deny => return Ok(Decision::Closed),
+            Access::Authenticated { permissions } => permissions,
+        };
+        let caller = match self.identify(credential).await? {
+            Identified::Caller(caller) => caller,
+            refused => return Ok(Decision::Refused(refused)),
+        };
+        if !needed.is_empty() {
+            let held = match &caller.permissions {
+                Some(held) => held.clone(),
+                None => self.permissions_of(caller.auth.user.id).await?.into(),
+            };
+            if !needed.iter().all(|p| held.contains(p)) {
+                return Ok(Decision::Lacks { caller, needed });
+            }
+        }
+        Ok(Decision::Allowed(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::RulePolicy;
+
+    fn rule(path: &str, policy: RulePolicy) -> AccessRule {
+        AccessRule {
+            path: path.into(),
+            methods: Vec::new(),
+            policy,
+        }
+    }
+
+    /// The order the answers rely on: a public or closed path never looks
+    /// at the credential (not even one that cannot be read); a path that
+    /// needs a caller refuses what names none; then the permissions.
+    #[tokio::test]
+    async fn rules_first_then_the_caller_then_the_permissions() {
+        let clock = Arc::new(SystemClock);
+        let (auth, _dir) = crate::auth::test_support::auth(clock, |_| {}).await;
+        let rules = [
+            rule("/public/", RulePolicy::Public),
+            rule("/closed/", RulePolicy::Deny),
+            rule("/admin/", RulePolicy::Permission("reports:read".into())),
+        ];
+        let decide = |uri: &'static str, credential: Presented<'static>| {
+            let (auth, rules) = (&auth, &rules);
+            async move {
+                auth.decide(rules, &["GET"], &[uri.as_bytes()], credential)
+                    .await
+                    .expect("a decision")
+            }
+        };
+        let unreadable = || Presented::Unreadable(Unreadable::TwoAuthorizations);
+        assert!(matches!(
+            decide("/public/x", unreadable()).await,
+            Decision::Public
+        ));
+        assert!(matches!(
+            decide("/closed/x", unreadable()).await,
+            Decision::Closed
+        ));
+        assert!(matches!(
+            decide("/app", unreadable()).await,
+            Decision::Refused(Identified::Unreadable(Unreadable::TwoAuthorizations))
+        ));
+        assert!(matches!(
+            decide("/app", Presented::Nothing).await,
+            Decision::Refused(Identified::Nobody)
+        ));
+        assert!(matches!(
+            decide("/app", Presented::Bearer("not.a.token")).await,
+            Decision::Refused(Identified::TokenRefused(TokenError::Malformed))
+        ));
+        assert!(matches!(
+            auth.decide(&rules, &["GET"], &[b"/app/\x00"], Presented::Nothing)
+                .await,
+            Err(DecideError::BadPath)
+        ));
+        // A signed-in user: allowed where a session is enough, short of a
+        // permission where one is named.
+        auth.register(
+            "a@example.com",
+            "a long passphrase".into(),
+            vec![],
+            crate::auth::accounts::Registrar::Operator,
+        )
+        .await
+        .expect("register");
+        let (_, session) = auth
+            .login(
+                "a@example.com",
+                crate::model::types::Password::new("a long passphrase".into()),
+                &crate::auth::ClientMeta::default(),
+            )
+            .await
+            .expect("login");
+        let cookie = || Presented::Cookie(session.secret.clone());
+        assert!(matches!(
+            auth.decide(&rules, &["GET"], &[b"/app"], cookie()).await,
+            Ok(Decision::Allowed(Caller { bearer: false, .. }))
+        ));
+        match auth
+            .decide(&rules, &["GET"], &[b"/admin/x"], cookie())
+            .await
+        {
+            Ok(Decision::Lacks { needed, .. }) => assert_eq!(needed, ["reports:read"]),
+            other => panic!("{other:?}"),
+        }
+    }
+}
