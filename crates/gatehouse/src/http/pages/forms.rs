@@ -1,0 +1,166 @@
+//! The pages' extractors: the form body (`Form`), the signed-in visitor
+//! (`Viewer`) and the query a page reads (`PageQuery`).
+
+use super::*;
+
+/// A form body of type `T`: `application/x-www-form-urlencoded` in UTF-8
+/// (else 415), at most the router's 64 KiB (else 413), every name and value
+/// valid percent-encoded UTF-8, each field at most once, no unknown field
+/// and none missing (else 400). `serde_urlencoded` would decode invalid
+/// UTF-8 lossily; a password must reach the hasher byte for byte or not at
+/// all.
+#[derive(Debug)]
+pub struct Form<T>(pub T);
+
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
+    // An unreadable Content-Type names no form: 415, closed.
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let media_ok = parts
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    // A charset, if named, must be UTF-8 (WHATWG: the only encoding of
+    // urlencoded forms that browsers produce for a UTF-8 page).
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    media_ok && charset_ok
+}
+
+/// The name/value pairs of a urlencoded body; `None` when any part is not
+/// UTF-8 after percent-decoding.
+pub(super) fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    pub(super) fn decode(raw: &[u8]) -> Option<String> {
+        let plus_as_space: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        String::from_utf8(percent_encoding::percent_decode(&plus_as_space).collect()).ok()
+    }
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            Some((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        if !is_form(req.headers()) {
+            return Err(PageError::unsupported());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                PageError::too_large()
+            } else {
+                PageError::bad_request()
+            }
+        })?;
+        let pairs = form_pairs(&bytes).ok_or_else(PageError::bad_request)?;
+        // serde's derive refuses duplicated fields ("duplicate field") and,
+        // with `deny_unknown_fields`, unknown ones.
+        let fields = MapDeserializer::<_, serde::de::value::Error>::new(pairs.into_iter());
+        T::deserialize(fields).map(Self).map_err(|e| {
+            tracing::debug!(reason = %e, "form refused");
+            PageError::bad_request()
+        })
+    }
+}
+
+/// The live session of the request's cookie, if any. The pages read only
+/// the cookie: they are for browsers, and an `Authorization` header is not
+/// what a browser sends to a page. A malformed or duplicated cookie counts
+/// as none (the visitor is sent to the login page, never let in).
+pub(super) async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Authenticated>, PageError> {
+    let Ok(Some(secret)) = extract::session_cookie(headers, state.web.cookie_name) else {
+        return Ok(None);
+    };
+    state
+        .auth
+        .authenticate_session(&secret)
+        .await
+        .map_err(store_failed)
+}
+
+/// The signed-in visitor of an account page or post. Without a live session
+/// the request is answered with a redirect to the login page (and a stale
+/// cookie is cleared), so a handler taking `Viewer` runs only for a user.
+pub(super) struct Viewer(pub(super) Authenticated);
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match current_session(state, &parts.headers).await {
+            Ok(Some(who)) => Ok(Self(who)),
+            Ok(None) => {
+                let mut res = see_other(LOGIN_FOR_ACCOUNT);
+                if extract::has_cookie(&parts.headers, state.web.cookie_name) {
+                    res.headers_mut()
+                        .append(SET_COOKIE, state.web.removal_cookie());
+                }
+                Err(res)
+            }
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}
+
+/// The query of a page: `return_to` (taken only when given once) and
+/// `notice`. Anything else is ignored: links from elsewhere may carry
+/// tracking parameters, and a GET changes nothing.
+#[derive(Debug, Default)]
+pub(super) struct PageQuery {
+    pub(super) return_to: Option<String>,
+    pub(super) notice: Option<Notice>,
+}
+
+impl PageQuery {
+    pub(super) fn parse(query: Option<&str>) -> Self {
+        let mut out = Self::default();
+        let mut return_tos = 0;
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match k.as_ref() {
+                "return_to" => {
+                    return_tos += 1;
+                    out.return_to = Some(v.into_owned());
+                }
+                "notice" => out.notice = Notice::parse(&v),
+                _ => {}
+            }
+        }
+        // Two answers to "where to" is an ambiguity an attacker would
+        // exploit (one checked, the other followed): use neither.
+        if return_tos != 1 {
+            out.return_to = None;
+        }
+        out
+    }
+}
+
+pub(super) fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+pub(super) fn registration_open(state: &AppState) -> bool {
+    state.auth.policy().registration == Registration::Open
+}
+
+// ---------------------------------------------------------------------------
+// Login and logout
+// ---------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+//! The pages' security headers and their CSRF rule: the Content-Security-Policy,
+//! the headers every page carries, and the refusal page of a cross-origin post.
+
+use super::*;
+
+/// The CSRF rule of form posts, stricter than the API's: browsers send
+/// `Origin` on every form post (Fetch standard, "append a request `Origin`
+/// header"), so a missing one is refused, unless the browser vouches with
+/// `Sec-Fetch-Site: same-origin` (Fetch Metadata). The pages' `Referrer-Policy:
+/// same-origin` keeps browsers sending the real origin (with `no-referrer`
+/// they would send `Origin: null`, which is refused).
+pub fn form_post_is_same_origin(headers: &HeaderMap, allowed: &HashSet<String>) -> bool {
+    match headers.get(ORIGIN) {
+        // An unreadable Origin is no allowed origin: refused.
+        Some(origin) => origin.to_str().is_ok_and(|o| allowed.contains(o)),
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin"),
+    }
+}
+
+/// The 403 page of a refused cross-origin form post, with the pages'
+/// headers (the CSRF layer answers before the pages' own layer runs).
+pub fn refused(web: &WebSettings) -> Response {
+    let mut res = PageError::forbidden().into_response();
+    set_page_headers(res.headers_mut(), content_security_policy(web));
+    res
+}
+
+/// The page of a form post that the router's body limits refuse before its
+/// handler runs: 413 when `timed_out` is false (a declared body over
+/// 64 KiB), else 408 (a body that did not arrive in time). With the pages'
+/// headers, as [`refused`].
+pub fn refused_body(web: &WebSettings, timed_out: bool) -> Response {
+    let page = if timed_out {
+        PageError::timed_out()
+    } else {
+        PageError::too_large()
+    };
+    let mut res = page.into_response();
+    set_page_headers(res.headers_mut(), content_security_policy(web));
+    res
+}
+
+/// `default-src 'none'`: the pages load nothing but their stylesheet, run no
+/// script, cannot be framed (clickjacking), and their forms post only here,
+/// or (through a login's redirect) to an allowed origin.
+pub(super) fn content_security_policy(web: &WebSettings) -> HeaderValue {
+    pub(super) const BASE: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+        frame-ancestors 'none'; base-uri 'none'";
+    let mut origins: Vec<&str> = web.allowed_origins.iter().map(String::as_str).collect();
+    origins.sort_unstable();
+    let policy = format!("{BASE}; form-action 'self' {}", origins.join(" "));
+    // Allowed origins were parsed at start-up (scheme://host[:port]); should
+    // one not fit in a header, fall back to this server alone.
+    HeaderValue::from_str(policy.trim_end()).unwrap_or_else(|_| {
+        HeaderValue::from_static(concat!(
+            "default-src 'none'; style-src 'self'; img-src 'self'; ",
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        ))
+    })
+}
+
+pub(super) fn set_page_headers(h: &mut HeaderMap, csp: HeaderValue) {
+    h.insert(CONTENT_SECURITY_POLICY, csp);
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: see `form_post_is_same_origin`.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Pages show emails and devices, and carry cookies: never cached.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The security headers of every page answer, errors and redirects included.
+pub(super) async fn page_headers(
+    State(csp): State<HeaderValue>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut res = next.run(req).await;
+    set_page_headers(res.headers_mut(), csp);
+    res
+}
