@@ -227,5 +227,21 @@ mod tests {
                 prop_assert!(!t.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\'));
             }
         }
+
+        /// Plain local paths, with a query, are accepted as they are (the
+        /// assertion is reached on every case), and a path of an allowed
+        /// origin too.
+        #[test]
+        fn plain_local_paths_and_allowed_urls_are_kept(
+            path in "(/[a-z0-9_-]{1,10}){1,4}",
+            query in "(\\?[a-z]{1,5}=[a-z0-9]{0,5})?",
+        ) {
+            let raw = format!("{path}{query}");
+            let kept = parse(&raw);
+            prop_assert_eq!(kept.as_deref(), Some(raw.as_str()));
+            let absolute = format!("https://allowed.example{raw}");
+            let kept = parse(&absolute);
+            prop_assert_eq!(kept.as_deref(), Some(absolute.as_str()));
+        }
     }
 }
