@@ -92,6 +92,15 @@ impl TestApp {
         Self::spawn_on(Arc::new(gatehouse::clock::SystemClock), configure).await
     }
 
+    /// A clock the test moves, starting at the real now (so cookies' and
+    /// tokens' dates look sane), for [`TestApp::spawn_on`].
+    pub fn manual_clock() -> Arc<gatehouse::clock::ManualClock> {
+        use gatehouse::clock::Clock as _;
+        Arc::new(gatehouse::clock::ManualClock::new(
+            gatehouse::clock::SystemClock.now(),
+        ))
+    }
+
     /// A server whose "now" is `clock` (a `ManualClock` the test moves
     /// instead of sleeping), configured by `configure`.
     pub async fn spawn_on(

@@ -1,15 +1,12 @@
 //! Cookie sessions: login, the cookie's attributes, listing, ending,
 //! expiry, and what is stored.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-
-use gatehouse::clock::{Clock as _, ManualClock};
 
 use crate::helpers::*;
 
@@ -343,14 +340,9 @@ async fn deleting_sessions_without_scope_others_is_refused() {
     assert_eq!(app.get_me(&other).await.status(), StatusCode::OK);
 }
 
-/// A clock the test moves, starting now (so cookies' dates look sane).
-fn manual_clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()))
-}
-
 #[tokio::test]
 async fn an_idle_session_expires_and_use_keeps_it_alive() {
-    let clock = manual_clock();
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.session_idle_timeout = Duration::from_secs(30 * 60);
     })
@@ -370,7 +362,7 @@ async fn an_idle_session_expires_and_use_keeps_it_alive() {
 
 #[tokio::test]
 async fn a_busy_session_still_ends_at_its_absolute_timeout() {
-    let clock = manual_clock();
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.session_absolute_timeout = Duration::from_secs(3600);
     })
@@ -393,7 +385,7 @@ async fn a_busy_session_still_ends_at_its_absolute_timeout() {
 async fn last_seen_is_not_written_on_every_request() {
     // With the default 24 h idle timeout, last_seen_at is written at most
     // once a minute.
-    let clock = manual_clock();
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |_| {}).await;
     let (_, client) = app.logged_in().await;
     let before = app.sessions(&client).await[0]["last_seen_at"].clone();
@@ -410,7 +402,7 @@ async fn last_seen_is_not_written_on_every_request() {
 
 #[tokio::test]
 async fn last_seen_advances_after_a_tenth_of_the_idle_timeout() {
-    let clock = manual_clock();
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.session_idle_timeout = Duration::from_secs(3);
     })

@@ -16,7 +16,7 @@ use reqwest::header::{CONTENT_TYPE, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
-use gatehouse::clock::{Clock as _, ManualClock};
+use gatehouse::clock::ManualClock;
 
 use crate::helpers::*;
 
@@ -85,7 +85,7 @@ async fn right_password_after_max_failures_is_429_with_retry_after() {
 
 /// [`throttled_app`] on a clock the test moves.
 async fn throttled_app_on(window: Duration) -> (TestApp, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.login_max_failures = MAX;
         c.login_window = window;

@@ -4,7 +4,6 @@
 //! /v1/session/token`, and the published keys.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -15,8 +14,6 @@ use reqwest::header::{
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-
-use gatehouse::clock::{Clock as _, ManualClock};
 
 use crate::helpers::*;
 
@@ -987,7 +984,7 @@ async fn session_token_from_a_foreign_origin_is_403() {
 
 #[tokio::test]
 async fn tokens_never_outlive_the_session() {
-    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.session_absolute_timeout = Duration::from_secs(3);
     })
@@ -1008,7 +1005,7 @@ async fn tokens_never_outlive_the_session() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_refused() {
-    let clock = Arc::new(ManualClock::new(gatehouse::clock::SystemClock.now()));
+    let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |c| {
         c.access_token_ttl = Duration::from_secs(2);
         c.jwt_leeway = Duration::ZERO;
