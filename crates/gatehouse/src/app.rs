@@ -230,7 +230,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let auth = self.state.auth.clone();
-        let sweeper = tokio::spawn(async move {
+        let sweeper = spawn_background("sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tick.tick().await;
@@ -253,7 +253,7 @@ impl Application {
             }
         });
         let auth = self.state.auth.clone();
-        let key_watch = tokio::spawn(async move {
+        let key_watch = spawn_background("key and revocation re-read", async move {
             let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
             loop {
                 tick.tick().await;
@@ -281,11 +281,10 @@ impl Application {
             }
         });
         let feed = self.revocation_feed.map(|(url, channel)| {
-            tokio::spawn(crate::fanout::follow_revocations(
-                self.state.auth.clone(),
-                url,
-                channel,
-            ))
+            spawn_background(
+                "revocation feed",
+                crate::fanout::follow_revocations(self.state.auth.clone(), url, channel),
+            )
         });
         let auth = self.state.auth.clone();
         let shutdown = async move {
@@ -305,6 +304,77 @@ impl Application {
     }
 }
 
+/// Spawns a task meant to run until shutdown (it is aborted then), and
+/// says in the log if it ends before: a panic there would otherwise stop
+/// sweeping, re-reading keys or following the revocation feed without a
+/// word (the feed's loss still fails closed: the node stops proving it
+/// knows every revocation).
+fn spawn_background(
+    name: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::AbortHandle {
+    let handle = tokio::spawn(task);
+    let abort = handle.abort_handle();
+    tokio::spawn(async move {
+        match handle.await {
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                tracing::error!(task = name, error = %e, "a background task panicked and stopped")
+            }
+            Ok(()) => tracing::error!(task = name, "a background task stopped"),
+        }
+    });
+    abort
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into a shared buffer, for reading what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_task_that_stops_says_so_and_an_aborted_one_does_not() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let _ = spawn_background("doomed", async { panic!("boom") });
+        let aborted = spawn_background("aborted", std::future::pending());
+        aborted.abort();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let text = String::from_utf8_lossy(&log.0.lock().expect("the log")).into_owned();
+        assert!(
+            text.contains("a background task panicked and stopped") && text.contains("doomed"),
+            "{text}"
+        );
+        assert!(!text.contains("aborted"), "{text}");
+    }
 }
