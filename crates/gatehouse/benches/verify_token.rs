@@ -1,7 +1,7 @@
-//! The server's bearer-token check (`Auth::verify_access_token`) for a token
+//! The server's bearer-token check (`Bearer::verify_access_token`) for a token
 //! it has verified before (the cache of verified tokens: no signature
 //! check) and the full check a new token pays (`validate_access_token`:
-//! header, signature, claims, revocation), per algorithm. The `Auth` runs on
+//! header, signature, claims, revocation), per algorithm. The services run on
 //! a temporary SQLite file; nothing measured there touches it.
 //!
 //! Then the whole bearer path a request pays before its handler runs
@@ -15,13 +15,16 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::auth::accounts::Registrar;
 use gatehouse::auth::tokens::{TokenSettings, validate_access_token};
-use gatehouse::auth::{Auth, ClientMeta};
+use gatehouse::auth::{ClientMeta, Services};
 use gatehouse::config::{Config, DatabaseUrl, JwtAlg};
 
 const ISSUER: &str = "https://auth.bench.test";
 
-/// An `Auth` with one user and one session, and an access token of it.
-fn auth_with_token(rt: &tokio::runtime::Runtime, alg: JwtAlg) -> (Auth, String, tempfile::TempDir) {
+/// The services, with one user and one session, and an access token of it.
+fn auth_with_token(
+    rt: &tokio::runtime::Runtime,
+    alg: JwtAlg,
+) -> (Services, String, tempfile::TempDir) {
     auth_with_token_cached(rt, alg, Duration::from_secs(10))
 }
 
@@ -29,7 +32,7 @@ fn auth_with_token_cached(
     rt: &tokio::runtime::Runtime,
     alg: JwtAlg,
     session_cache_ttl: Duration,
-) -> (Auth, String, tempfile::TempDir) {
+) -> (Services, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         database_url: DatabaseUrl::Sqlite(format!(
@@ -44,11 +47,11 @@ fn auth_with_token_cached(
         config.jwt_hs256_secret = Some(gatehouse::config::SecretBytes::new(vec![7; 32]));
     }
     rt.block_on(async {
-        let auth = gatehouse::app::build_auth(&config, 1, ISSUER.to_owned())
+        let auth = gatehouse::app::build_services(&config, 1, ISSUER.to_owned())
             .await
             .expect("auth");
-        let auth = std::sync::Arc::try_unwrap(auth).expect("one owner");
         let user = auth
+            .accounts
             .register(
                 "bench@example.com",
                 "a long bench passphrase".into(),
@@ -58,10 +61,12 @@ fn auth_with_token_cached(
             .await
             .expect("user");
         let session = auth
-            .start_session(&user, &ClientMeta::default())
+            .sessions
+            .start(&user, &ClientMeta::default())
             .await
             .expect("session");
         let token = auth
+            .tokens
             .issue_access_token(&user, &session.record)
             .await
             .expect("token")
@@ -82,9 +87,13 @@ fn verify(c: &mut Criterion) {
         ("HS256", JwtAlg::Hs256),
     ] {
         let (auth, token, _dir) = auth_with_token(&rt, alg);
-        auth.verify_access_token(&token).expect("valid");
+        auth.bearer.verify_access_token(&token).expect("valid");
         c.bench_function(&format!("{name}: a token verified before (cache)"), |b| {
-            b.iter(|| auth.verify_access_token(black_box(&token)).expect("valid"));
+            b.iter(|| {
+                auth.bearer
+                    .verify_access_token(black_box(&token))
+                    .expect("valid")
+            });
         });
         let settings = TokenSettings {
             issuer: ISSUER.to_owned(),
@@ -93,7 +102,7 @@ fn verify(c: &mut Criterion) {
             leeway: Duration::from_secs(30),
             refresh_reuse_grace: Duration::ZERO,
         };
-        let ring = auth.keys().ring();
+        let ring = auth.keys.ring();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         c.bench_function(&format!("{name}: a new token (full check)"), |b| {
             b.iter(|| {
@@ -116,8 +125,12 @@ fn bearer_path(c: &mut Criterion) {
     ] {
         let (auth, token, _dir) = auth_with_token_cached(&rt, JwtAlg::EdDsa, ttl);
         let once = || async {
-            let verified = auth.verify_access_token(black_box(&token)).expect("valid");
-            auth.authenticate_token(&verified)
+            let verified = auth
+                .bearer
+                .verify_access_token(black_box(&token))
+                .expect("valid");
+            auth.bearer
+                .authenticate_token(&verified)
                 .await
                 .expect("store")
                 .expect("live")

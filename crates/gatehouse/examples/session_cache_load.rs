@@ -112,7 +112,7 @@ fn run(
     };
     let (app, auth) = server_rt.block_on(async {
         let app = gatehouse::Application::build(config).await?;
-        let auth = app.auth();
+        let auth = app.services();
         anyhow::Ok((app, auth))
     })?;
     let base = format!("http://{}", app.local_addr());
@@ -120,7 +120,11 @@ fn run(
     let served = server_rt.spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let shared = auth.shared_sessions().context("sessions are in Redis")?;
+    let shared = auth
+        .session_cache
+        .clone()
+        .context("sessions are in Redis")?;
+    let feed = auth.revocations.clone();
 
     let figures = client_rt.block_on(async {
         let http = reqwest::Client::builder()
@@ -128,7 +132,7 @@ fn run(
             .build()?;
         // Wait for the revocation feed: the cache answers only then.
         let started = Instant::now();
-        while !shared.feed().is_connected() {
+        while !feed.feed().is_some_and(|f| f.is_connected()) {
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(5),
                 "the feed did not connect"
@@ -168,7 +172,7 @@ fn run(
             cookies.push(cookie);
         }
         let cookies = Arc::new(cookies);
-        let before = shared.cache_stats();
+        let before = shared.stats();
         let deadline = Instant::now() + duration;
         let began = Instant::now();
         let mut workers = Vec::new();
@@ -196,7 +200,7 @@ fn run(
             latencies.extend(w.await??);
         }
         let elapsed = began.elapsed();
-        let after = shared.cache_stats();
+        let after = shared.stats();
         latencies.sort();
         let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
         anyhow::Ok(Figures {

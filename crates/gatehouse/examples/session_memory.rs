@@ -1,6 +1,6 @@
 //! Memory per live session at a million sessions. Creates SESSIONS live
 //! sessions in each store through the path a login takes
-//! (`Auth::start_session`: a fresh secret, its SHA-256, the record with the
+//! (`Sessions::start`: a fresh secret, its SHA-256, the record with the
 //! client's user agent and IP, `SessionStore::insert_session`) and reports
 //! what they occupy there; then what a gatehouse node keeps in its own
 //! memory per session (session cache and revocation set entries), measured
@@ -39,10 +39,10 @@ use anyhow::Context as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use gatehouse::Config;
 use gatehouse::auth::audit::{Actor, Ending};
-use gatehouse::auth::session_cache::CAPACITY;
 use gatehouse::auth::types::{Email, Password, SessionId, UserId};
-use gatehouse::auth::{Auth, ClientMeta, Hasher};
+use gatehouse::auth::{ClientMeta, Hasher, Services};
 use gatehouse::config::DatabaseUrl;
+use gatehouse::store::cache::CAPACITY;
 use gatehouse::store::{NewUser, UserRecord, UserStore};
 use sqlx::Connection as _;
 use time::OffsetDateTime;
@@ -193,7 +193,8 @@ async fn run(sessions: usize, stores: &[Store]) -> anyhow::Result<()> {
         // Redis, users stay in PostgreSQL).
         let pg = PgDatabase::create().await?;
         let measured = async {
-            let stores_pg = gatehouse::store::open(&DatabaseUrl::Postgres(pg.url().into())).await?;
+            let stores_pg =
+                gatehouse::store::open_sql(&DatabaseUrl::Postgres(pg.url().into())).await?;
             let users = create_users(stores_pg.users.as_ref(), sessions, 16).await?;
             drop(stores_pg);
             if stores.contains(&Store::Postgres) {
@@ -332,11 +333,11 @@ struct Created {
     kept: Vec<Kept>,
 }
 
-/// `n` sessions through `Auth::start_session`, round-robin over the
+/// `n` sessions through `Sessions::start`, round-robin over the
 /// accounts, `concurrency` at a time.
 async fn create_sessions(
     label: &str,
-    auth: &Auth,
+    auth: &Services,
     users: &[UserRecord],
     n: usize,
     keep: usize,
@@ -355,7 +356,8 @@ async fn create_sessions(
             };
             async move {
                 let new = auth
-                    .start_session(user, &client)
+                    .sessions
+                    .start(user, &client)
                     .await
                     .context("creating a session")?;
                 anyhow::Ok(Kept {
@@ -391,11 +393,8 @@ async fn create_sessions(
 }
 
 /// An application on `database_url` (and Redis under `prefix`), built but
-/// not serving: its `Auth` is what a node's login handler calls.
-async fn build_auth(
-    database_url: DatabaseUrl,
-    prefix: Option<&str>,
-) -> anyhow::Result<std::sync::Arc<Auth>> {
+/// not serving: its `Services` are what a node's login handler calls.
+async fn build_auth(database_url: DatabaseUrl, prefix: Option<&str>) -> anyhow::Result<Services> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         database_url,
@@ -405,7 +404,7 @@ async fn build_auth(
         cookie_secure: false,
         ..Config::default()
     };
-    Ok(gatehouse::Application::build(config).await?.auth())
+    Ok(gatehouse::Application::build(config).await?.services())
 }
 
 // ---------------------------------------------------------------------------
@@ -417,7 +416,7 @@ async fn sqlite(n: usize) -> anyhow::Result<Row> {
     let path = dir.path().join("sessions.db");
     let url = format!("sqlite://{}", path.display());
     let database_url = DatabaseUrl::Sqlite(url.clone());
-    let stores = gatehouse::store::open(&database_url).await?;
+    let stores = gatehouse::store::open_sql(&database_url).await?;
     let users = create_users(stores.users.as_ref(), n, 8).await?;
     drop(stores);
     let auth = build_auth(database_url, None).await?;
@@ -937,7 +936,7 @@ async fn node_memory(
     binary: &Path,
     pg: &PgDatabase,
     prefix: &str,
-    auth: &Auth,
+    auth: &Services,
     kept: &[Kept],
     plan: &NodePlan,
 ) -> anyhow::Result<Vec<NodeStep>> {
@@ -997,7 +996,8 @@ async fn node_memory(
     futures_util::stream::iter(ended)
         .map(|k| async move {
             let ended = auth
-                .end_session(k.user, k.id, Actor::User(k.user), Ending::Logout)
+                .sessions
+                .end(k.user, k.id, Actor::User(k.user), Ending::Logout)
                 .await?;
             anyhow::ensure!(ended, "a session to end was not found");
             anyhow::Ok(())

@@ -12,11 +12,11 @@ use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 
-use crate::auth::{Auth, Hasher, KeyManager, Policy, TokenSettings};
+use crate::auth::{Hasher, KeyManager, Policy, Services, TokenSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConnectionLimits, DatabaseUrl};
 use crate::http::{self, AppState, WebSettings};
-use crate::store::redis::RedisStore;
+use crate::store::FeedSource;
 
 /// How often expired sessions are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ const KEY_RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// Most password hashes waiting for the pool before logins get 503.
 const MAX_HASH_QUEUE: usize = 1024;
 
-/// Builds the domain service on the configured stores.
+/// Opens the configured stores and wires the domain's services on them.
 ///
 /// `hash_concurrency` bounds how many password hashes run at once (the
 /// server uses one per core; a CLI command needs one). `issuer` is the
@@ -38,36 +38,30 @@ const MAX_HASH_QUEUE: usize = 1024;
 /// # Errors
 /// When a store cannot be opened, a signing key cannot be loaded, or the
 /// configuration asks for a backend this build does not have.
-pub async fn build_auth(
+pub async fn build_services(
     config: &Config,
     hash_concurrency: usize,
     issuer: String,
-) -> anyhow::Result<Arc<Auth>> {
-    build_auth_on(config, hash_concurrency, issuer, Arc::new(SystemClock)).await
+) -> anyhow::Result<Services> {
+    let (services, _) =
+        build_services_on(config, hash_concurrency, issuer, Arc::new(SystemClock)).await?;
+    Ok(services)
 }
 
-/// [`build_auth`] on `clock` (tests move a manual one instead of sleeping).
+/// [`build_services`] on `clock` (tests move a manual one instead of
+/// sleeping); also returns where the revocation feed comes from, when
+/// sessions are in Redis.
 ///
 /// # Errors
-/// As [`build_auth`].
-pub async fn build_auth_on(
+/// As [`build_services`].
+pub async fn build_services_on(
     config: &Config,
     hash_concurrency: usize,
     issuer: String,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<Arc<Auth>> {
-    let mut stores = crate::store::open(&config.database_url).await?;
-    if let Some(url) = &config.redis_url {
-        // Sessions, refresh tokens, revocations and attempt counters move to
-        // Redis, shared by every node; users, roles and keys stay in SQL.
-        let redis = Arc::new(
-            RedisStore::open(url.expose(), &config.redis_key_prefix)
-                .await
-                .map_err(|e| anyhow::anyhow!("redis_url: {e:#}"))?,
-        );
-        stores.sessions = redis.clone();
-        stores.failures = redis;
-    }
+) -> anyhow::Result<(Services, Option<FeedSource>)> {
+    let stores = crate::store::open(config, clock.clone()).await?;
+    let feed = stores.feed.clone();
     let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
     let keys = KeyManager::init(config, stores.keys.clone(), clock.clone()).await?;
     let tokens = TokenSettings {
@@ -77,7 +71,7 @@ pub async fn build_auth_on(
         leeway: config.jwt_leeway,
         refresh_reuse_grace: config.refresh_reuse_grace,
     };
-    let mut auth = Auth::new(
+    let services = Services::new(
         stores,
         hasher,
         clock,
@@ -86,22 +80,7 @@ pub async fn build_auth_on(
         keys,
     )
     .await?;
-    if config.redis_url.is_some() {
-        auth = auth.with_shared_sessions(
-            config.session_cache_ttl,
-            config.revocation_fail_mode,
-            config.revocation_max_staleness,
-        );
-    }
-    // Where every ending of a session reaches this node at once (through
-    // Redis's feed, or because one server owns the SQLite file), the
-    // bearer path may answer from its reads of the last second. Nodes that
-    // share PostgreSQL alone learn of one another's endings only from the
-    // store, so they read it on every request.
-    if config.redis_url.is_some() || matches!(config.database_url, DatabaseUrl::Sqlite(_)) {
-        auth = auth.with_principal_cache(config.session_cache_ttl);
-    }
-    Ok(Arc::new(auth))
+    Ok((services, feed))
 }
 
 /// The issuer a command-line tool assumes: the configured one, else what a
@@ -122,7 +101,7 @@ pub struct Application {
     limits: ConnectionLimits,
     state: AppState,
     /// Redis URL and revocation channel, when sessions live in Redis.
-    revocation_feed: Option<(crate::config::SecretUrl, String)>,
+    revocation_feed: Option<FeedSource>,
 }
 
 impl Application {
@@ -158,7 +137,8 @@ impl Application {
         let addr = listener.local_addr().context("reading the bound address")?;
         let origin = format!("{}://{addr}", config.scheme());
         let issuer = config.issuer.clone().unwrap_or_else(|| origin.clone());
-        let auth = build_auth_on(&config, num_cpus(), issuer, clock).await?;
+        let (services, revocation_feed) =
+            build_services_on(&config, num_cpus(), issuer, clock).await?;
         if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
             // Every node would call itself by its own address, and refuse
             // the others' tokens.
@@ -183,10 +163,6 @@ impl Application {
                 .map(|t| sha2::Sha256::digest(t.expose()).into()),
             request_body_timeout: config.connections.request_body_timeout,
         };
-        let revocation_feed = config.redis_url.clone().map(|url| {
-            let channel = crate::store::redis::revocation_channel(&config.redis_key_prefix);
-            (url, channel)
-        });
         Ok(Self {
             listener,
             addr,
@@ -194,15 +170,15 @@ impl Application {
             limits: config.connections,
             revocation_feed,
             state: AppState {
-                auth,
+                services,
                 web: Arc::new(web),
             },
         })
     }
 
-    /// The domain service (for tests and embedding).
-    pub fn auth(&self) -> Arc<Auth> {
-        self.state.auth.clone()
+    /// The domain's services (for tests and embedding).
+    pub fn services(&self) -> Services {
+        self.state.services.clone()
     }
 
     /// The address actually bound.
@@ -229,19 +205,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let auth = self.state.auth.clone();
+        let services = &self.state.services;
+        let (sessions, audit) = (services.sessions.clone(), services.audit.clone());
         let sweeper = spawn_background("sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             loop {
                 tick.tick().await;
-                match auth.sweep_expired_sessions().await {
+                match sessions.sweep_expired().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(swept = n, "expired sessions deleted"),
                     Err(e) => {
                         tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed")
                     }
                 }
-                match auth.sweep_audit_events().await {
+                match audit.sweep().await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::debug!(swept = n, "audit events past audit_retention deleted")
@@ -252,14 +229,19 @@ impl Application {
                 }
             }
         });
-        let auth = self.state.auth.clone();
+        let (sessions, keys, metrics, revocations) = (
+            services.sessions.clone(),
+            services.keys.clone(),
+            services.metrics.clone(),
+            services.revocations.clone(),
+        );
         let key_watch = spawn_background("key and revocation re-read", async move {
             let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
             loop {
                 tick.tick().await;
                 // Whether or not anything scrapes /metrics.
-                auth.metrics().run_upkeep();
-                if let Err(e) = auth.keys().reload().await {
+                metrics.run_upkeep();
+                if let Err(e) = keys.reload().await {
                     tracing::warn!(error = format!("{e:#}"), "reloading signing keys failed");
                 }
                 // Sessions ended by another process (the CLI) reach this
@@ -269,30 +251,32 @@ impl Application {
                 // force every 2 s would only cost Redis and this node's
                 // memory (seen at 100,000 in force). A feed that has gone
                 // silent is not trusted: the set is re-read meanwhile.
-                let fed = auth
-                    .shared_sessions()
-                    .is_some_and(|shared| shared.feed().is_following());
+                let fed = revocations.feed().is_some_and(|f| f.is_following());
                 if fed {
                     continue;
                 }
-                if let Err(e) = auth.reload_revocations().await {
+                if let Err(e) = sessions.reload_revocations().await {
                     tracing::warn!(error = format!("{e:#}"), "reloading revocations failed");
                 }
             }
         });
-        let feed = self.revocation_feed.map(|(url, channel)| {
+        let feed = self.revocation_feed.map(|source| {
             spawn_background(
                 "revocation feed",
-                crate::fanout::follow_revocations(self.state.auth.clone(), url, channel),
+                crate::fanout::follow_revocations(
+                    services.sessions.clone(),
+                    services.revocations.clone(),
+                    source,
+                ),
             )
         });
-        let auth = self.state.auth.clone();
+        let resource_feed = services.feed.clone();
         let shutdown = async move {
             shutdown.await;
             // Long polls would hold the graceful shutdown for up to 30 s.
-            auth.stop_waiting();
+            resource_feed.stop_waiting();
         };
-        let metrics = self.state.auth.metrics().connections.clone();
+        let metrics = services.metrics.connections.clone();
         let app = http::router(self.state);
         crate::serve::serve(self.listener, self.tls, app, self.limits, metrics, shutdown).await;
         sweeper.abort();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::app::{Application, build_auth, default_issuer};
+use crate::app::{Application, build_services, default_issuer};
 use crate::auth::accounts::{RegisterError, Registrar};
 use crate::auth::audit::Actor;
 use crate::auth::types::{Permission, RoleName};
@@ -185,8 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
-            let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-            let kid = auth.rotate_signing_key(Actor::Cli).await?;
+            let svc = build_services(&config, 1, default_issuer(&config)).await?;
+            let kid = svc.admin.rotate_signing_key(Actor::Cli).await?;
             println!("new signing key {kid}");
             Ok(())
         }
@@ -203,10 +203,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn resource_server(config: Config, command: ResourceServerCommand) -> anyhow::Result<()> {
     use crate::auth::feed::CreateResourceServerFailure;
     use crate::auth::types::ResourceServerId;
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
     match command {
         ResourceServerCommand::Create { name } => {
-            let created = match auth.create_resource_server(&name, Actor::Cli).await {
+            let created = match svc.feed.create_resource_server(&name, Actor::Cli).await {
                 Ok(c) => c,
                 Err(CreateResourceServerFailure::Invalid(errors)) => {
                     let why: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
@@ -227,7 +227,7 @@ async fn resource_server(config: Config, command: ResourceServerCommand) -> anyh
         ResourceServerCommand::List => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{:<36} {:<25} NAME", "ID", "CREATED")?;
-            for rs in auth.resource_servers().await? {
+            for rs in svc.feed.resource_servers().await? {
                 writeln!(
                     out,
                     "{:<36} {:<25} {}",
@@ -241,7 +241,7 @@ async fn resource_server(config: Config, command: ResourceServerCommand) -> anyh
             let parsed = ResourceServerId::parse(&id)
                 .ok_or_else(|| anyhow::anyhow!("{id:?} is not a resource server id"))?;
             anyhow::ensure!(
-                auth.delete_resource_server(parsed, Actor::Cli).await?,
+                svc.feed.delete_resource_server(parsed, Actor::Cli).await?,
                 "no resource server {id}"
             );
             println!("deleted resource server {id}");
@@ -308,8 +308,9 @@ async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::R
         .map(|r| RoleName::parse(r).map_err(|e| anyhow::anyhow!("--role {r:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let password = read_password_line()?;
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-    let user = match auth
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    let user = match svc
+        .accounts
         .register(email, password, roles, Registrar::Operator)
         .await
     {
@@ -339,8 +340,8 @@ async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow:
         .iter()
         .map(|p| Permission::parse(p).map_err(|e| anyhow::anyhow!("permission {p:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-    auth.set_role(&name, &permissions, Actor::Cli).await?;
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    svc.admin.set_role(&name, &permissions, Actor::Cli).await?;
     println!(
         "role {} has {} permission(s)",
         name.as_str(),
@@ -351,14 +352,14 @@ async fn set_role(config: Config, name: &str, permissions: &[String]) -> anyhow:
 
 async fn list_keys(config: Config) -> anyhow::Result<()> {
     use crate::auth::keys::KeyState;
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<45} {:<6} {:<25} {:<9} STATE",
         "KID", "ALG", "CREATED", "AT REST"
     )?;
-    for k in auth.keys().list().await? {
+    for k in svc.keys.list().await? {
         let state = match k.state {
             KeyState::Signing => "signing".to_owned(),
             KeyState::Published { until } => format!("published until {}", rfc3339(until)),
@@ -411,8 +412,8 @@ async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
             claims.insert(format!("{claim} (UTC)"), serde_json::Value::String(human));
         }
     }
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-    let verdict = match crate::auth::tokens::verify_signature(token, &auth.keys().ring()) {
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    let verdict = match crate::auth::tokens::verify_signature(token, &svc.keys.ring()) {
         Ok(_) => "signature: valid (signed by one of this server's keys)".to_owned(),
         Err(e) => format!("signature: INVALID ({e})"),
     };
@@ -424,18 +425,19 @@ async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
 }
 
 async fn disable_user(config: Config, email: &str) -> anyhow::Result<()> {
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
-    let user = auth
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    let user = svc
+        .admin
         .user_by_email(email)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no user with the email {email:?}"))?;
-    auth.set_disabled(user.id, true, Actor::Cli).await?;
+    svc.admin.set_disabled(user.id, true, Actor::Cli).await?;
     println!("disabled user {} {}", user.id, user.email);
     Ok(())
 }
 
 async fn list_users(config: Config) -> anyhow::Result<()> {
-    let auth = build_auth(&config, 1, default_issuer(&config)).await?;
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -444,7 +446,8 @@ async fn list_users(config: Config) -> anyhow::Result<()> {
     )?;
     let mut cursor: Option<String> = None;
     loop {
-        let page = auth
+        let page = svc
+            .admin
             .list_users(cursor.as_deref(), crate::auth::admin::MAX_PAGE)
             .await?;
         for u in &page.users {

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::FieldError;
+use crate::auth::accounts::LoginError;
 use crate::auth::accounts::{ChangePasswordError, RegisterError};
-use crate::auth::sessions::LoginError;
 
 /// What went wrong, named by what the client should learn.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ pub fn is_dependency_failure(e: &anyhow::Error) -> bool {
         cause.is::<sqlx::Error>()
             || cause.is::<redis::RedisError>()
             || cause.is::<tokio::time::error::Elapsed>()
-            || cause.is::<crate::auth::RevocationsUnproven>()
+            || cause.is::<crate::revocation::RevocationsUnproven>()
     })
 }
 
@@ -344,7 +344,7 @@ impl From<crate::model::cursor::PageError> for Error {
 /// A store failure: logged with its cause chain, answered with 503 (fail
 /// closed: never "let them in", never a misleading 401).
 pub fn unavailable(e: anyhow::Error) -> Error {
-    if e.is::<crate::auth::RevocationsUnproven>() {
+    if e.is::<crate::revocation::RevocationsUnproven>() {
         // Said once, when the node became degraded (fanout.rs); not again
         // for every request it refuses meanwhile.
         tracing::debug!(error = %e, "request refused");
@@ -379,7 +379,7 @@ mod tests {
             status(Error::from(elapsed)),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let unproven = anyhow::Error::new(crate::auth::RevocationsUnproven {
+        let unproven = anyhow::Error::new(crate::revocation::RevocationsUnproven {
             max_staleness: std::time::Duration::from_secs(5),
         });
         assert_eq!(

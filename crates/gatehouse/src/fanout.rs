@@ -8,7 +8,7 @@
 //! (at most every second). Redis answers it only after every message it
 //! queued to that connection before, so each answer proves that every
 //! ending published before the PING was sent has been applied
-//! ([`crate::auth::FeedStatus`]). A subscription that answers no heartbeat
+//! ([`crate::revocation::FeedStatus`]). A subscription that answers no heartbeat
 //! within `revocation_max_staleness` is dropped and made anew; meanwhile
 //! the node behaves as `revocation_fail_mode` says.
 
@@ -19,8 +19,10 @@ use anyhow::Context as _;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 
-use crate::auth::{Auth, FeedStatus};
-use crate::config::{RevocationFailMode, SecretUrl};
+use crate::auth::Sessions;
+use crate::config::RevocationFailMode;
+use crate::revocation::{FeedStatus, Revocations};
+use crate::store::FeedSource;
 
 /// How long to wait before reconnecting after the feed is lost.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -39,19 +41,27 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// force from the store, so a message missed while disconnected can never
 /// leave a revoked token accepted; only then may the caches answer again
 /// (emptied, for the same reason).
-pub async fn follow_revocations(auth: Arc<Auth>, url: SecretUrl, channel: String) {
-    let Some(shared) = auth.shared_sessions() else {
+pub async fn follow_revocations(
+    sessions: Arc<Sessions>,
+    revocations: Arc<Revocations>,
+    source: FeedSource,
+) {
+    let (Some(feed), Some(mode)) = (revocations.feed(), revocations.fail_mode()) else {
         return;
     };
-    let feed = shared.feed();
-    let mode = shared.fail_mode();
     let follow = async {
         loop {
-            let e = listen(&auth, feed, url.expose(), &channel)
-                .await
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("the revocation feed closed"));
-            if auth.feed_lost() {
+            let e = listen(
+                &sessions,
+                &revocations,
+                feed,
+                source.url.expose(),
+                &source.channel,
+            )
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the revocation feed closed"));
+            if revocations.feed_lost() {
                 tracing::warn!(
                     error = format!("{e:#}"),
                     max_staleness = ?feed.max_staleness(),
@@ -111,7 +121,13 @@ async fn watch(feed: &FeedStatus, mode: RevocationFailMode) {
 }
 
 /// One subscription's life; returns why it ended.
-async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> anyhow::Result<()> {
+async fn listen(
+    sessions: &Sessions,
+    revocations: &Revocations,
+    feed: &FeedStatus,
+    url: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(url).context("parsing redis_url")?;
     let connect = async {
         let mut pubsub = client
@@ -125,7 +141,8 @@ async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> any
             .subscribe(channel)
             .await
             .context("subscribing to the revocation channel")?;
-        auth.reload_revocations()
+        sessions
+            .reload_revocations()
             .await
             .context("reloading revocations after (re)connecting")?;
         anyhow::Ok((pubsub, proof))
@@ -133,7 +150,7 @@ async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> any
     let (pubsub, proof) = tokio::time::timeout(CONNECT_WITHIN, connect)
         .await
         .map_err(|_| anyhow::anyhow!("Redis did not answer within {CONNECT_WITHIN:?}"))??;
-    auth.feed_connected(proof);
+    revocations.feed_connected(proof);
     tracing::info!("revocation feed connected");
     let (sink, mut messages) = pubsub.split();
     let (answered, mut heartbeats) = mpsc::channel(4);
@@ -144,7 +161,7 @@ async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> any
         tokio::select! {
             biased;
             message = messages.next() => match message {
-                Some(message) => apply(auth, &message),
+                Some(message) => apply(revocations, &message),
                 None => return Ok(()),
             },
             sent = heartbeats.recv() => {
@@ -158,7 +175,7 @@ async fn listen(auth: &Auth, feed: &FeedStatus, url: &str, channel: &str) -> any
                 // connection's reader has queued them already: apply them
                 // first, then record what the answer proves.
                 while let Some(Some(message)) = messages.next().now_or_never() {
-                    apply(auth, &message);
+                    apply(revocations, &message);
                 }
                 feed.prove(sent);
             }
@@ -206,7 +223,7 @@ async fn heartbeat(
 }
 
 /// Applies one message of the revocation channel.
-fn apply(auth: &Auth, message: &redis::Msg) {
+fn apply(revocations: &Revocations, message: &redis::Msg) {
     let payload: String = match message.get_payload() {
         Ok(p) => p,
         Err(e) => {
@@ -215,7 +232,7 @@ fn apply(auth: &Auth, message: &redis::Msg) {
         }
     };
     match crate::store::redis::parse_revocation(&payload) {
-        Some((sid, until)) => auth.ended_elsewhere(sid, until),
+        Some((sid, until)) => revocations.insert([(sid, until)]),
         None => tracing::warn!("malformed revocation message ignored"),
     }
 }

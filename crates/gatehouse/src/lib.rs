@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod revocation;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -3,11 +3,10 @@
 //! service accepts it, enforces its permissions, and refuses it once its
 //! session is logged out.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse::Config;
-use gatehouse::auth::Auth;
+use gatehouse::auth::Services;
 use gatehouse::auth::accounts::Registrar;
 use gatehouse::auth::types::{Permission, RoleName};
 use gatehouse::config::DatabaseUrl;
@@ -22,7 +21,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// A running gatehouse; stops when dropped.
 struct Gatehouse {
     url: String,
-    auth: Arc<Auth>,
+    auth: Services,
     _stop: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -43,7 +42,7 @@ async fn gatehouse(configure: impl FnOnce(&mut Config)) -> Gatehouse {
         .await
         .expect("gatehouse builds");
     let url = format!("http://{}", app.local_addr());
-    let auth = app.auth();
+    let auth = app.services();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -66,11 +65,13 @@ impl Gatehouse {
             .map(|p| Permission::parse(p).expect("permission"))
             .collect();
         self.auth
+            .admin
             .set_role(&role, &perms, gatehouse::auth::audit::Actor::Cli)
             .await
             .expect("role set");
         let email = format!("{}@example.com", role.as_str());
         self.auth
+            .accounts
             .register(&email, PASSWORD.into(), vec![role], Registrar::Operator)
             .await
             .expect("user created");
@@ -152,6 +153,7 @@ async fn the_service_accepts_a_gatehouse_token_and_refuses_it_after_logout() {
     let browser = gh.user("browser", &["orders:read"]).await;
     let key = gh
         .auth
+        .feed
         .create_resource_server("orders", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("resource server")
@@ -181,6 +183,7 @@ async fn the_service_accepts_a_gatehouse_token_and_refuses_it_after_logout() {
     let body: Value = res.json().await.expect("json");
     let sub = gh
         .auth
+        .bearer
         .verify_access_token(&token)
         .expect("fresh")
         .user_id

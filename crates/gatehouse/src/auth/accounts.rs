@@ -1,14 +1,47 @@
-//! Accounts: registration, password change, roles and permissions.
+//! Accounts: registration, password login, password change, and the
+//! permissions a user holds.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::audit::{Actor, Ending, EventType};
+use super::audit::{Actor, Audit, Ending, EventType};
 use super::password::check_policy;
-use super::sessions::{Authenticated, LoginError};
-use super::types::{Email, Password, Permission, RoleName, UserId};
-use super::{Auth, ClientMeta, FieldError, HashError};
+use super::principals::Principals;
+use super::sessions::{Authenticated, NewSession, Sessions};
+use super::throttle::Throttle;
+use super::types::{Email, Password, RoleName, UserId};
+use super::{ClientMeta, FieldError, HashError, Hasher};
+use crate::clock::Clock;
 use crate::config::Registration;
-use crate::store::{AdminChange, AdminChangeError, CreateUserError, NewUser, UserRecord};
+use crate::metrics::Metrics;
+use crate::store::{CreateUserError, NewUser, UserRecord, UserStore};
+
+/// Why a login was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown email, wrong password or disabled account: deliberately one
+    /// case, so the answer tells an attacker nothing.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A login budget is spent: this account from this client, this
+    /// client's network, or this account (`auth::throttle`).
+    #[error("too many failed logins")]
+    Throttled { retry_after: Duration },
+    #[error("the password hashing queue is full")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<HashError> for LoginError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Busy,
+            HashError::Internal(e) => Self::Store(e),
+        }
+    }
+}
 
 /// Why an account could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +116,58 @@ fn validate_new_password(
     None
 }
 
-impl Auth {
+/// Accounts and password login.
+pub struct Accounts {
+    users: Arc<dyn UserStore>,
+    hasher: Arc<Hasher>,
+    throttle: Arc<Throttle>,
+    sessions: Arc<Sessions>,
+    principals: Arc<Principals>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    registration: Registration,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("registration", &self.registration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    #[allow(clippy::too_many_arguments)] // the wiring, done once in `Services::new`
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        hasher: Arc<Hasher>,
+        throttle: Arc<Throttle>,
+        sessions: Arc<Sessions>,
+        principals: Arc<Principals>,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        registration: Registration,
+    ) -> Self {
+        Self {
+            users,
+            hasher,
+            throttle,
+            sessions,
+            principals,
+            audit,
+            metrics,
+            clock,
+            registration,
+        }
+    }
+
+    /// Whether anyone may register (`registration = "open"`).
+    pub fn registration_open(&self) -> bool {
+        self.registration == Registration::Open
+    }
+
     /// Creates an account after checking the email, the password policy and
     /// (for public registration) that registration is open and the client
     /// network's budget not spent: every public attempt counts, before
@@ -103,10 +187,10 @@ impl Auth {
             Registrar::Operator | Registrar::Admin(_) => None,
         };
         if let Some(ip) = public_ip {
-            if self.policy.registration == Registration::Closed {
+            if self.registration == Registration::Closed {
                 return Err(RegisterError::Closed);
             }
-            self.admit_registration(ip).await?;
+            self.throttle.admit_registration(ip).await?;
         }
         let mut errors = Vec::new();
         let email = Email::parse(email)
@@ -118,7 +202,6 @@ impl Auth {
         };
         let password_hash = self.hasher.hash(Password::new(password)).await?;
         let user = self
-            .stores
             .users
             .create_user(NewUser {
                 id: UserId::new(),
@@ -144,6 +227,7 @@ impl Auth {
             Registrar::Admin(admin) => Actor::User(admin),
         };
         let mut event = self
+            .audit
             .event(EventType::UserCreated, actor)
             .user(user.id)
             .detail("roles", user.roles.clone());
@@ -151,7 +235,7 @@ impl Auth {
             self.metrics.registrations_created.increment(1);
             event = event.ip(ip);
         }
-        self.record_one(event).await;
+        self.audit.record_one(event).await;
         Ok(user)
     }
 
@@ -199,56 +283,23 @@ impl Auth {
                 HashError::Busy => ChangePasswordError::Busy,
                 HashError::Internal(e) => ChangePasswordError::Store(e),
             })?;
-        self.stores
-            .users
-            .set_password_hash(who.user.id, &hash)
-            .await?;
-        self.principals_changed();
+        self.users.set_password_hash(who.user.id, &hash).await?;
+        self.principals.invalidate();
         let event = self
+            .audit
             .event(EventType::PasswordChanged, Actor::User(who.user.id))
             .user(who.user.id)
             .session(who.session.id)
             .ip(client.ip);
-        self.record_one(event).await;
-        self.end_sessions_of(
-            who.user.id,
-            Some(who.session.id),
-            Actor::User(who.user.id),
-            Ending::PasswordChanged,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Creates a role or replaces its permissions. A signed-in
-    /// administrator (the admin API) may not leave no enabled user holding
-    /// `gatehouse:admin`; the command line may.
-    ///
-    /// # Errors
-    /// [`AdminChangeError::LastAdmin`]; store failures.
-    pub async fn set_role(
-        &self,
-        name: &RoleName,
-        permissions: &[Permission],
-        actor: Actor,
-    ) -> Result<(), AdminChangeError> {
-        let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
-        perms.sort();
-        perms.dedup();
-        let users = &self.stores.users;
-        if super::admin::keeps_an_admin(actor) {
-            users
-                .change_keeping_an_admin(AdminChange::PutRole(name, &perms))
-                .await?;
-        } else {
-            users.put_role(name, &perms).await?;
-        }
-        self.principals_changed();
-        let event = self
-            .event(EventType::RoleChanged, actor)
-            .detail("role", name.as_str())
-            .detail("permissions", perms);
-        self.record_one(event).await;
+        self.audit.record_one(event).await;
+        self.sessions
+            .end_all_of(
+                who.user.id,
+                Some(who.session.id),
+                Actor::User(who.user.id),
+                Ending::PasswordChanged,
+            )
+            .await?;
         Ok(())
     }
 
@@ -257,6 +308,126 @@ impl Auth {
     /// # Errors
     /// Store failures (callers answer 503: never allow, never deny).
     pub async fn permissions_of(&self, user_id: UserId) -> anyhow::Result<Vec<String>> {
-        self.stores.users.permissions_of(user_id).await
+        self.users.permissions_of(user_id).await
+    }
+
+    /// Checks a password for an email and, when it matches an enabled
+    /// account, creates a new session (never reusing one: no fixation).
+    ///
+    /// Throttling is per (account, client IP): once `login_max_failures`
+    /// attempts without a success fall within `login_window`, every further
+    /// attempt is refused, even with the right password, until the window
+    /// closes; the client network's and the account's failure budgets apply
+    /// too (`auth::throttle`). Unknown accounts are counted and hashed like
+    /// known ones.
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Password,
+        client: &ClientMeta,
+    ) -> Result<(UserRecord, NewSession), LoginError> {
+        let user = self.check_password(email, password, client.ip).await?;
+        let session = self.sessions.start(&user, client).await?;
+        self.metrics.logins_succeeded.increment(1);
+        let mut event = self
+            .audit
+            .event(EventType::LoginSucceeded, Actor::User(user.id))
+            .user(user.id)
+            .session(session.record.id)
+            .ip(client.ip);
+        if let Some(ua) = &client.user_agent {
+            event = event.detail("user_agent", ua.as_str());
+        }
+        self.audit.record_one(event).await;
+        Ok((user, session))
+    }
+
+    /// The throttled password check shared by every password login path.
+    ///
+    /// # Errors
+    /// See [`LoginError`].
+    pub async fn check_password(
+        &self,
+        email: &str,
+        password: Password,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<UserRecord, LoginError> {
+        let parsed = Email::parse(email).ok();
+        // Unparseable emails still get a key of their own (bounded length),
+        // so malformed guesses are throttled too.
+        let normalised = parsed.as_ref().map_or_else(
+            || {
+                email
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .take(254)
+                    .collect::<String>()
+            },
+            |e| e.as_str().to_owned(),
+        );
+        // Count the attempt before checking the password, not after: checked
+        // afterwards, a burst of concurrent guesses would all pass the gate
+        // before the first failure was recorded.
+        let admitted = self
+            .throttle
+            .admit_password_attempt(&normalised, parsed.as_ref(), ip)
+            .await?;
+        let (user, matched) = match self.verify_password(parsed.as_ref(), password).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.throttle.attempt_unchecked(admitted).await;
+                return Err(e);
+            }
+        };
+        match user {
+            Some(user) if matched && !user.disabled => {
+                self.throttle.attempt_matched(admitted).await?;
+                Ok(user)
+            }
+            user => {
+                self.metrics.logins_failed.increment(1);
+                // The account when it exists, never the email typed: people
+                // type passwords into the email field.
+                let mut event = self
+                    .audit
+                    .event(EventType::LoginFailed, Actor::Anonymous)
+                    .ip(ip);
+                if let Some(user) = user {
+                    let reason = if user.disabled && matched {
+                        "user_disabled"
+                    } else {
+                        "wrong_password"
+                    };
+                    event = event.user(user.id).detail("reason", reason);
+                } else {
+                    event = event.detail("reason", "unknown_account");
+                }
+                self.audit.record_one(event).await;
+                Err(LoginError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// The account of `email`, if any, and whether `password` is its
+    /// password (an unknown account is verified against a dummy hash, so it
+    /// costs the same).
+    async fn verify_password(
+        &self,
+        email: Option<&Email>,
+        password: Password,
+    ) -> Result<(Option<UserRecord>, bool), LoginError> {
+        let user = match email {
+            Some(e) => self.users.user_by_email(e).await?,
+            None => None,
+        };
+        let matched = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        Ok((user, matched))
     }
 }

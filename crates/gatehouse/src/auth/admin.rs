@@ -1,10 +1,15 @@
 //! Administration: users, roles and permissions as data. The admin API and
 //! the command line call these same functions.
 
-use super::Auth;
-use super::audit::{Actor, Ending, EventType};
-use super::types::{RoleName, UserId};
-use crate::store::{AdminChange, AdminChangeError, UserRecord};
+use std::sync::Arc;
+
+use super::KeyManager;
+use super::audit::{Actor, Audit, Ending, EventType};
+use super::keys;
+use super::principals::Principals;
+use super::sessions::Sessions;
+use super::types::{Permission, RoleName, UserId};
+use crate::store::{AdminChange, AdminChangeError, UserRecord, UserStore};
 
 /// Most users one page may hold.
 pub const MAX_PAGE: u32 = 200;
@@ -35,7 +40,88 @@ pub struct Role {
     pub permissions: Vec<String>,
 }
 
-impl Auth {
+/// Users, roles and signing keys, as the admin API and the command line
+/// change them.
+pub struct Admin {
+    users: Arc<dyn UserStore>,
+    sessions: Arc<Sessions>,
+    principals: Arc<Principals>,
+    keys: Arc<KeyManager>,
+    audit: Arc<Audit>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        sessions: Arc<Sessions>,
+        principals: Arc<Principals>,
+        keys: Arc<KeyManager>,
+        audit: Arc<Audit>,
+    ) -> Self {
+        Self {
+            users,
+            sessions,
+            principals,
+            keys,
+            audit,
+        }
+    }
+
+    /// Rotates the signing key (see [`KeyManager::rotate`]) and records
+    /// who did. Returns the new kid.
+    ///
+    /// # Errors
+    /// As [`KeyManager::rotate`].
+    pub async fn rotate_signing_key(&self, actor: Actor) -> anyhow::Result<String> {
+        let kid = self.keys.rotate().await?;
+        let event = self
+            .audit
+            .event(EventType::KeyRotated, actor)
+            .detail("kid", kid.as_str())
+            .detail("alg", keys::alg_name(self.keys.ring().alg));
+        self.audit.record_one(event).await;
+        Ok(kid)
+    }
+
+    /// Creates a role or replaces its permissions. A signed-in
+    /// administrator (the admin API) may not leave no enabled user holding
+    /// `gatehouse:admin`; the command line may.
+    ///
+    /// # Errors
+    /// [`AdminChangeError::LastAdmin`]; store failures.
+    pub async fn set_role(
+        &self,
+        name: &RoleName,
+        permissions: &[Permission],
+        actor: Actor,
+    ) -> Result<(), AdminChangeError> {
+        let mut perms: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
+        perms.sort();
+        perms.dedup();
+        let users = &self.users;
+        if keeps_an_admin(actor) {
+            users
+                .change_keeping_an_admin(AdminChange::PutRole(name, &perms))
+                .await?;
+        } else {
+            users.put_role(name, &perms).await?;
+        }
+        self.principals.invalidate();
+        let event = self
+            .audit
+            .event(EventType::RoleChanged, actor)
+            .detail("role", name.as_str())
+            .detail("permissions", perms);
+        self.audit.record_one(event).await;
+        Ok(())
+    }
+
     /// A page of users in creation order.
     ///
     /// # Errors
@@ -49,7 +135,7 @@ impl Auth {
         let after = cursor.map(|c| decode_cursor(c).map(UserId)).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         // One more than asked tells whether a next page exists.
-        let mut users = self.stores.users.list_users(after, limit + 1).await?;
+        let mut users = self.users.list_users(after, limit + 1).await?;
         let next_cursor = if users.len() > limit as usize {
             users.truncate(limit as usize);
             users.last().map(|u| encode_cursor(u.id.0))
@@ -64,7 +150,7 @@ impl Auth {
     /// # Errors
     /// Store failures.
     pub async fn user(&self, id: UserId) -> anyhow::Result<Option<UserRecord>> {
-        self.stores.users.user_by_id(id).await
+        self.users.user_by_id(id).await
     }
 
     /// A user by email (normalised first); `None` for an unknown or
@@ -74,7 +160,7 @@ impl Auth {
     /// Store failures.
     pub async fn user_by_email(&self, email: &str) -> anyhow::Result<Option<UserRecord>> {
         match super::types::Email::parse(email) {
-            Ok(e) => self.stores.users.user_by_email(&e).await,
+            Ok(e) => self.users.user_by_email(&e).await,
             Err(_) => Ok(None),
         }
     }
@@ -91,7 +177,7 @@ impl Auth {
         disabled: bool,
         actor: Actor,
     ) -> Result<Option<UserRecord>, AdminChangeError> {
-        let users = &self.stores.users;
+        let users = &self.users;
         // Enabling never takes an administrator away.
         let changed = if disabled && keeps_an_admin(actor) {
             users
@@ -103,19 +189,22 @@ impl Auth {
         if !changed {
             return Ok(None);
         }
-        self.principals_changed();
+        self.principals.invalidate();
         let kind = if disabled {
             EventType::UserDisabled
         } else {
             EventType::UserEnabled
         };
-        self.record_one(self.event(kind, actor).user(id)).await;
+        self.audit
+            .record_one(self.audit.event(kind, actor).user(id))
+            .await;
         if disabled {
             // The flag is set first, so no new session can start meanwhile.
-            self.end_sessions_of(id, None, actor, Ending::UserDisabled)
+            self.sessions
+                .end_all_of(id, None, actor, Ending::UserDisabled)
                 .await?;
         }
-        Ok(self.stores.users.user_by_id(id).await?)
+        Ok(self.users.user_by_id(id).await?)
     }
 
     /// Deletes a user after ending every session of theirs (so their tokens
@@ -126,7 +215,7 @@ impl Auth {
     /// # Errors
     /// [`AdminChangeError::LastAdmin`]; store failures.
     pub async fn delete_user(&self, id: UserId, actor: Actor) -> Result<bool, AdminChangeError> {
-        let users = &self.stores.users;
+        let users = &self.users;
         let guarded = keeps_an_admin(actor);
         // Disabled first, so no new session can start meanwhile; for the
         // last administrator that is where the refusal comes, before any
@@ -141,8 +230,9 @@ impl Auth {
         if !disabled {
             return Ok(false);
         }
-        self.principals_changed();
-        self.end_sessions_of(id, None, actor, Ending::UserDeleted)
+        self.principals.invalidate();
+        self.sessions
+            .end_all_of(id, None, actor, Ending::UserDeleted)
             .await?;
         let deleted = if guarded {
             users
@@ -151,10 +241,10 @@ impl Auth {
         } else {
             users.delete_user(id).await?
         };
-        self.principals_changed();
+        self.principals.invalidate();
         if deleted {
-            let event = self.event(EventType::UserDeleted, actor).user(id);
-            self.record_one(event).await;
+            let event = self.audit.event(EventType::UserDeleted, actor).user(id);
+            self.audit.record_one(event).await;
         }
         Ok(deleted)
     }
@@ -174,7 +264,7 @@ impl Auth {
         roles: &[RoleName],
         actor: Actor,
     ) -> Result<Option<UserRecord>, AdminChangeError> {
-        let users = &self.stores.users;
+        let users = &self.users;
         let changed = if keeps_an_admin(actor) {
             users
                 .change_keeping_an_admin(AdminChange::SetRoles(id, roles))
@@ -185,14 +275,15 @@ impl Auth {
         if !changed {
             return Ok(None);
         }
-        self.principals_changed();
-        let user = self.stores.users.user_by_id(id).await?;
+        self.principals.invalidate();
+        let user = self.users.user_by_id(id).await?;
         if let Some(user) = &user {
             let event = self
+                .audit
                 .event(EventType::UserRolesChanged, actor)
                 .user(id)
                 .detail("roles", user.roles.clone());
-            self.record_one(event).await;
+            self.audit.record_one(event).await;
         }
         Ok(user)
     }
@@ -203,7 +294,6 @@ impl Auth {
     /// Store failures.
     pub async fn roles(&self) -> anyhow::Result<Vec<Role>> {
         Ok(self
-            .stores
             .users
             .roles()
             .await?
@@ -223,7 +313,7 @@ impl Auth {
         name: &RoleName,
         actor: Actor,
     ) -> Result<bool, AdminChangeError> {
-        let users = &self.stores.users;
+        let users = &self.users;
         let deleted = if keeps_an_admin(actor) {
             users
                 .change_keeping_an_admin(AdminChange::DeleteRole(name))
@@ -231,12 +321,13 @@ impl Auth {
         } else {
             users.delete_role(name).await?
         };
-        self.principals_changed();
+        self.principals.invalidate();
         if deleted {
             let event = self
+                .audit
                 .event(EventType::RoleDeleted, actor)
                 .detail("role", name.as_str());
-            self.record_one(event).await;
+            self.audit.record_one(event).await;
         }
         Ok(deleted)
     }

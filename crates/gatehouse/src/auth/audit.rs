@@ -6,9 +6,14 @@
 
 pub use crate::model::audit::*;
 
-use super::Auth;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::model::cursor::{PageError, decode_cursor, encode_cursor};
 use crate::model::types::UserId;
+use crate::store::AuditStore;
 
 /// Writes the event to the log, where operators' collectors pick it up.
 fn log(e: &AuditEvent) {
@@ -41,18 +46,50 @@ fn log(e: &AuditEvent) {
     }
 }
 
-impl Auth {
+/// The audit trail: every service records through it; the admin API reads
+/// it.
+pub struct Audit {
+    store: Arc<dyn AuditStore>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// How long events are kept; `None` keeps them forever.
+    retention: Option<Duration>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        retention: Option<Duration>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            metrics,
+            retention,
+        }
+    }
+
     /// Records events: logged at once, then stored. A store failure is
     /// logged (with the events, which the log line already carries) and
     /// counted, and does not undo or refuse what already happened.
-    pub(crate) async fn record(&self, events: Vec<AuditEvent>) {
+    pub async fn record(&self, events: Vec<AuditEvent>) {
         if events.is_empty() {
             return;
         }
         for e in &events {
             log(e);
         }
-        if let Err(err) = self.stores.audit.append(&events).await {
+        if let Err(err) = self.store.append(&events).await {
             self.metrics
                 .audit_write_failures
                 .increment(events.len() as u64);
@@ -66,12 +103,12 @@ impl Auth {
     }
 
     /// Records one event.
-    pub(crate) async fn record_one(&self, event: AuditEvent) {
+    pub async fn record_one(&self, event: AuditEvent) {
         self.record(vec![event]).await;
     }
 
     /// An event of `kind` by `actor`, stamped with this service's clock.
-    pub(crate) fn event(&self, kind: EventType, actor: Actor) -> AuditEvent {
+    pub fn event(&self, kind: EventType, actor: Actor) -> AuditEvent {
         AuditEvent::new(kind, actor, self.clock.now())
     }
 
@@ -80,7 +117,7 @@ impl Auth {
     /// # Errors
     /// [`PageError::BadCursor`] for a cursor we did not issue;
     /// [`PageError::Store`] for store failures.
-    pub async fn audit_events(
+    pub async fn events(
         &self,
         user: Option<UserId>,
         kind: Option<EventType>,
@@ -91,8 +128,7 @@ impl Auth {
         let limit = limit.clamp(1, MAX_PAGE);
         // One more than asked tells whether a next page exists.
         let mut events = self
-            .stores
-            .audit
+            .store
             .audit_events(&AuditQuery {
                 user,
                 kind,
@@ -116,12 +152,12 @@ impl Auth {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn sweep_audit_events(&self) -> anyhow::Result<u64> {
-        let Some(retention) = self.policy.audit_retention else {
+    pub async fn sweep(&self) -> anyhow::Result<u64> {
+        let Some(retention) = self.retention else {
             return Ok(0);
         };
         let cutoff = self.clock.now() - retention;
-        self.stores.audit.delete_audit_events_before(cutoff).await
+        self.store.delete_audit_events_before(cutoff).await
     }
 }
 

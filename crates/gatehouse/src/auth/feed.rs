@@ -3,15 +3,21 @@
 //! sessions from `GET /v1/revocations`, a long poll over the store's
 //! numbered revocation log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
-use super::audit::{Actor, EventType};
+use super::FieldError;
+use super::audit::{Actor, Audit, EventType};
 use super::types::{ResourceServerId, ResourceServerName, ResourceServerSecret, SessionId};
-use super::{Auth, FieldError};
-use crate::store::{CreateResourceServerError, ResourceServerRecord, RevocationLog};
+use crate::clock::Clock;
+use crate::revocation::Revocations;
+use crate::store::{
+    CreateResourceServerError, ResourceServerRecord, ResourceServerStore, RevocationLog,
+    SessionStore,
+};
 
 /// Most revocations one answer carries; a client that gets this many asks
 /// again at once.
@@ -86,7 +92,41 @@ pub struct FeedPage {
     pub cursor: FeedCursor,
 }
 
-impl Auth {
+/// Resource servers and the revocation feed they read.
+pub struct Feed {
+    resource_servers: Arc<dyn ResourceServerStore>,
+    sessions: Arc<dyn SessionStore>,
+    revocations: Arc<Revocations>,
+    audit: Arc<Audit>,
+    clock: Arc<dyn Clock>,
+    /// Turns true when the server shuts down, ending the long polls.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    pub fn new(
+        resource_servers: Arc<dyn ResourceServerStore>,
+        sessions: Arc<dyn SessionStore>,
+        revocations: Arc<Revocations>,
+        audit: Arc<Audit>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            resource_servers,
+            sessions,
+            revocations,
+            audit,
+            clock,
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
     /// Creates a resource server with a fresh key.
     ///
     /// # Errors
@@ -106,12 +146,7 @@ impl Auth {
             key_hash: key.hash(),
             created_at: self.clock.now(),
         };
-        match self
-            .stores
-            .resource_servers
-            .create_resource_server(&record)
-            .await
-        {
+        match self.resource_servers.create_resource_server(&record).await {
             Ok(()) => {}
             Err(CreateResourceServerError::NameTaken) => {
                 return Err(CreateResourceServerFailure::NameTaken);
@@ -119,10 +154,11 @@ impl Auth {
             Err(CreateResourceServerError::Store(e)) => return Err(e.into()),
         }
         let event = self
+            .audit
             .event(EventType::ResourceServerCreated, actor)
             .detail("resource_server_id", record.id.to_string())
             .detail("name", record.name.as_str());
-        self.record_one(event).await;
+        self.audit.record_one(event).await;
         Ok(NewResourceServer { record, key })
     }
 
@@ -131,7 +167,7 @@ impl Auth {
     /// # Errors
     /// Store failures.
     pub async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
-        self.stores.resource_servers.resource_servers().await
+        self.resource_servers.resource_servers().await
     }
 
     /// Deletes a resource server: its key stops working at once.
@@ -143,16 +179,13 @@ impl Auth {
         id: ResourceServerId,
         actor: Actor,
     ) -> anyhow::Result<bool> {
-        let deleted = self
-            .stores
-            .resource_servers
-            .delete_resource_server(id)
-            .await?;
+        let deleted = self.resource_servers.delete_resource_server(id).await?;
         if deleted {
             let event = self
+                .audit
                 .event(EventType::ResourceServerDeleted, actor)
                 .detail("resource_server_id", id.to_string());
-            self.record_one(event).await;
+            self.audit.record_one(event).await;
         }
         Ok(deleted)
     }
@@ -166,11 +199,7 @@ impl Auth {
         key: &ResourceServerSecret,
     ) -> anyhow::Result<Option<ResourceServerRecord>> {
         let hash = key.hash();
-        let found = self
-            .stores
-            .resource_servers
-            .resource_server_by_key(&hash)
-            .await?;
+        let found = self.resource_servers.resource_server_by_key(&hash).await?;
         // Compared again in constant time, as for sessions.
         Ok(found.filter(|rs| bool::from(rs.key_hash.0.ct_eq(&hash.0))))
     }
@@ -194,7 +223,7 @@ impl Auth {
         loop {
             // Registered before the read, so an ending recorded between the
             // read and the wait still wakes it.
-            let changed = self.revocations.changed();
+            let changed = self.revocations.set().changed();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let page = self.read_feed(cursor).await?;
@@ -212,7 +241,7 @@ impl Auth {
 
     async fn read_feed(&self, cursor: Option<&FeedCursor>) -> anyhow::Result<FeedPage> {
         let now = self.clock.now();
-        let sessions = &self.stores.sessions;
+        let sessions = &self.sessions;
         let mut log = sessions
             .revocation_log(cursor.map(|c| c.seq), now, FEED_PAGE)
             .await?;

@@ -1,18 +1,19 @@
 //! Who is calling, and forward authentication (`GET /v1/verify`) as one
 //! decision: the access rules, the credential and the permissions are
-//! judged in one call down into the domain ([`Auth::decide`]) and one
+//! judged in one call down into the domain ([`Gate::decide`]) and one
 //! answer back, in the order that keeps every answer the same as before:
 //! rules first (a public or closed path never looks at credentials), then
 //! the caller, then the permissions.
 
 use std::sync::Arc;
 
-use super::Auth;
+use super::bearer::Bearer;
 use super::rules::{Access, BadPath, access_for};
-use super::sessions::Authenticated;
+use super::sessions::{Authenticated, Sessions};
 use super::tokens::TokenError;
 use crate::config::AccessRule;
 use crate::model::types::SessionSecret;
+use crate::store::UserStore;
 
 /// The credential a request carries, as the HTTP layer read it.
 #[derive(Debug)]
@@ -93,7 +94,40 @@ impl From<BadPath> for DecideError {
     }
 }
 
-impl Auth {
+/// Who is calling, and whether they may: the one entry point of every
+/// authenticated request and of `GET /v1/verify`.
+pub struct Gate {
+    bearer: Arc<Bearer>,
+    sessions: Arc<Sessions>,
+    users: Arc<dyn UserStore>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    pub fn new(bearer: Arc<Bearer>, sessions: Arc<Sessions>, users: Arc<dyn UserStore>) -> Self {
+        Self {
+            bearer,
+            sessions,
+            users,
+        }
+    }
+
+    /// The user's effective permissions, in one store round trip.
+    ///
+    /// # Errors
+    /// Store failures (callers answer 503: never allow, never deny).
+    pub async fn permissions_of(
+        &self,
+        user_id: crate::model::types::UserId,
+    ) -> anyhow::Result<Vec<String>> {
+        self.users.permissions_of(user_id).await
+    }
+
     /// Who presented `credential`: a bearer token is verified (signature,
     /// claims, revocation) and its session and user read (from the
     /// principal cache when fresh); a session cookie is recognised.
@@ -105,13 +139,13 @@ impl Auth {
             Presented::Nothing => Ok(Identified::Nobody),
             Presented::Unreadable(why) => Ok(Identified::Unreadable(why)),
             Presented::Bearer(token) => {
-                let verified = match self.verify_access_token(token) {
+                let verified = match self.bearer.verify_access_token(token) {
                     Ok(v) => v,
                     Err(e) => return Ok(Identified::TokenRefused(e)),
                 };
                 // A token whose session or user is gone is a token of an
                 // ended session.
-                Ok(match self.authenticate_token(&verified).await? {
+                Ok(match self.bearer.authenticate_token(&verified).await? {
                     Some(p) => Identified::Caller(Caller {
                         auth: p.auth.clone(),
                         bearer: true,
@@ -120,7 +154,7 @@ impl Auth {
                     None => Identified::TokenRefused(TokenError::Revoked),
                 })
             }
-            Presented::Cookie(secret) => Ok(match self.authenticate_session(&secret).await? {
+            Presented::Cookie(secret) => Ok(match self.sessions.authenticate(&secret).await? {
                 Some(auth) => Identified::Caller(Caller {
                     auth: Arc::new(auth),
                     bearer: false,
@@ -187,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn rules_first_then_the_caller_then_the_permissions() {
         let clock = Arc::new(SystemClock);
-        let (auth, _dir) = crate::auth::test_support::auth(clock, |_| {}).await;
+        let (auth, _dir) = crate::auth::test_support::services(clock, |_| {}).await;
         let rules = [
             rule("/public/", RulePolicy::Public),
             rule("/closed/", RulePolicy::Deny),
@@ -196,7 +230,8 @@ mod tests {
         let decide = |uri: &'static str, credential: Presented<'static>| {
             let (auth, rules) = (&auth, &rules);
             async move {
-                auth.decide(rules, &["GET"], &[uri.as_bytes()], credential)
+                auth.gate
+                    .decide(rules, &["GET"], &[uri.as_bytes()], credential)
                     .await
                     .expect("a decision")
             }
@@ -223,21 +258,24 @@ mod tests {
             Decision::Refused(Identified::TokenRefused(TokenError::Malformed))
         ));
         assert!(matches!(
-            auth.decide(&rules, &["GET"], &[b"/app/\x00"], Presented::Nothing)
+            auth.gate
+                .decide(&rules, &["GET"], &[b"/app/\x00"], Presented::Nothing)
                 .await,
             Err(DecideError::BadPath)
         ));
         // A signed-in user: allowed where a session is enough, short of a
         // permission where one is named.
-        auth.register(
-            "a@example.com",
-            "a long passphrase".into(),
-            vec![],
-            crate::auth::accounts::Registrar::Operator,
-        )
-        .await
-        .expect("register");
+        auth.accounts
+            .register(
+                "a@example.com",
+                "a long passphrase".into(),
+                vec![],
+                crate::auth::accounts::Registrar::Operator,
+            )
+            .await
+            .expect("register");
         let (_, session) = auth
+            .accounts
             .login(
                 "a@example.com",
                 crate::model::types::Password::new("a long passphrase".into()),
@@ -247,10 +285,13 @@ mod tests {
             .expect("login");
         let cookie = || Presented::Cookie(session.secret.clone());
         assert!(matches!(
-            auth.decide(&rules, &["GET"], &[b"/app"], cookie()).await,
+            auth.gate
+                .decide(&rules, &["GET"], &[b"/app"], cookie())
+                .await,
             Ok(Decision::Allowed(Caller { bearer: false, .. }))
         ));
         match auth
+            .gate
             .decide(&rules, &["GET"], &[b"/admin/x"], cookie())
             .await
         {

@@ -5,8 +5,9 @@
 //! once a second instead of on every request (they cost more than the
 //! cached signature check and the rest of the request together).
 //!
-//! The cache holds no policy of its own; `Auth::authenticate_token` decides
-//! when an entry may answer. What keeps it honest:
+//! `Bearer::authenticate_token` asks it on every bearer request, whatever
+//! the deployment; `store::open` decides whether it may keep anything
+//! (a zero `fresh_for` keeps nothing). What keeps it honest:
 //! - an ended session is refused before the cache is asked: the token check
 //!   consults the revocation set, which every ending on this node (and, with
 //!   Redis, on every node) reaches at once;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 
 use super::sessions::Authenticated;
 use super::types::SessionId;
+use crate::revocation::Revocations;
 
 /// How long an entry answers after its reads: the bound on how late a role
 /// change made by another process reaches a bearer caller at this node.
@@ -75,6 +77,7 @@ pub struct Principals {
     /// Bumped by every change to users or roles made on this node.
     generation: AtomicU64,
     fresh_for: Duration,
+    revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for Principals {
@@ -86,26 +89,31 @@ impl std::fmt::Debug for Principals {
     }
 }
 
-impl Default for Principals {
-    fn default() -> Self {
-        Self::new(FRESH_FOR, CAPACITY)
-    }
-}
-
 impl Principals {
-    /// A cache whose entries answer for `fresh_for` after their reads.
-    pub fn new(fresh_for: Duration, capacity: usize) -> Self {
+    /// A cache whose entries answer for `fresh_for` after their reads (at
+    /// most [`FRESH_FOR`]; zero keeps nothing), while `revocations` lets
+    /// caches answer.
+    pub fn new(fresh_for: Duration, capacity: usize, revocations: Arc<Revocations>) -> Self {
         Self {
-            by_session: Cache::new(capacity),
+            by_session: Cache::new(capacity.max(1)),
             generation: AtomicU64::new(0),
-            fresh_for,
+            fresh_for: fresh_for.min(FRESH_FOR),
+            revocations,
         }
     }
 
+    /// Whether the cache keeps anything.
+    pub fn is_on(&self) -> bool {
+        !self.fresh_for.is_zero()
+    }
+
     /// The generation a read must note before it starts, for
-    /// [`Principals::put`].
+    /// [`Principals::put`]: changed by every change to users or roles on
+    /// this node and every reconnection of the revocation feed.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation
+            .load(Ordering::Acquire)
+            .wrapping_add(self.revocations.epoch())
     }
 
     /// The principal of this session, when read less than `fresh_for` ago
@@ -122,6 +130,9 @@ impl Principals {
     /// Like [`Principals::get`], and in the last fifth of an entry's life
     /// names one caller (the first to ask) to read the store again.
     pub fn lookup(&self, sid: SessionId, now: OffsetDateTime) -> Lookup {
+        if !self.revocations.caches_may_answer() {
+            return Lookup::Miss;
+        }
         let Some(entry) = self.by_session.get(&sid) else {
             return Lookup::Miss;
         };
@@ -142,6 +153,9 @@ impl Principals {
     /// Remembers what a read that began at `generation` found; a change to
     /// users or roles since then makes the entry useless at once.
     pub fn put(&self, principal: Arc<Principal>, now: OffsetDateTime, generation: u64) {
+        if !self.is_on() {
+            return;
+        }
         let sid = principal.auth.session.id;
         self.by_session.insert(
             sid,
@@ -212,7 +226,7 @@ mod tests {
 
     #[test]
     fn an_entry_answers_only_while_fresh() {
-        let cache = Principals::new(Duration::from_secs(1), 16);
+        let cache = Principals::new(Duration::from_secs(1), 16, Arc::new(Revocations::local()));
         let p = principal();
         let sid = p.auth.session.id;
         let t0 = OffsetDateTime::now_utc();
@@ -231,7 +245,7 @@ mod tests {
 
     #[test]
     fn one_caller_renews_an_entry_near_its_end_and_the_others_keep_using_it() {
-        let cache = Principals::new(Duration::from_secs(1), 16);
+        let cache = Principals::new(Duration::from_secs(1), 16, Arc::new(Revocations::local()));
         let p = principal();
         let sid = p.auth.session.id;
         let t0 = OffsetDateTime::now_utc();
@@ -255,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_change_to_users_or_roles_retires_every_entry_even_one_read_before_it() {
-        let cache = Principals::new(Duration::from_secs(1), 16);
+        let cache = Principals::new(Duration::from_secs(1), 16, Arc::new(Revocations::local()));
         let t0 = OffsetDateTime::now_utc();
         let before = principal();
         let sid = before.auth.session.id;

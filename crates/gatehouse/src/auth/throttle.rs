@@ -26,13 +26,68 @@
 //! looked up or hashed: a taken email's 409 must not become a free oracle.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::Auth;
-use super::accounts::RegisterError;
-use super::audit::{Actor, EventType};
-use super::sessions::LoginError;
+use super::accounts::{LoginError, RegisterError};
+use super::audit::{Actor, Audit, EventType};
+use super::sessions::Sessions;
 use super::types::Email;
-use crate::store::Attempt;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Attempt, FailureCounter, UserStore};
+
+/// The budgets of password attempts and registrations.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleLimits {
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+    pub login_max_failures_per_ip: u32,
+    pub login_max_failures_per_account: u32,
+    pub registration_max_per_ip: u32,
+    pub registration_window: Duration,
+}
+
+impl ThrottleLimits {
+    /// The budgets a configuration asks for.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            login_max_failures: config.login_max_failures,
+            login_window: config.login_window,
+            // Never below the pair's budget, as `Config::load` ensures (also
+            // for a configuration built in code): the contract's
+            // `login_max_failures` stays reachable.
+            login_max_failures_per_ip: config
+                .login_max_failures_per_ip
+                .max(config.login_max_failures),
+            login_max_failures_per_account: config
+                .login_max_failures_per_account
+                .max(config.login_max_failures),
+            registration_max_per_ip: config.registration_max_per_ip,
+            registration_window: config.registration_window,
+        }
+    }
+}
+
+/// The counting of password attempts and registrations.
+pub struct Throttle {
+    failures: Arc<dyn FailureCounter>,
+    users: Arc<dyn UserStore>,
+    sessions: Arc<Sessions>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    limits: ThrottleLimits,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Which budget refused an attempt: `details.limit` of `login_throttled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +108,7 @@ impl Limit {
 }
 
 /// A password attempt every budget let through, counted in each. Dropped
-/// without [`Auth::attempt_matched`] or [`Auth::attempt_unchecked`], it
+/// without [`Throttle::attempt_matched`] or [`Throttle::attempt_unchecked`], it
 /// stays counted: a failure.
 #[must_use = "an admitted attempt is settled once its password is checked"]
 #[derive(Debug)]
@@ -79,7 +134,33 @@ pub(crate) fn client_network(ip: Option<IpAddr>) -> String {
     }
 }
 
-impl Auth {
+impl Throttle {
+    pub fn new(
+        failures: Arc<dyn FailureCounter>,
+        users: Arc<dyn UserStore>,
+        sessions: Arc<Sessions>,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        limits: ThrottleLimits,
+    ) -> Self {
+        Self {
+            failures,
+            users,
+            sessions,
+            audit,
+            metrics,
+            clock,
+            limits,
+        }
+    }
+
+    /// The throttling key of one (account, client IP) pair.
+    fn pair_key(email: &str, ip: Option<IpAddr>) -> String {
+        let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        format!("login:{ip}:{email}")
+    }
+
     /// Counts a password attempt for `normalised` (the email as typed,
     /// normalised) from `ip` against every login budget, in order, and
     /// refuses it with the first one spent. Called before anything is
@@ -94,8 +175,8 @@ impl Auth {
         parsed: Option<&Email>,
         ip: Option<IpAddr>,
     ) -> Result<Admitted, LoginError> {
-        let p = &self.policy;
-        let failures = &self.stores.failures;
+        let p = &self.limits;
+        let failures = &self.failures;
         let now = self.clock.now();
         let ip_key = format!("login-ip:{}", client_network(ip));
         let per_ip = failures.hit(&ip_key, p.login_window, now).await?;
@@ -106,7 +187,7 @@ impl Auth {
                 .login_refused(Limit::Ip, per_ip, p.login_max_failures_per_ip, None, ip)
                 .await);
         }
-        let pair_key = Self::throttle_key(normalised, ip);
+        let pair_key = Self::pair_key(normalised, ip);
         let pair = failures.hit(&pair_key, p.login_window, now).await?;
         if pair.count > p.login_max_failures {
             failures.forgive(&ip_key, now).await?;
@@ -143,7 +224,7 @@ impl Auth {
     /// # Errors
     /// When a counter cannot be written.
     pub(crate) async fn attempt_matched(&self, admitted: Admitted) -> anyhow::Result<()> {
-        let failures = &self.stores.failures;
+        let failures = &self.failures;
         let now = self.clock.now();
         failures.reset(&admitted.pair_key).await?;
         failures.forgive(&admitted.ip_key, now).await?;
@@ -154,7 +235,7 @@ impl Auth {
     /// queue, a store error): it is no failure. Best effort, since the
     /// request fails anyway; a counter left high errs against the client.
     pub(crate) async fn attempt_unchecked(&self, admitted: Admitted) {
-        let failures = &self.stores.failures;
+        let failures = &self.failures;
         let now = self.clock.now();
         for key in [&admitted.ip_key, &admitted.account_key] {
             if let Err(e) = failures.forgive(key, now).await {
@@ -176,11 +257,11 @@ impl Auth {
         let (Some(email), Some(_)) = (email, ip) else {
             return Ok(false);
         };
-        let Some(user) = self.stores.users.user_by_email(email).await? else {
+        let Some(user) = self.users.user_by_email(email).await? else {
             return Ok(false);
         };
         let network = client_network(ip);
-        let sessions = self.live_sessions(user.id).await?;
+        let sessions = self.sessions.live_sessions(user.id).await?;
         Ok(sessions.iter().any(|s| {
             s.ip.as_deref()
                 .and_then(|a| a.parse::<IpAddr>().ok())
@@ -208,19 +289,20 @@ impl Auth {
             return throttled;
         }
         let mut event = self
+            .audit
             .event(EventType::LoginThrottled, Actor::Anonymous)
             .ip(ip)
             .detail("limit", limit.as_str())
             .detail("retry_after_seconds", attempt.window_left.as_secs());
         // The account when it exists, never the email typed.
         if let Some(email) = email {
-            match self.stores.users.user_by_email(email).await {
+            match self.users.user_by_email(email).await {
                 Ok(Some(user)) => event = event.user(user.id),
                 Ok(None) => {}
                 Err(e) => return LoginError::Store(e),
             }
         }
-        self.record_one(event).await;
+        self.audit.record_one(event).await;
         throttled
     }
 
@@ -232,10 +314,9 @@ impl Auth {
     /// [`RegisterError::Throttled`] with the window's time left;
     /// [`RegisterError::Store`] when the counter cannot be written.
     pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), RegisterError> {
-        let p = &self.policy;
+        let p = &self.limits;
         let key = format!("register-ip:{}", client_network(ip));
         let attempt = self
-            .stores
             .failures
             .hit(&key, p.registration_window, self.clock.now())
             .await?;
@@ -245,10 +326,11 @@ impl Auth {
         self.metrics.registrations_throttled.increment(1);
         if attempt.count == p.registration_max_per_ip.saturating_add(1) {
             let event = self
+                .audit
                 .event(EventType::RegistrationThrottled, Actor::Anonymous)
                 .ip(ip)
                 .detail("retry_after_seconds", attempt.window_left.as_secs());
-            self.record_one(event).await;
+            self.audit.record_one(event).await;
         }
         Err(RegisterError::Throttled {
             retry_after: attempt.window_left,
@@ -264,9 +346,9 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::auth::ClientMeta;
     use crate::auth::accounts::Registrar;
     use crate::auth::types::Password;
+    use crate::auth::{ClientMeta, Services};
     use crate::clock::ManualClock;
 
     #[test]
@@ -280,8 +362,8 @@ mod tests {
         assert_eq!(client_network(None), "-");
     }
 
-    async fn auth(clock: Arc<ManualClock>) -> (Auth, tempfile::TempDir) {
-        crate::auth::test_support::auth(clock, |c| {
+    async fn auth(clock: Arc<ManualClock>) -> (Services, tempfile::TempDir) {
+        crate::auth::test_support::services(clock, |c| {
             c.login_max_failures = 2;
             c.login_max_failures_per_ip = 3;
             c.login_max_failures_per_account = 3;
@@ -299,8 +381,14 @@ mod tests {
         }
     }
 
-    async fn login(auth: &Auth, email: &str, password: &str, ip: &str) -> Result<(), LoginError> {
-        auth.login(email, Password::new(password.into()), &from(ip))
+    async fn login(
+        auth: &Services,
+        email: &str,
+        password: &str,
+        ip: &str,
+    ) -> Result<(), LoginError> {
+        auth.accounts
+            .login(email, Password::new(password.into()), &from(ip))
             .await
             .map(|_| ())
     }
@@ -355,7 +443,8 @@ mod tests {
         let ip = "192.0.2.1".parse().ok();
         let public = Registrar::Public { ip };
         let register = |email: &'static str, password: &'static str| {
-            auth.register(email, password.into(), vec![], public)
+            auth.accounts
+                .register(email, password.into(), vec![], public)
         };
         assert!(register("a@example.com", "a long passphrase").await.is_ok());
         // A weak password is an attempt too.
@@ -368,6 +457,7 @@ mod tests {
         assert_eq!(retry_after, Duration::from_secs(3600));
         // Operators and admins are not throttled.
         let by_operator = auth
+            .accounts
             .register(
                 "d@example.com",
                 "a long passphrase".into(),

@@ -1,7 +1,6 @@
-//! The stateless side: signed JWT access tokens (RFC 9068 profile), their
-//! verification, and rotating refresh tokens with reuse detection.
-//!
-//! The design is written down in `docs/tokens.md`.
+//! Issuing access tokens, and the grants of the token endpoint: the
+//! `password` grant and rotating refresh tokens with reuse detection. The
+//! design is written down in `docs/tokens.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,125 +8,21 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, Header};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::Header;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{Actor, Ending, EventType};
-use super::keys::{self, KeyRing, alg_name};
-use super::principals::{Lookup, Principal, Principals};
-use super::sessions::LoginError;
-use super::types::{Password, RefreshSecret, SessionId, UserId};
-use super::{Auth, ClientMeta, HashError};
-use crate::config::JwtAlg;
-use crate::store::{SessionRecord, UserRecord};
-use gatehouse_token_rules::UniqueObject;
+use super::accounts::{Accounts, LoginError};
+use super::audit::{Actor, Audit, Ending, EventType};
+use super::keys;
+use super::sessions::Sessions;
+use super::types::{Password, RefreshSecret};
+use super::{ClientMeta, HashError, KeyManager};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
 
-// The rules of an access token, written once for this server and for
-// gatehouse-verify: the verdicts, the header, the signature, the times and
-// the lifetime (crates/gatehouse-token-rules).
-pub use gatehouse_token_rules::{ACCESS_TOKEN_TYP, MAX_TOKEN_LEN, TokenError};
-
-/// Settings of the token side, fixed at start-up.
-#[derive(Debug, Clone)]
-pub struct TokenSettings {
-    pub issuer: String,
-    pub audience: String,
-    pub access_token_ttl: Duration,
-    pub leeway: Duration,
-    pub refresh_reuse_grace: Duration,
-}
-
-/// `aud`: one string when we issue; a verifier accepts either form
-/// (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, aud: &str) -> bool {
-        match self {
-            Self::One(a) => a == aud,
-            Self::Many(all) => all.iter().any(|a| a == aud),
-        }
-    }
-}
-
-/// The claims of an access token.
-///
-/// Deserialising refuses what [`validate_access_token`] refuses as
-/// malformed: anything but a JSON object, a claim of the wrong type, a
-/// missing required claim (`iat` included: without it the lifetime cannot
-/// be judged), and a member name given twice, at any depth.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "WireClaims")]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: Audience,
-    pub exp: i64,
-    pub iat: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    pub jti: String,
-    pub sid: String,
-    /// Space-separated permissions.
-    pub scope: String,
-    pub roles: Vec<String>,
-}
-
-/// The claims set as it arrives. Read as a map, never as a sequence (a
-/// struct would also take a JSON array of the claims in order). serde's
-/// derive refuses a known claim given twice; every other member is
-/// collected into `_others`, which refuses a name given twice, at any depth
-/// (RFC 7519 §4). Our tokens carry no other member, so the collection costs
-/// nothing on the hot path.
-#[derive(Deserialize)]
-struct WireClaims {
-    iss: String,
-    sub: String,
-    aud: Audience,
-    exp: i64,
-    iat: i64,
-    #[serde(default)]
-    nbf: Option<i64>,
-    jti: String,
-    sid: String,
-    scope: String,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(flatten)]
-    _others: UniqueObject,
-}
-
-impl From<WireClaims> for AccessClaims {
-    fn from(w: WireClaims) -> Self {
-        Self {
-            iss: w.iss,
-            sub: w.sub,
-            aud: w.aud,
-            exp: w.exp,
-            iat: w.iat,
-            nbf: w.nbf,
-            jti: w.jti,
-            sid: w.sid,
-            scope: w.scope,
-            roles: w.roles,
-        }
-    }
-}
-
-/// A verified access token.
-#[derive(Debug, Clone)]
-pub struct VerifiedToken {
-    pub claims: AccessClaims,
-    pub user_id: UserId,
-    pub session_id: SessionId,
-}
+pub use super::claims::*;
 
 /// A freshly signed access token.
 #[derive(Debug, Clone)]
@@ -178,180 +73,56 @@ impl From<HashError> for GrantError {
     }
 }
 
-/// The parsed, checked header of a compact JWS: its `kid`.
-///
-/// # Errors
-/// A [`TokenError`] for anything but a three-part token whose header is a
-/// JSON object (no member name twice, at any depth) with the configured
-/// `alg`, a `typ` of `at+jwt`, a string `kid`, and none of the forbidden
-/// parameters.
-pub fn check_header(token: &str, ring: &KeyRing) -> Result<String, TokenError> {
-    let ours = alg_name(ring.alg);
-    let header = gatehouse_token_rules::check_header(token, |alg| (alg == ours).then_some(()))?;
-    match header.kid {
-        Some(kid) if ring.verifier(&kid).is_some() => Ok(kid),
-        _ => Err(TokenError::UnknownKey),
+/// Signs access tokens and runs the token endpoint's grants.
+pub struct Tokens {
+    keys: Arc<KeyManager>,
+    settings: TokenSettings,
+    accounts: Arc<Accounts>,
+    sessions: Arc<Sessions>,
+    /// Refresh tokens live with the sessions.
+    store: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
-/// The signature layer: verifies the JWS signature of a compact token with
-/// one key under one algorithm and returns the decoded payload. It judges
-/// neither the header nor the claims: callers check the header first (as
-/// [`check_header`] does) and the claims after.
-///
-/// # Errors
-/// [`TokenError::Malformed`] for a token that is not three base64url parts;
-/// [`TokenError::BadSignature`] when the signature does not verify, or the
-/// key does not belong to the algorithm's family.
-pub fn verify_jws(token: &str, alg: JwtAlg, key: &DecodingKey) -> Result<Vec<u8>, TokenError> {
-    gatehouse_token_rules::verify_jws(token, keys::algorithm(alg), key)
-}
-
-/// Checks the header and the signature of a token against the ring (for
-/// `token decode`); claims are not judged.
-///
-/// # Errors
-/// As [`check_header`] and [`verify_jws`].
-pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenError> {
-    let kid = check_header(token, ring)?;
-    let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
-    verify_jws(token, ring.alg, key)
-}
-
-/// gatehouse's rules for an access token, in the order they are checked:
-/// the header and signature ([`verify_signature`]), the claims' shape, `iss`,
-/// `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with the
-/// leeway, the lifetime `exp - iat` within `access_token_ttl` plus the
-/// leeway, canonical `sub` and `sid`, and finally `is_revoked`.
-///
-/// `gatehouse-verify` implements the same rules for resource servers; the
-/// shared vectors in `testdata/access-tokens.json` are run against both.
-///
-/// # Errors
-/// The first rule the token breaks.
-pub fn validate_access_token(
-    token: &str,
-    ring: &KeyRing,
-    settings: &TokenSettings,
-    now: i64,
-    is_revoked: impl Fn(SessionId) -> bool,
-) -> Result<VerifiedToken, TokenError> {
-    let payload = verify_signature(token, ring)?;
-    // Only a JSON object with our claims' types and no member name twice
-    // parses: arrays, strings and numbers are refused here.
-    let claims: AccessClaims =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-    check_claims(claims, settings, now, is_revoked)
-}
-
-/// The claims' rules of [`validate_access_token`], in its order: `iss`,
-/// `aud`, the times ([`check_times`]), the lifetime ([`check_lifetime`]),
-/// canonical `sub` and `sid`, and `is_revoked`.
-///
-/// # Errors
-/// The first rule the claims break.
-pub fn check_claims(
-    claims: AccessClaims,
-    settings: &TokenSettings,
-    now: i64,
-    is_revoked: impl Fn(SessionId) -> bool,
-) -> Result<VerifiedToken, TokenError> {
-    if claims.iss != settings.issuer {
-        return Err(TokenError::WrongIssuer);
-    }
-    if !claims.aud.contains(&settings.audience) {
-        return Err(TokenError::WrongAudience);
-    }
-    check_times(&claims, settings, now)?;
-    check_lifetime(&claims, settings)?;
-    // Canonical forms only: we issue hyphenated lower-case UUIDs.
-    let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
-    let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
-    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
-        return Err(TokenError::Malformed);
-    };
-    if is_revoked(session_id) {
-        return Err(TokenError::Revoked);
-    }
-    Ok(VerifiedToken {
-        claims,
-        user_id,
-        session_id,
-    })
-}
-
-/// `exp`, `nbf` and `iat` against `now` (Unix seconds), with the leeway.
-///
-/// # Errors
-/// [`TokenError::Expired`], [`TokenError::NotYetValid`] or
-/// [`TokenError::IssuedInFuture`], in that order.
-pub fn check_times(
-    claims: &AccessClaims,
-    settings: &TokenSettings,
-    now: i64,
-) -> Result<(), TokenError> {
-    let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
-    gatehouse_token_rules::check_times(claims.exp, claims.nbf, claims.iat, now, leeway)
-}
-
-/// The lifetime `exp - iat` against `access_token_ttl` plus the leeway: a
-/// token we issue never lives longer (its `exp` is at most now + ttl), so a
-/// longer one was not minted by this server's rules, whoever holds the key
-/// (API.md, "Tokens"). Fixed once the token is signed, so the cache of
-/// verified tokens need not judge it again.
-///
-/// # Errors
-/// [`TokenError::LifetimeTooLong`].
-pub fn check_lifetime(claims: &AccessClaims, settings: &TokenSettings) -> Result<(), TokenError> {
-    // Rounded up: `iat` and `exp` are floored to whole seconds, so a token of
-    // a ttl with a fraction of a second can span its ceiling.
-    let ttl = settings.access_token_ttl;
-    let ttl = ttl
-        .as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
-    let cap = settings.leeway.as_secs().saturating_add(ttl);
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    gatehouse_token_rules::check_lifetime(claims.exp, claims.iat, cap)
-}
-
-impl Auth {
-    /// Verifies a bearer access token: size, header (algorithm, type, key),
-    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, the
-    /// lifetime, and that its session has not ended. No store round trip:
-    /// the signature check and a lookup in the in-memory revocation set.
-    ///
-    /// # Errors
-    /// The first rule the token breaks.
-    ///
-    /// A token verified before is answered from the cache of verified
-    /// tokens (see [`super::verified::VerifiedTokens`]): its signature is not checked again,
-    /// but its times, its key's presence in the ring and its session's
-    /// revocation are, on every use.
-    pub fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
-        let ring = self.keys.ring();
-        let now = self.clock.now().unix_timestamp();
-        let is_revoked = |sid| self.revocations.is_revoked(sid);
-        if let Some(hit) = self.verified.get(token) {
-            // The ring is checked too: a key withdrawn from it (a rotation
-            // whose predecessor retired) takes its tokens with it.
-            if ring.verifier(&hit.kid).is_some() {
-                check_times(&hit.token.claims, &self.tokens, now)?;
-                if is_revoked(hit.token.session_id) {
-                    return Err(TokenError::Revoked);
-                }
-                return Ok(hit.token.clone());
-            }
+impl Tokens {
+    #[allow(clippy::too_many_arguments)] // the wiring, done once in `Services::new`
+    pub fn new(
+        keys: Arc<KeyManager>,
+        settings: TokenSettings,
+        accounts: Arc<Accounts>,
+        sessions: Arc<Sessions>,
+        store: Arc<dyn SessionStore>,
+        users: Arc<dyn UserStore>,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            keys,
+            settings,
+            accounts,
+            sessions,
+            store,
+            users,
+            audit,
+            metrics,
+            clock,
         }
-        let kid = check_header(token, &ring)?;
-        let verified = Arc::new(validate_access_token(
-            token,
-            &ring,
-            &self.tokens,
-            now,
-            is_revoked,
-        )?);
-        self.verified.insert(token, kid, verified.clone());
-        Ok(verified)
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
     }
 
     /// Signs an access token for a live session, carrying the user's
@@ -365,7 +136,7 @@ impl Auth {
         user: &UserRecord,
         session: &SessionRecord,
     ) -> anyhow::Result<IssuedAccess> {
-        let permissions = self.permissions_of(user.id).await?;
+        let permissions = self.accounts.permissions_of(user.id).await?;
         let scope = permissions.join(" ");
         let ring = self.keys.ring();
         let signer = ring
@@ -373,13 +144,13 @@ impl Auth {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no signing key is available"))?;
         let now = self.clock.now();
-        let exp = (now + self.tokens.access_token_ttl)
+        let exp = (now + self.settings.access_token_ttl)
             .min(session.expires_at)
-            .min(now + self.policy.session_idle_timeout);
+            .min(now + self.sessions.limits().idle_timeout);
         let claims = AccessClaims {
-            iss: self.tokens.issuer.clone(),
+            iss: self.settings.issuer.clone(),
             sub: user.id.to_string(),
-            aud: Audience::One(self.tokens.audience.clone()),
+            aud: Audience::One(self.settings.audience.clone()),
             exp: exp.unix_timestamp(),
             iat: now.unix_timestamp(),
             nbf: None,
@@ -413,11 +184,10 @@ impl Auth {
         password: Password,
         client: &ClientMeta,
     ) -> Result<TokenPair, GrantError> {
-        let (user, new) = self.login(email, password, client).await?;
+        let (user, new) = self.accounts.login(email, password, client).await?;
         let refresh =
             RefreshSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
-        self.stores
-            .sessions
+        self.store
             .insert_refresh(&refresh.hash(), new.record.id, new.record.created_at)
             .await?;
         let access = self.issue_access_token(&user, &new.record).await?;
@@ -439,7 +209,7 @@ impl Auth {
     pub async fn refresh_grant(&self, presented: &str) -> Result<TokenPair, GrantError> {
         let presented = RefreshSecret::parse(presented).ok_or(GrantError::InvalidGrant)?;
         let hash = presented.hash();
-        let store = &self.stores.sessions;
+        let store = &self.store;
         let record = store
             .refresh_by_hash(&hash)
             .await?
@@ -449,11 +219,10 @@ impl Auth {
             .await?
             .ok_or(GrantError::InvalidGrant)?;
         let now = self.clock.now();
-        if !self.is_live(&session, now) {
+        if !self.sessions.is_live(&session, now) {
             return Err(GrantError::InvalidGrant);
         }
         let user = self
-            .stores
             .users
             .user_by_id(session.user_id)
             .await?
@@ -492,7 +261,7 @@ impl Auth {
         // Otherwise the token's idle bound stays the stored one, at most
         // that interval earlier than now's.
         let mut session = session;
-        if now - session.last_seen_at >= self.policy.touch_interval() {
+        if now - session.last_seen_at >= self.sessions.limits().touch_interval() {
             store.touch_session(session.id, now).await?;
             session.last_seen_at = now;
         }
@@ -513,12 +282,11 @@ impl Auth {
         now: OffsetDateTime,
     ) -> Result<RefreshSecret, GrantError> {
         let record = self
-            .stores
-            .sessions
+            .store
             .refresh_by_hash(&presented.hash())
             .await?
             .ok_or(GrantError::InvalidGrant)?;
-        let grace = self.tokens.refresh_reuse_grace;
+        let grace = self.settings.refresh_reuse_grace;
         if let (Some(spent_at), Some(sealed)) = (record.spent_at, &record.successor_sealed)
             && !grace.is_zero()
             && now < spent_at + grace
@@ -531,8 +299,7 @@ impl Auth {
             // A retry gets the successor only while the successor itself is
             // unspent: once the chain has moved on, an old token is reuse.
             let successor_unspent = self
-                .stores
-                .sessions
+                .store
                 .refresh_by_hash(&successor.hash())
                 .await?
                 .is_some_and(|r| r.spent_at.is_none());
@@ -542,17 +309,19 @@ impl Auth {
         }
         self.metrics.refresh_reuse_detected.increment(1);
         let event = self
+            .audit
             .event(EventType::RefreshReuseDetected, Actor::System)
             .user(session.user_id)
             .session(session.id);
-        self.record_one(event).await;
-        self.end_session(
-            session.user_id,
-            session.id,
-            Actor::System,
-            Ending::RefreshReuse,
-        )
-        .await?;
+        self.audit.record_one(event).await;
+        self.sessions
+            .end(
+                session.user_id,
+                session.id,
+                Actor::System,
+                Ending::RefreshReuse,
+            )
+            .await?;
         Err(GrantError::InvalidGrant)
     }
 
@@ -581,114 +350,6 @@ fn successor_key(token: &RefreshSecret) -> anyhow::Result<LessSafeKey> {
     Ok(LessSafeKey::new(key))
 }
 
-impl Auth {
-    /// The session and user behind a verified access token, with the user's
-    /// effective permissions: `None` when the session is gone or not live,
-    /// belongs to someone else, or the user is disabled. Unlike a cookie, a
-    /// token never records a use.
-    ///
-    /// With the principal cache (`Auth::with_principal_cache`), what was
-    /// read for the session less than a second ago answers; see
-    /// `principals.rs` for why that is safe.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub async fn authenticate_token(
-        &self,
-        token: &VerifiedToken,
-    ) -> anyhow::Result<Option<Arc<Principal>>> {
-        self.decisions_allowed()?;
-        let now = self.clock.now();
-        // The token passed the revocation set just now, so its session was
-        // not ended on this node, nor (with Redis, while the feed follows)
-        // on any other.
-        let cache = self.principals.as_ref().filter(|_| {
-            self.shared
-                .as_ref()
-                .is_none_or(|shared| shared.feed.is_following())
-        });
-        let mut renewing = None;
-        if let Some(cache) = cache {
-            match cache.lookup(token.session_id, now) {
-                Lookup::Miss => {}
-                Lookup::Fresh(hit) | Lookup::Renew(hit)
-                    if hit.auth.session.user_id != token.user_id
-                        || !self.is_live(&hit.auth.session, now) =>
-                {
-                    // Expired, or idle by a record that may be stale: the
-                    // store decides.
-                    cache.remove(token.session_id);
-                }
-                Lookup::Fresh(hit) => return Ok(Some(hit)),
-                Lookup::Renew(hit) => renewing = Some(hit),
-            }
-        }
-        let generation = cache.map(Principals::generation);
-        let read = async {
-            let Some(auth) = self.authenticate_token_from_store(token, now).await? else {
-                return Ok(None);
-            };
-            // Read together only when they will be cached; otherwise a
-            // handler that needs them reads them.
-            let permissions = match cache {
-                Some(_) => Some(self.permissions_of(auth.user.id).await?.into()),
-                None => None,
-            };
-            Ok::<_, anyhow::Error>(Some((auth, permissions)))
-        };
-        let (auth, permissions) = match (read.await, renewing) {
-            (Ok(Some(found)), _) => found,
-            (Ok(None), _) => {
-                if let Some(cache) = cache {
-                    cache.remove(token.session_id);
-                }
-                return Ok(None);
-            }
-            // The entry being renewed is still fresh: it answers while the
-            // store does not.
-            (Err(_), Some(hit)) => return Ok(Some(hit)),
-            (Err(e), None) => return Err(e),
-        };
-        let principal = Arc::new(Principal {
-            auth: Arc::new(auth),
-            permissions,
-        });
-        if let (Some(cache), Some(generation)) = (cache, generation) {
-            cache.put(principal.clone(), now, generation);
-        }
-        Ok(Some(principal))
-    }
-
-    /// The bearer path's reads: the token's session (from the store, or the
-    /// session cache with Redis) and its user.
-    async fn authenticate_token_from_store(
-        &self,
-        token: &VerifiedToken,
-        now: OffsetDateTime,
-    ) -> anyhow::Result<Option<super::sessions::Authenticated>> {
-        // The token is verified against the revocation set already, the
-        // authority on ended sessions: while the session store cannot
-        // answer, a cached record of the session stands in, whatever the
-        // fail mode (which governs cookies).
-        let found = self
-            .find_session(super::sessions::SessionKey::Id(token.session_id), now, true)
-            .await?;
-        let Some((session, _)) = found else {
-            return Ok(None);
-        };
-        if session.user_id != token.user_id || !self.is_live(&session, now) {
-            return Ok(None);
-        }
-        let Some(user) = self.stores.users.user_by_id(token.user_id).await? else {
-            return Ok(None);
-        };
-        if user.disabled {
-            return Ok(None);
-        }
-        Ok(Some(super::sessions::Authenticated { user, session }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -698,9 +359,13 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+    use crate::auth::Services;
     use crate::auth::sessions::NewSession;
     use crate::auth::test_support;
-    use crate::clock::{Clock as _, ManualClock};
+    use crate::clock::ManualClock;
+    use crate::config::JwtAlg;
+    use crate::model::types::{SessionId, UserId};
+    use jsonwebtoken::DecodingKey;
 
     /// A published JOSE test vector (`tests/vectors`, copied from the
     /// team's `shared/vectors`).
@@ -791,9 +456,9 @@ mod tests {
     async fn rfc7515_a5_unsecured_example_is_refused() {
         let v = vector("rfc7515_a5_unsecured_none.json");
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        let (auth, _dir) = test_support::services(clock, |_| {}).await;
         assert_eq!(
-            auth.verify_access_token(s(&v, "compact")).err(),
+            auth.bearer.verify_access_token(s(&v, "compact")).err(),
             Some(TokenError::WrongAlgorithm)
         );
         let key = DecodingKey::from_secret(b"any key at all");
@@ -804,23 +469,27 @@ mod tests {
     }
 
     /// Another access token for the same session.
-    async fn session_with_token_of(auth: &Auth, new: &NewSession) -> (UserRecord, IssuedAccess) {
+    async fn session_with_token_of(
+        auth: &Services,
+        new: &NewSession,
+    ) -> (UserRecord, IssuedAccess) {
         let user = auth
-            .stores
-            .users
-            .user_by_id(new.record.user_id)
+            .admin
+            .user(new.record.user_id)
             .await
             .expect("read")
             .expect("user");
         let access = auth
+            .tokens
             .issue_access_token(&user, &new.record)
             .await
             .expect("token");
         (user, access)
     }
 
-    async fn session_with_token(auth: &Auth) -> (NewSession, IssuedAccess) {
+    async fn session_with_token(auth: &Services) -> (NewSession, IssuedAccess) {
         let user = auth
+            .accounts
             .register(
                 "t@example.com",
                 "a long passphrase".into(),
@@ -830,10 +499,12 @@ mod tests {
             .await
             .expect("user");
         let new = auth
-            .start_session(&user, &ClientMeta::default())
+            .sessions
+            .start(&user, &ClientMeta::default())
             .await
             .expect("session");
         let access = auth
+            .tokens
             .issue_access_token(&user, &new.record)
             .await
             .expect("token");
@@ -843,24 +514,26 @@ mod tests {
     #[tokio::test]
     async fn expiry_is_judged_by_the_injected_clock_with_the_leeway() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock.clone(), |c| {
+        let (auth, _dir) = test_support::services(clock.clone(), |c| {
             c.access_token_ttl = Duration::from_secs(300);
             c.jwt_leeway = Duration::from_secs(30);
         })
         .await;
         let (_, access) = session_with_token(&auth).await;
         assert_eq!(access.expires_in, 300);
-        auth.verify_access_token(&access.token)
+        auth.bearer
+            .verify_access_token(&access.token)
             .expect("fresh token");
         // From here on the token is answered from the cache of verified
         // tokens, whose hits are judged by the same clock.
-        assert_eq!(auth.verified.len(), 1);
+        assert_eq!(auth.bearer.verified().len(), 1);
         clock.advance(Duration::from_secs(329));
-        auth.verify_access_token(&access.token)
+        auth.bearer
+            .verify_access_token(&access.token)
             .expect("inside the leeway");
         clock.advance(Duration::from_secs(1));
         assert_eq!(
-            auth.verify_access_token(&access.token).err(),
+            auth.bearer.verify_access_token(&access.token).err(),
             Some(TokenError::Expired)
         );
     }
@@ -868,10 +541,16 @@ mod tests {
     #[tokio::test]
     async fn only_the_exact_verified_bytes_hit_the_cache() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        let (auth, _dir) = test_support::services(clock, |_| {}).await;
         let (_, access) = session_with_token(&auth).await;
-        let first = auth.verify_access_token(&access.token).expect("fresh");
-        let again = auth.verify_access_token(&access.token).expect("cached");
+        let first = auth
+            .bearer
+            .verify_access_token(&access.token)
+            .expect("fresh");
+        let again = auth
+            .bearer
+            .verify_access_token(&access.token)
+            .expect("cached");
         assert!(
             Arc::ptr_eq(&first, &again),
             "the second answer is the cached one"
@@ -883,20 +562,26 @@ mod tests {
         forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
         let forged = format!("{message}.{}", String::from_utf8(forged).expect("ascii"));
         assert_eq!(
-            auth.verify_access_token(&forged).err(),
+            auth.bearer.verify_access_token(&forged).err(),
             Some(TokenError::BadSignature)
         );
         assert_eq!(
-            auth.verify_access_token(&format!("{message}.")).err(),
+            auth.bearer
+                .verify_access_token(&format!("{message}."))
+                .err(),
             Some(TokenError::Malformed)
         );
-        assert_eq!(auth.verified.len(), 1, "refused tokens are not cached");
+        assert_eq!(
+            auth.bearer.verified().len(),
+            1,
+            "refused tokens are not cached"
+        );
     }
 
     #[tokio::test]
     async fn refused_tokens_never_enter_the_cache() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock.clone(), |c| {
+        let (auth, _dir) = test_support::services(clock.clone(), |c| {
             c.access_token_ttl = Duration::from_secs(60);
             c.jwt_leeway = Duration::ZERO;
         })
@@ -904,24 +589,25 @@ mod tests {
         let (new, access) = session_with_token(&auth).await;
         clock.advance(Duration::from_secs(61));
         assert_eq!(
-            auth.verify_access_token(&access.token).err(),
+            auth.bearer.verify_access_token(&access.token).err(),
             Some(TokenError::Expired)
         );
-        assert!(auth.verified.is_empty());
+        assert!(auth.bearer.verified().is_empty());
         let (_, live) = session_with_token_of(&auth, &new).await;
-        auth.end_session(
-            new.record.user_id,
-            new.record.id,
-            Actor::System,
-            Ending::EndedByAdmin,
-        )
-        .await
-        .expect("end");
+        auth.sessions
+            .end(
+                new.record.user_id,
+                new.record.id,
+                Actor::System,
+                Ending::EndedByAdmin,
+            )
+            .await
+            .expect("end");
         assert_eq!(
-            auth.verify_access_token(&live.token).err(),
+            auth.bearer.verify_access_token(&live.token).err(),
             Some(TokenError::Revoked)
         );
-        assert!(auth.verified.is_empty());
+        assert!(auth.bearer.verified().is_empty());
     }
 
     #[test]
@@ -955,15 +641,20 @@ mod tests {
     #[tokio::test]
     async fn a_token_from_the_future_is_refused() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) =
-            test_support::auth(clock.clone(), |c| c.jwt_leeway = Duration::ZERO).await;
+        let (auth, dir) =
+            test_support::services(clock.clone(), |c| c.jwt_leeway = Duration::ZERO).await;
         let (_, access) = session_with_token(&auth).await;
-        // Verifying "before" it was issued: the clock went back an hour.
+        // Verifying "before" it was issued, with the same keys: the clock
+        // went back an hour.
         let earlier = Arc::new(ManualClock::new(datetime!(2025-12-31 23:00 UTC)));
-        let (mut other, _dir2) = test_support::auth(earlier, |_| {}).await;
-        other.keys = auth.keys;
+        let database = dir.path().join("t.db");
+        let (other, _dir2) = test_support::services(earlier, |c| {
+            c.database_url =
+                crate::config::DatabaseUrl::Sqlite(format!("sqlite://{}", database.display()));
+        })
+        .await;
         assert_eq!(
-            other.verify_access_token(&access.token).err(),
+            other.bearer.verify_access_token(&access.token).err(),
             Some(TokenError::IssuedInFuture)
         );
     }
@@ -971,38 +662,42 @@ mod tests {
     #[tokio::test]
     async fn ending_the_session_revokes_its_token_without_a_store_read() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock, |_| {}).await;
+        let (auth, _dir) = test_support::services(clock, |_| {}).await;
         let (new, access) = session_with_token(&auth).await;
-        auth.verify_access_token(&access.token).expect("live");
-        auth.end_session(
-            new.record.user_id,
-            new.record.id,
-            Actor::System,
-            Ending::EndedByAdmin,
-        )
-        .await
-        .expect("end");
+        auth.bearer
+            .verify_access_token(&access.token)
+            .expect("live");
+        auth.sessions
+            .end(
+                new.record.user_id,
+                new.record.id,
+                Actor::System,
+                Ending::EndedByAdmin,
+            )
+            .await
+            .expect("end");
         assert_eq!(
-            auth.verify_access_token(&access.token).err(),
+            auth.bearer.verify_access_token(&access.token).err(),
             Some(TokenError::Revoked)
         );
-        assert_eq!(auth.revocations().len(), 1);
+        assert_eq!(auth.revocations.set().len(), 1);
     }
 
     #[tokio::test]
     async fn revocations_survive_a_restart() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, dir) = test_support::auth(clock.clone(), |_| {}).await;
+        let (auth, dir) = test_support::services(clock.clone(), |_| {}).await;
         let (new, _) = session_with_token(&auth).await;
-        auth.end_session(
-            new.record.user_id,
-            new.record.id,
-            Actor::System,
-            Ending::EndedByAdmin,
-        )
-        .await
-        .expect("end");
-        let reopened = crate::store::open(&crate::config::DatabaseUrl::Sqlite(format!(
+        auth.sessions
+            .end(
+                new.record.user_id,
+                new.record.id,
+                Actor::System,
+                Ending::EndedByAdmin,
+            )
+            .await
+            .expect("end");
+        let reopened = crate::store::open_sql(&crate::config::DatabaseUrl::Sqlite(format!(
             "sqlite://{}",
             dir.path().join("t.db").display()
         )))
@@ -1078,14 +773,15 @@ mod tests {
         // iat floors 0.9 s to 0, exp floors 2.4 s to 2: two seconds apart
         // under a ttl of 1.5 s.
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00:00.9 UTC)));
-        let (auth, _dir) = test_support::auth(clock, |c| {
+        let (auth, _dir) = test_support::services(clock, |c| {
             c.access_token_ttl = Duration::from_millis(1_500);
             c.jwt_leeway = Duration::ZERO;
         })
         .await;
         let (_, access) = session_with_token(&auth).await;
         assert_eq!(access.expires_in, 2);
-        auth.verify_access_token(&access.token)
+        auth.bearer
+            .verify_access_token(&access.token)
             .expect("a token as issued");
     }
 
@@ -1120,7 +816,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_never_outlives_its_session() {
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let (auth, _dir) = test_support::auth(clock, |c| {
+        let (auth, _dir) = test_support::services(clock, |c| {
             c.session_absolute_timeout = Duration::from_secs(120);
         })
         .await;

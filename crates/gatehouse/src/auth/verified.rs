@@ -5,7 +5,7 @@
 //! every rule enter, so forged or expired tokens cannot fill it. Bounded in
 //! bytes. What can change after the check (the time, the revocation set,
 //! the key ring) is checked again on every hit by the caller
-//! (`Auth::verify_access_token`).
+//! (`Bearer::verify_access_token`).
 
 use std::sync::Arc;
 

@@ -87,7 +87,7 @@ async fn register(
 ) -> Result<impl IntoResponse, Error> {
     let registrar = Registrar::Public { ip: client.ip };
     let user = state
-        .auth
+        .accounts
         .register(&req.email, req.password, Vec::new(), registrar)
         .await?;
     Ok((StatusCode::CREATED, UserResponse::of(&user)))
@@ -107,10 +107,10 @@ async fn register(
     )
 )]
 async fn me(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
-    let permissions = who.permissions(&state.auth).await?.to_vec();
+    let permissions = who.permissions(&state.gate).await?.to_vec();
     Ok(Json(MeResponse {
         user: UserView::from(&who.auth.user),
-        session: SessionView::new(&state.auth, &who.auth.session, true),
+        session: SessionView::new(&state.sessions, &who.auth.session, true),
         permissions,
     }))
 }
@@ -153,7 +153,7 @@ async fn change_password(
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<StatusCode, Error> {
     state
-        .auth
+        .accounts
         .change_password(
             &who.auth,
             Password::new(req.current_password),

@@ -165,7 +165,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let who = CurrentUser::from_request_parts(parts, state).await?;
         let admin = Permission::parse(Permission::ADMIN).map_err(anyhow::Error::msg)?;
-        if !who.has_permission(&state.auth, &admin).await? {
+        if !who.has_permission(&state.gate, &admin).await? {
             return Err(who.lacks(
                 "The gatehouse:admin permission is required.",
                 &[Permission::ADMIN],
@@ -252,8 +252,8 @@ async fn list_audit(
     let limit = query.limit.as_deref().map(page_limit).transpose()?;
     let (limit, cursor) = (limit.unwrap_or(DEFAULT_PAGE), query.cursor);
     let page = state
-        .auth
-        .audit_events(user, kind, cursor.as_deref(), limit)
+        .audit
+        .events(user, kind, cursor.as_deref(), limit)
         .await?;
     let events: Vec<AuditEventView> = page.events.iter().map(AuditEventView::from).collect();
     Ok(Json(AuditPage {
@@ -343,7 +343,7 @@ async fn list_users(
 ) -> Result<impl IntoResponse, Error> {
     let limit = query.limit.as_deref().map(page_limit).transpose()?;
     let (limit, cursor) = (limit.unwrap_or(DEFAULT_PAGE), query.cursor);
-    let page = state.auth.list_users(cursor.as_deref(), limit).await?;
+    let page = state.admin.list_users(cursor.as_deref(), limit).await?;
     let users: Vec<UserView> = page.users.iter().map(UserView::from).collect();
     Ok(Json(UsersPage {
         users,
@@ -405,7 +405,7 @@ async fn create_user(
 ) -> Result<impl IntoResponse, Error> {
     let roles = role_names(&req.roles)?;
     let user = state
-        .auth
+        .accounts
         .register(
             &req.email,
             req.password,
@@ -438,7 +438,7 @@ async fn get_user(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Error> {
     let user = state
-        .auth
+        .admin
         .user(user_id(&id)?)
         .await
         .map_err(unavailable)?
@@ -481,7 +481,7 @@ async fn patch_user(
     JsonBody(req): JsonBody<PatchUser>,
 ) -> Result<impl IntoResponse, Error> {
     let user = state
-        .auth
+        .admin
         .set_disabled(user_id(&id)?, req.disabled, admin.actor())
         .await
         .map_err(admin_change_error)?
@@ -512,7 +512,7 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     if !state
-        .auth
+        .admin
         .delete_user(user_id(&id)?, admin.actor())
         .await
         .map_err(admin_change_error)?
@@ -562,7 +562,7 @@ async fn set_user_roles(
     let id = user_id(&id)?;
     let roles = role_names(&req.roles)?;
     let user = state
-        .auth
+        .admin
         .set_user_roles(id, &roles, admin.actor())
         .await
         .map_err(admin_change_error)?
@@ -593,14 +593,14 @@ async fn end_user_sessions(
 ) -> Result<StatusCode, Error> {
     let id = user_id(&id)?;
     state
-        .auth
+        .admin
         .user(id)
         .await
         .map_err(unavailable)?
         .ok_or(Error::NotFound)?;
     state
-        .auth
-        .end_sessions_of(id, None, admin.actor(), Ending::EndedByAdmin)
+        .sessions
+        .end_all_of(id, None, admin.actor(), Ending::EndedByAdmin)
         .await
         .map_err(unavailable)?;
     Ok(StatusCode::NO_CONTENT)
@@ -622,7 +622,7 @@ async fn end_user_sessions(
 )]
 async fn list_roles(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
     let roles = state
-        .auth
+        .admin
         .roles()
         .await
         .map_err(unavailable)?
@@ -681,7 +681,7 @@ async fn put_role(
         })
         .collect::<Result<Vec<_>, _>>()?;
     state
-        .auth
+        .admin
         .set_role(&name, &permissions, admin.actor())
         .await
         .map_err(admin_change_error)?;
@@ -720,7 +720,7 @@ async fn delete_role(
 ) -> Result<StatusCode, Error> {
     let name = RoleName::parse(&name).map_err(|_| Error::NotFound)?;
     if !state
-        .auth
+        .admin
         .delete_role(&name, admin.actor())
         .await
         .map_err(admin_change_error)?
@@ -766,7 +766,7 @@ async fn create_resource_server(
     JsonBody(req): JsonBody<CreateResourceServer>,
 ) -> Result<impl IntoResponse, Error> {
     let created = state
-        .auth
+        .feed
         .create_resource_server(&req.name, admin.actor())
         .await
         .map_err(|e| match e {
@@ -803,7 +803,7 @@ async fn list_resource_servers(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, Error> {
-    let all = state.auth.resource_servers().await.map_err(unavailable)?;
+    let all = state.feed.resource_servers().await.map_err(unavailable)?;
     let resource_servers = all.iter().map(ResourceServerView::from).collect();
     Ok(Json(ResourceServersResponse { resource_servers }))
 }
@@ -831,7 +831,7 @@ async fn delete_resource_server(
 ) -> Result<StatusCode, Error> {
     let id = ResourceServerId::parse(&id).ok_or(Error::NotFound)?;
     if !state
-        .auth
+        .feed
         .delete_resource_server(id, admin.actor())
         .await
         .map_err(unavailable)?

@@ -94,7 +94,7 @@ async fn authorize(
 ) -> Result<impl IntoResponse, Error> {
     let permission = Permission::parse(&req.permission)
         .map_err(|m| Error::Invalid(vec![FieldError::new("permission", m)]))?;
-    let allowed = who.has_permission(&state.auth, &permission).await?;
+    let allowed = who.has_permission(&state.gate, &permission).await?;
     Ok(Json(AuthorizeResponse { allowed }))
 }
 
@@ -175,7 +175,7 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
         .ok_or_else(|| Error::BadRequest("the original method is not an HTTP method".into()))?;
     let credential = presented(&parts.headers, state.web.cookie_name);
     let decision = state
-        .auth
+        .gate
         .decide(&state.web.rules, &methods, &uris, credential)
         .await
         .map_err(|e| match e {

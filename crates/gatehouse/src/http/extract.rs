@@ -16,7 +16,7 @@ use super::AppState;
 use crate::auth::forward::{Caller, Identified, Presented, Unreadable};
 use crate::auth::sessions::Authenticated;
 use crate::auth::types::SessionSecret;
-use crate::auth::{Auth, ClientMeta};
+use crate::auth::{ClientMeta, Gate};
 use crate::error::{Error, unavailable};
 
 /// Longest user agent we record.
@@ -155,11 +155,11 @@ impl CurrentUser {
     ///
     /// # Errors
     /// Store failures (503: never allow, never deny).
-    pub async fn permissions(&self, auth: &Auth) -> Result<Arc<[String]>, Error> {
+    pub async fn permissions(&self, gate: &Gate) -> Result<Arc<[String]>, Error> {
         if let Some(p) = &self.permissions {
             return Ok(p.clone());
         }
-        let held = auth
+        let held = gate
             .permissions_of(self.auth.user.id)
             .await
             .map_err(unavailable)?;
@@ -185,10 +185,10 @@ impl CurrentUser {
     /// Store failures (503: never allow, never deny).
     pub async fn has_permission(
         &self,
-        auth: &Auth,
+        gate: &Gate,
         permission: &crate::auth::types::Permission,
     ) -> Result<bool, Error> {
-        let held = self.permissions(auth).await?;
+        let held = self.permissions(gate).await?;
         Ok(held.iter().any(|p| p == permission.as_str()))
     }
 }
@@ -212,7 +212,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let credential = presented(&parts.headers, state.web.cookie_name);
-        match state.auth.identify(credential).await.map_err(unavailable)? {
+        match state.gate.identify(credential).await.map_err(unavailable)? {
             Identified::Caller(caller) => Ok(caller.into()),
             refused => Err(refusal(refused)),
         }

@@ -34,8 +34,8 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Auth;
 use crate::auth::types::SessionSecret;
+use crate::auth::{Services, Sessions};
 use crate::error::Error;
 use crate::store::{SessionRecord, UserRecord};
 
@@ -103,11 +103,21 @@ fn header_value(c: &Cookie<'_>) -> HeaderValue {
     HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Everything a handler may use, passed explicitly.
+/// Everything a handler may use, passed explicitly: the domain's services
+/// (`state.sessions`, `state.accounts`, … through `Deref`) and the web
+/// settings.
 #[derive(Clone)]
 pub struct AppState {
-    pub auth: Arc<Auth>,
+    pub services: Services,
     pub web: Arc<WebSettings>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 /// Every route, with its OpenAPI description: each module's router is an
@@ -178,8 +188,7 @@ async fn count_request(State(state): State<AppState>, req: Request, next: Next) 
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
-        .auth
-        .metrics()
+        .metrics
         .http_request(method, route, res.status(), started.elapsed());
     res
 }
@@ -285,13 +294,13 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    pub fn new(auth: &Auth, s: &SessionRecord, current: bool) -> Self {
+    pub fn new(sessions: &Sessions, s: &SessionRecord, current: bool) -> Self {
         Self {
             id: s.id.to_string(),
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at,
-            idle_expires_at: auth.idle_expiry(s),
+            idle_expires_at: sessions.idle_expiry(s),
             user_agent: s.user_agent.clone(),
             ip: s.ip.clone(),
             current,

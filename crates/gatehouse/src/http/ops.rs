@@ -76,7 +76,7 @@ async fn metrics(
     if let Some(expected) = &state.web.metrics_token {
         scraper_authorized(&headers, expected)?;
     }
-    let text = state.auth.render_metrics(METRICS_STORE_TIMEOUT).await;
+    let text = state.ops.render_metrics(METRICS_STORE_TIMEOUT).await;
     Ok((
         [
             (
@@ -142,7 +142,7 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, Error> {
-    let r = state.auth.readiness(READY_TIMEOUT).await;
+    let r = state.ops.readiness(READY_TIMEOUT).await;
     let word = |answer: &Result<(), String>| if answer.is_ok() { "ok" } else { "unavailable" };
     let checks = ReadyChecks {
         database: word(&r.database),

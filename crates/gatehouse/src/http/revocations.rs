@@ -44,7 +44,7 @@ impl FromRequestParts<AppState> for ResourceServer {
             .and_then(ResourceServerSecret::parse_key)
             .ok_or(Error::InvalidToken)?;
         let found = state
-            .auth
+            .feed
             .authenticate_resource_server(&key)
             .await
             .map_err(unavailable)?;
@@ -133,7 +133,7 @@ async fn feed(
         })
         .transpose()?;
     let page = state
-        .auth
+        .feed
         .revocation_feed(since.as_ref(), wait.unwrap_or(Duration::ZERO))
         .await
         .map_err(unavailable)?;

@@ -85,7 +85,7 @@ async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, Error> {
     let (user, new) = state
-        .auth
+        .accounts
         .login(&req.email, Password::new(req.password), &client)
         .await?;
     let cookie = state
@@ -93,7 +93,7 @@ async fn login(
         .session_cookie(&new.secret, &new.record, new.record.created_at);
     let body = LoginResponse {
         user: UserView::from(&user),
-        session: SessionView::new(&state.auth, &new.record, true),
+        session: SessionView::new(&state.sessions, &new.record, true),
     };
     Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
 }
@@ -115,8 +115,8 @@ async fn login(
 )]
 async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Response, Error> {
     state
-        .auth
-        .end_session(
+        .sessions
+        .end(
             who.auth.user.id,
             who.auth.session.id,
             Actor::User(who.auth.user.id),
@@ -146,13 +146,13 @@ async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Respo
 )]
 async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<impl IntoResponse, Error> {
     let sessions = state
-        .auth
+        .sessions
         .live_sessions(who.auth.user.id)
         .await
         .map_err(unavailable)?;
     let views: Vec<SessionView> = sessions
         .iter()
-        .map(|s| SessionView::new(&state.auth, s, s.id == who.auth.session.id))
+        .map(|s| SessionView::new(&state.sessions, s, s.id == who.auth.session.id))
         .collect();
     Ok(Json(SessionsResponse { sessions: views }))
 }
@@ -183,8 +183,8 @@ async fn end_one(
 ) -> Result<Response, Error> {
     let id = SessionId::parse(&id).ok_or(Error::NotFound)?;
     let ended = state
-        .auth
-        .end_session(
+        .sessions
+        .end(
             who.auth.user.id,
             id,
             Actor::User(who.auth.user.id),
@@ -234,8 +234,8 @@ async fn end_others(
         ));
     }
     state
-        .auth
-        .end_sessions_of(
+        .sessions
+        .end_all_of(
             who.auth.user.id,
             Some(who.auth.session.id),
             Actor::User(who.auth.user.id),

@@ -309,13 +309,13 @@ async fn token(
             let username = required(&params, "username")?;
             let password = required(&params, "password")?;
             state
-                .auth
+                .tokens
                 .password_grant(username, Password::new(password.to_owned()), &client)
                 .await?
         }
         "refresh_token" => {
             let presented = required(&params, "refresh_token")?;
-            state.auth.refresh_grant(presented).await?
+            state.tokens.refresh_grant(presented).await?
         }
         _ => {
             return Err(OAuthError::bad(
@@ -356,7 +356,7 @@ async fn session_token(State(state): State<AppState>, who: CurrentUser) -> Resul
         return Err(Error::Unauthorized);
     }
     let access = state
-        .auth
+        .tokens
         .session_token(&who.auth.user, &who.auth.session)
         .await
         .map_err(unavailable)?;

@@ -67,7 +67,7 @@ struct PublicJwk {
     )
 )]
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let ring = state.auth.keys().ring();
+    let ring = state.keys.ring();
     (
         [(CACHE_CONTROL, HeaderValue::from_static(JWKS_MAX_AGE))],
         Json(Jwks {

@@ -2,6 +2,7 @@
 //! contract, and the backends that implement them. The backend is chosen once,
 //! at start-up, from the configuration.
 
+pub mod cache;
 pub mod health;
 pub mod memory;
 pub mod postgres;
@@ -14,9 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::config::DatabaseUrl;
+use crate::clock::Clock;
+use crate::config::{Config, DatabaseUrl, SecretUrl};
 use crate::model::audit::{AuditEvent, AuditQuery};
 use crate::model::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
+use crate::revocation::Revocations;
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -523,50 +526,129 @@ pub trait FailureCounter: Send + Sync + 'static {
     async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()>;
 }
 
-/// The stores the domain runs on, chosen from the configuration.
+/// The stores the domain runs on, chosen from the configuration, with what
+/// the deployment shape decides beside them: the node's revocations (with
+/// Redis, fed and proven by the revocation feed), the caches, and where the
+/// feed comes from. The domain has one code path whatever is chosen here.
 #[derive(Clone)]
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
+    /// With Redis, a [`cache::CachingSessionStore`] in front of it.
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
     pub resource_servers: Arc<dyn ResourceServerStore>,
     /// Always the SQL database, also with Redis: the trail is kept durably.
     pub audit: Arc<dyn AuditStore>,
+    /// The sessions this node knows ended (empty until the domain loads
+    /// them), shared with the caches and the feed.
+    pub revocations: Arc<Revocations>,
+    /// How long the bearer path may answer from what it read of a session,
+    /// its user and their permissions (zero: never).
+    pub principal_cache_ttl: Duration,
+    /// The session cache, when there is one (for its counters).
+    pub session_cache: Option<Arc<cache::CachingSessionStore>>,
+    /// Where the revocation feed comes from, when sessions are in Redis.
+    pub feed: Option<FeedSource>,
+}
+
+/// The Redis connection and channel the revocation feed follows.
+#[derive(Debug, Clone)]
+pub struct FeedSource {
+    pub url: SecretUrl,
+    pub channel: String,
 }
 
 /// Opens (creating and migrating where needed) the stores the configuration
-/// names.
+/// names: the SQL database; with `redis_url`, sessions, refresh tokens,
+/// revocations and attempt counters in Redis behind the session cache, with
+/// the revocation feed; the principal cache where every ending of a session
+/// reaches this node at once.
 ///
 /// # Errors
-/// When the database cannot be opened or migrated, or names a backend this
-/// build does not have.
-pub async fn open(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
+/// When the database or Redis cannot be opened or migrated.
+pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Stores> {
+    let mut stores = open_sql(&config.database_url).await?;
+    if let Some(url) = &config.redis_url {
+        // Sessions, refresh tokens, revocations and attempt counters move to
+        // Redis, shared by every node; users, roles and keys stay in SQL.
+        let redis = Arc::new(
+            redis::RedisStore::open(url.expose(), &config.redis_key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("redis_url: {e:#}"))?,
+        );
+        let revocations = Arc::new(Revocations::fed(
+            config.revocation_max_staleness,
+            config.revocation_fail_mode,
+            std::time::Instant::now(),
+        ));
+        let cached = Arc::new(cache::CachingSessionStore::new(
+            redis.clone(),
+            revocations.clone(),
+            clock,
+            config.session_cache_ttl,
+            config.access_token_ttl,
+            config.session_idle_timeout,
+        ));
+        stores.sessions = cached.clone();
+        stores.session_cache = Some(cached);
+        stores.failures = redis;
+        stores.revocations = revocations;
+        stores.feed = Some(FeedSource {
+            url: url.clone(),
+            channel: redis::revocation_channel(&config.redis_key_prefix),
+        });
+    }
+    // Where every ending of a session reaches this node at once (through
+    // Redis's feed, or because one server owns the SQLite file), the
+    // bearer path may answer from its reads of the last second. Nodes that
+    // share PostgreSQL alone learn of one another's endings only from the
+    // store, so they read it on every request.
+    if config.redis_url.is_some() || matches!(config.database_url, DatabaseUrl::Sqlite(_)) {
+        stores.principal_cache_ttl = config.session_cache_ttl;
+    }
+    Ok(stores)
+}
+
+/// The SQL database's stores alone (the command line's, and the base of
+/// every deployment).
+///
+/// # Errors
+/// When the database cannot be opened or migrated.
+pub async fn open_sql(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
     match database_url {
         DatabaseUrl::Sqlite(url) => {
             let db = Arc::new(sqlite::SqliteStore::open(url).await?);
-            Ok(Stores {
-                users: db.clone(),
-                sessions: db.clone(),
-                keys: db.clone(),
-                failures: Arc::new(memory::MemoryFailureCounter::default()),
-                resource_servers: db.clone(),
-                audit: db,
-            })
+            Ok(sql_stores(
+                db,
+                Arc::new(memory::MemoryFailureCounter::default()),
+            ))
         }
         DatabaseUrl::Postgres(url) => {
             // Many nodes share this database, so the attempt counters live
             // in it too: a per-process counter would let each node grant its
             // own allowance of guesses.
             let db = Arc::new(postgres::PgStore::open(url.expose()).await?);
-            Ok(Stores {
-                users: db.clone(),
-                sessions: db.clone(),
-                keys: db.clone(),
-                failures: db.clone(),
-                resource_servers: db.clone(),
-                audit: db,
-            })
+            Ok(sql_stores(db.clone(), db))
         }
+    }
+}
+
+/// One SQL database as every store but (maybe) the attempt counters.
+fn sql_stores<T>(db: Arc<T>, failures: Arc<dyn FailureCounter>) -> Stores
+where
+    T: UserStore + SessionStore + KeyStore + ResourceServerStore + AuditStore,
+{
+    Stores {
+        users: db.clone(),
+        sessions: db.clone(),
+        keys: db.clone(),
+        failures,
+        resource_servers: db.clone(),
+        audit: db,
+        revocations: Arc::new(Revocations::local()),
+        principal_cache_ttl: Duration::ZERO,
+        session_cache: None,
+        feed: None,
     }
 }

@@ -1887,7 +1887,7 @@ mod tests {
     async fn store_open_wires_every_seam_to_postgres() {
         let db = Scratch::new().await;
         let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
-        let stores = crate::store::open(&crate::config::DatabaseUrl::Postgres(url.into()))
+        let stores = crate::store::open_sql(&crate::config::DatabaseUrl::Postgres(url.into()))
             .await
             .expect("open");
         stores.users.ping().await.expect("ping");

@@ -235,6 +235,7 @@ async fn operator_actions_name_their_actor() {
     let admin = admin(&app).await;
     let kid = app
         .auth
+        .admin
         .rotate_signing_key(gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("rotate");

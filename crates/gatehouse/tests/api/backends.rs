@@ -62,7 +62,11 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     following(&b).await;
     let user = a.create_user().await;
     let (access, _) = token_pair(&a, &user).await;
-    let verified = a.auth.verify_access_token(&access).expect("a fresh token");
+    let verified = a
+        .auth
+        .bearer
+        .verify_access_token(&access)
+        .expect("a fresh token");
     assert_eq!(me_with_bearer(&b, &access).await, StatusCode::OK);
 
     let res = b
@@ -76,7 +80,7 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     let ended = std::time::Instant::now();
     // Node A learns of it through pub/sub: its store-free check refuses the
     // token without reading any store.
-    while !a.auth.revocations().is_revoked(verified.session_id) {
+    while !a.auth.revocations.is_revoked(verified.session_id) {
         assert!(
             ended.elapsed() < Duration::from_secs(1),
             "node A did not hear of the logout on node B within 1 s"
@@ -85,7 +89,7 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     }
     eprintln!("revocation reached the other node in {:?}", ended.elapsed());
     assert_eq!(
-        a.auth.verify_access_token(&access).err(),
+        a.auth.bearer.verify_access_token(&access).err(),
         Some(gatehouse::auth::tokens::TokenError::Revoked)
     );
     assert_eq!(me_with_bearer(&a, &access).await, StatusCode::UNAUTHORIZED);
@@ -110,6 +114,7 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
     let (access, _) = token_pair(&a, &user).await;
     let sid = a
         .auth
+        .bearer
         .verify_access_token(&access)
         .expect("fresh")
         .session_id;
@@ -124,7 +129,7 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
     // A node that was not listening when it happened (it starts now)...
     let late = TestApp::spawn_with(shared).await;
     let started = std::time::Instant::now();
-    while !late.auth.revocations().is_revoked(sid) {
+    while !late.auth.revocations.is_revoked(sid) {
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "a starting node must load the revocations in force"
@@ -181,12 +186,12 @@ async fn redis_session_cache_answers_repeated_cookie_requests() {
     let app = TestApp::spawn_on_redis(|_| {}).await;
     following(&app).await;
     let (_, client) = app.logged_in().await;
-    let shared = app.auth.shared_sessions().expect("sessions in Redis");
-    let before = shared.cache_stats();
+    let shared = app.auth.session_cache.clone().expect("sessions in Redis");
+    let before = shared.stats();
     for _ in 0..10 {
         assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
-    let after = shared.cache_stats();
+    let after = shared.stats();
     // The login cached the new session: every request is a hit.
     assert_eq!(after.hits - before.hits, 10, "{before:?} -> {after:?}");
     assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
@@ -198,7 +203,7 @@ async fn redis_session_cache_answers_repeated_cookie_requests() {
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_eq!(shared.cache_stats().entries, 0);
+    assert_eq!(shared.stats().entries, 0);
 }
 
 #[tokio::test]
@@ -206,12 +211,12 @@ async fn redis_session_cache_ttl_zero_reads_redis_every_time() {
     let app = TestApp::spawn_on_redis(|c| c.session_cache_ttl = Duration::ZERO).await;
     following(&app).await;
     let (_, client) = app.logged_in().await;
-    let shared = app.auth.shared_sessions().expect("sessions in Redis");
-    let before = shared.cache_stats();
+    let shared = app.auth.session_cache.clone().expect("sessions in Redis");
+    let before = shared.stats();
     for _ in 0..5 {
         assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
-    let after = shared.cache_stats();
+    let after = shared.stats();
     assert_eq!(after.hits, before.hits, "{before:?} -> {after:?}");
     assert_eq!(after.misses - before.misses, 5, "{before:?} -> {after:?}");
 }
@@ -496,6 +501,7 @@ async fn session_token(app: &TestApp, client: &reqwest::Client) -> String {
 async fn endings(app: &TestApp, user: &TestUser) -> Vec<String> {
     let id = app
         .auth
+        .admin
         .user_by_email(&user.email)
         .await
         .expect("store")
@@ -503,7 +509,8 @@ async fn endings(app: &TestApp, user: &TestUser) -> Vec<String> {
         .id;
     let page = app
         .auth
-        .audit_events(
+        .audit
+        .events(
             Some(id),
             Some(gatehouse::auth::audit::EventType::SessionEnded),
             None,
@@ -605,6 +612,7 @@ async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
     let (access, _) = token_pair(&a, &user).await;
     let sid = a
         .auth
+        .bearer
         .verify_access_token(&access)
         .expect("fresh")
         .session_id;
@@ -615,7 +623,7 @@ async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
     // The third login, on node B, ends it.
     assert_eq!(b.login(&b.client(), &user).await.status(), StatusCode::OK);
     let ended = std::time::Instant::now();
-    while !a.auth.revocations().is_revoked(sid) {
+    while !a.auth.revocations.is_revoked(sid) {
         assert!(
             ended.elapsed() < Duration::from_secs(1),
             "node A did not hear of the ending on node B within 1 s"

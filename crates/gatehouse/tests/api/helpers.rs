@@ -27,7 +27,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
     /// The domain service of the running app.
-    pub auth: std::sync::Arc<gatehouse::auth::Auth>,
+    pub auth: gatehouse::auth::Services,
     /// The PostgreSQL database and Redis prefix of an app spawned on them;
     /// dropped last.
     _pg: Option<PgDatabase>,
@@ -120,7 +120,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let addr = app.local_addr();
-        let auth = app.auth();
+        let auth = app.services();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             app.run_until(async {
@@ -205,7 +205,7 @@ impl TestApp {
     /// Creates a role and a user holding it, through the same domain
     /// functions the CLI uses.
     pub async fn create_user_with_role(&self, role: &str, permissions: &[&str]) -> TestUser {
-        let auth = gatehouse::app::build_auth(&self.config, 1, self.origin())
+        let auth = gatehouse::app::build_services(&self.config, 1, self.origin())
             .await
             .expect("auth");
         let role = RoleName::parse(role).expect("role");
@@ -213,21 +213,23 @@ impl TestApp {
             .iter()
             .map(|p| Permission::parse(p).expect("permission"))
             .collect();
-        auth.set_role(&role, &perms, gatehouse::auth::audit::Actor::Cli)
+        auth.admin
+            .set_role(&role, &perms, gatehouse::auth::audit::Actor::Cli)
             .await
             .expect("role set");
         let user = TestUser {
             email: unique_email(),
             password: PASSWORD.to_owned(),
         };
-        auth.register(
-            &user.email,
-            user.password.clone(),
-            vec![role],
-            Registrar::Operator,
-        )
-        .await
-        .expect("user created");
+        auth.accounts
+            .register(
+                &user.email,
+                user.password.clone(),
+                vec![role],
+                Registrar::Operator,
+            )
+            .await
+            .expect("user created");
         user
     }
 
@@ -523,9 +525,9 @@ pub async fn token_pair(app: &TestApp, user: &TestUser) -> (String, String) {
 /// Waits until the app's revocation feed is connected (its cache answers
 /// only then).
 pub async fn following(app: &TestApp) {
-    let shared = app.auth.shared_sessions().expect("sessions in Redis");
+    let feed = app.auth.revocations.feed().expect("sessions in Redis");
     let started = std::time::Instant::now();
-    while !shared.feed().is_connected() {
+    while !feed.is_connected() {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "the revocation feed did not connect"

@@ -195,11 +195,13 @@ async fn failed_logins_read_alike_for_unknown_email_wrong_password_and_disabled_
     let disabled = app.create_user().await;
     let record = app
         .auth
+        .admin
         .user_by_email(&disabled.email)
         .await
         .expect("store")
         .expect("user");
     app.auth
+        .admin
         .set_disabled(record.id, true, gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("disabled");
@@ -864,6 +866,7 @@ async fn registration_pages_are_404_while_registration_is_closed() {
     page_body(res, StatusCode::NOT_FOUND).await;
     assert!(
         app.auth
+            .admin
             .user_by_email(&email)
             .await
             .expect("store")
@@ -924,6 +927,7 @@ async fn form_posts_from_a_foreign_origin_are_403_cookie_or_not() {
     assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     assert!(
         app.auth
+            .admin
             .user_by_email(&new_email)
             .await
             .expect("store")

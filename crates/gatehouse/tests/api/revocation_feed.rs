@@ -78,6 +78,7 @@ async fn token_session(app: &TestApp, user: &TestUser) -> (String, String) {
     let (token, _) = token_pair(app, user).await;
     let sid = app
         .auth
+        .bearer
         .verify_access_token(&token)
         .expect("a fresh token")
         .session_id
@@ -332,6 +333,7 @@ where
     let app = spawn(Box::new(|_| {})).await;
     let key = app
         .auth
+        .feed
         .create_resource_server("journey", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")
@@ -476,6 +478,7 @@ async fn feed_across_nodes(with_redis: bool) {
     }
     let key = a
         .auth
+        .feed
         .create_resource_server("across", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")

@@ -108,7 +108,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 async fn metrics_text(app: &TestApp) -> String {
-    app.auth.render_metrics(SECOND).await
+    app.auth.ops.render_metrics(SECOND).await
 }
 
 /// A self-signed certificate for 127.0.0.1 in files of its own, and a TLS
@@ -501,6 +501,7 @@ async fn a_connection_that_goes_idle_while_a_client_waits_for_its_slot_is_closed
     let app = TestApp::spawn_with(|c| c.connections.max_connections = 1).await;
     let key = app
         .auth
+        .feed
         .create_resource_server("poller", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")

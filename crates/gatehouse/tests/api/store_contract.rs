@@ -84,7 +84,7 @@ async fn sqlite() -> (Stores, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("gatehouse.db");
     let url = DatabaseUrl::Sqlite(format!("sqlite://{}", path.display()));
-    let stores = store::open(&url)
+    let stores = store::open_sql(&url)
         .await
         .unwrap_or_else(|e| panic!("opening {url:?}: {e:#}"));
     (stores, dir)
@@ -94,7 +94,7 @@ async fn sqlite() -> (Stores, tempfile::TempDir) {
 async fn postgres() -> (Stores, PgDatabase) {
     let db = PgDatabase::create().await;
     let url = DatabaseUrl::Postgres(db.url().into());
-    let stores = store::open(&url)
+    let stores = store::open_sql(&url)
         .await
         .unwrap_or_else(|e| panic!("opening the PostgreSQL stores on {url:?}: {e:#}"));
     (stores, db)
@@ -1420,7 +1420,7 @@ async fn delete_expired_sweeps_expired_and_idle_sessions_and_old_revocations(sto
 
 async fn delete_expired_agrees_with_the_domain_at_the_boundaries(stores: Stores) {
     // The domain calls a session live while `now < expires_at` and
-    // `now < last_seen_at + idle` (Auth::is_live); the sweep removes exactly
+    // `now < last_seen_at + idle` (Sessions::is_live); the sweep removes exactly
     // what is not live.
     let alice = create(&stores, "alice@example.com", &[]).await;
     let now = at(10 * DAY);

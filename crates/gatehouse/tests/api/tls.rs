@@ -302,7 +302,8 @@ async fn shutdown_over_https_answers_a_waiting_request_and_returns() {
         .expect("the app builds");
     let url = format!("{}/v1/revocations?wait=30", app.base_url());
     let key = app
-        .auth()
+        .services()
+        .feed
         .create_resource_server("poller", gatehouse::auth::audit::Actor::Cli)
         .await
         .expect("created")

@@ -1035,16 +1035,17 @@ async fn a_role_change_reaches_tokens_at_their_next_refresh() {
     let pair = grant(&app, &user).await;
     assert_eq!(claims(&pair.access)["scope"], "tickets:read");
 
-    let auth = gatehouse::app::build_auth(&app.config, 1, app.origin())
+    let auth = gatehouse::app::build_services(&app.config, 1, app.origin())
         .await
         .expect("auth");
-    auth.set_role(
-        &RoleName::parse("support").expect("role"),
-        &[Permission::parse("tickets:admin").expect("permission")],
-        gatehouse::auth::audit::Actor::Cli,
-    )
-    .await
-    .expect("role set");
+    auth.admin
+        .set_role(
+            &RoleName::parse("support").expect("role"),
+            &[Permission::parse("tickets:admin").expect("permission")],
+            gatehouse::auth::audit::Actor::Cli,
+        )
+        .await
+        .expect("role set");
 
     // The token already issued is a signed snapshot...
     assert_eq!(claims(&pair.access)["scope"], "tickets:read");

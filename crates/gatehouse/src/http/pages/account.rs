@@ -34,7 +34,7 @@ pub(super) async fn render_account(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let sessions = state
-        .auth
+        .sessions
         .live_sessions(who.user.id)
         .await
         .map_err(store_failed)?;
@@ -89,8 +89,8 @@ pub(super) async fn end_session(
 ) -> Result<Response, PageError> {
     let id = SessionId::parse(&id).ok_or_else(PageError::not_found)?;
     let ended = state
-        .auth
-        .end_session(
+        .sessions
+        .end(
             who.user.id,
             id,
             Actor::User(who.user.id),
@@ -133,8 +133,8 @@ pub(super) async fn end_others(
     Form(NoFields {}): Form<NoFields>,
 ) -> Result<Response, PageError> {
     state
-        .auth
-        .end_sessions_of(
+        .sessions
+        .end_all_of(
             who.user.id,
             Some(who.session.id),
             Actor::User(who.user.id),
@@ -189,7 +189,7 @@ pub(super) async fn change_password(
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, PageError> {
     match state
-        .auth
+        .accounts
         .change_password(
             &who,
             Password::new(form.current_password),

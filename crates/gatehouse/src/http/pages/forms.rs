@@ -91,8 +91,8 @@ pub(super) async fn current_session(
         return Ok(None);
     };
     state
-        .auth
-        .authenticate_session(&secret)
+        .sessions
+        .authenticate(&secret)
         .await
         .map_err(store_failed)
 }
@@ -158,7 +158,7 @@ pub(super) fn non_empty(s: &str) -> Option<&str> {
 }
 
 pub(super) fn registration_open(state: &AppState) -> bool {
-    state.auth.policy().registration == Registration::Open
+    state.accounts.registration_open()
 }
 
 // ---------------------------------------------------------------------------

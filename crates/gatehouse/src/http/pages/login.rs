@@ -95,7 +95,7 @@ pub(super) async fn login(
         )
     };
     match state
-        .auth
+        .accounts
         .login(&form.email, Password::new(form.password), &client)
         .await
     {
@@ -160,8 +160,8 @@ pub(super) async fn logout(
 ) -> Result<Response, PageError> {
     if let Some(who) = current_session(&state, &headers).await? {
         state
-            .auth
-            .end_session(
+            .sessions
+            .end(
                 who.user.id,
                 who.session.id,
                 Actor::User(who.user.id),

@@ -2,9 +2,9 @@
 //! behind them, rendered on the server for browsers without any JavaScript.
 //!
 //! They are a second face of the same domain: every handler calls the
-//! functions the JSON API calls (`Auth::login`, `register`,
-//! `live_sessions`, `end_session`, `end_sessions_of`, `change_password`) and
-//! hands out the same session cookie. Forms post
+//! functions the JSON API calls (`Accounts::login`, `register` and
+//! `change_password`, `Sessions::live_sessions`, `end` and `end_all_of`)
+//! and hands out the same session cookie. Forms post
 //! `application/x-www-form-urlencoded` and every successful post answers
 //! 303 See Other (Post/Redirect/Get), so reloading a page never resubmits.
 //!
@@ -60,11 +60,11 @@ use super::extract::{self, Client};
 use super::openapi as oa;
 use super::{AppState, WebSettings};
 use crate::auth::FieldError;
+use crate::auth::accounts::LoginError;
 use crate::auth::accounts::{ChangePasswordError, RegisterError, Registrar};
 use crate::auth::audit::{Actor, Ending};
-use crate::auth::sessions::{Authenticated, LoginError};
+use crate::auth::sessions::Authenticated;
 use crate::auth::types::{Password, SessionId};
-use crate::config::Registration;
 use crate::error::CHALLENGE;
 
 /// Where a visitor without a session is sent.

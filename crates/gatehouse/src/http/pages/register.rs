@@ -83,7 +83,7 @@ pub(super) async fn register(
         ReturnTo::parse_or_default(non_empty(&form.return_to), &state.web.allowed_origins);
     let registrar = Registrar::Public { ip: client.ip };
     let (status, errors) = match state
-        .auth
+        .accounts
         .register(&form.email, form.password, Vec::new(), registrar)
         .await
     {

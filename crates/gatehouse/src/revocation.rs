@@ -1,6 +1,9 @@
-//! The in-memory set of ended sessions whose access tokens may still be
-//! unexpired: what makes logout take effect on stateless tokens at once,
-//! for the cost of a hash lookup.
+//! What this node knows of ended sessions: the in-memory set of ended
+//! sessions whose access tokens may still be unexpired (what makes logout
+//! take effect on stateless tokens at once, for the cost of a hash lookup),
+//! and, with sessions in Redis, whether the revocation feed proves the set
+//! complete. The domain, the caches that wrap the stores and the feed all
+//! share one [`Revocations`]; it imports nothing but the model.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -9,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::types::SessionId;
+use crate::config::RevocationFailMode;
+use crate::model::types::SessionId;
 
 /// Ended sessions, each with the instant after which no token of it can be
 /// valid any more (when it can be forgotten).
@@ -170,19 +174,148 @@ impl FeedStatus {
     }
 
     /// The subscription is live, and the set complete as of `proof`.
-    pub(crate) fn set_connected(&self, proof: Instant) {
+    fn set_connected(&self, proof: Instant) {
         self.prove(proof);
         self.connected.store(true, Ordering::Release);
     }
 
     /// Marks the subscription lost; returns whether it was live.
-    pub(crate) fn set_lost(&self) -> bool {
+    fn set_lost(&self) -> bool {
         self.connected.swap(false, Ordering::AcqRel)
     }
 
     /// The wall-clock instant last proven, for reports.
     pub fn proven_at(&self) -> Option<OffsetDateTime> {
         self.proof_age().map(|age| OffsetDateTime::now_utc() - age)
+    }
+}
+
+/// The refusal of a node in `revocation_fail_mode = "closed"` that cannot
+/// prove it knows every revocation: answered 503.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this node has had no proof for {max_staleness:?} that it knows every revocation (revocation_fail_mode = closed)"
+)]
+pub struct RevocationsUnproven {
+    pub max_staleness: Duration,
+}
+
+/// The node's knowledge of ended sessions: the set, and with Redis the
+/// feed that keeps it complete and what requests get when it cannot.
+///
+/// Without a feed (one node on SQLite, or nodes sharing PostgreSQL alone)
+/// every decision is allowed and caches may always answer: what this node
+/// does not learn at once, it learns from the store. With one, caches
+/// answer only while the feed follows, and decisions stop in `closed` mode
+/// once the proof is older than `revocation_max_staleness`.
+#[derive(Debug)]
+pub struct Revocations {
+    set: RevocationSet,
+    feed: Option<FeedStatus>,
+    fail_mode: RevocationFailMode,
+    /// Bumped on every (re)connection of the feed: cache entries filled
+    /// from a read that began before it are not used (the store may have
+    /// lost data, and endings may have gone unannounced meanwhile).
+    epoch: AtomicU64,
+}
+
+impl Revocations {
+    /// A node without a revocation feed.
+    pub fn local() -> Self {
+        Self {
+            set: RevocationSet::default(),
+            feed: None,
+            fail_mode: RevocationFailMode::Closed,
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// A node fed by Redis's revocation channel, whose set was known
+    /// complete at `loaded` (see [`FeedStatus::new`]).
+    pub fn fed(max_staleness: Duration, fail_mode: RevocationFailMode, loaded: Instant) -> Self {
+        Self {
+            feed: Some(FeedStatus::new(max_staleness, loaded)),
+            fail_mode,
+            ..Self::local()
+        }
+    }
+
+    /// Whether the session has been ended.
+    pub fn is_revoked(&self, sid: SessionId) -> bool {
+        self.set.is_revoked(sid)
+    }
+
+    /// Records ended sessions (ended here, by another process, or announced
+    /// by the feed).
+    pub fn insert(&self, entries: impl IntoIterator<Item = (SessionId, OffsetDateTime)>) {
+        self.set.insert(entries);
+    }
+
+    /// The set itself (its long-poll notifications, its size, pruning).
+    pub fn set(&self) -> &RevocationSet {
+        &self.set
+    }
+
+    /// The feed's state, when the node has one.
+    pub fn feed(&self) -> Option<&FeedStatus> {
+        self.feed.as_ref()
+    }
+
+    /// What requests get while the feed cannot prove the set complete
+    /// (`None` without a feed).
+    pub fn fail_mode(&self) -> Option<RevocationFailMode> {
+        self.feed.as_ref().map(|_| self.fail_mode)
+    }
+
+    /// Whether a cached session may stand in for a store that cannot
+    /// answer a cookie request (`revocation_fail_mode = "stale"`).
+    pub fn stale_ok(&self) -> bool {
+        self.fail_mode() == Some(RevocationFailMode::Stale)
+    }
+
+    /// Refuses a session or token decision while this node cannot prove it
+    /// knows every revocation and `revocation_fail_mode` is `closed`.
+    ///
+    /// # Errors
+    /// [`RevocationsUnproven`], which callers answer with 503.
+    pub fn decisions_allowed(&self) -> Result<(), RevocationsUnproven> {
+        match &self.feed {
+            Some(feed) if self.fail_mode == RevocationFailMode::Closed && !feed.is_proven() => {
+                Err(RevocationsUnproven {
+                    max_staleness: feed.max_staleness(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether caches may answer for the store: always without a feed;
+    /// with one, while it follows.
+    pub fn caches_may_answer(&self) -> bool {
+        self.feed.as_ref().is_none_or(FeedStatus::is_following)
+    }
+
+    /// The feed's current epoch: a cache notes it before it reads the
+    /// store and keeps the entry only while it is unchanged.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The revocation feed is (re)connected, and the set reloaded after it
+    /// subscribed at `proof`: entries cached before may have missed an
+    /// ending, so they are no longer used, and the caches may answer again.
+    pub fn feed_connected(&self, proof: Instant) {
+        if let Some(feed) = &self.feed {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            feed.set_connected(proof);
+        }
+    }
+
+    /// The revocation feed is lost: the caches stop answering (every
+    /// request reads the store) until it reconnects. Returns whether it was
+    /// connected.
+    pub fn feed_lost(&self) -> bool {
+        self.feed.as_ref().is_some_and(FeedStatus::set_lost)
     }
 }
 

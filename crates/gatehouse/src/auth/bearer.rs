@@ -1,0 +1,200 @@
+//! The bearer path: verifying an access token (the cache of verified
+//! tokens, the revocation set) and reading who it speaks for (the
+//! principal cache, the session and user stores).
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::KeyManager;
+use super::principals::{Lookup, Principal, Principals};
+use super::sessions::{Authenticated, Sessions};
+use super::tokens::{
+    TokenError, TokenSettings, VerifiedToken, check_header, check_times, validate_access_token,
+};
+use super::verified::VerifiedTokens;
+use crate::clock::Clock;
+use crate::revocation::Revocations;
+use crate::store::UserStore;
+
+/// Verifies access tokens and finds their principals.
+pub struct Bearer {
+    keys: Arc<KeyManager>,
+    settings: TokenSettings,
+    /// Access tokens whose signature was verified, by their bytes.
+    verified: VerifiedTokens,
+    revocations: Arc<Revocations>,
+    principals: Arc<Principals>,
+    sessions: Arc<Sessions>,
+    users: Arc<dyn UserStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bearer {
+    pub fn new(
+        keys: Arc<KeyManager>,
+        settings: TokenSettings,
+        revocations: Arc<Revocations>,
+        principals: Arc<Principals>,
+        sessions: Arc<Sessions>,
+        users: Arc<dyn UserStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            keys,
+            settings,
+            verified: VerifiedTokens::default(),
+            revocations,
+            principals,
+            sessions,
+            users,
+            clock,
+        }
+    }
+
+    /// The cache of verified tokens (for tests).
+    pub fn verified(&self) -> &VerifiedTokens {
+        &self.verified
+    }
+
+    /// Verifies a bearer access token: size, header (algorithm, type, key),
+    /// signature, `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway, the
+    /// lifetime, and that its session has not ended. No store round trip:
+    /// the signature check and a lookup in the in-memory revocation set.
+    ///
+    /// # Errors
+    /// The first rule the token breaks.
+    ///
+    /// A token verified before is answered from the cache of verified
+    /// tokens (see [`VerifiedTokens`]): its signature is not checked again,
+    /// but its times, its key's presence in the ring and its session's
+    /// revocation are, on every use.
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        let ring = self.keys.ring();
+        let now = self.clock.now().unix_timestamp();
+        let is_revoked = |sid| self.revocations.is_revoked(sid);
+        if let Some(hit) = self.verified.get(token) {
+            // The ring is checked too: a key withdrawn from it (a rotation
+            // whose predecessor retired) takes its tokens with it.
+            if ring.verifier(&hit.kid).is_some() {
+                check_times(&hit.token.claims, &self.settings, now)?;
+                if is_revoked(hit.token.session_id) {
+                    return Err(TokenError::Revoked);
+                }
+                return Ok(hit.token.clone());
+            }
+        }
+        let kid = check_header(token, &ring)?;
+        let verified = Arc::new(validate_access_token(
+            token,
+            &ring,
+            &self.settings,
+            now,
+            is_revoked,
+        )?);
+        self.verified.insert(token, kid, verified.clone());
+        Ok(verified)
+    }
+
+    /// The session and user behind a verified access token, with the user's
+    /// effective permissions: `None` when the session is gone or not live,
+    /// belongs to someone else, or the user is disabled. Unlike a cookie, a
+    /// token never records a use.
+    ///
+    /// What was read for the session less than `session_cache_ttl` ago
+    /// answers where the principal cache may (see `principals.rs` for why
+    /// that is safe, and `store::open` for where it is on).
+    ///
+    /// # Errors
+    /// Store failures and [`crate::revocation::RevocationsUnproven`].
+    pub async fn authenticate_token(
+        &self,
+        token: &VerifiedToken,
+    ) -> anyhow::Result<Option<Arc<Principal>>> {
+        self.revocations.decisions_allowed()?;
+        let now = self.clock.now();
+        // The token passed the revocation set just now, so its session was
+        // not ended on this node, nor (with Redis, while the feed follows)
+        // on any other.
+        let cache = &self.principals;
+        let mut renewing = None;
+        match cache.lookup(token.session_id, now) {
+            Lookup::Miss => {}
+            Lookup::Fresh(hit) | Lookup::Renew(hit)
+                if hit.auth.session.user_id != token.user_id
+                    || !self.sessions.is_live(&hit.auth.session, now) =>
+            {
+                // Expired, or idle by a record that may be stale: the
+                // store decides.
+                cache.remove(token.session_id);
+            }
+            Lookup::Fresh(hit) => return Ok(Some(hit)),
+            Lookup::Renew(hit) => renewing = Some(hit),
+        }
+        let generation = cache.generation();
+        let read = async {
+            let Some(auth) = self.read_principal(token, now).await? else {
+                return Ok(None);
+            };
+            // Read together only when they will be cached; otherwise a
+            // handler that needs them reads them.
+            let permissions = if cache.is_on() {
+                Some(self.users.permissions_of(auth.user.id).await?.into())
+            } else {
+                None
+            };
+            Ok::<_, anyhow::Error>(Some((auth, permissions)))
+        };
+        let (auth, permissions) = match (read.await, renewing) {
+            (Ok(Some(found)), _) => found,
+            (Ok(None), _) => {
+                cache.remove(token.session_id);
+                return Ok(None);
+            }
+            // The entry being renewed is still fresh: it answers while the
+            // store does not.
+            (Err(_), Some(hit)) => return Ok(Some(hit)),
+            (Err(e), None) => return Err(e),
+        };
+        let principal = Arc::new(Principal {
+            auth: Arc::new(auth),
+            permissions,
+        });
+        cache.put(principal.clone(), now, generation);
+        Ok(Some(principal))
+    }
+
+    /// The bearer path's reads: the token's session and its user. The
+    /// token is verified against the revocation set already, the authority
+    /// on ended sessions: where the session store is cached, a cached
+    /// record stands in while it cannot answer, whatever the fail mode
+    /// (which governs cookies).
+    async fn read_principal(
+        &self,
+        token: &VerifiedToken,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Option<Authenticated>> {
+        let found = self
+            .sessions
+            .live_by_id(token.session_id, token.user_id, now)
+            .await?;
+        let Some(session) = found else {
+            return Ok(None);
+        };
+        let Some(user) = self.users.user_by_id(token.user_id).await? else {
+            return Ok(None);
+        };
+        if user.disabled {
+            return Ok(None);
+        }
+        Ok(Some(Authenticated { user, session }))
+    }
+}
