@@ -1,6 +1,8 @@
 //! The shared store of a multi-node deployment: users, roles, sessions,
 //! refresh tokens, signing keys, revocations and password attempt counters in
-//! one PostgreSQL database, via sqlx, with migrations applied at open.
+//! one PostgreSQL database, via sqlx, with migrations applied at open. Here,
+//! connecting and the pool's health; the statements, by aggregate, are in
+//! `store/sql/`.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -17,16 +19,11 @@ use uuid::Uuid;
 
 use super::health::Health;
 use super::{
-    AdminChange, AdminChangeError, Attempt, AuditStore, CreateResourceServerError, CreateUserError,
-    FailureCounter, KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore,
-    RevocationLog, RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore,
-    log_from_rows,
+    AdminChange, AdminChangeError, CreateUserError, NewUser, RefreshRecord, RevocationLog,
+    RolesError, SessionRecord, SessionStore, UserRecord, UserStore, log_from_rows,
 };
 use crate::clock::{from_millis, to_millis};
-use crate::model::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::model::types::{
-    Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
-};
+use crate::model::types::{Email, Permission, RoleName, SecretHash, SessionId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -54,7 +51,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// within [`ACQUIRE_WITHIN`] from a pool that is not busy.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     health: Arc<Health>,
 }
 
@@ -114,12 +111,12 @@ impl PgStore {
     /// At once while PostgreSQL is known unreachable; when none comes
     /// within [`ACQUIRE_WITHIN`] from a pool that is not busy (which marks
     /// PostgreSQL unreachable).
-    async fn conn(&self) -> anyhow::Result<PoolConnection<Postgres>> {
+    pub(super) async fn conn(&self) -> anyhow::Result<PoolConnection<Postgres>> {
         self.guarded(self.pool.acquire()).await
     }
 
     /// A transaction, under the same rules as [`PgStore::conn`].
-    async fn begin(&self) -> anyhow::Result<Transaction<'static, Postgres>> {
+    pub(super) async fn begin(&self) -> anyhow::Result<Transaction<'static, Postgres>> {
         self.guarded(self.pool.begin()).await
     }
 
@@ -993,399 +990,35 @@ async fn revoke(
     Ok(())
 }
 
-/// The unique constraint on `resource_servers.name` (named in the migration).
-const RESOURCE_SERVER_NAME_CONSTRAINT: &str = "resource_servers_name_unique";
-
-fn resource_server_from_row(
-    (id, name, hash, created_at): (Uuid, String, Vec<u8>, OffsetDateTime),
-) -> anyhow::Result<ResourceServerRecord> {
-    Ok(ResourceServerRecord {
-        id: ResourceServerId(id),
-        name,
-        key_hash: SecretHash(
-            hash.try_into()
-                .map_err(|_| anyhow::anyhow!("a stored key hash is not 32 bytes"))?,
-        ),
-        created_at,
-    })
-}
-
-#[async_trait]
-impl ResourceServerStore for PgStore {
-    async fn create_resource_server(
-        &self,
-        rs: &ResourceServerRecord,
-    ) -> Result<(), CreateResourceServerError> {
-        let inserted = sqlx::query(
-            "INSERT INTO resource_servers (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(rs.id.0)
-        .bind(&rs.name)
-        .bind(&rs.key_hash.0[..])
-        .bind(ms(rs.created_at))
-        .execute(&mut *self.conn().await?)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e))
-                if e.is_unique_violation()
-                    && e.constraint() == Some(RESOURCE_SERVER_NAME_CONSTRAINT) =>
-            {
-                Err(CreateResourceServerError::NameTaken)
-            }
-            Err(e) => Err(anyhow::Error::new(e)
-                .context("inserting a resource server")
-                .into()),
-        }
-    }
-
-    async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
-        let rows: Vec<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
-            "SELECT id, name, key_hash, created_at FROM resource_servers ORDER BY name",
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await
-        .context("listing resource servers")?;
-        rows.into_iter().map(resource_server_from_row).collect()
-    }
-
-    async fn resource_server_by_key(
-        &self,
-        hash: &SecretHash,
-    ) -> anyhow::Result<Option<ResourceServerRecord>> {
-        let row: Option<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
-            "SELECT id, name, key_hash, created_at FROM resource_servers WHERE key_hash = $1",
-        )
-        .bind(&hash.0[..])
-        .fetch_optional(&mut *self.conn().await?)
-        .await
-        .context("looking a resource server up")?;
-        row.map(resource_server_from_row).transpose()
-    }
-
-    async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM resource_servers WHERE id = $1")
-            .bind(id.0)
-            .execute(&mut *self.conn().await?)
-            .await
-            .context("deleting a resource server")?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-#[async_trait]
-impl KeyStore for PgStore {
-    async fn signing_keys(&self) -> anyhow::Result<Vec<StoredKey>> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_key, encrypted, public_jwk, created_at, retire_at \
-             FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await
-        .context("reading signing keys")?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredKey {
-                    kid: row.try_get("kid")?,
-                    alg: row.try_get("alg")?,
-                    private_key: row.try_get("private_key")?,
-                    encrypted: row.try_get("encrypted")?,
-                    public_jwk: row.try_get("public_jwk")?,
-                    created_at: row.try_get("created_at")?,
-                    retire_at: row.try_get("retire_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .context("decoding a signing key")
-    }
-
-    async fn add_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-    ) -> anyhow::Result<()> {
-        self.insert_key(key, retire_others_at, false)
-            .await
-            .map(|_| ())
-    }
-
-    async fn add_first_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-    ) -> anyhow::Result<bool> {
-        self.insert_key(key, retire_others_at, true).await
-    }
-
-    async fn set_private_key(
-        &self,
-        kid: &str,
-        private_key: &[u8],
-        encrypted: bool,
-    ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE signing_keys SET private_key = $1, encrypted = $2 WHERE kid = $3")
-            .bind(private_key)
-            .bind(encrypted)
-            .bind(kid)
-            .execute(&mut *self.conn().await?)
-            .await
-            .context("re-sealing a signing key")?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl FailureCounter for PgStore {
-    async fn hit(
-        &self,
-        key: &str,
-        window: Duration,
-        now: OffsetDateTime,
-    ) -> anyhow::Result<Attempt> {
-        let now = ms(now);
-        // A window too long to represent never closes (fail closed), as in
-        // the in-memory counter.
-        let closes = time::Duration::try_from(window)
-            .ok()
-            .and_then(|w| now.checked_add(w))
-            .unwrap_or(OffsetDateTime::new_utc(
-                time::Date::MAX,
-                time::Time::MIDNIGHT,
-            ));
-        // One statement, so the row lock makes concurrent attempts (on any
-        // node) count one after another: each sees its own count. In SET,
-        // `login_attempts.*` are the values before this update.
-        let (count, closes_at): (i32, OffsetDateTime) = sqlx::query_as(
-            "INSERT INTO login_attempts (key, count, closes_at) VALUES ($1, 1, $3) \
-             ON CONFLICT (key) DO UPDATE SET \
-               count = CASE WHEN login_attempts.closes_at <= $2 THEN 1 \
-                            ELSE LEAST(login_attempts.count, 2147483646) + 1 END, \
-               closes_at = CASE WHEN login_attempts.closes_at <= $2 THEN excluded.closes_at \
-                                ELSE login_attempts.closes_at END \
-             RETURNING count, closes_at",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(ms(closes))
-        .fetch_one(&mut *self.conn().await?)
-        .await
-        .context("counting a login attempt")?;
-        Ok(Attempt {
-            count: u32::try_from(count).context("a stored attempt count is negative")?,
-            window_left: Duration::try_from(closes_at - now).unwrap_or_default(),
-        })
-    }
-
-    async fn reset(&self, key: &str) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM login_attempts WHERE key = $1")
-            .bind(key)
-            .execute(&mut *self.conn().await?)
-            .await
-            .context("resetting login attempts")?;
-        Ok(())
-    }
-
-    async fn forgive(&self, key: &str, now: OffsetDateTime) -> anyhow::Result<()> {
-        // The row lock orders this with concurrent hits and forgivals on
-        // any node; `count` has no zero (CHECK), so the last attempt goes
-        // with its row.
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("forgiving an attempt: begin")?;
-        let count: Option<i32> = sqlx::query_scalar(
-            "SELECT count FROM login_attempts WHERE key = $1 AND closes_at > $2 FOR UPDATE",
-        )
-        .bind(key)
-        .bind(ms(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .context("forgiving an attempt: reading the window")?;
-        let change = match count {
-            None => None,
-            Some(n) if n > 1 => Some("UPDATE login_attempts SET count = count - 1 WHERE key = $1"),
-            Some(_) => Some("DELETE FROM login_attempts WHERE key = $1"),
-        };
-        if let Some(sql) = change {
-            sqlx::query(sql)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .context("forgiving an attempt")?;
-        }
-        tx.commit().await.context("forgiving an attempt: commit")?;
-        Ok(())
-    }
-}
-
-impl PgStore {
-    /// Makes `key` the current key, retiring the others; with `only_first`,
-    /// only when no current key of its algorithm exists. Returns whether it
-    /// was added.
-    async fn insert_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-        only_first: bool,
-    ) -> anyhow::Result<bool> {
-        let mut tx = self.begin().await.context("starting a transaction")?;
-        // Nodes may rotate, or start on an empty store, at the same moment:
-        // serialise them (readers are not blocked), so the second sees the
-        // first's key instead of both becoming current.
-        sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .context("locking the signing keys")?;
-        if only_first {
-            let current: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM signing_keys WHERE retire_at IS NULL AND alg = $1 LIMIT 1",
-            )
-            .bind(&key.alg)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("reading the current signing key")?;
-            if current.is_some() {
-                return Ok(false);
-            }
-        }
-        sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
-            .bind(ms(retire_others_at))
-            .execute(&mut *tx)
-            .await
-            .context("retiring the current signing key")?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_key)
-        .bind(key.encrypted)
-        .bind(&key.public_jwk)
-        .bind(ms(key.created_at))
-        .execute(&mut *tx)
-        .await
-        .context("storing a signing key")?;
-        tx.commit().await.context("committing a signing key")?;
-        Ok(true)
-    }
-}
-
-type AuditRow = (
-    Uuid,
-    OffsetDateTime,
-    String,
-    Option<Uuid>,
-    String,
-    Option<Uuid>,
-    Option<Uuid>,
-    Option<String>,
-    String,
-);
-
-fn audit_event_from_row(
-    (id, at, kind, user_id, actor, actor_id, session_id, ip, details): AuditRow,
-) -> anyhow::Result<AuditEvent> {
-    let kind = EventType::parse(&kind)
-        .ok_or_else(|| anyhow::anyhow!("unknown audit event type {kind:?}"))?;
-    let actor = Actor::from_parts(&actor, actor_id.map(UserId))
-        .ok_or_else(|| anyhow::anyhow!("malformed audit actor {actor:?}"))?;
-    Ok(AuditEvent {
-        id,
-        at,
-        kind,
-        user_id: user_id.map(UserId),
-        actor,
-        session_id: session_id.map(SessionId),
-        ip,
-        details: serde_json::from_str(&details).context("audit details are not JSON")?,
-    })
-}
-
-#[async_trait]
-impl AuditStore for PgStore {
-    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
-        let mut tx = self.begin().await.context("starting a transaction")?;
-        for e in events {
-            let (actor, actor_id) = e.actor.parts();
-            sqlx::query(
-                "INSERT INTO audit_events (id, at, type, user_id, actor, actor_id, session_id, ip, details) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
-            )
-            .bind(e.id)
-            .bind(ms(e.at))
-            .bind(e.kind.as_str())
-            .bind(e.user_id.map(|u| u.0))
-            .bind(actor)
-            .bind(actor_id.map(|u| u.0))
-            .bind(e.session_id.map(|s| s.0))
-            .bind(&e.ip)
-            .bind(e.details.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("recording an audit event")?;
-        }
-        tx.commit().await.context("committing audit events")
-    }
-
-    async fn audit_events(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>> {
-        let mut sql = sqlx::QueryBuilder::new(
-            "SELECT id, at, type, user_id, actor, actor_id, session_id, ip, details::text \
-             FROM audit_events WHERE true",
-        );
-        if let Some(user) = q.user {
-            sql.push(" AND user_id = ").push_bind(user.0);
-        }
-        if let Some(kind) = q.kind {
-            sql.push(" AND type = ").push_bind(kind.as_str());
-        }
-        if let Some(before) = q.before {
-            sql.push(" AND id < ").push_bind(before);
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(q.limit));
-        let rows: Vec<AuditRow> = sql
-            .build_query_as()
-            .fetch_all(&mut *self.conn().await?)
-            .await
-            .context("reading audit events")?;
-        rows.into_iter().map(audit_event_from_row).collect()
-    }
-
-    async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
-        let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
-            .bind(cutoff)
-            .execute(&mut *self.conn().await?)
-            .await
-            .context("deleting old audit events")?;
-        Ok(done.rows_affected())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    //! Runs against a real PostgreSQL on 127.0.0.1:5432 (trust auth, user
+pub(super) mod testing {
+    //! What the PostgreSQL tests (here and in `store/sql/`) stand on. They
+    //! run against a real PostgreSQL on 127.0.0.1:5432 (trust auth, user
     //! `postgres`), each test in a database of its own that it drops at the
     //! end, even when it fails.
 
-    use std::sync::Arc;
+    use std::time::Duration;
 
+    use sqlx::PgPool;
+    use sqlx::postgres::PgPoolOptions;
+    use time::OffsetDateTime;
     use time::macros::datetime;
+    use uuid::Uuid;
 
-    use super::*;
-    use crate::model::types::SessionSecret;
+    use super::PgStore;
+    use crate::model::types::{Email, RoleName, SessionId, SessionSecret, UserId};
+    use crate::store::{NewUser, SessionRecord};
 
     const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
     /// A database of the test's own, dropped when this value is.
-    struct Scratch {
-        store: PgStore,
-        name: String,
+    pub struct Scratch {
+        pub store: PgStore,
+        pub name: String,
     }
 
     impl Scratch {
-        async fn new() -> Self {
+        pub async fn new() -> Self {
             let admin = admin_pool().await;
             let name = format!("gh_unit_{}", Uuid::now_v7().simple());
             sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -1427,7 +1060,7 @@ mod tests {
         }
     }
 
-    async fn admin_pool() -> PgPool {
+    pub async fn admin_pool() -> PgPool {
         PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
@@ -1442,13 +1075,13 @@ mod tests {
             })
     }
 
-    const T0: OffsetDateTime = datetime!(2026-01-01 0:00 UTC);
+    pub const T0: OffsetDateTime = datetime!(2026-01-01 0:00 UTC);
 
-    fn role(s: &str) -> RoleName {
+    pub fn role(s: &str) -> RoleName {
         RoleName::parse(s).expect("role name")
     }
 
-    fn new_user(email: &str, roles: &[&str]) -> NewUser {
+    pub fn new_user(email: &str, roles: &[&str]) -> NewUser {
         NewUser {
             id: UserId::new(),
             email: Email::parse(email).expect("email"),
@@ -1458,7 +1091,7 @@ mod tests {
         }
     }
 
-    fn session(user_id: UserId, created_at: OffsetDateTime) -> SessionRecord {
+    pub fn session(user_id: UserId, created_at: OffsetDateTime) -> SessionRecord {
         SessionRecord {
             id: SessionId::new(),
             user_id,
@@ -1470,6 +1103,19 @@ mod tests {
             ip: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use super::testing::{Scratch, T0, admin_pool, new_user, role, session};
+    use super::*;
+    use crate::model::types::SessionSecret;
+    use crate::store::FailureCounter as _;
 
     #[tokio::test]
     async fn users_roles_and_permissions() {
@@ -1790,96 +1436,6 @@ mod tests {
             rotated.expect("join").expect("rotate");
             assert!(ended.expect("join").expect("end"));
             assert_eq!(s.refresh_by_hash(&next).await.expect("read"), None);
-        }
-    }
-
-    #[tokio::test]
-    async fn add_key_retires_the_current_one() {
-        let db = Scratch::new().await;
-        let s = &db.store;
-        let key = |kid: &str, at: OffsetDateTime| StoredKey {
-            kid: kid.into(),
-            alg: "EdDSA".into(),
-            private_key: vec![1, 2, 3],
-            encrypted: false,
-            public_jwk: "{}".into(),
-            created_at: at,
-            retire_at: None,
-        };
-        let t1 = T0 + Duration::from_secs(10);
-        s.add_key(&key("k1", T0), T0).await.expect("add");
-        s.add_key(&key("k2", t1), t1 + Duration::from_secs(300))
-            .await
-            .expect("add");
-        s.set_private_key("k1", &[9; 40], true)
-            .await
-            .expect("reseal");
-        let keys = s.signing_keys().await.expect("read");
-        assert_eq!(
-            keys,
-            [
-                StoredKey {
-                    private_key: vec![9; 40],
-                    encrypted: true,
-                    retire_at: Some(t1 + Duration::from_secs(300)),
-                    ..key("k1", T0)
-                },
-                key("k2", t1)
-            ]
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn failure_counter_counts_in_a_fixed_window() {
-        let db = Scratch::new().await;
-        let s = Arc::new(db.store.clone());
-        let win = Duration::from_secs(60);
-        assert_eq!(s.hit("k", win, T0).await.expect("hit").count, 1);
-        assert_eq!(s.hit("k", win, T0).await.expect("hit").count, 2);
-        let third = s
-            .hit("k", win, T0 + Duration::from_secs(10))
-            .await
-            .expect("hit");
-        assert_eq!(
-            third,
-            Attempt {
-                count: 3,
-                window_left: Duration::from_secs(50)
-            }
-        );
-        assert_eq!(s.hit("other", win, T0).await.expect("hit").count, 1);
-        // The first attempt after the window closed opens a fresh one.
-        let reopened = s.hit("k", win, T0 + win).await.expect("hit");
-        assert_eq!(
-            reopened,
-            Attempt {
-                count: 1,
-                window_left: win
-            }
-        );
-        s.reset("k").await.expect("reset");
-        assert_eq!(s.hit("k", win, T0 + win).await.expect("hit").count, 1);
-
-        // Concurrent attempts each see a distinct count.
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.hit("burst", win, T0).await.expect("hit").count
-            }));
-        }
-        let mut counts = Vec::new();
-        for t in tasks {
-            counts.push(t.await.expect("join"));
-        }
-        counts.sort_unstable();
-        assert_eq!(counts, (1..=20).collect::<Vec<u32>>());
-
-        // A window too long to represent never closes.
-        for n in 1..=2 {
-            let long = s.hit("long", Duration::MAX, T0).await.expect("hit");
-            assert_eq!(long.count, n);
-            assert!(long.window_left > Duration::from_secs(7000 * 365 * 86400));
         }
     }
 

@@ -1,5 +1,6 @@
 //! The embedded store: users, roles and sessions in one SQLite file, via
-//! sqlx, with migrations applied at open.
+//! sqlx, with migrations applied at open. Here, opening the file and keeping
+//! its connections sound; the statements, by aggregate, are in `store/sql/`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,22 +13,18 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AdminChange, AdminChangeError, AuditStore, CreateResourceServerError, CreateUserError,
-    KeyStore, NewUser, RefreshRecord, ResourceServerRecord, ResourceServerStore, RevocationLog,
-    RolesError, SessionRecord, SessionStore, StoredKey, UserRecord, UserStore, log_from_rows,
+    AdminChange, AdminChangeError, CreateUserError, NewUser, RefreshRecord, RevocationLog,
+    RolesError, SessionRecord, SessionStore, UserRecord, UserStore, log_from_rows,
 };
 use crate::clock::{from_millis, to_millis};
-use crate::model::audit::{Actor, AuditEvent, AuditQuery, EventType};
-use crate::model::types::{
-    Email, Permission, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
-};
+use crate::model::types::{Email, Permission, RoleName, SecretHash, SessionId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A SQLite database holding users, roles and sessions.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -930,73 +927,6 @@ impl SessionStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Makes `key` the current key, retiring the others; with `only_first`,
-    /// only when no current key of its algorithm exists. Returns whether it
-    /// was added. `BEGIN IMMEDIATE` takes the write lock first, so two
-    /// processes on one file cannot both find no key.
-    async fn insert_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-        only_first: bool,
-    ) -> anyhow::Result<bool> {
-        let mut con = self
-            .pool
-            .acquire()
-            .await
-            .context("acquiring a connection")?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *con)
-            .await
-            .context("starting a transaction")?;
-        let result = async {
-            if only_first {
-                let current: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM signing_keys WHERE retire_at IS NULL AND alg = ? LIMIT 1",
-                )
-                .bind(&key.alg)
-                .fetch_optional(&mut *con)
-                .await
-                .context("reading the current signing key")?;
-                if current.is_some() {
-                    return Ok(false);
-                }
-            }
-            sqlx::query("UPDATE signing_keys SET retire_at = ? WHERE retire_at IS NULL")
-                .bind(to_millis(retire_others_at))
-                .execute(&mut *con)
-                .await
-                .context("retiring the current signing key")?;
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            )
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.private_key)
-            .bind(i64::from(key.encrypted))
-            .bind(&key.public_jwk)
-            .bind(to_millis(key.created_at))
-            .execute(&mut *con)
-            .await
-            .context("storing a signing key")?;
-            Ok::<_, anyhow::Error>(true)
-        }
-        .await;
-        let end = if matches!(result, Ok(true)) {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        sqlx::query(end)
-            .execute(&mut *con)
-            .await
-            .context("ending the key transaction")?;
-        result
-    }
-}
-
 /// Records ended sessions as revoked, each with the next number of the
 /// revocation log, inside the caller's transaction.
 async fn revoke(
@@ -1024,234 +954,6 @@ async fn revoke(
         .context("recording a revocation")?;
     }
     Ok(())
-}
-
-fn resource_server_from_row(
-    (id, name, hash, created_at): (String, String, Vec<u8>, i64),
-) -> anyhow::Result<ResourceServerRecord> {
-    Ok(ResourceServerRecord {
-        id: ResourceServerId(parse_uuid(id)?),
-        name,
-        key_hash: SecretHash(
-            hash.try_into()
-                .map_err(|_| anyhow::anyhow!("a stored key hash is not 32 bytes"))?,
-        ),
-        created_at: from_millis(created_at),
-    })
-}
-
-#[async_trait]
-impl ResourceServerStore for SqliteStore {
-    async fn create_resource_server(
-        &self,
-        rs: &ResourceServerRecord,
-    ) -> Result<(), CreateResourceServerError> {
-        let inserted = sqlx::query(
-            "INSERT INTO resource_servers (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(rs.id.0.to_string())
-        .bind(&rs.name)
-        .bind(&rs.key_hash.0[..])
-        .bind(to_millis(rs.created_at))
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e))
-                if e.is_unique_violation() && e.message().contains("resource_servers.name") =>
-            {
-                Err(CreateResourceServerError::NameTaken)
-            }
-            Err(e) => Err(anyhow::Error::new(e)
-                .context("inserting a resource server")
-                .into()),
-        }
-    }
-
-    async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
-        let rows: Vec<(String, String, Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT id, name, key_hash, created_at FROM resource_servers ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("listing resource servers")?;
-        rows.into_iter().map(resource_server_from_row).collect()
-    }
-
-    async fn resource_server_by_key(
-        &self,
-        hash: &SecretHash,
-    ) -> anyhow::Result<Option<ResourceServerRecord>> {
-        let row: Option<(String, String, Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT id, name, key_hash, created_at FROM resource_servers WHERE key_hash = ?",
-        )
-        .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
-        .await
-        .context("looking a resource server up")?;
-        row.map(resource_server_from_row).transpose()
-    }
-
-    async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM resource_servers WHERE id = ?")
-            .bind(id.0.to_string())
-            .execute(&self.pool)
-            .await
-            .context("deleting a resource server")?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn signing_keys(&self) -> anyhow::Result<Vec<StoredKey>> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_key, encrypted, public_jwk, created_at, retire_at \
-             FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("reading signing keys")?;
-        Ok(rows
-            .iter()
-            .map(|row| StoredKey {
-                kid: row.get("kid"),
-                alg: row.get("alg"),
-                private_key: row.get("private_key"),
-                encrypted: row.get::<i64, _>("encrypted") != 0,
-                public_jwk: row.get("public_jwk"),
-                created_at: from_millis(row.get("created_at")),
-                retire_at: row.get::<Option<i64>, _>("retire_at").map(from_millis),
-            })
-            .collect())
-    }
-
-    async fn add_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-    ) -> anyhow::Result<()> {
-        self.insert_key(key, retire_others_at, false)
-            .await
-            .map(|_| ())
-    }
-
-    async fn add_first_key(
-        &self,
-        key: &StoredKey,
-        retire_others_at: OffsetDateTime,
-    ) -> anyhow::Result<bool> {
-        self.insert_key(key, retire_others_at, true).await
-    }
-
-    async fn set_private_key(
-        &self,
-        kid: &str,
-        private_key: &[u8],
-        encrypted: bool,
-    ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE signing_keys SET private_key = ?, encrypted = ? WHERE kid = ?")
-            .bind(private_key)
-            .bind(i64::from(encrypted))
-            .bind(kid)
-            .execute(&self.pool)
-            .await
-            .context("re-sealing a signing key")?;
-        Ok(())
-    }
-}
-
-type AuditRow = (
-    String,
-    i64,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-
-fn audit_event_from_row(
-    (id, at, kind, user_id, actor, actor_id, session_id, ip, details): AuditRow,
-) -> anyhow::Result<AuditEvent> {
-    let uid = |s: Option<String>| s.map(parse_uuid).transpose();
-    let kind = EventType::parse(&kind)
-        .ok_or_else(|| anyhow::anyhow!("unknown audit event type {kind:?}"))?;
-    let actor = Actor::from_parts(&actor, uid(actor_id)?.map(UserId))
-        .ok_or_else(|| anyhow::anyhow!("malformed audit actor {actor:?}"))?;
-    Ok(AuditEvent {
-        id: parse_uuid(id)?,
-        at: from_millis(at),
-        kind,
-        user_id: uid(user_id)?.map(UserId),
-        actor,
-        session_id: uid(session_id)?.map(SessionId),
-        ip,
-        details: serde_json::from_str(&details).context("audit details are not JSON")?,
-    })
-}
-
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        for e in events {
-            let (actor, actor_id) = e.actor.parts();
-            sqlx::query(
-                "INSERT INTO audit_events (id, at, type, user_id, actor, actor_id, session_id, ip, details) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(e.id.to_string())
-            .bind(to_millis(e.at))
-            .bind(e.kind.as_str())
-            .bind(e.user_id.map(|u| u.0.to_string()))
-            .bind(actor)
-            .bind(actor_id.map(|u| u.0.to_string()))
-            .bind(e.session_id.map(|s| s.0.to_string()))
-            .bind(&e.ip)
-            .bind(e.details.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("recording an audit event")?;
-        }
-        tx.commit().await.context("committing audit events")
-    }
-
-    async fn audit_events(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>> {
-        let mut sql = sqlx::QueryBuilder::new(
-            "SELECT id, at, type, user_id, actor, actor_id, session_id, ip, details \
-             FROM audit_events WHERE 1 = 1",
-        );
-        if let Some(user) = q.user {
-            sql.push(" AND user_id = ").push_bind(user.0.to_string());
-        }
-        if let Some(kind) = q.kind {
-            sql.push(" AND type = ").push_bind(kind.as_str());
-        }
-        if let Some(before) = q.before {
-            // Canonical lower-case hyphenated UUIDs sort as their bytes do.
-            sql.push(" AND id < ").push_bind(before.to_string());
-        }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(q.limit));
-        let rows: Vec<AuditRow> = sql
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .context("reading audit events")?;
-        rows.into_iter().map(audit_event_from_row).collect()
-    }
-
-    async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64> {
-        let done = sqlx::query("DELETE FROM audit_events WHERE at < ?")
-            .bind(to_millis(cutoff))
-            .execute(&self.pool)
-            .await
-            .context("deleting old audit events")?;
-        Ok(done.rows_affected())
-    }
 }
 
 #[cfg(test)]
