@@ -1,8 +1,9 @@
 //! The two SQL backends' statements and row mapping, one file per aggregate
-//! with both dialects side by side: `keys.rs`, `audit.rs`,
-//! `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt counters);
-//! here, what they share. Connecting and opening stay in `store/postgres.rs`
-//! and `store/sqlite.rs`, and so, for now, do users and sessions.
+//! with both dialects side by side: `sessions.rs` (sessions, refresh tokens,
+//! revocations), `keys.rs`, `audit.rs`, `resource_servers.rs` and
+//! `throttle.rs` (PostgreSQL's attempt counters); here, what they share.
+//! Connecting and opening stay in `store/postgres.rs` and `store/sqlite.rs`,
+//! and so, for now, do users and roles.
 //!
 //! A statement whose text is the same in both dialects is written once, as a
 //! `const` both use: sqlx binds `$1`-style parameters on SQLite as on
@@ -14,6 +15,7 @@
 mod audit;
 mod keys;
 mod resource_servers;
+mod sessions;
 mod throttle;
 
 use anyhow::Context as _;
