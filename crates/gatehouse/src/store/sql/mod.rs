@@ -1,9 +1,9 @@
 //! The two SQL backends' statements and row mapping, one file per aggregate
-//! with both dialects side by side: `sessions.rs` (sessions, refresh tokens,
-//! revocations), `keys.rs`, `audit.rs`, `resource_servers.rs` and
-//! `throttle.rs` (PostgreSQL's attempt counters); here, what they share.
-//! Connecting and opening stay in `store/postgres.rs` and `store/sqlite.rs`,
-//! and so, for now, do users and roles.
+//! with both dialects side by side: `users.rs` (users and roles),
+//! `sessions.rs` (sessions, refresh tokens, revocations), `keys.rs`,
+//! `audit.rs`, `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt
+//! counters); here, what they share. Connecting and opening stay in
+//! `store/postgres.rs` and `store/sqlite.rs`.
 //!
 //! A statement whose text is the same in both dialects is written once, as a
 //! `const` both use: sqlx binds `$1`-style parameters on SQLite as on
@@ -17,6 +17,7 @@ mod keys;
 mod resource_servers;
 mod sessions;
 mod throttle;
+mod users;
 
 use anyhow::Context as _;
 use sqlx::error::ErrorKind;
@@ -53,6 +54,12 @@ struct UniqueKey {
     constraint: &'static str,
     columns: &'static str,
 }
+
+/// `users.email`.
+const USERS_EMAIL: UniqueKey = UniqueKey {
+    constraint: "users_email_key",
+    columns: "users.email",
+};
 
 /// `resource_servers.name`.
 const RESOURCE_SERVERS_NAME: UniqueKey = UniqueKey {

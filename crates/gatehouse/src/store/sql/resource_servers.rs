@@ -37,7 +37,7 @@ impl ResourceServerStore for PgStore {
             .bind(ms(rs.created_at))
             .execute(&mut *self.conn().await?)
             .await;
-        created(inserted)
+        created_resource_server(inserted)
     }
 
     async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
@@ -84,7 +84,7 @@ impl ResourceServerStore for SqliteStore {
             .bind(to_millis(rs.created_at))
             .execute(&self.pool)
             .await;
-        created(inserted)
+        created_resource_server(inserted)
     }
 
     async fn resource_servers(&self) -> anyhow::Result<Vec<ResourceServerRecord>> {
@@ -120,7 +120,9 @@ impl ResourceServerStore for SqliteStore {
 }
 
 /// What an insert of a resource server answered, as the trait answers it.
-fn created<T>(inserted: Result<T, sqlx::Error>) -> Result<(), CreateResourceServerError> {
+fn created_resource_server<T>(
+    inserted: Result<T, sqlx::Error>,
+) -> Result<(), CreateResourceServerError> {
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if violates(&e, &RESOURCE_SERVERS_NAME) => Err(CreateResourceServerError::NameTaken),
