@@ -7,6 +7,7 @@ pub mod health;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
