@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ipnet::IpNet;
+use serde::Deserialize as _;
 use url::Url;
 
 /// Prefix of the environment variables that set configuration keys.
@@ -996,50 +997,52 @@ fn readable_file(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// One `[[rules]]` table as written; serde refuses a missing `path`, a
+/// value of the wrong type and a key it does not know.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    path: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    policy: Option<String>,
+    permission: Option<String>,
+}
+
 fn parse_rule(v: toml::Value) -> Result<AccessRule, String> {
-    let toml::Value::Table(mut t) = v else {
-        return Err("each rule must be a table".into());
-    };
-    let path = match t.remove("path") {
-        Some(toml::Value::String(p)) if p.starts_with('/') && p.len() <= 2048 => p,
-        Some(_) => return Err("path must be a string starting with /".into()),
-        None => return Err("path is required".into()),
-    };
-    let methods = match t.remove("methods") {
-        None => Vec::new(),
-        Some(toml::Value::Array(ms)) => ms
-            .into_iter()
-            .map(|m| match m {
-                toml::Value::String(m)
-                    if !m.is_empty()
-                        && m.len() <= 16
-                        && m.bytes().all(|b| b.is_ascii_alphabetic()) =>
-                {
-                    Ok(m.to_ascii_uppercase())
-                }
-                _ => Err("methods must be a list of HTTP method names".to_owned()),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("methods must be a list of HTTP method names".into()),
-    };
-    let policy = match (t.remove("policy"), t.remove("permission")) {
-        (Some(toml::Value::String(p)), None) => match p.as_str() {
+    let RuleEntry {
+        path,
+        methods,
+        policy,
+        permission,
+    } = RuleEntry::deserialize(v).map_err(|e| e.message().to_owned())?;
+    if !path.starts_with('/') || path.len() > 2048 {
+        return Err("path must be a string starting with /".into());
+    }
+    let methods = methods
+        .into_iter()
+        .map(|m| {
+            if !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Ok(m.to_ascii_uppercase())
+            } else {
+                Err("methods must be a list of HTTP method names".to_owned())
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let policy = match (policy, permission) {
+        (Some(p), None) => match p.as_str() {
             "public" => RulePolicy::Public,
             "authenticated" => RulePolicy::Authenticated,
             "deny" => RulePolicy::Deny,
             _ => return Err(format!("policy {p:?} is not public, authenticated or deny")),
         },
-        (None, Some(toml::Value::String(p))) => {
+        (None, Some(p)) => {
             crate::model::types::Permission::parse(&p).map_err(|e| format!("permission: {e}"))?;
             RulePolicy::Permission(p)
         }
         (Some(_), Some(_)) => return Err("give either policy or permission, not both".into()),
         (None, None) => return Err("needs a policy or a permission".into()),
-        _ => return Err("policy and permission must be strings".into()),
     };
-    if let Some(extra) = t.keys().next() {
-        return Err(format!("unknown key {extra:?}"));
-    }
     Ok(AccessRule {
         path,
         methods,
