@@ -1404,4 +1404,91 @@ permission = "site:admin"
         assert!(dbg.contains("[redacted]"));
         assert!(!dbg.contains("65, 65"));
     }
+
+    #[test]
+    fn every_key_is_listed_once_in_lower_case() {
+        // The environment's names are lower-cased to find their key, so an
+        // upper-case key could only ever come from the file.
+        let mut seen = std::collections::BTreeSet::new();
+        for k in KEYS {
+            assert!(seen.insert(k.name), "{} is listed twice", k.name);
+            assert!(
+                k.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                k.name
+            );
+        }
+        let file_only: Vec<_> = KEYS.iter().filter(|k| !k.env).map(|k| k.name).collect();
+        assert_eq!(file_only, ["rules"]);
+    }
+
+    #[test]
+    fn every_key_is_read_and_its_errors_name_it() {
+        // A table is the wrong type for every key: each one is read (not
+        // refused as unknown, not silently ignored) and named.
+        for k in KEYS {
+            let f = file(&format!("{} = {{ x = 1 }}\n", k.name));
+            let err = Config::from_sources(Some(f.path()), env(&[])).expect_err(k.name);
+            assert_eq!(err.key, k.name, "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn no_source_gives_the_defaults() {
+        let read = Config::from_sources(None, env(&[])).expect("defaults");
+        assert_eq!(format!("{read:?}"), format!("{:?}", Config::default()));
+        assert_eq!(read.connections, ConnectionLimits::default());
+        assert_eq!(
+            (
+                read.tls,
+                read.login_max_failures_per_ip,
+                read.audit_retention
+            ),
+            (None, 50, Some(Duration::from_secs(90 * 24 * 3600)))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_file_only_keys_are_refused_by_name() {
+        let f = file("listen = \"127.0.0.1:1\"\nregistraton = \"closed\"\n");
+        let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("typo");
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("registraton", "unknown configuration key")
+        );
+        let err = Config::from_sources(None, env(&[("GATEHOUSE_REGISTRATON", "closed")]))
+            .expect_err("typo");
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("GATEHOUSE_REGISTRATON", "unknown configuration variable")
+        );
+        let f = file("[[rules]]\npath = \"/x\"\npolicy = \"deny\"\nmethod = [\"GET\"]\n");
+        let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("rule key");
+        assert_eq!(err.key, "rules[0]", "{err}");
+        assert!(err.message.contains("method"), "{err}");
+    }
+
+    #[test]
+    fn named_choices_read_from_either_source() {
+        let f = file("jwt_alg = \"ES256\"\nregistration = \" closed \"\n");
+        let c = Config::from_sources(
+            Some(f.path()),
+            env(&[("GATEHOUSE_REVOCATION_FAIL_MODE", "stale")]),
+        )
+        .expect("config");
+        assert_eq!(
+            (c.jwt_alg, c.registration, c.revocation_fail_mode),
+            (
+                JwtAlg::Es256,
+                Registration::Closed,
+                RevocationFailMode::Stale
+            )
+        );
+        let err = Config::from_sources(None, env(&[("GATEHOUSE_JWT_ALG", "eddsa")]))
+            .expect_err("names are case-sensitive");
+        assert!(err.message.contains("EdDSA"), "says what is allowed: {err}");
+    }
 }
