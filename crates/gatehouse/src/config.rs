@@ -1,18 +1,23 @@
 //! The typed configuration: read from an optional TOML file, overridden by
 //! `GATEHOUSE_<KEY>` environment variables, validated once at start-up.
 //!
-//! Every key of API.md's table is parsed and checked here, including keys whose
-//! features are served by later parts of the server, so a typo or a bad value
-//! stops the process with one line naming the key instead of surfacing later.
+//! Every key is declared once, in the table of `config_keys!` (name, type,
+//! default, check, whether the environment may set it); serde types each
+//! value, and a key the table does not know is refused, so a typo or a bad
+//! value stops the process with one line naming the key instead of surfacing
+//! later.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 use ipnet::IpNet;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 use url::Url;
 
 /// Prefix of the environment variables that set configuration keys.
@@ -38,23 +43,29 @@ impl ConfigError {
 }
 
 /// Whether anyone may create an account through `POST /v1/users`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Registration {
     Open,
     Closed,
 }
 
 /// The JWS algorithm that access tokens are signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum JwtAlg {
+    #[serde(rename = "EdDSA")]
     EdDsa,
+    #[serde(rename = "ES256")]
     Es256,
+    #[serde(rename = "RS256")]
     Rs256,
+    #[serde(rename = "HS256")]
     Hs256,
 }
 
 /// What a node does with session cookies while Redis is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RevocationFailMode {
     Closed,
     Stale,
@@ -179,16 +190,9 @@ pub struct ConnectionLimits {
 }
 
 impl Default for ConnectionLimits {
+    /// The defaults of `config_keys!`'s table.
     fn default() -> Self {
-        Self {
-            // Half the common 1,024 open files, leaving the rest to the
-            // database pool, Redis and the process itself.
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(60),
-            request_body_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(10),
-        }
+        Inputs::default().connection_limits()
     }
 }
 
@@ -210,165 +214,316 @@ pub struct AccessRule {
     pub policy: RulePolicy,
 }
 
-/// The whole, validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub database_url: DatabaseUrl,
-    pub redis_url: Option<SecretUrl>,
-    /// Without a trailing slash. `None` means "`http://` + the bound address".
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub registration: Registration,
-    pub cookie_secure: bool,
-    pub session_idle_timeout: Duration,
-    pub session_absolute_timeout: Duration,
-    /// Most live sessions one user may have; a new one ends the oldest.
-    pub max_sessions_per_user: u32,
-    pub access_token_ttl: Duration,
-    pub refresh_reuse_grace: Duration,
-    pub jwt_alg: JwtAlg,
-    pub jwt_hs256_secret: Option<SecretBytes>,
-    pub signing_key_file: Option<PathBuf>,
-    pub jwt_leeway: Duration,
-    pub login_max_failures: u32,
-    pub login_window: Duration,
-    /// Failed password checks from one client network (an IPv4 address, an
-    /// IPv6 /64), over every account, within `login_window`: what stops
-    /// password spraying.
-    pub login_max_failures_per_ip: u32,
-    /// Failed password checks of one account, from every client, within
-    /// `login_window`: what stops guessing from many addresses.
-    pub login_max_failures_per_account: u32,
-    /// Registration attempts (created or not) from one client network
-    /// within `registration_window`.
-    pub registration_max_per_ip: u32,
-    pub registration_window: Duration,
-    /// Serialized origins (`scheme://host[:port]`).
-    pub allowed_origins: Vec<String>,
-    pub tls: Option<TlsFiles>,
-    pub connections: ConnectionLimits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub key_encryption_key: Option<SecretBytes>,
-    pub redis_key_prefix: String,
-    pub revocation_fail_mode: RevocationFailMode,
-    /// With `redis_url`: how long this node may go without proof (a
-    /// heartbeat answered on its revocation feed) that it knows every
-    /// revocation, before `revocation_fail_mode` applies.
-    pub revocation_max_staleness: Duration,
-    /// With `redis_url`: how long a session record read from Redis answers
-    /// this node's requests (0 reads Redis on every request).
-    pub session_cache_ttl: Duration,
-    /// How long audit events are kept; `None` keeps them forever.
-    pub audit_retention: Option<Duration>,
-    /// When set, `GET /metrics` needs `Authorization: Bearer` with it.
-    pub metrics_token: Option<SecretBytes>,
-    pub rules: Vec<AccessRule>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: DatabaseUrl::Sqlite("sqlite://gatehouse.db".into()),
-            redis_url: None,
-            issuer: None,
-            audience: None,
-            registration: Registration::Open,
-            cookie_secure: true,
-            session_idle_timeout: Duration::from_secs(24 * 3600),
-            session_absolute_timeout: Duration::from_secs(7 * 24 * 3600),
-            max_sessions_per_user: 100,
-            access_token_ttl: Duration::from_secs(5 * 60),
-            refresh_reuse_grace: Duration::ZERO,
-            jwt_alg: JwtAlg::EdDsa,
-            jwt_hs256_secret: None,
-            signing_key_file: None,
-            jwt_leeway: Duration::from_secs(30),
-            login_max_failures: 5,
-            login_window: Duration::from_secs(15 * 60),
-            login_max_failures_per_ip: 50,
-            login_max_failures_per_account: 50,
-            registration_max_per_ip: 50,
-            registration_window: Duration::from_secs(3600),
-            allowed_origins: Vec::new(),
-            tls: None,
-            connections: ConnectionLimits::default(),
-            trusted_proxies: Vec::new(),
-            key_encryption_key: None,
-            redis_key_prefix: "gatehouse:".into(),
-            revocation_fail_mode: RevocationFailMode::Closed,
-            revocation_max_staleness: Duration::from_secs(5),
-            session_cache_ttl: Duration::from_secs(10),
-            audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
-            metrics_token: None,
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// Every key a file or the environment may set. `rules` is file-only.
-const KEYS: &[&str] = &[
-    "listen",
-    "database_url",
-    "redis_url",
-    "issuer",
-    "audience",
-    "registration",
-    "cookie_secure",
-    "session_idle_timeout",
-    "session_absolute_timeout",
-    "max_sessions_per_user",
-    "access_token_ttl",
-    "refresh_reuse_grace",
-    "jwt_alg",
-    "jwt_hs256_secret",
-    "signing_key_file",
-    "jwt_leeway",
-    "login_max_failures",
-    "login_window",
-    "login_max_failures_per_ip",
-    "login_max_failures_per_account",
-    "registration_max_per_ip",
-    "registration_window",
-    "allowed_origins",
-    "tls_cert",
-    "tls_key",
-    "max_connections",
-    "header_read_timeout",
-    "keep_alive_timeout",
-    "request_body_timeout",
-    "shutdown_timeout",
-    "trusted_proxies",
-    "key_encryption_key",
-    "redis_key_prefix",
-    "revocation_fail_mode",
-    "revocation_max_staleness",
-    "session_cache_ttl",
-    "audit_retention",
-    "metrics_token",
-    "rules",
-];
-
-/// The highest count a throttling budget other than `login_max_failures`
-/// may allow.
-const MAX_LIMIT: u32 = 1_000_000;
-
-/// The highest `max_sessions_per_user`: every login reads the user's
-/// sessions to enforce it, so it bounds that read too.
-const MAX_SESSIONS_PER_USER: i64 = 10_000;
-
 /// Longest configuration file we read; anything bigger is a mistake.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// A raw value before typing: from the TOML file or from the environment.
-enum Raw {
-    Toml(toml::Value),
-    Env(String),
+/// The highest count a throttling budget other than `login_max_failures`
+/// may allow.
+const MAX_BUDGET: i64 = 1_000_000;
+
+/// `login_max_failures_per_ip` and `login_max_failures_per_account` when
+/// unset, unless `login_max_failures` is higher.
+const WIDER_LOGIN_BUDGET: u32 = 50;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Declares every configuration key once, in one table, and generates from
+/// it the [`Config`] struct, its `Default`, the key list [`KEYS`] and the
+/// reading of each key. A row is
+///
+/// ```text
+/// pub NAME: TYPE = DEFAULT, env|file, CHECK;
+/// ```
+///
+/// `env` lets a `GATEHOUSE_<NAME>` variable set the key, `file` keeps it to
+/// the file. `CHECK` is a function from the raw value serde reads (`String`,
+/// `bool`, `i64`, `Vec<String>`, [`Humantime`], an enum, ...) to `TYPE`; its
+/// error becomes a [`ConfigError`] naming the key. The rows of `struct
+/// Inputs` are keys that are no field of their own: [`Inputs::apply`] turns
+/// them into the `derived` fields. Adding a key is adding its row (and its
+/// line in API.md or docs/api.md).
+macro_rules! config_keys {
+    (@env env) => { true };
+    (@env file) => { false };
+    (@take $sources:ident, $key:ident, env, $check:expr) => {
+        $sources.take(stringify!($key), $check)
+    };
+    (@take $sources:ident, $key:ident, file, $check:expr) => {
+        $sources.take_file(stringify!($key), $check)
+    };
+    (@read $sources:ident, $key:ident, $from:ident, $check:expr, $default:expr) => {
+        match config_keys!(@take $sources, $key, $from, $check)? {
+            Some(value) => value,
+            None => $default,
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct Config {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: $field_ty:ty =
+                    $field_default:expr, $field_from:ident, $field_check:expr;
+            )*
+        }
+        $(#[$inputs_meta:meta])*
+        struct Inputs {
+            $(
+                $(#[$input_meta:meta])*
+                $input:ident: $input_ty:ty =
+                    $input_default:expr, $input_from:ident, $input_check:expr;
+            )*
+        }
+        derived {
+            $(
+                $(#[$derived_meta:meta])*
+                pub $derived:ident: $derived_ty:ty,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct Config {
+            $( $(#[$field_meta])* pub $field: $field_ty, )*
+            $( $(#[$derived_meta])* pub $derived: $derived_ty, )*
+        }
+
+        $(#[$inputs_meta])*
+        struct Inputs {
+            $( $(#[$input_meta])* $input: $input_ty, )*
+        }
+
+        /// Every key a file or the environment may set, in the order they
+        /// are read.
+        const KEYS: &[Key] = &[
+            $( Key { name: stringify!($field), env: config_keys!(@env $field_from) }, )*
+            $( Key { name: stringify!($input), env: config_keys!(@env $input_from) }, )*
+        ];
+
+        impl Default for Inputs {
+            fn default() -> Self {
+                Self { $( $input: $input_default, )* }
+            }
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                let mut config = Self {
+                    $( $field: $field_default, )*
+                    $( $derived: Default::default(), )*
+                };
+                Inputs::default().apply(&mut config);
+                config
+            }
+        }
+
+        impl Config {
+            /// Types every key from `sources` (an unset one takes its
+            /// default), then applies the rules between keys.
+            fn read(mut sources: Sources) -> Result<Self, ConfigError> {
+                let mut config = Self {
+                    $(
+                        $field: config_keys!(
+                            @read sources, $field, $field_from, $field_check, $field_default
+                        ),
+                    )*
+                    $( $derived: Default::default(), )*
+                };
+                let inputs = Inputs {
+                    $(
+                        $input: config_keys!(
+                            @read sources, $input, $input_from, $input_check, $input_default
+                        ),
+                    )*
+                };
+                inputs.check(&config)?;
+                inputs.apply(&mut config);
+                Ok(config)
+            }
+        }
+    };
 }
 
-/// The merged raw values, consumed key by key as they are typed.
-struct Source(BTreeMap<String, Raw>);
+config_keys! {
+    /// The whole, validated configuration.
+    #[derive(Debug, Clone)]
+    pub struct Config {
+        pub listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), env, socket_addr;
+        pub database_url: DatabaseUrl =
+            DatabaseUrl::Sqlite("sqlite://gatehouse.db".into()), env, database_url;
+        pub redis_url: Option<SecretUrl> = None, env, some(redis_url);
+        /// Without a trailing slash. `None` means "`http://` + the bound address".
+        pub issuer: Option<String> = None, env, some(issuer);
+        pub audience: Option<String> = None, env, some(audience);
+        pub registration: Registration = Registration::Open, env, accept;
+        pub cookie_secure: bool = true, env, accept;
+        pub session_idle_timeout: Duration = DAY, env, at_least_1s;
+        pub session_absolute_timeout: Duration = 7 * DAY, env, at_least_1s;
+        /// Most live sessions one user may have; a new one ends the oldest.
+        // Every login reads the user's sessions to enforce it, so the
+        // ceiling bounds that read too.
+        pub max_sessions_per_user: u32 = 100, env, count(1..=10_000);
+        pub access_token_ttl: Duration = 5 * MINUTE, env,
+            timeout(DAY, "must be at most 24h: access tokens are meant to be short-lived");
+        pub refresh_reuse_grace: Duration = Duration::ZERO, env,
+            within(Duration::ZERO..=5 * MINUTE, "must be at most 5m");
+        pub jwt_alg: JwtAlg = JwtAlg::EdDsa, env, accept;
+        pub jwt_hs256_secret: Option<SecretBytes> = None, env, some(secret_bytes(32..=usize::MAX));
+        pub signing_key_file: Option<PathBuf> = None, env, some(readable_file);
+        pub jwt_leeway: Duration = 30 * SECOND, env,
+            within(Duration::ZERO..=30 * SECOND, "must be between 0s and 30s");
+        pub login_max_failures: u32 = 5, env, count(1..=1000);
+        pub login_window: Duration = 15 * MINUTE, env, at_least_1s;
+        /// Registration attempts (created or not) from one client network
+        /// within `registration_window`.
+        pub registration_max_per_ip: u32 = 50, env, count(1..=MAX_BUDGET);
+        pub registration_window: Duration = HOUR, env, at_least_1s;
+        /// Serialized origins (`scheme://host[:port]`).
+        pub allowed_origins: Vec<String> = Vec::new(), env, each(origin);
+        pub trusted_proxies: Vec<IpNet> = Vec::new(), env, each(net);
+        pub key_encryption_key: Option<SecretBytes> = None, env, some(secret_bytes(32..=32));
+        pub redis_key_prefix: String = "gatehouse:".into(), env, redis_key_prefix;
+        pub revocation_fail_mode: RevocationFailMode =
+            RevocationFailMode::Closed, env, accept;
+        /// With `redis_url`: how long this node may go without proof (a
+        /// heartbeat answered on its revocation feed) that it knows every
+        /// revocation, before `revocation_fail_mode` applies.
+        pub revocation_max_staleness: Duration = 5 * SECOND, env,
+            within(SECOND..=HOUR, "must be between 1s and 1h");
+        /// With `redis_url`: how long a session record read from Redis answers
+        /// this node's requests (0 reads Redis on every request).
+        pub session_cache_ttl: Duration = 10 * SECOND, env, within(
+            Duration::ZERO..=MINUTE,
+            "must be at most 1m: a cached session is trusted this long without asking Redis",
+        );
+        /// How long audit events are kept; `None` keeps them forever.
+        pub audit_retention: Option<Duration> = Some(90 * DAY), env, retention;
+        /// When set, `GET /metrics` needs `Authorization: Bearer` with it.
+        pub metrics_token: Option<SecretBytes> = None, env, some(metrics_token);
+        pub rules: Vec<AccessRule> = Vec::new(), file, rules;
+    }
+
+    /// The keys read into fields of another shape (`tls`, `connections`) or
+    /// whose value depends on another key (the wider login budgets).
+    struct Inputs {
+        tls_cert: Option<PathBuf> = None, env, some(readable_file);
+        tls_key: Option<PathBuf> = None, env, some(readable_file);
+        // Half the common 1,024 open files, leaving the rest to the
+        // database pool, Redis and the process itself.
+        max_connections: usize = 512, env, count(1..=1_000_000);
+        // The upper bounds catch a unit typed wrong ("10h" for "10s"): such
+        // a wait would let slow clients hold connections, or a shutdown hang.
+        header_read_timeout: Duration = 10 * SECOND, env, timeout(5 * MINUTE, "must be at most 5m");
+        keep_alive_timeout: Duration = MINUTE, env, timeout(HOUR, "must be at most 1h");
+        request_body_timeout: Duration = 30 * SECOND, env, timeout(HOUR, "must be at most 1h");
+        shutdown_timeout: Duration = 10 * SECOND, env, timeout(HOUR, "must be at most 1h");
+        // Unset: WIDER_LOGIN_BUDGET, or login_max_failures if higher.
+        login_max_failures_per_ip: Option<u32> = None, env, some(count(1..=MAX_BUDGET));
+        login_max_failures_per_account: Option<u32> = None, env, some(count(1..=MAX_BUDGET));
+    }
+
+    derived {
+        /// Failed password checks from one client network (an IPv4 address, an
+        /// IPv6 /64), over every account, within `login_window`: what stops
+        /// password spraying.
+        pub login_max_failures_per_ip: u32,
+        /// Failed password checks of one account, from every client, within
+        /// `login_window`: what stops guessing from many addresses.
+        pub login_max_failures_per_account: u32,
+        pub tls: Option<TlsFiles>,
+        pub connections: ConnectionLimits,
+    }
+}
+
+/// A configuration key: its name, and whether a `GATEHOUSE_*` variable may
+/// set it.
+struct Key {
+    name: &'static str,
+    env: bool,
+}
+
+fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+impl Inputs {
+    /// The rules between keys, once each is valid on its own.
+    fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        match (config.jwt_alg, &config.jwt_hs256_secret) {
+            (JwtAlg::Hs256, None) => {
+                return Err(ConfigError::new(
+                    "jwt_hs256_secret",
+                    "required when jwt_alg = \"HS256\"",
+                ));
+            }
+            (JwtAlg::EdDsa | JwtAlg::Es256 | JwtAlg::Rs256, Some(_)) => {
+                return Err(ConfigError::new(
+                    "jwt_hs256_secret",
+                    "only allowed when jwt_alg = \"HS256\"",
+                ));
+            }
+            _ => {}
+        }
+        if config.signing_key_file.is_some() && config.jwt_alg == JwtAlg::Hs256 {
+            return Err(ConfigError::new(
+                "signing_key_file",
+                "not used with jwt_alg = \"HS256\" (the shared secret signs)",
+            ));
+        }
+        // The wider budgets must leave the (account, IP) one its meaning: a
+        // set one below it is an error (an unset one is raised to it).
+        let pair = config.login_max_failures;
+        for (key, budget) in [
+            ("login_max_failures_per_ip", self.login_max_failures_per_ip),
+            (
+                "login_max_failures_per_account",
+                self.login_max_failures_per_account,
+            ),
+        ] {
+            if let Some(n) = budget.filter(|n| *n < pair) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{n} is below login_max_failures ({pair})"),
+                ));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(ConfigError::new("tls_key", "required with tls_cert")),
+            (None, Some(_)) => Err(ConfigError::new("tls_cert", "required with tls_key")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fills the fields built from these keys.
+    fn apply(self, config: &mut Config) {
+        config.connections = self.connection_limits();
+        let pair = config.login_max_failures;
+        config.login_max_failures_per_ip = self
+            .login_max_failures_per_ip
+            .unwrap_or(WIDER_LOGIN_BUDGET)
+            .max(pair);
+        config.login_max_failures_per_account = self
+            .login_max_failures_per_account
+            .unwrap_or(WIDER_LOGIN_BUDGET)
+            .max(pair);
+        config.tls = self
+            .tls_cert
+            .zip(self.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key });
+    }
+
+    fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+            request_body_timeout: self.request_body_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
 
 impl Config {
     /// Loads the configuration from `file` (when given) and the process
@@ -393,32 +548,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut raw = BTreeMap::new();
-        if let Some(path) = file {
-            for (key, value) in read_toml(path)? {
-                if !KEYS.contains(&key.as_str()) {
-                    return Err(ConfigError::new(key, "unknown configuration key"));
-                }
-                raw.insert(key, Raw::Toml(value));
-            }
-        }
-        for (name, value) in env {
-            let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = suffix.to_ascii_lowercase();
-            if key == "rules" {
-                return Err(ConfigError::new(
-                    name,
-                    "access rules can only be set in the configuration file",
-                ));
-            }
-            if !KEYS.contains(&key.as_str()) {
-                return Err(ConfigError::new(name, "unknown configuration variable"));
-            }
-            raw.insert(key, Raw::Env(value));
-        }
-        Source(raw).into_config()
+        Self::read(Sources::collect(file, env)?)
     }
 
     /// The scheme the server speaks: `https` when it serves TLS itself
@@ -434,6 +564,95 @@ impl Config {
             .and_then(|i| Url::parse(i).ok())
             .map(|u| u.origin().ascii_serialization())
     }
+}
+
+/// The file's table and the `GATEHOUSE_*` values by key, each taken out as
+/// its key is read.
+struct Sources {
+    file: toml::Table,
+    env: BTreeMap<&'static str, String>,
+}
+
+impl Sources {
+    /// Reads `file` and picks the `GATEHOUSE_*` variables out of `env`,
+    /// refusing any key that is not in [`KEYS`]: a typo
+    /// (`GATEHOUSE_REGISTRATON=closed`) must not leave a default in force.
+    fn collect(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) => read_toml(path)?,
+            None => toml::Table::new(),
+        };
+        if let Some(unknown) = file.keys().find(|k| key(k).is_none()) {
+            return Err(ConfigError::new(
+                unknown.as_str(),
+                "unknown configuration key",
+            ));
+        }
+        let mut vars = BTreeMap::new();
+        for (name, value) in env {
+            let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            match key(&suffix.to_ascii_lowercase()) {
+                None => return Err(ConfigError::new(name, "unknown configuration variable")),
+                Some(k) if !k.env => {
+                    return Err(ConfigError::new(
+                        name,
+                        "can only be set in the configuration file",
+                    ));
+                }
+                Some(k) => {
+                    vars.insert(k.name, value);
+                }
+            }
+        }
+        Ok(Self { file, env: vars })
+    }
+
+    /// The value of `key`, from the environment or else the file, typed by
+    /// serde as `R` and checked by `check`; `None` when neither sets it.
+    fn take<R: EnvValue, T, E: Into<Invalid>>(
+        &mut self,
+        key: &'static str,
+        check: impl FnOnce(R) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
+        let value = match self.env.remove(key) {
+            Some(text) => Some(R::env_value(&text).map_err(|m| ConfigError::new(key, m))?),
+            None => self.file.remove(key),
+        };
+        value.map(|v| typed(key, v, check)).transpose()
+    }
+
+    /// As [`Sources::take`], for a key only the file may set.
+    fn take_file<R: DeserializeOwned, T, E: Into<Invalid>>(
+        &mut self,
+        key: &'static str,
+        check: impl FnOnce(R) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.file
+            .remove(key)
+            .map(|v| typed(key, v, check))
+            .transpose()
+    }
+}
+
+fn typed<R: DeserializeOwned, T, E: Into<Invalid>>(
+    key: &str,
+    mut value: toml::Value,
+    check: impl FnOnce(R) -> Result<T, E>,
+) -> Result<T, ConfigError> {
+    // Spaces around a value are a copy-and-paste accident, in either source.
+    if let toml::Value::String(s) = &mut value {
+        *s = s.trim().to_owned();
+    }
+    let raw = R::deserialize(value).map_err(|e| ConfigError::new(key, e.message()))?;
+    check(raw).map_err(|e| {
+        let Invalid { at, message } = e.into();
+        ConfigError::new(format!("{key}{at}"), message)
+    })
 }
 
 fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -455,482 +674,162 @@ fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
     })
 }
 
-impl Source {
-    fn take(&mut self, key: &str) -> Option<Raw> {
-        self.0.remove(key)
-    }
+/// What a check found wrong with a key's value: the message, and where in
+/// the value (`[2]`, the third item) when not the whole of it.
+struct Invalid {
+    at: String,
+    message: String,
+}
 
-    fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Raw::Env(s)) => Ok(Some(s)),
-            Some(Raw::Toml(toml::Value::String(s))) => Ok(Some(s)),
-            Some(Raw::Toml(other)) => Err(ConfigError::new(
-                key,
-                format!("expected a string, found a {}", other.type_str()),
-            )),
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Self {
+            at: String::new(),
+            message,
         }
     }
+}
 
-    fn parsed<T>(
-        &mut self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        self.string(key)?
-            .map(|s| parse(s.trim()).map_err(|m| ConfigError::new(key, m)))
-            .transpose()
+/// A raw value type whose `GATEHOUSE_*` text is first made into the TOML
+/// value a file would hold, so serde types both sources alike.
+trait EnvValue: DeserializeOwned {
+    /// The TOML value; by default a string, which serde then types.
+    ///
+    /// # Errors
+    /// One line saying why `text` is not such a value.
+    fn env_value(text: &str) -> Result<toml::Value, String> {
+        Ok(toml::Value::String(text.to_owned()))
     }
+}
 
-    fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        self.parsed(key, |s| {
-            humantime::parse_duration(s)
-                .map_err(|e| format!("{s:?} is not a duration such as \"90s\" or \"15m\" ({e})"))
-        })
-    }
+impl EnvValue for String {}
+impl EnvValue for Humantime {}
+impl EnvValue for Registration {}
+impl EnvValue for JwtAlg {}
+impl EnvValue for RevocationFailMode {}
 
-    fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Raw::Toml(toml::Value::Boolean(b))) => Ok(Some(b)),
-            Some(Raw::Env(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(Some(true)),
-                "false" | "0" | "no" | "off" => Ok(Some(false)),
-                _ => Err(ConfigError::new(key, format!("{s:?} is not true or false"))),
-            },
-            Some(Raw::Toml(other)) => Err(ConfigError::new(
-                key,
-                format!("expected true or false, found a {}", other.type_str()),
-            )),
+impl EnvValue for bool {
+    fn env_value(text: &str) -> Result<toml::Value, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{text:?} is not true or false")),
         }
     }
+}
 
-    fn integer(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Raw::Toml(toml::Value::Integer(i))) => Ok(Some(i)),
-            Some(Raw::Env(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| ConfigError::new(key, format!("{s:?} is not an integer"))),
-            Some(Raw::Toml(other)) => Err(ConfigError::new(
-                key,
-                format!("expected an integer, found a {}", other.type_str()),
-            )),
-        }
+impl EnvValue for i64 {
+    fn env_value(text: &str) -> Result<toml::Value, String> {
+        text.trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{text:?} is not an integer"))
     }
+}
 
-    /// A count of attempts a throttling budget allows: 1 to [`MAX_LIMIT`].
-    fn limit(&mut self, key: &str) -> Result<Option<u32>, ConfigError> {
-        match self.integer(key)? {
-            None => Ok(None),
-            Some(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .map(Some)
-                .ok_or_else(|| {
-                    ConfigError::new(key, format!("{n} is not between 1 and {MAX_LIMIT}"))
-                }),
-        }
+/// A list: a TOML array of strings, or a comma-separated variable (API.md).
+impl EnvValue for Vec<String> {
+    fn env_value(text: &str) -> Result<toml::Value, String> {
+        Ok(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ))
     }
+}
 
-    /// A list: a TOML array of strings, or a comma-separated variable.
-    fn list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Raw::Env(s)) => Ok(Some(
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-            )),
-            Some(Raw::Toml(toml::Value::Array(items))) => items
-                .into_iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(s),
-                    other => Err(ConfigError::new(
-                        key,
-                        format!("expected strings in the list, found a {}", other.type_str()),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(Raw::Toml(other)) => Err(ConfigError::new(
-                key,
-                format!("expected a list of strings, found a {}", other.type_str()),
-            )),
-        }
-    }
+/// A duration written as humantime text (`"90s"`, `"15m"`, `"7d"`).
+struct Humantime(Duration);
 
-    fn into_config(mut self) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let listen = self
-            .parsed("listen", |s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
-            })?
-            .unwrap_or(d.listen);
-        let database_url = self
-            .parsed("database_url", parse_database_url)?
-            .unwrap_or(d.database_url);
-        let redis_url = self.parsed("redis_url", |s| {
-            let u = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-            match u.scheme() {
-                "redis" | "rediss" => Ok(SecretUrl::new(s)),
-                _ => Err("must start with redis:// or rediss://".into()),
-            }
-        })?;
-        let issuer = self.parsed("issuer", parse_issuer)?;
-        let audience = self.parsed("audience", |s| {
-            if s.is_empty() || s.len() > 512 {
-                Err("must be 1 to 512 characters".into())
-            } else {
-                Ok(s.to_owned())
-            }
-        })?;
-        let registration = self
-            .parsed("registration", |s| match s {
-                "open" => Ok(Registration::Open),
-                "closed" => Ok(Registration::Closed),
-                _ => Err(format!("{s:?} is not \"open\" or \"closed\"")),
-            })?
-            .unwrap_or(d.registration);
-        let cookie_secure = self.boolean("cookie_secure")?.unwrap_or(d.cookie_secure);
-
-        let session_idle_timeout = at_least_a_second(
-            "session_idle_timeout",
-            self.duration("session_idle_timeout")?,
-            d.session_idle_timeout,
-        )?;
-        let session_absolute_timeout = at_least_a_second(
-            "session_absolute_timeout",
-            self.duration("session_absolute_timeout")?,
-            d.session_absolute_timeout,
-        )?;
-        let max_sessions_per_user = match self.integer("max_sessions_per_user")? {
-            None => d.max_sessions_per_user,
-            Some(n @ 1..=MAX_SESSIONS_PER_USER) => {
-                u32::try_from(n).unwrap_or(d.max_sessions_per_user)
-            }
-            Some(n) => {
-                return Err(ConfigError::new(
-                    "max_sessions_per_user",
-                    format!("{n} is not between 1 and {MAX_SESSIONS_PER_USER}"),
-                ));
-            }
-        };
-        let access_token_ttl = at_least_a_second(
-            "access_token_ttl",
-            self.duration("access_token_ttl")?,
-            d.access_token_ttl,
-        )?;
-        if access_token_ttl > Duration::from_secs(24 * 3600) {
-            return Err(ConfigError::new(
-                "access_token_ttl",
-                "must be at most 24h: access tokens are meant to be short-lived",
-            ));
-        }
-        let refresh_reuse_grace = self
-            .duration("refresh_reuse_grace")?
-            .unwrap_or(d.refresh_reuse_grace);
-        if refresh_reuse_grace > Duration::from_secs(300) {
-            return Err(ConfigError::new(
-                "refresh_reuse_grace",
-                "must be at most 5m",
-            ));
-        }
-
-        let jwt_alg = self
-            .parsed("jwt_alg", |s| match s {
-                "EdDSA" => Ok(JwtAlg::EdDsa),
-                "ES256" => Ok(JwtAlg::Es256),
-                "RS256" => Ok(JwtAlg::Rs256),
-                "HS256" => Ok(JwtAlg::Hs256),
-                _ => Err(format!("{s:?} is not one of EdDSA, ES256, RS256, HS256")),
-            })?
-            .unwrap_or(d.jwt_alg);
-        let jwt_hs256_secret = self.parsed("jwt_hs256_secret", |s| {
-            let bytes = decode_base64(s)?;
-            if bytes.len() < 32 {
-                return Err(format!(
-                    "must be at least 32 bytes once decoded, found {}",
-                    bytes.len()
-                ));
-            }
-            Ok(SecretBytes(bytes))
-        })?;
-        match (jwt_alg, &jwt_hs256_secret) {
-            (JwtAlg::Hs256, None) => {
-                return Err(ConfigError::new(
-                    "jwt_hs256_secret",
-                    "required when jwt_alg = \"HS256\"",
-                ));
-            }
-            (JwtAlg::EdDsa | JwtAlg::Es256 | JwtAlg::Rs256, Some(_)) => {
-                return Err(ConfigError::new(
-                    "jwt_hs256_secret",
-                    "only allowed when jwt_alg = \"HS256\"",
-                ));
-            }
-            _ => {}
-        }
-        let signing_key_file = self.parsed("signing_key_file", readable_file)?;
-        if signing_key_file.is_some() && jwt_alg == JwtAlg::Hs256 {
-            return Err(ConfigError::new(
-                "signing_key_file",
-                "not used with jwt_alg = \"HS256\" (the shared secret signs)",
-            ));
-        }
-        let jwt_leeway = self.duration("jwt_leeway")?.unwrap_or(d.jwt_leeway);
-        if jwt_leeway > Duration::from_secs(30) {
-            return Err(ConfigError::new("jwt_leeway", "must be between 0s and 30s"));
-        }
-
-        let login_max_failures = match self.integer("login_max_failures")? {
-            None => d.login_max_failures,
-            Some(n @ 1..=1000) => u32::try_from(n).unwrap_or(d.login_max_failures),
-            Some(n) => {
-                return Err(ConfigError::new(
-                    "login_max_failures",
-                    format!("{n} is not between 1 and 1000"),
-                ));
-            }
-        };
-        let login_window = at_least_a_second(
-            "login_window",
-            self.duration("login_window")?,
-            d.login_window,
-        )?;
-        // The wider budgets must leave the (account, IP) one its meaning: an
-        // unset one is raised to it, a set one below it is an error.
-        let wider_budget = |key: &str, value: Option<u32>, default: u32| match value {
-            None => Ok(default.max(login_max_failures)),
-            Some(n) if n >= login_max_failures => Ok(n),
-            Some(n) => Err(ConfigError::new(
-                key,
-                format!("{n} is below login_max_failures ({login_max_failures})"),
-            )),
-        };
-        let login_max_failures_per_ip = wider_budget(
-            "login_max_failures_per_ip",
-            self.limit("login_max_failures_per_ip")?,
-            d.login_max_failures_per_ip,
-        )?;
-        let login_max_failures_per_account = wider_budget(
-            "login_max_failures_per_account",
-            self.limit("login_max_failures_per_account")?,
-            d.login_max_failures_per_account,
-        )?;
-        let registration_max_per_ip = self
-            .limit("registration_max_per_ip")?
-            .unwrap_or(d.registration_max_per_ip);
-        let registration_window = at_least_a_second(
-            "registration_window",
-            self.duration("registration_window")?,
-            d.registration_window,
-        )?;
-
-        let allowed_origins = self
-            .list("allowed_origins")?
-            .unwrap_or_default()
-            .iter()
-            .map(|o| parse_origin(o).map_err(|m| ConfigError::new("allowed_origins", m)))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let tls_cert = self.parsed("tls_cert", readable_file)?;
-        let tls_key = self.parsed("tls_key", readable_file)?;
-        let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::new("tls_key", "required with tls_cert")),
-            (None, Some(_)) => return Err(ConfigError::new("tls_cert", "required with tls_key")),
-        };
-        let connections = self.connection_limits(d.connections)?;
-
-        let trusted_proxies = self
-            .list("trusted_proxies")?
-            .unwrap_or_default()
-            .iter()
-            .map(|p| parse_net(p).map_err(|m| ConfigError::new("trusted_proxies", m)))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let key_encryption_key = self.parsed("key_encryption_key", |s| {
-            let bytes = decode_base64(s)?;
-            if bytes.len() != 32 {
-                return Err(format!(
-                    "must be exactly 32 bytes once decoded, found {}",
-                    bytes.len()
-                ));
-            }
-            Ok(SecretBytes(bytes))
-        })?;
-        let redis_key_prefix = self
-            .parsed("redis_key_prefix", |s| {
-                if s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    Err("must be at most 64 characters without spaces".into())
-                } else {
-                    Ok(s.to_owned())
-                }
-            })?
-            .unwrap_or(d.redis_key_prefix);
-        let revocation_fail_mode = self
-            .parsed("revocation_fail_mode", |s| match s {
-                "closed" => Ok(RevocationFailMode::Closed),
-                "stale" => Ok(RevocationFailMode::Stale),
-                _ => Err(format!("{s:?} is not \"closed\" or \"stale\"")),
-            })?
-            .unwrap_or(d.revocation_fail_mode);
-        let revocation_max_staleness = self
-            .duration("revocation_max_staleness")?
-            .unwrap_or(d.revocation_max_staleness);
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&revocation_max_staleness)
-        {
-            return Err(ConfigError::new(
-                "revocation_max_staleness",
-                "must be between 1s and 1h",
-            ));
-        }
-        let session_cache_ttl = self
-            .duration("session_cache_ttl")?
-            .unwrap_or(d.session_cache_ttl);
-        if session_cache_ttl > Duration::from_secs(60) {
-            return Err(ConfigError::new(
-                "session_cache_ttl",
-                "must be at most 1m: a cached session is trusted this long without asking Redis",
-            ));
-        }
-        // 0s keeps the trail forever.
-        let audit_retention = match self.duration("audit_retention")? {
-            Some(d) if d.is_zero() => None,
-            Some(d) => Some(d),
-            None => d.audit_retention,
-        };
-        let metrics_token = self.parsed("metrics_token", |s| {
-            if s.len() < 32 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err("must be 32 to 256 printable ASCII characters without spaces".into());
-            }
-            Ok(SecretBytes(s.as_bytes().to_vec()))
-        })?;
-        let rules = match self.take("rules") {
-            None => Vec::new(),
-            Some(Raw::Toml(toml::Value::Array(items))) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| parse_rule(v).map_err(|m| ConfigError::new(format!("rules[{i}]"), m)))
-                .collect::<Result<_, _>>()?,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "rules",
-                    "expected [[rules]] tables in the configuration file",
-                ));
-            }
-        };
-
-        Ok(Config {
-            listen,
-            database_url,
-            redis_url,
-            issuer,
-            audience,
-            registration,
-            cookie_secure,
-            session_idle_timeout,
-            session_absolute_timeout,
-            max_sessions_per_user,
-            access_token_ttl,
-            refresh_reuse_grace,
-            jwt_alg,
-            jwt_hs256_secret,
-            signing_key_file,
-            jwt_leeway,
-            login_max_failures,
-            login_window,
-            login_max_failures_per_ip,
-            login_max_failures_per_account,
-            registration_max_per_ip,
-            registration_window,
-            allowed_origins,
-            tls,
-            connections,
-            trusted_proxies,
-            key_encryption_key,
-            redis_key_prefix,
-            revocation_fail_mode,
-            revocation_max_staleness,
-            session_cache_ttl,
-            audit_retention,
-            metrics_token,
-            rules,
+impl<'de> Deserialize<'de> for Humantime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map(Self).map_err(|e| {
+            D::Error::custom(format!(
+                "{text:?} is not a duration such as \"90s\" or \"15m\" ({e})"
+            ))
         })
     }
 }
 
-impl Source {
-    fn connection_limits(&mut self, d: ConnectionLimits) -> Result<ConnectionLimits, ConfigError> {
-        let max_connections = match self.integer("max_connections")? {
-            None => d.max_connections,
-            Some(n @ 1..=1_000_000) => usize::try_from(n).unwrap_or(d.max_connections),
-            Some(n) => {
-                return Err(ConfigError::new(
-                    "max_connections",
-                    format!("{n} is not between 1 and 1000000"),
-                ));
-            }
-        };
-        // The upper bounds catch a unit typed wrong ("10h" for "10s"): such
-        // a wait would let slow clients hold connections, or a shutdown hang.
-        let mut timeout = |key: &str, default: Duration, max: Duration, max_text: &str| {
-            let value = at_least_a_second(key, self.duration(key)?, default)?;
-            if value > max {
-                return Err(ConfigError::new(key, format!("must be at most {max_text}")));
-            }
-            Ok(value)
-        };
-        Ok(ConnectionLimits {
-            max_connections,
-            header_read_timeout: timeout(
-                "header_read_timeout",
-                d.header_read_timeout,
-                Duration::from_secs(300),
-                "5m",
-            )?,
-            keep_alive_timeout: timeout(
-                "keep_alive_timeout",
-                d.keep_alive_timeout,
-                Duration::from_secs(3600),
-                "1h",
-            )?,
-            request_body_timeout: timeout(
-                "request_body_timeout",
-                d.request_body_timeout,
-                Duration::from_secs(3600),
-                "1h",
-            )?,
-            shutdown_timeout: timeout(
-                "shutdown_timeout",
-                d.shutdown_timeout,
-                Duration::from_secs(3600),
-                "1h",
-            )?,
-        })
+/// Any value of the raw type.
+fn accept<T>(value: T) -> Result<T, String> {
+    Ok(value)
+}
+
+/// An optional key: `check`'s value, present.
+fn some<R, T>(
+    check: impl FnOnce(R) -> Result<T, String>,
+) -> impl FnOnce(R) -> Result<Option<T>, String> {
+    move |raw| check(raw).map(Some)
+}
+
+/// A list whose every item passes `check`.
+fn each<T>(
+    check: fn(&str) -> Result<T, String>,
+) -> impl FnOnce(Vec<String>) -> Result<Vec<T>, String> {
+    move |items| items.iter().map(|item| check(item)).collect()
+}
+
+/// A whole number within `range`.
+fn count<T: TryFrom<i64>>(range: RangeInclusive<i64>) -> impl FnOnce(i64) -> Result<T, String> {
+    move |n| {
+        range
+            .contains(&n)
+            .then(|| T::try_from(n).ok())
+            .flatten()
+            .ok_or_else(|| format!("{n} is not between {} and {}", range.start(), range.end()))
     }
 }
 
-fn at_least_a_second(
-    key: &str,
-    value: Option<Duration>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v >= Duration::from_secs(1) => Ok(v),
-        Some(_) => Err(ConfigError::new(key, "must be at least 1s")),
+/// A duration of timeouts, TTLs and windows: at least 1s (API.md).
+fn at_least_1s(Humantime(d): Humantime) -> Result<Duration, String> {
+    if d < SECOND {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+/// At least 1s and at most `max`; `too_long` says so.
+fn timeout(
+    max: Duration,
+    too_long: &'static str,
+) -> impl FnOnce(Humantime) -> Result<Duration, String> {
+    move |d| {
+        let d = at_least_1s(d)?;
+        if d > max {
+            return Err(too_long.into());
+        }
+        Ok(d)
     }
 }
 
-fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+/// Within `range`; `outside` says what is allowed.
+fn within(
+    range: RangeInclusive<Duration>,
+    outside: &'static str,
+) -> impl FnOnce(Humantime) -> Result<Duration, String> {
+    move |Humantime(d)| {
+        if !range.contains(&d) {
+            return Err(outside.into());
+        }
+        Ok(d)
+    }
+}
+
+/// `audit_retention`: 0s keeps the trail forever.
+fn retention(Humantime(d): Humantime) -> Result<Option<Duration>, String> {
+    Ok((!d.is_zero()).then_some(d))
+}
+
+fn socket_addr(s: String) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
+}
+
+fn database_url(s: String) -> Result<DatabaseUrl, String> {
     if let Some(path) = s.strip_prefix("sqlite://") {
         let file = path.split('?').next().unwrap_or_default();
         if file.is_empty() || file == ":memory:" {
@@ -939,17 +838,25 @@ fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
                     .into(),
             );
         }
-        Ok(DatabaseUrl::Sqlite(s.to_owned()))
+        Ok(DatabaseUrl::Sqlite(s))
     } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
+        Url::parse(&s).map_err(|e| format!("not a valid URL ({e})"))?;
         Ok(DatabaseUrl::Postgres(SecretUrl::new(s)))
     } else {
         Err("must start with sqlite:// or postgres://".into())
     }
 }
 
-fn parse_issuer(s: &str) -> Result<String, String> {
-    let u = Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+fn redis_url(s: String) -> Result<SecretUrl, String> {
+    let u = Url::parse(&s).map_err(|e| format!("not a URL ({e})"))?;
+    match u.scheme() {
+        "redis" | "rediss" => Ok(SecretUrl::new(s)),
+        _ => Err("must start with redis:// or rediss://".into()),
+    }
+}
+
+fn issuer(s: String) -> Result<String, String> {
+    let u = Url::parse(&s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
         return Err("must be an http:// or https:// URL".into());
     }
@@ -959,7 +866,60 @@ fn parse_issuer(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_owned())
 }
 
-fn parse_origin(s: &str) -> Result<String, String> {
+fn audience(s: String) -> Result<String, String> {
+    if s.is_empty() || s.len() > 512 {
+        return Err("must be 1 to 512 characters".into());
+    }
+    Ok(s)
+}
+
+/// Base64 of a secret whose decoded length is within `len`.
+fn secret_bytes(len: RangeInclusive<usize>) -> impl FnOnce(String) -> Result<SecretBytes, String> {
+    move |s| {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let bytes = STANDARD
+            .decode(&s)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
+            .map_err(|_| "is not valid base64".to_owned())?;
+        if !len.contains(&bytes.len()) {
+            let bound = if len.start() == len.end() {
+                "exactly"
+            } else {
+                "at least"
+            };
+            return Err(format!(
+                "must be {bound} {} bytes once decoded, found {}",
+                len.start(),
+                bytes.len()
+            ));
+        }
+        Ok(SecretBytes(bytes))
+    }
+}
+
+fn redis_key_prefix(s: String) -> Result<String, String> {
+    if s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be at most 64 characters without spaces".into());
+    }
+    Ok(s)
+}
+
+fn metrics_token(s: String) -> Result<SecretBytes, String> {
+    if s.len() < 32 || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 32 to 256 printable ASCII characters without spaces".into());
+    }
+    Ok(SecretBytes(s.into_bytes()))
+}
+
+fn readable_file(s: String) -> Result<PathBuf, String> {
+    match std::fs::metadata(&s) {
+        Ok(m) if m.is_file() => Ok(PathBuf::from(s)),
+        Ok(_) => Err(format!("{s} is not a file")),
+        Err(e) => Err(format!("cannot read {s}: {e}")),
+    }
+}
+
+fn origin(s: &str) -> Result<String, String> {
     let u = Url::parse(s).map_err(|e| format!("{s:?} is not an origin ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
         return Err(format!("{s:?} is not an http:// or https:// origin"));
@@ -973,73 +933,73 @@ fn parse_origin(s: &str) -> Result<String, String> {
     Ok(u.origin().ascii_serialization())
 }
 
-fn parse_net(s: &str) -> Result<IpNet, String> {
+fn net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR"))
 }
 
-fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-    STANDARD
-        .decode(s)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
-        .map_err(|_| "is not valid base64".into())
-}
-
-fn readable_file(s: &str) -> Result<PathBuf, String> {
-    let p = PathBuf::from(s);
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => Ok(p),
-        Ok(_) => Err(format!("{s} is not a file")),
-        Err(e) => Err(format!("cannot read {s}: {e}")),
-    }
-}
-
-fn parse_rule(v: toml::Value) -> Result<AccessRule, String> {
-    let toml::Value::Table(mut t) = v else {
-        return Err("each rule must be a table".into());
-    };
-    let path = match t.remove("path") {
-        Some(toml::Value::String(p)) if p.starts_with('/') && p.len() <= 2048 => p,
-        Some(_) => return Err("path must be a string starting with /".into()),
-        None => return Err("path is required".into()),
-    };
-    let methods = match t.remove("methods") {
-        None => Vec::new(),
-        Some(toml::Value::Array(ms)) => ms
-            .into_iter()
-            .map(|m| match m {
-                toml::Value::String(m)
-                    if !m.is_empty()
-                        && m.len() <= 16
-                        && m.bytes().all(|b| b.is_ascii_alphabetic()) =>
-                {
-                    Ok(m.to_ascii_uppercase())
-                }
-                _ => Err("methods must be a list of HTTP method names".to_owned()),
+/// `[[rules]]`: each table typed by serde, then checked; an error names the
+/// rule (`rules[2]`).
+fn rules(items: Vec<toml::Value>) -> Result<Vec<AccessRule>, Invalid> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            rule(item).map_err(|message| Invalid {
+                at: format!("[{i}]"),
+                message,
             })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("methods must be a list of HTTP method names".into()),
-    };
-    let policy = match (t.remove("policy"), t.remove("permission")) {
-        (Some(toml::Value::String(p)), None) => match p.as_str() {
+        })
+        .collect()
+}
+
+/// One `[[rules]]` table as written; serde refuses a missing `path`, a
+/// value of the wrong type and a key it does not know.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    path: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    policy: Option<String>,
+    permission: Option<String>,
+}
+
+fn rule(v: toml::Value) -> Result<AccessRule, String> {
+    let RuleEntry {
+        path,
+        methods,
+        policy,
+        permission,
+    } = RuleEntry::deserialize(v).map_err(|e| e.message().to_owned())?;
+    if !path.starts_with('/') || path.len() > 2048 {
+        return Err("path must be a string starting with /".into());
+    }
+    let methods = methods
+        .into_iter()
+        .map(|m| {
+            if !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Ok(m.to_ascii_uppercase())
+            } else {
+                Err("methods must be a list of HTTP method names".to_owned())
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let policy = match (policy, permission) {
+        (Some(p), None) => match p.as_str() {
             "public" => RulePolicy::Public,
             "authenticated" => RulePolicy::Authenticated,
             "deny" => RulePolicy::Deny,
             _ => return Err(format!("policy {p:?} is not public, authenticated or deny")),
         },
-        (None, Some(toml::Value::String(p))) => {
+        (None, Some(p)) => {
             crate::model::types::Permission::parse(&p).map_err(|e| format!("permission: {e}"))?;
             RulePolicy::Permission(p)
         }
         (Some(_), Some(_)) => return Err("give either policy or permission, not both".into()),
         (None, None) => return Err("needs a policy or a permission".into()),
-        _ => return Err("policy and permission must be strings".into()),
     };
-    if let Some(extra) = t.keys().next() {
-        return Err(format!("unknown key {extra:?}"));
-    }
     Ok(AccessRule {
         path,
         methods,
@@ -1443,5 +1403,92 @@ permission = "site:admin"
         let dbg = format!("{c:?}");
         assert!(dbg.contains("[redacted]"));
         assert!(!dbg.contains("65, 65"));
+    }
+
+    #[test]
+    fn every_key_is_listed_once_in_lower_case() {
+        // The environment's names are lower-cased to find their key, so an
+        // upper-case key could only ever come from the file.
+        let mut seen = std::collections::BTreeSet::new();
+        for k in KEYS {
+            assert!(seen.insert(k.name), "{} is listed twice", k.name);
+            assert!(
+                k.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                k.name
+            );
+        }
+        let file_only: Vec<_> = KEYS.iter().filter(|k| !k.env).map(|k| k.name).collect();
+        assert_eq!(file_only, ["rules"]);
+    }
+
+    #[test]
+    fn every_key_is_read_and_its_errors_name_it() {
+        // A table is the wrong type for every key: each one is read (not
+        // refused as unknown, not silently ignored) and named.
+        for k in KEYS {
+            let f = file(&format!("{} = {{ x = 1 }}\n", k.name));
+            let err = Config::from_sources(Some(f.path()), env(&[])).expect_err(k.name);
+            assert_eq!(err.key, k.name, "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn no_source_gives_the_defaults() {
+        let read = Config::from_sources(None, env(&[])).expect("defaults");
+        assert_eq!(format!("{read:?}"), format!("{:?}", Config::default()));
+        assert_eq!(read.connections, ConnectionLimits::default());
+        assert_eq!(
+            (
+                read.tls,
+                read.login_max_failures_per_ip,
+                read.audit_retention
+            ),
+            (None, 50, Some(Duration::from_secs(90 * 24 * 3600)))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_file_only_keys_are_refused_by_name() {
+        let f = file("listen = \"127.0.0.1:1\"\nregistraton = \"closed\"\n");
+        let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("typo");
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("registraton", "unknown configuration key")
+        );
+        let err = Config::from_sources(None, env(&[("GATEHOUSE_REGISTRATON", "closed")]))
+            .expect_err("typo");
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("GATEHOUSE_REGISTRATON", "unknown configuration variable")
+        );
+        let f = file("[[rules]]\npath = \"/x\"\npolicy = \"deny\"\nmethod = [\"GET\"]\n");
+        let err = Config::from_sources(Some(f.path()), env(&[])).expect_err("rule key");
+        assert_eq!(err.key, "rules[0]", "{err}");
+        assert!(err.message.contains("method"), "{err}");
+    }
+
+    #[test]
+    fn named_choices_read_from_either_source() {
+        let f = file("jwt_alg = \"ES256\"\nregistration = \" closed \"\n");
+        let c = Config::from_sources(
+            Some(f.path()),
+            env(&[("GATEHOUSE_REVOCATION_FAIL_MODE", "stale")]),
+        )
+        .expect("config");
+        assert_eq!(
+            (c.jwt_alg, c.registration, c.revocation_fail_mode),
+            (
+                JwtAlg::Es256,
+                Registration::Closed,
+                RevocationFailMode::Stale
+            )
+        );
+        let err = Config::from_sources(None, env(&[("GATEHOUSE_JWT_ALG", "eddsa")]))
+            .expect_err("names are case-sensitive");
+        assert!(err.message.contains("EdDSA"), "says what is allowed: {err}");
     }
 }
