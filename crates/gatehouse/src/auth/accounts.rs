@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::password::check_policy;
+use super::password::{HashError, Hasher};
 use super::principals::Principals;
 use super::sessions::{Authenticated, NewSession, Sessions};
-use super::throttle::Throttle;
-use super::types::{Email, Password, RoleName, UserId};
-use super::{ClientMeta, FieldError, HashError, Hasher};
+use super::throttle::{Refused, Throttle};
 use crate::clock::Clock;
 use crate::config::Registration;
 use crate::metrics::Metrics;
+use crate::model::client::{ClientMeta, FieldError};
+use crate::model::types::{Email, Password, RoleName, UserId};
 use crate::store::{CreateUserError, NewUser, UserRecord, UserStore};
 
 /// Why a login was refused.
@@ -61,6 +62,24 @@ pub enum RegisterError {
     Busy,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
+}
+
+impl From<Refused> for RegisterError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Throttled { retry_after } => Self::Throttled { retry_after },
+            Refused::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<Refused> for LoginError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Throttled { retry_after } => Self::Throttled { retry_after },
+            Refused::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 impl From<HashError> for RegisterError {

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use super::KeyManager;
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::keys;
+use super::keys::KeyManager;
 use super::principals::Principals;
 use super::sessions::Sessions;
-use super::types::{Permission, RoleName, UserId};
+use crate::model::types::{Permission, RoleName, UserId};
 use crate::store::{AdminChange, AdminChangeError, UserRecord, UserStore};
 
 /// Most users one page may hold.
@@ -159,7 +159,7 @@ impl Admin {
     /// # Errors
     /// Store failures.
     pub async fn user_by_email(&self, email: &str) -> anyhow::Result<Option<UserRecord>> {
-        match super::types::Email::parse(email) {
+        match crate::model::types::Email::parse(email) {
             Ok(e) => self.users.user_by_email(&e).await,
             Err(_) => Ok(None),
         }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::KeyManager;
-use super::principals::{Lookup, Principal, Principals};
-use super::sessions::{Authenticated, Sessions};
-use super::tokens::{
+use super::claims::{
     TokenError, TokenSettings, VerifiedToken, check_header, check_times, validate_access_token,
 };
+use super::keys::KeyManager;
+use super::principals::{Lookup, Principal, Principals};
+use super::sessions::{Authenticated, Sessions};
 use super::verified::VerifiedTokens;
 use crate::clock::Clock;
 use crate::revocation::Revocations;

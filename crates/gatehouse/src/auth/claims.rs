@@ -10,8 +10,8 @@ use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, KeyRing, alg_name};
-use super::types::{SessionId, UserId};
 use crate::config::JwtAlg;
+use crate::model::types::{SessionId, UserId};
 use gatehouse_token_rules::UniqueObject;
 
 // The rules of an access token, written once for this server and for

@@ -9,10 +9,10 @@ use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
-use super::FieldError;
 use super::audit::{Actor, Audit, EventType};
-use super::types::{ResourceServerId, ResourceServerName, ResourceServerSecret, SessionId};
 use crate::clock::Clock;
+use crate::model::client::FieldError;
+use crate::model::types::{ResourceServerId, ResourceServerName, ResourceServerSecret, SessionId};
 use crate::revocation::Revocations;
 use crate::store::{
     CreateResourceServerError, ResourceServerRecord, ResourceServerStore, RevocationLog,

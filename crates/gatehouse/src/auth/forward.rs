@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use super::bearer::Bearer;
+use super::claims::TokenError;
 use super::rules::{Access, BadPath, access_for};
 use super::sessions::{Authenticated, Sessions};
-use super::tokens::TokenError;
 use crate::config::AccessRule;
 use crate::model::types::SessionSecret;
 use crate::store::UserStore;

@@ -30,7 +30,6 @@ pub use crate::model::types;
 pub mod verified;
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::store::{SessionStore, Stores, UserStore};
 
+pub use crate::model::client::{ClientMeta, FieldError};
 pub use accounts::Accounts;
 pub use admin::Admin;
 pub use audit::Audit;
@@ -75,30 +75,6 @@ impl Policy {
             },
             throttle: ThrottleLimits::from_config(config),
             audit_retention: config.audit_retention,
-        }
-    }
-}
-
-/// Who is on the other end of a request, as far as we can tell.
-#[derive(Debug, Clone, Default)]
-pub struct ClientMeta {
-    pub ip: Option<IpAddr>,
-    /// Truncated to a sane length by the HTTP layer.
-    pub user_agent: Option<String>,
-}
-
-/// A validation failure on one input field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
         }
     }
 }

@@ -15,7 +15,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
-use super::types::Password;
+use crate::model::types::Password;
 
 /// Shortest and longest accepted passwords, in characters (OWASP ASVS 2.1.1,
 /// 2.1.2).

@@ -30,7 +30,7 @@ use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
 use super::sessions::Authenticated;
-use super::types::SessionId;
+use crate::model::types::SessionId;
 use crate::revocation::Revocations;
 
 /// How long an entry answers after its reads: the bound on how late a role

@@ -8,10 +8,10 @@ use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
-use super::ClientMeta;
 use super::audit::{Actor, Audit, AuditEvent, Ending, EventType};
-use super::types::{SessionId, SessionSecret, UserId};
 use crate::clock::Clock;
+use crate::model::client::ClientMeta;
+use crate::model::types::{SessionId, SessionSecret, UserId};
 use crate::revocation::Revocations;
 use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
 

@@ -29,14 +29,25 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::accounts::{LoginError, RegisterError};
 use super::audit::{Actor, Audit, EventType};
 use super::sessions::Sessions;
-use super::types::Email;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model::types::Email;
 use crate::store::{Attempt, FailureCounter, UserStore};
+
+/// Why an attempt was not admitted; each flow answers it in its own terms
+/// (`LoginError`, `RegisterError`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A budget is spent until `retry_after` from now.
+    #[error("a budget is spent")]
+    Throttled { retry_after: Duration },
+    /// A counter cannot be written (fail closed).
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
 
 /// The budgets of password attempts and registrations.
 #[derive(Debug, Clone, Copy)]
@@ -167,14 +178,14 @@ impl Throttle {
     /// hashed.
     ///
     /// # Errors
-    /// [`LoginError::Throttled`] with the refusing window's time left;
-    /// [`LoginError::Store`] when a counter cannot be written (fail closed).
+    /// [`Refused::Throttled`] with the refusing window's time left;
+    /// [`Refused::Store`] when a counter cannot be written (fail closed).
     pub(crate) async fn admit_password_attempt(
         &self,
         normalised: &str,
         parsed: Option<&Email>,
         ip: Option<IpAddr>,
-    ) -> Result<Admitted, LoginError> {
+    ) -> Result<Admitted, Refused> {
         let p = &self.limits;
         let failures = &self.failures;
         let now = self.clock.now();
@@ -278,9 +289,9 @@ impl Throttle {
         max: u32,
         email: Option<&Email>,
         ip: Option<IpAddr>,
-    ) -> LoginError {
+    ) -> Refused {
         self.metrics.logins_throttled.increment(1);
-        let throttled = LoginError::Throttled {
+        let throttled = Refused::Throttled {
             retry_after: attempt.window_left,
         };
         // The first refusal of a window is recorded, not every one: a
@@ -299,7 +310,7 @@ impl Throttle {
             match self.users.user_by_email(email).await {
                 Ok(Some(user)) => event = event.user(user.id),
                 Ok(None) => {}
-                Err(e) => return LoginError::Store(e),
+                Err(e) => return Refused::Store(e),
             }
         }
         self.audit.record_one(event).await;
@@ -311,9 +322,9 @@ impl Throttle {
     /// judged, looked up or hashed.
     ///
     /// # Errors
-    /// [`RegisterError::Throttled`] with the window's time left;
-    /// [`RegisterError::Store`] when the counter cannot be written.
-    pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), RegisterError> {
+    /// [`Refused::Throttled`] with the window's time left;
+    /// [`Refused::Store`] when the counter cannot be written.
+    pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         let p = &self.limits;
         let key = format!("register-ip:{}", client_network(ip));
         let attempt = self
@@ -332,7 +343,7 @@ impl Throttle {
                 .detail("retry_after_seconds", attempt.window_left.as_secs());
             self.audit.record_one(event).await;
         }
-        Err(RegisterError::Throttled {
+        Err(Refused::Throttled {
             retry_after: attempt.window_left,
         })
     }
@@ -347,6 +358,7 @@ mod tests {
 
     use super::*;
     use crate::auth::accounts::Registrar;
+    use crate::auth::accounts::{LoginError, RegisterError};
     use crate::auth::types::Password;
     use crate::auth::{ClientMeta, Services};
     use crate::clock::ManualClock;

@@ -15,11 +15,13 @@ use uuid::Uuid;
 use super::accounts::{Accounts, LoginError};
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::keys;
+use super::keys::KeyManager;
+use super::password::HashError;
 use super::sessions::Sessions;
-use super::types::{Password, RefreshSecret};
-use super::{ClientMeta, HashError, KeyManager};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::model::client::ClientMeta;
+use crate::model::types::{Password, RefreshSecret};
 use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
 
 pub use super::claims::*;

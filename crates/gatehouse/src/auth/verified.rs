@@ -12,7 +12,7 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::tokens::VerifiedToken;
+use super::claims::VerifiedToken;
 
 /// Bytes the cached tokens may hold, roughly (each is weighed at twice its
 /// length plus a fixed overhead): ~16 MiB, some 20,000 typical tokens.

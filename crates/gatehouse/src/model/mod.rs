@@ -1,8 +1,10 @@
 //! The bottom layer: ids, newtypes and secrets (`types`), the audit
-//! vocabulary (`audit`) and paging cursors (`cursor`). The domain (`auth`),
+//! vocabulary (`audit`), paging cursors (`cursor`) and what the domain is
+//! told of a request's client (`client`). The domain (`auth`),
 //! the stores (`store`) and the configuration import it; it imports none of
 //! them.
 
 pub mod audit;
+pub mod client;
 pub mod cursor;
 pub mod types;
