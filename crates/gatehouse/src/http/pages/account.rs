@@ -1,6 +1,36 @@
 //! `/account`: the visitor's sessions and password.
 
-use super::*;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::forms::{Form, NoFields, PageQuery, Viewer};
+use super::respond::{
+    PageError, html, see_other, store_failed, try_again_in, with_challenge, with_retry_after,
+};
+use super::views::{self, Notice};
+use crate::auth::FieldError;
+use crate::auth::accounts::ChangePasswordError;
+use crate::auth::audit::{Actor, Ending};
+use crate::auth::sessions::Authenticated;
+use crate::auth::types::{Password, SessionId};
+use crate::http::AppState;
+use crate::http::extract::Client;
+use crate::http::openapi as oa;
+
+/// The query of the account page.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct NoticeParam {
+    /// A fixed message to show, by name (`session-ended`,
+    /// `others-ended`, `password-changed`).
+    #[param(nullable = false)]
+    notice: Option<String>,
+}
 
 /// `GET /account`: who am I, my devices, change password.
 #[utoipa::path(

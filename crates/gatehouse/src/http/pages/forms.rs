@@ -1,7 +1,24 @@
 //! The pages' extractors: the form body (`Form`), the signed-in visitor
 //! (`Viewer`) and the query a page reads (`PageQuery`).
 
-use super::*;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::de::value::MapDeserializer;
+use utoipa::{IntoParams, ToSchema};
+
+use super::respond::{PageError, see_other, store_failed};
+use super::views::Notice;
+use crate::auth::sessions::Authenticated;
+use crate::http::{AppState, extract};
+
+/// Where a visitor without a session is sent.
+const LOGIN_FOR_ACCOUNT: &str = "/login?return_to=/account";
 
 /// A form body of type `T`: `application/x-www-form-urlencoded` in UTF-8
 /// (else 415), at most the router's 64 KiB (else 413), every name and value
@@ -121,6 +138,21 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
+/// The query a page reads ([`PageQuery`]); other parameters are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct PageQueryParams {
+    /// Where to go after signing in: a path here or a URL of an allowed
+    /// origin; anything else means `/account`.
+    #[param(nullable = false)]
+    return_to: Option<String>,
+    /// A fixed message to show, by name (`registered`, `signed-out`, …);
+    /// unknown names show nothing.
+    #[param(nullable = false)]
+    notice: Option<String>,
+}
+
 /// The query of a page: `return_to` (taken only when given once) and
 /// `notice`. Anything else is ignored: links from elsewhere may carry
 /// tracking parameters, and a GET changes nothing.
@@ -161,6 +193,46 @@ pub(super) fn registration_open(state: &AppState) -> bool {
     state.accounts.registration_open()
 }
 
-// ---------------------------------------------------------------------------
-// Login and logout
-// ---------------------------------------------------------------------------
+/// A post with no fields (the sign-out buttons). Taking it still holds the
+/// body to the form rules: the right content type, nothing unexpected.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoFields {}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::{PageQuery, is_form};
+    use crate::http::pages::views::Notice;
+
+    #[test]
+    fn only_urlencoded_utf8_forms_are_read() {
+        let mut h = HeaderMap::new();
+        for (ct, ok) in [
+            ("application/x-www-form-urlencoded", true),
+            ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", true),
+            (
+                "application/x-www-form-urlencoded; charset=iso-8859-1",
+                false,
+            ),
+            ("multipart/form-data; boundary=x", false),
+            ("application/json", false),
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_form(&h), ok, "{ct}");
+        }
+        h.remove(CONTENT_TYPE);
+        assert!(!is_form(&h));
+    }
+
+    #[test]
+    fn a_twice_given_return_to_is_ignored() {
+        let q = PageQuery::parse(Some("return_to=/a&return_to=//evil.example"));
+        assert_eq!(q.return_to, None);
+        let q = PageQuery::parse(Some("return_to=%2Fa&notice=signed-out&utm=x"));
+        assert_eq!(q.return_to.as_deref(), Some("/a"));
+        assert_eq!(q.notice, Some(Notice::SignedOut));
+    }
+}

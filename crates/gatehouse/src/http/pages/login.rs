@@ -1,6 +1,33 @@
 //! `/login` and `/logout`.
 
-use super::*;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::forms::{
+    Form, NoFields, PageQuery, PageQueryParams, current_session, non_empty, registration_open,
+};
+use super::respond::{
+    PageError, UNAVAILABLE, html, see_other, store_failed, try_again_in, with_challenge,
+    with_retry_after,
+};
+use super::return_to::ReturnTo;
+use super::views;
+use crate::auth::accounts::LoginError;
+use crate::auth::audit::{Actor, Ending};
+use crate::auth::types::Password;
+use crate::http::AppState;
+use crate::http::extract::Client;
+use crate::http::openapi as oa;
+
+/// The one message of every failed login: unknown email, wrong password and
+/// disabled account read alike (no account enumeration).
+const INVALID_LOGIN: &str = "The email or password is incorrect.";
 
 /// `GET /login`: the form; a visitor already signed in goes straight on.
 #[utoipa::path(
@@ -128,12 +155,6 @@ pub(super) async fn login(
     }
 }
 
-/// A post with no fields (the sign-out buttons). Taking it still holds the
-/// body to the form rules: the right content type, nothing unexpected.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NoFields {}
-
 /// `POST /logout`: ends the cookie's session, clears the cookie, and shows
 /// the login page. Without a live session there is nothing to end; the
 /// answer is the same.
@@ -176,6 +197,38 @@ pub(super) async fn logout(
     Ok(res)
 }
 
-// ---------------------------------------------------------------------------
-// Registration
-// ---------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde::de::value::MapDeserializer;
+
+    use super::LoginForm;
+    use crate::http::pages::forms::{NoFields, form_pairs};
+
+    fn form<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+        let pairs = form_pairs(body)?;
+        T::deserialize(MapDeserializer::<_, serde::de::value::Error>::new(
+            pairs.into_iter(),
+        ))
+        .ok()
+    }
+
+    #[test]
+    fn forms_decode_percent_escapes_and_plus() {
+        let f: LoginForm = form(b"email=a%40b.example&password=p+w%2Bx%C3%A9").expect("form");
+        assert_eq!(f.email, "a@b.example");
+        assert_eq!(f.password, "p w+x\u{e9}");
+        assert_eq!(f.return_to, "");
+    }
+
+    #[test]
+    fn hostile_forms_are_refused() {
+        // Invalid UTF-8, duplicated, unknown and missing fields.
+        assert!(form::<LoginForm>(b"email=a&password=%FF").is_none());
+        assert!(form::<LoginForm>(b"email=a&password=b&password=c").is_none());
+        assert!(form::<LoginForm>(b"email=a&password=b&roles=admin").is_none());
+        assert!(form::<LoginForm>(b"email=a").is_none());
+        assert!(form::<NoFields>(b"").is_some());
+        assert!(form::<NoFields>(b"x=1").is_none());
+    }
+}

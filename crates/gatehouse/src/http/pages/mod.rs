@@ -16,6 +16,7 @@
 //! [`ReturnTo`], so a login never redirects off the allowed origins.
 
 mod account;
+mod assets;
 mod forms;
 mod login;
 mod register;
@@ -24,225 +25,30 @@ mod return_to;
 mod security;
 mod views;
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, ORIGIN, REFERRER_POLICY,
-    RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use maud::Markup;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde::de::value::MapDeserializer;
-use utoipa::{IntoParams, ToSchema};
+use axum::middleware;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use return_to::ReturnTo;
-use views::Notice;
+use security::{content_security_policy, page_headers};
+pub use security::{form_post_is_same_origin, is_form_path, refused, refused_body};
 
-use account::*;
-use forms::*;
-use login::*;
-use register::*;
-use respond::*;
-use security::*;
-pub use security::{form_post_is_same_origin, refused, refused_body};
-
-use super::extract::{self, Client};
-use super::openapi as oa;
 use super::{AppState, WebSettings};
-use crate::auth::FieldError;
-use crate::auth::accounts::LoginError;
-use crate::auth::accounts::{ChangePasswordError, RegisterError, Registrar};
-use crate::auth::audit::{Actor, Ending};
-use crate::auth::sessions::Authenticated;
-use crate::auth::types::{Password, SessionId};
-use crate::error::CHALLENGE;
-
-/// Where a visitor without a session is sent.
-const LOGIN_FOR_ACCOUNT: &str = "/login?return_to=/account";
-
-/// The one message of every failed login: unknown email, wrong password and
-/// disabled account read alike (no account enumeration).
-const INVALID_LOGIN: &str = "The email or password is incorrect.";
-
-const UNAVAILABLE: &str = "The service cannot answer right now. Try again in a moment.";
 
 /// The pages' router; `web` decides the Content-Security-Policy (a login
 /// may redirect to an allowed origin, which `form-action` must permit).
 pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(login_page, login))
-        .routes(routes!(register_page, register))
-        .routes(routes!(account))
-        .routes(routes!(end_session))
-        .routes(routes!(end_others))
-        .routes(routes!(change_password))
-        .routes(routes!(logout))
+        .routes(routes!(login::login_page, login::login))
+        .routes(routes!(register::register_page, register::register))
+        .routes(routes!(account::account))
+        .routes(routes!(account::end_session))
+        .routes(routes!(account::end_others))
+        .routes(routes!(account::change_password))
+        .routes(routes!(login::logout))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),
             page_headers,
         ))
-        .routes(routes!(stylesheet))
-}
-
-/// The query a page reads ([`PageQuery`]); other parameters are ignored.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct PageQueryParams {
-    /// Where to go after signing in: a path here or a URL of an allowed
-    /// origin; anything else means `/account`.
-    #[param(nullable = false)]
-    return_to: Option<String>,
-    /// A fixed message to show, by name (`registered`, `signed-out`, …);
-    /// unknown names show nothing.
-    #[param(nullable = false)]
-    notice: Option<String>,
-}
-
-/// The query of the account page.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct NoticeParam {
-    /// A fixed message to show, by name (`session-ended`,
-    /// `others-ended`, `password-changed`).
-    #[param(nullable = false)]
-    notice: Option<String>,
-}
-
-/// Whether `path` is one of the pages' form posts, which the CSRF layer
-/// guards whether or not a cookie rides along: a forged post to `/login` or
-/// `/register` needs no cookie to do harm (login CSRF).
-pub fn is_form_path(path: &str) -> bool {
-    matches!(path, "/login" | "/register" | "/logout") || path.starts_with("/account/")
-}
-
-/// The pages' one stylesheet.
-#[utoipa::path(
-    get,
-    path = "/assets/gatehouse.css",
-    tag = "pages",
-    operation_id = "stylesheet",
-    responses(
-        (status = 200, description = "The stylesheet", content_type = "text/css", body = String,
-            headers(("Cache-Control" = String, description = "`public, max-age=3600`"))),
-    )
-)]
-async fn stylesheet() -> Response {
-    (
-        [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
-            (
-                CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            ),
-            (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        ],
-        views::STYLESHEET,
-    )
-        .into_response()
-}
-
-// ---------------------------------------------------------------------------
-// Answers
-// ---------------------------------------------------------------------------
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The route is registered at the annotation's literal path (utoipa
-    /// needs a literal); the pages link to `STYLESHEET_PATH`.
-    #[test]
-    fn the_stylesheet_is_routed_where_the_pages_link_to_it() {
-        assert_eq!(
-            <__path_stylesheet as utoipa::Path>::path(),
-            views::STYLESHEET_PATH
-        );
-    }
-
-    fn form<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
-        let pairs = form_pairs(body)?;
-        T::deserialize(MapDeserializer::<_, serde::de::value::Error>::new(
-            pairs.into_iter(),
-        ))
-        .ok()
-    }
-
-    #[test]
-    fn forms_decode_percent_escapes_and_plus() {
-        let f: LoginForm = form(b"email=a%40b.example&password=p+w%2Bx%C3%A9").expect("form");
-        assert_eq!(f.email, "a@b.example");
-        assert_eq!(f.password, "p w+x\u{e9}");
-        assert_eq!(f.return_to, "");
-    }
-
-    #[test]
-    fn hostile_forms_are_refused() {
-        // Invalid UTF-8, duplicated, unknown and missing fields.
-        assert!(form::<LoginForm>(b"email=a&password=%FF").is_none());
-        assert!(form::<LoginForm>(b"email=a&password=b&password=c").is_none());
-        assert!(form::<LoginForm>(b"email=a&password=b&roles=admin").is_none());
-        assert!(form::<LoginForm>(b"email=a").is_none());
-        assert!(form::<NoFields>(b"").is_some());
-        assert!(form::<NoFields>(b"x=1").is_none());
-    }
-
-    #[test]
-    fn only_urlencoded_utf8_forms_are_read() {
-        let mut h = HeaderMap::new();
-        for (ct, ok) in [
-            ("application/x-www-form-urlencoded", true),
-            ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", true),
-            (
-                "application/x-www-form-urlencoded; charset=iso-8859-1",
-                false,
-            ),
-            ("multipart/form-data; boundary=x", false),
-            ("application/json", false),
-        ] {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-            assert_eq!(is_form(&h), ok, "{ct}");
-        }
-        h.remove(CONTENT_TYPE);
-        assert!(!is_form(&h));
-    }
-
-    #[test]
-    fn a_twice_given_return_to_is_ignored() {
-        let q = PageQuery::parse(Some("return_to=/a&return_to=//evil.example"));
-        assert_eq!(q.return_to, None);
-        let q = PageQuery::parse(Some("return_to=%2Fa&notice=signed-out&utm=x"));
-        assert_eq!(q.return_to.as_deref(), Some("/a"));
-        assert_eq!(q.notice, Some(Notice::SignedOut));
-    }
-
-    #[test]
-    fn throttle_messages_round_up() {
-        assert_eq!(
-            try_again_in(Duration::from_millis(1500)),
-            "Too many attempts. Try again in 2 seconds."
-        );
-        assert_eq!(
-            try_again_in(Duration::from_secs(61)),
-            "Too many attempts. Try again in 2 minutes."
-        );
-        assert_eq!(
-            try_again_in(Duration::from_secs(60)),
-            "Too many attempts. Try again in 1 minute."
-        );
-    }
+        .routes(routes!(assets::stylesheet))
 }

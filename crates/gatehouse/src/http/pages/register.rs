@@ -1,6 +1,20 @@
 //! `/register`.
 
-use super::*;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::forms::{Form, PageQuery, PageQueryParams, non_empty, registration_open};
+use super::respond::{PageError, html, see_other, store_failed, try_again_in, with_retry_after};
+use super::return_to::ReturnTo;
+use super::views;
+use crate::auth::FieldError;
+use crate::auth::accounts::{RegisterError, Registrar};
+use crate::http::AppState;
+use crate::http::extract::Client;
+use crate::http::openapi as oa;
 
 /// `GET /register`: the form while registration is open; 404 when closed
 /// (there is no such page then).
@@ -132,7 +146,3 @@ pub(super) async fn register(
         }),
     ))
 }
-
-// ---------------------------------------------------------------------------
-// The account page
-// ---------------------------------------------------------------------------

@@ -1,7 +1,17 @@
 //! How a page answers: HTML, redirects, challenges, `Retry-After`, and the
 //! error page (`PageError`).
 
-use super::*;
+use std::time::Duration;
+
+use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::Markup;
+
+use super::views;
+use crate::error::CHALLENGE;
+
+pub(super) const UNAVAILABLE: &str = "The service cannot answer right now. Try again in a moment.";
 
 pub(super) fn html(status: StatusCode, markup: Markup) -> Response {
     (
@@ -132,6 +142,25 @@ impl IntoResponse for PageError {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Extractors
-// ---------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::try_again_in;
+
+    #[test]
+    fn throttle_messages_round_up() {
+        assert_eq!(
+            try_again_in(Duration::from_millis(1500)),
+            "Too many attempts. Try again in 2 seconds."
+        );
+        assert_eq!(
+            try_again_in(Duration::from_secs(61)),
+            "Too many attempts. Try again in 2 minutes."
+        );
+        assert_eq!(
+            try_again_in(Duration::from_secs(60)),
+            "Too many attempts. Try again in 1 minute."
+        );
+    }
+}

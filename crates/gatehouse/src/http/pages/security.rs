@@ -1,7 +1,26 @@
 //! The pages' security headers and their CSRF rule: the Content-Security-Policy,
 //! the headers every page carries, and the refusal page of a cross-origin post.
 
-use super::*;
+use std::collections::HashSet;
+
+use axum::extract::{Request, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::respond::PageError;
+use crate::http::WebSettings;
+
+/// Whether `path` is one of the pages' form posts, which the CSRF layer
+/// guards whether or not a cookie rides along: a forged post to `/login` or
+/// `/register` needs no cookie to do harm (login CSRF).
+pub fn is_form_path(path: &str) -> bool {
+    matches!(path, "/login" | "/register" | "/logout") || path.starts_with("/account/")
+}
 
 /// The CSRF rule of form posts, stricter than the API's: browsers send
 /// `Origin` on every form post (Fetch standard, "append a request `Origin`
