@@ -170,7 +170,7 @@ impl Application {
             limits: config.connections,
             revocation_feed,
             state: AppState {
-                services,
+                services: Arc::new(services),
                 web: Arc::new(web),
             },
         })
@@ -178,7 +178,7 @@ impl Application {
 
     /// The domain's services (for tests and embedding).
     pub fn services(&self) -> Services {
-        self.state.services.clone()
+        Services::clone(&self.state.services)
     }
 
     /// The address actually bound.

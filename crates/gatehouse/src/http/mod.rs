@@ -105,10 +105,13 @@ fn header_value(c: &Cookie<'_>) -> HeaderValue {
 
 /// Everything a handler may use, passed explicitly: the domain's services
 /// (`state.sessions`, `state.accounts`, … through `Deref`) and the web
-/// settings.
+/// settings. Two `Arc`s, because axum clones the state for every extractor
+/// and middleware of every request: cloning [`Services`] itself (14 `Arc`s)
+/// cost a third of the `/healthz` rate on 2 cores, in reference-count
+/// traffic between them (docs/benchmarks.md).
 #[derive(Clone)]
 pub struct AppState {
-    pub services: Services,
+    pub services: Arc<Services>,
     pub web: Arc<WebSettings>,
 }
 
