@@ -12,7 +12,7 @@ use crate::app::{Application, build_services, default_issuer};
 use crate::auth::accounts::{RegisterError, Registrar};
 use crate::auth::audit::Actor;
 use crate::auth::types::{Permission, RoleName};
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 
 /// gatehouse: authentication and authorization server.
 #[derive(Debug, Parser)]
@@ -163,6 +163,9 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    if !matches!(cli.command, Command::Serve) {
+        refuse_a_new_database(&config, cli.config.as_deref())?;
+    }
     match cli.command {
         Command::Serve => serve(config).await,
         Command::User {
@@ -198,6 +201,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => decode_token(config, &token).await,
         Command::ResourceServer { command } => resource_server(config, command).await,
     }
+}
+
+/// Only `serve` creates the SQLite file: an admin command run in the wrong
+/// directory, or without `--config`, would otherwise work on a brand-new,
+/// empty database (and print a brand-new signing key) as if it were the
+/// server's.
+fn refuse_a_new_database(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let DatabaseUrl::Sqlite(url) = &config.database_url else {
+        // PostgreSQL: gatehouse never creates the database itself.
+        return Ok(());
+    };
+    let Some(path) = crate::store::sqlite::database_file(url)? else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    let whence = match file {
+        Some(file) => format!("from --config {} or GATEHOUSE_DATABASE_URL", file.display()),
+        None => "no --config given: the default, or GATEHOUSE_DATABASE_URL".into(),
+    };
+    anyhow::bail!(
+        "no database at {} (database_url = {url}; {whence}): only `gatehouse serve` creates one; \
+         run the command with the server's --config FILE, or from the directory the server runs in",
+        path.display()
+    )
 }
 
 async fn resource_server(config: Config, command: ResourceServerCommand) -> anyhow::Result<()> {

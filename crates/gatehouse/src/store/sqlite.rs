@@ -148,6 +148,16 @@ async fn release_unless_in_transaction(conn: &mut SqliteConnection) -> Result<bo
 }
 
 /// The `mode` parameter of a `sqlite://` URL (`ro`, `rw`, `rwc`, `memory`).
+/// The file a `sqlite://` URL names, or `None` for an in-memory database.
+///
+/// # Errors
+/// When the URL cannot be parsed as a SQLite URL.
+pub fn database_file(url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| "database_url: not a valid sqlite:// URL")?;
+    Ok((url_mode(url).as_deref() != Some("memory")).then(|| options.get_filename().to_owned()))
+}
+
 fn url_mode(url: &str) -> Option<String> {
     let (_, query) = url.split_once('?')?;
     url::form_urlencoded::parse(query.as_bytes())

@@ -346,6 +346,7 @@ async fn config_option_after_the_subcommand_is_honoured() {
 #[test]
 fn config_option_applies_to_admin_commands_in_any_position() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("admin.db"));
     write_file(
         dir.path(),
         "gatehouse.toml",
@@ -416,6 +417,7 @@ fn user_create_without_password_stdin_is_a_usage_error() {
 async fn user_create_reads_password_from_stdin_and_the_user_can_log_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("users.db");
+    new_database(&db);
     let database_url = format!("sqlite://{}", db.display());
 
     let out = run(
@@ -448,6 +450,7 @@ async fn user_create_reads_password_from_stdin_and_the_user_can_log_in() {
 #[test]
 fn user_create_refuses_an_email_taken_in_another_case() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let first = create_user(dir.path(), "alice@example.com", PASSWORD, &[]);
     assert!(first.status.success(), "{first:?}");
 
@@ -458,6 +461,7 @@ fn user_create_refuses_an_email_taken_in_another_case() {
 #[test]
 fn user_create_refuses_a_weak_password() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let out = create_user(dir.path(), "alice@example.com", "password", &[]);
     assert_fails_with_one_line(&out);
     // Nothing was stored: the email is still free.
@@ -468,6 +472,7 @@ fn user_create_refuses_a_weak_password() {
 #[test]
 fn user_create_refuses_an_empty_stdin() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     for stdin in ["", "\n"] {
         let out = run(
             gatehouse(dir.path()).args([
@@ -488,6 +493,7 @@ fn user_create_refuses_an_empty_stdin() {
 #[tokio::test]
 async fn role_set_then_user_create_with_role_grants_its_permissions() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let role = set_role(dir.path(), "support", &["tickets:read", "tickets:write"]);
     assert!(role.status.success(), "{role:?}");
     let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
@@ -508,6 +514,7 @@ async fn role_set_then_user_create_with_role_grants_its_permissions() {
 #[test]
 fn user_create_with_unknown_role_exits_1_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let out = create_user(dir.path(), "agent@example.com", PASSWORD, &["nosuchrole"]);
     let line = assert_fails_with_one_line(&out);
     assert!(line.contains("nosuchrole"), "{line:?}");
@@ -519,6 +526,7 @@ fn user_create_with_unknown_role_exits_1_naming_it() {
 #[tokio::test]
 async fn role_set_again_replaces_the_permissions() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let role = set_role(dir.path(), "support", &["tickets:read", "tickets:write"]);
     assert!(role.status.success(), "{role:?}");
     let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
@@ -547,6 +555,7 @@ async fn role_set_again_replaces_the_permissions() {
 #[tokio::test]
 async fn role_set_reaches_a_live_servers_bearer_callers_within_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let role = set_role(dir.path(), "support", &["tickets:read"]);
     assert!(role.status.success(), "{role:?}");
     let user = create_user(dir.path(), "agent@example.com", PASSWORD, &["support"]);
@@ -601,6 +610,7 @@ async fn role_set_reaches_a_live_servers_bearer_callers_within_a_second() {
 #[test]
 fn role_set_refuses_an_invalid_permission() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let out = set_role(dir.path(), "support", &["tickets:read", "tickets write"]);
     assert_fails_with_one_line(&out);
     // The role was not created with the valid half of its permissions.
@@ -749,6 +759,7 @@ fn create_resource_server(dir: &Path, name: &str) -> (String, String) {
 #[tokio::test]
 async fn resource_server_commands_create_list_and_delete() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let (id, key) = create_resource_server(dir.path(), "orders-api");
     let out = run(gatehouse(dir.path()).args(["resource-server", "list"]), "");
     assert!(out.status.success(), "{out:?}");
@@ -811,6 +822,7 @@ async fn resource_server_commands_create_list_and_delete() {
 #[tokio::test]
 async fn sigterm_ends_a_waiting_feed_request_and_stops_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let (_, key) = create_resource_server(dir.path(), "poller");
     let mut server = Server::start(&mut serve_cmd(dir.path()));
     let url = server.url("/v1/revocations?wait=30");
@@ -888,15 +900,89 @@ async fn serve_creates_the_database_and_its_wal_and_shm_for_the_owner_alone() {
     assert!(!stderr.contains("chmod"), "nothing to warn about: {stderr}");
 }
 
+/// The files in `dir`, by name.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading the directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn admin_commands_create_the_database_for_the_owner_alone() {
+fn admin_commands_refuse_to_create_a_database_and_serve_creates_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = set_role(dir.path(), "support", &["tickets:read"]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(!out.stderr.contains("chmod"), "{out:?}");
+    // Run in the wrong directory without --config: the default
+    // ./gatehouse.db does not exist, so there is nothing to administer.
+    for args in [
+        &["keys", "list"][..],
+        &["keys", "rotate"],
+        &["role", "set", "support", "tickets:read"],
+        &["user", "list"],
+        &["resource-server", "list"],
+    ] {
+        let out = run(gatehouse(dir.path()).args(args), "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let reason = out.stderr.trim_end();
+        assert!(
+            reason.starts_with("gatehouse: no database at ")
+                && reason.contains("database_url = sqlite://gatehouse.db")
+                && reason.contains("--config")
+                && !reason.contains('\n'),
+            "{args:?}: one line naming the URL and --config: {reason:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert!(names_in(dir.path()).is_empty(), "{args:?} created a file");
+    }
+    let out = run(
+        gatehouse(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "a@example.com",
+            "--password-stdin",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "user create created a file"
+    );
+
+    // A configuration file that names a database nobody created.
+    write_file(
+        dir.path(),
+        "gatehouse.toml",
+        "database_url = \"sqlite://elsewhere.db\"\n",
+    );
+    let out = run(
+        gatehouse(dir.path()).args(["--config", "gatehouse.toml", "user", "list"]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("database_url = sqlite://elsewhere.db")
+            && out.stderr.contains("--config gatehouse.toml"),
+        "{out:?}"
+    );
+    assert_eq!(names_in(dir.path()), ["gatehouse.toml"]);
+
+    // `serve` creates it (for the owner alone), then the commands work.
+    let server = Server::start(&mut serve_cmd(dir.path()));
+    server.stop();
     for file in database_files(dir.path()) {
         assert_eq!(mode_of(&file), "600", "{}", file.display());
     }
+    let role = set_role(dir.path(), "support", &["tickets:read"]);
+    assert!(role.status.success(), "{role:?}");
+    assert!(!role.stderr.contains("chmod"), "{role:?}");
 }
 
 /// Asserts that `stderr` warns about `file` being open to others, with its
@@ -914,6 +1000,7 @@ fn assert_warns_about(stderr: &str, file: &Path) {
 async fn an_existing_database_open_to_others_is_warned_about_and_left_alone() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
     let db = dir.path().join("gatehouse.db");
     let role = set_role(dir.path(), "support", &["tickets:read"]);
     assert!(role.status.success(), "{role:?}");

@@ -25,7 +25,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{TestApp, TestUser};
 use crate::process::{
-    ChildGuard, DEADLINE, Finished, assert_fails_with_one_line, drain, gatehouse,
+    ChildGuard, DEADLINE, Finished, assert_fails_with_one_line, drain, gatehouse, new_database,
 };
 
 /// Runs `cmd` to completion with an empty stdin, within [`DEADLINE`].
@@ -331,6 +331,7 @@ fn rotated_kid(out: &Finished) -> String {
 fn keys_list_creates_the_first_key_and_rotate_supersedes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = database_url(dir.path());
+    new_database(&dir.path().join("keys.db"));
 
     let out = run_ok(on_db(dir.path(), &url).args(["keys", "list"]));
     let rows = key_rows(&out.stdout);
@@ -567,6 +568,7 @@ fn token_decode_of_a_malformed_token_exits_1_with_one_line() {
 async fn key_encryption_key_seals_keys_and_only_that_key_opens_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = database_url(dir.path());
+    new_database(&dir.path().join("keys.db"));
     let kek = STANDARD.encode(random_bytes(32));
     let other_kek = STANDARD.encode(random_bytes(32));
 

@@ -23,6 +23,26 @@ pub fn gatehouse(dir: &Path) -> Command {
     cmd
 }
 
+/// Creates the SQLite database that `gatehouse serve` creates at `path`
+/// (the file, its migrations), as the server's first start would: the
+/// admin commands refuse to create one.
+pub fn new_database(path: &Path) {
+    let url = format!("sqlite://{}", path.display());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            gatehouse::store::open_sql(&gatehouse::config::DatabaseUrl::Sqlite(url))
+                .await
+                .expect("creating the database");
+        });
+    })
+    .join()
+    .expect("the thread creating the database");
+}
+
 /// A child that is killed when dropped, so a failing test leaves no process
 /// behind.
 pub struct ChildGuard(pub Child);
