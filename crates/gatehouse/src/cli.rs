@@ -54,6 +54,19 @@ enum Command {
         #[command(subcommand)]
         command: ResourceServerCommand,
     },
+    /// Check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (the file and GATEHOUSE_* variables) and
+    /// print the effective value of every key, secrets hidden; opens no
+    /// database.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +127,12 @@ enum RoleCommand {
     },
 }
 
+/// The command line's definition (for its reference, docs/reference/cli.md,
+/// and the test that keeps the two equal).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Runs the command line: exit 0 on success, 1 on failure with one line on
 /// stderr, 2 on a usage error.
 pub fn main() -> ExitCode {
@@ -124,11 +143,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    crate::telemetry::init(if matches!(cli.command, Command::Serve) {
-        "info"
-    } else {
-        "warn"
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,7 +177,13 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    if !matches!(cli.command, Command::Serve) {
+    let default_level = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    crate::telemetry::init(default_level, config.log_format);
+    if !matches!(cli.command, Command::Serve | Command::Config { .. }) {
         refuse_a_new_database(&config, cli.config.as_deref())?;
     }
     match cli.command {
@@ -200,7 +220,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: TokenCommand::Decode { token },
         } => decode_token(config, &token).await,
         Command::ResourceServer { command } => resource_server(config, command).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => check_config(&config, cli.config.as_deref()),
     }
+}
+
+/// `config check`: the configuration loaded (so valid), then every key's
+/// effective value as TOML, unset keys as comments, secrets hidden.
+fn check_config(config: &Config, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    // The certificate and key are read, and must belong together, as at
+    // the server's start.
+    if let Some(files) = &config.tls {
+        crate::tls::server_config(files)?;
+    }
+    let mut out = std::io::stdout().lock();
+    let source = file.map_or_else(
+        || "no file".to_owned(),
+        |f| format!("the file {}", f.display()),
+    );
+    writeln!(
+        out,
+        "# The configuration is valid: {source} and the GATEHOUSE_* variables, secrets hidden."
+    )?;
+    for (key, value) in config.effective() {
+        match value {
+            Some(value) => writeln!(out, "{key} = {value}")?,
+            None => writeln!(out, "# {key} is unset")?,
+        }
+    }
+    Ok(())
 }
 
 /// Only `serve` creates the SQLite file: an admin command run in the wrong

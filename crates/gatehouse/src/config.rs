@@ -71,6 +71,17 @@ pub enum RevocationFailMode {
     Stale,
 }
 
+/// How the log on stderr is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 /// The store that users, roles and keys live in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -320,6 +331,16 @@ macro_rules! config_keys {
         }
 
         impl Config {
+            /// The effective value of every key, in [`KEYS`]' order, as a
+            /// TOML value (secrets hidden), or `None` when unset.
+            pub fn effective(&self) -> Vec<(&'static str, Option<String>)> {
+                let mut values = vec![
+                    $( (stringify!($field), Show::show(&self.$field)), )*
+                ];
+                values.extend(self.effective_inputs());
+                values
+            }
+
             /// Types every key from `sources` (an unset one takes its
             /// default), then applies the rules between keys.
             fn read(mut sources: Sources) -> Result<Self, ConfigError> {
@@ -403,6 +424,8 @@ config_keys! {
         /// When set, `GET /metrics` needs `Authorization: Bearer` with it.
         pub metrics_token: Option<SecretBytes> = None, env, some(metrics_token);
         pub rules: Vec<AccessRule> = Vec::new(), file, rules;
+        /// `text` or `json` (one object a line) on stderr.
+        pub log_format: LogFormat = LogFormat::Text, env, accept;
     }
 
     /// The keys read into fields of another shape (`tls`, `connections`) or
@@ -442,6 +465,230 @@ config_keys! {
 struct Key {
     name: &'static str,
     env: bool,
+}
+
+/// Every configuration key, with whether a `GATEHOUSE_*` variable may set
+/// it (else only the file may), in the order they are read.
+pub fn keys() -> impl Iterator<Item = (&'static str, bool)> {
+    KEYS.iter().map(|k| (k.name, k.env))
+}
+
+/// A configuration value written as TOML would hold it, for
+/// `gatehouse config check`; `None` when unset. Secrets never show.
+trait Show {
+    fn show(&self) -> Option<String>;
+}
+
+/// A TOML string literal.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// What a secret shows as.
+const HIDDEN: &str = "\"(hidden)\"";
+
+impl Show for SocketAddr {
+    fn show(&self) -> Option<String> {
+        Some(quoted(&self.to_string()))
+    }
+}
+
+impl Show for DatabaseUrl {
+    fn show(&self) -> Option<String> {
+        Some(match self {
+            Self::Sqlite(url) => quoted(url),
+            Self::Postgres(url) => quoted(&url.redacted()),
+        })
+    }
+}
+
+impl Show for Option<SecretUrl> {
+    fn show(&self) -> Option<String> {
+        self.as_ref().map(|url| quoted(&url.redacted()))
+    }
+}
+
+impl Show for Option<SecretBytes> {
+    fn show(&self) -> Option<String> {
+        self.as_ref().map(|_| HIDDEN.to_owned())
+    }
+}
+
+impl Show for Option<String> {
+    fn show(&self) -> Option<String> {
+        self.as_deref().map(quoted)
+    }
+}
+
+impl Show for Option<PathBuf> {
+    fn show(&self) -> Option<String> {
+        self.as_ref().map(|p| quoted(&p.display().to_string()))
+    }
+}
+
+impl Show for String {
+    fn show(&self) -> Option<String> {
+        Some(quoted(self))
+    }
+}
+
+impl Show for bool {
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Show for u32 {
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl Show for usize {
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+/// A duration in the largest unit that holds it whole (`90s`, `15m`,
+/// `24h`, `7d`): days only from two days on, so a day reads `24h`.
+impl Show for Duration {
+    fn show(&self) -> Option<String> {
+        let text = if self.subsec_nanos() == 0 {
+            let secs = self.as_secs();
+            match secs {
+                0 => "0s".to_owned(),
+                s if s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+                s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+                s if s % 60 == 0 => format!("{}m", s / 60),
+                s => format!("{s}s"),
+            }
+        } else if self.subsec_nanos().is_multiple_of(1_000_000) {
+            format!("{}ms", self.as_millis())
+        } else {
+            humantime::format_duration(*self).to_string()
+        };
+        Some(quoted(&text))
+    }
+}
+
+/// `audit_retention`: unset keeps events forever, written `0s`.
+impl Show for Option<Duration> {
+    fn show(&self) -> Option<String> {
+        self.unwrap_or_default().show()
+    }
+}
+
+impl Show for Vec<String> {
+    fn show(&self) -> Option<String> {
+        Some(format!(
+            "[{}]",
+            self.iter()
+                .map(|s| quoted(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+impl Show for Vec<IpNet> {
+    fn show(&self) -> Option<String> {
+        Some(format!(
+            "[{}]",
+            self.iter()
+                .map(|n| quoted(&n.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The rules as an array of inline tables, in their order.
+impl Show for Vec<AccessRule> {
+    fn show(&self) -> Option<String> {
+        let rules: Vec<String> = self
+            .iter()
+            .map(|r| {
+                let mut fields = vec![format!("path = {}", quoted(&r.path))];
+                if !r.methods.is_empty() {
+                    fields.push(format!(
+                        "methods = {}",
+                        r.methods.show().unwrap_or_default()
+                    ));
+                }
+                fields.push(match &r.policy {
+                    RulePolicy::Public => "policy = \"public\"".to_owned(),
+                    RulePolicy::Authenticated => "policy = \"authenticated\"".to_owned(),
+                    RulePolicy::Deny => "policy = \"deny\"".to_owned(),
+                    RulePolicy::Permission(p) => format!("permission = {}", quoted(p)),
+                });
+                format!("{{ {} }}", fields.join(", "))
+            })
+            .collect();
+        Some(format!("[{}]", rules.join(", ")))
+    }
+}
+
+impl Show for Registration {
+    fn show(&self) -> Option<String> {
+        Some(quoted(match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }))
+    }
+}
+
+impl Show for JwtAlg {
+    fn show(&self) -> Option<String> {
+        Some(quoted(match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+            Self::Hs256 => "HS256",
+        }))
+    }
+}
+
+impl Show for RevocationFailMode {
+    fn show(&self) -> Option<String> {
+        Some(quoted(match self {
+            Self::Closed => "closed",
+            Self::Stale => "stale",
+        }))
+    }
+}
+
+impl Show for LogFormat {
+    fn show(&self) -> Option<String> {
+        Some(quoted(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }))
+    }
+}
+
+impl Config {
+    /// The effective values of the keys read into fields of another shape.
+    fn effective_inputs(&self) -> [(&'static str, Option<String>); 9] {
+        let c = &self.connections;
+        [
+            ("tls_cert", self.tls.as_ref().map(|t| t.cert.clone()).show()),
+            ("tls_key", self.tls.as_ref().map(|t| t.key.clone()).show()),
+            ("max_connections", c.max_connections.show()),
+            ("header_read_timeout", c.header_read_timeout.show()),
+            ("keep_alive_timeout", c.keep_alive_timeout.show()),
+            ("request_body_timeout", c.request_body_timeout.show()),
+            ("shutdown_timeout", c.shutdown_timeout.show()),
+            (
+                "login_max_failures_per_ip",
+                self.login_max_failures_per_ip.show(),
+            ),
+            (
+                "login_max_failures_per_account",
+                self.login_max_failures_per_account.show(),
+            ),
+        ]
+    }
 }
 
 fn key(name: &str) -> Option<&'static Key> {
@@ -707,6 +954,7 @@ impl EnvValue for Humantime {}
 impl EnvValue for Registration {}
 impl EnvValue for JwtAlg {}
 impl EnvValue for RevocationFailMode {}
+impl EnvValue for LogFormat {}
 
 impl EnvValue for bool {
     fn env_value(text: &str) -> Result<toml::Value, String> {

@@ -198,6 +198,7 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
         Decision::Allowed(caller) => caller.into(),
     };
     let user = &who.auth.user;
+    tracing::Span::current().record("user", tracing::field::display(user.id));
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     h.insert(

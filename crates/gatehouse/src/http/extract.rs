@@ -213,7 +213,13 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let credential = presented(&parts.headers, state.web.cookie_name);
         match state.gate.identify(credential).await.map_err(unavailable)? {
-            Identified::Caller(caller) => Ok(caller.into()),
+            Identified::Caller(caller) => {
+                // The request's span (http::count_request) names the user
+                // in every later log line of the request.
+                tracing::Span::current()
+                    .record("user", tracing::field::display(caller.auth.user.id));
+                Ok(caller.into())
+            }
             refused => Err(refusal(refused)),
         }
     }

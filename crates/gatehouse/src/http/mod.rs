@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ORIGIN};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -29,7 +29,6 @@ use cookie::{Cookie, SameSite};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -166,16 +165,55 @@ pub fn router(state: AppState) -> Router {
             limits::body_limits,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
 }
 
-/// Counts every answer by method, route pattern and status, with its
-/// latency. Layers of a `Router` run after routing, so the matched route
-/// is known here; a request that matched none is counted as `unmatched`
-/// (never by its raw path: an attacker could mint a series per request).
+/// The response header naming the request, as the log lines of its span do.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request's id: 16 hex digits, unique per node in practice. Each worker
+/// thread draws from its own splitmix64 sequence (a bijection of a counter,
+/// so no repeats within a thread) seeded from the OS once, so no request
+/// makes a system call or touches memory another core writes.
+fn request_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            // Without the OS's randomness, the thread's address still
+            // tells threads apart; ids need not be secret.
+            if getrandom::fill(&mut seed).is_err() {
+                seed = (std::ptr::from_ref(&seed) as usize as u64).to_le_bytes();
+            }
+            u64::from_le_bytes(seed)
+        });
+    }
+    let mut z = NEXT.with(|next| {
+        let value = next.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        next.set(value);
+        value
+    });
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[usize::try_from((z >> (60 - 4 * i)) & 0xf).unwrap_or(0)];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The outermost layer of every request: its span (`request`: the id,
+/// method and route pattern, and the user once known) that every log line
+/// of the request carries, the `X-Request-Id` answer header, the access
+/// line (`gatehouse::access` at debug: status and latency), and the count
+/// by method, route pattern and status with its latency. Layers of a
+/// `Router` run after routing, so the matched route is known here; a
+/// request that matched none is counted as `unmatched` (never by its raw
+/// path: an attacker could mint a series per request).
 async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let method = match *req.method() {
         Method::GET => "GET",
@@ -187,12 +225,30 @@ async fn count_request(State(state): State<AppState>, req: Request, next: Next) 
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let id = request_id();
+    let span = tracing::info_span!(
+        "request",
+        id = id.to_str().unwrap_or_default(),
+        method,
+        route,
+        user = tracing::field::Empty,
+    );
+    let mut res = next.run(req).instrument(span.clone()).await;
+    let latency = started.elapsed();
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "gatehouse::access",
+            status = res.status().as_u16(),
+            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            "answered"
+        );
+    });
+    res.headers_mut().insert(REQUEST_ID, id);
     state
         .metrics
-        .http_request(method, route, res.status(), started.elapsed());
+        .http_request(method, route, res.status(), latency);
     res
 }
 
