@@ -30,7 +30,12 @@
 #
 # The OpenAPI test (tests/api/openapi.rs) runs schemathesis against the
 # server; this script pip-installs the pinned release when the
-# `schemathesis` command is missing or is another version.
+# `schemathesis` command is missing or is another version. The client test
+# (tests/api/openapi_client.rs) generates a Python client from the document
+# with openapi-python-client and runs it with python3 (3.11 or later); this
+# script pip-installs the pinned openapi-python-client (which brings the
+# client's httpx and attrs) when the command is missing or is another
+# version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -172,10 +177,40 @@ ensure_schemathesis() {
   fi
 }
 
+# Keep in step with OPENAPI_PYTHON_CLIENT in
+# crates/gatehouse/tests/api/openapi_client.rs.
+OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+
+ensure_openapi_python_client() {
+  if command -v openapi-python-client >/dev/null 2>&1 \
+    && [ "$(openapi-python-client --version 2>/dev/null)" = "openapi-python-client version: $OPENAPI_PYTHON_CLIENT_VERSION" ]; then
+    return 0
+  fi
+  local pip
+  if command -v pip3 >/dev/null 2>&1; then pip=pip3
+  elif command -v pip >/dev/null 2>&1; then pip=pip
+  else
+    echo "scripts/test.sh: openapi-python-client is missing and so is pip; install Python 3.11 or later with pip, then pip install openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing openapi-python-client $OPENAPI_PYTHON_CLIENT_VERSION (for tests/api/openapi_client.rs)" >&2
+  if ! "$pip" install --quiet "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION"; then
+    echo "scripts/test.sh: installing openapi-python-client failed (it needs Python 3.11 or later); install it by hand (pip install openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION)" >&2
+    exit 1
+  fi
+  # pyenv installs console scripts behind shims that need a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  if ! command -v openapi-python-client >/dev/null 2>&1; then
+    echo "scripts/test.sh: openapi-python-client installed but not on PATH; add pip's script directory to PATH" >&2
+    exit 1
+  fi
+}
+
 ensure_nginx
 ensure_postgres
 ensure_redis
 ensure_browser
 ensure_schemathesis
+ensure_openapi_python_client
 
 exec cargo test --workspace --locked

@@ -20,6 +20,7 @@ mod metrics;
 mod multinode;
 mod nginx;
 mod openapi;
+mod openapi_client;
 mod operators;
 mod pages;
 mod partition_proxy;
