@@ -369,8 +369,8 @@ mod tests {
     use crate::model::types::{SessionId, UserId};
     use jsonwebtoken::DecodingKey;
 
-    /// A published JOSE test vector (`tests/vectors`, copied from the
-    /// team's `shared/vectors`).
+    /// A published JOSE test vector (`tests/vectors`: RFC 7515 and RFC 8037
+    /// appendix examples).
     fn vector(name: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/vectors")

@@ -26,6 +26,7 @@ mod pages;
 mod partition_proxy;
 mod process;
 mod redis_server;
+mod reference;
 mod revocation_feed;
 mod route_matrix;
 mod sessions;
