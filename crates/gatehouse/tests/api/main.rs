@@ -25,6 +25,7 @@ mod operators;
 mod pages;
 mod partition_proxy;
 mod process;
+mod readme;
 mod redis_server;
 mod reference;
 mod revocation_feed;
