@@ -72,6 +72,28 @@ fn documented_block() -> String {
     block
 }
 
+/// The "Trying it on one machine" configuration of docs/integrations.md
+/// (the ```toml block marked "local development only"), with nginx's
+/// documented address replaced by `nginx`'s, read as gatehouse reads it.
+fn documented_local_config(nginx: &str) -> gatehouse::Config {
+    let text = std::fs::read_to_string(integrations_md()).expect("reading integrations.md");
+    let block = text
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.contains("local development only"))
+        .expect("integrations.md has a ```toml block for local development");
+    assert!(
+        block.contains("127.0.0.1:8000"),
+        "the local block names the proxy's address"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(&file, block.replace("127.0.0.1:8000", nginx)).expect("writing the block");
+    gatehouse::Config::from_sources(Some(&file), std::iter::empty())
+        .unwrap_or_else(|e| panic!("the documented local configuration: {e}"))
+}
+
 // ------------------------------------------------------------- the app
 
 /// One request the app received.
@@ -205,6 +227,17 @@ impl Nginx {
             }
         }
         panic!("nginx did not start: {last_error}");
+    }
+
+    /// nginx with the documented block on `port` (chosen beforehand, so
+    /// that gatehouse's `issuer` can name it).
+    fn start_on(gatehouse: SocketAddr, app: SocketAddr, port: u16) -> Self {
+        let server = documented_block()
+            .replace(DOC_GATEHOUSE, &gatehouse.to_string())
+            .replace(DOC_APP, &app.to_string())
+            .replace(DOC_LISTEN, &format!("listen 127.0.0.1:{port};"));
+        Self::try_start(&nginx_binary(), &server, port)
+            .unwrap_or_else(|e| panic!("nginx did not start: {e}"))
     }
 
     fn try_start(binary: &Path, server: &str, port: u16) -> Result<Self, String> {
@@ -645,4 +678,210 @@ async fn the_documented_nginx_block_refuses_raw_bytes_with_a_planted_header() {
         "the app saw: {:?}",
         echo.seen("/").iter().map(|s| &s.path).collect::<Vec<_>>()
     );
+}
+
+/// A browser: a cookie jar, no automatic redirects, and what browsers send
+/// on a navigation (`Accept: text/html…`).
+fn navigator() -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+    );
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .timeout(DEADLINE)
+        .build()
+        .expect("client")
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no Location in {res:?}"))
+        .to_owned()
+}
+
+/// The documented block with the documented local configuration: a browser
+/// asking for a protected page is sent to gatehouse's sign-in page with
+/// where it was going percent-encoded, signs in there with a form post
+/// from the site's origin (the CSRF check passes because the issuer is the
+/// proxy's origin), and comes back to exactly that URI; the account page,
+/// sign-out and the stylesheet work through nginx; API clients keep the
+/// 401; a refused POST is never replayed at gatehouse's login.
+#[tokio::test]
+async fn the_documented_nginx_block_signs_browsers_in_on_the_hosted_pages() {
+    let port = free_port();
+    let origin = format!("127.0.0.1:{port}");
+    let local = documented_local_config(&origin);
+    assert!(!local.cookie_secure, "the local configuration's cookie");
+    let app = TestApp::spawn_with(move |c: &mut gatehouse::Config| {
+        c.issuer = local.issuer.clone();
+        c.cookie_secure = local.cookie_secure;
+    })
+    .await;
+    let echo = EchoApp::start().await;
+    let nginx = Nginx::start_on(app.addr, echo.addr, port);
+    let user = app.create_user().await;
+    let site = format!("http://{origin}");
+
+    // Where the browser was going: a query with `&`, an escaped space and
+    // a non-ASCII escape, which an unencoded `$request_uri` would break.
+    let wanted = "/orders/42?view=full&q=a%20b&name=%C3%A9";
+    let browser = navigator();
+    let res = browser.get(nginx.url(wanted)).send().await.expect("GET");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{res:?}");
+    let to_login = location(&res);
+    assert_eq!(
+        to_login,
+        format!(
+            "/login?return_to={}",
+            url::form_urlencoded::byte_serialize(wanted.as_bytes()).collect::<String>()
+        )
+    );
+    assert!(
+        echo.seen("/orders").is_empty(),
+        "the app saw a refused request"
+    );
+
+    // The sign-in page and its stylesheet, through nginx.
+    let res = browser
+        .get(nginx.url(&to_login))
+        .send()
+        .await
+        .expect("GET /login");
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("the page");
+    assert!(page.contains(r#"action="/login""#), "{page}");
+    let hidden = format!(
+        r#"name="return_to" value="{}""#,
+        wanted.replace('&', "&amp;")
+    );
+    assert!(page.contains(&hidden), "the page carries {hidden}: {page}");
+    let css = browser
+        .get(nginx.url("/assets/gatehouse.css"))
+        .send()
+        .await
+        .expect("GET the stylesheet");
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(
+        css.headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/css")),
+        "{css:?}"
+    );
+
+    // Signing in: a form post from the site's own origin, as the page's.
+    let form = [
+        ("email", user.email.as_str()),
+        ("password", user.password.as_str()),
+        ("return_to", wanted),
+    ];
+    let res = browser
+        .post(nginx.url("/login"))
+        .header(reqwest::header::ORIGIN, &site)
+        .form(&form)
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{res:?}");
+    assert_eq!(location(&res), wanted, "back where the browser was going");
+    let res = browser.get(nginx.url(wanted)).send().await.expect("GET");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("the app's json");
+    assert_eq!(body["path"], wanted, "the app got the URI as asked");
+    assert_eq!(echoed(&body, "x-auth-request-email"), [user.email.as_str()]);
+
+    // The account page through nginx.
+    let res = browser
+        .get(nginx.url("/account"))
+        .send()
+        .await
+        .expect("GET /account");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.expect("page").contains(&user.email));
+
+    // The same sign-in from another origin is refused: the issuer is the
+    // proxy's origin.
+    let res = navigator()
+        .post(nginx.url("/login"))
+        .header(reqwest::header::ORIGIN, "http://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // An API client (no text/html in Accept) keeps the 401 and the
+    // challenge; one with a bad token is told the token is invalid.
+    let res = reqwest::Client::new()
+        .get(nginx.url(wanted))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+        Some(r#"Bearer realm="gatehouse""#)
+    );
+    let res = reqwest::Client::new()
+        .get(nginx.url(wanted))
+        .header(AUTHORIZATION, "Bearer not.a.token")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+        Some(r#"Bearer realm="gatehouse", error="invalid_token""#)
+    );
+
+    // Signing out through nginx, then the page is refused again.
+    let res = browser
+        .post(nginx.url("/logout"))
+        .header(reqwest::header::ORIGIN, &site)
+        .form(&[] as &[(&str, &str)])
+        .send()
+        .await
+        .expect("POST /logout");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{res:?}");
+    let res = browser.get(nginx.url(wanted)).send().await.expect("GET");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), to_login);
+
+    // A refused POST to the app (a form whose session ended) goes to the
+    // sign-in page as a GET: gatehouse's form login never sees its body.
+    let res = browser
+        .post(nginx.url("/orders/42"))
+        .header(reqwest::header::ORIGIN, &site)
+        .form(&[
+            ("email", user.email.as_str()),
+            ("password", user.password.as_str()),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{res:?}");
+    assert_eq!(location(&res), "/login?return_to=%2Forders%2F42");
+    assert!(
+        res.headers().get(reqwest::header::SET_COOKIE).is_none(),
+        "a refused POST signed the browser in"
+    );
+    let res = browser
+        .get(nginx.url("/account"))
+        .send()
+        .await
+        .expect("GET /account");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "still signed out");
+    assert!(echo.seen("/orders/42").iter().all(|s| s.method == "GET"));
 }

@@ -35,11 +35,21 @@ const INVALID_LOGIN: &str = "The email or password is incorrect.";
     path = "/login",
     tag = "pages",
     operation_id = "loginPage",
-    params(PageQueryParams),
+    params(
+        PageQueryParams,
+        ("X-Original-URI" = Option<String>, Header, nullable = false,
+            description = "Set by a proxy that hands its refused requests here \
+            (docs/integrations.md, nginx's `error_page 401`): the refused request's \
+            URI, as the client sent it. Without `return_to`: a browser (`Accept` \
+            naming `text/html`) gets 303 to `/login?return_to=` with the URI \
+            percent-encoded (to `/login` alone when it is no local path); any other \
+            client the 401 the proxy was given."),
+    ),
     responses(
         (status = 200, description = "The sign-in form", content_type = "text/html",
             body = String),
         (status = 303, response = oa::PageRedirect),
+        (status = 401, response = oa::Unauthorized),
         (status = 503, response = oa::PageError),
     )
 )]
@@ -49,6 +59,44 @@ pub(super) async fn login_page(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let q = PageQuery::parse(query.as_deref());
+    // A proxy's "sign in first" (docs/integrations.md): nginx cannot
+    // percent-encode the refused request's URI into a query string, so it
+    // hands the request here with its URI in a header, and this answer
+    // puts it into `return_to`, encoded. Only a path the login would
+    // follow anyway is taken; any other value still gets the proxy's
+    // answer, without a way back.
+    if q.return_to.is_none()
+        && let Some(original) = headers.get("x-original-uri")
+    {
+        let browser = headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|accept| accept.to_ascii_lowercase().contains("text/html"));
+        if !browser {
+            // An API client keeps the proxy's answer: 401 with the
+            // challenge (invalid_token when it sent a token).
+            let refusal = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+                crate::error::Error::InvalidToken
+            } else {
+                crate::error::Error::Unauthorized
+            };
+            return Ok(axum::response::IntoResponse::into_response(refusal));
+        }
+        let target = original
+            .to_str()
+            .ok()
+            .and_then(|uri| ReturnTo::parse(uri, &state.web.allowed_origins))
+            .filter(|target| target.as_str().starts_with('/'));
+        return Ok(match target {
+            Some(target) => {
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(target.as_str().as_bytes()).collect();
+                see_other(&format!("/login?return_to={encoded}"))
+            }
+            None => see_other("/login"),
+        });
+    }
     let return_to = ReturnTo::parse_or_default(q.return_to.as_deref(), &state.web.allowed_origins);
     if current_session(&state, &headers).await?.is_some() {
         return Ok(see_other(return_to.as_str()));
