@@ -68,7 +68,8 @@ const OPERATIONS: &[&str] = &[
     "GET /v1/verify",
 ];
 
-async fn document(app: &TestApp) -> Value {
+/// The app's `/openapi.json`, checked to be served as JSON.
+pub(crate) async fn document(app: &TestApp) -> Value {
     let res = app
         .bare_client()
         .get(app.url("/openapi.json"))

@@ -6,8 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::helpers::TestApp;
 
 /// The repository's root.
@@ -158,15 +156,7 @@ fn every_command_and_option_is_in_the_reference_and_nothing_else() {
 #[tokio::test]
 async fn every_operation_and_status_is_in_the_reference_and_nothing_else() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .bare_client()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("GET /openapi.json")
-        .json()
-        .await
-        .expect("the document");
+    let doc = crate::openapi::document(&app).await;
     let mut code: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("a path item") {

@@ -61,15 +61,7 @@ fn fill(template: &str) -> String {
 
 /// Every operation of the app's `/openapi.json`.
 async fn operations(app: &TestApp) -> Vec<Operation> {
-    let doc: Value = app
-        .bare_client()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("GET /openapi.json")
-        .json()
-        .await
-        .expect("JSON");
+    let doc = crate::openapi::document(app).await;
     let mut ops = Vec::new();
     for (template, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("a path item") {
