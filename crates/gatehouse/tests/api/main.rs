@@ -20,6 +20,7 @@ mod metrics;
 mod multinode;
 mod nginx;
 mod openapi;
+mod packaging;
 mod pages;
 mod partition_proxy;
 mod process;
