@@ -36,6 +36,15 @@
 # script pip-installs the pinned openapi-python-client (which brings the
 # client's httpx and attrs) when the command is missing or is another
 # version.
+#
+# The packaging test (tests/api/packaging.rs) builds the Debian package with
+# cargo-deb from the test build's own binary, reads it back with dpkg-deb,
+# checks the systemd unit with systemd-analyze and runs the packaged binary
+# under strace. This script installs Debian's systemd (for systemd-analyze;
+# nothing is started, PID 1 need not be systemd), strace and dpkg-dev (whose
+# dpkg-shlibdeps fills in Depends) with apt-get when they are missing, and
+# `cargo install`s the pinned cargo-deb when `cargo deb` is missing or is
+# another version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -206,11 +215,45 @@ ensure_openapi_python_client() {
   fi
 }
 
+ensure_packaging_tools() {
+  local missing=()
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v strace >/dev/null 2>&1 || missing+=(strace)
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "scripts/test.sh: ${missing[*]} missing and apt-get is missing; install them (the packaging test needs systemd-analyze, strace and dpkg-shlibdeps)" >&2
+      exit 1
+    fi
+    echo "scripts/test.sh: installing ${missing[*]} (for tests/api/packaging.rs)" >&2
+    if ! (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"); then
+      echo "scripts/test.sh: installing ${missing[*]} failed; install them by hand (apt-get install ${missing[*]})" >&2
+      exit 1
+    fi
+  fi
+}
+
+# Keep in step with CARGO_DEB in crates/gatehouse/tests/api/packaging.rs.
+CARGO_DEB_VERSION=3.8.0
+
+ensure_cargo_deb() {
+  if cargo deb --version 2>/dev/null | grep -qxF "cargo-deb $CARGO_DEB_VERSION"; then
+    return 0
+  fi
+  echo "scripts/test.sh: installing cargo-deb $CARGO_DEB_VERSION (for tests/api/packaging.rs)" >&2
+  if ! cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"; then
+    echo "scripts/test.sh: installing cargo-deb failed; install it by hand (cargo install cargo-deb --locked --version $CARGO_DEB_VERSION)" >&2
+    exit 1
+  fi
+}
+
 ensure_nginx
 ensure_postgres
 ensure_redis
 ensure_browser
 ensure_schemathesis
 ensure_openapi_python_client
+ensure_packaging_tools
+ensure_cargo_deb
 
 exec cargo test --workspace --locked

@@ -22,6 +22,7 @@ mod nginx;
 mod openapi;
 mod openapi_client;
 mod operators;
+mod packaging;
 mod pages;
 mod partition_proxy;
 mod process;
