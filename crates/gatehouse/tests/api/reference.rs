@@ -233,6 +233,12 @@ fn no_file_refers_outside_the_repository() {
             .unwrap_or(&file)
             .display()
             .to_string();
+        if text
+            .lines()
+            .any(|l| l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> "))
+        {
+            outside.push(format!("{shown}: a merge conflict's marker"));
+        }
         for needle in [
             "../shared",
             "shared/API.md",
