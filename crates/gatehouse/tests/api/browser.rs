@@ -30,22 +30,22 @@ const SCREENSHOTS: &[&str] = &[
     "07-after-logout",
 ];
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// `target/browser-artifacts/` (git-ignored), next to cargo's own output.
-fn artifact_dir() -> PathBuf {
+pub(crate) fn artifact_dir() -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(tmp).join("browser-artifacts")
 }
 
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
 /// Panics with how to install whatever the journey needs and is missing.
-fn require_tools() {
+pub(crate) fn require_tools() {
     let node = Command::new("node")
         .arg("--version")
         .stdout(Stdio::null())
@@ -69,20 +69,26 @@ fn require_tools() {
     );
 }
 
-/// Runs the journey to its end or the timeout: (success, stdout + stderr).
-fn run_journey(base_url: &str, artifacts: &Path) -> (bool, String) {
+/// Runs `node SCRIPT ARGS...` from `tests/browser` with Chromium's path and
+/// `envs`, to its end or the timeout, its output into `log`: (success,
+/// stdout + stderr).
+pub(crate) fn run_script(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: &Path,
+) -> (bool, String) {
     let dir = browser_dir();
-    let out = artifacts.join("journey.log");
-    let log = std::fs::File::create(&out).expect("journey log");
-    let err = log.try_clone().expect("journey log");
+    let file = std::fs::File::create(log).expect("journey log");
+    let err = file.try_clone().expect("journey log");
     let mut child = Command::new("node")
-        .arg(dir.join("journey.mjs"))
-        .arg(base_url)
-        .arg(artifacts)
+        .arg(dir.join(script))
+        .args(args)
         .current_dir(&dir)
         .env("CHROMIUM", chromium())
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
-        .stdout(log)
+        .stdout(file)
         .stderr(err)
         .spawn()
         .expect("node starts");
@@ -98,11 +104,22 @@ fn run_journey(base_url: &str, artifacts: &Path) -> (bool, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut output = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut output = std::fs::read_to_string(log).unwrap_or_default();
     if status.is_none() {
         output.push_str(&format!("\n(killed after {} s)", JOURNEY_TIMEOUT.as_secs()));
     }
     (status.is_some_and(|s| s.success()), output)
+}
+
+/// Runs the journey to its end or the timeout: (success, stdout + stderr).
+fn run_journey(base_url: &str, artifacts: &Path) -> (bool, String) {
+    let dir = artifacts.display().to_string();
+    run_script(
+        "journey.mjs",
+        &[base_url, &dir],
+        &[],
+        &artifacts.join("journey.log"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

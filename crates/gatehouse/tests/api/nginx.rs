@@ -885,3 +885,42 @@ async fn the_documented_nginx_block_signs_browsers_in_on_the_hosted_pages() {
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "still signed out");
     assert!(echo.seen("/orders/42").iter().all(|s| s.method == "GET"));
 }
+
+/// A real browser through the documented block: headless Chromium asks for
+/// a protected page, is sent to gatehouse's sign-in page, signs in there
+/// and lands on that page as the app answers it
+/// (`tests/browser/nginx.mjs`; `bash scripts/test.sh` installs node's
+/// packages and Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_the_documented_nginx_block() {
+    crate::browser::require_tools();
+    let port = free_port();
+    let origin = format!("127.0.0.1:{port}");
+    let local = documented_local_config(&origin);
+    let app = TestApp::spawn_with(move |c: &mut gatehouse::Config| {
+        c.issuer = local.issuer.clone();
+        c.cookie_secure = local.cookie_secure;
+    })
+    .await;
+    let echo = EchoApp::start().await;
+    let nginx = Nginx::start_on(app.addr, echo.addr, port);
+    let user = app.create_user().await;
+    let artifacts = crate::browser::artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let site = format!("http://{origin}");
+    let (ok, output) = tokio::task::spawn_blocking(move || {
+        let dir = artifacts.display().to_string();
+        crate::browser::run_script(
+            "nginx.mjs",
+            &[&site, "/orders/7?view=full&q=a%20b", &user.email, &dir],
+            &[("PASSWORD", &user.password)],
+            &artifacts.join("nginx.log"),
+        )
+    })
+    .await
+    .expect("the browser's thread");
+    println!("{output}");
+    assert!(ok, "the browser sign-in through nginx failed:\n{output}");
+    assert!(output.contains("nginx journey: done"), "{output}");
+    drop(nginx);
+}
