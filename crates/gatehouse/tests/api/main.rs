@@ -39,3 +39,4 @@ mod token_attacks;
 mod token_vectors;
 mod tokens;
 mod verify;
+mod verify_readme;
