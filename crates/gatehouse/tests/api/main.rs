@@ -40,3 +40,4 @@ mod token_attacks;
 mod token_vectors;
 mod tokens;
 mod verify;
+mod verify_readme;
