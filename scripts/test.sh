@@ -44,7 +44,9 @@
 # nothing is started, PID 1 need not be systemd), strace and dpkg-dev (whose
 # dpkg-shlibdeps fills in Depends) with apt-get when they are missing, and
 # `cargo install`s the pinned cargo-deb when `cargo deb` is missing or is
-# another version.
+# another version. The backup test (tests/api/backups.rs) runs the documented
+# sqlite3, pg_dump, dropdb, createdb and pg_restore commands: this script
+# installs Debian's sqlite3 and postgresql-client when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -217,6 +219,10 @@ ensure_openapi_python_client() {
 
 ensure_packaging_tools() {
   local missing=()
+  # sqlite3 and pg_dump for tests/api/backups.rs (PostgreSQL's client tools
+  # come with ensure_postgres's server package, or on their own).
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+  command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v strace >/dev/null 2>&1 || missing+=(strace)
   command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)

@@ -6,6 +6,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod backends;
+mod backups;
 mod browser;
 mod cli;
 mod csrf;
