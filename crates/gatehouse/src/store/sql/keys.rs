@@ -91,18 +91,20 @@ impl KeyStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .context("reading signing keys")?;
-        Ok(rows
-            .iter()
-            .map(|row| StoredKey {
-                kid: row.get("kid"),
-                alg: row.get("alg"),
-                private_key: row.get("private_key"),
-                encrypted: row.get::<i64, _>("encrypted") != 0,
-                public_jwk: row.get("public_jwk"),
-                created_at: from_millis(row.get("created_at")),
-                retire_at: row.get::<Option<i64>, _>("retire_at").map(from_millis),
+        rows.iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    kid: row.try_get("kid")?,
+                    alg: row.try_get("alg")?,
+                    private_key: row.try_get("private_key")?,
+                    encrypted: row.try_get::<i64, _>("encrypted")? != 0,
+                    public_jwk: row.try_get("public_jwk")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                    retire_at: row.try_get::<Option<i64>, _>("retire_at")?.map(from_millis),
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .context("reading signing keys")
     }
 
     async fn add_key(

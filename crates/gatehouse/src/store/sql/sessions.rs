@@ -541,10 +541,10 @@ impl SessionStore for SqliteStore {
             .context("reading a refresh token")?;
         row.map(|row| {
             Ok(RefreshRecord {
-                session_id: SessionId(parse_uuid(row.get("session_id"))?),
-                created_at: from_millis(row.get("created_at")),
-                spent_at: row.get::<Option<i64>, _>("spent_at").map(from_millis),
-                successor_sealed: row.get("successor_sealed"),
+                session_id: SessionId(parse_uuid(row.try_get("session_id")?)?),
+                created_at: from_millis(row.try_get("created_at")?),
+                spent_at: row.try_get::<Option<i64>, _>("spent_at")?.map(from_millis),
+                successor_sealed: row.try_get("successor_sealed")?,
             })
         })
         .transpose()
@@ -607,16 +607,16 @@ fn pg_session_from_row(row: &PgRow) -> anyhow::Result<SessionRecord> {
 }
 
 fn sqlite_session_from_row(row: &SqliteRow) -> anyhow::Result<SessionRecord> {
-    let secret_hash = hash_from(row.get("secret_hash"), "session")?;
+    let secret_hash = hash_from(row.try_get("secret_hash")?, "session")?;
     Ok(SessionRecord {
-        id: SessionId(parse_uuid(row.get("id"))?),
-        user_id: UserId(parse_uuid(row.get("user_id"))?),
+        id: SessionId(parse_uuid(row.try_get("id")?)?),
+        user_id: UserId(parse_uuid(row.try_get("user_id")?)?),
         secret_hash,
-        created_at: from_millis(row.get("created_at")),
-        last_seen_at: from_millis(row.get("last_seen_at")),
-        expires_at: from_millis(row.get("expires_at")),
-        user_agent: row.get("user_agent"),
-        ip: row.get("ip"),
+        created_at: from_millis(row.try_get("created_at")?),
+        last_seen_at: from_millis(row.try_get("last_seen_at")?),
+        expires_at: from_millis(row.try_get("expires_at")?),
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
     })
 }
 

@@ -500,12 +500,12 @@ fn pg_user_from_row(row: &PgRow) -> anyhow::Result<UserRecord> {
 
 fn sqlite_user_from_row(row: &SqliteRow) -> anyhow::Result<UserRecord> {
     Ok(UserRecord {
-        id: UserId(parse_uuid(row.get("id"))?),
-        email: row.get("email"),
-        password_hash: row.get("password_hash"),
-        created_at: from_millis(row.get("created_at")),
-        disabled: row.get::<i64, _>("disabled") != 0,
-        roles: split_list(row.get("roles")),
+        id: UserId(parse_uuid(row.try_get("id")?)?),
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        roles: split_list(row.try_get("roles")?),
     })
 }
 
