@@ -67,11 +67,10 @@ impl FailureCounter for PgStore {
         // The row lock orders this with concurrent hits and forgivals on
         // any node; `count` has no zero (CHECK), so the last attempt goes
         // with its row.
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("forgiving an attempt: begin")?;
+        // Through the health check, like every other PostgreSQL operation:
+        // while PostgreSQL is known down this fails at once instead of
+        // waiting out the pool's acquire timeout.
+        let mut tx = self.begin().await.context("forgiving an attempt: begin")?;
         let count: Option<i32> = sqlx::query_scalar(
             "SELECT count FROM login_attempts WHERE key = $1 AND closes_at > $2 FOR UPDATE",
         )
