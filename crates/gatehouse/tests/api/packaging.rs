@@ -254,7 +254,7 @@ fn the_package_holds_the_binary_the_unit_the_conffile_and_the_scripts() {
         ("/usr/bin/gatehouse", "-rwxr-xr-x"),
         ("/usr/lib/systemd/system/gatehouse.service", "-rw-r--r--"),
         ("/etc/gatehouse/gatehouse.toml", "-rw-r--r--"),
-        ("/usr/share/doc/gatehouse/production.md", "-rw-r--r--"),
+        ("/usr/share/doc/gatehouse/docs/production.md", "-rw-r--r--"),
         ("/usr/share/doc/gatehouse/copyright", "-rw-r--r--"),
     ] {
         let line = entry(path);
@@ -332,6 +332,49 @@ fn the_package_holds_the_binary_the_unit_the_conffile_and_the_scripts() {
         let b = std::fs::read(repo_root().join(source)).expect("source file");
         assert!(a == b, "{packaged} differs from {source}");
     }
+    // The shipped docs keep the repository's layout: every relative
+    // Markdown link in them names a file the package holds.
+    let docs = root.path().join("usr/share/doc/gatehouse");
+    let mut pages: Vec<PathBuf> = [
+        "production.md",
+        "reference/configuration.md",
+        "reference/cli.md",
+        "reference/http.md",
+    ]
+    .iter()
+    .map(|page| docs.join("docs").join(page))
+    .collect();
+    let mut seen = BTreeSet::new();
+    while let Some(page) = pages.pop() {
+        if !seen.insert(page.clone()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|e| panic!("a shipped page: {} ({e})", page.display()));
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
+            let target = target.split('#').next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            let linked = page.parent().expect("a folder").join(target);
+            assert!(
+                linked.exists(),
+                "{} links {target}, which the package does not hold",
+                page.display()
+            );
+            if target.ends_with(".md") {
+                pages.push(linked.canonicalize().expect("a linked page"));
+            }
+        }
+    }
+    assert!(
+        seen.len() >= 3,
+        "the shipped pages link each other: {seen:?}"
+    );
     // The packaged binary is this build's gatehouse (stripped).
     let version = checked(Command::new(root.path().join("usr/bin/gatehouse")).arg("--version"));
     assert_eq!(
