@@ -680,6 +680,35 @@ async fn the_documented_nginx_block_refuses_raw_bytes_with_a_planted_header() {
     );
 }
 
+/// The documented block in front of gatehouse run with the documented
+/// local configuration, whose issuer is nginx's own origin (`site`).
+struct LocalStack {
+    app: TestApp,
+    echo: EchoApp,
+    nginx: Nginx,
+    site: String,
+}
+
+async fn local_stack() -> LocalStack {
+    let port = free_port();
+    let origin = format!("127.0.0.1:{port}");
+    let local = documented_local_config(&origin);
+    assert!(!local.cookie_secure, "the local configuration's cookie");
+    let app = TestApp::spawn_with(move |c: &mut gatehouse::Config| {
+        c.issuer = local.issuer.clone();
+        c.cookie_secure = local.cookie_secure;
+    })
+    .await;
+    let echo = EchoApp::start().await;
+    let nginx = Nginx::start_on(app.addr, echo.addr, port);
+    LocalStack {
+        app,
+        echo,
+        nginx,
+        site: format!("http://{origin}"),
+    }
+}
+
 /// A browser: a cookie jar, no automatic redirects, and what browsers send
 /// on a navigation (`Accept: text/html…`).
 fn navigator() -> Client {
@@ -716,19 +745,13 @@ fn location(res: &reqwest::Response) -> String {
 /// 401; a refused POST is never replayed at gatehouse's login.
 #[tokio::test]
 async fn the_documented_nginx_block_signs_browsers_in_on_the_hosted_pages() {
-    let port = free_port();
-    let origin = format!("127.0.0.1:{port}");
-    let local = documented_local_config(&origin);
-    assert!(!local.cookie_secure, "the local configuration's cookie");
-    let app = TestApp::spawn_with(move |c: &mut gatehouse::Config| {
-        c.issuer = local.issuer.clone();
-        c.cookie_secure = local.cookie_secure;
-    })
-    .await;
-    let echo = EchoApp::start().await;
-    let nginx = Nginx::start_on(app.addr, echo.addr, port);
+    let LocalStack {
+        app,
+        echo,
+        nginx,
+        site,
+    } = local_stack().await;
     let user = app.create_user().await;
-    let site = format!("http://{origin}");
 
     // Where the browser was going: a query with `&`, an escaped space and
     // a non-ASCII escape, which an unencoded `$request_uri` would break.
@@ -894,20 +917,15 @@ async fn the_documented_nginx_block_signs_browsers_in_on_the_hosted_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_through_the_documented_nginx_block() {
     crate::browser::require_tools();
-    let port = free_port();
-    let origin = format!("127.0.0.1:{port}");
-    let local = documented_local_config(&origin);
-    let app = TestApp::spawn_with(move |c: &mut gatehouse::Config| {
-        c.issuer = local.issuer.clone();
-        c.cookie_secure = local.cookie_secure;
-    })
-    .await;
-    let echo = EchoApp::start().await;
-    let nginx = Nginx::start_on(app.addr, echo.addr, port);
+    let LocalStack {
+        app,
+        echo: _echo,
+        nginx,
+        site,
+    } = local_stack().await;
     let user = app.create_user().await;
     let artifacts = crate::browser::artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
-    let site = format!("http://{origin}");
     let (ok, output) = tokio::task::spawn_blocking(move || {
         let dir = artifacts.display().to_string();
         crate::browser::run_script(
