@@ -107,6 +107,18 @@ impl Server {
         }
     }
 
+    /// Waits up to `within` for the server to exit by itself (after a
+    /// signal); kills it if it does not. Its status (`None`: it had to be
+    /// killed) and everything it wrote to stderr.
+    pub(crate) fn wait(mut self, within: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let status = wait_for_exit(&mut self.child.0, within);
+        if status.is_none() {
+            let _ = self.child.0.kill();
+            let _ = self.child.0.wait();
+        }
+        (status, self.stderr.join().expect("stderr reader"))
+    }
+
     /// Kills the server and returns what it wrote to stderr.
     pub(crate) fn stop(mut self) -> String {
         let _ = self.child.0.kill();

@@ -28,18 +28,16 @@
 //! skip.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::PASSWORD;
-use crate::process::{ChildGuard, drain, wait_for_exit};
 
 /// The cargo-deb release the package is built with (`scripts/test.sh`
 /// installs it; keep the two in step).
@@ -763,31 +761,9 @@ async fn the_packaged_binary_serves_with_the_packaged_configuration_within_the_u
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = ChildGuard(sh.spawn().expect("starting strace"));
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let stderr = drain(child.0.stderr.take());
-    let (lines, first) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = lines.send(line);
-        }
-    });
-    let first_line = match first.recv_timeout(DEADLINE) {
-        Ok(line) => line,
-        Err(e) => {
-            let _ = child.0.kill();
-            let _ = child.0.wait();
-            panic!(
-                "no `listening on` line from the packaged binary ({e}); stderr:\n{}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-    };
-    let addr = first_line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("first stdout line: {first_line:?}"))
-        .to_owned();
+    // Spawned, its first stdout line read for the address, killed on drop.
+    let server = crate::cli::Server::start(&mut sh);
+    let addr = server.addr;
 
     let client = reqwest::Client::builder()
         .timeout(DEADLINE)
@@ -829,11 +805,10 @@ async fn the_packaged_binary_serves_with_the_packaged_configuration_within_the_u
         .expect("the traced server's execve");
     let mut guard = KillOnDrop(Some(pid.clone()));
     checked(Command::new("kill").args(["-TERM", &pid]));
-    let status = wait_for_exit(&mut child.0, DEADLINE);
+    let (status, stderr) = server.wait(DEADLINE);
     if status.is_some() {
         guard.0 = None;
     }
-    let stderr = stderr.join().unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()),
         "the packaged binary did not stop cleanly on SIGTERM ({status:?}); stderr:\n{stderr}"
