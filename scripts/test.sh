@@ -163,29 +163,35 @@ ensure_browser() {
 # Keep in step with SCHEMATHESIS in crates/gatehouse/tests/api/openapi.rs.
 SCHEMATHESIS_VERSION=4.32.5
 
+# pip-installs PACKAGE==VERSION (for TEST) and checks that COMMAND is then on
+# PATH: pip_install_pinned COMMAND PACKAGE VERSION TEST.
+pip_install_pinned() {
+  local command=$1 package=$2 version=$3 test=$4 pip
+  if command -v pip3 >/dev/null 2>&1; then pip=pip3
+  elif command -v pip >/dev/null 2>&1; then pip=pip
+  else
+    echo "scripts/test.sh: $command is missing and so is pip; install Python 3.11 or later with pip, then pip install $package==$version" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing $package $version (for $test)" >&2
+  if ! "$pip" install --quiet "$package==$version"; then
+    echo "scripts/test.sh: installing $package failed (it needs Python 3.11 or later); install it by hand (pip install $package==$version)" >&2
+    exit 1
+  fi
+  # pyenv installs console scripts behind shims that need a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  if ! command -v "$command" >/dev/null 2>&1; then
+    echo "scripts/test.sh: $package installed but $command is not on PATH; add pip's script directory to PATH" >&2
+    exit 1
+  fi
+}
+
 ensure_schemathesis() {
   if command -v schemathesis >/dev/null 2>&1 \
     && schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
     return 0
   fi
-  local pip
-  if command -v pip3 >/dev/null 2>&1; then pip=pip3
-  elif command -v pip >/dev/null 2>&1; then pip=pip
-  else
-    echo "scripts/test.sh: schemathesis is missing and so is pip; install Python 3 with pip, then pip install schemathesis==$SCHEMATHESIS_VERSION" >&2
-    exit 1
-  fi
-  echo "scripts/test.sh: installing schemathesis $SCHEMATHESIS_VERSION (for tests/api/openapi.rs)" >&2
-  if ! "$pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"; then
-    echo "scripts/test.sh: installing schemathesis failed; install it by hand (pip install schemathesis==$SCHEMATHESIS_VERSION)" >&2
-    exit 1
-  fi
-  # pyenv installs console scripts behind shims that need a rehash.
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-  if ! command -v schemathesis >/dev/null 2>&1; then
-    echo "scripts/test.sh: schemathesis installed but not on PATH; add pip's script directory to PATH" >&2
-    exit 1
-  fi
+  pip_install_pinned schemathesis schemathesis "$SCHEMATHESIS_VERSION" tests/api/openapi.rs
 }
 
 # Keep in step with OPENAPI_PYTHON_CLIENT in
@@ -197,24 +203,8 @@ ensure_openapi_python_client() {
     && [ "$(openapi-python-client --version 2>/dev/null)" = "openapi-python-client version: $OPENAPI_PYTHON_CLIENT_VERSION" ]; then
     return 0
   fi
-  local pip
-  if command -v pip3 >/dev/null 2>&1; then pip=pip3
-  elif command -v pip >/dev/null 2>&1; then pip=pip
-  else
-    echo "scripts/test.sh: openapi-python-client is missing and so is pip; install Python 3.11 or later with pip, then pip install openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" >&2
-    exit 1
-  fi
-  echo "scripts/test.sh: installing openapi-python-client $OPENAPI_PYTHON_CLIENT_VERSION (for tests/api/openapi_client.rs)" >&2
-  if ! "$pip" install --quiet "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION"; then
-    echo "scripts/test.sh: installing openapi-python-client failed (it needs Python 3.11 or later); install it by hand (pip install openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION)" >&2
-    exit 1
-  fi
-  # pyenv installs console scripts behind shims that need a rehash.
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-  if ! command -v openapi-python-client >/dev/null 2>&1; then
-    echo "scripts/test.sh: openapi-python-client installed but not on PATH; add pip's script directory to PATH" >&2
-    exit 1
-  fi
+  pip_install_pinned openapi-python-client openapi-python-client \
+    "$OPENAPI_PYTHON_CLIENT_VERSION" tests/api/openapi_client.rs
 }
 
 ensure_packaging_tools() {
