@@ -264,7 +264,12 @@ fn refuse_a_new_database(config: &Config, file: Option<&std::path::Path>) -> any
     let Some(path) = crate::store::sqlite::database_file(url)? else {
         return Ok(());
     };
-    if path.exists() {
+    // A path that cannot be examined (a directory without search
+    // permission) is that failure, not "no database".
+    if path
+        .try_exists()
+        .with_context(|| format!("database_url: cannot examine {}", path.display()))?
+    {
         return Ok(());
     }
     let whence = match file {
