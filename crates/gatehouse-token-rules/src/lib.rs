@@ -5,15 +5,17 @@
 //! ([`TokenError`], named as the shared test vectors name them), the header
 //! ([`check_header`]), the signature ([`verify_jws`]), the times
 //! ([`check_times`]), the lifetime ([`check_lifetime`]) and the canonical
-//! form of ids ([`parse_uuid`]). Each caller keeps what holds state: the
+//! form of ids ([`parse_uuid`]) and the `amr` claim ([`Amr`]). Each caller keeps what holds state: the
 //! key lookup (a `kid` not among the keys is [`TokenError::UnknownKey`]),
 //! the claims' types, and the revocation lookup.
 //!
 //! The order of the checks is the verdict's order: a token that breaks two
 //! rules is refused by the first, as `testdata/access-tokens.json` records.
 
+mod amr;
 mod json;
 
+pub use amr::Amr;
 pub use json::UniqueObject;
 
 use base64::Engine as _;

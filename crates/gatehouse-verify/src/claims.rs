@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use gatehouse_token_rules::UniqueObject;
+use gatehouse_token_rules::{Amr, UniqueObject};
 
 /// The claims of an access token that passed every check (RFC 9068 §2.2 plus
 /// gatehouse's `sid`, `scope` and `roles`).
@@ -32,9 +32,25 @@ pub struct Claims {
     /// The user's roles.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How the user proved who they are when the session began (RFC 8176:
+    /// `["pwd"]`, `["pwd", "otp", "mfa"]`, ...); `["pwd"]` for tokens of
+    /// servers that did not record it.
+    #[serde(default = "password_only")]
+    pub amr: Amr,
+}
+
+fn password_only() -> Amr {
+    Amr::PASSWORD
 }
 
 impl Claims {
+    /// Whether the user proved a second factor (`amr` holds `mfa`): what a
+    /// resource server checks before a sensitive action (step-up).
+    #[must_use]
+    pub fn is_multi_factor(&self) -> bool {
+        self.amr.is_multi_factor()
+    }
+
     /// The permissions of the token: the space-separated entries of `scope`.
     pub fn permissions(&self) -> impl Iterator<Item = &str> {
         // RFC 6749 §3.3: scope tokens are separated by single spaces; empty
@@ -102,6 +118,8 @@ pub(crate) struct RawClaims {
     pub(crate) scope: String,
     #[serde(default)]
     pub(crate) roles: Vec<String>,
+    #[serde(default = "password_only")]
+    pub(crate) amr: Amr,
     #[serde(flatten)]
     _others: UniqueObject,
 }
@@ -119,6 +137,7 @@ impl RawClaims {
             sid: self.sid,
             scope: self.scope,
             roles: self.roles,
+            amr: self.amr,
         }
     }
 }
@@ -138,6 +157,7 @@ mod tests {
             jti: "j".into(),
             sid: "s".into(),
             scope: scope.into(),
+            amr: Amr::PASSWORD,
             roles: vec![],
         }
     }

@@ -14,6 +14,8 @@ mod revocation;
 mod token;
 mod verifier;
 
+/// How the user proved who they are (`Claims::amr`).
+pub use gatehouse_token_rules::Amr;
 pub use claims::Claims;
 pub use error::{BuildError, VerifyError};
 pub use layer::{

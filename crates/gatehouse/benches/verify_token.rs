@@ -62,7 +62,7 @@ fn auth_with_token_cached(
             .expect("user");
         let session = auth
             .sessions
-            .start(&user, &ClientMeta::default())
+            .start(&user, &ClientMeta::default(), gatehouse::model::amr::Amr::PASSWORD)
             .await
             .expect("session");
         let token = auth

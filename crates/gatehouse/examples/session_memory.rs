@@ -357,7 +357,7 @@ async fn create_sessions(
             async move {
                 let new = auth
                     .sessions
-                    .start(user, &client)
+                    .start(user, &client, gatehouse::model::amr::Amr::PASSWORD)
                     .await
                     .context("creating a session")?;
                 anyhow::Ok(Kept {

@@ -162,6 +162,7 @@ impl Application {
                 .as_ref()
                 .map(|t| sha2::Sha256::digest(t.expose()).into()),
             request_body_timeout: config.connections.request_body_timeout,
+            admin_requires_mfa: config.admin_requires_mfa,
         };
         Ok(Self {
             listener,
@@ -206,7 +207,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let services = &self.state.services;
-        let (sessions, audit) = (services.sessions.clone(), services.audit.clone());
+        let (sessions, audit, factors) = (
+            services.sessions.clone(),
+            services.audit.clone(),
+            services.factors.clone(),
+        );
         let sweeper = spawn_background("sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             loop {
@@ -216,6 +221,13 @@ impl Application {
                     Ok(n) => tracing::debug!(swept = n, "expired sessions deleted"),
                     Err(e) => {
                         tracing::warn!(error = format!("{e:#}"), "sweeping expired sessions failed")
+                    }
+                }
+                match factors.sweep_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(swept = n, "expired pending logins deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "sweeping pending logins failed")
                     }
                 }
                 match audit.sweep().await {

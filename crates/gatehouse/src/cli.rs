@@ -115,6 +115,12 @@ enum UserCommand {
     },
     /// List every user.
     List,
+    /// Remove every second factor and recovery code of a user (who lost
+    /// their authenticator): their password alone signs them in again.
+    ResetMfa {
+        /// The user's email.
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +208,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User {
             command: UserCommand::List,
         } => list_users(config).await,
+        Command::User {
+            command: UserCommand::ResetMfa { email },
+        } => reset_mfa(config, &email).await,
         Command::Role {
             command: RoleCommand::Set { name, permissions },
         } => set_role(config, &name, &permissions).await,
@@ -516,6 +525,21 @@ async fn disable_user(config: Config, email: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no user with the email {email:?}"))?;
     svc.admin.set_disabled(user.id, true, Actor::Cli).await?;
     println!("disabled user {} {}", user.id, user.email);
+    Ok(())
+}
+
+async fn reset_mfa(config: Config, email: &str) -> anyhow::Result<()> {
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    let user = svc
+        .admin
+        .user_by_email(email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user with the email {email:?}"))?;
+    match svc.factors.reset(user.id, Actor::Cli).await? {
+        Some(true) => println!("removed every second factor of {} {}", user.id, user.email),
+        Some(false) => println!("{} {} had no second factor", user.id, user.email),
+        None => anyhow::bail!("no user with the email {email:?}"),
+    }
     Ok(())
 }
 

@@ -223,6 +223,8 @@ pub struct AccessRule {
     /// Upper-case method names; empty means every method.
     pub methods: Vec<String>,
     pub policy: RulePolicy,
+    /// The caller's session must have proved a second factor (`mfa = true`).
+    pub mfa: bool,
 }
 
 /// Longest configuration file we read; anything bigger is a mistake.
@@ -424,6 +426,9 @@ config_keys! {
         /// When set, `GET /metrics` needs `Authorization: Bearer` with it.
         pub metrics_token: Option<SecretBytes> = None, env, some(metrics_token);
         pub rules: Vec<AccessRule> = Vec::new(), file, rules;
+        /// The admin API refuses callers whose session proved no second
+        /// factor (401 `insufficient_user_authentication`).
+        pub admin_requires_mfa: bool = false, env, accept;
         /// `text` or `json` (one object a line) on stderr.
         pub log_format: LogFormat = LogFormat::Text, env, accept;
     }
@@ -622,6 +627,9 @@ impl Show for Vec<AccessRule> {
                     RulePolicy::Deny => "policy = \"deny\"".to_owned(),
                     RulePolicy::Permission(p) => format!("permission = {}", quoted(p)),
                 });
+                if r.mfa {
+                    fields.push("mfa = true".to_owned());
+                }
                 format!("{{ {} }}", fields.join(", "))
             })
             .collect();
@@ -1212,6 +1220,8 @@ struct RuleEntry {
     methods: Vec<String>,
     policy: Option<String>,
     permission: Option<String>,
+    #[serde(default)]
+    mfa: bool,
 }
 
 fn rule(v: toml::Value) -> Result<AccessRule, String> {
@@ -1220,6 +1230,7 @@ fn rule(v: toml::Value) -> Result<AccessRule, String> {
         methods,
         policy,
         permission,
+        mfa,
     } = RuleEntry::deserialize(v).map_err(|e| e.message().to_owned())?;
     if !path.starts_with('/') || path.len() > 2048 {
         return Err("path must be a string starting with /".into());
@@ -1248,10 +1259,14 @@ fn rule(v: toml::Value) -> Result<AccessRule, String> {
         (Some(_), Some(_)) => return Err("give either policy or permission, not both".into()),
         (None, None) => return Err("needs a policy or a permission".into()),
     };
+    if mfa && matches!(policy, RulePolicy::Public | RulePolicy::Deny) {
+        return Err("mfa = true needs a caller: policy authenticated or a permission".into());
+    }
     Ok(AccessRule {
         path,
         methods,
         policy,
+        mfa,
     })
 }
 

@@ -25,6 +25,19 @@ pub enum Error {
     /// A wrong current password on a re-authenticating request.
     #[error("wrong password")]
     WrongPassword,
+    /// The caller's session proved one factor where a second is required
+    /// (RFC 9470 `insufficient_user_authentication`).
+    #[error("a second factor is required")]
+    InsufficientAuthentication,
+    /// A second step's `mfa_token` is unknown, expired or spent.
+    #[error("invalid mfa_token")]
+    InvalidMfaToken,
+    /// A wrong second-step code (401: it is a login's answer).
+    #[error("invalid code")]
+    InvalidCode,
+    /// A wrong code on a request that changes the caller's factors (400).
+    #[error("wrong code")]
+    WrongCode,
     #[error("{0}")]
     Forbidden(&'static str),
     /// A bearer caller lacks the permissions `scope` names (RFC 6750 §3.1
@@ -121,6 +134,7 @@ pub const CHALLENGE: &str = r#"Bearer realm="gatehouse""#;
 const CHALLENGE_INVALID: &str = r#"Bearer realm="gatehouse", error="invalid_token""#;
 const CHALLENGE_BAD_REQUEST: &str = r#"Bearer realm="gatehouse", error="invalid_request""#;
 const CHALLENGE_SCOPE: &str = r#"Bearer realm="gatehouse", error="insufficient_scope""#;
+const CHALLENGE_MFA: &str = r#"Bearer realm="gatehouse", error="insufficient_user_authentication", error_description="A second factor is required""#;
 
 impl Error {
     fn parts(&self) -> (StatusCode, &'static str, &str) {
@@ -145,6 +159,26 @@ impl Error {
                 StatusCode::UNAUTHORIZED,
                 "invalid-credentials",
                 "The current password is incorrect.",
+            ),
+            E::InsufficientAuthentication => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient-user-authentication",
+                "Sign in with a second factor to do this.",
+            ),
+            E::InvalidMfaToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-mfa-token",
+                "The mfa_token is unknown, expired or spent; sign in again.",
+            ),
+            E::InvalidCode => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-code",
+                "The code is incorrect or was used before.",
+            ),
+            E::WrongCode => (
+                StatusCode::BAD_REQUEST,
+                "wrong-code",
+                "The code is incorrect or was used before.",
             ),
             E::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d),
             E::InsufficientScope { detail, .. } => {
@@ -249,6 +283,12 @@ impl IntoResponse for Error {
                     HeaderValue::from_static(CHALLENGE_INVALID),
                 );
             }
+            Error::InsufficientAuthentication => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE_MFA),
+                );
+            }
             Error::InvalidRequest(_) => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
@@ -296,6 +336,36 @@ impl From<LoginError> for Error {
             LoginError::Throttled { retry_after } => Self::Throttled { retry_after },
             LoginError::Busy => Self::Unavailable,
             LoginError::Store(e) => unavailable(e),
+            // Answered 200 by the login endpoints before any conversion;
+            // anywhere else no session came of it.
+            LoginError::SecondFactorRequired(_) => Self::InsufficientAuthentication,
+        }
+    }
+}
+
+impl From<crate::auth::mfa::StepError> for Error {
+    fn from(e: crate::auth::mfa::StepError) -> Self {
+        use crate::auth::mfa::StepError as E;
+        match e {
+            E::InvalidToken => Self::InvalidMfaToken,
+            E::WrongCode => Self::InvalidCode,
+            E::Throttled { retry_after } => Self::Throttled { retry_after },
+            E::Store(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<crate::auth::mfa::FactorError> for Error {
+    fn from(e: crate::auth::mfa::FactorError) -> Self {
+        use crate::auth::mfa::FactorError as E;
+        match e {
+            E::AlreadyEnrolled => Self::Conflict("TOTP is enrolled already; remove it first."),
+            E::NotEnrolled => Self::NotFound,
+            E::WrongCode => Self::WrongCode,
+            E::WrongPassword => Self::WrongPassword,
+            E::Throttled { retry_after } => Self::Throttled { retry_after },
+            E::Busy => Self::Unavailable,
+            E::Store(e) => unavailable(e),
         }
     }
 }

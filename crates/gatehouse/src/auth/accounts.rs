@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::password::check_policy;
+use super::mfa::{Challenge, FactorError, SecondFactors, TotpEnrolment};
 use super::password::{HashError, Hasher};
 use super::principals::Principals;
 use super::sessions::{Authenticated, NewSession, Sessions};
-use super::throttle::{Refused, Throttle};
+use super::throttle::{Admitted, Refused, Throttle};
 use crate::clock::Clock;
 use crate::config::Registration;
+use crate::model::amr::Amr;
 use crate::metrics::Metrics;
 use crate::model::client::{ClientMeta, FieldError};
 use crate::model::types::{Email, Password, RoleName, UserId};
@@ -31,6 +33,11 @@ pub enum LoginError {
     Throttled { retry_after: Duration },
     #[error("the password hashing queue is full")]
     Busy,
+    /// The password was right and the user has a second factor: no session
+    /// yet; the login goes on with the challenge's second step
+    /// (`SecondFactors::complete_login`).
+    #[error("a second factor is required")]
+    SecondFactorRequired(Challenge),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -141,6 +148,7 @@ pub struct Accounts {
     hasher: Arc<Hasher>,
     throttle: Arc<Throttle>,
     sessions: Arc<Sessions>,
+    factors: Arc<SecondFactors>,
     principals: Arc<Principals>,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
@@ -163,6 +171,7 @@ impl Accounts {
         hasher: Arc<Hasher>,
         throttle: Arc<Throttle>,
         sessions: Arc<Sessions>,
+        factors: Arc<SecondFactors>,
         principals: Arc<Principals>,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
@@ -174,6 +183,7 @@ impl Accounts {
             hasher,
             throttle,
             sessions,
+            factors,
             principals,
             audit,
             metrics,
@@ -293,6 +303,12 @@ impl Accounts {
             }
             Err(LoginError::Busy) => return Err(ChangePasswordError::Busy),
             Err(LoginError::Store(e)) => return Err(ChangePasswordError::Store(e)),
+            // `check_password` never asks for a second factor.
+            Err(LoginError::SecondFactorRequired(_)) => {
+                return Err(ChangePasswordError::Store(anyhow::anyhow!(
+                    "a password check asked for a second factor"
+                )));
+            }
         }
         let hash = self
             .hasher
@@ -322,6 +338,35 @@ impl Accounts {
         Ok(())
     }
 
+    /// Starts a TOTP enrolment for the caller after re-checking their
+    /// password (a stolen session alone cannot add a factor to lock the
+    /// owner out with); wrong passwords count like a login's.
+    ///
+    /// # Errors
+    /// See [`FactorError`].
+    pub async fn begin_totp(
+        &self,
+        who: &Authenticated,
+        password: Password,
+        client: &ClientMeta,
+    ) -> Result<TotpEnrolment, FactorError> {
+        match self
+            .check_password(&who.user.email, password, client.ip)
+            .await
+        {
+            Ok(user) if user.id == who.user.id => {}
+            Ok(_) | Err(LoginError::InvalidCredentials | LoginError::SecondFactorRequired(_)) => {
+                return Err(FactorError::WrongPassword);
+            }
+            Err(LoginError::Throttled { retry_after }) => {
+                return Err(FactorError::Throttled { retry_after });
+            }
+            Err(LoginError::Busy) => return Err(FactorError::Busy),
+            Err(LoginError::Store(e)) => return Err(FactorError::Store(e)),
+        }
+        self.factors.begin_totp(&who.user).await
+    }
+
     /// The user's effective permissions, in one store round trip.
     ///
     /// # Errors
@@ -331,7 +376,11 @@ impl Accounts {
     }
 
     /// Checks a password for an email and, when it matches an enabled
-    /// account, creates a new session (never reusing one: no fixation).
+    /// account without a second factor, creates a new session (never
+    /// reusing one: no fixation). For a user with a second factor the
+    /// login stops at [`LoginError::SecondFactorRequired`]: no session, a
+    /// challenge for the second step instead, and the right password
+    /// resets no failure count (only a completed login does).
     ///
     /// Throttling is per (account, client IP): once `login_max_failures`
     /// attempts without a success fall within `login_window`, every further
@@ -348,15 +397,32 @@ impl Accounts {
         password: Password,
         client: &ClientMeta,
     ) -> Result<(UserRecord, NewSession), LoginError> {
-        let user = self.check_password(email, password, client.ip).await?;
-        let session = self.sessions.start(&user, client).await?;
+        let (user, admitted) = self.check_password_admitted(email, password, client.ip).await?;
+        let methods = match self.factors.methods_of(user.id).await {
+            Ok(methods) => methods,
+            Err(e) => {
+                self.throttle.attempt_unchecked(admitted).await;
+                return Err(LoginError::Store(e));
+            }
+        };
+        if !methods.is_empty() {
+            self.throttle.attempt_passed(admitted).await?;
+            let challenge = self
+                .factors
+                .challenge(&user, Amr::PASSWORD, methods)
+                .await?;
+            return Err(LoginError::SecondFactorRequired(challenge));
+        }
+        self.throttle.attempt_matched(admitted).await?;
+        let session = self.sessions.start(&user, client, Amr::PASSWORD).await?;
         self.metrics.logins_succeeded.increment(1);
         let mut event = self
             .audit
             .event(EventType::LoginSucceeded, Actor::User(user.id))
             .user(user.id)
             .session(session.record.id)
-            .ip(client.ip);
+            .ip(client.ip)
+            .detail("amr", Amr::PASSWORD.values().collect::<Vec<_>>());
         if let Some(ua) = &client.user_agent {
             event = event.detail("user_agent", ua.as_str());
         }
@@ -374,6 +440,19 @@ impl Accounts {
         password: Password,
         ip: Option<std::net::IpAddr>,
     ) -> Result<UserRecord, LoginError> {
+        let (user, admitted) = self.check_password_admitted(email, password, ip).await?;
+        self.throttle.attempt_matched(admitted).await?;
+        Ok(user)
+    }
+
+    /// [`Self::check_password`], leaving the matched attempt for the caller
+    /// to settle with the throttle (a login may go on to a second step).
+    async fn check_password_admitted(
+        &self,
+        email: &str,
+        password: Password,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(UserRecord, Admitted), LoginError> {
         let parsed = Email::parse(email).ok();
         // Unparseable emails still get a key of their own (bounded length),
         // so malformed guesses are throttled too.
@@ -403,10 +482,7 @@ impl Accounts {
             }
         };
         match user {
-            Some(user) if matched && !user.disabled => {
-                self.throttle.attempt_matched(admitted).await?;
-                Ok(user)
-            }
+            Some(user) if matched && !user.disabled => Ok((user, admitted)),
             user => {
                 self.metrics.logins_failed.increment(1);
                 // The account when it exists, never the email typed: people

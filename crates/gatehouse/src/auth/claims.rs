@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, KeyRing, alg_name};
 use crate::config::JwtAlg;
+use crate::model::amr::Amr;
 use crate::model::types::{SessionId, UserId};
 use gatehouse_token_rules::UniqueObject;
 
@@ -68,6 +69,9 @@ pub struct AccessClaims {
     /// Space-separated permissions.
     pub scope: String,
     pub roles: Vec<String>,
+    /// How the session's user proved who they are (RFC 8176); tokens
+    /// issued before it was recorded have none: `pwd`.
+    pub amr: Amr,
 }
 
 /// The claims set as it arrives. Read as a map, never as a sequence (a
@@ -90,6 +94,8 @@ struct WireClaims {
     scope: String,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default = "password_only")]
+    amr: Amr,
     #[serde(flatten)]
     _others: UniqueObject,
 }
@@ -107,8 +113,13 @@ impl From<WireClaims> for AccessClaims {
             sid: w.sid,
             scope: w.scope,
             roles: w.roles,
+            amr: w.amr,
         }
     }
+}
+
+fn password_only() -> Amr {
+    Amr::PASSWORD
 }
 
 /// A verified access token.

@@ -71,6 +71,9 @@ pub enum Decision {
     Closed,
     /// The path needs a caller and the credential names none.
     Refused(Identified),
+    /// The path needs a second factor and the caller's session proved one
+    /// (RFC 9470 `insufficient_user_authentication`).
+    NeedsSecondFactor(Caller),
     /// The caller lacks some of the permissions the path needs.
     Lacks {
         caller: Caller,
@@ -179,15 +182,18 @@ impl Gate {
         uris: &[&[u8]],
         credential: Presented<'_>,
     ) -> Result<Decision, DecideError> {
-        let needed = match access_for(rules, methods, uris)? {
+        let (needed, mfa) = match access_for(rules, methods, uris)? {
             Access::Public => return Ok(Decision::Public),
             Access::Deny => return Ok(Decision::Closed),
-            Access::Authenticated { permissions } => permissions,
+            Access::Authenticated { permissions, mfa } => (permissions, mfa),
         };
         let caller = match self.identify(credential).await? {
             Identified::Caller(caller) => caller,
             refused => return Ok(Decision::Refused(refused)),
         };
+        if mfa && !caller.auth.session.amr.is_multi_factor() {
+            return Ok(Decision::NeedsSecondFactor(caller));
+        }
         if !needed.is_empty() {
             let held = match &caller.permissions {
                 Some(held) => held.clone(),
@@ -212,6 +218,7 @@ mod tests {
             path: path.into(),
             methods: Vec::new(),
             policy,
+            mfa: false,
         }
     }
 

@@ -356,6 +356,37 @@ impl KeyManager {
         })
     }
 
+    /// Seals a secret other than a signing key (a TOTP key) for storage
+    /// under the `key_encryption_key`, with `aad` binding it to its owner;
+    /// without one, the secret as it is. Returns the stored bytes and
+    /// whether they are sealed.
+    ///
+    /// # Errors
+    /// When the OS RNG or the cipher fails.
+    pub fn seal_secret(&self, aad: &[u8], secret: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
+        match &self.kek {
+            Some(kek) => Ok((seal(&kek.0, aad, secret)?, true)),
+            None => Ok((secret.to_vec(), false)),
+        }
+    }
+
+    /// The inverse of [`Self::seal_secret`].
+    ///
+    /// # Errors
+    /// When sealed bytes cannot be opened: no `key_encryption_key`, another
+    /// one, or bytes sealed for another owner.
+    pub fn open_secret(&self, aad: &[u8], stored: &[u8], sealed: bool) -> anyhow::Result<Vec<u8>> {
+        if !sealed {
+            return Ok(stored.to_vec());
+        }
+        let kek = self.kek.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("a stored secret is sealed, but no key_encryption_key is configured")
+        })?;
+        open(&kek.0, aad, stored).context(
+            "key_encryption_key: cannot decrypt a stored secret (is it the key it was sealed with?)",
+        )
+    }
+
     /// The current ring (cheap: an `Arc` clone).
     pub fn ring(&self) -> Arc<KeyRing> {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -3,6 +3,7 @@
 //! cache the stores are (`store::open` decides that).
 //!
 //! - [`Accounts`]: registration, password login, password change;
+//! - [`SecondFactors`]: TOTP and recovery codes, the second step of a login;
 //! - [`Sessions`]: starting, recognising and ending sessions;
 //! - [`Tokens`]: signing access tokens, the token endpoint's grants;
 //! - [`Bearer`]: verifying access tokens and finding their principals;
@@ -20,6 +21,7 @@ pub mod claims;
 pub mod feed;
 pub mod forward;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 pub mod principals;
 pub mod rules;
@@ -47,6 +49,7 @@ pub use bearer::Bearer;
 pub use feed::Feed;
 pub use forward::Gate;
 pub use keys::KeyManager;
+pub use mfa::SecondFactors;
 pub use password::{HashError, Hasher};
 pub use sessions::{SessionLimits, Sessions};
 pub use throttle::{Throttle, ThrottleLimits};
@@ -88,6 +91,7 @@ pub struct Services {
     pub admin: Arc<Admin>,
     pub audit: Arc<Audit>,
     pub bearer: Arc<Bearer>,
+    pub factors: Arc<SecondFactors>,
     pub feed: Arc<Feed>,
     pub gate: Arc<Gate>,
     pub ops: Arc<Ops>,
@@ -158,11 +162,24 @@ impl Services {
             clock.clone(),
             policy.throttle,
         ));
+        let factors = Arc::new(SecondFactors::new(
+            stores.mfa.clone(),
+            stores.users.clone(),
+            throttle.clone(),
+            sessions.clone(),
+            keys.clone(),
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+            &settings.issuer,
+            policy.throttle.login_max_failures,
+        ));
         let accounts = Arc::new(Accounts::new(
             stores.users.clone(),
             hasher.clone(),
             throttle,
             sessions.clone(),
+            factors.clone(),
             principals.clone(),
             audit.clone(),
             metrics.clone(),
@@ -182,6 +199,7 @@ impl Services {
             keys.clone(),
             settings,
             accounts.clone(),
+            factors.clone(),
             sessions.clone(),
             stores.sessions.clone(),
             stores.users.clone(),
@@ -219,6 +237,7 @@ impl Services {
         Ok(Self {
             accounts,
             admin,
+            factors,
             audit,
             bearer,
             feed,

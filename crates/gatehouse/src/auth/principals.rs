@@ -218,6 +218,7 @@ mod tests {
                     expires_at: now + time::Duration::hours(1),
                     user_agent: None,
                     ip: None,
+                    amr: crate::model::amr::Amr::PASSWORD,
                 },
             }),
             permissions: Some(Arc::from(vec!["site:read".to_owned()])),

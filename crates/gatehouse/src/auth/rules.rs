@@ -189,24 +189,33 @@ pub fn policy_for<'a>(
     path: &[u8],
     fold: bool,
 ) -> &'a RulePolicy {
-    rules
-        .iter()
-        .find(|r| {
-            covers(r.path.as_bytes(), path, fold)
-                && (r.methods.is_empty()
-                    || method
-                        .is_some_and(|m| r.methods.iter().any(|rm| rm.eq_ignore_ascii_case(m))))
-        })
-        .map_or(&DEFAULT_POLICY, |r| &r.policy)
+    rule_for(rules, method, path, fold).map_or(&DEFAULT_POLICY, |r| &r.policy)
+}
+
+/// The rule [`policy_for`] takes its policy from; `None` when no rule
+/// covers the reading (the default policy applies).
+fn rule_for<'a>(
+    rules: &'a [AccessRule],
+    method: Option<&str>,
+    path: &[u8],
+    fold: bool,
+) -> Option<&'a AccessRule> {
+    rules.iter().find(|r| {
+        covers(r.path.as_bytes(), path, fold)
+            && (r.methods.is_empty()
+                || method.is_some_and(|m| r.methods.iter().any(|rm| rm.eq_ignore_ascii_case(m))))
+    })
 }
 
 /// What a request needs, once every reading of it is judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     Public,
-    /// Authentication, and every listed permission.
+    /// Authentication, and every listed permission; with `mfa`, by a
+    /// session that proved a second factor.
     Authenticated {
         permissions: Vec<String>,
+        mfa: bool,
     },
     Deny,
 }
@@ -250,11 +259,14 @@ pub fn access_for(
         }
     }
     let mut all_public = true;
+    let mut mfa = false;
     let mut permissions: Vec<String> = Vec::new();
     for path in &paths {
         for method in &judged {
             for fold in [false, true] {
-                match policy_for(rules, *method, path, fold) {
+                let rule = rule_for(rules, *method, path, fold);
+                mfa |= rule.is_some_and(|r| r.mfa);
+                match rule.map_or(&DEFAULT_POLICY, |r| &r.policy) {
                     RulePolicy::Deny => return Ok(Access::Deny),
                     RulePolicy::Public => {}
                     RulePolicy::Authenticated => all_public = false,
@@ -271,7 +283,7 @@ pub fn access_for(
     Ok(if all_public {
         Access::Public
     } else {
-        Access::Authenticated { permissions }
+        Access::Authenticated { permissions, mfa }
     })
 }
 
@@ -285,6 +297,7 @@ mod tests {
             path: path.into(),
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             policy,
+            mfa: false,
         }
     }
 
@@ -395,12 +408,14 @@ mod tests {
     fn admin() -> Access {
         Access::Authenticated {
             permissions: vec!["site:admin".into()],
+            mfa: false,
         }
     }
 
     fn authenticated() -> Access {
         Access::Authenticated {
             permissions: vec![],
+            mfa: false,
         }
     }
 

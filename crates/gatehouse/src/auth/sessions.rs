@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::audit::{Actor, Audit, AuditEvent, Ending, EventType};
 use crate::clock::Clock;
+use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
 use crate::model::types::{SessionId, SessionSecret, UserId};
 use crate::revocation::Revocations;
@@ -104,8 +105,9 @@ impl Sessions {
         now < session.expires_at && now < self.idle_expiry(session)
     }
 
-    /// Creates a session for an authenticated user, then ends their oldest
-    /// live sessions beyond `max_sessions_per_user`, as any ending goes.
+    /// Creates a session for a user who proved who they are by `amr`, then
+    /// ends their oldest live sessions beyond `max_sessions_per_user`, as
+    /// any ending goes.
     ///
     /// # Errors
     /// When the OS RNG or the store fails.
@@ -113,6 +115,7 @@ impl Sessions {
         &self,
         user: &UserRecord,
         client: &ClientMeta,
+        amr: Amr,
     ) -> anyhow::Result<NewSession> {
         let secret =
             SessionSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
@@ -126,6 +129,7 @@ impl Sessions {
             expires_at: now + self.limits.absolute_timeout,
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
+            amr,
         };
         self.store.insert_session(&record).await?;
         self.end_sessions_over_the_limit(user.id, record.id, now)

@@ -242,6 +242,23 @@ impl Throttle {
         failures.forgive(&admitted.account_key, now).await
     }
 
+    /// The admitted attempt proved something right but completed no login
+    /// (a right password awaiting its second step, a right code while
+    /// signed in): it is no failure, so it is taken back from every
+    /// budget, and no earlier failure is forgotten (only a completed login
+    /// resets the pair's count).
+    ///
+    /// # Errors
+    /// When a counter cannot be written.
+    pub(crate) async fn attempt_passed(&self, admitted: Admitted) -> anyhow::Result<()> {
+        let failures = &self.failures;
+        let now = self.clock.now();
+        for key in [&admitted.pair_key, &admitted.ip_key, &admitted.account_key] {
+            failures.forgive(key, now).await?;
+        }
+        Ok(())
+    }
+
     /// The admitted attempt's password was never checked (a full hashing
     /// queue, a store error): it is no failure. Best effort, since the
     /// request fails anyway; a counter left high errs against the client.

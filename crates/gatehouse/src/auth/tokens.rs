@@ -1,5 +1,5 @@
 //! Issuing access tokens, and the grants of the token endpoint: the
-//! `password` grant and rotating refresh tokens with reuse detection. The
+//! `password` grant and its MFA second step, and rotating refresh tokens with reuse detection. The
 //! design is written down in `docs/tokens.md`.
 
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use super::audit::{Actor, Audit, Ending, EventType};
 use super::keys;
 use super::keys::KeyManager;
 use super::password::HashError;
-use super::sessions::Sessions;
+use super::mfa::{Challenge, Proof, SecondFactors, StepError};
+use super::sessions::{NewSession, Sessions};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::client::ClientMeta;
@@ -51,6 +52,14 @@ pub enum GrantError {
     Throttled { retry_after: Duration },
     #[error("the password hashing queue is full")]
     Busy,
+    /// The password was right and the user has a second factor: the client
+    /// goes on with the challenge's `mfa_token`
+    /// (`urn:gatehouse:grant-type:mfa`).
+    #[error("a second factor is required")]
+    MfaRequired(Challenge),
+    /// The `mfa_token` of an MFA grant is unknown, expired or spent.
+    #[error("invalid mfa_token")]
+    InvalidMfaToken,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -61,7 +70,19 @@ impl From<LoginError> for GrantError {
             LoginError::InvalidCredentials => Self::InvalidGrant,
             LoginError::Throttled { retry_after } => Self::Throttled { retry_after },
             LoginError::Busy => Self::Busy,
+            LoginError::SecondFactorRequired(challenge) => Self::MfaRequired(challenge),
             LoginError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<StepError> for GrantError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::InvalidToken => Self::InvalidMfaToken,
+            StepError::WrongCode => Self::InvalidGrant,
+            StepError::Throttled { retry_after } => Self::Throttled { retry_after },
+            StepError::Store(e) => Self::Store(e),
         }
     }
 }
@@ -80,6 +101,7 @@ pub struct Tokens {
     keys: Arc<KeyManager>,
     settings: TokenSettings,
     accounts: Arc<Accounts>,
+    factors: Arc<SecondFactors>,
     sessions: Arc<Sessions>,
     /// Refresh tokens live with the sessions.
     store: Arc<dyn SessionStore>,
@@ -103,6 +125,7 @@ impl Tokens {
         keys: Arc<KeyManager>,
         settings: TokenSettings,
         accounts: Arc<Accounts>,
+        factors: Arc<SecondFactors>,
         sessions: Arc<Sessions>,
         store: Arc<dyn SessionStore>,
         users: Arc<dyn UserStore>,
@@ -114,6 +137,7 @@ impl Tokens {
             keys,
             settings,
             accounts,
+            factors,
             sessions,
             store,
             users,
@@ -160,6 +184,7 @@ impl Tokens {
             sid: session.id.to_string(),
             scope: scope.clone(),
             roles: user.roles.clone(),
+            amr: session.amr,
         };
         let mut header = Header::new(keys::algorithm(ring.alg));
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
@@ -187,12 +212,41 @@ impl Tokens {
         client: &ClientMeta,
     ) -> Result<TokenPair, GrantError> {
         let (user, new) = self.accounts.login(email, password, client).await?;
+        self.first_pair(&user, &new).await
+    }
+
+    /// The MFA grant (`urn:gatehouse:grant-type:mfa`): the second step of a
+    /// password grant that answered `mfa_required`, with its `mfa_token`
+    /// and a TOTP or recovery code; throttled with the login's second step,
+    /// one counter.
+    ///
+    /// # Errors
+    /// See [`GrantError`].
+    pub async fn mfa_grant(
+        &self,
+        mfa_token: &str,
+        proof: Proof<'_>,
+        client: &ClientMeta,
+    ) -> Result<TokenPair, GrantError> {
+        let (user, new) = self
+            .factors
+            .complete_login(mfa_token, proof, client)
+            .await?;
+        self.first_pair(&user, &new).await
+    }
+
+    /// The first token pair of a session just started by a grant.
+    async fn first_pair(
+        &self,
+        user: &UserRecord,
+        new: &NewSession,
+    ) -> Result<TokenPair, GrantError> {
         let refresh =
             RefreshSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
         self.store
             .insert_refresh(&refresh.hash(), new.record.id, new.record.created_at)
             .await?;
-        let access = self.issue_access_token(&user, &new.record).await?;
+        let access = self.issue_access_token(user, &new.record).await?;
         self.metrics.tokens_password_grant.increment(1);
         Ok(TokenPair { access, refresh })
     }
@@ -502,7 +556,7 @@ mod tests {
             .expect("user");
         let new = auth
             .sessions
-            .start(&user, &ClientMeta::default())
+            .start(&user, &ClientMeta::default(), crate::model::amr::Amr::PASSWORD)
             .await
             .expect("session");
         let access = auth
@@ -627,6 +681,7 @@ mod tests {
                 sid: "s".into(),
                 scope: String::new(),
                 roles: Vec::new(),
+                amr: crate::model::amr::Amr::PASSWORD,
             },
             user_id: UserId::new(),
             session_id: SessionId::new(),
@@ -738,6 +793,7 @@ mod tests {
             sid: "s".into(),
             scope: String::new(),
             roles: Vec::new(),
+            amr: crate::model::amr::Amr::PASSWORD,
         }
     }
 

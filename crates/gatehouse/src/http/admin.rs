@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(set_user_roles))
+        .routes(routes!(reset_user_mfa))
         .routes(routes!(end_user_sessions))
         .routes(routes!(list_audit))
         .routes(routes!(list_roles))
@@ -155,7 +156,9 @@ struct AuditQuery {
 
 /// An authenticated caller holding `gatehouse:admin`: 401 without
 /// credentials, 403 without the permission, 503 when the permission cannot
-/// be read (never allow, never deny on a store error).
+/// be read (never allow, never deny on a store error); with
+/// `admin_requires_mfa`, 401 `insufficient_user_authentication` when the
+/// caller's session proved no second factor.
 #[derive(Debug)]
 pub struct Admin(pub CurrentUser);
 
@@ -170,6 +173,9 @@ impl FromRequestParts<AppState> for Admin {
                 "The gatehouse:admin permission is required.",
                 &[Permission::ADMIN],
             ));
+        }
+        if state.web.admin_requires_mfa && !who.auth.session.amr.is_multi_factor() {
+            return Err(Error::InsufficientAuthentication);
         }
         Ok(Self(who))
     }
@@ -519,6 +525,38 @@ async fn delete_user(
     {
         return Err(Error::NotFound);
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/admin/users/{id}/mfa`: every second factor and recovery
+/// code of the user is removed (they lost their device); their password
+/// alone signs them in again.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}/mfa",
+    tag = "admin",
+    operation_id = "resetUserMfa",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The user's id")),
+    responses(
+        (status = 204, description = "The user has no second factor and no recovery code"),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn reset_user_mfa(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state
+        .factors
+        .reset(user_id(&id)?, admin.actor())
+        .await
+        .map_err(unavailable)?
+        .ok_or(Error::NotFound)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

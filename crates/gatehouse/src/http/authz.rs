@@ -188,6 +188,7 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
         Decision::Public => return Ok(StatusCode::OK.into_response()),
         Decision::Closed => return Err(Error::Forbidden("This path is closed by an access rule.")),
         Decision::Refused(refused) => return Err(refusal(refused)),
+        Decision::NeedsSecondFactor(_) => return Err(Error::InsufficientAuthentication),
         Decision::Lacks { caller, needed } => {
             let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
             return Err(CurrentUser::from(caller).lacks(

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authz;
 pub mod extract;
 mod limits;
+pub mod mfa;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -56,6 +57,8 @@ pub struct WebSettings {
     pub metrics_token: Option<[u8; 32]>,
     /// How long a request's body may take to arrive, from its head.
     pub request_body_timeout: Duration,
+    /// The admin API needs a session that proved a second factor.
+    pub admin_requires_mfa: bool,
 }
 
 impl WebSettings {
@@ -130,6 +133,7 @@ pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(accounts::router())
         .merge(sessions::router())
+        .merge(mfa::router())
         .merge(tokens::router())
         .merge(admin::router())
         .merge(authz::router())
@@ -350,6 +354,10 @@ pub struct SessionView {
     pub ip: Option<String>,
     /// Whether this is the session of the request's own credential.
     pub current: bool,
+    /// How the user proved who they are when the session began (RFC 8176:
+    /// `["pwd"]`, `["pwd", "otp", "mfa"]`, ...).
+    #[schema(value_type = Vec<String>, example = json!(["pwd", "otp", "mfa"]))]
+    pub amr: crate::model::amr::Amr,
 }
 
 impl SessionView {
@@ -363,6 +371,7 @@ impl SessionView {
             user_agent: s.user_agent.clone(),
             ip: s.ip.clone(),
             current,
+            amr: s.amr,
         }
     }
 }

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,13 +14,18 @@ use utoipa_axum::routes;
 use super::extract::{Client, CurrentUser, JsonBody, StrictQuery};
 use super::openapi as oa;
 use super::{AppState, SessionView, UserView};
+use crate::auth::accounts::LoginError;
 use crate::auth::audit::{Actor, Ending};
+use crate::auth::mfa::Proof;
+use crate::auth::sessions::NewSession;
+use crate::store::UserRecord;
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
+        .routes(routes!(login_mfa))
         .routes(routes!(logout))
         .routes(routes!(list, end_others))
         .routes(routes!(end_one))
@@ -33,12 +38,44 @@ struct LoginRequest {
     password: String,
 }
 
-/// `POST /v1/login`.
+/// `POST /v1/login`, `POST /v1/login/mfa`: signed in.
 #[derive(Serialize, ToSchema)]
 struct LoginResponse {
     user: UserView,
     /// The new session (`current` is true).
     session: SessionView,
+}
+
+/// `POST /v1/login` for a user with a second factor: the password is right,
+/// no session yet.
+#[derive(Serialize, ToSchema)]
+struct MfaRequiredResponse {
+    /// Always `true`.
+    mfa_required: bool,
+    /// Names this login's second step (`POST /v1/login/mfa`); single use.
+    mfa_token: String,
+    /// The user's methods: `totp`, `recovery_code` (while codes are left).
+    methods: Vec<&'static str>,
+    /// Seconds the `mfa_token` stays good.
+    expires_in: u64,
+}
+
+/// What `POST /v1/login` answers with 200.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum LoginAnswer {
+    SignedIn(LoginResponse),
+    MfaRequired(MfaRequiredResponse),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginMfaRequest {
+    /// The `mfa_token` of the `mfa_required` answer.
+    mfa_token: String,
+    /// A TOTP code (six digits) or a recovery code.
+    #[schema(max_length = 64)]
+    code: String,
 }
 
 /// `GET /v1/sessions`.
@@ -67,9 +104,14 @@ struct EndOthersQuery {
     tag = "sessions",
     operation_id = "login",
     request_body = LoginRequest,
+    description = "For a user with a second factor, the right password answers \
+        `{\"mfa_required\": true, \"mfa_token\", \"methods\", \"expires_in\"}`, with no \
+        cookie and no session: `POST /v1/login/mfa` completes the login.",
     responses(
-        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
-            headers(("Set-Cookie" = String, description = "The new session cookie"))),
+        (status = 200, description = "Logged in (the session cookie is set), or the password \
+            is right and a second factor is required (no cookie)", body = LoginAnswer,
+            headers(("Set-Cookie" = String, description = "The new session cookie, when \
+            logged in"))),
         (status = 400, response = oa::BadRequest),
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
@@ -84,18 +126,71 @@ async fn login(
     Client(client): Client,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, Error> {
-    let (user, new) = state
+    match state
         .accounts
         .login(&req.email, Password::new(req.password), &client)
-        .await?;
+        .await
+    {
+        Ok((user, new)) => Ok(signed_in(&state, &user, &new)),
+        Err(LoginError::SecondFactorRequired(challenge)) => {
+            let body = LoginAnswer::MfaRequired(MfaRequiredResponse {
+                mfa_required: true,
+                mfa_token: challenge.mfa_token.encode(),
+                methods: challenge.methods.iter().map(|m| m.as_str()).collect(),
+                expires_in: challenge.expires_in.as_secs(),
+            });
+            Ok(([(CACHE_CONTROL, "no-store")], Json(body)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// 200 with the user, the new session and its cookie.
+fn signed_in(state: &AppState, user: &UserRecord, new: &NewSession) -> Response {
     let cookie = state
         .web
         .session_cookie(&new.secret, &new.record, new.record.created_at);
-    let body = LoginResponse {
-        user: UserView::from(&user),
+    let body = LoginAnswer::SignedIn(LoginResponse {
+        user: UserView::from(user),
         session: SessionView::new(&state.sessions, &new.record, true),
-    };
-    Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
+    });
+    ([(SET_COOKIE, cookie)], Json(body)).into_response()
+}
+
+/// `POST /v1/login/mfa`: the second step of a login, with a TOTP or a
+/// recovery code.
+#[utoipa::path(
+    post,
+    path = "/v1/login/mfa",
+    tag = "sessions",
+    operation_id = "loginMfa",
+    request_body = LoginMfaRequest,
+    description = "Wrong codes count toward the login throttle of the account and client \
+        address (429 past it) and do not spend the `mfa_token`; it dies after \
+        `login_max_failures` of them, after 5 minutes, or when a login completes with it. \
+        A TOTP code is accepted once.",
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
+            headers(("Set-Cookie" = String, description = "The new session cookie"))),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 429, response = oa::Throttled),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn login_mfa(
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(req): JsonBody<LoginMfaRequest>,
+) -> Result<Response, Error> {
+    let (user, new) = state
+        .factors
+        .complete_login(&req.mfa_token, Proof::Code(&req.code), &client)
+        .await?;
+    Ok(signed_in(&state, &user, &new))
 }
 
 /// `POST /v1/logout`: ends the credential's session and clears the cookie.

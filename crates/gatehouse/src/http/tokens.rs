@@ -20,9 +20,14 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Client, Credential, CurrentUser};
 use super::openapi as oa;
+use crate::auth::mfa::Proof;
 use crate::auth::tokens::{GrantError, TokenPair};
 use crate::auth::types::Password;
 use crate::error::{Error, unavailable};
+
+/// The grant type of a login's second step (the password grant answered
+/// `mfa_required`).
+pub const MFA_GRANT: &str = "urn:gatehouse:grant-type:mfa";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,8 +44,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct TokenRequest {
-    /// `password` or `refresh_token`.
-    #[schema(pattern = "^(password|refresh_token)$", example = "password")]
+    /// `password`, `refresh_token` or `urn:gatehouse:grant-type:mfa`.
+    #[schema(
+        pattern = "^(password|refresh_token|urn:gatehouse:grant-type:mfa)$",
+        example = "password"
+    )]
     grant_type: String,
     /// The email, with `grant_type=password`.
     #[schema(nullable = false)]
@@ -51,6 +59,16 @@ struct TokenRequest {
     /// The refresh token to rotate, with `grant_type=refresh_token`.
     #[schema(nullable = false)]
     refresh_token: Option<String>,
+    /// With `grant_type=urn:gatehouse:grant-type:mfa`: the `mfa_token` of
+    /// the `mfa_required` answer.
+    #[schema(nullable = false)]
+    mfa_token: Option<String>,
+    /// With the MFA grant: a TOTP code.
+    #[schema(nullable = false)]
+    otp: Option<String>,
+    /// With the MFA grant, instead of `otp`: a recovery code.
+    #[schema(nullable = false)]
+    recovery_code: Option<String>,
 }
 
 /// RFC 6749 §5.1: a successful grant.
@@ -86,6 +104,11 @@ struct OAuthErrorBody {
     #[schema(example = "invalid_grant")]
     error: &'static str,
     error_description: &'static str,
+    /// With `mfa_required` only: the token of the login's second step
+    /// (`grant_type=urn:gatehouse:grant-type:mfa`), good for 5 minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    mfa_token: Option<String>,
 }
 
 /// An RFC 6749 §5.2 error response.
@@ -95,6 +118,7 @@ struct OAuthError {
     code: &'static str,
     description: &'static str,
     retry_after: Option<Duration>,
+    mfa_token: Option<String>,
 }
 
 impl OAuthError {
@@ -104,6 +128,7 @@ impl OAuthError {
             code,
             description,
             retry_after: None,
+            mfa_token: None,
         }
     }
 }
@@ -113,6 +138,7 @@ impl IntoResponse for OAuthError {
         let body = OAuthErrorBody {
             error: self.code,
             error_description: self.description,
+            mfa_token: self.mfa_token,
         };
         let mut res = (self.status, Json(body)).into_response();
         // RFC 6749 §5.1: token responses are not cached.
@@ -134,17 +160,32 @@ impl From<GrantError> for OAuthError {
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
             ),
+            GrantError::MfaRequired(challenge) => Self {
+                status: StatusCode::FORBIDDEN,
+                code: "mfa_required",
+                description: "The password is right and a second factor is required: \
+                    send grant_type=urn:gatehouse:grant-type:mfa with this mfa_token and \
+                    otp (or recovery_code).",
+                retry_after: None,
+                mfa_token: Some(challenge.mfa_token.encode()),
+            },
+            GrantError::InvalidMfaToken => Self::bad(
+                "invalid_grant",
+                "The mfa_token is unknown, expired or spent; start again with the password.",
+            ),
             GrantError::Throttled { retry_after } => Self {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "temporarily_unavailable",
                 description: "Too many failed attempts; retry after the time in Retry-After.",
                 retry_after: Some(retry_after),
+                mfa_token: None,
             },
             GrantError::Busy => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "temporarily_unavailable",
                 description: "The server is busy; retry shortly.",
                 retry_after: Some(Duration::from_secs(1)),
+                mfa_token: None,
             },
             GrantError::Store(e) => {
                 tracing::error!(error = format!("{e:#}"), "token grant failed");
@@ -153,6 +194,7 @@ impl From<GrantError> for OAuthError {
                     code: "temporarily_unavailable",
                     description: "The server cannot answer right now; retry shortly.",
                     retry_after: Some(Duration::from_secs(1)),
+                    mfa_token: None,
                 }
             }
         }
@@ -201,7 +243,13 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
                     // ours must be strings.
                     _ if matches!(
                         k.as_str(),
-                        "grant_type" | "username" | "password" | "refresh_token"
+                        "grant_type"
+                            | "username"
+                            | "password"
+                            | "refresh_token"
+                            | "mfa_token"
+                            | "otp"
+                            | "recovery_code"
                     ) =>
                     {
                         return Err(OAuthError::bad(
@@ -265,7 +313,9 @@ fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a s
     tag = "tokens",
     operation_id = "token",
     description = "The `password` grant logs in (a new session) and returns an access token \
-        and a refresh token; the `refresh_token` grant rotates the pair (a spent refresh \
+        and a refresh token (for a user with a second factor it answers 403 `mfa_required` \
+        with an `mfa_token`, and `urn:gatehouse:grant-type:mfa` with that token and `otp` or \
+        `recovery_code` completes the login); the `refresh_token` grant rotates the pair (a spent refresh \
         token presented again ends the whole session). Errors are RFC 6749 §5.2 bodies, not \
         problem documents. The body's credentials are its only credentials: no cookie or \
         `Authorization` header is read. The parameters are a form \
@@ -286,6 +336,9 @@ fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a s
             headers(("Pragma" = String, description = "`no-cache` (RFC 6749 §5.1)"))),
         (status = 400, description = "`invalid_request`, `invalid_grant` or \
             `unsupported_grant_type` (RFC 6749 §5.2)", body = OAuthErrorBody),
+        (status = 403, description = "`mfa_required`: the password is right and the user has \
+            a second factor; the body's `mfa_token` continues with the MFA grant",
+            body = OAuthErrorBody),
         (status = 413, description = "`invalid_request`: the body exceeds 64 KiB",
             body = OAuthErrorBody),
         (status = 429, description = "`temporarily_unavailable`: too many failed attempts",
@@ -309,6 +362,7 @@ async fn token(
                 code: "invalid_request",
                 description: "The request body exceeds 64 KiB.",
                 retry_after: None,
+                mfa_token: None,
             }
         } else {
             OAuthError::bad("invalid_request", "The request body could not be read.")
@@ -328,10 +382,24 @@ async fn token(
             let presented = required(&params, "refresh_token")?;
             state.tokens.refresh_grant(presented).await?
         }
+        MFA_GRANT => {
+            let mfa_token = required(&params, "mfa_token")?;
+            let proof = match (params.get("otp"), params.get("recovery_code")) {
+                (Some(otp), None) if !otp.is_empty() => Proof::Totp(otp),
+                (None, Some(code)) if !code.is_empty() => Proof::RecoveryCode(code),
+                _ => {
+                    return Err(OAuthError::bad(
+                        "invalid_request",
+                        "Send exactly one of otp and recovery_code.",
+                    ));
+                }
+            };
+            state.tokens.mfa_grant(mfa_token, proof, &client).await?
+        }
         _ => {
             return Err(OAuthError::bad(
                 "unsupported_grant_type",
-                "Supported grant types: password, refresh_token.",
+                "Supported grant types: password, refresh_token, urn:gatehouse:grant-type:mfa.",
             ));
         }
     };

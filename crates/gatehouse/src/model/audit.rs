@@ -44,10 +44,23 @@ pub enum EventType {
     /// The first refused registration of a client network's throttled
     /// window, as `LoginThrottled`.
     RegistrationThrottled,
+    /// A second factor became active (`details.method`: `totp`).
+    MfaEnrolled,
+    /// The user removed a second factor (`details.method`).
+    MfaRemoved,
+    /// A wrong second-step code (`details.method`: `totp`, `recovery_code`;
+    /// `details.during`: `login` or `account`).
+    MfaFailed,
+    /// A recovery code was spent (`details.codes_left`).
+    RecoveryCodeUsed,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesRegenerated,
+    /// An administrator or the CLI removed every factor of the user.
+    MfaReset,
 }
 
 impl EventType {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 24] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -66,6 +79,12 @@ impl EventType {
         Self::ResourceServerCreated,
         Self::ResourceServerDeleted,
         Self::RegistrationThrottled,
+        Self::MfaEnrolled,
+        Self::MfaRemoved,
+        Self::MfaFailed,
+        Self::RecoveryCodeUsed,
+        Self::RecoveryCodesRegenerated,
+        Self::MfaReset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +107,12 @@ impl EventType {
             Self::ResourceServerCreated => "resource_server_created",
             Self::ResourceServerDeleted => "resource_server_deleted",
             Self::RegistrationThrottled => "registration_throttled",
+            Self::MfaEnrolled => "mfa_enrolled",
+            Self::MfaRemoved => "mfa_removed",
+            Self::MfaFailed => "mfa_failed",
+            Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::RecoveryCodesRegenerated => "recovery_codes_regenerated",
+            Self::MfaReset => "mfa_reset",
         }
     }
 

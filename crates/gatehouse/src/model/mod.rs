@@ -4,6 +4,7 @@
 //! the stores (`store`) and the configuration import it; it imports none of
 //! them.
 
+pub mod amr;
 pub mod audit;
 pub mod client;
 pub mod cursor;

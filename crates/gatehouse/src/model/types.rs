@@ -193,6 +193,12 @@ opaque_secret!(
 );
 
 opaque_secret!(
+    /// A login's `mfa_token`: 32 bytes from the OS RNG naming a login whose
+    /// password was right and whose second step is awaited.
+    MfaToken
+);
+
+opaque_secret!(
     /// A resource server's key for the revocation feed: 32 bytes from the
     /// OS RNG, shown once as `ghrs_` and 43 characters of base64url.
     ResourceServerSecret

@@ -447,6 +447,7 @@ mod tests {
             expires_at: t + Duration::from_secs(3600),
             user_agent: None,
             ip: None,
+            amr: crate::model::amr::Amr::PASSWORD,
         }
     }
 

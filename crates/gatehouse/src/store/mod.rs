@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseUrl, SecretUrl};
+use crate::model::amr::Amr;
 use crate::model::audit::{AuditEvent, AuditQuery};
 use crate::model::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use crate::revocation::Revocations;
@@ -113,6 +114,8 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// How the user proved who they are when it started.
+    pub amr: Amr,
 }
 
 /// Users, roles and permissions.
@@ -364,6 +367,129 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
 }
 
+/// A user's TOTP credential as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    /// The raw key, or its AES-256-GCM seal when `encrypted`.
+    pub secret: Vec<u8>,
+    pub encrypted: bool,
+    pub created_at: OffsetDateTime,
+    /// `None` while pending: enrolled but never confirmed by a code.
+    pub confirmed_at: Option<OffsetDateTime>,
+    /// The highest time step whose code was accepted.
+    pub last_step: i64,
+}
+
+impl std::fmt::Debug for TotpRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpRecord")
+            .field("encrypted", &self.encrypted)
+            .field("created_at", &self.created_at)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login waiting for its second step (only the hash of its `mfa_token`
+/// is known to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    pub user_id: UserId,
+    /// What the first step proved.
+    pub amr: Amr,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Wrong codes presented with it so far.
+    pub failures: u32,
+}
+
+/// What second factors a user has, read in one round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FactorSummary {
+    /// A confirmed TOTP credential.
+    pub totp: bool,
+    pub recovery_codes_left: u32,
+}
+
+/// Second factors and the logins waiting for one.
+///
+/// Contract: every "use once" is decided by the store in one conditional
+/// statement (no read-then-write), so that of concurrent uses of one TOTP
+/// step, one recovery code or one `mfa_token`, on any number of nodes,
+/// exactly one succeeds. Lookups are by the SHA-256 of secrets only; the
+/// store does not judge expiry except in `delete_expired_mfa`. "Not found"
+/// is `Ok(None)` or `Ok(false)`; every `Err` is a store failure.
+#[async_trait]
+pub trait MfaStore: Send + Sync + 'static {
+    /// The user's confirmed factors and unused recovery codes.
+    async fn factors(&self, user: UserId) -> anyhow::Result<FactorSummary>;
+
+    /// The user's TOTP credential, pending or confirmed.
+    async fn totp(&self, user: UserId) -> anyhow::Result<Option<TotpRecord>>;
+
+    /// Stores a pending TOTP credential, replacing a pending one; `false`
+    /// (and nothing changed) when the user has a confirmed one.
+    async fn put_pending_totp(&self, user: UserId, record: &TotpRecord) -> anyhow::Result<bool>;
+
+    /// Confirms the pending credential whose stored secret is `secret`, with
+    /// `step` as its last accepted step; `false` when there is no such
+    /// pending credential (confirmed meanwhile, or replaced).
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: i64,
+        at: OffsetDateTime,
+    ) -> anyhow::Result<bool>;
+
+    /// Accepts `step` of the confirmed credential: moves `last_step` to it
+    /// only if it is later than the stored one; `false` otherwise (a code
+    /// used before, or no confirmed credential).
+    async fn spend_totp_step(&self, user: UserId, step: i64) -> anyhow::Result<bool>;
+
+    /// Deletes the user's TOTP credential and, in the same transaction,
+    /// their recovery codes when no other factor is left; `false` when there
+    /// was none.
+    async fn delete_totp(&self, user: UserId) -> anyhow::Result<bool>;
+
+    /// Replaces the user's recovery codes with `hashes`, atomically.
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[SecretHash],
+        at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    /// Uses one recovery code (deletes it); `false` when the user has no
+    /// such unused code.
+    async fn spend_recovery_code(&self, user: UserId, hash: &SecretHash) -> anyhow::Result<bool>;
+
+    /// Deletes every factor and recovery code of the user, and their
+    /// pending logins, atomically; `false` when there was nothing.
+    async fn reset_mfa(&self, user: UserId) -> anyhow::Result<bool>;
+
+    async fn insert_pending_login(
+        &self,
+        hash: &SecretHash,
+        login: &PendingLogin,
+    ) -> anyhow::Result<()>;
+
+    async fn pending_login(&self, hash: &SecretHash) -> anyhow::Result<Option<PendingLogin>>;
+
+    /// Counts one wrong code against the pending login, atomically; the
+    /// count afterwards, `None` when there is no such pending login.
+    async fn pending_login_failed(&self, hash: &SecretHash) -> anyhow::Result<Option<u32>>;
+
+    /// Spends the pending login (deletes it); `false` when it was spent or
+    /// deleted already: of concurrent calls, one gets `true`.
+    async fn take_pending_login(&self, hash: &SecretHash) -> anyhow::Result<bool>;
+
+    /// Deletes pending logins whose `expires_at` is not after `now`; returns
+    /// how many.
+    async fn delete_expired_mfa(&self, now: OffsetDateTime) -> anyhow::Result<u64>;
+}
+
 /// A stored resource server (only the hash of its key is known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceServerRecord {
@@ -539,6 +665,9 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
     pub resource_servers: Arc<dyn ResourceServerStore>,
+    /// Always the SQL database: factors are durable, and pending logins are
+    /// shared by every node through it.
+    pub mfa: Arc<dyn MfaStore>,
     /// Always the SQL database, also with Redis: the trail is kept durably.
     pub audit: Arc<dyn AuditStore>,
     /// The sessions this node knows ended (empty until the domain loads
@@ -638,7 +767,7 @@ pub async fn open_sql(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
 /// One SQL database as every store but (maybe) the attempt counters.
 fn sql_stores<T>(db: Arc<T>, failures: Arc<dyn FailureCounter>) -> Stores
 where
-    T: UserStore + SessionStore + KeyStore + ResourceServerStore + AuditStore,
+    T: UserStore + SessionStore + KeyStore + ResourceServerStore + AuditStore + MfaStore,
 {
     Stores {
         users: db.clone(),
@@ -646,6 +775,7 @@ where
         keys: db.clone(),
         failures,
         resource_servers: db.clone(),
+        mfa: db.clone(),
         audit: db,
         revocations: Arc::new(Revocations::local()),
         principal_cache_ttl: Duration::ZERO,

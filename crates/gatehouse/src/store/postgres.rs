@@ -334,6 +334,7 @@ pub(super) mod testing {
             expires_at: created_at + Duration::from_secs(3600),
             user_agent: Some("test".into()),
             ip: None,
+            amr: crate::model::amr::Amr::PASSWORD,
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! | key | type | contents | expires (PEXPIREAT) |
 //! |---|---|---|---|
-//! | `P s:{sid}` | hash | `u` user id, `h` secret hash, `c` created, `l` last seen, `e` expires, `a` user agent, `i` IP (the last two only when known) | the session's `expires_at` |
+//! | `P s:{sid}` | hash | `u` user id, `h` secret hash, `c` created, `l` last seen, `e` expires, `a` user agent, `i` IP (these two only when known), `m` the RFC 8176 `amr` values, space-separated (absent on sessions stored before it was recorded: `pwd`) | the session's `expires_at` |
 //! | `P sh:{secret hash}` | string | the session id | the session's `expires_at` |
 //! | `P sr:{sid}` | set | hashes of the session's refresh tokens | the session's `expires_at` |
 //! | `P r:{token hash}` | hash | `s` session id, `c` created, `t` spent, `x` sealed successor (the last two once spent) | the session's `expires_at` |
@@ -65,6 +65,7 @@ use super::{
     Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
     SessionStore,
 };
+use crate::model::amr::Amr;
 use crate::clock::{from_millis, to_millis};
 use crate::model::types::{SecretHash, SessionId, UserId};
 
@@ -129,7 +130,7 @@ end
 ";
 
 /// ARGV: P, sid, user id, secret hash, created, last seen, expires,
-/// user agent or "", has user agent ("1"/"0"), ip or "", has ip.
+/// user agent or "", has user agent ("1"/"0"), ip or "", has ip, amr.
 const INSERT_SESSION: &str = r"
 local sid, uid, e = ARGV[2], ARGV[3], ARGV[7]
 local skey = P .. 's:' .. sid
@@ -139,6 +140,7 @@ end
 redis.call('HSET', skey, 'u', uid, 'h', ARGV[4], 'c', ARGV[5], 'l', ARGV[6], 'e', e)
 if ARGV[9] == '1' then redis.call('HSET', skey, 'a', ARGV[8]) end
 if ARGV[11] == '1' then redis.call('HSET', skey, 'i', ARGV[10]) end
+redis.call('HSET', skey, 'm', ARGV[12])
 redis.call('PEXPIREAT', skey, e)
 local hkey = P .. 'sh:' .. ARGV[4]
 redis.call('SET', hkey, sid)
@@ -663,6 +665,12 @@ fn session_from_fields(
         expires_at: millis(field(fields, "e")?)?,
         user_agent: optional("a")?,
         ip: optional("i")?,
+        // Sessions stored before `amr` was recorded were password logins.
+        amr: match fields.get("m") {
+            None => Amr::PASSWORD,
+            Some(m) => Amr::parse_text(text(m)?)
+                .map_err(|e| anyhow::anyhow!("a stored session's amr: {e}"))?,
+        },
     })
 }
 
@@ -695,6 +703,7 @@ impl SessionStore for RedisStore {
             .arg(if s.user_agent.is_some() { "1" } else { "0" })
             .arg(s.ip.as_deref().unwrap_or(""))
             .arg(if s.ip.is_some() { "1" } else { "0" })
+            .arg(s.amr.to_text())
             .invoke_async(&mut con)
             .await
             .context("inserting a session into Redis")?;

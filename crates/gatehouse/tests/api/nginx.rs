@@ -369,11 +369,13 @@ async fn stack() -> Stack {
                 path: "/public/".into(),
                 methods: vec!["GET".into(), "HEAD".into()],
                 policy: RulePolicy::Public,
+                mfa: false,
             },
             AccessRule {
                 path: "/admin/".into(),
                 methods: Vec::new(),
                 policy: RulePolicy::Permission(SITE_ADMIN.into()),
+                mfa: false,
             },
         ];
     })

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse::model::amr::Amr;
 use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use gatehouse::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
@@ -186,6 +187,8 @@ fn session(user: UserId, tag: u8, created_at: OffsetDateTime) -> SessionRecord {
         expires_at: created_at + time::Duration::days(30),
         user_agent: Some("contract-test/1.0".to_owned()),
         ip: Some("192.0.2.7".to_owned()),
+        // Not the default, so that every store proves it keeps it.
+        amr: Amr::PASSWORD_OTP,
     }
 }
 
@@ -1042,6 +1045,7 @@ async fn session_reads_back_by_secret_hash_and_id(stores: Stores) {
     let bare = SessionRecord {
         user_agent: None,
         ip: None,
+        amr: Amr::PASSWORD,
         ..session(alice.id, 2, at(10))
     };
 

@@ -50,6 +50,7 @@ fn rule(path: &str, methods: &[&str], policy: RulePolicy) -> AccessRule {
         path: path.into(),
         methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         policy,
+        mfa: false,
     }
 }
 

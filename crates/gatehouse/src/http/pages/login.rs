@@ -19,6 +19,7 @@ use super::respond::{
 use super::return_to::ReturnTo;
 use super::views;
 use crate::auth::accounts::LoginError;
+use crate::auth::mfa::{Method, Proof, StepError};
 use crate::auth::audit::{Actor, Ending};
 use crate::auth::types::Password;
 use crate::http::AppState;
@@ -182,6 +183,15 @@ pub(super) async fn login(
             res.headers_mut().append(SET_COOKIE, cookie);
             res
         }
+        Err(LoginError::SecondFactorRequired(challenge)) => html(
+            StatusCode::OK,
+            views::login_second_step(&views::SecondStepView {
+                mfa_token: &challenge.mfa_token.encode(),
+                return_to: &return_to,
+                error: None,
+                recovery_codes: challenge.methods.contains(&Method::RecoveryCode),
+            }),
+        ),
         Err(LoginError::InvalidCredentials) => {
             with_challenge(failed(StatusCode::UNAUTHORIZED, INVALID_LOGIN))
         }
@@ -197,6 +207,104 @@ pub(super) async fn login(
             let _ = crate::error::unavailable(e);
             with_retry_after(
                 failed(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+                Duration::from_secs(1),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecondStepForm {
+    pub(super) mfa_token: String,
+    /// A TOTP code or a recovery code.
+    pub(super) code: String,
+    #[serde(default)]
+    pub(super) return_to: String,
+}
+
+/// `POST /login/mfa`: the second step of a sign-in; a new session in the
+/// cookie and 303 to `return_to`. A wrong code shows the step again with
+/// the same `mfa_token`; a dead one sends the visitor back to the
+/// password.
+#[utoipa::path(
+    post,
+    path = "/login/mfa",
+    tag = "pages",
+    operation_id = "loginSecondStepForm",
+    description = "Form posts need an allowed `Origin`, or none and \
+        `Sec-Fetch-Site: same-origin` (403 otherwise).",
+    request_body(content = SecondStepForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 401, description = "The step again (a wrong code), or the sign-in form (the \
+            mfa_token is spent, expired or unknown)", content_type = "text/html", body = String,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"gatehouse\"`"))),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The step again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "The step again: the service cannot answer",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "`1`"))),
+    )
+)]
+pub(super) async fn second_step(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Form(form): Form<SecondStepForm>,
+) -> Response {
+    let return_to =
+        ReturnTo::parse_or_default(non_empty(&form.return_to), &state.web.allowed_origins);
+    let again = |status: StatusCode, message: &str| {
+        html(
+            status,
+            views::login_second_step(&views::SecondStepView {
+                mfa_token: &form.mfa_token,
+                return_to: &return_to,
+                error: Some(message),
+                recovery_codes: true,
+            }),
+        )
+    };
+    match state
+        .factors
+        .complete_login(&form.mfa_token, Proof::Code(form.code.trim()), &client)
+        .await
+    {
+        Ok((_, new)) => {
+            let cookie = state
+                .web
+                .session_cookie(&new.secret, &new.record, new.record.created_at);
+            let mut res = see_other(return_to.as_str());
+            res.headers_mut().append(SET_COOKIE, cookie);
+            res
+        }
+        Err(StepError::WrongCode) => with_challenge(again(
+            StatusCode::UNAUTHORIZED,
+            "The code is incorrect or was used before.",
+        )),
+        Err(StepError::InvalidToken) => with_challenge(html(
+            StatusCode::UNAUTHORIZED,
+            views::login(&views::LoginView {
+                email: "",
+                return_to: &return_to,
+                error: Some("This sign-in expired. Enter your email and password again."),
+                notice: None,
+                registration_open: registration_open(&state),
+            }),
+        )),
+        Err(StepError::Throttled { retry_after }) => with_retry_after(
+            again(StatusCode::TOO_MANY_REQUESTS, &try_again_in(retry_after)),
+            retry_after,
+        ),
+        Err(StepError::Store(e)) => {
+            let _ = crate::error::unavailable(e);
+            with_retry_after(
+                again(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
                 Duration::from_secs(1),
             )
         }

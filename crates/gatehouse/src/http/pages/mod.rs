@@ -40,6 +40,7 @@ use super::{AppState, WebSettings};
 pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login::login_page, login::login))
+        .routes(routes!(login::second_step))
         .routes(routes!(register::register_page, register::register))
         .routes(routes!(account::account))
         .routes(routes!(account::end_session))

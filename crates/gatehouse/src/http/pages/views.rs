@@ -199,6 +199,42 @@ pub fn login(v: &LoginView<'_>) -> Markup {
     )
 }
 
+/// What the second step of a login shows.
+pub struct SecondStepView<'a> {
+    /// The login's `mfa_token` (a hidden field; the page is never cached).
+    pub mfa_token: &'a str,
+    pub return_to: &'a ReturnTo,
+    pub error: Option<&'a str>,
+    /// Whether the user has recovery codes left (the hint mentions them).
+    pub recovery_codes: bool,
+}
+
+pub fn login_second_step(v: &SecondStepView<'_>) -> Markup {
+    let hint = if v.recovery_codes {
+        "The six-digit code from your authenticator app, or one of your recovery codes."
+    } else {
+        "The six-digit code from your authenticator app."
+    };
+    layout(
+        "Two-step verification",
+        html! {
+            h1 { "Two-step verification" }
+            (alert("code-error", v.error))
+            form method="post" action="/login/mfa" novalidate {
+                input type="hidden" name="mfa_token" value=(v.mfa_token);
+                (return_to_field(v.return_to))
+                (field(&Field {
+                    id: "code", label: "Code", kind: "text", autocomplete: "one-time-code",
+                    value: None, hint: Some(hint), error: None,
+                    form_error: v.error.map(|_| "code-error"), autofocus: true,
+                }))
+                button type="submit" { "Verify" }
+            }
+            p { a href="/login" { "Start again" } }
+        },
+    )
+}
+
 /// `return_to=…` for a link, percent-encoded.
 pub fn query_of(return_to: &ReturnTo) -> String {
     url::form_urlencoded::Serializer::new(String::new())

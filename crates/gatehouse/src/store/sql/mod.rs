@@ -1,8 +1,8 @@
 //! The two SQL backends' statements and row mapping, one file per aggregate
 //! with both dialects side by side: `users.rs` (users and roles),
 //! `sessions.rs` (sessions, refresh tokens, revocations), `keys.rs`,
-//! `audit.rs`, `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt
-//! counters); here, what they share. Connecting and opening stay in
+//! `audit.rs`, `mfa.rs` (second factors and pending logins),
+//! `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt counters); here, what they share. Connecting and opening stay in
 //! `store/postgres.rs` and `store/sqlite.rs`.
 //!
 //! A statement whose text is the same in both dialects is written once, as a
@@ -14,6 +14,7 @@
 
 mod audit;
 mod keys;
+mod mfa;
 mod resource_servers;
 mod sessions;
 mod throttle;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{hash_from, ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
+use crate::model::amr::Amr;
 use crate::model::types::{SecretHash, SessionId, UserId};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -22,7 +23,7 @@ use crate::store::{RefreshRecord, RevocationLog, SessionRecord, SessionStore, lo
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip ",
+            "SELECT id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr ",
             "FROM sessions ",
             $where
         )
@@ -30,8 +31,8 @@ macro_rules! session_select {
 }
 
 const INSERT_SESSION: &str = "INSERT INTO sessions \
-     (id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 const SESSION_BY_SECRET: &str = session_select!("WHERE secret_hash = $1");
 
@@ -75,6 +76,7 @@ impl SessionStore for PgStore {
             .bind(ms(s.expires_at))
             .bind(&s.user_agent)
             .bind(&s.ip)
+            .bind(s.amr.to_text())
             .execute(&mut *self.conn().await?)
             .await
             .context("inserting a session")?;
@@ -343,6 +345,7 @@ impl SessionStore for SqliteStore {
             .bind(to_millis(s.expires_at))
             .bind(&s.user_agent)
             .bind(&s.ip)
+            .bind(s.amr.to_text())
             .execute(&self.pool)
             .await
             .context("inserting a session")?;
@@ -601,6 +604,7 @@ fn pg_session_from_row(row: &PgRow) -> anyhow::Result<SessionRecord> {
             expires_at: row.try_get("expires_at")?,
             user_agent: row.try_get("user_agent")?,
             ip: row.try_get("ip")?,
+            amr: amr_from(row.try_get("amr")?).map_err(|e| sqlx::Error::Decode(e.into()))?,
         })
     };
     decode().context("decoding a session")
@@ -617,7 +621,13 @@ fn sqlite_session_from_row(row: &SqliteRow) -> anyhow::Result<SessionRecord> {
         expires_at: from_millis(row.try_get("expires_at")?),
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
+        amr: amr_from(row.try_get("amr")?)?,
     })
+}
+
+/// A stored `amr` column.
+fn amr_from(text: String) -> anyhow::Result<Amr> {
+    Amr::parse_text(&text).map_err(|e| anyhow::anyhow!("a stored session's amr: {e}"))
 }
 
 impl PgStore {
