@@ -179,7 +179,13 @@ mod tests {
 
     #[test]
     fn unknown_repeated_and_mistyped_values_are_refused() {
-        for bad in [r#"["pwd","sms"]"#, r#"["pwd","pwd"]"#, r#""pwd""#, "[1]", "{}"] {
+        for bad in [
+            r#"["pwd","sms"]"#,
+            r#"["pwd","pwd"]"#,
+            r#""pwd""#,
+            "[1]",
+            "{}",
+        ] {
             assert!(serde_json::from_str::<Amr>(bad).is_err(), "{bad}");
         }
         for bad in ["", "pwd ", "pwd  otp", "PWD", "pwd pwd", "face"] {

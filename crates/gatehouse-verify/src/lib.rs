@@ -14,10 +14,10 @@ mod revocation;
 mod token;
 mod verifier;
 
-/// How the user proved who they are (`Claims::amr`).
-pub use gatehouse_token_rules::Amr;
 pub use claims::Claims;
 pub use error::{BuildError, VerifyError};
+/// How the user proved who they are (`Claims::amr`).
+pub use gatehouse_token_rules::Amr;
 pub use layer::{
     RequirePermission, RequirePermissionService, ResponseFuture, VerifyLayer, VerifyService,
 };

@@ -62,7 +62,11 @@ fn auth_with_token_cached(
             .expect("user");
         let session = auth
             .sessions
-            .start(&user, &ClientMeta::default(), gatehouse::model::amr::Amr::PASSWORD)
+            .start(
+                &user,
+                &ClientMeta::default(),
+                gatehouse::model::amr::Amr::PASSWORD,
+            )
             .await
             .expect("session");
         let token = auth

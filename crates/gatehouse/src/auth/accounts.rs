@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::{Actor, Audit, Ending, EventType};
-use super::password::check_policy;
 use super::mfa::{Challenge, FactorError, SecondFactors, TotpEnrolment};
+use super::password::check_policy;
 use super::password::{HashError, Hasher};
 use super::principals::Principals;
 use super::sessions::{Authenticated, NewSession, Sessions};
 use super::throttle::{Admitted, Refused, Throttle};
 use crate::clock::Clock;
 use crate::config::Registration;
-use crate::model::amr::Amr;
 use crate::metrics::Metrics;
+use crate::model::amr::Amr;
 use crate::model::client::{ClientMeta, FieldError};
 use crate::model::types::{Email, Password, RoleName, UserId};
 use crate::store::{CreateUserError, NewUser, UserRecord, UserStore};
@@ -397,7 +397,9 @@ impl Accounts {
         password: Password,
         client: &ClientMeta,
     ) -> Result<(UserRecord, NewSession), LoginError> {
-        let (user, admitted) = self.check_password_admitted(email, password, client.ip).await?;
+        let (user, admitted) = self
+            .check_password_admitted(email, password, client.ip)
+            .await?;
         let methods = match self.factors.methods_of(user.id).await {
             Ok(methods) => methods,
             Err(e) => {

@@ -282,7 +282,7 @@ impl SecondFactors {
             .store
             .pending_login(&hash)
             .await?
-            .filter(|p| now < p.expires_at && p.failures < self.max_failures)
+            .filter(|p| now < p.expires_at)
             .ok_or(StepError::InvalidToken)?;
         let user = self
             .users
@@ -290,11 +290,16 @@ impl SecondFactors {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(StepError::InvalidToken)?;
+        // Counted before anything else is judged: past the budget, a guess
+        // is refused (429) whatever it is.
         let email = Email::parse(&user.email).ok();
         let admitted = self
             .throttle
             .admit_password_attempt(&user.email, email.as_ref(), client.ip)
             .await?;
+        if pending.failures >= self.max_failures {
+            return Err(StepError::InvalidToken);
+        }
         let method = match self.check(&user, proof).await {
             Ok(Some(method)) => method,
             Ok(None) => {
@@ -360,8 +365,8 @@ impl SecondFactors {
         let (Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code)) = proof;
         match proof_method(proof) {
             Method::Totp => Ok(self
-                    .spend_totp(user.id, code)
-                    .await?
+                .spend_totp(user.id, code)
+                .await?
                 .then_some(Method::Totp)),
             Method::RecoveryCode => {
                 let Some(hash) = recovery_code_hash(user.id, code) else {
@@ -770,7 +775,13 @@ mod tests {
         assert_eq!(recovery_code_hash(user, &typed), Some(stored));
         // Another user's code of the same text is another hash.
         assert_ne!(recovery_code_hash(UserId::new(), &code), Some(stored));
-        for bad in ["", "abcd", "abcd-efgh-jkmn-p", "abcd-efgh-jkm!", "ünic-ode0-0000"] {
+        for bad in [
+            "",
+            "abcd",
+            "abcd-efgh-jkmn-p",
+            "abcd-efgh-jkm!",
+            "ünic-ode0-0000",
+        ] {
             assert_eq!(recovery_code_hash(user, bad), None, "{bad}");
         }
         // Two codes alike would be a broken generator.
@@ -787,12 +798,18 @@ mod tests {
             Method::RecoveryCode
         );
         assert_eq!(proof_method(Proof::Code("12345")), Method::RecoveryCode);
-        assert_eq!(proof_method(Proof::RecoveryCode("123456")), Method::RecoveryCode);
+        assert_eq!(
+            proof_method(Proof::RecoveryCode("123456")),
+            Method::RecoveryCode
+        );
     }
 
     #[test]
     fn the_otpauth_issuer_is_the_issuers_host() {
-        assert_eq!(otpauth_label("https://auth.example.com"), "auth.example.com");
+        assert_eq!(
+            otpauth_label("https://auth.example.com"),
+            "auth.example.com"
+        );
         assert_eq!(otpauth_label("http://127.0.0.1:8080"), "127.0.0.1");
         assert_eq!(otpauth_label("not a url"), "gatehouse");
     }

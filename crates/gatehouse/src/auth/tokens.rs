@@ -16,8 +16,8 @@ use super::accounts::{Accounts, LoginError};
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::keys;
 use super::keys::KeyManager;
-use super::password::HashError;
 use super::mfa::{Challenge, Proof, SecondFactors, StepError};
+use super::password::HashError;
 use super::sessions::{NewSession, Sessions};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -556,7 +556,11 @@ mod tests {
             .expect("user");
         let new = auth
             .sessions
-            .start(&user, &ClientMeta::default(), crate::model::amr::Amr::PASSWORD)
+            .start(
+                &user,
+                &ClientMeta::default(),
+                crate::model::amr::Amr::PASSWORD,
+            )
             .await
             .expect("session");
         let access = auth

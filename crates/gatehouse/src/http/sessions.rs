@@ -18,9 +18,9 @@ use crate::auth::accounts::LoginError;
 use crate::auth::audit::{Actor, Ending};
 use crate::auth::mfa::Proof;
 use crate::auth::sessions::NewSession;
-use crate::store::UserRecord;
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
+use crate::store::UserRecord;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -65,8 +65,8 @@ use super::{
     Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
     SessionStore,
 };
-use crate::model::amr::Amr;
 use crate::clock::{from_millis, to_millis};
+use crate::model::amr::Amr;
 use crate::model::types::{SecretHash, SessionId, UserId};
 
 /// How many expired or idle sessions one `delete_expired` call deletes at

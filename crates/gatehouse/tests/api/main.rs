@@ -18,6 +18,7 @@ mod keys;
 mod log_secrets;
 mod memory;
 mod metrics;
+mod mfa;
 mod multinode;
 mod nginx;
 mod openapi;

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse::model::amr::Amr;
 use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use gatehouse::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
+use gatehouse::model::amr::Amr;
 use gatehouse::store::{
     self, AdminChange, AdminChangeError, Attempt, CreateResourceServerError, CreateUserError,
     NewUser, RefreshRecord, ResourceServerRecord, RolesError, SessionRecord, StoredKey, Stores,

@@ -19,8 +19,8 @@ use super::respond::{
 use super::return_to::ReturnTo;
 use super::views;
 use crate::auth::accounts::LoginError;
-use crate::auth::mfa::{Method, Proof, StepError};
 use crate::auth::audit::{Actor, Ending};
+use crate::auth::mfa::{Method, Proof, StepError};
 use crate::auth::types::Password;
 use crate::http::AppState;
 use crate::http::extract::Client;

@@ -19,7 +19,8 @@ use crate::http::WebSettings;
 /// guards whether or not a cookie rides along: a forged post to `/login` or
 /// `/register` needs no cookie to do harm (login CSRF).
 pub fn is_form_path(path: &str) -> bool {
-    matches!(path, "/login" | "/login/mfa" | "/register" | "/logout") || path.starts_with("/account/")
+    matches!(path, "/login" | "/login/mfa" | "/register" | "/logout")
+        || path.starts_with("/account/")
 }
 
 /// The CSRF rule of form posts, stricter than the API's: browsers send

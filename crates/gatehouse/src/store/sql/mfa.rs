@@ -220,7 +220,9 @@ impl MfaStore for PgStore {
             .execute(&mut *tx)
             .await
             .context("removing pending logins")?;
-        tx.commit().await.context("committing a second-factor reset")?;
+        tx.commit()
+            .await
+            .context("committing a second-factor reset")?;
         Ok(removed > 0)
     }
 
@@ -251,12 +253,18 @@ impl MfaStore for PgStore {
             return Ok(None);
         };
         let amr: String = row.try_get("amr").context("decoding a pending login")?;
-        let failures: i32 = row.try_get("failures").context("decoding a pending login")?;
+        let failures: i32 = row
+            .try_get("failures")
+            .context("decoding a pending login")?;
         Ok(Some(PendingLogin {
             user_id: UserId(row.try_get("user_id").context("decoding a pending login")?),
             amr: amr_from(&amr)?,
-            created_at: row.try_get("created_at").context("decoding a pending login")?,
-            expires_at: row.try_get("expires_at").context("decoding a pending login")?,
+            created_at: row
+                .try_get("created_at")
+                .context("decoding a pending login")?,
+            expires_at: row
+                .try_get("expires_at")
+                .context("decoding a pending login")?,
             failures: count(i64::from(failures)),
         }))
     }
@@ -433,7 +441,9 @@ impl MfaStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .context("removing pending logins")?;
-        tx.commit().await.context("committing a second-factor reset")?;
+        tx.commit()
+            .await
+            .context("committing a second-factor reset")?;
         Ok(removed > 0)
     }
 
@@ -464,14 +474,22 @@ impl MfaStore for SqliteStore {
             return Ok(None);
         };
         let amr: String = row.try_get("amr").context("decoding a pending login")?;
-        let failures: i64 = row.try_get("failures").context("decoding a pending login")?;
+        let failures: i64 = row
+            .try_get("failures")
+            .context("decoding a pending login")?;
         Ok(Some(PendingLogin {
             user_id: UserId(parse_uuid(
                 row.try_get("user_id").context("decoding a pending login")?,
             )?),
             amr: amr_from(&amr)?,
-            created_at: from_millis(row.try_get("created_at").context("decoding a pending login")?),
-            expires_at: from_millis(row.try_get("expires_at").context("decoding a pending login")?),
+            created_at: from_millis(
+                row.try_get("created_at")
+                    .context("decoding a pending login")?,
+            ),
+            expires_at: from_millis(
+                row.try_get("expires_at")
+                    .context("decoding a pending login")?,
+            ),
             failures: count(failures),
         }))
     }
