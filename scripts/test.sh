@@ -207,6 +207,28 @@ ensure_openapi_python_client() {
     "$OPENAPI_PYTHON_CLIENT_VERSION" tests/api/openapi_client.rs
 }
 
+# Keep in step with PYOTP in crates/gatehouse/tests/api/mfa.rs.
+PYOTP_VERSION=2.9.0
+
+# pyotp is a library (no command): checked by importing it.
+ensure_pyotp() {
+  if python3 -c "import importlib.metadata, sys; sys.exit(importlib.metadata.version('pyotp') != '$PYOTP_VERSION')" >/dev/null 2>&1; then
+    return 0
+  fi
+  local pip
+  if command -v pip3 >/dev/null 2>&1; then pip=pip3
+  elif command -v pip >/dev/null 2>&1; then pip=pip
+  else
+    echo "scripts/test.sh: pyotp is missing and so is pip; install Python 3 with pip, then pip install pyotp==$PYOTP_VERSION" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing pyotp $PYOTP_VERSION (for tests/api/mfa.rs)" >&2
+  if ! "$pip" install --quiet "pyotp==$PYOTP_VERSION"; then
+    echo "scripts/test.sh: installing pyotp failed; install it by hand (pip install pyotp==$PYOTP_VERSION)" >&2
+    exit 1
+  fi
+}
+
 ensure_packaging_tools() {
   local missing=()
   # sqlite3 and pg_dump for tests/api/backups.rs (PostgreSQL's client tools
@@ -249,6 +271,7 @@ ensure_redis
 ensure_browser
 ensure_schemathesis
 ensure_openapi_python_client
+ensure_pyotp
 ensure_packaging_tools
 ensure_cargo_deb
 
