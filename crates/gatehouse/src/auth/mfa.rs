@@ -434,10 +434,7 @@ impl SecondFactors {
     pub async fn begin_totp(&self, user: &UserRecord) -> Result<TotpEnrolment, FactorError> {
         let mut key = vec![0u8; TOTP_KEY_LEN];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
-        let totp = totp_for(key.clone(), Some((&self.label, &user.email)))?;
-        let otpauth_uri = totp
-            .to_url()
-            .map_err(|e| anyhow::anyhow!("writing an otpauth URI: {e}"))?;
+        let enrolment = self.enrolment(key.clone(), &user.email)?;
         let (secret, encrypted) = self.keys.seal_secret(&totp_aad(user.id), &key)?;
         let stored = self
             .store
@@ -455,6 +452,33 @@ impl SecondFactors {
         if !stored {
             return Err(FactorError::AlreadyEnrolled);
         }
+        Ok(enrolment)
+    }
+
+    /// The caller's pending TOTP enrolment, shown again (the account page
+    /// after a wrong confirmation code); `None` without one.
+    ///
+    /// # Errors
+    /// Store failures, or a sealed key that cannot be opened.
+    pub async fn pending_totp(&self, user: &UserRecord) -> anyhow::Result<Option<TotpEnrolment>> {
+        let Some(record) = self.store.totp(user.id).await? else {
+            return Ok(None);
+        };
+        if record.confirmed_at.is_some() {
+            return Ok(None);
+        }
+        let key = self
+            .keys
+            .open_secret(&totp_aad(user.id), &record.secret, record.encrypted)?;
+        Ok(Some(self.enrolment(key, &user.email)?))
+    }
+
+    /// The key as an app takes it: base32, and the `otpauth://` URI.
+    fn enrolment(&self, key: Vec<u8>, email: &str) -> anyhow::Result<TotpEnrolment> {
+        let totp = totp_for(key.clone(), Some((&self.label, email)))?;
+        let otpauth_uri = totp
+            .to_url()
+            .map_err(|e| anyhow::anyhow!("writing an otpauth URI: {e}"))?;
         Ok(TotpEnrolment {
             secret: totp_rs::Secret::from(key).to_base32(),
             otpauth_uri,

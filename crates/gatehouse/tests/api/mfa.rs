@@ -926,3 +926,153 @@ async fn on_postgres_a_login_begun_on_one_node_completes_on_another() {
 async fn on_redis_a_login_begun_on_one_node_completes_on_another() {
     a_login_begun_on_one_node_completes_on_another(TestApp::spawn_on_redis(|_| {}).await).await;
 }
+
+/// The code pyotp computes from a base32 key for the instant `unix`.
+fn pyotp_code_of_key(secret: &str, unix: i64) -> String {
+    python(
+        "print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))",
+        &[secret, &unix.to_string()],
+    )
+}
+
+#[tokio::test]
+async fn the_account_page_sets_up_totp_with_a_qr_code_and_shows_the_codes_once() {
+    let (app, clock) = app_on_clock(|_| {}).await;
+    let (user, browser) = app.logged_in().await;
+    let origin = app.origin();
+    let form = |path: &str, fields: Vec<(&str, String)>| {
+        browser
+            .post(app.url(path))
+            .header("origin", origin.as_str())
+            .form(&fields)
+            .send()
+    };
+    let page = browser
+        .get(app.url("/account"))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("Two-step verification"), "{page}");
+    assert!(page.contains("Set up an authenticator app"));
+
+    let res = form(
+        "/account/mfa/totp",
+        vec![("mfa-password", "wrong password!".into())],
+    )
+    .await
+    .expect("req");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.text()
+            .await
+            .expect("html")
+            .contains("The current password is incorrect.")
+    );
+    let res = form(
+        "/account/mfa/totp",
+        vec![("mfa-password", user.password.clone())],
+    )
+    .await
+    .expect("req");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let page = res.text().await.expect("html");
+    assert!(
+        page.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<?xml"),
+        "the QR code's XML declaration stays out of the page"
+    );
+    let secret = page
+        .split(r#"<code class="secret">"#)
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the key to type in")
+        .to_owned();
+    let t = now(&clock);
+    let right = pyotp_code_of_key(&secret, t);
+    let wrong = if right == "111111" {
+        "222222"
+    } else {
+        "111111"
+    };
+    let res = form("/account/mfa/totp/confirm", vec![("code", wrong.into())])
+        .await
+        .expect("req");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let page = res.text().await.expect("html");
+    assert!(page.contains("The code is incorrect") && page.contains(&secret));
+    let res = form("/account/mfa/totp/confirm", vec![("code", right)])
+        .await
+        .expect("req");
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("html");
+    assert_eq!(page.matches("<li><code>").count(), 10, "{page}");
+    let first_code = page
+        .split("<li><code>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("a code")
+        .to_owned();
+
+    let page = browser
+        .get(app.url("/account"))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Recovery codes left: <strong>10</strong>"),
+        "{page}"
+    );
+    // The codes are not shown again, anywhere.
+    assert!(!page.contains(&first_code));
+
+    // The password alone no longer signs in; the code from the page does.
+    let other = app.client();
+    let token = first_step(&app, &other, &user).await;
+    let res = second_step(&app, &other, &token, &first_code).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    clock.advance(Duration::from_secs(30));
+    let res = form(
+        "/account/mfa/recovery-codes",
+        vec![("codes-code", pyotp_code_of_key(&secret, now(&clock)))],
+    )
+    .await
+    .expect("req");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.text()
+            .await
+            .expect("html")
+            .matches("<li><code>")
+            .count(),
+        10
+    );
+    clock.advance(Duration::from_secs(30));
+    let res = form(
+        "/account/mfa/totp/remove",
+        vec![("remove-code", "12".into())],
+    )
+    .await
+    .expect("req");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = form(
+        "/account/mfa/totp/remove",
+        vec![("remove-code", pyotp_code_of_key(&secret, now(&clock)))],
+    )
+    .await
+    .expect("req");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/account?notice=totp-removed");
+    let res = app.login(&app.client(), &user).await;
+    assert!(session_cookie_value(&res, app.cookie_name()).is_some());
+}

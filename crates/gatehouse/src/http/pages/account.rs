@@ -15,6 +15,7 @@ use super::views::{self, Notice};
 use crate::auth::FieldError;
 use crate::auth::accounts::ChangePasswordError;
 use crate::auth::audit::{Actor, Ending};
+use crate::auth::mfa::FactorError;
 use crate::auth::sessions::Authenticated;
 use crate::auth::types::{Password, SessionId};
 use crate::http::AppState;
@@ -63,6 +64,22 @@ pub(super) async fn render_account(
     password_errors: &[FieldError],
     status: StatusCode,
 ) -> Result<Response, PageError> {
+    render_account_with(state, who, notice, password_errors, None, status).await
+}
+
+async fn render_account_with(
+    state: &AppState,
+    who: &Authenticated,
+    notice: Option<Notice>,
+    password_errors: &[FieldError],
+    mfa_error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let factors = state
+        .factors
+        .status(who.user.id)
+        .await
+        .map_err(store_failed)?;
     let sessions = state
         .sessions
         .live_sessions(who.user.id)
@@ -86,6 +103,8 @@ pub(super) async fn render_account(
             sessions: &sessions,
             notice,
             password_errors,
+            factors,
+            mfa_error,
         }),
     ))
 }
@@ -259,5 +278,270 @@ pub(super) async fn change_password(
         }
         Err(ChangePasswordError::Busy) => Err(PageError::unavailable()),
         Err(ChangePasswordError::Store(e)) => Err(store_failed(e)),
+    }
+}
+
+/// The page answering a refused two-step verification form: the account
+/// page with the message (or the set-up page, for a confirmation).
+async fn factor_refused(
+    state: &AppState,
+    who: &Authenticated,
+    e: FactorError,
+) -> Result<Response, PageError> {
+    let e = match e {
+        FactorError::Busy => return Err(PageError::unavailable()),
+        FactorError::Store(e) => return Err(store_failed(e)),
+        e => e,
+    };
+    let (status, message) = match &e {
+        FactorError::WrongCode => (
+            StatusCode::BAD_REQUEST,
+            "The code is incorrect or was used before.".to_owned(),
+        ),
+        FactorError::WrongPassword => (
+            StatusCode::UNAUTHORIZED,
+            "The current password is incorrect.".to_owned(),
+        ),
+        FactorError::Throttled { retry_after } => {
+            (StatusCode::TOO_MANY_REQUESTS, try_again_in(*retry_after))
+        }
+        FactorError::AlreadyEnrolled => (
+            StatusCode::CONFLICT,
+            "Two-step verification is on already.".to_owned(),
+        ),
+        FactorError::NotEnrolled => (
+            StatusCode::NOT_FOUND,
+            "Two-step verification is not set up.".to_owned(),
+        ),
+        FactorError::Busy | FactorError::Store(_) => return Err(PageError::unavailable()),
+    };
+    let page = render_account_with(state, who, None, &[], Some(&message), status).await?;
+    Ok(match &e {
+        FactorError::WrongPassword => with_challenge(page),
+        FactorError::Throttled { retry_after } => with_retry_after(page, *retry_after),
+        _ => page,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TotpStartForm {
+    #[serde(rename = "mfa-password")]
+    password: String,
+}
+
+/// `POST /account/mfa/totp`: after the current password, the set-up page
+/// of a new authenticator key (QR code, key, confirmation form).
+#[utoipa::path(
+    post,
+    path = "/account/mfa/totp",
+    tag = "pages",
+    operation_id = "totpSetupForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = TotpStartForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The set-up page: QR code, key, confirmation form",
+            content_type = "text/html", body = String),
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 401, description = "The account page again: the password is wrong",
+            content_type = "text/html", body = String,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"gatehouse\"`"))),
+        (status = 403, response = oa::PageError),
+        (status = 409, description = "The account page again: TOTP is on already",
+            content_type = "text/html", body = String),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The account page again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn start_totp(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Client(client): Client,
+    Form(form): Form<TotpStartForm>,
+) -> Result<Response, PageError> {
+    match state
+        .accounts
+        .begin_totp(&who, Password::new(form.password), &client)
+        .await
+    {
+        Ok(enrolment) => Ok(html(
+            StatusCode::OK,
+            views::totp_setup(&views::TotpSetupView {
+                secret: &enrolment.secret,
+                otpauth_uri: &enrolment.otpauth_uri,
+                error: None,
+            }),
+        )),
+        Err(e) => factor_refused(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CodeForm {
+    code: String,
+}
+
+/// `POST /account/mfa/totp/confirm`: turns TOTP on with a code from the
+/// app; the first factor's recovery codes are shown, this once.
+#[utoipa::path(
+    post,
+    path = "/account/mfa/totp/confirm",
+    tag = "pages",
+    operation_id = "totpConfirmForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = CodeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "TOTP is on: the recovery codes, shown once",
+            content_type = "text/html", body = String),
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, description = "The set-up page again: the code is wrong",
+            content_type = "text/html", body = String),
+        (status = 403, response = oa::PageError),
+        (status = 404, description = "The account page: nothing is being set up",
+            content_type = "text/html", body = String),
+        (status = 409, description = "The account page: TOTP is on already",
+            content_type = "text/html", body = String),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The account page again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn confirm_totp(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Client(client): Client,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, PageError> {
+    match state
+        .factors
+        .confirm_totp(&who, form.code.trim(), &client)
+        .await
+    {
+        Ok(Some(codes)) => Ok(html(StatusCode::OK, views::recovery_codes(&codes, true))),
+        // Codes of an earlier factor stay valid: nothing new to show.
+        Ok(None) => Ok(see_other("/account")),
+        Err(FactorError::WrongCode) => {
+            let pending = state
+                .factors
+                .pending_totp(&who.user)
+                .await
+                .map_err(store_failed)?;
+            match pending {
+                Some(enrolment) => Ok(html(
+                    StatusCode::BAD_REQUEST,
+                    views::totp_setup(&views::TotpSetupView {
+                        secret: &enrolment.secret,
+                        otpauth_uri: &enrolment.otpauth_uri,
+                        error: Some("The code is incorrect. Check the app and try again."),
+                    }),
+                )),
+                None => factor_refused(&state, &who, FactorError::WrongCode).await,
+            }
+        }
+        Err(e) => factor_refused(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveForm {
+    #[serde(rename = "remove-code")]
+    code: String,
+}
+
+/// `POST /account/mfa/totp/remove`: turns TOTP off, with a current code.
+#[utoipa::path(
+    post,
+    path = "/account/mfa/totp/remove",
+    tag = "pages",
+    operation_id = "totpRemoveForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = RemoveForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, description = "The account page again: the code is wrong",
+            content_type = "text/html", body = String),
+        (status = 403, response = oa::PageError),
+        (status = 404, description = "The account page again: TOTP is off",
+            content_type = "text/html", body = String),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The account page again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn remove_totp(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Client(client): Client,
+    Form(form): Form<RemoveForm>,
+) -> Result<Response, PageError> {
+    match state
+        .factors
+        .remove_totp(&who, form.code.trim(), &client)
+        .await
+    {
+        Ok(()) => Ok(see_other("/account?notice=totp-removed")),
+        Err(e) => factor_refused(&state, &who, e).await,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewCodesForm {
+    #[serde(rename = "codes-code")]
+    code: String,
+}
+
+/// `POST /account/mfa/recovery-codes`: a new set of recovery codes, with
+/// a current code; shown this once, the old set void.
+#[utoipa::path(
+    post,
+    path = "/account/mfa/recovery-codes",
+    tag = "pages",
+    operation_id = "recoveryCodesForm",
+    security((), ("sessionCookie" = [])),
+    request_body(content = NewCodesForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The new recovery codes, shown once",
+            content_type = "text/html", body = String),
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, description = "The account page again: the code is wrong",
+            content_type = "text/html", body = String),
+        (status = 403, response = oa::PageError),
+        (status = 404, description = "The account page again: TOTP is off",
+            content_type = "text/html", body = String),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 429, description = "The account page again: try again in N minutes",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn new_recovery_codes(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Client(client): Client,
+    Form(form): Form<NewCodesForm>,
+) -> Result<Response, PageError> {
+    match state
+        .factors
+        .regenerate_recovery_codes(&who, form.code.trim(), &client)
+        .await
+    {
+        Ok(codes) => Ok(html(StatusCode::OK, views::recovery_codes(&codes, false))),
+        Err(e) => factor_refused(&state, &who, e).await,
     }
 }

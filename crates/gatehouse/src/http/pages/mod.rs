@@ -46,6 +46,10 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
         .routes(routes!(account::end_session))
         .routes(routes!(account::end_others))
         .routes(routes!(account::change_password))
+        .routes(routes!(account::start_totp))
+        .routes(routes!(account::confirm_totp))
+        .routes(routes!(account::remove_totp))
+        .routes(routes!(account::new_recovery_codes))
         .routes(routes!(login::logout))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),

@@ -15,7 +15,7 @@ use time::macros::format_description;
 
 use super::return_to::ReturnTo;
 use crate::auth::FieldError;
-use crate::store::{SessionRecord, UserRecord};
+use crate::store::{FactorSummary, SessionRecord, UserRecord};
 
 /// The path of the one stylesheet (`style-src 'self'`).
 pub const STYLESHEET_PATH: &str = "/assets/gatehouse.css";
@@ -32,6 +32,7 @@ pub enum Notice {
     PasswordChanged,
     SessionEnded,
     OthersEnded,
+    TotpRemoved,
 }
 
 impl Notice {
@@ -42,6 +43,7 @@ impl Notice {
             "password-changed" => Self::PasswordChanged,
             "session-ended" => Self::SessionEnded,
             "others-ended" => Self::OthersEnded,
+            "totp-removed" => Self::TotpRemoved,
             _ => return None,
         })
     }
@@ -55,6 +57,7 @@ impl Notice {
             }
             Self::SessionEnded => "That device was signed out.",
             Self::OthersEnded => "Every other device was signed out.",
+            Self::TotpRemoved => "Two-step verification is off.",
         }
     }
 }
@@ -300,6 +303,10 @@ pub struct AccountView<'a> {
     pub notice: Option<Notice>,
     /// Errors of the password change form, by field.
     pub password_errors: &'a [FieldError],
+    /// The caller's second factors.
+    pub factors: FactorSummary,
+    /// An error of the two-step verification forms.
+    pub mfa_error: Option<&'a str>,
 }
 
 pub fn account(v: &AccountView<'_>) -> Markup {
@@ -336,6 +343,7 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                     }
                 }
             }
+            (two_step_section(v))
             section aria-labelledby="password-heading" {
                 h2 #password-heading { "Change password" }
                 @if !v.password_errors.is_empty() {
@@ -364,6 +372,131 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                     button type="submit" { "Change password" }
                 }
             }
+        },
+    )
+}
+
+/// The account page's "Two-step verification": turn TOTP on (password
+/// first), or, while it is on, renew the recovery codes or turn it off
+/// (each with a current code).
+fn two_step_section(v: &AccountView<'_>) -> Markup {
+    let error = v.mfa_error.map(|_| "mfa-error");
+    html! {
+        section aria-labelledby="mfa-heading" {
+            h2 #mfa-heading { "Two-step verification" }
+            (alert("mfa-error", v.mfa_error))
+            @if v.factors.totp {
+                p {
+                    "On: signing in takes your password and a code from your authenticator app. "
+                    "Recovery codes left: " strong { (v.factors.recovery_codes_left) } "."
+                }
+                form method="post" action="/account/mfa/recovery-codes" novalidate {
+                    (field(&Field {
+                        id: "codes-code", label: "Code from your app", kind: "text",
+                        autocomplete: "one-time-code", value: None,
+                        hint: Some("New recovery codes replace the old ones."), error: None,
+                        form_error: error, autofocus: false,
+                    }))
+                    button.secondary type="submit" { "Get new recovery codes" }
+                }
+                form method="post" action="/account/mfa/totp/remove" novalidate {
+                    (field(&Field {
+                        id: "remove-code", label: "Code from your app", kind: "text",
+                        autocomplete: "one-time-code", value: None, hint: None, error: None,
+                        form_error: error, autofocus: false,
+                    }))
+                    button.secondary type="submit" { "Turn off two-step verification" }
+                }
+            } @else {
+                p { "Off. Add an authenticator app (TOTP), so that a stolen password alone cannot sign in." }
+                form method="post" action="/account/mfa/totp" novalidate {
+                    (field(&Field {
+                        id: "mfa-password", label: "Current password", kind: "password",
+                        autocomplete: "current-password", value: None, hint: None, error: None,
+                        form_error: error, autofocus: false,
+                    }))
+                    button type="submit" { "Set up an authenticator app" }
+                }
+            }
+        }
+    }
+}
+
+/// The SVG of a QR code of `text`, without its XML declaration (it goes
+/// inside the page); `None` when the text does not fit a QR code.
+fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    Some(match svg.find("<svg") {
+        Some(i) => svg[i..].to_owned(),
+        None => svg,
+    })
+}
+
+/// What the TOTP set-up page shows.
+pub struct TotpSetupView<'a> {
+    pub secret: &'a str,
+    pub otpauth_uri: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// Step two of turning TOTP on: the QR code (and the key, to type in),
+/// and the code that confirms it.
+pub fn totp_setup(v: &TotpSetupView<'_>) -> Markup {
+    let qr = qr_svg(v.otpauth_uri);
+    layout(
+        "Set up your authenticator app",
+        html! {
+            h1 { "Set up your authenticator app" }
+            (alert("code-error", v.error))
+            ol {
+                li { "Scan this code with your authenticator app." }
+                li { "Enter the six-digit code the app shows." }
+            }
+            @if let Some(svg) = qr {
+                div.qr role="img" aria-label="QR code of your authenticator key" {
+                    (maud::PreEscaped(svg))
+                }
+            }
+            p {
+                "Cannot scan? Enter this key in the app instead: "
+                code.secret { (v.secret) }
+            }
+            form method="post" action="/account/mfa/totp/confirm" novalidate {
+                (field(&Field {
+                    id: "code", label: "Code from your app", kind: "text",
+                    autocomplete: "one-time-code", value: None, hint: None, error: None,
+                    form_error: v.error.map(|_| "code-error"), autofocus: true,
+                }))
+                button type="submit" { "Turn on two-step verification" }
+            }
+            p { a href="/account" { "Cancel" } }
+        },
+    )
+}
+
+/// Recovery codes, shown once.
+pub fn recovery_codes(codes: &[String], first: bool) -> Markup {
+    layout(
+        "Your recovery codes",
+        html! {
+            h1 { "Your recovery codes" }
+            @if first {
+                p.notice role="status" { "Two-step verification is on." }
+            }
+            p {
+                "Each code signs you in once if you lose your authenticator app. "
+                "Keep them somewhere safe: they are shown only now."
+            }
+            ul.codes {
+                @for c in codes {
+                    li { code { (c) } }
+                }
+            }
+            p { a href="/account" { "I have saved them" } }
         },
     )
 }
