@@ -370,6 +370,11 @@ impl KeyManager {
         }
     }
 
+    /// Whether secrets are sealed (a `key_encryption_key` is configured).
+    pub fn seals(&self) -> bool {
+        self.kek.is_some()
+    }
+
     /// The inverse of [`Self::seal_secret`].
     ///
     /// # Errors

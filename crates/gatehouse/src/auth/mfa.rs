@@ -618,6 +618,25 @@ impl SecondFactors {
         Ok(Some(removed))
     }
 
+    /// Seals the TOTP keys stored unsealed, once a `key_encryption_key` is
+    /// configured (at start-up, as the signing keys are); nothing without
+    /// one.
+    ///
+    /// # Errors
+    /// Store failures, or a failing cipher.
+    pub async fn seal_plaintext_keys(&self) -> anyhow::Result<()> {
+        if !self.keys.seals() {
+            return Ok(());
+        }
+        for (user, plain) in self.store.unsealed_totp().await? {
+            let (sealed, _) = self.keys.seal_secret(&totp_aad(user), &plain)?;
+            if self.store.seal_totp(user, &plain, &sealed).await? {
+                tracing::info!(%user, "TOTP key sealed with key_encryption_key");
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes pending logins past their expiry (the sweeper's).
     ///
     /// # Errors

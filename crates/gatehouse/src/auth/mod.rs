@@ -174,6 +174,7 @@ impl Services {
             &settings.issuer,
             policy.throttle.login_max_failures,
         ));
+        factors.seal_plaintext_keys().await?;
         let accounts = Arc::new(Accounts::new(
             stores.users.clone(),
             hasher.clone(),

@@ -485,6 +485,14 @@ pub trait MfaStore: Send + Sync + 'static {
     /// deleted already: of concurrent calls, one gets `true`.
     async fn take_pending_login(&self, hash: &SecretHash) -> anyhow::Result<bool>;
 
+    /// The users whose TOTP key is stored unsealed, with it (to seal them
+    /// once a `key_encryption_key` is configured).
+    async fn unsealed_totp(&self) -> anyhow::Result<Vec<(UserId, Vec<u8>)>>;
+
+    /// Replaces an unsealed TOTP key `plain` by its seal, only if it is
+    /// still stored as it was read; `false` otherwise.
+    async fn seal_totp(&self, user: UserId, plain: &[u8], sealed: &[u8]) -> anyhow::Result<bool>;
+
     /// Deletes pending logins whose `expires_at` is not after `now`; returns
     /// how many.
     async fn delete_expired_mfa(&self, now: OffsetDateTime) -> anyhow::Result<u64>;

@@ -67,6 +67,12 @@ const PENDING_FAILED: &str = "UPDATE pending_logins SET failures = failures + 1 
 
 const TAKE_PENDING: &str = "DELETE FROM pending_logins WHERE token_hash = $1";
 
+const UNSEALED_TOTP: &str =
+    "SELECT user_id, secret FROM totp_credentials WHERE encrypted = $1 ORDER BY user_id";
+
+const SEAL_TOTP: &str = "UPDATE totp_credentials SET secret = $1, encrypted = $2 \
+     WHERE user_id = $3 AND secret = $4 AND encrypted = $5";
+
 const SWEEP_PENDING: &str = "DELETE FROM pending_logins WHERE expires_at <= $1";
 
 fn count(n: i64) -> u32 {
@@ -284,6 +290,28 @@ impl MfaStore for PgStore {
             .execute(&mut *self.conn().await?)
             .await
             .context("spending a pending login")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unsealed_totp(&self) -> anyhow::Result<Vec<(UserId, Vec<u8>)>> {
+        let rows: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as(UNSEALED_TOTP)
+            .bind(false)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .context("reading unsealed TOTP keys")?;
+        Ok(rows.into_iter().map(|(u, k)| (UserId(u), k)).collect())
+    }
+
+    async fn seal_totp(&self, user: UserId, plain: &[u8], sealed: &[u8]) -> anyhow::Result<bool> {
+        let done = sqlx::query(SEAL_TOTP)
+            .bind(sealed)
+            .bind(true)
+            .bind(user.0)
+            .bind(plain)
+            .bind(false)
+            .execute(&mut *self.conn().await?)
+            .await
+            .context("sealing a TOTP key")?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -509,6 +537,30 @@ impl MfaStore for SqliteStore {
             .execute(&self.pool)
             .await
             .context("spending a pending login")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unsealed_totp(&self) -> anyhow::Result<Vec<(UserId, Vec<u8>)>> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(UNSEALED_TOTP)
+            .bind(0_i64)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading unsealed TOTP keys")?;
+        rows.into_iter()
+            .map(|(u, k)| Ok((UserId(parse_uuid(u)?), k)))
+            .collect()
+    }
+
+    async fn seal_totp(&self, user: UserId, plain: &[u8], sealed: &[u8]) -> anyhow::Result<bool> {
+        let done = sqlx::query(SEAL_TOTP)
+            .bind(sealed)
+            .bind(1_i64)
+            .bind(user.0.to_string())
+            .bind(plain)
+            .bind(0_i64)
+            .execute(&self.pool)
+            .await
+            .context("sealing a TOTP key")?;
         Ok(done.rows_affected() == 1)
     }
 
