@@ -22,7 +22,8 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// Every operation of the API, as `METHOD path`: API.md's endpoints and
 /// docs/api.md's additions (admin audit and resource servers, the revocation
-/// feed, the hosted pages). Adding a route means adding it here, on purpose.
+/// feed, the hosted pages, second factors). Adding a route means adding it
+/// here, on purpose.
 const OPERATIONS: &[&str] = &[
     "GET /.well-known/jwks.json",
     "GET /account",
@@ -33,6 +34,7 @@ const OPERATIONS: &[&str] = &[
     "GET /healthz",
     "GET /login",
     "POST /login",
+    "POST /login/mfa",
     "POST /logout",
     "GET /metrics",
     "GET /openapi.json",
@@ -51,12 +53,19 @@ const OPERATIONS: &[&str] = &[
     "DELETE /v1/admin/users/{id}",
     "GET /v1/admin/users/{id}",
     "PATCH /v1/admin/users/{id}",
+    "DELETE /v1/admin/users/{id}/mfa",
     "PUT /v1/admin/users/{id}/roles",
     "DELETE /v1/admin/users/{id}/sessions",
     "POST /v1/authorize",
     "POST /v1/login",
+    "POST /v1/login/mfa",
     "POST /v1/logout",
     "GET /v1/me",
+    "GET /v1/me/mfa",
+    "POST /v1/me/mfa/recovery-codes",
+    "DELETE /v1/me/mfa/totp",
+    "POST /v1/me/mfa/totp",
+    "POST /v1/me/mfa/totp/confirm",
     "POST /v1/me/password",
     "GET /v1/revocations",
     "POST /v1/session/token",
