@@ -188,7 +188,7 @@ async fn login_mfa(
 ) -> Result<Response, Error> {
     let (user, new) = state
         .factors
-        .complete_login(&req.mfa_token, Proof::Code(&req.code), &client)
+        .complete_login(&req.mfa_token, Proof::Code(req.code.trim()), &client)
         .await?;
     Ok(signed_in(&state, &user, &new))
 }

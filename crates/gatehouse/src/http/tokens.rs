@@ -385,8 +385,8 @@ async fn token(
         MFA_GRANT => {
             let mfa_token = required(&params, "mfa_token")?;
             let proof = match (params.get("otp"), params.get("recovery_code")) {
-                (Some(otp), None) if !otp.is_empty() => Proof::Totp(otp),
-                (None, Some(code)) if !code.is_empty() => Proof::RecoveryCode(code),
+                (Some(otp), None) if !otp.trim().is_empty() => Proof::Totp(otp.trim()),
+                (None, Some(code)) if !code.trim().is_empty() => Proof::RecoveryCode(code.trim()),
                 _ => {
                     return Err(OAuthError::bad(
                         "invalid_request",

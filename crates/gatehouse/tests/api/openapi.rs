@@ -27,6 +27,10 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 const OPERATIONS: &[&str] = &[
     "GET /.well-known/jwks.json",
     "GET /account",
+    "POST /account/mfa/recovery-codes",
+    "POST /account/mfa/totp",
+    "POST /account/mfa/totp/confirm",
+    "POST /account/mfa/totp/remove",
     "POST /account/password",
     "POST /account/sessions/end-others",
     "POST /account/sessions/{id}/end",

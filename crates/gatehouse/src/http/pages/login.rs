@@ -135,6 +135,9 @@ pub(super) struct LoginForm {
         `Sec-Fetch-Site: same-origin` (403 otherwise).",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
+        (status = 200, description = "The password is right and the account has a second \
+            factor: the second step's form (no cookie yet)", content_type = "text/html",
+            body = String),
         (status = 303, response = oa::PageRedirect),
         (status = 400, response = oa::PageError),
         (status = 401, description = "The form again, with one message for every failure",
