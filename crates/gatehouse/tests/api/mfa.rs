@@ -1076,3 +1076,34 @@ async fn the_account_page_sets_up_totp_with_a_qr_code_and_shows_the_codes_once()
     let res = app.login(&app.client(), &user).await;
     assert!(session_cookie_value(&res, app.cookie_name()).is_some());
 }
+
+#[tokio::test]
+async fn gatehouse_user_reset_mfa_lets_the_password_alone_sign_in_again() {
+    let (app, clock) = app_on_clock(|_| {}).await;
+    let (user, client) = app.logged_in().await;
+    enrol(&app, &client, &user, now(&clock)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = format!("sqlite://{}", app.db_path.display());
+    let reset = |email: &str| {
+        crate::process::run(
+            crate::process::gatehouse(dir.path())
+                .args(["user", "reset-mfa", email])
+                .env("GATEHOUSE_DATABASE_URL", &database_url),
+            "",
+        )
+    };
+    let out = reset("nobody@example.com");
+    let line = crate::process::assert_fails_with_one_line(&out);
+    assert!(line.contains("nobody@example.com"), "{line}");
+    let out = reset(&user.email.to_uppercase());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("removed every second factor"),
+        "{out:?}"
+    );
+    let res = app.login(&app.client(), &user).await;
+    assert!(session_cookie_value(&res, app.cookie_name()).is_some());
+    let out = reset(&user.email);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("had no second factor"), "{out:?}");
+}
