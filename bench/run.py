@@ -43,6 +43,7 @@ SESSIONS = int(os.environ.get("BENCH_SESSIONS", "1000000"))
 sys.path.insert(0, str(BENCH))
 import propagation  # noqa: E402  (bench/propagation.py, beside this file)
 import baselines  # noqa: E402  (bench/baselines.py: the Express servers)
+import mfa  # noqa: E402  (bench/mfa.py: the second step of a login)
 
 HS256_SECRET = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC1iZW5jaC0xMjM0NTY="
 # Tokens minted at the start are still presented to the baselines at the
@@ -243,6 +244,9 @@ def main():
                 {"BENCH_TOKENS": str(pool)})
             run("POST /v1/login (argon2id, OWASP parameters)", eddsa, "/v1/login", "login.lua",
                 {"BENCH_ACCOUNTS": str(logins), "BENCH_PASSWORD": PASSWORD})
+            print("bench: the second step of a login (TOTP)", file=sys.stderr)
+            second_step = mfa.measure(eddsa.base)
+            print(f"  {mfa.report(second_step)}", file=sys.stderr)
             for label, env, script in [
                 ("same EdDSA token", {"BENCH_HEADER": f"Authorization: Bearer {access}"}, "header.lua"),
                 ("fresh EdDSA token each request", {"BENCH_TOKENS": str(fresh)}, "fresh_tokens.lua"),
@@ -323,6 +327,7 @@ def main():
         if "flood_logins_per_s" in r:
             print(f"\nDuring \"{r['scenario']}\": {r['flood_logins_per_s']} logins/s, "
                   f"{r['flood_non2xx']} of them non-2xx.")
+    print(f"\nThe second step of a login: {mfa.report(second_step)}.")
     print("\nRevocation propagation: logout on node A (204 received) until node B refuses the "
           "access token, two nodes on PostgreSQL + Redis\n")
     print(propagation.table([(r["scenario"], r) for r in spread]))
@@ -331,6 +336,7 @@ def main():
         print(memory)
     (ROOT / "target" / "bench-results.json").write_text(json.dumps(
         {"machine": machine, "idle_rss_mb": idle_rss, "results": results,
+         "second_step": second_step,
          "propagation": spread, "memory": memory}, indent=1) + "\n")
     # The chart of docs/benchmarks.md (matplotlib in target/bench-venv).
     subprocess.run([sys.executable, str(BENCH / "plot.py")], cwd=ROOT, check=True,

@@ -6,7 +6,10 @@
 // Registers through /register, signs in on two devices (two browser
 // contexts, each its own cookie jar), ends the other device from /account
 // and checks through the JSON API that it is gone, changes the password,
-// signs out, and checks that /account then sends the browser to /login.
+// signs out, and checks that /account then sends the browser to /login;
+// then turns two-step verification on from /account (the QR code's key read
+// off the page, codes computed by PyPI's pyotp) and signs in with the
+// second step.
 // Every page is saved as a PNG in ARTIFACT_DIR. Exits 0 when every step
 // held, 1 (with the reason on stderr) otherwise.
 //
@@ -18,6 +21,7 @@ import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 
 const [base, artifacts] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -46,6 +50,15 @@ function watch(page, problems) {
     problems.push(`console ${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+}
+
+/** The TOTP code of a base32 key at a Unix time, as PyPI's pyotp computes
+ *  it (installed by scripts/test.sh). */
+function totp(secret, at) {
+  return execFileSync('python3', [
+    '-c', 'import sys, pyotp; print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))',
+    secret, String(at),
+  ]).toString().trim();
 }
 
 async function shot(page, name) {
@@ -180,6 +193,40 @@ try {
   await pageA.getByLabel('Password').fill(newPassword);
   await submit(pageA, pageA.getByRole('button', { name: 'Sign in' }));
   assert.equal(new URL(pageA.url()).pathname, '/account');
+
+  step('turn on two-step verification from /account');
+  await pageA.getByLabel('Your password').fill(newPassword);
+  await submit(pageA, pageA.getByRole('button', { name: 'Set up an authenticator app' }));
+  await pageA.getByRole('img', { name: 'QR code of your authenticator key' }).waitFor();
+  await shot(pageA, '08-totp-setup');
+  const secret = (await pageA.locator('code.secret').textContent()).trim();
+  const now = () => Math.floor(Date.now() / 1000);
+  await pageA.getByLabel('Code from your app').fill(totp(secret, now()));
+  await submit(pageA, pageA.getByRole('button', { name: 'Turn on two-step verification' }));
+  await pageA.getByText('Two-step verification is on.').waitFor();
+  assert.equal(await pageA.locator('ul.codes li').count(), 10, 'ten recovery codes, shown once');
+  await shot(pageA, '09-recovery-codes');
+  await Promise.all([pageA.waitForNavigation(), pageA.getByRole('link', { name: 'I have saved them' }).click()]);
+  await pageA.getByText('Recovery codes left:').waitFor();
+
+  step('sign out, then sign in with the password and a code');
+  await submit(pageA, pageA.locator('form[action="/logout"]').getByRole('button', { name: 'Sign out' }));
+  await pageA.getByLabel('Email').fill(email);
+  await pageA.getByLabel('Password').fill(newPassword);
+  await submit(pageA, pageA.getByRole('button', { name: 'Sign in' }));
+  await pageA.getByRole('heading', { name: 'Two-step verification' }).waitFor();
+  assert.equal((await a.cookies(base)).filter((c) => c.name === COOKIE).length, 0, 'no session yet');
+  await shot(pageA, '10-second-step');
+  await pageA.getByLabel('Code').fill('000000' === totp(secret, now() + 30) ? '111111' : '000000');
+  await submit(pageA, pageA.getByRole('button', { name: 'Verify' }));
+  await pageA.getByText('The code is incorrect or was used before.').waitFor();
+  // The code of the next step: the confirmation spent this one's.
+  await pageA.getByLabel('Code').fill(totp(secret, now() + 30));
+  await submit(pageA, pageA.getByRole('button', { name: 'Verify' }));
+  assert.equal(new URL(pageA.url()).pathname, '/account');
+  await shot(pageA, '11-signed-in-with-a-second-factor');
+  const me = await (await a.request.get(`${base}/v1/me`)).json();
+  assert.deepEqual(me.session.amr, ['pwd', 'otp', 'mfa']);
 
   assert.deepEqual(problems, [], 'the pages logged no errors (CSP violations among them)');
   console.log('journey passed');

@@ -411,7 +411,7 @@ fn two_step_section(v: &AccountView<'_>) -> Markup {
                 p { "Off. Add an authenticator app (TOTP), so that a stolen password alone cannot sign in." }
                 form method="post" action="/account/mfa/totp" novalidate {
                     (field(&Field {
-                        id: "mfa-password", label: "Current password", kind: "password",
+                        id: "mfa-password", label: "Your password", kind: "password",
                         autocomplete: "current-password", value: None, hint: None, error: None,
                         form_error: error, autofocus: false,
                     }))
