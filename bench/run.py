@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-BINARY = ROOT / "target" / "release" / "gatehouse"
+BINARY = Path(os.environ.get("BENCH_BINARY", ROOT / "target" / "release" / "gatehouse"))
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 THREADS = 1  # wrk's own threads: on 2 cores it shares the machine with the server

@@ -26,7 +26,9 @@ use crate::metrics::Metrics;
 use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
 use crate::model::types::{Email, MfaToken, SecretHash, UserId};
-use crate::store::{FactorSummary, MfaStore, PendingLogin, TotpRecord, UserRecord, UserStore};
+use crate::store::{
+    FactorSummary, MfaStore, PendingLogin, TotpLogin, TotpRecord, UserRecord, UserStore,
+};
 
 /// How long a login waits for its second step.
 pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
@@ -300,22 +302,43 @@ impl SecondFactors {
         if pending.failures >= self.max_failures {
             return Err(StepError::InvalidToken);
         }
-        let method = match self.check(&user, proof).await {
-            Ok(Some(method)) => method,
-            Ok(None) => {
+        let (Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code)) = proof;
+        let method = proof_method(proof);
+        let outcome = match method {
+            // The step and the pending login are spent in one transaction.
+            Method::Totp => match self.totp_step(user.id, code).await {
+                Ok(Some(step)) => self.store.finish_totp_login(&hash, user.id, step).await,
+                Ok(None) => Ok(TotpLogin::StepUsed),
+                Err(e) => Err(e),
+            },
+            Method::RecoveryCode => match self.spend_recovery_code(&user, code).await {
+                Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
+                    if taken {
+                        TotpLogin::Done
+                    } else {
+                        TotpLogin::LoginGone
+                    }
+                }),
+                Ok(false) => Ok(TotpLogin::StepUsed),
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(TotpLogin::Done) => {}
+            Ok(TotpLogin::StepUsed) => {
                 self.pending_failed(&hash, &user, proof, client.ip).await?;
                 return Err(StepError::WrongCode);
+            }
+            // Of two completions racing with right codes, one starts a
+            // session.
+            Ok(TotpLogin::LoginGone) => {
+                self.throttle.attempt_passed(admitted).await?;
+                return Err(StepError::InvalidToken);
             }
             Err(e) => {
                 self.throttle.attempt_unchecked(admitted).await;
                 return Err(StepError::Store(e));
             }
-        };
-        // Spent here, once: of two completions racing with right codes, one
-        // starts a session.
-        if !self.store.take_pending_login(&hash).await? {
-            self.throttle.attempt_passed(admitted).await?;
-            return Err(StepError::InvalidToken);
         }
         self.throttle.attempt_matched(admitted).await?;
         // A recovery code is a one-time password too (RFC 8176 `otp`).
@@ -359,51 +382,47 @@ impl SecondFactors {
         Ok(())
     }
 
-    /// Whether `proof` is a right code of the user's, spending it: the
-    /// method it was, or `None`.
-    async fn check(&self, user: &UserRecord, proof: Proof<'_>) -> anyhow::Result<Option<Method>> {
-        let (Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code)) = proof;
-        match proof_method(proof) {
-            Method::Totp => Ok(self
-                .spend_totp(user.id, code)
-                .await?
-                .then_some(Method::Totp)),
-            Method::RecoveryCode => {
-                let Some(hash) = recovery_code_hash(user.id, code) else {
-                    return Ok(None);
-                };
-                if !self.store.spend_recovery_code(user.id, &hash).await? {
-                    return Ok(None);
-                }
-                let left = self.store.factors(user.id).await?.recovery_codes_left;
-                let event = self
-                    .audit
-                    .event(EventType::RecoveryCodeUsed, Actor::User(user.id))
-                    .user(user.id)
-                    .detail("codes_left", left);
-                self.audit.record_one(event).await;
-                Ok(Some(Method::RecoveryCode))
-            }
+    /// Spends one of the user's recovery codes, as typed; `false` when it
+    /// is none of their unused codes.
+    async fn spend_recovery_code(&self, user: &UserRecord, code: &str) -> anyhow::Result<bool> {
+        let Some(hash) = recovery_code_hash(user.id, code) else {
+            return Ok(false);
+        };
+        if !self.store.spend_recovery_code(user.id, &hash).await? {
+            return Ok(false);
         }
+        let left = self.store.factors(user.id).await?.recovery_codes_left;
+        let event = self
+            .audit
+            .event(EventType::RecoveryCodeUsed, Actor::User(user.id))
+            .user(user.id)
+            .detail("codes_left", left);
+        self.audit.record_one(event).await;
+        Ok(true)
+    }
+
+    /// The step of a right TOTP code of the user's active credential, when
+    /// it is later than the last accepted one (now, or one either side).
+    async fn totp_step(&self, user: UserId, code: &str) -> anyhow::Result<Option<i64>> {
+        let Some(record) = self.store.totp(user).await? else {
+            return Ok(None);
+        };
+        if record.confirmed_at.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .matching_step(user, &record, code)?
+            .filter(|step| *step > record.last_step))
     }
 
     /// Accepts a TOTP code of the user's active credential once: the step
-    /// it matches (now, or one either side) must be later than the last
-    /// accepted one, and the store moves it forward atomically.
+    /// it matches must be later than the last accepted one, and the store
+    /// moves it forward atomically.
     async fn spend_totp(&self, user: UserId, code: &str) -> anyhow::Result<bool> {
-        let Some(record) = self.store.totp(user).await? else {
-            return Ok(false);
-        };
-        if record.confirmed_at.is_none() {
-            return Ok(false);
+        match self.totp_step(user, code).await? {
+            Some(step) => self.store.spend_totp_step(user, step).await,
+            None => Ok(false),
         }
-        let Some(step) = self.matching_step(user, &record, code)? else {
-            return Ok(false);
-        };
-        if step <= record.last_step {
-            return Ok(false);
-        }
-        self.store.spend_totp_step(user, step).await
     }
 
     /// The step (now or one either side) whose code `code` is.

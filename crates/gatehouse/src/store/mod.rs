@@ -404,6 +404,18 @@ pub struct PendingLogin {
     pub failures: u32,
 }
 
+/// What [`MfaStore::finish_totp_login`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpLogin {
+    /// The step is spent and so is the pending login.
+    Done,
+    /// The step was not later than the last accepted one (or there is no
+    /// confirmed credential): nothing changed.
+    StepUsed,
+    /// The pending login was spent or deleted meanwhile: nothing changed.
+    LoginGone,
+}
+
 /// What second factors a user has, read in one round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FactorSummary {
@@ -480,6 +492,17 @@ pub trait MfaStore: Send + Sync + 'static {
     /// Counts one wrong code against the pending login, atomically; the
     /// count afterwards, `None` when there is no such pending login.
     async fn pending_login_failed(&self, hash: &SecretHash) -> anyhow::Result<Option<u32>>;
+
+    /// Completes a pending login with a TOTP code of `step`, in one
+    /// transaction: the credential's step moves forward (as
+    /// `spend_totp_step`) and the pending login is spent (as
+    /// `take_pending_login`), both or neither.
+    async fn finish_totp_login(
+        &self,
+        hash: &SecretHash,
+        user: UserId,
+        step: i64,
+    ) -> anyhow::Result<TotpLogin>;
 
     /// Spends the pending login (deletes it); `false` when it was spent or
     /// deleted already: of concurrent calls, one gets `true`.

@@ -13,7 +13,7 @@ use crate::model::amr::Amr;
 use crate::model::types::{SecretHash, UserId};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{FactorSummary, MfaStore, PendingLogin, TotpRecord};
+use crate::store::{FactorSummary, MfaStore, PendingLogin, TotpLogin, TotpRecord};
 
 const FACTORS: &str = "SELECT \
      (SELECT count(*) FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
@@ -284,6 +284,36 @@ impl MfaStore for PgStore {
         Ok(n.map(|n| count(i64::from(n))))
     }
 
+    async fn finish_totp_login(
+        &self,
+        hash: &SecretHash,
+        user: UserId,
+        step: i64,
+    ) -> anyhow::Result<TotpLogin> {
+        let mut tx = self.begin().await.context("starting a transaction")?;
+        let stepped = sqlx::query(SPEND_TOTP_STEP)
+            .bind(step)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .context("accepting a TOTP code")?
+            .rows_affected();
+        if stepped != 1 {
+            return Ok(TotpLogin::StepUsed);
+        }
+        let taken = sqlx::query(TAKE_PENDING)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await
+            .context("spending a pending login")?
+            .rows_affected();
+        if taken != 1 {
+            return Ok(TotpLogin::LoginGone);
+        }
+        tx.commit().await.context("committing a second step")?;
+        Ok(TotpLogin::Done)
+    }
+
     async fn take_pending_login(&self, hash: &SecretHash) -> anyhow::Result<bool> {
         let done = sqlx::query(TAKE_PENDING)
             .bind(&hash.0[..])
@@ -529,6 +559,36 @@ impl MfaStore for SqliteStore {
             .await
             .context("counting a wrong code")?;
         Ok(n.map(count))
+    }
+
+    async fn finish_totp_login(
+        &self,
+        hash: &SecretHash,
+        user: UserId,
+        step: i64,
+    ) -> anyhow::Result<TotpLogin> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let stepped = sqlx::query(SPEND_TOTP_STEP)
+            .bind(step)
+            .bind(user.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("accepting a TOTP code")?
+            .rows_affected();
+        if stepped != 1 {
+            return Ok(TotpLogin::StepUsed);
+        }
+        let taken = sqlx::query(TAKE_PENDING)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await
+            .context("spending a pending login")?
+            .rows_affected();
+        if taken != 1 {
+            return Ok(TotpLogin::LoginGone);
+        }
+        tx.commit().await.context("committing a second step")?;
+        Ok(TotpLogin::Done)
     }
 
     async fn take_pending_login(&self, hash: &SecretHash) -> anyhow::Result<bool> {
