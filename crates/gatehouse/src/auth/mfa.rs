@@ -286,10 +286,12 @@ impl SecondFactors {
             .await?
             .filter(|p| now < p.expires_at)
             .ok_or(StepError::InvalidToken)?;
-        let user = self
-            .users
-            .user_by_id(pending.user_id)
-            .await?
+        // Two reads at once: the second step is on every MFA login's path.
+        let (user, totp) = tokio::try_join!(
+            self.users.user_by_id(pending.user_id),
+            self.store.totp(pending.user_id)
+        )?;
+        let user = user
             .filter(|u| !u.disabled)
             .ok_or(StepError::InvalidToken)?;
         // Counted before anything else is judged: past the budget, a guess
@@ -306,7 +308,10 @@ impl SecondFactors {
         let method = proof_method(proof);
         let outcome = match method {
             // The step and the pending login are spent in one transaction.
-            Method::Totp => match self.totp_step(user.id, code).await {
+            Method::Totp => match totp
+                .as_ref()
+                .map_or(Ok(None), |record| self.step_of(user.id, record, code))
+            {
                 Ok(Some(step)) => self.store.finish_totp_login(&hash, user.id, step).await,
                 Ok(None) => Ok(TotpLogin::StepUsed),
                 Err(e) => Err(e),
@@ -404,14 +409,24 @@ impl SecondFactors {
     /// The step of a right TOTP code of the user's active credential, when
     /// it is later than the last accepted one (now, or one either side).
     async fn totp_step(&self, user: UserId, code: &str) -> anyhow::Result<Option<i64>> {
-        let Some(record) = self.store.totp(user).await? else {
-            return Ok(None);
-        };
+        match self.store.totp(user).await? {
+            Some(record) => self.step_of(user, &record, code),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::totp_step`] on a credential already read.
+    fn step_of(
+        &self,
+        user: UserId,
+        record: &TotpRecord,
+        code: &str,
+    ) -> anyhow::Result<Option<i64>> {
         if record.confirmed_at.is_none() {
             return Ok(None);
         }
         Ok(self
-            .matching_step(user, &record, code)?
+            .matching_step(user, record, code)?
             .filter(|step| *step > record.last_step))
     }
 
