@@ -15,8 +15,8 @@ use gatehouse::config::DatabaseUrl;
 use gatehouse::model::amr::Amr;
 use gatehouse::store::{
     self, AdminChange, AdminChangeError, Attempt, CreateResourceServerError, CreateUserError,
-    NewUser, RefreshRecord, ResourceServerRecord, RolesError, SessionRecord, StoredKey, Stores,
-    UserRecord,
+    FactorSummary, NewUser, PendingLogin, RefreshRecord, ResourceServerRecord, RolesError,
+    SessionRecord, StoredKey, Stores, TotpLogin, TotpRecord, UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -2429,4 +2429,374 @@ async fn deleting_a_resource_server_ends_its_key(stores: Stores) {
     rs.create_resource_server(&resource_server("orders", 3))
         .await
         .expect("created anew");
+}
+
+// Second factors (MfaStore): always the SQL database.
+
+contract! {
+    a_totp_credential_is_pending_until_confirmed_and_its_steps_move_forward_only
+        => sqlite_totp_steps_move_forward_only, postgres_totp_steps_move_forward_only;
+    concurrent_uses_of_one_step_or_one_code_admit_exactly_one
+        => sqlite_concurrent_uses_of_one_step_admit_one,
+           postgres_concurrent_uses_of_one_step_admit_one;
+    recovery_codes_are_replaced_whole_and_go_with_the_last_factor
+        => sqlite_recovery_codes_go_with_the_last_factor,
+           postgres_recovery_codes_go_with_the_last_factor;
+    a_pending_login_counts_failures_is_spent_once_and_is_swept
+        => sqlite_pending_logins_are_spent_once, postgres_pending_logins_are_spent_once;
+}
+
+fn totp_record(secret: &[u8], encrypted: bool) -> TotpRecord {
+    TotpRecord {
+        secret: secret.to_vec(),
+        encrypted,
+        created_at: at(0),
+        confirmed_at: None,
+        last_step: 0,
+    }
+}
+
+fn pending(user: UserId, expires_at: OffsetDateTime) -> PendingLogin {
+    PendingLogin {
+        user_id: user,
+        amr: Amr::PASSWORD,
+        created_at: at(0),
+        expires_at,
+        failures: 0,
+    }
+}
+
+async fn a_totp_credential_is_pending_until_confirmed_and_its_steps_move_forward_only(
+    stores: Stores,
+) {
+    let mfa = &stores.mfa;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    assert_eq!(mfa.totp(alice.id).await.expect("read"), None);
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"first", false))
+            .await
+            .expect("put")
+    );
+    // A pending one is replaced, and is no factor yet.
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"second", true))
+            .await
+            .expect("put")
+    );
+    let stored = mfa.totp(alice.id).await.expect("read").expect("pending");
+    assert_eq!(
+        (stored.secret.as_slice(), stored.encrypted),
+        (&b"second"[..], true)
+    );
+    assert_eq!(stored.confirmed_at, None);
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary::default()
+    );
+    assert!(
+        !mfa.spend_totp_step(alice.id, 5).await.expect("spend"),
+        "not while pending"
+    );
+    // Confirmed only with the secret that is stored.
+    assert!(
+        !mfa.confirm_totp(alice.id, b"first", 10, at(1))
+            .await
+            .expect("confirm")
+    );
+    assert!(
+        mfa.confirm_totp(alice.id, b"second", 10, at(1))
+            .await
+            .expect("confirm")
+    );
+    assert!(
+        !mfa.confirm_totp(alice.id, b"second", 11, at(2))
+            .await
+            .expect("once")
+    );
+    let stored = mfa.totp(alice.id).await.expect("read").expect("active");
+    assert_eq!((stored.confirmed_at, stored.last_step), (Some(at(1)), 10));
+    assert!(mfa.factors(alice.id).await.expect("read").totp);
+    // A confirmed credential is not replaced by a new enrolment.
+    assert!(
+        !mfa.put_pending_totp(alice.id, &totp_record(b"third", false))
+            .await
+            .expect("put")
+    );
+    // Steps: only later ones, each once.
+    for (step, accepted) in [
+        (10, false),
+        (9, false),
+        (11, true),
+        (11, false),
+        (13, true),
+        (12, false),
+    ] {
+        assert_eq!(
+            mfa.spend_totp_step(alice.id, step).await.expect("spend"),
+            accepted,
+            "step {step}"
+        );
+    }
+    // Sealing an unsealed key only replaces what was read.
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    assert!(
+        mfa.put_pending_totp(bob.id, &totp_record(b"plain", false))
+            .await
+            .expect("put")
+    );
+    assert_eq!(
+        mfa.unsealed_totp().await.expect("read"),
+        vec![(bob.id, b"plain".to_vec())]
+    );
+    assert!(
+        !mfa.seal_totp(bob.id, b"other", b"sealed")
+            .await
+            .expect("seal")
+    );
+    assert!(
+        mfa.seal_totp(bob.id, b"plain", b"sealed")
+            .await
+            .expect("seal")
+    );
+    assert!(mfa.unsealed_totp().await.expect("read").is_empty());
+    let sealed = mfa.totp(bob.id).await.expect("read").expect("there");
+    assert_eq!(
+        (sealed.secret.as_slice(), sealed.encrypted),
+        (&b"sealed"[..], true)
+    );
+    // Deleting the user deletes the credential.
+    assert!(stores.users.delete_user(bob.id).await.expect("deleted"));
+    assert_eq!(mfa.totp(bob.id).await.expect("read"), None);
+}
+
+async fn concurrent_uses_of_one_step_or_one_code_admit_exactly_one(stores: Stores) {
+    let mfa = stores.mfa.clone();
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"k", false))
+            .await
+            .expect("put")
+    );
+    assert!(
+        mfa.confirm_totp(alice.id, b"k", 1, at(0))
+            .await
+            .expect("confirm")
+    );
+    let code = SecretHash([3; 32]);
+    mfa.replace_recovery_codes(alice.id, &[code], at(0))
+        .await
+        .expect("codes");
+    let barrier = Arc::new(Barrier::new(16));
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let (mfa, barrier) = (mfa.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            if i % 2 == 0 {
+                (0, mfa.spend_totp_step(alice.id, 2).await.expect("spend"))
+            } else {
+                (
+                    1,
+                    mfa.spend_recovery_code(alice.id, &code)
+                        .await
+                        .expect("spend"),
+                )
+            }
+        });
+    }
+    let mut won = [0, 0];
+    while let Some(r) = tasks.join_next().await {
+        let (kind, ok) = r.expect("task");
+        won[kind] += usize::from(ok);
+    }
+    assert_eq!(won, [1, 1], "one step and one code, each used once");
+}
+
+async fn recovery_codes_are_replaced_whole_and_go_with_the_last_factor(stores: Stores) {
+    let mfa = &stores.mfa;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let old = [SecretHash([1; 32]), SecretHash([2; 32])];
+    let new = [
+        SecretHash([3; 32]),
+        SecretHash([4; 32]),
+        SecretHash([5; 32]),
+    ];
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"k", false))
+            .await
+            .expect("put")
+    );
+    assert!(
+        mfa.confirm_totp(alice.id, b"k", 1, at(0))
+            .await
+            .expect("confirm")
+    );
+    mfa.replace_recovery_codes(alice.id, &old, at(0))
+        .await
+        .expect("codes");
+    mfa.replace_recovery_codes(alice.id, &new, at(1))
+        .await
+        .expect("codes");
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary {
+            totp: true,
+            recovery_codes_left: 3
+        }
+    );
+    assert!(
+        !mfa.spend_recovery_code(alice.id, &old[0])
+            .await
+            .expect("spend"),
+        "old set void"
+    );
+    assert!(
+        mfa.spend_recovery_code(alice.id, &new[0])
+            .await
+            .expect("spend")
+    );
+    assert!(
+        !mfa.spend_recovery_code(alice.id, &new[0])
+            .await
+            .expect("spend"),
+        "once"
+    );
+    // Another user's code is not this user's.
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    assert!(
+        !mfa.spend_recovery_code(bob.id, &new[1])
+            .await
+            .expect("spend")
+    );
+    // Removing the last factor removes the codes with it.
+    assert!(mfa.delete_totp(alice.id).await.expect("delete"));
+    assert!(
+        !mfa.delete_totp(alice.id).await.expect("delete"),
+        "nothing left to delete"
+    );
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary::default()
+    );
+    // A reset removes everything, pending logins included.
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"k", false))
+            .await
+            .expect("put")
+    );
+    assert!(
+        mfa.confirm_totp(alice.id, b"k", 1, at(0))
+            .await
+            .expect("confirm")
+    );
+    mfa.replace_recovery_codes(alice.id, &new, at(1))
+        .await
+        .expect("codes");
+    let token = SecretHash([9; 32]);
+    mfa.insert_pending_login(&token, &pending(alice.id, at(300)))
+        .await
+        .expect("insert");
+    assert!(mfa.reset_mfa(alice.id).await.expect("reset"));
+    assert!(
+        !mfa.reset_mfa(alice.id).await.expect("reset"),
+        "nothing the second time"
+    );
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary::default()
+    );
+    assert_eq!(mfa.pending_login(&token).await.expect("read"), None);
+}
+
+async fn a_pending_login_counts_failures_is_spent_once_and_is_swept(stores: Stores) {
+    let mfa = &stores.mfa;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let (a, b, c) = (
+        SecretHash([1; 32]),
+        SecretHash([2; 32]),
+        SecretHash([3; 32]),
+    );
+    let login = PendingLogin {
+        amr: Amr::PASSWORD,
+        ..pending(alice.id, at(300))
+    };
+    mfa.insert_pending_login(&a, &login).await.expect("insert");
+    mfa.insert_pending_login(&b, &pending(alice.id, at(300)))
+        .await
+        .expect("insert");
+    mfa.insert_pending_login(&c, &pending(alice.id, at(60)))
+        .await
+        .expect("insert");
+    assert_eq!(
+        mfa.pending_login(&a).await.expect("read"),
+        Some(login.clone())
+    );
+    assert_eq!(mfa.pending_login_failed(&a).await.expect("count"), Some(1));
+    assert_eq!(mfa.pending_login_failed(&a).await.expect("count"), Some(2));
+    assert_eq!(
+        mfa.pending_login_failed(&SecretHash([8; 32]))
+            .await
+            .expect("count"),
+        None
+    );
+    assert_eq!(
+        mfa.pending_login(&a)
+            .await
+            .expect("read")
+            .expect("there")
+            .failures,
+        2
+    );
+    assert!(mfa.take_pending_login(&a).await.expect("take"));
+    assert!(
+        !mfa.take_pending_login(&a).await.expect("take"),
+        "spent once"
+    );
+    // With a TOTP step, in one transaction: both or neither.
+    assert!(
+        mfa.put_pending_totp(alice.id, &totp_record(b"k", false))
+            .await
+            .expect("put")
+    );
+    assert!(
+        mfa.confirm_totp(alice.id, b"k", 5, at(0))
+            .await
+            .expect("confirm")
+    );
+    assert_eq!(
+        mfa.finish_totp_login(&b, alice.id, 5)
+            .await
+            .expect("finish"),
+        TotpLogin::StepUsed
+    );
+    assert!(
+        mfa.pending_login(&b).await.expect("read").is_some(),
+        "the token is unspent"
+    );
+    assert_eq!(
+        mfa.finish_totp_login(&a, alice.id, 6)
+            .await
+            .expect("finish"),
+        TotpLogin::LoginGone
+    );
+    assert!(
+        mfa.spend_totp_step(alice.id, 6).await.expect("spend"),
+        "step 6 still unspent"
+    );
+    assert_eq!(
+        mfa.finish_totp_login(&b, alice.id, 7)
+            .await
+            .expect("finish"),
+        TotpLogin::Done
+    );
+    assert_eq!(mfa.pending_login(&b).await.expect("read"), None);
+    assert!(!mfa.spend_totp_step(alice.id, 7).await.expect("spend"));
+    // The sweep takes what expired by `now`, and nothing else.
+    let d = SecretHash([4; 32]);
+    mfa.insert_pending_login(&d, &pending(alice.id, at(600)))
+        .await
+        .expect("insert");
+    assert_eq!(mfa.delete_expired_mfa(at(60)).await.expect("sweep"), 1);
+    assert_eq!(mfa.pending_login(&c).await.expect("read"), None);
+    assert!(mfa.pending_login(&d).await.expect("read").is_some());
 }
