@@ -245,6 +245,14 @@ fn main() -> anyhow::Result<()> {
             "valid_with_empty_scope",
             with(c.clone(), &[("scope", json!(""))]),
         ),
+        (
+            "valid_with_amr_of_a_second_factor",
+            with(c.clone(), &[("amr", json!(["pwd", "otp", "mfa"]))]),
+        ),
+        (
+            "valid_with_amr_of_a_passkey",
+            with(c.clone(), &[("amr", json!(["hwk", "user", "mfa"]))]),
+        ),
     ] {
         cases.valid(name, "EdDSA", ed(&claims)?, &claims);
     }
@@ -418,6 +426,16 @@ fn main() -> anyhow::Result<()> {
             with(c.clone(), &[("sid", json!("session-1"))]),
         ),
         ("sid_sql", with(c.clone(), &[("sid", json!("' OR '1'='1"))])),
+        // `amr` holds RFC 8176 values gatehouse records, each once.
+        (
+            "amr_naming_an_unknown_method",
+            with(c.clone(), &[("amr", json!(["pwd", "sms"]))]),
+        ),
+        ("amr_as_a_string", with(c.clone(), &[("amr", json!("pwd"))])),
+        (
+            "amr_with_a_method_twice",
+            with(c.clone(), &[("amr", json!(["pwd", "pwd"]))]),
+        ),
     ] {
         cases.add(name, "EdDSA", ed(&claims)?, "malformed");
     }
