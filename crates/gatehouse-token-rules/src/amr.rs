@@ -45,6 +45,18 @@ impl Amr {
         Self(self.0 | 1 << 1 | MFA)
     }
 
+    /// This set with a security key or passkey proved on top: `hwk` and
+    /// `mfa` added.
+    #[must_use]
+    pub fn with_key(self) -> Self {
+        Self(self.0 | 1 << 2 | MFA)
+    }
+
+    /// Whether a security key or passkey was proved (`hwk`).
+    pub fn proved_a_key(self) -> bool {
+        self.0 & 1 << 2 != 0
+    }
+
     /// Whether the user proved more than one factor (`mfa`).
     pub fn is_multi_factor(self) -> bool {
         self.0 & MFA != 0
@@ -172,6 +184,8 @@ mod tests {
             assert_eq!(Amr::parse_text(&amr.to_text()), Ok(amr));
         }
         assert_eq!(Amr::PASSWORD.with_otp(), Amr::PASSWORD_OTP);
+        assert_eq!(Amr::PASSWORD.with_key(), Amr::PASSWORD_KEY);
+        assert!(Amr::PASSKEY.proved_a_key() && !Amr::PASSWORD_OTP.proved_a_key());
         assert!(!Amr::PASSWORD.is_multi_factor());
         assert!(Amr::PASSWORD_OTP.is_multi_factor());
         assert!(Amr::PASSKEY.is_multi_factor());

@@ -429,6 +429,11 @@ config_keys! {
         /// The admin API refuses callers whose session proved no second
         /// factor (401 `insufficient_user_authentication`).
         pub admin_requires_mfa: bool = false, env, accept;
+        /// The WebAuthn relying party id; `None` means the issuer's host.
+        pub rp_id: Option<String> = None, env, some(rp_id);
+        /// Origins whose WebAuthn ceremonies are accepted; empty means the
+        /// issuer's origin.
+        pub webauthn_origins: Vec<String> = Vec::new(), env, each(origin);
         /// `text` or `json` (one object a line) on stderr.
         pub log_format: LogFormat = LogFormat::Text, env, accept;
     }
@@ -1120,6 +1125,31 @@ fn issuer(s: String) -> Result<String, String> {
         return Err("must not have a query or fragment".into());
     }
     Ok(s.trim_end_matches('/').to_owned())
+}
+
+/// A WebAuthn relying party id: a domain name (WebAuthn forbids an IP
+/// address), lower-cased, without scheme, port or path.
+fn rp_id(s: String) -> Result<String, String> {
+    let id = s.trim().to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if id.is_empty() || id.len() > 253 || !id.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a domain name (a relying party id has no scheme, port or path)"
+        ));
+    }
+    if id.parse::<IpAddr>().is_ok() || id.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{s:?} is an IP address, which WebAuthn forbids as a relying party id"
+        ));
+    }
+    Ok(id)
 }
 
 fn audience(s: String) -> Result<String, String> {

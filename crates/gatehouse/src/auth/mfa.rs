@@ -53,6 +53,7 @@ const CODE_CHARS: usize = 12;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Totp,
+    Passkey,
     RecoveryCode,
 }
 
@@ -60,6 +61,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Totp => "totp",
+            Self::Passkey => "passkey",
             Self::RecoveryCode => "recovery_code",
         }
     }
@@ -84,6 +86,11 @@ pub enum Proof<'a> {
     Totp(&'a str),
     /// A recovery code (the token endpoint's `recovery_code`).
     RecoveryCode(&'a str),
+    /// A passkey assertion answering the ceremony `challenge_id`.
+    Passkey {
+        challenge_id: &'a str,
+        credential: &'a webauthn_rs::prelude::PublicKeyCredential,
+    },
 }
 
 /// Why a second step failed.
@@ -155,18 +162,20 @@ pub type FactorStatus = FactorSummary;
 
 /// Second factors and the second step of a login.
 pub struct SecondFactors {
-    store: Arc<dyn MfaStore>,
-    users: Arc<dyn UserStore>,
+    pub(super) store: Arc<dyn MfaStore>,
+    pub(super) users: Arc<dyn UserStore>,
     throttle: Arc<Throttle>,
-    sessions: Arc<Sessions>,
+    pub(super) sessions: Arc<Sessions>,
     keys: Arc<KeyManager>,
-    audit: Arc<Audit>,
+    pub(super) audit: Arc<Audit>,
     metrics: Arc<Metrics>,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
     /// The `issuer` of `otpauth://` URIs: the host of gatehouse's issuer.
     label: String,
     /// Wrong codes that end a pending login (`login_max_failures`).
-    max_failures: u32,
+    pub(super) max_failures: u32,
+    /// The WebAuthn relying party; `None` while passkeys are off.
+    pub(super) webauthn: Option<webauthn_rs::Webauthn>,
 }
 
 impl std::fmt::Debug for SecondFactors {
@@ -190,6 +199,7 @@ impl SecondFactors {
         clock: Arc<dyn Clock>,
         issuer: &str,
         max_failures: u32,
+        webauthn: Option<webauthn_rs::Webauthn>,
     ) -> Self {
         Self {
             store,
@@ -202,6 +212,7 @@ impl SecondFactors {
             clock,
             label: otpauth_label(issuer),
             max_failures,
+            webauthn,
         }
     }
 
@@ -223,9 +234,12 @@ impl SecondFactors {
         let mut methods = Vec::new();
         if f.totp {
             methods.push(Method::Totp);
-            if f.recovery_codes_left > 0 {
-                methods.push(Method::RecoveryCode);
-            }
+        }
+        if f.passkeys > 0 {
+            methods.push(Method::Passkey);
+        }
+        if !methods.is_empty() && f.recovery_codes_left > 0 {
+            methods.push(Method::RecoveryCode);
         }
         Ok(methods)
     }
@@ -277,14 +291,9 @@ impl SecondFactors {
         proof: Proof<'_>,
         client: &ClientMeta,
     ) -> Result<(UserRecord, NewSession), StepError> {
-        let token = MfaToken::parse(mfa_token).ok_or(StepError::InvalidToken)?;
-        let hash = token.hash();
-        let now = self.clock.now();
-        let pending = self
-            .store
-            .pending_login(&hash)
+        let (hash, pending) = self
+            .live_pending_login(mfa_token)
             .await?
-            .filter(|p| now < p.expires_at)
             .ok_or(StepError::InvalidToken)?;
         // Two reads at once: the second step is on every MFA login's path.
         let (user, totp) = tokio::try_join!(
@@ -304,11 +313,36 @@ impl SecondFactors {
         if pending.failures >= self.max_failures {
             return Err(StepError::InvalidToken);
         }
-        let (Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code)) = proof;
+        let code = match proof {
+            Proof::Code(c) | Proof::Totp(c) | Proof::RecoveryCode(c) => c,
+            Proof::Passkey { .. } => "",
+        };
         let method = proof_method(proof);
-        let outcome = match method {
+        let outcome = match (method, proof) {
+            (
+                _,
+                Proof::Passkey {
+                    challenge_id,
+                    credential,
+                },
+            ) => {
+                match self
+                    .second_factor_assertion(&user, &hash, challenge_id, credential, client)
+                    .await
+                {
+                    Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
+                        if taken {
+                            TotpLogin::Done
+                        } else {
+                            TotpLogin::LoginGone
+                        }
+                    }),
+                    Ok(false) => Ok(TotpLogin::StepUsed),
+                    Err(e) => Err(e),
+                }
+            }
             // The step and the pending login are spent in one transaction.
-            Method::Totp => match totp
+            (Method::Totp, _) => match totp
                 .as_ref()
                 .map_or(Ok(None), |record| self.step_of(user.id, record, code))
             {
@@ -316,17 +350,19 @@ impl SecondFactors {
                 Ok(None) => Ok(TotpLogin::StepUsed),
                 Err(e) => Err(e),
             },
-            Method::RecoveryCode => match self.spend_recovery_code(&user, code).await {
-                Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
-                    if taken {
-                        TotpLogin::Done
-                    } else {
-                        TotpLogin::LoginGone
-                    }
-                }),
-                Ok(false) => Ok(TotpLogin::StepUsed),
-                Err(e) => Err(e),
-            },
+            (Method::RecoveryCode | Method::Passkey, _) => {
+                match self.spend_recovery_code(&user, code).await {
+                    Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
+                        if taken {
+                            TotpLogin::Done
+                        } else {
+                            TotpLogin::LoginGone
+                        }
+                    }),
+                    Ok(false) => Ok(TotpLogin::StepUsed),
+                    Err(e) => Err(e),
+                }
+            }
         };
         match outcome {
             Ok(TotpLogin::Done) => {}
@@ -349,8 +385,43 @@ impl SecondFactors {
         // A recovery code is a one-time password too (RFC 8176 `otp`).
         let amr = match method {
             Method::Totp | Method::RecoveryCode => pending.amr.with_otp(),
+            Method::Passkey => pending.amr.with_key(),
         };
         let session = self.sessions.start(&user, client, amr).await?;
+        self.login_succeeded(&user, &session, amr, client).await;
+        Ok((user, session))
+    }
+
+    /// The pending login `mfa_token` names, while it lives: its hash and
+    /// record.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub(super) async fn live_pending_login(
+        &self,
+        mfa_token: &str,
+    ) -> anyhow::Result<Option<(SecretHash, PendingLogin)>> {
+        let Some(token) = MfaToken::parse(mfa_token) else {
+            return Ok(None);
+        };
+        let hash = token.hash();
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .pending_login(&hash)
+            .await?
+            .filter(|p| now < p.expires_at)
+            .map(|p| (hash, p)))
+    }
+
+    /// Counts and records a completed login.
+    pub(super) async fn login_succeeded(
+        &self,
+        user: &UserRecord,
+        session: &NewSession,
+        amr: Amr,
+        client: &ClientMeta,
+    ) {
         self.metrics.logins_succeeded.increment(1);
         let mut event = self
             .audit
@@ -363,7 +434,6 @@ impl SecondFactors {
             event = event.detail("user_agent", ua.as_str());
         }
         self.audit.record_one(event).await;
-        Ok((user, session))
     }
 
     /// A wrong code against a pending login: counted in the login, audited.
@@ -604,12 +674,12 @@ impl SecondFactors {
         Ok(())
     }
 
-    /// A new set of recovery codes for the caller, on a current TOTP code
-    /// (a recovery code is not enough: it must not buy new factors); the
-    /// old set is void.
+    /// A new set of recovery codes for the caller, on a current TOTP code,
+    /// or without one from a session that proved a passkey (a recovery code
+    /// is not enough: it must not buy new factors); the old set is void.
     ///
     /// # Errors
-    /// [`FactorError::NotEnrolled`] without active TOTP,
+    /// [`FactorError::NotEnrolled`] without a factor,
     /// [`FactorError::WrongCode`], throttling and store failures.
     pub async fn regenerate_recovery_codes(
         &self,
@@ -618,10 +688,14 @@ impl SecondFactors {
         client: &ClientMeta,
     ) -> Result<Vec<String>, FactorError> {
         let user = &who.user;
-        if !self.store.factors(user.id).await?.totp {
+        let factors = self.store.factors(user.id).await?;
+        if !factors.totp && factors.passkeys == 0 {
             return Err(FactorError::NotEnrolled);
         }
-        self.proven_by_totp(who, code, client).await?;
+        let by_passkey = code.is_empty() && factors.passkeys > 0 && who.session.amr.proved_a_key();
+        if !by_passkey {
+            self.proven_by_totp(who, code, client).await?;
+        }
         let codes = self.issue_recovery_codes(user.id).await?;
         let event = self
             .audit
@@ -729,7 +803,7 @@ impl SecondFactors {
     }
 
     /// A fresh set of recovery codes, stored hashed (the old set void).
-    async fn issue_recovery_codes(&self, user: UserId) -> anyhow::Result<Vec<String>> {
+    pub(super) async fn issue_recovery_codes(&self, user: UserId) -> anyhow::Result<Vec<String>> {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         let mut hashes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
@@ -750,6 +824,7 @@ impl SecondFactors {
 /// The method a proof claims to be.
 fn proof_method(proof: Proof<'_>) -> Method {
     match proof {
+        Proof::Passkey { .. } => Method::Passkey,
         Proof::Totp(_) => Method::Totp,
         Proof::RecoveryCode(_) => Method::RecoveryCode,
         Proof::Code(c) if c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()) => Method::Totp,

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod forward;
 pub mod keys;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 pub mod principals;
 pub mod rules;
@@ -63,6 +64,11 @@ pub struct Policy {
     pub throttle: ThrottleLimits,
     /// How long audit events are kept; `None` keeps them forever.
     pub audit_retention: Option<Duration>,
+    /// `rp_id`: the WebAuthn relying party id; `None` takes the issuer's
+    /// host.
+    pub rp_id: Option<String>,
+    /// `webauthn_origins`; empty takes the issuer's origin.
+    pub webauthn_origins: Vec<String>,
 }
 
 impl Policy {
@@ -78,6 +84,8 @@ impl Policy {
             },
             throttle: ThrottleLimits::from_config(config),
             audit_retention: config.audit_retention,
+            rp_id: config.rp_id.clone(),
+            webauthn_origins: config.webauthn_origins.clone(),
         }
     }
 }
@@ -173,6 +181,11 @@ impl Services {
             clock.clone(),
             &settings.issuer,
             policy.throttle.login_max_failures,
+            passkeys::relying_party(
+                &settings.issuer,
+                policy.rp_id.as_deref(),
+                &policy.webauthn_origins,
+            )?,
         ));
         factors.seal_plaintext_keys().await?;
         let accounts = Arc::new(Accounts::new(

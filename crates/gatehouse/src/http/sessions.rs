@@ -20,12 +20,17 @@ use crate::auth::mfa::Proof;
 use crate::auth::sessions::NewSession;
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
+use crate::http::mfa::{CeremonyOptions, passkey_error};
 use crate::store::UserRecord;
+use webauthn_rs::prelude::PublicKeyCredential;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(login_mfa))
+        .routes(routes!(login_mfa_passkey_options))
+        .routes(routes!(passwordless_options))
+        .routes(routes!(passwordless))
         .routes(routes!(logout))
         .routes(routes!(list, end_others))
         .routes(routes!(end_one))
@@ -68,14 +73,41 @@ enum LoginAnswer {
     MfaRequired(MfaRequiredResponse),
 }
 
+/// Either `code`, or `challenge_id` and `credential`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginMfaRequest {
     /// The `mfa_token` of the `mfa_required` answer.
     mfa_token: String,
     /// A TOTP code (six digits) or a recovery code.
-    #[schema(max_length = 64)]
-    code: String,
+    #[serde(default)]
+    #[schema(max_length = 64, nullable = false)]
+    code: Option<String>,
+    /// With `credential`: the ceremony of `POST /v1/login/mfa/passkey-options`.
+    #[serde(default)]
+    #[schema(format = Uuid, nullable = false)]
+    challenge_id: Option<String>,
+    /// With `challenge_id`: `PublicKeyCredential.toJSON()` of the assertion.
+    #[serde(default)]
+    #[schema(value_type = Object, nullable = false)]
+    credential: Option<PublicKeyCredential>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasskeyOptionsRequest {
+    /// The `mfa_token` of the `mfa_required` answer.
+    mfa_token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordlessRequest {
+    #[schema(format = Uuid)]
+    challenge_id: String,
+    /// `PublicKeyCredential.toJSON()` of the assertion.
+    #[schema(value_type = Object)]
+    credential: PublicKeyCredential,
 }
 
 /// `GET /v1/sessions`.
@@ -186,10 +218,122 @@ async fn login_mfa(
     Client(client): Client,
     JsonBody(req): JsonBody<LoginMfaRequest>,
 ) -> Result<Response, Error> {
+    let proof = match (&req.code, &req.challenge_id, &req.credential) {
+        (Some(code), None, None) => Proof::Code(code.trim()),
+        (None, Some(challenge_id), Some(credential)) => Proof::Passkey {
+            challenge_id,
+            credential,
+        },
+        _ => {
+            return Err(Error::BadRequest(
+                "Send either code, or challenge_id and credential.".into(),
+            ));
+        }
+    };
     let (user, new) = state
         .factors
-        .complete_login(&req.mfa_token, Proof::Code(req.code.trim()), &client)
+        .complete_login(&req.mfa_token, proof, &client)
         .await?;
+    Ok(signed_in(&state, &user, &new))
+}
+
+/// `POST /v1/login/mfa/passkey-options`: a passkey ceremony for the second
+/// step of a login (the user's passkeys, user verification required).
+#[utoipa::path(
+    post,
+    path = "/v1/login/mfa/passkey-options",
+    tag = "sessions",
+    operation_id = "loginMfaPasskeyOptions",
+    request_body = PasskeyOptionsRequest,
+    description = "Finish with `POST /v1/login/mfa` `{\"mfa_token\", \"challenge_id\", \
+        \"credential\"}`. 401 for a spent, expired or unknown `mfa_token` or a user without \
+        passkeys; 404 while passkeys are off.",
+    responses(
+        (status = 200, description = "The ceremony's options", body = CeremonyOptions),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn login_mfa_passkey_options(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<PasskeyOptionsRequest>,
+) -> Result<Response, Error> {
+    let options = state
+        .factors
+        .begin_second_factor(&req.mfa_token)
+        .await
+        .map_err(|e| passkey_error(e, Error::InvalidMfaToken))?;
+    Ok((
+        [(CACHE_CONTROL, "no-store")],
+        Json(CeremonyOptions::from(options)),
+    )
+        .into_response())
+}
+
+/// `POST /v1/login/passkey/options`: a passwordless login's ceremony.
+#[utoipa::path(
+    post,
+    path = "/v1/login/passkey/options",
+    tag = "sessions",
+    operation_id = "passwordlessOptions",
+    description = "Any discoverable credential of this relying party, user verification \
+        required; finish with `POST /v1/login/passkey`. 404 while passkeys are off.",
+    responses(
+        (status = 200, description = "The ceremony's options", body = CeremonyOptions),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn passwordless_options(State(state): State<AppState>) -> Result<Response, Error> {
+    let options = state
+        .factors
+        .begin_passwordless()
+        .await
+        .map_err(|e| passkey_error(e, Error::Unauthorized))?;
+    Ok((
+        [(CACHE_CONTROL, "no-store")],
+        Json(CeremonyOptions::from(options)),
+    )
+        .into_response())
+}
+
+/// `POST /v1/login/passkey`: a passwordless login with a passkey.
+#[utoipa::path(
+    post,
+    path = "/v1/login/passkey",
+    tag = "sessions",
+    operation_id = "passwordless",
+    request_body = PasswordlessRequest,
+    description = "The session's `amr` is `[\"hwk\", \"user\", \"mfa\"]`. 401 for a failed \
+        ceremony, an unknown credential, a spent or expired challenge, or a disabled user.",
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
+            headers(("Set-Cookie" = String, description = "The new session cookie"))),
+        (status = 400, response = oa::BadRequest),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 413, response = oa::PayloadTooLarge),
+        (status = 415, response = oa::UnsupportedMediaType),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn passwordless(
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(req): JsonBody<PasswordlessRequest>,
+) -> Result<Response, Error> {
+    let (user, new) = state
+        .factors
+        .finish_passwordless(&req.challenge_id, &req.credential, &client)
+        .await
+        .map_err(|e| passkey_error(e, Error::Unauthorized))?;
     Ok(signed_in(&state, &user, &new))
 }
 

@@ -57,10 +57,13 @@ pub enum EventType {
     RecoveryCodesRegenerated,
     /// An administrator or the CLI removed every factor of the user.
     MfaReset,
+    /// A passkey's signature counter went backwards: a cloned
+    /// authenticator; the assertion was refused.
+    PasskeyCounterRegression,
 }
 
 impl EventType {
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -85,6 +88,7 @@ impl EventType {
         Self::RecoveryCodeUsed,
         Self::RecoveryCodesRegenerated,
         Self::MfaReset,
+        Self::PasskeyCounterRegression,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +117,7 @@ impl EventType {
             Self::RecoveryCodeUsed => "recovery_code_used",
             Self::RecoveryCodesRegenerated => "recovery_codes_regenerated",
             Self::MfaReset => "mfa_reset",
+            Self::PasskeyCounterRegression => "passkey_counter_regression",
         }
     }
 

@@ -265,6 +265,10 @@ uuid_id!(
     /// A resource server's id.
     ResourceServerId
 );
+uuid_id!(
+    /// A passkey's id (not its WebAuthn credential id).
+    PasskeyId
+);
 
 fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max {

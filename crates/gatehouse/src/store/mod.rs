@@ -20,7 +20,9 @@ use crate::clock::Clock;
 use crate::config::{Config, DatabaseUrl, SecretUrl};
 use crate::model::amr::Amr;
 use crate::model::audit::{AuditEvent, AuditQuery};
-use crate::model::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
+use crate::model::types::{
+    Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+};
 use crate::revocation::Revocations;
 
 /// A stored account.
@@ -421,7 +423,69 @@ pub enum TotpLogin {
 pub struct FactorSummary {
     /// A confirmed TOTP credential.
     pub totp: bool,
+    pub passkeys: u32,
     pub recovery_codes_left: u32,
+}
+
+/// A passkey as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    pub id: PasskeyId,
+    pub user_id: UserId,
+    pub credential_id: Vec<u8>,
+    pub name: String,
+    /// The credential as webauthn-rs keeps it (JSON).
+    pub passkey: String,
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// What a WebAuthn ceremony was begun for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyKind {
+    Register,
+    SecondFactor,
+    Passwordless,
+}
+
+impl CeremonyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::SecondFactor => "second_factor",
+            Self::Passwordless => "passwordless",
+        }
+    }
+
+    /// The kind stored as `s`.
+    ///
+    /// # Errors
+    /// A name no kind has.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "register" => Self::Register,
+            "second_factor" => Self::SecondFactor,
+            "passwordless" => Self::Passwordless,
+            other => anyhow::bail!("a stored ceremony's kind is unknown: {other:?}"),
+        })
+    }
+}
+
+/// A WebAuthn ceremony begun and not yet finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceremony {
+    pub id: uuid::Uuid,
+    pub kind: CeremonyKind,
+    /// The user (registration and second factor; none for passwordless).
+    pub user_id: Option<UserId>,
+    /// The login a second-factor ceremony belongs to.
+    pub mfa_token_hash: Option<SecretHash>,
+    /// webauthn-rs's state, JSON.
+    pub state: String,
+    pub expires_at: OffsetDateTime,
 }
 
 /// Second factors and the logins waiting for one.
@@ -493,6 +557,39 @@ pub trait MfaStore: Send + Sync + 'static {
     /// count afterwards, `None` when there is no such pending login.
     async fn pending_login_failed(&self, hash: &SecretHash) -> anyhow::Result<Option<u32>>;
 
+    /// The user's passkeys, oldest first.
+    async fn passkeys_of(&self, user: UserId) -> anyhow::Result<Vec<PasskeyRecord>>;
+
+    /// The passkey with this credential id, whoever's it is.
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> anyhow::Result<Option<PasskeyRecord>>;
+
+    /// Stores a new passkey; `false` (nothing stored) when its credential
+    /// id is registered already, to anyone.
+    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> anyhow::Result<bool>;
+
+    /// Records a use of a passkey: its new credential JSON, counter and
+    /// backup state, only if its stored counter is still `seen_count`
+    /// (compare-and-swap: of two uses racing with one counter, one wins).
+    async fn record_passkey_use(
+        &self,
+        passkey: &PasskeyRecord,
+        seen_count: u32,
+    ) -> anyhow::Result<bool>;
+
+    /// Deletes one of the user's passkeys and, in the same transaction,
+    /// their recovery codes when no factor is left; `false` when the user
+    /// has no such passkey.
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> anyhow::Result<bool>;
+
+    async fn insert_ceremony(&self, ceremony: &Ceremony) -> anyhow::Result<()>;
+
+    /// Spends a ceremony (deletes it and returns it); `None` when it was
+    /// spent already or never existed: of concurrent calls, one gets it.
+    async fn take_ceremony(&self, id: uuid::Uuid) -> anyhow::Result<Option<Ceremony>>;
+
     /// Completes a pending login with a TOTP code of `step`, in one
     /// transaction: the credential's step moves forward (as
     /// `spend_totp_step`) and the pending login is spent (as
@@ -516,8 +613,8 @@ pub trait MfaStore: Send + Sync + 'static {
     /// still stored as it was read; `false` otherwise.
     async fn seal_totp(&self, user: UserId, plain: &[u8], sealed: &[u8]) -> anyhow::Result<bool>;
 
-    /// Deletes pending logins whose `expires_at` is not after `now`; returns
-    /// how many.
+    /// Deletes pending logins and ceremonies whose `expires_at` is not
+    /// after `now`; returns how many pending logins.
     async fn delete_expired_mfa(&self, now: OffsetDateTime) -> anyhow::Result<u64>;
 }
 

@@ -27,6 +27,7 @@ mod operators;
 mod packaging;
 mod pages;
 mod partition_proxy;
+mod passkeys;
 mod process;
 mod readme;
 mod redis_server;

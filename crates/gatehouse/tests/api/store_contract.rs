@@ -2641,6 +2641,7 @@ async fn recovery_codes_are_replaced_whole_and_go_with_the_last_factor(stores: S
         mfa.factors(alice.id).await.expect("read"),
         FactorSummary {
             totp: true,
+            passkeys: 0,
             recovery_codes_left: 3
         }
     );

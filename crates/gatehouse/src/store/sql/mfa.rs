@@ -7,17 +7,21 @@ use async_trait::async_trait;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{ms, parse_uuid};
+use super::{hash_from, ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
-use crate::model::types::{SecretHash, UserId};
+use crate::model::types::{PasskeyId, SecretHash, UserId};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{FactorSummary, MfaStore, PendingLogin, TotpLogin, TotpRecord};
+use crate::store::{
+    Ceremony, CeremonyKind, FactorSummary, MfaStore, PasskeyRecord, PendingLogin, TotpLogin,
+    TotpRecord,
+};
 
 const FACTORS: &str = "SELECT \
      (SELECT count(*) FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
          AS totp, \
+     (SELECT count(*) FROM passkeys WHERE user_id = $1) AS passkeys, \
      (SELECT count(*) FROM recovery_codes WHERE user_id = $1) AS codes";
 
 const TOTP: &str = "SELECT secret, encrypted, created_at, confirmed_at, last_step \
@@ -44,7 +48,32 @@ const DELETE_TOTP: &str = "DELETE FROM totp_credentials WHERE user_id = $1";
 /// Recovery codes are kept only while a factor is.
 const DELETE_ORPHAN_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1 \
      AND NOT EXISTS (SELECT 1 FROM totp_credentials \
-         WHERE user_id = $1 AND confirmed_at IS NOT NULL)";
+         WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
+     AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)";
+
+const PASSKEY_COLUMNS: &str = "SELECT id, user_id, credential_id, name, passkey, sign_count, \
+     backup_eligible, backup_state, created_at, last_used_at FROM passkeys ";
+
+const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, credential_id, name, passkey, \
+     sign_count, backup_eligible, backup_state, created_at, last_used_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) ON CONFLICT (credential_id) DO NOTHING";
+
+/// The compare-and-swap of a passkey's counter.
+const RECORD_PASSKEY_USE: &str = "UPDATE passkeys SET passkey = $1, sign_count = $2, \
+     backup_eligible = $3, backup_state = $4, last_used_at = $5 \
+     WHERE id = $6 AND sign_count = $7";
+
+const DELETE_PASSKEY: &str = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
+
+const DELETE_PASSKEYS_OF: &str = "DELETE FROM passkeys WHERE user_id = $1";
+
+const INSERT_CEREMONY: &str = "INSERT INTO webauthn_ceremonies \
+     (id, kind, user_id, mfa_token_hash, state, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+const TAKE_CEREMONY: &str = "DELETE FROM webauthn_ceremonies WHERE id = $1 \
+     RETURNING id, kind, user_id, mfa_token_hash, state, expires_at";
+
+const SWEEP_CEREMONIES: &str = "DELETE FROM webauthn_ceremonies WHERE expires_at <= $1";
 
 const DELETE_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1";
 
@@ -86,13 +115,14 @@ fn amr_from(text: &str) -> anyhow::Result<Amr> {
 #[async_trait]
 impl MfaStore for PgStore {
     async fn factors(&self, user: UserId) -> anyhow::Result<FactorSummary> {
-        let (totp, codes): (i64, i64) = sqlx::query_as(FACTORS)
+        let (totp, passkeys, codes): (i64, i64, i64) = sqlx::query_as(FACTORS)
             .bind(user.0)
             .fetch_one(&mut *self.conn().await?)
             .await
             .context("reading a user's second factors")?;
         Ok(FactorSummary {
             totp: totp > 0,
+            passkeys: count(passkeys),
             recovery_codes_left: count(codes),
         })
     }
@@ -213,7 +243,7 @@ impl MfaStore for PgStore {
     async fn reset_mfa(&self, user: UserId) -> anyhow::Result<bool> {
         let mut tx = self.begin().await.context("starting a transaction")?;
         let mut removed = 0;
-        for statement in [DELETE_TOTP, DELETE_CODES] {
+        for statement in [DELETE_TOTP, DELETE_PASSKEYS_OF, DELETE_CODES] {
             removed += sqlx::query(statement)
                 .bind(user.0)
                 .execute(&mut *tx)
@@ -284,6 +314,119 @@ impl MfaStore for PgStore {
         Ok(n.map(|n| count(i64::from(n))))
     }
 
+    async fn passkeys_of(&self, user: UserId) -> anyhow::Result<Vec<PasskeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(user.0)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .context("reading a user's passkeys")?;
+        rows.iter().map(pg_passkey).collect()
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> anyhow::Result<Option<PasskeyRecord>> {
+        sqlx::query(&format!("{PASSKEY_COLUMNS} WHERE credential_id = $1"))
+            .bind(credential_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .context("reading a passkey")?
+            .as_ref()
+            .map(pg_passkey)
+            .transpose()
+    }
+
+    async fn insert_passkey(&self, p: &PasskeyRecord) -> anyhow::Result<bool> {
+        let done = sqlx::query(INSERT_PASSKEY)
+            .bind(p.id.0)
+            .bind(p.user_id.0)
+            .bind(&p.credential_id)
+            .bind(&p.name)
+            .bind(&p.passkey)
+            .bind(i64::from(p.sign_count))
+            .bind(p.backup_eligible)
+            .bind(p.backup_state)
+            .bind(ms(p.created_at))
+            .execute(&mut *self.conn().await?)
+            .await
+            .context("storing a passkey")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_passkey_use(&self, p: &PasskeyRecord, seen_count: u32) -> anyhow::Result<bool> {
+        let done = sqlx::query(RECORD_PASSKEY_USE)
+            .bind(&p.passkey)
+            .bind(i64::from(p.sign_count))
+            .bind(p.backup_eligible)
+            .bind(p.backup_state)
+            .bind(p.last_used_at.map(ms))
+            .bind(p.id.0)
+            .bind(i64::from(seen_count))
+            .execute(&mut *self.conn().await?)
+            .await
+            .context("recording a passkey's use")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await.context("starting a transaction")?;
+        let deleted = sqlx::query(DELETE_PASSKEY)
+            .bind(id.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .context("deleting a passkey")?
+            .rows_affected();
+        sqlx::query(DELETE_ORPHAN_CODES)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .context("deleting recovery codes")?;
+        tx.commit().await.context("committing a passkey removal")?;
+        Ok(deleted > 0)
+    }
+
+    async fn insert_ceremony(&self, c: &Ceremony) -> anyhow::Result<()> {
+        sqlx::query(INSERT_CEREMONY)
+            .bind(c.id)
+            .bind(c.kind.as_str())
+            .bind(c.user_id.map(|u| u.0))
+            .bind(c.mfa_token_hash.map(|h| h.0.to_vec()))
+            .bind(&c.state)
+            .bind(ms(c.expires_at))
+            .execute(&mut *self.conn().await?)
+            .await
+            .context("storing a WebAuthn ceremony")?;
+        Ok(())
+    }
+
+    async fn take_ceremony(&self, id: uuid::Uuid) -> anyhow::Result<Option<Ceremony>> {
+        let Some(row) = sqlx::query(TAKE_CEREMONY)
+            .bind(id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .context("spending a WebAuthn ceremony")?
+        else {
+            return Ok(None);
+        };
+        let kind: String = row.try_get("kind").context("decoding a ceremony")?;
+        let hash: Option<Vec<u8>> = row
+            .try_get("mfa_token_hash")
+            .context("decoding a ceremony")?;
+        let user: Option<uuid::Uuid> = row.try_get("user_id").context("decoding a ceremony")?;
+        Ok(Some(Ceremony {
+            id: row.try_get("id").context("decoding a ceremony")?,
+            kind: CeremonyKind::parse(&kind)?,
+            user_id: user.map(UserId),
+            mfa_token_hash: hash.map(|h| hash_from(h, "mfa_token")).transpose()?,
+            state: row.try_get("state").context("decoding a ceremony")?,
+            expires_at: row.try_get("expires_at").context("decoding a ceremony")?,
+        }))
+    }
+
     async fn finish_totp_login(
         &self,
         hash: &SecretHash,
@@ -346,9 +489,15 @@ impl MfaStore for PgStore {
     }
 
     async fn delete_expired_mfa(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
+        let mut conn = self.conn().await?;
+        sqlx::query(SWEEP_CEREMONIES)
+            .bind(ms(now))
+            .execute(&mut *conn)
+            .await
+            .context("sweeping WebAuthn ceremonies")?;
         let done = sqlx::query(SWEEP_PENDING)
             .bind(ms(now))
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *conn)
             .await
             .context("sweeping pending logins")?;
         Ok(done.rows_affected())
@@ -358,13 +507,14 @@ impl MfaStore for PgStore {
 #[async_trait]
 impl MfaStore for SqliteStore {
     async fn factors(&self, user: UserId) -> anyhow::Result<FactorSummary> {
-        let (totp, codes): (i64, i64) = sqlx::query_as(FACTORS)
+        let (totp, passkeys, codes): (i64, i64, i64) = sqlx::query_as(FACTORS)
             .bind(user.0.to_string())
             .fetch_one(&self.pool)
             .await
             .context("reading a user's second factors")?;
         Ok(FactorSummary {
             totp: totp > 0,
+            passkeys: count(passkeys),
             recovery_codes_left: count(codes),
         })
     }
@@ -486,7 +636,7 @@ impl MfaStore for SqliteStore {
     async fn reset_mfa(&self, user: UserId) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
         let mut removed = 0;
-        for statement in [DELETE_TOTP, DELETE_CODES] {
+        for statement in [DELETE_TOTP, DELETE_PASSKEYS_OF, DELETE_CODES] {
             removed += sqlx::query(statement)
                 .bind(user.0.to_string())
                 .execute(&mut *tx)
@@ -561,6 +711,119 @@ impl MfaStore for SqliteStore {
         Ok(n.map(count))
     }
 
+    async fn passkeys_of(&self, user: UserId) -> anyhow::Result<Vec<PasskeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(user.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .context("reading a user's passkeys")?;
+        rows.iter().map(sqlite_passkey).collect()
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> anyhow::Result<Option<PasskeyRecord>> {
+        sqlx::query(&format!("{PASSKEY_COLUMNS} WHERE credential_id = $1"))
+            .bind(credential_id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a passkey")?
+            .as_ref()
+            .map(sqlite_passkey)
+            .transpose()
+    }
+
+    async fn insert_passkey(&self, p: &PasskeyRecord) -> anyhow::Result<bool> {
+        let done = sqlx::query(INSERT_PASSKEY)
+            .bind(p.id.0.to_string())
+            .bind(p.user_id.0.to_string())
+            .bind(&p.credential_id)
+            .bind(&p.name)
+            .bind(&p.passkey)
+            .bind(i64::from(p.sign_count))
+            .bind(i64::from(p.backup_eligible))
+            .bind(i64::from(p.backup_state))
+            .bind(to_millis(p.created_at))
+            .execute(&self.pool)
+            .await
+            .context("storing a passkey")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_passkey_use(&self, p: &PasskeyRecord, seen_count: u32) -> anyhow::Result<bool> {
+        let done = sqlx::query(RECORD_PASSKEY_USE)
+            .bind(&p.passkey)
+            .bind(i64::from(p.sign_count))
+            .bind(i64::from(p.backup_eligible))
+            .bind(i64::from(p.backup_state))
+            .bind(p.last_used_at.map(to_millis))
+            .bind(p.id.0.to_string())
+            .bind(i64::from(seen_count))
+            .execute(&self.pool)
+            .await
+            .context("recording a passkey's use")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let deleted = sqlx::query(DELETE_PASSKEY)
+            .bind(id.0.to_string())
+            .bind(user.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("deleting a passkey")?
+            .rows_affected();
+        sqlx::query(DELETE_ORPHAN_CODES)
+            .bind(user.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("deleting recovery codes")?;
+        tx.commit().await.context("committing a passkey removal")?;
+        Ok(deleted > 0)
+    }
+
+    async fn insert_ceremony(&self, c: &Ceremony) -> anyhow::Result<()> {
+        sqlx::query(INSERT_CEREMONY)
+            .bind(c.id.to_string())
+            .bind(c.kind.as_str())
+            .bind(c.user_id.map(|u| u.0.to_string()))
+            .bind(c.mfa_token_hash.map(|h| h.0.to_vec()))
+            .bind(&c.state)
+            .bind(to_millis(c.expires_at))
+            .execute(&self.pool)
+            .await
+            .context("storing a WebAuthn ceremony")?;
+        Ok(())
+    }
+
+    async fn take_ceremony(&self, id: uuid::Uuid) -> anyhow::Result<Option<Ceremony>> {
+        let Some(row) = sqlx::query(TAKE_CEREMONY)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("spending a WebAuthn ceremony")?
+        else {
+            return Ok(None);
+        };
+        let kind: String = row.try_get("kind").context("decoding a ceremony")?;
+        let hash: Option<Vec<u8>> = row
+            .try_get("mfa_token_hash")
+            .context("decoding a ceremony")?;
+        let user: Option<String> = row.try_get("user_id").context("decoding a ceremony")?;
+        Ok(Some(Ceremony {
+            id: parse_uuid(row.try_get("id").context("decoding a ceremony")?)?,
+            kind: CeremonyKind::parse(&kind)?,
+            user_id: user.map(parse_uuid).transpose()?.map(UserId),
+            mfa_token_hash: hash.map(|h| hash_from(h, "mfa_token")).transpose()?,
+            state: row.try_get("state").context("decoding a ceremony")?,
+            expires_at: from_millis(row.try_get("expires_at").context("decoding a ceremony")?),
+        }))
+    }
+
     async fn finish_totp_login(
         &self,
         hash: &SecretHash,
@@ -625,6 +888,11 @@ impl MfaStore for SqliteStore {
     }
 
     async fn delete_expired_mfa(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
+        sqlx::query(SWEEP_CEREMONIES)
+            .bind(to_millis(now))
+            .execute(&self.pool)
+            .await
+            .context("sweeping WebAuthn ceremonies")?;
         let done = sqlx::query(SWEEP_PENDING)
             .bind(to_millis(now))
             .execute(&self.pool)
@@ -632,4 +900,50 @@ impl MfaStore for SqliteStore {
             .context("sweeping pending logins")?;
         Ok(done.rows_affected())
     }
+}
+
+fn pg_passkey(row: &sqlx::postgres::PgRow) -> anyhow::Result<PasskeyRecord> {
+    let decode = || -> Result<PasskeyRecord, sqlx::Error> {
+        let count: i64 = row.try_get("sign_count")?;
+        Ok(PasskeyRecord {
+            id: PasskeyId(row.try_get("id")?),
+            user_id: UserId(row.try_get("user_id")?),
+            credential_id: row.try_get("credential_id")?,
+            name: row.try_get("name")?,
+            passkey: row.try_get("passkey")?,
+            sign_count: u32::try_from(count).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            backup_eligible: row.try_get("backup_eligible")?,
+            backup_state: row.try_get("backup_state")?,
+            created_at: row.try_get("created_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+        })
+    };
+    decode().context("decoding a passkey")
+}
+
+fn sqlite_passkey(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<PasskeyRecord> {
+    let count: i64 = row.try_get("sign_count").context("decoding a passkey")?;
+    let used: Option<i64> = row.try_get("last_used_at").context("decoding a passkey")?;
+    Ok(PasskeyRecord {
+        id: PasskeyId(parse_uuid(
+            row.try_get("id").context("decoding a passkey")?,
+        )?),
+        user_id: UserId(parse_uuid(
+            row.try_get("user_id").context("decoding a passkey")?,
+        )?),
+        credential_id: row.try_get("credential_id").context("decoding a passkey")?,
+        name: row.try_get("name").context("decoding a passkey")?,
+        passkey: row.try_get("passkey").context("decoding a passkey")?,
+        sign_count: u32::try_from(count).context("a stored passkey's counter")?,
+        backup_eligible: row
+            .try_get::<i64, _>("backup_eligible")
+            .context("decoding a passkey")?
+            != 0,
+        backup_state: row
+            .try_get::<i64, _>("backup_state")
+            .context("decoding a passkey")?
+            != 0,
+        created_at: from_millis(row.try_get("created_at").context("decoding a passkey")?),
+        last_used_at: used.map(from_millis),
+    })
 }
