@@ -311,3 +311,56 @@ async fn hostile_passkey_requests_get_a_clear_4xx() {
         .expect("req");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+/// The screenshots the passkey journey must leave behind.
+const JOURNEY_SCREENSHOTS: &[&str] = &[
+    "p1-account",
+    "p2-passkey-added",
+    "p3-account-with-a-passkey",
+    "p4-second-step",
+    "p5-signed-in-with-password-and-passkey",
+    "p6-login-offers-a-passkey",
+    "p7-signed-in-with-a-passkey",
+    "p8-passkey-removed",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_pages_add_a_passkey_and_sign_in_with_it_in_chromium() {
+    require_tools();
+    let app = on_localhost(|_| {}).await;
+    let email = unique_email();
+    assert_eq!(
+        app.register(&email, PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let artifacts = artifact_dir().join("passkeys");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let started = std::time::SystemTime::now();
+    let base = format!("http://localhost:{}", app.addr.port());
+    let dir = artifacts.display().to_string();
+    let log = artifacts.join("journey.log");
+    let (ok, output) = tokio::task::spawn_blocking(move || {
+        run_script(
+            "passkey_journey.mjs",
+            &[&base, &dir, &email, PASSWORD],
+            &[],
+            &log,
+        )
+    })
+    .await
+    .expect("the journey's thread");
+    println!("{output}");
+    assert!(ok, "the passkey journey failed:\n{output}");
+    for name in JOURNEY_SCREENSHOTS {
+        let path = artifacts.join(format!("{name}.png"));
+        let meta = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{} was not written ({e})", path.display()));
+        assert!(meta.len() > 1000, "{} is nearly empty", path.display());
+        assert!(
+            meta.modified().is_ok_and(|m| m >= started),
+            "{} is from an earlier run",
+            path.display()
+        );
+    }
+}

@@ -80,6 +80,11 @@ async fn render_account_with(
         .status(who.user.id)
         .await
         .map_err(store_failed)?;
+    let passkeys = state
+        .factors
+        .passkeys(who.user.id)
+        .await
+        .map_err(store_failed)?;
     let sessions = state
         .sessions
         .live_sessions(who.user.id)
@@ -105,6 +110,8 @@ async fn render_account_with(
             password_errors,
             factors,
             mfa_error,
+            passkeys: &passkeys,
+            passkeys_enabled: state.factors.passkeys_enabled(),
         }),
     ))
 }
@@ -544,4 +551,44 @@ pub(super) async fn new_recovery_codes(
         Ok(codes) => Ok(html(StatusCode::OK, views::recovery_codes(&codes, false))),
         Err(e) => factor_refused(&state, &who, e).await,
     }
+}
+
+/// `POST /account/passkeys/{id}/remove`: removes one of the visitor's
+/// passkeys. An id that is not a UUID, unknown, or another user's is the
+/// same 404.
+#[utoipa::path(
+    post,
+    path = "/account/passkeys/{id}/remove",
+    tag = "pages",
+    operation_id = "removePasskeyForm",
+    security((), ("sessionCookie" = [])),
+    params(("id" = String, Path, description = "The passkey's id")),
+    request_body(content = NoFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 404, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn remove_passkey(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Client(client): Client,
+    Path(id): Path<String>,
+    Form(NoFields {}): Form<NoFields>,
+) -> Result<Response, PageError> {
+    let id = crate::auth::types::PasskeyId::parse(&id).ok_or_else(PageError::not_found)?;
+    if !state
+        .factors
+        .remove_passkey(&who, id, &client)
+        .await
+        .map_err(store_failed)?
+    {
+        return Err(PageError::not_found());
+    }
+    Ok(see_other("/account?notice=passkey-removed"))
 }

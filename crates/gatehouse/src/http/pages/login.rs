@@ -110,6 +110,7 @@ pub(super) async fn login_page(
             error: None,
             notice: q.notice,
             registration_open: registration_open(&state),
+            passkeys: state.factors.passkeys_enabled(),
         }),
     ))
 }
@@ -170,6 +171,7 @@ pub(super) async fn login(
                 error: Some(message),
                 notice: None,
                 registration_open: registration_open(&state),
+                passkeys: state.factors.passkeys_enabled(),
             }),
         )
     };
@@ -193,6 +195,7 @@ pub(super) async fn login(
                 return_to: &return_to,
                 error: None,
                 recovery_codes: challenge.methods.contains(&Method::RecoveryCode),
+                passkey: challenge.methods.contains(&Method::Passkey),
             }),
         ),
         Err(LoginError::InvalidCredentials) => {
@@ -270,6 +273,7 @@ pub(super) async fn second_step(
                 return_to: &return_to,
                 error: Some(message),
                 recovery_codes: true,
+                passkey: state.factors.passkeys_enabled(),
             }),
         )
     };
@@ -298,6 +302,7 @@ pub(super) async fn second_step(
                 error: Some("This sign-in expired. Enter your email and password again."),
                 notice: None,
                 registration_open: registration_open(&state),
+                passkeys: state.factors.passkeys_enabled(),
             }),
         )),
         Err(StepError::Throttled { retry_after }) => with_retry_after(

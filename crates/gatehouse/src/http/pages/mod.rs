@@ -50,10 +50,12 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
         .routes(routes!(account::confirm_totp))
         .routes(routes!(account::remove_totp))
         .routes(routes!(account::new_recovery_codes))
+        .routes(routes!(account::remove_passkey))
         .routes(routes!(login::logout))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),
             page_headers,
         ))
         .routes(routes!(assets::stylesheet))
+        .routes(routes!(assets::script))
 }

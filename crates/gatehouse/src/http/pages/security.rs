@@ -62,12 +62,14 @@ pub fn refused_body(web: &WebSettings, timed_out: bool) -> Response {
     res
 }
 
-/// `default-src 'none'`: the pages load nothing but their stylesheet, run no
-/// script, cannot be framed (clickjacking), and their forms post only here,
-/// or (through a login's redirect) to an allowed origin.
+/// `default-src 'none'`: the pages load nothing but their stylesheet and
+/// their one script (`/assets/passkeys.js`, which calls this origin's JSON
+/// API for passkeys), run no inline script, cannot be framed
+/// (clickjacking), and their forms post only here, or (through a login's
+/// redirect) to an allowed origin.
 pub(super) fn content_security_policy(web: &WebSettings) -> HeaderValue {
     pub(super) const BASE: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-        frame-ancestors 'none'; base-uri 'none'";
+        script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
     let mut origins: Vec<&str> = web.allowed_origins.iter().map(String::as_str).collect();
     origins.sort_unstable();
     let policy = format!("{BASE}; form-action 'self' {}", origins.join(" "));
@@ -75,8 +77,8 @@ pub(super) fn content_security_policy(web: &WebSettings) -> HeaderValue {
     // one not fit in a header, fall back to this server alone.
     HeaderValue::from_str(policy.trim_end()).unwrap_or_else(|_| {
         HeaderValue::from_static(concat!(
-            "default-src 'none'; style-src 'self'; img-src 'self'; ",
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+            "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; ",
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
         ))
     })
 }

@@ -15,6 +15,7 @@ use time::macros::format_description;
 
 use super::return_to::ReturnTo;
 use crate::auth::FieldError;
+use crate::auth::passkeys::PasskeyInfo;
 use crate::store::{FactorSummary, SessionRecord, UserRecord};
 
 /// The path of the one stylesheet (`style-src 'self'`).
@@ -22,6 +23,12 @@ pub const STYLESHEET_PATH: &str = "/assets/gatehouse.css";
 
 /// The stylesheet: small, no fonts or images to fetch.
 pub const STYLESHEET: &str = include_str!("gatehouse.css");
+
+/// The path of the one script (`script-src 'self'`): passkeys.
+pub const SCRIPT_PATH: &str = "/assets/passkeys.js";
+
+/// The script: the WebAuthn calls behind the passkey buttons.
+pub const SCRIPT: &str = include_str!("passkeys.js");
 
 /// A short message shown at the top of a page after a redirect. Chosen by a
 /// fixed name in the query string, never echoed from it.
@@ -33,6 +40,8 @@ pub enum Notice {
     SessionEnded,
     OthersEnded,
     TotpRemoved,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl Notice {
@@ -44,6 +53,8 @@ impl Notice {
             "session-ended" => Self::SessionEnded,
             "others-ended" => Self::OthersEnded,
             "totp-removed" => Self::TotpRemoved,
+            "passkey-added" => Self::PasskeyAdded,
+            "passkey-removed" => Self::PasskeyRemoved,
             _ => return None,
         })
     }
@@ -58,11 +69,19 @@ impl Notice {
             Self::SessionEnded => "That device was signed out.",
             Self::OthersEnded => "Every other device was signed out.",
             Self::TotpRemoved => "Two-step verification is off.",
+            Self::PasskeyAdded => "The passkey was added.",
+            Self::PasskeyRemoved => "The passkey was removed.",
         }
     }
 }
 
 fn layout(title: &str, content: Markup) -> Markup {
+    page(title, content, false)
+}
+
+/// A page, with the passkey script when `script` (only pages with a passkey
+/// button load it: with passkeys off, the pages run no script at all).
+fn page(title: &str, content: Markup, script: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -72,6 +91,9 @@ fn layout(title: &str, content: Markup) -> Markup {
                 meta name="color-scheme" content="light dark";
                 title { (title) " · gatehouse" }
                 link rel="stylesheet" href=(STYLESHEET_PATH);
+                @if script {
+                    script src=(SCRIPT_PATH) defer {}
+                }
             }
             body {
                 header.site { p.brand { "gatehouse" } }
@@ -164,6 +186,8 @@ pub struct LoginView<'a> {
     pub error: Option<&'a str>,
     pub notice: Option<Notice>,
     pub registration_open: bool,
+    /// Whether passkeys are on (the "sign in with a passkey" button).
+    pub passkeys: bool,
 }
 
 pub fn login(v: &LoginView<'_>) -> Markup {
@@ -175,7 +199,7 @@ pub fn login(v: &LoginView<'_>) -> Markup {
     } else {
         format!("/register?{}", query_of(v.return_to))
     };
-    layout(
+    page(
         "Sign in",
         html! {
             h1 { "Sign in" }
@@ -195,10 +219,17 @@ pub fn login(v: &LoginView<'_>) -> Markup {
                 }))
                 button type="submit" { "Sign in" }
             }
+            @if v.passkeys {
+                div.passkey hidden data-passkey="sign-in" data-return-to=(v.return_to.as_str()) {
+                    button.secondary type="button" { "Sign in with a passkey" }
+                    p.error role="alert" hidden data-passkey-error {}
+                }
+            }
             @if v.registration_open {
                 p { "No account yet? " a href=(register_href) { "Create one" } "." }
             }
         },
+        v.passkeys,
     )
 }
 
@@ -210,6 +241,8 @@ pub struct SecondStepView<'a> {
     pub error: Option<&'a str>,
     /// Whether the user has recovery codes left (the hint mentions them).
     pub recovery_codes: bool,
+    /// Whether a passkey may be the second step (its button).
+    pub passkey: bool,
 }
 
 pub fn login_second_step(v: &SecondStepView<'_>) -> Markup {
@@ -218,7 +251,7 @@ pub fn login_second_step(v: &SecondStepView<'_>) -> Markup {
     } else {
         "The six-digit code from your authenticator app."
     };
-    layout(
+    page(
         "Two-step verification",
         html! {
             h1 { "Two-step verification" }
@@ -233,8 +266,16 @@ pub fn login_second_step(v: &SecondStepView<'_>) -> Markup {
                 }))
                 button type="submit" { "Verify" }
             }
+            @if v.passkey {
+                div.passkey hidden data-passkey="second-step" data-mfa-token=(v.mfa_token)
+                    data-return-to=(v.return_to.as_str()) {
+                    button.secondary type="button" { "Use a passkey" }
+                    p.error role="alert" hidden data-passkey-error {}
+                }
+            }
             p { a href="/login" { "Start again" } }
         },
+        v.passkey,
     )
 }
 
@@ -305,13 +346,16 @@ pub struct AccountView<'a> {
     pub password_errors: &'a [FieldError],
     /// The caller's second factors.
     pub factors: FactorSummary,
+    /// The caller's passkeys, and whether passkeys are on.
+    pub passkeys: &'a [PasskeyInfo],
+    pub passkeys_enabled: bool,
     /// An error of the two-step verification forms.
     pub mfa_error: Option<&'a str>,
 }
 
 pub fn account(v: &AccountView<'_>) -> Markup {
     let others = v.sessions.iter().filter(|(_, current)| !current).count();
-    layout(
+    page(
         "Your account",
         html! {
             h1 { "Your account" }
@@ -344,6 +388,9 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                 }
             }
             (two_step_section(v))
+            @if v.passkeys_enabled {
+                (passkeys_section(v))
+            }
             section aria-labelledby="password-heading" {
                 h2 #password-heading { "Change password" }
                 @if !v.password_errors.is_empty() {
@@ -373,6 +420,7 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                 }
             }
         },
+        v.passkeys_enabled,
     )
 }
 
@@ -408,7 +456,14 @@ fn two_step_section(v: &AccountView<'_>) -> Markup {
                     button.secondary type="submit" { "Turn off two-step verification" }
                 }
             } @else {
-                p { "Off. Add an authenticator app (TOTP), so that a stolen password alone cannot sign in." }
+                @if v.factors.passkeys > 0 {
+                    p {
+                        "Your passkeys are your second step. You can add an authenticator app (TOTP) too. "
+                        "Recovery codes left: " strong { (v.factors.recovery_codes_left) } "."
+                    }
+                } @else {
+                    p { "Off. Add an authenticator app (TOTP), so that a stolen password alone cannot sign in." }
+                }
                 form method="post" action="/account/mfa/totp" novalidate {
                     (field(&Field {
                         id: "mfa-password", label: "Your password", kind: "password",
@@ -416,6 +471,53 @@ fn two_step_section(v: &AccountView<'_>) -> Markup {
                         form_error: error, autofocus: false,
                     }))
                     button type="submit" { "Set up an authenticator app" }
+                }
+            }
+        }
+    }
+}
+
+/// The account page's passkeys: the list, removal (a form), and adding one
+/// (a button the script wires to the browser's WebAuthn API).
+fn passkeys_section(v: &AccountView<'_>) -> Markup {
+    html! {
+        section aria-labelledby="passkeys-heading" {
+            h2 #passkeys-heading { "Passkeys" }
+            p { "Sign in with your device's screen lock or a security key, with or without your password." }
+            @if !v.passkeys.is_empty() {
+                ul.sessions {
+                    @for p in v.passkeys {
+                        li.session data-passkey-id=(p.id) {
+                            h3 id=(format!("passkey-{}", p.id)) { (p.name) }
+                            dl.facts {
+                                dt { "Added" } dd { (when(p.created_at)) }
+                                dt { "Last used" } dd {
+                                    @match p.last_used_at {
+                                        Some(t) => (when(t)),
+                                        None => "never",
+                                    }
+                                }
+                            }
+                            form method="post" action=(format!("/account/passkeys/{}/remove", p.id)) {
+                                button.secondary type="submit"
+                                    aria-describedby=(format!("passkey-{}", p.id)) { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+            div.passkey hidden data-passkey="register" {
+                div.field {
+                    label for="passkey-name" { "Name for the new passkey" }
+                    input id="passkey-name" type="text" autocomplete="off" value="Passkey" maxlength="64";
+                }
+                button type="button" { "Add a passkey" }
+                p.error role="alert" hidden data-passkey-error {}
+                div hidden data-passkey-codes {
+                    p.notice role="status" { "The passkey was added, and two-step verification is on." }
+                    p { "Your recovery codes: each signs you in once if you lose your passkeys. They are shown only now." }
+                    ul.codes {}
+                    p { a href="/account" { "I have saved them" } }
                 }
             }
         }
