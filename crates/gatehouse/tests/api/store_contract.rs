@@ -14,9 +14,10 @@ use gatehouse::auth::types::{Email, ResourceServerId, RoleName, SecretHash, Sess
 use gatehouse::config::DatabaseUrl;
 use gatehouse::model::amr::Amr;
 use gatehouse::store::{
-    self, AdminChange, AdminChangeError, Attempt, CreateResourceServerError, CreateUserError,
-    FactorSummary, NewUser, PendingLogin, RefreshRecord, ResourceServerRecord, RolesError,
-    SessionRecord, StoredKey, Stores, TotpLogin, TotpRecord, UserRecord,
+    self, AdminChange, AdminChangeError, Attempt, Ceremony, CeremonyKind,
+    CreateResourceServerError, CreateUserError, FactorSummary, NewUser, PasskeyRecord,
+    PendingLogin, RefreshRecord, ResourceServerRecord, RolesError, SessionRecord, StoredKey,
+    Stores, TotpLogin, TotpRecord, UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -2444,6 +2445,10 @@ contract! {
            postgres_recovery_codes_go_with_the_last_factor;
     a_pending_login_counts_failures_is_spent_once_and_is_swept
         => sqlite_pending_logins_are_spent_once, postgres_pending_logins_are_spent_once;
+    passkeys_are_unique_by_credential_and_their_counter_moves_by_compare_and_swap
+        => sqlite_passkeys_counter_cas, postgres_passkeys_counter_cas;
+    a_ceremony_is_taken_once_and_swept_when_expired
+        => sqlite_ceremonies_are_taken_once, postgres_ceremonies_are_taken_once;
 }
 
 fn totp_record(secret: &[u8], encrypted: bool) -> TotpRecord {
@@ -2800,4 +2805,136 @@ async fn a_pending_login_counts_failures_is_spent_once_and_is_swept(stores: Stor
     assert_eq!(mfa.delete_expired_mfa(at(60)).await.expect("sweep"), 1);
     assert_eq!(mfa.pending_login(&c).await.expect("read"), None);
     assert!(mfa.pending_login(&d).await.expect("read").is_some());
+}
+
+fn passkey(user: UserId, credential: &[u8], count: u32) -> PasskeyRecord {
+    PasskeyRecord {
+        id: gatehouse::auth::types::PasskeyId::new(),
+        user_id: user,
+        credential_id: credential.to_vec(),
+        name: "Laptop".into(),
+        passkey: r#"{"cred":{"counter":0}}"#.into(),
+        sign_count: count,
+        backup_eligible: true,
+        backup_state: false,
+        created_at: at(0),
+        last_used_at: None,
+    }
+}
+
+async fn passkeys_are_unique_by_credential_and_their_counter_moves_by_compare_and_swap(
+    stores: Stores,
+) {
+    let mfa = &stores.mfa;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let key = passkey(alice.id, b"cred-1", 0);
+    assert!(mfa.insert_passkey(&key).await.expect("insert"));
+    // The same credential id, to anyone, is refused.
+    assert!(
+        !mfa.insert_passkey(&passkey(bob.id, b"cred-1", 0))
+            .await
+            .expect("insert")
+    );
+    assert!(mfa.passkeys_of(bob.id).await.expect("read").is_empty());
+    assert_eq!(
+        mfa.passkeys_of(alice.id).await.expect("read"),
+        vec![key.clone()]
+    );
+    assert_eq!(
+        mfa.passkey_by_credential(b"cred-1").await.expect("read"),
+        Some(key.clone())
+    );
+    assert_eq!(
+        mfa.passkey_by_credential(b"nope").await.expect("read"),
+        None
+    );
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary {
+            totp: false,
+            passkeys: 1,
+            recovery_codes_left: 0
+        }
+    );
+    // A use is written only over the counter that was read.
+    let used = PasskeyRecord {
+        passkey: r#"{"cred":{"counter":5}}"#.into(),
+        sign_count: 5,
+        backup_state: true,
+        last_used_at: Some(at(10)),
+        ..key.clone()
+    };
+    assert!(mfa.record_passkey_use(&used, 0).await.expect("use"));
+    assert!(
+        !mfa.record_passkey_use(&used, 0).await.expect("use"),
+        "the counter moved"
+    );
+    assert_eq!(
+        mfa.passkey_by_credential(b"cred-1").await.expect("read"),
+        Some(used.clone())
+    );
+    // Removal: only the owner's, and the codes go with the last factor.
+    mfa.replace_recovery_codes(alice.id, &[SecretHash([1; 32])], at(0))
+        .await
+        .expect("codes");
+    assert!(
+        !mfa.delete_passkey(bob.id, key.id).await.expect("delete"),
+        "not bob's"
+    );
+    assert!(mfa.delete_passkey(alice.id, key.id).await.expect("delete"));
+    assert_eq!(
+        mfa.factors(alice.id).await.expect("read"),
+        FactorSummary::default()
+    );
+    // A reset takes passkeys too.
+    assert!(
+        mfa.insert_passkey(&passkey(alice.id, b"cred-2", 0))
+            .await
+            .expect("insert")
+    );
+    assert!(mfa.reset_mfa(alice.id).await.expect("reset"));
+    assert!(mfa.passkeys_of(alice.id).await.expect("read").is_empty());
+}
+
+async fn a_ceremony_is_taken_once_and_swept_when_expired(stores: Stores) {
+    let mfa = stores.mfa.clone();
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let ceremony = Ceremony {
+        id: uuid::Uuid::new_v4(),
+        kind: CeremonyKind::SecondFactor,
+        user_id: Some(alice.id),
+        mfa_token_hash: Some(SecretHash([7; 32])),
+        state: r#"{"state":1}"#.into(),
+        expires_at: at(300),
+    };
+    mfa.insert_ceremony(&ceremony).await.expect("insert");
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (mfa, barrier, id) = (mfa.clone(), barrier.clone(), ceremony.id);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            mfa.take_ceremony(id).await.expect("take")
+        });
+    }
+    let mut taken = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        taken.extend(r.expect("task"));
+    }
+    assert_eq!(taken, vec![ceremony], "taken once, as stored");
+    let passwordless = Ceremony {
+        id: uuid::Uuid::new_v4(),
+        kind: CeremonyKind::Passwordless,
+        user_id: None,
+        mfa_token_hash: None,
+        state: "{}".into(),
+        expires_at: at(60),
+    };
+    mfa.insert_ceremony(&passwordless).await.expect("insert");
+    mfa.delete_expired_mfa(at(60)).await.expect("sweep");
+    assert_eq!(
+        mfa.take_ceremony(passwordless.id).await.expect("take"),
+        None
+    );
 }

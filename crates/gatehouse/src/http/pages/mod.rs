@@ -1,5 +1,7 @@
 //! The hosted pages: `/login`, `/register`, `/account` and the form posts
-//! behind them, rendered on the server for browsers without any JavaScript.
+//! behind them, rendered on the server; they work without JavaScript, but
+//! for their passkey buttons (`passkeys.js`, loaded only while passkeys are
+//! on).
 //!
 //! They are a second face of the same domain: every handler calls the
 //! functions the JSON API calls (`Accounts::login`, `register` and

@@ -6,7 +6,8 @@
 //! bound `label` and an `autocomplete` purpose (1.3.5), errors in text tied to
 //! their field with `aria-describedby` and `aria-invalid` (3.3.1), messages
 //! announced with `role="alert"`/`role="status"`, a visible focus style in the
-//! stylesheet (2.4.7). No JavaScript at all.
+//! stylesheet (2.4.7). No JavaScript but `passkeys.js`, on pages with a
+//! passkey button.
 
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
