@@ -247,6 +247,11 @@ def main():
             print("bench: the second step of a login (TOTP)", file=sys.stderr)
             second_step = mfa.measure(eddsa.base)
             print(f"  {mfa.report(second_step)}", file=sys.stderr)
+            # bench/passkeys.py needs PyPI's cryptography (bench/run.sh installs it).
+            import passkeys  # noqa: E402
+            print("bench: passwordless passkey logins against password logins", file=sys.stderr)
+            passkey_logins = passkeys.standalone()
+            print(f"  {passkeys.report(passkey_logins)}", file=sys.stderr)
             for label, env, script in [
                 ("same EdDSA token", {"BENCH_HEADER": f"Authorization: Bearer {access}"}, "header.lua"),
                 ("fresh EdDSA token each request", {"BENCH_TOKENS": str(fresh)}, "fresh_tokens.lua"),
@@ -328,6 +333,7 @@ def main():
             print(f"\nDuring \"{r['scenario']}\": {r['flood_logins_per_s']} logins/s, "
                   f"{r['flood_non2xx']} of them non-2xx.")
     print(f"\nThe second step of a login: {mfa.report(second_step)}.")
+    print(f"\nPasskey logins: {passkeys.report(passkey_logins)}.")
     print("\nRevocation propagation: logout on node A (204 received) until node B refuses the "
           "access token, two nodes on PostgreSQL + Redis\n")
     print(propagation.table([(r["scenario"], r) for r in spread]))
@@ -336,7 +342,7 @@ def main():
         print(memory)
     (ROOT / "target" / "bench-results.json").write_text(json.dumps(
         {"machine": machine, "idle_rss_mb": idle_rss, "results": results,
-         "second_step": second_step,
+         "second_step": second_step, "passkey_logins": passkey_logins,
          "propagation": spread, "memory": memory}, indent=1) + "\n")
     # The chart of docs/benchmarks.md (matplotlib in target/bench-venv).
     subprocess.run([sys.executable, str(BENCH / "plot.py")], cwd=ROOT, check=True,

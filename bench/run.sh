@@ -35,5 +35,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "bench: node and npm (20 or later) are needed for the Express baselines (BENCH_BASELINES=0 skips them)" >&2
   exit 1
 fi
+# bench/passkeys.py signs its WebAuthn assertions with PyPI's cryptography.
+if ! python3 -c "import cryptography" 2>/dev/null; then
+  echo "bench: installing PyPI's cryptography (for bench/passkeys.py)" >&2
+  pip3 install --quiet cryptography
+fi
 cargo build --release --locked -p gatehouse
 exec python3 bench/run.py
