@@ -164,7 +164,7 @@ pub type FactorStatus = FactorSummary;
 pub struct SecondFactors {
     pub(super) store: Arc<dyn MfaStore>,
     pub(super) users: Arc<dyn UserStore>,
-    throttle: Arc<Throttle>,
+    pub(super) throttle: Arc<Throttle>,
     pub(super) sessions: Arc<Sessions>,
     keys: Arc<KeyManager>,
     pub(super) audit: Arc<Audit>,

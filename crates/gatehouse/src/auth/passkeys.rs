@@ -98,6 +98,10 @@ pub enum PasskeyError {
     /// proved none.
     #[error("a second factor is required")]
     SecondFactorRequired,
+    /// The client network began too many passwordless ceremonies it did
+    /// not finish.
+    #[error("too many unfinished ceremonies")]
+    Throttled { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -408,12 +412,23 @@ impl SecondFactors {
     }
 
     /// Options for a passwordless login: any discoverable credential of
-    /// this relying party, user verification required.
+    /// this relying party, user verification required. Each client network
+    /// may hold `login_max_failures_per_ip` unfinished ones within
+    /// `login_window` (anyone may ask, and each is a row until it expires).
     ///
     /// # Errors
     /// See [`PasskeyError`].
-    pub async fn begin_passwordless(&self) -> Result<Options, PasskeyError> {
+    pub async fn begin_passwordless(&self, client: &ClientMeta) -> Result<Options, PasskeyError> {
         let webauthn = self.relying()?;
+        self.throttle
+            .admit_ceremony(client.ip)
+            .await
+            .map_err(|e| match e {
+                super::throttle::Refused::Throttled { retry_after } => {
+                    PasskeyError::Throttled { retry_after }
+                }
+                super::throttle::Refused::Store(e) => PasskeyError::Store(e),
+            })?;
         let (rcr, state): (RequestChallengeResponse, DiscoverableAuthentication) = webauthn
             .start_discoverable_authentication()
             .map_err(|e| anyhow::anyhow!("starting a passwordless login: {e}"))?;
@@ -478,6 +493,7 @@ impl SecondFactors {
             return Err(PasskeyError::Failed);
         }
         let session = self.sessions.start(&user, client, Amr::PASSKEY).await?;
+        self.throttle.ceremony_finished(client.ip).await;
         self.login_succeeded(&user, &session, Amr::PASSKEY, client)
             .await;
         Ok((user, session))

@@ -341,6 +341,44 @@ impl Throttle {
     /// # Errors
     /// [`Refused::Throttled`] with the window's time left;
     /// [`Refused::Store`] when the counter cannot be written.
+    /// Counts a passwordless passkey ceremony begun from `ip`'s network,
+    /// and refuses it once the network holds `login_max_failures_per_ip`
+    /// unfinished ones within `login_window`: each ceremony is a row in the
+    /// store until it is finished or expires, so an anonymous client must
+    /// not be able to create them without bound. A finished login gives
+    /// its one back ([`Self::ceremony_finished`]).
+    ///
+    /// # Errors
+    /// [`Refused::Throttled`] with the window's time left;
+    /// [`Refused::Store`] when the counter cannot be written.
+    pub(crate) async fn admit_ceremony(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+        let p = &self.limits;
+        let key = format!("passkey-ip:{}", client_network(ip));
+        let attempt = self
+            .failures
+            .hit(&key, p.login_window, self.clock.now())
+            .await?;
+        if attempt.count <= p.login_max_failures_per_ip {
+            return Ok(());
+        }
+        self.metrics.logins_throttled.increment(1);
+        Err(Refused::Throttled {
+            retry_after: attempt.window_left,
+        })
+    }
+
+    /// A passwordless login from `ip`'s network completed: one ceremony
+    /// fewer counts against it. Best effort (the login stands).
+    pub(crate) async fn ceremony_finished(&self, ip: Option<IpAddr>) {
+        let key = format!("passkey-ip:{}", client_network(ip));
+        if let Err(e) = self.failures.forgive(&key, self.clock.now()).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "taking back a finished passkey ceremony failed"
+            );
+        }
+    }
+
     pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         let p = &self.limits;
         let key = format!("register-ip:{}", client_network(ip));

@@ -282,18 +282,24 @@ async fn login_mfa_passkey_options(
     tag = "sessions",
     operation_id = "passwordlessOptions",
     description = "Any discoverable credential of this relying party, user verification \
-        required; finish with `POST /v1/login/passkey`. 404 while passkeys are off.",
+        required; finish with `POST /v1/login/passkey`. 404 while passkeys are off. Each \
+        client network may hold `login_max_failures_per_ip` unfinished ceremonies within \
+        `login_window` (429 past it); a completed passwordless login gives one back.",
     responses(
         (status = 200, description = "The ceremony's options", body = CeremonyOptions),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 429, response = oa::Throttled),
         (status = 503, response = oa::Unavailable),
     )
 )]
-async fn passwordless_options(State(state): State<AppState>) -> Result<Response, Error> {
+async fn passwordless_options(
+    State(state): State<AppState>,
+    Client(client): Client,
+) -> Result<Response, Error> {
     let options = state
         .factors
-        .begin_passwordless()
+        .begin_passwordless(&client)
         .await
         .map_err(|e| passkey_error(e, Error::Unauthorized))?;
     Ok((

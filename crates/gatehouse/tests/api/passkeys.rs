@@ -364,3 +364,26 @@ async fn the_hosted_pages_add_a_passkey_and_sign_in_with_it_in_chromium() {
         );
     }
 }
+
+#[tokio::test]
+async fn anonymous_ceremonies_are_bounded_per_client_network() {
+    let app = on_localhost(|c| {
+        c.login_max_failures = 3;
+        c.login_max_failures_per_ip = 3;
+    })
+    .await;
+    let client = app.bare_client();
+    let begin = || client.post(app.url("/v1/login/passkey/options")).send();
+    for _ in 0..3 {
+        assert_eq!(begin().await.expect("req").status(), StatusCode::OK);
+    }
+    // Each is a row until it expires: a fourth unfinished one is refused.
+    let res = begin().await.expect("req");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    let rows: (i64,) = sqlx::query_as("SELECT count(*) FROM webauthn_ceremonies")
+        .fetch_one(&app.sql().await)
+        .await
+        .expect("count");
+    assert_eq!(rows.0, 3, "the refused one stored nothing");
+}
