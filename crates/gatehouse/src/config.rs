@@ -704,6 +704,46 @@ impl Config {
     }
 }
 
+/// WebAuthn's rule between `rp_id` and the origins whose ceremonies count
+/// (`webauthn_origins`, else the issuer's): each origin's host is the
+/// relying party id or a name under it. Checked before anything is opened,
+/// so a relying party that cannot work stops the start-up. With `rp_id`
+/// unset it is the issuer's host, which fits the issuer's origin.
+fn check_relying_party(config: &Config) -> Result<(), ConfigError> {
+    let Some(rp_id) = &config.rp_id else {
+        return Ok(());
+    };
+    let origins: Vec<String> = if config.webauthn_origins.is_empty() {
+        match config.issuer_origin() {
+            Some(origin) => vec![origin],
+            None => {
+                return Err(ConfigError::new(
+                    "rp_id",
+                    "needs webauthn_origins or issuer: the server's own address is an IP \
+                     address, which cannot belong to a relying party id",
+                ));
+            }
+        }
+    } else {
+        config.webauthn_origins.clone()
+    };
+    for origin in &origins {
+        let host = Url::parse(origin)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        if host != *rp_id && !host.ends_with(&format!(".{rp_id}")) {
+            return Err(ConfigError::new(
+                "rp_id",
+                format!(
+                    "{rp_id:?} does not cover the origin {origin} (its host must be the relying party id or a name under it)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
@@ -749,6 +789,7 @@ impl Inputs {
                 ));
             }
         }
+        check_relying_party(config)?;
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => Err(ConfigError::new("tls_key", "required with tls_cert")),
             (None, Some(_)) => Err(ConfigError::new("tls_cert", "required with tls_key")),

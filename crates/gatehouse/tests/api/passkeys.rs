@@ -387,3 +387,36 @@ async fn anonymous_ceremonies_are_bounded_per_client_network() {
         .expect("count");
     assert_eq!(rows.0, 3, "the refused one stored nothing");
 }
+
+/// A relying party that cannot work stops the server at start-up, naming
+/// the key: an IP address (WebAuthn forbids it), a malformed id, an origin
+/// outside the relying party id.
+#[test]
+fn a_relying_party_that_cannot_work_stops_the_server_naming_the_key() {
+    use crate::process::{assert_fails_with_one_line, gatehouse, run};
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (env, key) in [
+        (vec![("GATEHOUSE_RP_ID", "127.0.0.1")], "rp_id"),
+        (vec![("GATEHOUSE_RP_ID", "https://example.com")], "rp_id"),
+        (
+            vec![
+                ("GATEHOUSE_ISSUER", "https://auth.example.com"),
+                ("GATEHOUSE_RP_ID", "example.org"),
+            ],
+            "rp_id",
+        ),
+        (
+            vec![("GATEHOUSE_WEBAUTHN_ORIGINS", "not an origin")],
+            "webauthn_origins",
+        ),
+    ] {
+        let mut cmd = gatehouse(dir.path());
+        cmd.arg("serve").env("GATEHOUSE_LISTEN", "127.0.0.1:0");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd, "");
+        let line = assert_fails_with_one_line(&out);
+        assert!(line.contains(key), "{env:?}: {line:?}");
+    }
+}
