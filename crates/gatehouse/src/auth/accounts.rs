@@ -417,18 +417,9 @@ impl Accounts {
         }
         self.throttle.attempt_matched(admitted).await?;
         let session = self.sessions.start(&user, client, Amr::PASSWORD).await?;
-        self.metrics.logins_succeeded.increment(1);
-        let mut event = self
-            .audit
-            .event(EventType::LoginSucceeded, Actor::User(user.id))
-            .user(user.id)
-            .session(session.record.id)
-            .ip(client.ip)
-            .detail("amr", Amr::PASSWORD.values().collect::<Vec<_>>());
-        if let Some(ua) = &client.user_agent {
-            event = event.detail("user_agent", ua.as_str());
-        }
-        self.audit.record_one(event).await;
+        self.factors
+            .login_succeeded(&user, &session, Amr::PASSWORD, client)
+            .await;
         Ok((user, session))
     }
 

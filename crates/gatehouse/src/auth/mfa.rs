@@ -148,8 +148,8 @@ impl From<Refused> for FactorError {
     }
 }
 
-/// A TOTP credential just enrolled, pending until a code confirms it.
-#[derive(Debug)]
+/// A TOTP credential just enrolled, pending until a code confirms it. Its
+/// `Debug` hides the key (both fields carry it).
 pub struct TotpEnrolment {
     /// The key in base32 (RFC 4648, unpadded), for typing in.
     pub secret: String,
@@ -157,8 +157,11 @@ pub struct TotpEnrolment {
     pub otpauth_uri: String,
 }
 
-/// The factors of a user, as `GET /v1/me/mfa` shows them.
-pub type FactorStatus = FactorSummary;
+impl std::fmt::Debug for TotpEnrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrolment([redacted])")
+    }
+}
 
 /// Second factors and the second step of a login.
 pub struct SecondFactors {
@@ -220,7 +223,7 @@ impl SecondFactors {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn status(&self, user: UserId) -> anyhow::Result<FactorStatus> {
+    pub async fn status(&self, user: UserId) -> anyhow::Result<FactorSummary> {
         self.store.factors(user).await
     }
 
@@ -313,36 +316,19 @@ impl SecondFactors {
         if pending.failures >= self.max_failures {
             return Err(StepError::InvalidToken);
         }
-        let code = match proof {
-            Proof::Code(c) | Proof::Totp(c) | Proof::RecoveryCode(c) => c,
-            Proof::Passkey { .. } => "",
-        };
         let method = proof_method(proof);
-        let outcome = match (method, proof) {
-            (
-                _,
-                Proof::Passkey {
-                    challenge_id,
-                    credential,
-                },
-            ) => {
-                match self
+        let outcome = match proof {
+            Proof::Passkey {
+                challenge_id,
+                credential,
+            } => {
+                let proved = self
                     .second_factor_assertion(&user, &hash, challenge_id, credential, client)
-                    .await
-                {
-                    Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
-                        if taken {
-                            TotpLogin::Done
-                        } else {
-                            TotpLogin::LoginGone
-                        }
-                    }),
-                    Ok(false) => Ok(TotpLogin::StepUsed),
-                    Err(e) => Err(e),
-                }
+                    .await;
+                self.spend_login_if(&hash, proved).await
             }
             // The step and the pending login are spent in one transaction.
-            (Method::Totp, _) => match totp
+            Proof::Code(code) | Proof::Totp(code) if method == Method::Totp => match totp
                 .as_ref()
                 .map_or(Ok(None), |record| self.step_of(user.id, record, code))
             {
@@ -350,18 +336,9 @@ impl SecondFactors {
                 Ok(None) => Ok(TotpLogin::StepUsed),
                 Err(e) => Err(e),
             },
-            (Method::RecoveryCode | Method::Passkey, _) => {
-                match self.spend_recovery_code(&user, code).await {
-                    Ok(true) => self.store.take_pending_login(&hash).await.map(|taken| {
-                        if taken {
-                            TotpLogin::Done
-                        } else {
-                            TotpLogin::LoginGone
-                        }
-                    }),
-                    Ok(false) => Ok(TotpLogin::StepUsed),
-                    Err(e) => Err(e),
-                }
+            Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code) => {
+                let proved = self.spend_recovery_code(&user, code).await;
+                self.spend_login_if(&hash, proved).await
             }
         };
         match outcome {
@@ -392,6 +369,23 @@ impl SecondFactors {
         Ok((user, session))
     }
 
+    /// Spends the pending login when the second step `proved` right (a
+    /// recovery code or a passkey, each already spent on its own).
+    async fn spend_login_if(
+        &self,
+        hash: &SecretHash,
+        proved: anyhow::Result<bool>,
+    ) -> anyhow::Result<TotpLogin> {
+        if !proved? {
+            return Ok(TotpLogin::StepUsed);
+        }
+        Ok(if self.store.take_pending_login(hash).await? {
+            TotpLogin::Done
+        } else {
+            TotpLogin::LoginGone
+        })
+    }
+
     /// The pending login `mfa_token` names, while it lives: its hash and
     /// record.
     ///
@@ -414,7 +408,7 @@ impl SecondFactors {
             .map(|p| (hash, p)))
     }
 
-    /// Counts and records a completed login.
+    /// Counts and records a completed login, however it was proved.
     pub(super) async fn login_succeeded(
         &self,
         user: &UserRecord,
@@ -517,7 +511,7 @@ impl SecondFactors {
         record: &TotpRecord,
         code: &str,
     ) -> anyhow::Result<Option<i64>> {
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_totp_code(code) {
             return Ok(None);
         }
         let key = self
@@ -821,13 +815,18 @@ impl SecondFactors {
     }
 }
 
+/// Whether `code` has a TOTP code's shape: six digits.
+fn is_totp_code(code: &str) -> bool {
+    code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The method a proof claims to be.
 fn proof_method(proof: Proof<'_>) -> Method {
     match proof {
         Proof::Passkey { .. } => Method::Passkey,
         Proof::Totp(_) => Method::Totp,
         Proof::RecoveryCode(_) => Method::RecoveryCode,
-        Proof::Code(c) if c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()) => Method::Totp,
+        Proof::Code(c) if is_totp_code(c) => Method::Totp,
         Proof::Code(_) => Method::RecoveryCode,
     }
 }

@@ -67,13 +67,12 @@ pub fn relying_party(
             .map(|o| Url::parse(o).map_err(|e| anyhow::anyhow!("webauthn_origins: {o:?}: {e}")))
             .collect::<anyhow::Result<_>>()?
     };
-    let mut builder = WebauthnBuilder::new(&id, &origins[0]).map_err(|e| {
-        anyhow::anyhow!(
-            "rp_id {id:?} and origin {} do not go together: {e}",
-            origins[0]
-        )
-    })?;
-    for origin in &origins[1..] {
+    let Some((first, others)) = origins.split_first() else {
+        anyhow::bail!("webauthn_origins: no origin");
+    };
+    let mut builder = WebauthnBuilder::new(&id, first)
+        .map_err(|e| anyhow::anyhow!("rp_id {id:?} and origin {first} do not go together: {e}"))?;
+    for origin in others {
         builder = builder.append_allowed_origin(origin);
     }
     let webauthn = builder
@@ -98,8 +97,7 @@ pub enum PasskeyError {
     /// proved none.
     #[error("a second factor is required")]
     SecondFactorRequired,
-    /// The client network began too many passwordless ceremonies it did
-    /// not finish.
+    /// The client network began too many ceremonies it did not finish.
     #[error("too many unfinished ceremonies")]
     Throttled { retry_after: Duration },
     #[error(transparent)]
@@ -158,20 +156,34 @@ impl SecondFactors {
             .collect())
     }
 
+    /// Stores a ceremony begun from `client`'s network, which may hold
+    /// `login_max_failures_per_ip` unfinished ones within `login_window`:
+    /// each is a row until it is finished or expires, and the passwordless
+    /// kind may be begun by anyone. A finished ceremony gives its one back.
     async fn begin(
         &self,
+        client: &ClientMeta,
         kind: CeremonyKind,
         user: Option<UserId>,
         mfa_token_hash: Option<SecretHash>,
         state: &impl serde::Serialize,
         public_key: Value,
-    ) -> anyhow::Result<Options> {
+    ) -> Result<Options, PasskeyError> {
+        self.throttle
+            .admit_ceremony(client.ip)
+            .await
+            .map_err(|e| match e {
+                super::throttle::Refused::Throttled { retry_after } => {
+                    PasskeyError::Throttled { retry_after }
+                }
+                super::throttle::Refused::Store(e) => PasskeyError::Store(e),
+            })?;
         let ceremony = Ceremony {
             id: Uuid::new_v4(),
             kind,
             user_id: user,
             mfa_token_hash,
-            state: serde_json::to_string(state)?,
+            state: serde_json::to_string(state).map_err(anyhow::Error::from)?,
             expires_at: self.clock.now() + CEREMONY_TTL,
         };
         self.store.insert_ceremony(&ceremony).await?;
@@ -201,7 +213,11 @@ impl SecondFactors {
     ///
     /// # Errors
     /// See [`PasskeyError`].
-    pub async fn begin_registration(&self, who: &Authenticated) -> Result<Options, PasskeyError> {
+    pub async fn begin_registration(
+        &self,
+        who: &Authenticated,
+        client: &ClientMeta,
+    ) -> Result<Options, PasskeyError> {
         let webauthn = self.relying()?;
         let user = &who.user;
         let existing = self.store.passkeys_of(user.id).await?;
@@ -217,15 +233,15 @@ impl SecondFactors {
         // Discoverable, so that it can sign in without a password too.
         public_key["authenticatorSelection"]["residentKey"] = Value::from("required");
         public_key["authenticatorSelection"]["requireResidentKey"] = Value::from(true);
-        Ok(self
-            .begin(
-                CeremonyKind::Register,
-                Some(user.id),
-                None,
-                &state,
-                public_key,
-            )
-            .await?)
+        self.begin(
+            client,
+            CeremonyKind::Register,
+            Some(user.id),
+            None,
+            &state,
+            public_key,
+        )
+        .await
     }
 
     /// Finishes registering a passkey: the credential must answer the
@@ -287,6 +303,7 @@ impl SecondFactors {
         if !self.store.insert_passkey(&record).await? {
             return Err(PasskeyError::Failed);
         }
+        self.throttle.ceremony_finished(client.ip).await;
         let event = self
             .audit
             .event(EventType::MfaEnrolled, Actor::User(user.id))
@@ -337,7 +354,11 @@ impl SecondFactors {
     /// # Errors
     /// [`PasskeyError::Failed`] for a dead `mfa_token` or a user without
     /// passkeys.
-    pub async fn begin_second_factor(&self, mfa_token: &str) -> Result<Options, PasskeyError> {
+    pub async fn begin_second_factor(
+        &self,
+        mfa_token: &str,
+        client: &ClientMeta,
+    ) -> Result<Options, PasskeyError> {
         let webauthn = self.relying()?;
         let (hash, pending) = self
             .live_pending_login(mfa_token)
@@ -357,15 +378,15 @@ impl SecondFactors {
             .start_passkey_authentication(&passkeys)
             .map_err(|e| anyhow::anyhow!("starting a passkey authentication: {e}"))?;
         let public_key = serde_json::to_value(&rcr.public_key).map_err(anyhow::Error::from)?;
-        Ok(self
-            .begin(
-                CeremonyKind::SecondFactor,
-                Some(pending.user_id),
-                Some(hash),
-                &state,
-                public_key,
-            )
-            .await?)
+        self.begin(
+            client,
+            CeremonyKind::SecondFactor,
+            Some(pending.user_id),
+            Some(hash),
+            &state,
+            public_key,
+        )
+        .await
     }
 
     /// Verifies a passkey assertion as the second step of a login: the
@@ -408,7 +429,11 @@ impl SecondFactors {
         else {
             return Ok(false);
         };
-        self.record_use(record, &result).await
+        let recorded = self.record_use(record, &result).await?;
+        if recorded {
+            self.throttle.ceremony_finished(client.ip).await;
+        }
+        Ok(recorded)
     }
 
     /// Options for a passwordless login: any discoverable credential of
@@ -420,22 +445,19 @@ impl SecondFactors {
     /// See [`PasskeyError`].
     pub async fn begin_passwordless(&self, client: &ClientMeta) -> Result<Options, PasskeyError> {
         let webauthn = self.relying()?;
-        self.throttle
-            .admit_ceremony(client.ip)
-            .await
-            .map_err(|e| match e {
-                super::throttle::Refused::Throttled { retry_after } => {
-                    PasskeyError::Throttled { retry_after }
-                }
-                super::throttle::Refused::Store(e) => PasskeyError::Store(e),
-            })?;
         let (rcr, state): (RequestChallengeResponse, DiscoverableAuthentication) = webauthn
             .start_discoverable_authentication()
             .map_err(|e| anyhow::anyhow!("starting a passwordless login: {e}"))?;
         let public_key = serde_json::to_value(&rcr.public_key).map_err(anyhow::Error::from)?;
-        Ok(self
-            .begin(CeremonyKind::Passwordless, None, None, &state, public_key)
-            .await?)
+        self.begin(
+            client,
+            CeremonyKind::Passwordless,
+            None,
+            None,
+            &state,
+            public_key,
+        )
+        .await
     }
 
     /// A passwordless login: the assertion of a discoverable credential

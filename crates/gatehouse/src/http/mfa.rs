@@ -86,7 +86,7 @@ struct RecoveryCodesResponse {
 }
 
 /// A response that carries secrets: never cached.
-fn secret_answer<T: Serialize>(body: T) -> Response {
+pub(super) fn secret_answer<T: Serialize>(body: T) -> Response {
     ([(CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
@@ -342,22 +342,25 @@ pub(super) fn passkey_error(e: PasskeyError, failed: Error) -> Error {
         passkey can also sign in without a password. A user who has a second factor \
         already must call this from a session that proved one (401 \
         `insufficient_user_authentication` otherwise). 404 while passkeys are off (the \
-        relying party id would be an IP address).",
+        relying party id would be an IP address); 429 once the client network holds \
+        `login_max_failures_per_ip` unfinished ceremonies.",
     responses(
         (status = 200, description = "The ceremony's options", body = CeremonyOptions),
         (status = 401, response = oa::Unauthorized),
         (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
+        (status = 429, response = oa::Throttled),
         (status = 503, response = oa::Unavailable),
     )
 )]
 async fn passkey_options(
     State(state): State<AppState>,
     who: CurrentUser,
+    Client(client): Client,
 ) -> Result<Response, Error> {
     let options = state
         .factors
-        .begin_registration(&who.auth)
+        .begin_registration(&who.auth, &client)
         .await
         .map_err(|e| passkey_error(e, Error::BadRequest("The passkey ceremony failed.".into())))?;
     Ok(secret_answer(CeremonyOptions::from(options)))

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
+use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,7 +20,7 @@ use crate::auth::mfa::Proof;
 use crate::auth::sessions::NewSession;
 use crate::auth::types::{Password, SessionId};
 use crate::error::{Error, unavailable};
-use crate::http::mfa::{CeremonyOptions, passkey_error};
+use crate::http::mfa::{CeremonyOptions, passkey_error, secret_answer};
 use crate::store::UserRecord;
 use webauthn_rs::prelude::PublicKeyCredential;
 
@@ -171,7 +171,7 @@ async fn login(
                 methods: challenge.methods.iter().map(|m| m.as_str()).collect(),
                 expires_in: challenge.expires_in.as_secs(),
             });
-            Ok(([(CACHE_CONTROL, "no-store")], Json(body)).into_response())
+            Ok(secret_answer(body))
         }
         Err(e) => Err(e.into()),
     }
@@ -247,7 +247,8 @@ async fn login_mfa(
     request_body = PasskeyOptionsRequest,
     description = "Finish with `POST /v1/login/mfa` `{\"mfa_token\", \"challenge_id\", \
         \"credential\"}`. 401 for a spent, expired or unknown `mfa_token` or a user without \
-        passkeys; 404 while passkeys are off.",
+        passkeys; 404 while passkeys are off; 429 once the client network holds \
+        `login_max_failures_per_ip` unfinished ceremonies.",
     responses(
         (status = 200, description = "The ceremony's options", body = CeremonyOptions),
         (status = 400, response = oa::BadRequest),
@@ -256,23 +257,21 @@ async fn login_mfa(
         (status = 404, response = oa::NotFound),
         (status = 413, response = oa::PayloadTooLarge),
         (status = 415, response = oa::UnsupportedMediaType),
+        (status = 429, response = oa::Throttled),
         (status = 503, response = oa::Unavailable),
     )
 )]
 async fn login_mfa_passkey_options(
     State(state): State<AppState>,
+    Client(client): Client,
     JsonBody(req): JsonBody<PasskeyOptionsRequest>,
 ) -> Result<Response, Error> {
     let options = state
         .factors
-        .begin_second_factor(&req.mfa_token)
+        .begin_second_factor(&req.mfa_token, &client)
         .await
         .map_err(|e| passkey_error(e, Error::InvalidMfaToken))?;
-    Ok((
-        [(CACHE_CONTROL, "no-store")],
-        Json(CeremonyOptions::from(options)),
-    )
-        .into_response())
+    Ok(secret_answer(CeremonyOptions::from(options)))
 }
 
 /// `POST /v1/login/passkey/options`: a passwordless login's ceremony.
@@ -302,11 +301,7 @@ async fn passwordless_options(
         .begin_passwordless(&client)
         .await
         .map_err(|e| passkey_error(e, Error::Unauthorized))?;
-    Ok((
-        [(CACHE_CONTROL, "no-store")],
-        Json(CeremonyOptions::from(options)),
-    )
-        .into_response())
+    Ok(secret_answer(CeremonyOptions::from(options)))
 }
 
 /// `POST /v1/login/passkey`: a passwordless login with a passkey.

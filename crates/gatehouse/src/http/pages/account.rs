@@ -295,38 +295,40 @@ async fn factor_refused(
     who: &Authenticated,
     e: FactorError,
 ) -> Result<Response, PageError> {
-    let e = match e {
-        FactorError::Busy => return Err(PageError::unavailable()),
-        FactorError::Store(e) => return Err(store_failed(e)),
-        e => e,
-    };
-    let (status, message) = match &e {
+    let (status, message, retry_after) = match e {
         FactorError::WrongCode => (
             StatusCode::BAD_REQUEST,
             "The code is incorrect or was used before.".to_owned(),
+            None,
         ),
         FactorError::WrongPassword => (
             StatusCode::UNAUTHORIZED,
             "The current password is incorrect.".to_owned(),
+            None,
         ),
-        FactorError::Throttled { retry_after } => {
-            (StatusCode::TOO_MANY_REQUESTS, try_again_in(*retry_after))
-        }
+        FactorError::Throttled { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            try_again_in(retry_after),
+            Some(retry_after),
+        ),
         FactorError::AlreadyEnrolled => (
             StatusCode::CONFLICT,
             "Two-step verification is on already.".to_owned(),
+            None,
         ),
         FactorError::NotEnrolled => (
             StatusCode::NOT_FOUND,
             "Two-step verification is not set up.".to_owned(),
+            None,
         ),
-        FactorError::Busy | FactorError::Store(_) => return Err(PageError::unavailable()),
+        FactorError::Busy => return Err(PageError::unavailable()),
+        FactorError::Store(e) => return Err(store_failed(e)),
     };
     let page = render_account_with(state, who, None, &[], Some(&message), status).await?;
-    Ok(match &e {
-        FactorError::WrongPassword => with_challenge(page),
-        FactorError::Throttled { retry_after } => with_retry_after(page, *retry_after),
-        _ => page,
+    Ok(match retry_after {
+        Some(after) => with_retry_after(page, after),
+        None if status == StatusCode::UNAUTHORIZED => with_challenge(page),
+        None => page,
     })
 }
 

@@ -21,6 +21,7 @@ use super::views;
 use crate::auth::accounts::LoginError;
 use crate::auth::audit::{Actor, Ending};
 use crate::auth::mfa::{Method, Proof, StepError};
+use crate::auth::sessions::NewSession;
 use crate::auth::types::Password;
 use crate::http::AppState;
 use crate::http::extract::Client;
@@ -180,14 +181,7 @@ pub(super) async fn login(
         .login(&form.email, Password::new(form.password), &client)
         .await
     {
-        Ok((_, new)) => {
-            let cookie = state
-                .web
-                .session_cookie(&new.secret, &new.record, new.record.created_at);
-            let mut res = see_other(return_to.as_str());
-            res.headers_mut().append(SET_COOKIE, cookie);
-            res
-        }
+        Ok((_, new)) => signed_in(&state, &new, &return_to),
         Err(LoginError::SecondFactorRequired(challenge)) => html(
             StatusCode::OK,
             views::login_second_step(&views::SecondStepView {
@@ -217,6 +211,16 @@ pub(super) async fn login(
             )
         }
     }
+}
+
+/// A new session in the cookie, and 303 to `return_to`.
+fn signed_in(state: &AppState, new: &NewSession, return_to: &ReturnTo) -> Response {
+    let cookie = state
+        .web
+        .session_cookie(&new.secret, &new.record, new.record.created_at);
+    let mut res = see_other(return_to.as_str());
+    res.headers_mut().append(SET_COOKIE, cookie);
+    res
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -282,14 +286,7 @@ pub(super) async fn second_step(
         .complete_login(&form.mfa_token, Proof::Code(form.code.trim()), &client)
         .await
     {
-        Ok((_, new)) => {
-            let cookie = state
-                .web
-                .session_cookie(&new.secret, &new.record, new.record.created_at);
-            let mut res = see_other(return_to.as_str());
-            res.headers_mut().append(SET_COOKIE, cookie);
-            res
-        }
+        Ok((_, new)) => signed_in(&state, &new, &return_to),
         Err(StepError::WrongCode) => with_challenge(again(
             StatusCode::UNAUTHORIZED,
             "The code is incorrect or was used before.",

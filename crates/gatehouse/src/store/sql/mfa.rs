@@ -51,8 +51,20 @@ const DELETE_ORPHAN_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1
          WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
      AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)";
 
-const PASSKEY_COLUMNS: &str = "SELECT id, user_id, credential_id, name, passkey, sign_count, \
-     backup_eligible, backup_state, created_at, last_used_at FROM passkeys ";
+/// A passkey's columns, in the order both row mappings read them by name.
+macro_rules! passkey_select {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, user_id, credential_id, name, passkey, sign_count, ",
+            "backup_eligible, backup_state, created_at, last_used_at FROM passkeys ",
+            $where
+        )
+    };
+}
+
+const PASSKEYS_OF: &str = passkey_select!("WHERE user_id = $1 ORDER BY created_at, id");
+
+const PASSKEY_BY_CREDENTIAL: &str = passkey_select!("WHERE credential_id = $1");
 
 const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, credential_id, name, passkey, \
      sign_count, backup_eligible, backup_state, created_at, last_used_at) \
@@ -315,13 +327,11 @@ impl MfaStore for PgStore {
     }
 
     async fn passkeys_of(&self, user: UserId) -> anyhow::Result<Vec<PasskeyRecord>> {
-        let rows = sqlx::query(&format!(
-            "{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id"
-        ))
-        .bind(user.0)
-        .fetch_all(&mut *self.conn().await?)
-        .await
-        .context("reading a user's passkeys")?;
+        let rows = sqlx::query(PASSKEYS_OF)
+            .bind(user.0)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .context("reading a user's passkeys")?;
         rows.iter().map(pg_passkey).collect()
     }
 
@@ -329,7 +339,7 @@ impl MfaStore for PgStore {
         &self,
         credential_id: &[u8],
     ) -> anyhow::Result<Option<PasskeyRecord>> {
-        sqlx::query(&format!("{PASSKEY_COLUMNS} WHERE credential_id = $1"))
+        sqlx::query(PASSKEY_BY_CREDENTIAL)
             .bind(credential_id)
             .fetch_optional(&mut *self.conn().await?)
             .await
@@ -712,13 +722,11 @@ impl MfaStore for SqliteStore {
     }
 
     async fn passkeys_of(&self, user: UserId) -> anyhow::Result<Vec<PasskeyRecord>> {
-        let rows = sqlx::query(&format!(
-            "{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id"
-        ))
-        .bind(user.0.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .context("reading a user's passkeys")?;
+        let rows = sqlx::query(PASSKEYS_OF)
+            .bind(user.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("reading a user's passkeys")?;
         rows.iter().map(sqlite_passkey).collect()
     }
 
@@ -726,7 +734,7 @@ impl MfaStore for SqliteStore {
         &self,
         credential_id: &[u8],
     ) -> anyhow::Result<Option<PasskeyRecord>> {
-        sqlx::query(&format!("{PASSKEY_COLUMNS} WHERE credential_id = $1"))
+        sqlx::query(PASSKEY_BY_CREDENTIAL)
             .bind(credential_id)
             .fetch_optional(&self.pool)
             .await
