@@ -919,11 +919,21 @@ async fn a_login_begun_on_one_node_completes_on_another(a: TestApp) {
 
 #[tokio::test]
 async fn on_postgres_a_login_begun_on_one_node_completes_on_another() {
+    // Two nodes: two PostgreSQL pools.
+    let _slots = crate::helpers::PG_SLOTS
+        .acquire_many(2)
+        .await
+        .expect("the semaphore is never closed");
     a_login_begun_on_one_node_completes_on_another(TestApp::spawn_on_postgres(|_| {}).await).await;
 }
 
 #[tokio::test]
 async fn on_redis_a_login_begun_on_one_node_completes_on_another() {
+    // Two nodes: two PostgreSQL pools.
+    let _slots = crate::helpers::PG_SLOTS
+        .acquire_many(2)
+        .await
+        .expect("the semaphore is never closed");
     a_login_begun_on_one_node_completes_on_another(TestApp::spawn_on_redis(|_| {}).await).await;
 }
 

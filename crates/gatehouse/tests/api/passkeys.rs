@@ -156,6 +156,11 @@ async fn passkeys_register_sign_in_as_a_second_factor_and_passwordless_in_chromi
 /// A ceremony begun on one node and finished on another: the ceremony's
 /// state lives in the shared database.
 async fn a_ceremony_begun_on_one_node_finishes_on_another(redis: bool) {
+    // Two nodes: two PostgreSQL pools.
+    let _slots = crate::helpers::PG_SLOTS
+        .acquire_many(2)
+        .await
+        .expect("the semaphore is never closed");
     let free = || {
         TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
