@@ -47,6 +47,14 @@
 # another version. The backup test (tests/api/backups.rs) runs the documented
 # sqlite3, pg_dump, dropdb, createdb and pg_restore commands: this script
 # installs Debian's sqlite3 and postgresql-client when they are missing.
+#
+# The mail tests read what gatehouse sends from a real SMTP server of their
+# own: tests/api/mail_sink.rs runs aiosmtpd (tests/api/smtp_sink.py) on a free
+# loopback port, in plain, STARTTLS and SMTPS modes. This script installs
+# Debian's python3-aiosmtpd (1.4.3 on Debian 12, the release the sink is
+# written against) with apt-get when neither python3 nor /usr/bin/python3
+# can import aiosmtpd; the package serves the system's /usr/bin/python3, which
+# the tests use when the python3 on PATH (pyenv's, say) lacks the module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -229,6 +237,24 @@ ensure_pyotp() {
   fi
 }
 
+# aiosmtpd is a library (no command): checked by importing it, with the
+# python3 on PATH or the system's, as tests/api/mail_sink.rs does.
+ensure_aiosmtpd() {
+  if python3 -c 'import aiosmtpd' >/dev/null 2>&1 \
+    || /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: python3 cannot import aiosmtpd and apt-get is missing; install aiosmtpd 1.4.3 for python3 (the mail tests run it as their SMTP server)" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing python3-aiosmtpd (for tests/api/mail_sink.rs)" >&2
+  if ! (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-aiosmtpd); then
+    echo "scripts/test.sh: installing python3-aiosmtpd failed; install it by hand (apt-get install python3-aiosmtpd)" >&2
+    exit 1
+  fi
+}
+
 ensure_packaging_tools() {
   local missing=()
   # sqlite3 and pg_dump for tests/api/backups.rs (PostgreSQL's client tools
@@ -272,6 +298,7 @@ ensure_browser
 ensure_schemathesis
 ensure_openapi_python_client
 ensure_pyotp
+ensure_aiosmtpd
 ensure_packaging_tools
 ensure_cargo_deb
 

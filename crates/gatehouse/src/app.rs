@@ -71,6 +71,14 @@ pub async fn build_services_on(
         leeway: config.jwt_leeway,
         refresh_reuse_grace: config.refresh_reuse_grace,
     };
+    // Compiled (and tried on sample values) before anything is served: a
+    // broken override stops the start-up, not a mail.
+    let templates = match config.smtp_url {
+        Some(_) => Some(Arc::new(crate::mail::Templates::load(
+            config.email_templates.as_deref(),
+        )?)),
+        None => None,
+    };
     let services = Services::new(
         stores,
         hasher,
@@ -78,9 +86,27 @@ pub async fn build_services_on(
         Policy::from_config(config),
         tokens,
         keys,
+        templates,
     )
     .await?;
     Ok((services, feed))
+}
+
+/// The sender of mails: `email_from`, else `gatehouse@` and the host of
+/// `issuer` (`localhost` when that is an IP address, which no mail domain
+/// is).
+pub fn email_from(config: &Config, issuer: &str) -> String {
+    if let Some(from) = &config.email_from {
+        return from.clone();
+    }
+    let host = url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| match u.host() {
+            Some(url::Host::Domain(d)) => Some(d.to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("gatehouse@{host}")
 }
 
 /// The issuer a command-line tool assumes: the configured one, else what a
@@ -102,6 +128,8 @@ pub struct Application {
     state: AppState,
     /// Redis URL and revocation channel, when sessions live in Redis.
     revocation_feed: Option<FeedSource>,
+    /// The outbox's sender, with `smtp_url`.
+    mail_sender: Option<crate::mail::Sender>,
 }
 
 impl Application {
@@ -138,7 +166,21 @@ impl Application {
         let origin = format!("{}://{addr}", config.scheme());
         let issuer = config.issuer.clone().unwrap_or_else(|| origin.clone());
         let (services, revocation_feed) =
-            build_services_on(&config, num_cpus(), issuer, clock).await?;
+            build_services_on(&config, num_cpus(), issuer.clone(), clock.clone()).await?;
+        let mail_sender = match &config.smtp_url {
+            Some(url) => Some(crate::mail::Sender::new(
+                services.mail.outbox(),
+                crate::mail::Smtp::new(
+                    url,
+                    &email_from(&config, &issuer),
+                    config.smtp_ca_file.as_deref(),
+                )?,
+                clock,
+                services.metrics.clone(),
+                services.mail.wake(),
+            )),
+            None => None,
+        };
         if config.issuer.is_none() && matches!(config.database_url, DatabaseUrl::Postgres(_)) {
             // Every node would call itself by its own address, and refuse
             // the others' tokens.
@@ -170,6 +212,7 @@ impl Application {
             tls,
             limits: config.connections,
             revocation_feed,
+            mail_sender,
             state: AppState {
                 services: Arc::new(services),
                 web: Arc::new(web),
@@ -207,10 +250,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let services = &self.state.services;
-        let (sessions, audit, factors) = (
+        let (sessions, audit, factors, mail) = (
             services.sessions.clone(),
             services.audit.clone(),
             services.factors.clone(),
+            services.mail.clone(),
         );
         let sweeper = spawn_background("sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -239,8 +283,20 @@ impl Application {
                         tracing::warn!(error = format!("{e:#}"), "sweeping audit events failed")
                     }
                 }
+                if mail.enabled() {
+                    match mail.sweep().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(swept = n, "expired mail tokens, given-up mails and old devices deleted"),
+                        Err(e) => {
+                            tracing::warn!(error = format!("{e:#}"), "sweeping mail tokens and the outbox failed")
+                        }
+                    }
+                }
             }
         });
+        let mail_sender = self
+            .mail_sender
+            .map(|sender| spawn_background("mail sender", sender.run()));
         let (sessions, keys, metrics, revocations) = (
             services.sessions.clone(),
             services.keys.clone(),
@@ -293,6 +349,9 @@ impl Application {
         crate::serve::serve(self.listener, self.tls, app, self.limits, metrics, shutdown).await;
         sweeper.abort();
         key_watch.abort();
+        if let Some(sender) = mail_sender {
+            sender.abort();
+        }
         if let Some(feed) = feed {
             feed.abort();
         }

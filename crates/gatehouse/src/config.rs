@@ -71,6 +71,18 @@ pub enum RevocationFailMode {
     Stale,
 }
 
+/// Whether users must prove their email address (`email_verification`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailVerification {
+    /// No verification mail is sent on registration.
+    Off,
+    /// A verification mail on registration; unverified users may log in.
+    Optional,
+    /// Unverified users cannot log in (403 `email-not-verified`).
+    Required,
+}
+
 /// How the log on stderr is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -434,6 +446,24 @@ config_keys! {
         /// Origins whose WebAuthn ceremonies are accepted; empty means the
         /// issuer's origin.
         pub webauthn_origins: Vec<String> = Vec::new(), env, each(origin);
+        /// `smtp://` (STARTTLS when the server offers it) or `smtps://`,
+        /// credentials in the URL; unset: no mail, the email endpoints 404.
+        pub smtp_url: Option<SecretUrl> = None, env, some(smtp_url);
+        /// A PEM file of certificate authorities the SMTP server's
+        /// certificate may chain to, besides the system's.
+        pub smtp_ca_file: Option<PathBuf> = None, env, some(readable_file);
+        /// The sender of every mail; `None` means `gatehouse@` + the
+        /// issuer's host.
+        pub email_from: Option<String> = None, env, some(email_from);
+        /// The base of links in mails and of the hosted pages; `None` means
+        /// the issuer. Without a trailing slash.
+        pub public_url: Option<String> = None, env, some(issuer);
+        pub email_verification: EmailVerification = EmailVerification::Optional, env, accept;
+        pub password_reset_ttl: Duration = 30 * MINUTE, env, at_least_1s;
+        pub email_verification_ttl: Duration = 48 * HOUR, env, at_least_1s;
+        /// A directory whose files replace the built-in mail templates of
+        /// the same name.
+        pub email_templates: Option<PathBuf> = None, env, some(readable_dir);
         /// `text` or `json` (one object a line) on stderr.
         pub log_format: LogFormat = LogFormat::Text, env, accept;
     }
@@ -671,6 +701,16 @@ impl Show for RevocationFailMode {
     }
 }
 
+impl Show for EmailVerification {
+    fn show(&self) -> Option<String> {
+        Some(quoted(match self {
+            Self::Off => "off",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }))
+    }
+}
+
 impl Show for LogFormat {
     fn show(&self) -> Option<String> {
         Some(quoted(match self {
@@ -790,6 +830,12 @@ impl Inputs {
             }
         }
         check_relying_party(config)?;
+        if config.email_verification == EmailVerification::Required && config.smtp_url.is_none() {
+            return Err(ConfigError::new(
+                "email_verification",
+                "\"required\" needs smtp_url: nobody could verify an address",
+            ));
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => Err(ConfigError::new("tls_key", "required with tls_cert")),
             (None, Some(_)) => Err(ConfigError::new("tls_cert", "required with tls_key")),
@@ -1009,6 +1055,7 @@ impl EnvValue for Registration {}
 impl EnvValue for JwtAlg {}
 impl EnvValue for RevocationFailMode {}
 impl EnvValue for LogFormat {}
+impl EnvValue for EmailVerification {}
 
 impl EnvValue for bool {
     fn env_value(text: &str) -> Result<toml::Value, String> {
@@ -1154,6 +1201,47 @@ fn redis_url(s: String) -> Result<SecretUrl, String> {
     match u.scheme() {
         "redis" | "rediss" => Ok(SecretUrl::new(s)),
         _ => Err("must start with redis:// or rediss://".into()),
+    }
+}
+
+fn smtp_url(s: String) -> Result<SecretUrl, String> {
+    let u = Url::parse(&s).map_err(|_| "not a URL".to_owned())?;
+    if !matches!(u.scheme(), "smtp" | "smtps") {
+        return Err("must start with smtp:// or smtps://".into());
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("needs a host".into());
+    }
+    if u.path() != "" && u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err("must be smtp://[user:password@]host[:port], without path or query".into());
+    }
+    Ok(SecretUrl::new(s))
+}
+
+/// A sender: `addr@domain` or `Name <addr@domain>` (checked again, fully,
+/// when the mailer is built).
+fn email_from(s: String) -> Result<String, String> {
+    let s = s.trim().to_owned();
+    let addr = match (s.rfind('<'), s.ends_with('>')) {
+        (Some(i), true) => &s[i + 1..s.len() - 1],
+        _ => s.as_str(),
+    };
+    let valid = addr
+        .split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && (d.contains('.') || d == "localhost"));
+    if !valid || s.len() > 320 || s.chars().any(char::is_control) {
+        return Err(format!(
+            "{s:?} is not a mail address such as gatehouse@example.com or \"Example <gatehouse@example.com>\""
+        ));
+    }
+    Ok(s)
+}
+
+fn readable_dir(s: String) -> Result<PathBuf, String> {
+    match std::fs::metadata(&s) {
+        Ok(m) if m.is_dir() => Ok(PathBuf::from(s)),
+        Ok(_) => Err(format!("{s} is not a directory")),
+        Err(e) => Err(format!("cannot read {s}: {e}")),
     }
 }
 

@@ -35,6 +35,13 @@ pub enum Error {
     /// A wrong second-step code (401: it is a login's answer).
     #[error("invalid code")]
     InvalidCode,
+    /// The password was right but the address is not verified
+    /// (`email_verification = "required"`).
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// A mailed link's token is unknown, spent, expired or void (400).
+    #[error("invalid link")]
+    InvalidMailToken,
     /// A wrong code on a request that changes the caller's factors (400).
     #[error("wrong code")]
     WrongCode,
@@ -174,6 +181,16 @@ impl Error {
                 StatusCode::UNAUTHORIZED,
                 "invalid-code",
                 "The code is incorrect or was used before.",
+            ),
+            E::EmailNotVerified => (
+                StatusCode::FORBIDDEN,
+                "email-not-verified",
+                "The email address is not verified: follow the link in the verification mail just sent, then sign in again.",
+            ),
+            E::InvalidMailToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid-mail-token",
+                "The link is invalid, was used, or has expired; ask for a new one.",
             ),
             E::WrongCode => (
                 StatusCode::BAD_REQUEST,
@@ -336,6 +353,7 @@ impl From<LoginError> for Error {
             LoginError::Throttled { retry_after } => Self::Throttled { retry_after },
             LoginError::Busy => Self::Unavailable,
             LoginError::Store(e) => unavailable(e),
+            LoginError::EmailNotVerified => Self::EmailNotVerified,
             // Answered 200 by the login endpoints before any conversion;
             // anywhere else no session came of it.
             LoginError::SecondFactorRequired(_) => Self::InsufficientAuthentication,
@@ -350,6 +368,20 @@ impl From<crate::auth::mfa::StepError> for Error {
             E::InvalidToken => Self::InvalidMfaToken,
             E::WrongCode => Self::InvalidCode,
             E::Throttled { retry_after } => Self::Throttled { retry_after },
+            E::Store(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<crate::auth::MailError> for Error {
+    fn from(e: crate::auth::MailError) -> Self {
+        use crate::auth::MailError as E;
+        match e {
+            E::Off => Self::NotFound,
+            E::Invalid(errors) => Self::Invalid(errors),
+            E::Throttled { retry_after } => Self::Throttled { retry_after },
+            E::InvalidToken => Self::InvalidMailToken,
+            E::Busy => Self::Unavailable,
             E::Store(e) => unavailable(e),
         }
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod revocation;

@@ -30,6 +30,11 @@ const AUDIT_WRITE_FAILURES: &str = "gatehouse_audit_write_failures_total";
 const LIVE_SESSIONS: &str = "gatehouse_live_sessions";
 const REVOKED_SESSIONS: &str = "gatehouse_revoked_sessions";
 const HASH_QUEUE: &str = "gatehouse_password_hash_queue_depth";
+const MAILS: &str = "gatehouse_mails_total";
+const PASSWORD_RESETS: &str = "gatehouse_password_resets_total";
+const OUTBOX_PENDING: &str = "gatehouse_mail_outbox_pending";
+const OUTBOX_FAILED: &str = "gatehouse_mail_outbox_failed";
+const OUTBOX_OLDEST: &str = "gatehouse_mail_outbox_oldest_pending_seconds";
 const CONNECTIONS_OPEN: &str = "gatehouse_connections_open";
 const CONNECTIONS_MAX: &str = "gatehouse_connections_max";
 const CONNECTIONS_LIMIT_REACHED: &str = "gatehouse_connections_limit_reached_total";
@@ -89,11 +94,24 @@ pub struct Metrics {
     pub tokens_session: Counter,
     pub refresh_reuse_detected: Counter,
     pub audit_write_failures: Counter,
+    /// Mails by fate: written to the outbox, sent, an attempt failed and
+    /// will be retried, given up on.
+    pub mails_queued: Counter,
+    pub mails_sent: Counter,
+    pub mails_retried: Counter,
+    pub mails_failed: Counter,
+    /// `POST /v1/password-reset` and its confirmation, by result.
+    pub password_resets_requested: Counter,
+    pub password_resets_throttled: Counter,
+    pub password_resets_completed: Counter,
     /// Kept by the serving loop as connections come and go.
     pub connections: ConnectionMetrics,
     live_sessions: Gauge,
     revoked_sessions: Gauge,
     hash_queue: Gauge,
+    outbox_pending: Gauge,
+    outbox_failed: Gauge,
+    outbox_oldest: Gauge,
 }
 
 /// The serving loop's handles: connections open, the cap, how often it was
@@ -121,6 +139,11 @@ pub struct Gauges {
     pub live_sessions: Option<u64>,
     pub revoked_sessions: usize,
     pub hash_queue_depth: usize,
+    /// With mail on, the outbox: mails waiting, mails given up on, and the
+    /// age in seconds of the oldest waiting one (0 when none waits).
+    /// `None`: no mail, or the store did not answer (the gauges keep their
+    /// last values).
+    pub outbox: Option<(u64, u64, f64)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +201,16 @@ impl Metrics {
             "Audit events that could not be stored (they are still logged).",
         );
         describe(
+            MAILS,
+            None,
+            "Mails by result: queued (written to the outbox), sent, retried (an attempt failed; it will be tried again), failed (given up on after its last attempt, or refused for good by the SMTP server).",
+        );
+        describe(
+            PASSWORD_RESETS,
+            None,
+            "Password resets, by result: requested (POST /v1/password-reset answered 202, known address or not), throttled, completed.",
+        );
+        describe(
             CONNECTIONS_LIMIT_REACHED,
             None,
             "Times a new connection found max_connections open and waited for a slot (later ones wait in the listen backlog).",
@@ -208,6 +241,18 @@ impl Metrics {
                 CONNECTIONS_MAX,
                 "The most connections held open at once (max_connections).",
             ),
+            (
+                OUTBOX_PENDING,
+                "Mails in the outbox waiting to be sent (or being sent), every node's.",
+            ),
+            (
+                OUTBOX_FAILED,
+                "Mails given up on, kept (without their bodies) for 7 days.",
+            ),
+            (
+                OUTBOX_OLDEST,
+                "Age of the oldest mail waiting in the outbox (0 when none waits): grows while SMTP is down.",
+            ),
         ] {
             recorder.describe_gauge(name.into(), None, SharedString::const_str(help));
         }
@@ -232,6 +277,13 @@ impl Metrics {
             tokens_session: counter(TOKENS_ISSUED, &[("grant", "session")]),
             refresh_reuse_detected: counter(REFRESH_REUSE, &[]),
             audit_write_failures: counter(AUDIT_WRITE_FAILURES, &[]),
+            mails_queued: counter(MAILS, &[("result", "queued")]),
+            mails_sent: counter(MAILS, &[("result", "sent")]),
+            mails_retried: counter(MAILS, &[("result", "retried")]),
+            mails_failed: counter(MAILS, &[("result", "failed")]),
+            password_resets_requested: counter(PASSWORD_RESETS, &[("result", "requested")]),
+            password_resets_throttled: counter(PASSWORD_RESETS, &[("result", "throttled")]),
+            password_resets_completed: counter(PASSWORD_RESETS, &[("result", "completed")]),
             connections: ConnectionMetrics {
                 open: gauge(CONNECTIONS_OPEN),
                 max: gauge(CONNECTIONS_MAX),
@@ -243,6 +295,9 @@ impl Metrics {
             live_sessions: gauge(LIVE_SESSIONS),
             revoked_sessions: gauge(REVOKED_SESSIONS),
             hash_queue: gauge(HASH_QUEUE),
+            outbox_pending: gauge(OUTBOX_PENDING),
+            outbox_failed: gauge(OUTBOX_FAILED),
+            outbox_oldest: gauge(OUTBOX_OLDEST),
             recorder,
             handle,
             requests: quick_cache::sync::Cache::new(SERIES_CACHED),
@@ -308,6 +363,11 @@ impl Metrics {
         {
             self.revoked_sessions.set(gauges.revoked_sessions as f64);
             self.hash_queue.set(gauges.hash_queue_depth as f64);
+            if let Some((pending, failed, oldest)) = gauges.outbox {
+                self.outbox_pending.set(pending as f64);
+                self.outbox_failed.set(failed as f64);
+                self.outbox_oldest.set(oldest);
+            }
         }
         self.handle.render()
     }
@@ -333,6 +393,7 @@ mod tests {
             live_sessions: Some(7),
             revoked_sessions: 3,
             hash_queue_depth: 1,
+            outbox: Some((2, 1, 30.0)),
         });
         assert!(
             text.contains(
@@ -352,6 +413,12 @@ mod tests {
         assert!(text.contains("gatehouse_revoked_sessions 3"), "{text}");
         assert!(
             text.contains("gatehouse_password_hash_queue_depth 1"),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_mail_outbox_pending 2"), "{text}");
+        assert!(text.contains("gatehouse_mail_outbox_failed 1"), "{text}");
+        assert!(
+            text.contains("gatehouse_mail_outbox_oldest_pending_seconds 30"),
             "{text}"
         );
     }

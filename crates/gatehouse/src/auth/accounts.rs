@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::{Actor, Audit, Ending, EventType};
+use super::mail::{LOGIN_VERIFICATION_GAP, Mail};
 use super::mfa::{Challenge, FactorError, SecondFactors, TotpEnrolment};
 use super::password::check_policy;
 use super::password::{HashError, Hasher};
@@ -38,6 +39,11 @@ pub enum LoginError {
     /// (`SecondFactors::complete_login`).
     #[error("a second factor is required")]
     SecondFactorRequired(Challenge),
+    /// The password was right, but `email_verification = "required"` and
+    /// the address is not verified; a fresh verification mail is on its
+    /// way (at most one per 5 minutes).
+    #[error("the email address is not verified")]
+    EmailNotVerified,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -128,7 +134,7 @@ pub enum Registrar {
     Admin(UserId),
 }
 
-fn validate_new_password(
+pub(crate) fn validate_new_password(
     field: &'static str,
     password: &str,
     email: Option<&Email>,
@@ -150,6 +156,7 @@ pub struct Accounts {
     sessions: Arc<Sessions>,
     factors: Arc<SecondFactors>,
     principals: Arc<Principals>,
+    mail: Arc<Mail>,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -173,6 +180,7 @@ impl Accounts {
         sessions: Arc<Sessions>,
         factors: Arc<SecondFactors>,
         principals: Arc<Principals>,
+        mail: Arc<Mail>,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -185,6 +193,7 @@ impl Accounts {
             sessions,
             factors,
             principals,
+            mail,
             audit,
             metrics,
             clock,
@@ -265,6 +274,13 @@ impl Accounts {
             event = event.ip(ip);
         }
         self.audit.record_one(event).await;
+        if let Some(ip) = public_ip {
+            let client = ClientMeta {
+                ip,
+                user_agent: None,
+            };
+            self.mail.registered(&user, &client).await;
+        }
         Ok(user)
     }
 
@@ -303,8 +319,9 @@ impl Accounts {
             }
             Err(LoginError::Busy) => return Err(ChangePasswordError::Busy),
             Err(LoginError::Store(e)) => return Err(ChangePasswordError::Store(e)),
-            // `check_password` never asks for a second factor.
-            Err(LoginError::SecondFactorRequired(_)) => {
+            // `check_password` never asks for a second factor or a
+            // verified address.
+            Err(LoginError::SecondFactorRequired(_) | LoginError::EmailNotVerified) => {
                 return Err(ChangePasswordError::Store(anyhow::anyhow!(
                     "a password check asked for a second factor"
                 )));
@@ -320,12 +337,16 @@ impl Accounts {
             })?;
         self.users.set_password_hash(who.user.id, &hash).await?;
         self.principals.invalidate();
-        let event = self
+        let mut event = self
             .audit
             .event(EventType::PasswordChanged, Actor::User(who.user.id))
             .user(who.user.id)
             .session(who.session.id)
-            .ip(client.ip);
+            .ip(client.ip)
+            .detail("how", "change");
+        if let Some(ua) = &client.user_agent {
+            event = event.detail("user_agent", ua.as_str());
+        }
         self.audit.record_one(event).await;
         self.sessions
             .end_all_of(
@@ -355,7 +376,12 @@ impl Accounts {
             .await
         {
             Ok(user) if user.id == who.user.id => {}
-            Ok(_) | Err(LoginError::InvalidCredentials | LoginError::SecondFactorRequired(_)) => {
+            Ok(_)
+            | Err(
+                LoginError::InvalidCredentials
+                | LoginError::SecondFactorRequired(_)
+                | LoginError::EmailNotVerified,
+            ) => {
                 return Err(FactorError::WrongPassword);
             }
             Err(LoginError::Throttled { retry_after }) => {
@@ -400,6 +426,12 @@ impl Accounts {
         let (user, admitted) = self
             .check_password_admitted(email, password, client.ip)
             .await?;
+        if self.mail.verification_required() && !user.email_verified {
+            // The right password: no failure, but no session either.
+            self.throttle.attempt_passed(admitted).await?;
+            self.verification_needed(&user, client).await;
+            return Err(LoginError::EmailNotVerified);
+        }
         let methods = match self.factors.methods_of(user.id).await {
             Ok(methods) => methods,
             Err(e) => {
@@ -421,6 +453,24 @@ impl Accounts {
             .login_succeeded(&user, &session, Amr::PASSWORD, client)
             .await;
         Ok((user, session))
+    }
+
+    /// A login of `user` was refused for an unverified address: a fresh
+    /// verification mail, at most one per 5 minutes (a failure is logged;
+    /// the refusal stands).
+    pub(crate) async fn verification_needed(&self, user: &UserRecord, client: &ClientMeta) {
+        if let Err(e) = self
+            .mail
+            .send_verification(user, LOGIN_VERIFICATION_GAP, client)
+            .await
+        {
+            tracing::error!(
+                target: "gatehouse::mail",
+                user_id = %user.id,
+                error = format!("{e:#}"),
+                "a verification mail could not be written"
+            );
+        }
     }
 
     /// The throttled password check shared by every password login path.

@@ -15,6 +15,8 @@ use crate::model::cursor::{PageError, decode_cursor, encode_cursor};
 use crate::model::types::UserId;
 use crate::store::AuditStore;
 
+use super::notices::Notices;
+
 /// Writes the event to the log, where operators' collectors pick it up.
 fn log(e: &AuditEvent) {
     let (actor, actor_id) = e.actor.parts();
@@ -54,6 +56,9 @@ pub struct Audit {
     metrics: Arc<Metrics>,
     /// How long events are kept; `None` keeps them forever.
     retention: Option<Duration>,
+    /// With mail on: the security notices events call for, written with
+    /// them.
+    notices: Option<Notices>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -76,7 +81,16 @@ impl Audit {
             clock,
             metrics,
             retention,
+            notices: None,
         }
+    }
+
+    /// This trail, writing security notices with the events that call for
+    /// them.
+    #[must_use]
+    pub fn with_notices(mut self, notices: Notices) -> Self {
+        self.notices = Some(notices);
+        self
     }
 
     /// Records events: logged at once, then stored. A store failure is
@@ -89,7 +103,11 @@ impl Audit {
         for e in &events {
             log(e);
         }
-        if let Err(err) = self.store.append(&events).await {
+        let mails = match &self.notices {
+            Some(notices) => notices.for_events(&events).await,
+            None => Vec::new(),
+        };
+        if let Err(err) = self.store.append(&events, &mails).await {
             self.metrics
                 .audit_write_failures
                 .increment(events.len() as u64);
@@ -99,6 +117,19 @@ impl Audit {
                 count = events.len(),
                 "storing audit events failed; they are in this log only"
             );
+            if !mails.is_empty() {
+                self.metrics.mails_failed.increment(mails.len() as u64);
+                tracing::error!(
+                    target: "gatehouse::mail",
+                    count = mails.len(),
+                    "the security notices of these events were not written"
+                );
+            }
+            return;
+        }
+        if let (false, Some(notices)) = (mails.is_empty(), &self.notices) {
+            self.metrics.mails_queued.increment(mails.len() as u64);
+            notices.wake.notify_one();
         }
     }
 

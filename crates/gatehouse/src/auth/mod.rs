@@ -4,6 +4,8 @@
 //!
 //! - [`Accounts`]: registration, password login, password change;
 //! - [`SecondFactors`]: TOTP and recovery codes, the second step of a login;
+//! - [`Mail`]: password reset and address verification by mailed links (the
+//!   security notices are the audit trail's, `notices`);
 //! - [`Sessions`]: starting, recognising and ending sessions;
 //! - [`Tokens`]: signing access tokens, the token endpoint's grants;
 //! - [`Bearer`]: verifying access tokens and finding their principals;
@@ -21,7 +23,9 @@ pub mod claims;
 pub mod feed;
 pub mod forward;
 pub mod keys;
+pub mod mail;
 pub mod mfa;
+pub mod notices;
 pub mod passkeys;
 pub mod password;
 pub mod principals;
@@ -37,7 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{Config, Registration, RevocationFailMode};
+use crate::config::{Config, EmailVerification, Registration, RevocationFailMode};
+use crate::mail::Templates;
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::store::{SessionStore, Stores, UserStore};
@@ -50,6 +55,7 @@ pub use bearer::Bearer;
 pub use feed::Feed;
 pub use forward::Gate;
 pub use keys::KeyManager;
+pub use mail::{Mail, MailError, MailSettings};
 pub use mfa::SecondFactors;
 pub use password::{HashError, Hasher};
 pub use sessions::{SessionLimits, Sessions};
@@ -69,6 +75,13 @@ pub struct Policy {
     pub rp_id: Option<String>,
     /// `webauthn_origins`; empty takes the issuer's origin.
     pub webauthn_origins: Vec<String>,
+    /// `smtp_url` is set.
+    pub mail_enabled: bool,
+    pub email_verification: EmailVerification,
+    pub password_reset_ttl: Duration,
+    pub email_verification_ttl: Duration,
+    /// `public_url`; `None` takes the issuer.
+    pub public_url: Option<String>,
 }
 
 impl Policy {
@@ -86,6 +99,11 @@ impl Policy {
             audit_retention: config.audit_retention,
             rp_id: config.rp_id.clone(),
             webauthn_origins: config.webauthn_origins.clone(),
+            mail_enabled: config.smtp_url.is_some(),
+            email_verification: config.email_verification,
+            password_reset_ttl: config.password_reset_ttl,
+            email_verification_ttl: config.email_verification_ttl,
+            public_url: config.public_url.clone(),
         }
     }
 }
@@ -100,6 +118,7 @@ pub struct Services {
     pub audit: Arc<Audit>,
     pub bearer: Arc<Bearer>,
     pub factors: Arc<SecondFactors>,
+    pub mail: Arc<Mail>,
     pub feed: Arc<Feed>,
     pub gate: Arc<Gate>,
     pub ops: Arc<Ops>,
@@ -125,10 +144,12 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     /// Wires every service over `stores` and loads the revocations still
-    /// in force.
+    /// in force. `templates` are the mails' (with `smtp_url` set; `None`
+    /// turns mail off).
     ///
     /// # Errors
     /// When the store cannot be read, or the metrics cannot be registered.
+    #[allow(clippy::too_many_arguments)] // the wiring, done once
     pub async fn new(
         stores: Stores,
         hasher: Hasher,
@@ -136,17 +157,34 @@ impl Services {
         policy: Policy,
         settings: TokenSettings,
         keys: KeyManager,
+        templates: Option<Arc<Templates>>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
         let hasher = Arc::new(hasher);
         let keys = Arc::new(keys);
         let revocations = stores.revocations.clone();
-        let audit = Arc::new(Audit::new(
+        let templates = templates.filter(|_| policy.mail_enabled);
+        let public_url = policy
+            .public_url
+            .clone()
+            .unwrap_or_else(|| settings.issuer.clone());
+        let mail_wake = Arc::new(tokio::sync::Notify::new());
+        let mut audit = Audit::new(
             stores.audit.clone(),
             clock.clone(),
             metrics.clone(),
             policy.audit_retention,
-        ));
+        );
+        if let Some(templates) = &templates {
+            audit = audit.with_notices(notices::Notices::new(
+                stores.users.clone(),
+                stores.mail.clone(),
+                templates.clone(),
+                notices::Links::new(&public_url),
+                mail_wake.clone(),
+            ));
+        }
+        let audit = Arc::new(audit);
         let sessions = Arc::new(Sessions::new(
             stores.sessions.clone(),
             stores.users.clone(),
@@ -188,6 +226,26 @@ impl Services {
             )?,
         ));
         factors.seal_plaintext_keys().await?;
+        let mail = Arc::new(Mail::new(
+            stores.mail.clone(),
+            stores.users.clone(),
+            hasher.clone(),
+            throttle.clone(),
+            sessions.clone(),
+            principals.clone(),
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+            templates,
+            MailSettings {
+                enabled: policy.mail_enabled,
+                verification: policy.email_verification,
+                reset_ttl: policy.password_reset_ttl,
+                verification_ttl: policy.email_verification_ttl,
+                public_url,
+            },
+            mail_wake,
+        ));
         let accounts = Arc::new(Accounts::new(
             stores.users.clone(),
             hasher.clone(),
@@ -195,6 +253,7 @@ impl Services {
             sessions.clone(),
             factors.clone(),
             principals.clone(),
+            mail.clone(),
             audit.clone(),
             metrics.clone(),
             clock.clone(),
@@ -241,6 +300,7 @@ impl Services {
             clock.clone(),
         ));
         let ops = Arc::new(Ops {
+            outbox: mail.enabled().then(|| stores.mail.clone()),
             users: stores.users.clone(),
             sessions: stores.sessions.clone(),
             revocations: revocations.clone(),
@@ -252,6 +312,7 @@ impl Services {
             accounts,
             admin,
             factors,
+            mail,
             audit,
             bearer,
             feed,
@@ -306,6 +367,8 @@ impl Readiness {
 
 /// Readiness and metrics: what operators ask of the node.
 pub struct Ops {
+    /// With mail on, the outbox (its gauges).
+    outbox: Option<Arc<dyn crate::store::MailStore>>,
     users: Arc<dyn UserStore>,
     sessions: Arc<dyn SessionStore>,
     revocations: Arc<Revocations>,
@@ -339,10 +402,31 @@ impl Ops {
                 None
             }
         };
+        let outbox = match &self.outbox {
+            None => None,
+            Some(store) => match tokio::time::timeout(within, store.outbox_stats()).await {
+                Ok(Ok(stats)) => {
+                    let age = stats.oldest_pending.map_or(0.0, |at| {
+                        (self.clock.now() - at).as_seconds_f64().max(0.0)
+                    });
+                    #[allow(clippy::cast_precision_loss)] // exact below 2^53
+                    Some((stats.pending, stats.failed, age))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "reading the outbox's state failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("reading the outbox's state timed out");
+                    None
+                }
+            },
+        };
         self.metrics.render(crate::metrics::Gauges {
             live_sessions,
             revoked_sessions: self.revocations.set().len(),
             hash_queue_depth: self.hasher.queue_depth(),
+            outbox,
         })
     }
 
@@ -438,6 +522,7 @@ pub(crate) mod test_support {
             Policy::from_config(&config),
             tokens,
             keys,
+            None,
         )
         .await
         .expect("services");

@@ -207,6 +207,7 @@ mod tests {
                     password_hash: String::new(),
                     created_at: now,
                     disabled: false,
+                    email_verified: false,
                     roles: vec!["reader".to_owned()],
                 },
                 session: SessionRecord {

@@ -379,6 +379,36 @@ impl Throttle {
         }
     }
 
+    /// Counts a request for a mailed link (a password reset) under the
+    /// address's budget (`login_max_failures` within `login_window`, known
+    /// address or not, so the answer is the same) and the client
+    /// network's (`login_max_failures_per_ip`), before anything is looked
+    /// up: at most that many mails reach one mailbox, and one client cannot
+    /// mail the world.
+    pub(crate) async fn admit_mail_request(
+        &self,
+        email: &Email,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Refused> {
+        let p = &self.limits;
+        let now = self.clock.now();
+        for (key, limit) in [
+            (
+                format!("mail-ip:{}", client_network(ip)),
+                p.login_max_failures_per_ip,
+            ),
+            (format!("mail:{}", email.as_str()), p.login_max_failures),
+        ] {
+            let attempt = self.failures.hit(&key, p.login_window, now).await?;
+            if attempt.count > limit {
+                return Err(Refused::Throttled {
+                    retry_after: attempt.window_left,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn admit_registration(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         let p = &self.limits;
         let key = format!("register-ip:{}", client_network(ip));

@@ -60,6 +60,10 @@ pub enum GrantError {
     /// The `mfa_token` of an MFA grant is unknown, expired or spent.
     #[error("invalid mfa_token")]
     InvalidMfaToken,
+    /// The password was right; the address must be verified first
+    /// (`email_verification = "required"`).
+    #[error("the email address is not verified")]
+    EmailNotVerified,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -71,6 +75,7 @@ impl From<LoginError> for GrantError {
             LoginError::Throttled { retry_after } => Self::Throttled { retry_after },
             LoginError::Busy => Self::Busy,
             LoginError::SecondFactorRequired(challenge) => Self::MfaRequired(challenge),
+            LoginError::EmailNotVerified => Self::EmailNotVerified,
             LoginError::Store(e) => Self::Store(e),
         }
     }

@@ -455,10 +455,17 @@ async fn get_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchUser {
-    disabled: bool,
+    /// Disabling ends every session of the user at once.
+    #[serde(default)]
+    disabled: Option<bool>,
+    /// Marks the user's address verified (or not), as a verification link
+    /// would.
+    #[serde(default)]
+    email_verified: Option<bool>,
 }
 
-/// `PATCH /v1/admin/users/{id}` `{"disabled": bool}`: disabling ends every
+/// `PATCH /v1/admin/users/{id}` `{"disabled": bool, "email_verified":
+/// bool}` (either or both; an empty object is 400): disabling ends every
 /// session of the user at once.
 #[utoipa::path(
     patch,
@@ -486,11 +493,35 @@ async fn patch_user(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PatchUser>,
 ) -> Result<impl IntoResponse, Error> {
+    let id = user_id(&id)?;
+    if req.disabled.is_none() && req.email_verified.is_none() {
+        return Err(Error::BadRequest(
+            "send \"disabled\", \"email_verified\" or both".into(),
+        ));
+    }
+    if let Some(verified) = req.email_verified
+        && !state
+            .mail
+            .set_verified(id, verified, admin.actor())
+            .await
+            .map_err(unavailable)?
+    {
+        return Err(Error::NotFound);
+    }
+    if let Some(disabled) = req.disabled {
+        let user = state
+            .admin
+            .set_disabled(id, disabled, admin.actor())
+            .await
+            .map_err(admin_change_error)?
+            .ok_or(Error::NotFound)?;
+        return Ok(UserResponse::of(&user));
+    }
     let user = state
         .admin
-        .set_disabled(user_id(&id)?, req.disabled, admin.actor())
+        .user(id)
         .await
-        .map_err(admin_change_error)?
+        .map_err(unavailable)?
         .ok_or(Error::NotFound)?;
     Ok(UserResponse::of(&user))
 }

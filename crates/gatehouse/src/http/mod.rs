@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod authz;
+pub mod email;
 pub mod extract;
 mod limits;
 pub mod mfa;
@@ -134,6 +135,7 @@ pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
         .merge(accounts::router())
         .merge(sessions::router())
         .merge(mfa::router())
+        .merge(email::router())
         .merge(tokens::router())
         .merge(admin::router())
         .merge(authz::router())
@@ -317,6 +319,9 @@ pub struct UserView {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub disabled: bool,
+    /// The user proved they read mail at `email` (a verification link, a
+    /// password reset, or an administrator said so).
+    pub email_verified: bool,
 }
 
 impl From<&UserRecord> for UserView {
@@ -327,6 +332,7 @@ impl From<&UserRecord> for UserView {
             roles: u.roles.clone(),
             created_at: u.created_at,
             disabled: u.disabled,
+            email_verified: u.email_verified,
         }
     }
 }

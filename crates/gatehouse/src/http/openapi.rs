@@ -90,6 +90,8 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     tags(
         (name = "accounts", description = "Registration, who am I, password change"),
         (name = "sessions", description = "Cookie sessions: login, logout, the caller's devices"),
+        (name = "email", description = "Password reset and address verification by mailed \
+            links (with smtp_url; 404 without)"),
         (name = "tokens", description = "The OAuth 2.0 token endpoint and access tokens"),
         (name = "authorization", description = "Permission checks and forward authentication"),
         (name = "admin", description = "Users, roles, resource servers and the audit trail; \

@@ -169,6 +169,14 @@ impl From<GrantError> for OAuthError {
                 retry_after: None,
                 mfa_token: Some(challenge.mfa_token.encode()),
             },
+            GrantError::EmailNotVerified => Self {
+                status: StatusCode::FORBIDDEN,
+                code: "email_not_verified",
+                description: "The password is right but the email address is not verified: \
+                    follow the link in the verification mail just sent, then try again.",
+                retry_after: None,
+                mfa_token: None,
+            },
             GrantError::InvalidMfaToken => Self::bad(
                 "invalid_grant",
                 "The mfa_token is unknown, expired or spent; start again with the password.",

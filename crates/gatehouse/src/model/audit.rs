@@ -60,10 +60,16 @@ pub enum EventType {
     /// A passkey's signature counter went backwards: a cloned
     /// authenticator; the assertion was refused.
     PasskeyCounterRegression,
+    /// A password-reset link was asked for a known, enabled account (the
+    /// mail is in the outbox).
+    PasswordResetRequested,
+    /// The user's address was verified (`details.by`: `link` or `admin`),
+    /// or marked unverified by an administrator (`details.verified`).
+    EmailVerificationChanged,
 }
 
 impl EventType {
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 27] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -89,6 +95,8 @@ impl EventType {
         Self::RecoveryCodesRegenerated,
         Self::MfaReset,
         Self::PasskeyCounterRegression,
+        Self::PasswordResetRequested,
+        Self::EmailVerificationChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +126,8 @@ impl EventType {
             Self::RecoveryCodesRegenerated => "recovery_codes_regenerated",
             Self::MfaReset => "mfa_reset",
             Self::PasskeyCounterRegression => "passkey_counter_regression",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::EmailVerificationChanged => "email_verification_changed",
         }
     }
 
@@ -174,6 +184,8 @@ pub enum Ending {
     SignedOutElsewhere,
     /// The user changed their password.
     PasswordChanged,
+    /// The password was reset through a mailed link.
+    PasswordReset,
     /// An administrator ended the user's sessions.
     EndedByAdmin,
     UserDisabled,
@@ -194,6 +206,7 @@ impl Ending {
             Self::EndedByUser => "ended_by_user",
             Self::SignedOutElsewhere => "signed_out_elsewhere",
             Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
             Self::EndedByAdmin => "ended_by_admin",
             Self::UserDisabled => "user_disabled",
             Self::UserDeleted => "user_deleted",

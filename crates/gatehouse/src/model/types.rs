@@ -199,6 +199,12 @@ opaque_secret!(
 );
 
 opaque_secret!(
+    /// The token of a mailed link (password reset, address verification):
+    /// 32 bytes from the OS RNG; the store keeps only its SHA-256.
+    MailToken
+);
+
+opaque_secret!(
     /// A resource server's key for the revocation feed: 32 bytes from the
     /// OS RNG, shown once as `ghrs_` and 43 characters of base64url.
     ResourceServerSecret

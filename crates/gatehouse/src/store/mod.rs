@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, DatabaseUrl, SecretUrl};
 use crate::model::amr::Amr;
 use crate::model::audit::{AuditEvent, AuditQuery};
+use crate::model::mail::{ClaimedMail, OutboxMail, OutboxStats, TokenPurpose};
 use crate::model::types::{
     Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
 };
@@ -34,6 +35,9 @@ pub struct UserRecord {
     pub password_hash: String,
     pub created_at: OffsetDateTime,
     pub disabled: bool,
+    /// The user proved they read mail at `email` (a verification link, or
+    /// an administrator said so).
+    pub email_verified: bool,
     /// Sorted role names.
     pub roles: Vec<String>,
 }
@@ -646,12 +650,140 @@ pub enum CreateResourceServerError {
 /// are appended meanwhile. Every `Err` is a store failure.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()>;
+    /// Stores the events, and the notices they cause in the outbox, in one
+    /// transaction.
+    async fn append(&self, events: &[AuditEvent], mails: &[OutboxMail]) -> anyhow::Result<()>;
 
     async fn audit_events(&self, query: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>>;
 
     /// Deletes the events recorded before `cutoff`; returns how many.
     async fn delete_audit_events_before(&self, cutoff: OffsetDateTime) -> anyhow::Result<u64>;
+}
+
+/// A mailed link's token as stored: only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailTokenRecord {
+    pub hash: SecretHash,
+    pub purpose: TokenPurpose,
+    pub user_id: UserId,
+    /// The SHA-256 of the user's email and password hash at issue.
+    pub binding: SecretHash,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Whether a sign-in came from a device known for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSeen {
+    /// The user's first recorded device.
+    First,
+    Known,
+    /// Not seen before, while others were.
+    New,
+}
+
+/// Mail: the tokens of mailed links, the outbox, verified addresses and
+/// the devices users signed in from. Always the SQL database: a mail is
+/// written in the transaction that causes it, and every node's sender
+/// claims from the one outbox.
+///
+/// Contract: a token is spent at most once (a conditional DELETE), and
+/// only together with what it does; `claim_mails` gives each due mail to
+/// one caller until its lease passes (concurrent callers on any node get
+/// disjoint mails); a sent mail is deleted. The store does not judge
+/// expiry or bindings (the domain does), except that a token past
+/// `expires_at` at the given `now` is never spent.
+#[async_trait]
+pub trait MailStore: Send + Sync + 'static {
+    /// Stores a token and the mail that carries its link, atomically.
+    async fn issue_mail_token(
+        &self,
+        token: &MailTokenRecord,
+        mail: &OutboxMail,
+    ) -> anyhow::Result<()>;
+
+    async fn mail_token(&self, hash: &SecretHash) -> anyhow::Result<Option<MailTokenRecord>>;
+
+    /// When the user's newest token for `purpose` was issued.
+    async fn last_mail_token_at(
+        &self,
+        user: UserId,
+        purpose: TokenPurpose,
+    ) -> anyhow::Result<Option<OffsetDateTime>>;
+
+    /// Spends a password-reset token and sets the new password hash, in one
+    /// transaction: only while the token is unspent and unexpired at `now`
+    /// and the user's password hash is still `old_hash`. The user's other
+    /// reset tokens go too. Whether it was done.
+    async fn reset_password(
+        &self,
+        hash: &SecretHash,
+        user: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool>;
+
+    /// Spends a verification token and marks the user's address verified,
+    /// in one transaction: only while the token is unspent and unexpired at
+    /// `now` and the user's email is still `email`. Whether it was done.
+    async fn verify_email(
+        &self,
+        hash: &SecretHash,
+        user: UserId,
+        email: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<bool>;
+
+    /// Sets whether the user's address is verified; false for an unknown
+    /// user.
+    async fn set_email_verified(&self, user: UserId, verified: bool) -> anyhow::Result<bool>;
+
+    /// Writes mails to the outbox, atomically.
+    async fn enqueue_mails(&self, mails: &[OutboxMail]) -> anyhow::Result<()>;
+
+    /// Claims up to `limit` mails due at `now` (not given up on, not held
+    /// by another lease), counting an attempt on each and holding them
+    /// until `lease_until`.
+    async fn claim_mails(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ClaimedMail>>;
+
+    /// Deletes a sent mail.
+    async fn mail_sent(&self, id: uuid::Uuid) -> anyhow::Result<()>;
+
+    /// Records a failed attempt: the mail is due again at `retry_at`, or,
+    /// with `None`, given up on at `now` (its bodies erased).
+    async fn mail_failed(
+        &self,
+        id: uuid::Uuid,
+        error: &str,
+        retry_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    async fn outbox_stats(&self) -> anyhow::Result<OutboxStats>;
+
+    /// Deletes tokens expired at `now`, mails given up on before
+    /// `failed_before`, and devices last seen before `devices_before`;
+    /// returns how many rows went.
+    async fn sweep_mail(
+        &self,
+        now: OffsetDateTime,
+        failed_before: OffsetDateTime,
+        devices_before: OffsetDateTime,
+    ) -> anyhow::Result<u64>;
+
+    /// Records a sign-in from the device `fingerprint` at `now`.
+    async fn remember_device(
+        &self,
+        user: UserId,
+        fingerprint: &SecretHash,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<DeviceSeen>;
 }
 
 /// Resource servers: the services that follow the revocation feed.
@@ -798,6 +930,8 @@ pub struct Stores {
     pub mfa: Arc<dyn MfaStore>,
     /// Always the SQL database, also with Redis: the trail is kept durably.
     pub audit: Arc<dyn AuditStore>,
+    /// Always the SQL database: mailed tokens and the outbox.
+    pub mail: Arc<dyn MailStore>,
     /// The sessions this node knows ended (empty until the domain loads
     /// them), shared with the caches and the feed.
     pub revocations: Arc<Revocations>,
@@ -895,7 +1029,13 @@ pub async fn open_sql(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
 /// One SQL database as every store but (maybe) the attempt counters.
 fn sql_stores<T>(db: Arc<T>, failures: Arc<dyn FailureCounter>) -> Stores
 where
-    T: UserStore + SessionStore + KeyStore + ResourceServerStore + AuditStore + MfaStore,
+    T: UserStore
+        + SessionStore
+        + KeyStore
+        + ResourceServerStore
+        + AuditStore
+        + MfaStore
+        + MailStore,
 {
     Stores {
         users: db.clone(),
@@ -904,6 +1044,7 @@ where
         failures,
         resource_servers: db.clone(),
         mfa: db.clone(),
+        mail: db.clone(),
         audit: db,
         revocations: Arc::new(Revocations::local()),
         principal_cache_ttl: Duration::ZERO,

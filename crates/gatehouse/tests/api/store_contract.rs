@@ -473,6 +473,7 @@ async fn created_user_reads_back_by_normalised_email_and_id(stores: Stores) {
         password_hash: new.password_hash.clone(),
         created_at: T0,
         disabled: false,
+        email_verified: false,
         // Sorted byte-wise, as Rust sorts strings.
         roles: strings(&["Beta", "alpha", "zeta"]),
     };
@@ -2181,15 +2182,15 @@ async fn audit_events_read_back_newest_first_with_every_field(stores: Stores) {
     anonymous.actor = Actor::Anonymous;
     stores
         .audit
-        .append(&[full.clone(), by_admin.clone()])
+        .append(&[full.clone(), by_admin.clone()], &[])
         .await
         .expect("append");
     stores
         .audit
-        .append(&[by_cli.clone(), anonymous.clone()])
+        .append(&[by_cli.clone(), anonymous.clone()], &[])
         .await
         .expect("append");
-    stores.audit.append(&[]).await.expect("append nothing");
+    stores.audit.append(&[], &[]).await.expect("append nothing");
     let got = read(&stores, query(10)).await;
     assert_eq!(got, vec![anonymous, by_cli, by_admin, full]);
 }
@@ -2206,7 +2207,7 @@ async fn audit_events_filter_by_user_and_type_and_page_without_gaps(stores: Stor
         let e = audit(kind, i).user(if i % 2 == 0 { a } else { b });
         stores
             .audit
-            .append(std::slice::from_ref(&e))
+            .append(std::slice::from_ref(&e), &[])
             .await
             .expect("append");
         written.push(e);
@@ -2261,7 +2262,7 @@ async fn audit_events_filter_by_user_and_type_and_page_without_gaps(stores: Stor
     let late = audit(EventType::Logout, 100).user(a);
     stores
         .audit
-        .append(std::slice::from_ref(&late))
+        .append(std::slice::from_ref(&late), &[])
         .await
         .expect("append");
     let mut paged = first.clone();
@@ -2287,7 +2288,7 @@ async fn audit_events_before_the_cutoff_are_deleted(stores: Stores) {
     let new = audit(EventType::Logout, 30);
     stores
         .audit
-        .append(&[old, edge.clone(), new.clone()])
+        .append(&[old, edge.clone(), new.clone()], &[])
         .await
         .expect("append");
     let deleted = stores

@@ -195,6 +195,10 @@ pub(super) async fn login(
         Err(LoginError::InvalidCredentials) => {
             with_challenge(failed(StatusCode::UNAUTHORIZED, INVALID_LOGIN))
         }
+        Err(LoginError::EmailNotVerified) => failed(
+            StatusCode::FORBIDDEN,
+            "Your email address is not verified yet. We sent you a mail with a link: follow it, then sign in again.",
+        ),
         Err(LoginError::Throttled { retry_after }) => with_retry_after(
             failed(StatusCode::TOO_MANY_REQUESTS, &try_again_in(retry_after)),
             retry_after,

@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::mail::{pg_insert_mail, sqlite_insert_mail};
 use super::{ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
 use crate::model::audit::{Actor, AuditEvent, AuditQuery, EventType};
+use crate::model::mail::OutboxMail;
 use crate::model::types::{SessionId, UserId};
 use crate::store::AuditStore;
 use crate::store::postgres::PgStore;
@@ -56,10 +58,10 @@ fn sqlite_insert(e: &AuditEvent) -> SqliteQuery<'_> {
 
 #[async_trait]
 impl AuditStore for PgStore {
-    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+    async fn append(&self, events: &[AuditEvent], mails: &[OutboxMail]) -> anyhow::Result<()> {
         // One event is one statement, atomic on its own: no transaction's
         // two extra round trips on every audited request.
-        if let [e] = events {
+        if let ([e], []) = (events, mails) {
             pg_insert(e)
                 .execute(&mut *self.conn().await?)
                 .await
@@ -72,6 +74,12 @@ impl AuditStore for PgStore {
                 .execute(&mut *tx)
                 .await
                 .context("recording an audit event")?;
+        }
+        for m in mails {
+            pg_insert_mail(m)
+                .execute(&mut *tx)
+                .await
+                .context("writing a notice to the outbox")?;
         }
         tx.commit().await.context("committing audit events")
     }
@@ -114,10 +122,10 @@ impl AuditStore for PgStore {
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+    async fn append(&self, events: &[AuditEvent], mails: &[OutboxMail]) -> anyhow::Result<()> {
         // One event is one statement, atomic on its own: no transaction's
         // two extra round trips through the driver's thread.
-        if let [e] = events {
+        if let ([e], []) = (events, mails) {
             sqlite_insert(e)
                 .execute(&self.pool)
                 .await
@@ -130,6 +138,12 @@ impl AuditStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .context("recording an audit event")?;
+        }
+        for m in mails {
+            sqlite_insert_mail(m)
+                .execute(&mut *tx)
+                .await
+                .context("writing a notice to the outbox")?;
         }
         tx.commit().await.context("committing audit events")
     }

@@ -1,7 +1,8 @@
 //! The two SQL backends' statements and row mapping, one file per aggregate
 //! with both dialects side by side: `users.rs` (users and roles),
 //! `sessions.rs` (sessions, refresh tokens, revocations), `keys.rs`,
-//! `audit.rs`, `mfa.rs` (second factors and pending logins),
+//! `audit.rs`, `mfa.rs` (second factors and pending logins), `mail.rs` (mailed
+//! tokens, the outbox, known devices),
 //! `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt counters); here, what they share. Connecting and opening stay in
 //! `store/postgres.rs` and `store/sqlite.rs`.
 //!
@@ -14,6 +15,7 @@
 
 mod audit;
 mod keys;
+mod mail;
 mod mfa;
 mod resource_servers;
 mod sessions;

@@ -38,7 +38,7 @@ macro_rules! user_select {
     };
     ($roles:literal, $where:literal) => {
         concat!(
-            "SELECT id, email, password_hash, created_at, disabled, ",
+            "SELECT id, email, password_hash, created_at, disabled, email_verified, ",
             $roles,
             " AS roles FROM users ",
             $where
@@ -480,6 +480,7 @@ fn created_user(user: NewUser) -> UserRecord {
         password_hash: user.password_hash,
         created_at: ms(user.created_at),
         disabled: false,
+        email_verified: false,
         roles,
     }
 }
@@ -492,6 +493,7 @@ fn pg_user_from_row(row: &PgRow) -> anyhow::Result<UserRecord> {
             password_hash: row.try_get("password_hash")?,
             created_at: row.try_get("created_at")?,
             disabled: row.try_get("disabled")?,
+            email_verified: row.try_get("email_verified")?,
             roles: row.try_get("roles")?,
         })
     };
@@ -505,6 +507,7 @@ fn sqlite_user_from_row(row: &SqliteRow) -> anyhow::Result<UserRecord> {
         password_hash: row.try_get("password_hash")?,
         created_at: from_millis(row.try_get("created_at")?),
         disabled: row.try_get::<i64, _>("disabled")? != 0,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
         roles: split_list(row.try_get("roles")?),
     })
 }
