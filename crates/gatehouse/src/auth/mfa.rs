@@ -179,6 +179,9 @@ pub struct SecondFactors {
     pub(super) max_failures: u32,
     /// The WebAuthn relying party; `None` while passkeys are off.
     pub(super) webauthn: Option<webauthn_rs::Webauthn>,
+    /// Whether a passwordless login needs a verified address, and the
+    /// verification mail it sends when it lacks one.
+    pub(super) mail: Arc<super::mail::Mail>,
 }
 
 impl std::fmt::Debug for SecondFactors {
@@ -203,6 +206,7 @@ impl SecondFactors {
         issuer: &str,
         max_failures: u32,
         webauthn: Option<webauthn_rs::Webauthn>,
+        mail: Arc<super::mail::Mail>,
     ) -> Self {
         Self {
             store,
@@ -216,6 +220,7 @@ impl SecondFactors {
             label: otpauth_label(issuer),
             max_failures,
             webauthn,
+            mail,
         }
     }
 
@@ -337,7 +342,7 @@ impl SecondFactors {
                 Err(e) => Err(e),
             },
             Proof::Code(code) | Proof::Totp(code) | Proof::RecoveryCode(code) => {
-                let proved = self.spend_recovery_code(&user, code).await;
+                let proved = self.spend_recovery_code(&user, code, client).await;
                 self.spend_login_if(&hash, proved).await
             }
         };
@@ -453,7 +458,12 @@ impl SecondFactors {
 
     /// Spends one of the user's recovery codes, as typed; `false` when it
     /// is none of their unused codes.
-    async fn spend_recovery_code(&self, user: &UserRecord, code: &str) -> anyhow::Result<bool> {
+    async fn spend_recovery_code(
+        &self,
+        user: &UserRecord,
+        code: &str,
+        client: &ClientMeta,
+    ) -> anyhow::Result<bool> {
         let Some(hash) = recovery_code_hash(user.id, code) else {
             return Ok(false);
         };
@@ -465,7 +475,12 @@ impl SecondFactors {
             .audit
             .event(EventType::RecoveryCodeUsed, Actor::User(user.id))
             .user(user.id)
+            .ip(client.ip)
             .detail("codes_left", left);
+        let event = match &client.user_agent {
+            Some(ua) => event.detail("user_agent", ua.as_str()),
+            None => event,
+        };
         self.audit.record_one(event).await;
         Ok(true)
     }

@@ -208,24 +208,6 @@ impl Services {
             clock.clone(),
             policy.throttle,
         ));
-        let factors = Arc::new(SecondFactors::new(
-            stores.mfa.clone(),
-            stores.users.clone(),
-            throttle.clone(),
-            sessions.clone(),
-            keys.clone(),
-            audit.clone(),
-            metrics.clone(),
-            clock.clone(),
-            &settings.issuer,
-            policy.throttle.login_max_failures,
-            passkeys::relying_party(
-                &settings.issuer,
-                policy.rp_id.as_deref(),
-                &policy.webauthn_origins,
-            )?,
-        ));
-        factors.seal_plaintext_keys().await?;
         let mail = Arc::new(Mail::new(
             stores.mail.clone(),
             stores.users.clone(),
@@ -246,6 +228,25 @@ impl Services {
             },
             mail_wake,
         ));
+        let factors = Arc::new(SecondFactors::new(
+            stores.mfa.clone(),
+            stores.users.clone(),
+            throttle.clone(),
+            sessions.clone(),
+            keys.clone(),
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+            &settings.issuer,
+            policy.throttle.login_max_failures,
+            passkeys::relying_party(
+                &settings.issuer,
+                policy.rp_id.as_deref(),
+                &policy.webauthn_origins,
+            )?,
+            mail.clone(),
+        ));
+        factors.seal_plaintext_keys().await?;
         let accounts = Arc::new(Accounts::new(
             stores.users.clone(),
             hasher.clone(),
@@ -406,14 +407,17 @@ impl Ops {
             None => None,
             Some(store) => match tokio::time::timeout(within, store.outbox_stats()).await {
                 Ok(Ok(stats)) => {
-                    let age = stats.oldest_pending.map_or(0.0, |at| {
-                        (self.clock.now() - at).as_seconds_f64().max(0.0)
-                    });
+                    let age = stats
+                        .oldest_pending
+                        .map_or(0.0, |at| (self.clock.now() - at).as_seconds_f64().max(0.0));
                     #[allow(clippy::cast_precision_loss)] // exact below 2^53
                     Some((stats.pending, stats.failed, age))
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = format!("{e:#}"), "reading the outbox's state failed");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "reading the outbox's state failed"
+                    );
                     None
                 }
                 Err(_) => {

@@ -100,6 +100,11 @@ pub enum PasskeyError {
     /// The client network began too many ceremonies it did not finish.
     #[error("too many unfinished ceremonies")]
     Throttled { retry_after: Duration },
+    /// A passwordless login of a user whose address is not verified while
+    /// `email_verification = "required"` (a verification mail is on its
+    /// way, at most one per 5 minutes).
+    #[error("the email address is not verified")]
+    EmailNotVerified,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -513,6 +518,22 @@ impl SecondFactors {
             .ok_or(PasskeyError::Failed)?;
         if !self.record_use(record, &result).await? {
             return Err(PasskeyError::Failed);
+        }
+        if self.mail.verification_required() && !user.email_verified {
+            self.throttle.ceremony_finished(client.ip).await;
+            if let Err(e) = self
+                .mail
+                .send_verification(&user, super::mail::LOGIN_VERIFICATION_GAP, client)
+                .await
+            {
+                tracing::error!(
+                    target: "gatehouse::mail",
+                    user_id = %user.id,
+                    error = format!("{e:#}"),
+                    "a verification mail could not be written"
+                );
+            }
+            return Err(PasskeyError::EmailNotVerified);
         }
         let session = self.sessions.start(&user, client, Amr::PASSKEY).await?;
         self.throttle.ceremony_finished(client.ip).await;

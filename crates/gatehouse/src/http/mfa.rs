@@ -325,6 +325,7 @@ pub(super) fn passkey_error(e: PasskeyError, failed: Error) -> Error {
         PasskeyError::Unavailable => Error::NotFound,
         PasskeyError::Failed => failed,
         PasskeyError::SecondFactorRequired => Error::InsufficientAuthentication,
+        PasskeyError::EmailNotVerified => Error::EmailNotVerified,
         PasskeyError::Throttled { retry_after } => Error::Throttled { retry_after },
         PasskeyError::Store(e) => unavailable(e),
     }

@@ -889,3 +889,130 @@ async fn on_three_nodes_each_mail_is_sent_once() {
     ids.dedup();
     assert_eq!(ids.len(), 18, "a mail was sent twice");
 }
+
+#[tokio::test]
+async fn notices_tell_of_a_second_factor_added_a_recovery_code_used_and_an_admin_reset() {
+    let sink = MailSink::start(SinkTls::Plain).await;
+    let app = TestApp::spawn_with(|c| {
+        mail_to(&sink)(c);
+        c.email_verification = EmailVerification::Off;
+    })
+    .await;
+    let (user, browser) = app.logged_in().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (_uri, codes) = crate::mfa::enrol(&app, &browser, &user, now).await;
+    let added = wait_for_subject(
+        &sink,
+        &user.email,
+        "A sign-in method was added to your account",
+    )
+    .await;
+    assert!(
+        added.text.contains("an authenticator app (TOTP)"),
+        "{}",
+        added.text
+    );
+    assert!(added.text.contains("127.0.0.1"), "{}", added.text);
+    // A recovery code as the second step.
+    let client = reqwest::Client::builder()
+        .user_agent("Recovery/3.0 <b>bold</b>")
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let token = crate::mfa::first_step(&app, &client, &user).await;
+    let res = crate::mfa::second_step(&app, &client, &token, &codes[0]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let used = wait_for_subject(&sink, &user.email, "A recovery code was used to sign in").await;
+    assert!(used.text.contains("9 codes are left"), "{}", used.text);
+    assert!(
+        used.text.contains("Recovery/3.0 <b>bold</b>"),
+        "{}",
+        used.text
+    );
+    // The HTML part escapes what the client chose.
+    let html = used.html.as_deref().expect("HTML");
+    assert!(html.contains("&lt;b&gt;bold&lt;"), "{html}");
+    assert!(!html.contains("<b>bold</b>"), "{html}");
+    // An administrator removes every factor: the user is told.
+    let admin = app
+        .create_user_with_role("mfa-admins", &["gatehouse:admin"])
+        .await;
+    let admin_client = app.client();
+    assert_eq!(
+        app.login(&admin_client, &admin).await.status(),
+        StatusCode::OK
+    );
+    let id = app
+        .get_me(&browser)
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let res = admin_client
+        .delete(app.url(&format!("/v1/admin/users/{id}/mfa")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let removed = wait_for_subject(
+        &sink,
+        &user.email,
+        "A sign-in method was removed from your account",
+    )
+    .await;
+    assert!(
+        removed
+            .text
+            .contains("An administrator removed every second factor"),
+        "{}",
+        removed.text
+    );
+}
+
+#[tokio::test]
+async fn a_broken_template_override_stops_the_start_up_and_a_good_one_is_used() {
+    let sink = MailSink::start(SinkTls::Plain).await;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("password_reset.subject.txt"),
+        "Acme: choose a new password",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("password_reset.txt"),
+        "Hello {{ email }}, go to {{ link }} within {{ expires_in }}.\n",
+    )
+    .expect("write");
+    let templates = dir.path().to_owned();
+    let app = TestApp::spawn_with(|c| {
+        mail_to(&sink)(c);
+        c.email_verification = EmailVerification::Off;
+        c.email_templates = Some(templates);
+    })
+    .await;
+    let user = app.create_user().await;
+    assert_eq!(
+        request_reset(&app, &user.email).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let mail = wait_for_subject(&sink, &user.email, "Acme: choose a new password").await;
+    assert!(
+        mail.text.starts_with(&format!("Hello {}", user.email)),
+        "{}",
+        mail.text
+    );
+    assert!(mail.token("/reset-password").is_some());
+    assert!(mail.text.contains("within 30 minutes"), "{}", mail.text);
+
+    std::fs::write(dir.path().join("password_reset.txt"), "{{ linkk }}").expect("write");
+    let mut config = app.config.clone();
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let err = match gatehouse::Application::build(config).await {
+        Ok(_) => panic!("a template with an unknown value must stop the start-up"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("password_reset.txt"), "{err}");
+}

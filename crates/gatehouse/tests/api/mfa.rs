@@ -69,7 +69,12 @@ async fn json_of(res: reqwest::Response) -> Value {
 
 /// Enrols TOTP for the signed-in `client` with the code pyotp computes at
 /// `at` (Unix seconds): the `otpauth://` URI and the recovery codes.
-async fn enrol(app: &TestApp, client: &Client, user: &TestUser, at: i64) -> (String, Vec<String>) {
+pub(crate) async fn enrol(
+    app: &TestApp,
+    client: &Client,
+    user: &TestUser,
+    at: i64,
+) -> (String, Vec<String>) {
     let res = post(
         client,
         app.url("/v1/me/mfa/totp"),
@@ -97,7 +102,7 @@ async fn enrol(app: &TestApp, client: &Client, user: &TestUser, at: i64) -> (Str
 }
 
 /// Logs in with the password: the `mfa_required` answer's `mfa_token`.
-async fn first_step(app: &TestApp, client: &Client, user: &TestUser) -> String {
+pub(crate) async fn first_step(app: &TestApp, client: &Client, user: &TestUser) -> String {
     let res = app.login(client, user).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
@@ -109,7 +114,12 @@ async fn first_step(app: &TestApp, client: &Client, user: &TestUser) -> String {
     body["mfa_token"].as_str().expect("mfa_token").to_owned()
 }
 
-async fn second_step(app: &TestApp, client: &Client, token: &str, code: &str) -> reqwest::Response {
+pub(crate) async fn second_step(
+    app: &TestApp,
+    client: &Client,
+    token: &str,
+    code: &str,
+) -> reqwest::Response {
     post(
         client,
         app.url("/v1/login/mfa"),
