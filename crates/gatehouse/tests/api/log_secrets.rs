@@ -289,3 +289,81 @@ async fn postgres_and_redis_no_secret_reaches_a_trace_log() {
     );
     secrets.assert_absent_from(&log);
 }
+
+/// Mail at trace level: the SMTP password (in `smtp_url`), the reset
+/// link's token and the new password set with it stay out of the log,
+/// while the mail crosses STARTTLS with AUTH to a real SMTP server.
+#[tokio::test]
+async fn mail_no_secret_reaches_a_trace_log() {
+    use crate::mail_sink::{MailSink, SinkTls};
+    const SMTP_PASSWORD: &str = "log-secret-smtp-password";
+    const RESET_PASSWORD: &str = "log-secret-reset-passphrase";
+    let sink = MailSink::start_with_auth(SinkTls::StartTls, "mailer", SMTP_PASSWORD).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = serve_cmd(dir.path());
+    cmd.env("RUST_LOG", "trace")
+        .env("GATEHOUSE_SMTP_URL", sink.smtp_url())
+        .env(
+            "GATEHOUSE_SMTP_CA_FILE",
+            sink.ca_file().expect("a CA").as_os_str(),
+        )
+        .env("GATEHOUSE_EMAIL_FROM", "gatehouse@example.test");
+    let server = Server::start(&mut cmd);
+    let base = format!("http://{}", server.addr);
+    let http = Client::new();
+    let email = "log-secrets-mail@example.com";
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let verification = sink
+        .wait_for_mail_to(email, std::time::Duration::from_secs(20))
+        .await;
+    assert!(verification.tls && verification.auth_user.as_deref() == Some("mailer"));
+    let res = http
+        .post(format!("{base}/v1/password-reset"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let token = loop {
+        if let Some(t) = sink.mails().iter().find_map(|m| m.token("/reset-password")) {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reset mail");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let res = http
+        .post(format!("{base}/v1/password-reset/confirm"))
+        .json(&json!({ "token": token, "new_password": RESET_PASSWORD }))
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let verify = verification.token("/verify-email").expect("link");
+    let res = http
+        .post(format!("{base}/v1/email/verify"))
+        .json(&json!({ "token": verify }))
+        .send()
+        .await
+        .expect("verify");
+    // The reset changed the password: the verification link is void.
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let log = server.stop();
+    let mut secrets = Secrets(Vec::new());
+    secrets.add("the password", PASSWORD);
+    secrets.add("the SMTP password", SMTP_PASSWORD);
+    secrets.add("a reset token", &token);
+    secrets.add("a verification token", &verify);
+    secrets.add("the password set by a reset", RESET_PASSWORD);
+    eprintln!(
+        "mail journey: {} log lines at trace level",
+        log.lines().count()
+    );
+    secrets.assert_absent_from(&log);
+}

@@ -96,10 +96,21 @@ fn memory_stays_flat_under_traffic_nobody_scrapes() {
     #[allow(clippy::cast_precision_loss)] // a rate for the log
     let rate = REQUESTS as f64 / took.as_secs_f64();
     eprintln!("{REQUESTS} requests in {took:?} ({rate:.0}/s); VmRSS {before} -> {after} KiB");
-    assert!(
-        after <= before + GROWTH_KIB,
-        "VmRSS grew from {before} to {after} KiB over {REQUESTS} requests nobody scraped"
-    );
+    if after > before + GROWTH_KIB {
+        // A leak grows every round by the same amount; a one-time step (a
+        // runtime thread or a buffer first needed under the CI's load, seen
+        // once at 1.7 MiB in a clean-clone run) does not. Another round
+        // tells them apart.
+        drive(server.addr, REQUESTS);
+        std::thread::sleep(Duration::from_millis(2_500));
+        let again = rss_kib(pid);
+        eprintln!("another {REQUESTS} requests; VmRSS {after} -> {again} KiB");
+        assert!(
+            again <= after + GROWTH_KIB,
+            "VmRSS grew from {before} to {after} and then to {again} KiB, {REQUESTS} \
+             requests nobody scraped each time"
+        );
+    }
     server.stop();
 }
 
