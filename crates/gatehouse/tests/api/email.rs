@@ -399,14 +399,41 @@ async fn reset_requests_are_throttled_per_address_and_per_client_network() {
     );
 }
 
-#[tokio::test]
-async fn required_verification_refuses_login_until_the_link_is_followed() {
-    let sink = MailSink::start(SinkTls::Plain).await;
-    let app = TestApp::spawn_with(|c| {
-        mail_to(&sink)(c);
+fn required(sink: &MailSink) -> impl FnOnce(&mut Config) + use<> {
+    let mail = mail_to(sink);
+    move |c: &mut Config| {
+        mail(c);
         c.email_verification = EmailVerification::Required;
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn on_sqlite_required_verification_refuses_login_until_the_link_is_followed() {
+    let sink = MailSink::start(SinkTls::Plain).await;
+    let app = TestApp::spawn_with(required(&sink)).await;
+    required_verification_refuses_login_until_the_link_is_followed(app, sink).await;
+}
+
+#[tokio::test]
+async fn on_postgres_required_verification_refuses_login_until_the_link_is_followed() {
+    let _slot = PG_SLOTS.acquire().await.expect("never closed");
+    let sink = MailSink::start(SinkTls::Plain).await;
+    let app = TestApp::spawn_on_postgres(required(&sink)).await;
+    required_verification_refuses_login_until_the_link_is_followed(app, sink).await;
+}
+
+#[tokio::test]
+async fn on_redis_required_verification_refuses_login_until_the_link_is_followed() {
+    let _slot = PG_SLOTS.acquire().await.expect("never closed");
+    let sink = MailSink::start(SinkTls::Plain).await;
+    let app = TestApp::spawn_on_redis(required(&sink)).await;
+    required_verification_refuses_login_until_the_link_is_followed(app, sink).await;
+}
+
+async fn required_verification_refuses_login_until_the_link_is_followed(
+    app: TestApp,
+    sink: MailSink,
+) {
     let user = app.create_user().await;
     let first = wait_for_subject(&sink, &user.email, "Confirm your email address").await;
     // The right password: 403 email-not-verified (a wrong one stays 401).
