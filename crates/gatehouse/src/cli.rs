@@ -107,6 +107,10 @@ enum UserCommand {
         /// A role to grant (repeatable); it must exist (see `role set`).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// Mark the address verified (the operator vouches for it), so
+        /// `email_verification = "required"` lets the user sign in at once.
+        #[arg(long)]
+        email_verified: bool,
     },
     /// Disable a user: every session of theirs ends, and they cannot log in.
     Disable {
@@ -200,8 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     email,
                     password_stdin: _,
                     roles,
+                    email_verified,
                 },
-        } => create_user(config, &email, &roles).await,
+        } => create_user(config, &email, &roles, email_verified).await,
         Command::User {
             command: UserCommand::Disable { email },
         } => disable_user(config, &email).await,
@@ -394,7 +399,12 @@ fn read_password_line() -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::Result<()> {
+async fn create_user(
+    config: Config,
+    email: &str,
+    roles: &[String],
+    email_verified: bool,
+) -> anyhow::Result<()> {
     let roles = roles
         .iter()
         .map(|r| RoleName::parse(r).map_err(|e| anyhow::anyhow!("--role {r:?}: {e}")))
@@ -422,6 +432,9 @@ async fn create_user(config: Config, email: &str, roles: &[String]) -> anyhow::R
         }
         Err(e) => return Err(e.into()),
     };
+    if email_verified {
+        svc.mail.set_verified(user.id, true, Actor::Cli).await?;
+    }
     println!("created user {} {}", user.id, user.email);
     Ok(())
 }

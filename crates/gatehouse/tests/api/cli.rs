@@ -459,6 +459,42 @@ async fn user_create_reads_password_from_stdin_and_the_user_can_log_in() {
     assert_eq!(me["user"]["email"], "alice@example.com");
 }
 
+/// `--email-verified`: under `email_verification = "required"` the user
+/// the operator vouched for signs in at once; one created without it is
+/// refused until verified.
+#[tokio::test]
+async fn user_create_email_verified_lets_a_required_verification_server_sign_them_in() {
+    let sink = crate::mail_sink::MailSink::start(crate::mail_sink::SinkTls::Plain).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    new_database(&dir.path().join("gatehouse.db"));
+    let out = run(
+        gatehouse(dir.path()).args([
+            "user",
+            "create",
+            "--email",
+            "vouched@example.com",
+            "--password-stdin",
+            "--email-verified",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = create_user(dir.path(), "unvouched@example.com", PASSWORD, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let server = Server::start(
+        serve_cmd(dir.path())
+            .env("GATEHOUSE_SMTP_URL", sink.smtp_url())
+            .env("GATEHOUSE_EMAIL_VERIFICATION", "required"),
+    );
+    let (client, status) = server.login("vouched@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.me(&client).await["user"]["email_verified"], true);
+    let (_, status) = server.login("unvouched@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    sink.wait_for_mail_to("unvouched@example.com", Duration::from_secs(20))
+        .await;
+}
+
 #[test]
 fn user_create_refuses_an_email_taken_in_another_case() {
     let dir = tempfile::tempdir().expect("tempdir");
