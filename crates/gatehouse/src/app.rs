@@ -189,6 +189,16 @@ impl Application {
         let issuer_origin = config.issuer_origin().unwrap_or(origin);
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
         allowed_origins.insert(issuer_origin);
+        // Mails send users to the hosted pages on public_url: their forms
+        // post from there.
+        if let Some(origin) = config
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+        {
+            allowed_origins.insert(origin);
+        }
         let web = WebSettings {
             cookie_name: if config.cookie_secure {
                 "__Host-gatehouse"
@@ -286,9 +296,15 @@ impl Application {
                 if mail.enabled() {
                     match mail.sweep().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::debug!(swept = n, "expired mail tokens, given-up mails and old devices deleted"),
+                        Ok(n) => tracing::debug!(
+                            swept = n,
+                            "expired mail tokens, given-up mails and old devices deleted"
+                        ),
                         Err(e) => {
-                            tracing::warn!(error = format!("{e:#}"), "sweeping mail tokens and the outbox failed")
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "sweeping mail tokens and the outbox failed"
+                            )
                         }
                     }
                 }

@@ -248,6 +248,16 @@ fn check_config(config: &Config, file: Option<&std::path::Path>) -> anyhow::Resu
     if let Some(files) = &config.tls {
         crate::tls::server_config(files)?;
     }
+    // Mail as at the server's start: the templates compiled and tried, the
+    // sender and the CA file read.
+    if let Some(url) = &config.smtp_url {
+        crate::mail::Templates::load(config.email_templates.as_deref())?;
+        crate::mail::Smtp::new(
+            url,
+            &crate::app::email_from(config, &default_issuer(config)),
+            config.smtp_ca_file.as_deref(),
+        )?;
+    }
     let mut out = std::io::stdout().lock();
     let source = file.map_or_else(
         || "no file".to_owned(),

@@ -118,11 +118,11 @@ fn binding(purpose: TokenPurpose, user: &UserRecord) -> SecretHash {
 /// A duration as mails say it: "30 minutes", "48 hours", "2 days".
 fn spoken(d: Duration) -> String {
     let s = d.as_secs();
-    let (n, unit) = if s >= 2 * 86_400 && s % 86_400 == 0 {
+    let (n, unit) = if s >= 2 * 86_400 && s.is_multiple_of(86_400) {
         (s / 86_400, "day")
-    } else if s >= 3600 && s % 3600 == 0 {
+    } else if s >= 3600 && s.is_multiple_of(3600) {
         (s / 3600, "hour")
-    } else if s >= 60 && s % 60 == 0 {
+    } else if s >= 60 && s.is_multiple_of(60) {
         (s / 60, "minute")
     } else {
         (s, "second")
@@ -393,6 +393,15 @@ impl Mail {
             return Err(MailError::Invalid(vec![e]));
         }
         let new_hash = self.hasher.hash(Password::new(new_password)).await?;
+        // Every session ends before the password changes, so a store that
+        // fails between the two leaves the old password and no session
+        // (the link still works), never a new password beside live
+        // sessions; and again after, for any begun in between.
+        let end_all = || {
+            self.sessions
+                .end_all_of(user.id, None, Actor::User(user.id), Ending::PasswordReset)
+        };
+        end_all().await?;
         let done = self
             .store
             .reset_password(
@@ -417,10 +426,19 @@ impl Mail {
         if let Some(ua) = &client.user_agent {
             event = event.detail("user_agent", ua.as_str());
         }
-        self.audit.record_one(event).await;
-        self.sessions
-            .end_all_of(user.id, None, Actor::User(user.id), Ending::PasswordReset)
-            .await?;
+        let mut events = vec![event];
+        if !user.email_verified {
+            events.push(
+                self.audit
+                    .event(EventType::EmailVerificationChanged, Actor::User(user.id))
+                    .user(user.id)
+                    .ip(client.ip)
+                    .detail("verified", true)
+                    .detail("by", "reset"),
+            );
+        }
+        self.audit.record(events).await;
+        end_all().await?;
         Ok(user)
     }
 
@@ -523,7 +541,14 @@ impl Mail {
             .event(EventType::EmailVerificationChanged, actor)
             .user(user)
             .detail("verified", verified)
-            .detail("by", "admin");
+            .detail(
+                "by",
+                if matches!(actor, Actor::Cli) {
+                    "operator"
+                } else {
+                    "admin"
+                },
+            );
         self.audit.record_one(event).await;
         Ok(true)
     }

@@ -499,6 +499,16 @@ async fn patch_user(
             "send \"disabled\", \"email_verified\" or both".into(),
         ));
     }
+    // `disabled` first: its refusal (the last administrator) must leave
+    // everything as it was.
+    if let Some(disabled) = req.disabled {
+        state
+            .admin
+            .set_disabled(id, disabled, admin.actor())
+            .await
+            .map_err(admin_change_error)?
+            .ok_or(Error::NotFound)?;
+    }
     if let Some(verified) = req.email_verified
         && !state
             .mail
@@ -507,15 +517,6 @@ async fn patch_user(
             .map_err(unavailable)?
     {
         return Err(Error::NotFound);
-    }
-    if let Some(disabled) = req.disabled {
-        let user = state
-            .admin
-            .set_disabled(id, disabled, admin.actor())
-            .await
-            .map_err(admin_change_error)?
-            .ok_or(Error::NotFound)?;
-        return Ok(UserResponse::of(&user));
     }
     let user = state
         .admin

@@ -85,6 +85,11 @@ impl Smtp {
         if let Some(path) = ca_file {
             let pem = std::fs::read(path)
                 .with_context(|| format!("smtp_ca_file: cannot read {}", path.display()))?;
+            anyhow::ensure!(
+                pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+                "smtp_ca_file: {} holds no PEM certificate",
+                path.display()
+            );
             let cert = Certificate::from_pem(&pem).map_err(|e| {
                 anyhow::anyhow!(
                     "smtp_ca_file: {} holds no usable certificate ({e})",

@@ -17,6 +17,7 @@ async fn registration_returns_the_new_user_with_a_normalised_email() {
     assert_eq!(user["email"], "new.user@example.com");
     assert_eq!(user["roles"], json!([]));
     assert_eq!(user["disabled"], false);
+    assert_eq!(user["email_verified"], false);
     let id = user["id"].as_str().expect("id");
     assert_eq!(
         uuid::Uuid::parse_str(id).expect("uuid").get_version_num(),
@@ -29,7 +30,14 @@ async fn registration_returns_the_new_user_with_a_normalised_email() {
     let fields: Vec<&String> = user.as_object().expect("object").keys().collect();
     assert_eq!(
         fields,
-        ["created_at", "disabled", "email", "id", "roles"],
+        [
+            "created_at",
+            "disabled",
+            "email",
+            "email_verified",
+            "id",
+            "roles"
+        ],
         "no hash or extra field"
     );
 }

@@ -14,6 +14,7 @@ mod damaged_store;
 mod dependency_down;
 mod disk_full;
 mod email;
+mod email_pages;
 mod hostile;
 mod keys;
 mod log_secrets;

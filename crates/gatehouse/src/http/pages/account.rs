@@ -28,7 +28,8 @@ use crate::http::openapi as oa;
 #[allow(dead_code)]
 struct NoticeParam {
     /// A fixed message to show, by name (`session-ended`,
-    /// `others-ended`, `password-changed`).
+    /// `others-ended`, `password-changed`, `verification-sent`,
+    /// `email-verified`, …); unknown names show nothing.
     #[param(nullable = false)]
     notice: Option<String>,
 }
@@ -112,6 +113,7 @@ async fn render_account_with(
             mfa_error,
             passkeys: &passkeys,
             passkeys_enabled: state.factors.passkeys_enabled(),
+            mail_enabled: state.mail.enabled(),
         }),
     ))
 }

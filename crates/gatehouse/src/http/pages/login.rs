@@ -112,6 +112,7 @@ pub(super) async fn login_page(
             notice: q.notice,
             registration_open: registration_open(&state),
             passkeys: state.factors.passkeys_enabled(),
+            password_reset: state.mail.enabled(),
         }),
     ))
 }
@@ -173,6 +174,7 @@ pub(super) async fn login(
                 notice: None,
                 registration_open: registration_open(&state),
                 passkeys: state.factors.passkeys_enabled(),
+                password_reset: state.mail.enabled(),
             }),
         )
     };
@@ -304,6 +306,7 @@ pub(super) async fn second_step(
                 notice: None,
                 registration_open: registration_open(&state),
                 passkeys: state.factors.passkeys_enabled(),
+                password_reset: state.mail.enabled(),
             }),
         )),
         Err(StepError::Throttled { retry_after }) => with_retry_after(

@@ -1,7 +1,8 @@
-//! The hosted pages: `/login`, `/register`, `/account` and the form posts
-//! behind them, rendered on the server; they work without JavaScript, but
-//! for their passkey buttons (`passkeys.js`, loaded only while passkeys are
-//! on).
+//! The hosted pages: `/login`, `/register`, `/account`, the pages of mailed
+//! links (`/forgot-password`, `/reset-password`, `/verify-email`) and the
+//! form posts behind them, rendered on the server; they work without
+//! JavaScript, but for their passkey buttons (`passkeys.js`, loaded only
+//! while passkeys are on).
 //!
 //! They are a second face of the same domain: every handler calls the
 //! functions the JSON API calls (`Accounts::login`, `register` and
@@ -14,11 +15,13 @@
 //! whose `Origin` is not allowed, or that has no `Origin` and no
 //! `Sec-Fetch-Site: same-origin` ([`form_post_is_same_origin`]); every page
 //! carries a strict Content-Security-Policy, `X-Frame-Options: DENY` and
-//! `Cache-Control: no-store` ([`page_headers`]); `return_to` goes through
+//! `Cache-Control: no-store` ([`page_headers`]), and a mailed link's page
+//! keeps its token out of every `Referer`; `return_to` goes through
 //! [`ReturnTo`], so a login never redirects off the allowed origins.
 
 mod account;
 mod assets;
+mod email;
 mod forms;
 mod login;
 mod register;
@@ -53,6 +56,10 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
         .routes(routes!(account::remove_totp))
         .routes(routes!(account::new_recovery_codes))
         .routes(routes!(account::remove_passkey))
+        .routes(routes!(email::forgot_password_page, email::forgot_password))
+        .routes(routes!(email::reset_password_page, email::reset_password))
+        .routes(routes!(email::verify_email_page, email::verify_email))
+        .routes(routes!(email::request_verification))
         .routes(routes!(login::logout))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),

@@ -19,8 +19,16 @@ use crate::http::WebSettings;
 /// guards whether or not a cookie rides along: a forged post to `/login` or
 /// `/register` needs no cookie to do harm (login CSRF).
 pub fn is_form_path(path: &str) -> bool {
-    matches!(path, "/login" | "/login/mfa" | "/register" | "/logout")
-        || path.starts_with("/account/")
+    matches!(
+        path,
+        "/login"
+            | "/login/mfa"
+            | "/register"
+            | "/logout"
+            | "/forgot-password"
+            | "/reset-password"
+            | "/verify-email"
+    ) || path.starts_with("/account/")
 }
 
 /// The CSRF rule of form posts, stricter than the API's: browsers send
@@ -86,11 +94,29 @@ pub(super) fn content_security_policy(web: &WebSettings) -> HeaderValue {
 pub(super) fn set_page_headers(h: &mut HeaderMap, csp: HeaderValue) {
     h.insert(CONTENT_SECURITY_POLICY, csp);
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // `same-origin`, not `no-referrer`: see `form_post_is_same_origin`.
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // `same-origin`, not `no-referrer`: see `form_post_is_same_origin`. A
+    // page that set a stricter one keeps it ([`keep_link_private`]).
+    if !h.contains_key(REFERRER_POLICY) {
+        h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Pages show emails and devices, and carry cookies: never cached.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// Marks the answer to a mailed link's URL (`/reset-password?token=…`,
+/// `/verify-email?token=…`) so that the browser puts the token in no
+/// `Referer`: `strict-origin` sends only the bare origin, to this server
+/// (the stylesheet, the form's post) and anywhere else alike. Not
+/// `no-referrer`: under it browsers post the page's form with
+/// `Origin: null` (Fetch, "append a request `Origin` header"), which
+/// [`form_post_is_same_origin`] refuses; under `strict-origin` they send
+/// the real origin, as on every other page. `Cache-Control: no-store` is
+/// every page's already.
+pub(super) fn keep_link_private(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(REFERRER_POLICY, HeaderValue::from_static("strict-origin"));
+    res
 }
 
 /// The security headers of every page answer, errors and redirects included.
@@ -102,4 +128,30 @@ pub(super) async fn page_headers(
     let mut res = next.run(req).await;
     set_page_headers(res.headers_mut(), csp);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_form_path;
+
+    #[test]
+    fn the_mailed_links_forms_are_guarded_like_every_page_form() {
+        for path in [
+            "/login",
+            "/register",
+            "/forgot-password",
+            "/reset-password",
+            "/verify-email",
+            "/account/email-verification",
+        ] {
+            assert!(is_form_path(path), "{path}");
+        }
+        for path in [
+            "/v1/password-reset",
+            "/v1/email/verify",
+            "/reset-password/x",
+        ] {
+            assert!(!is_form_path(path), "{path}");
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub enum Notice {
     TotpRemoved,
     PasskeyAdded,
     PasskeyRemoved,
+    PasswordReset,
+    VerificationSent,
+    EmailVerified,
 }
 
 impl Notice {
@@ -56,6 +59,9 @@ impl Notice {
             "totp-removed" => Self::TotpRemoved,
             "passkey-added" => Self::PasskeyAdded,
             "passkey-removed" => Self::PasskeyRemoved,
+            "password-reset" => Self::PasswordReset,
+            "verification-sent" => Self::VerificationSent,
+            "email-verified" => Self::EmailVerified,
             _ => return None,
         })
     }
@@ -72,6 +78,11 @@ impl Notice {
             Self::TotpRemoved => "Two-step verification is off.",
             Self::PasskeyAdded => "The passkey was added.",
             Self::PasskeyRemoved => "The passkey was removed.",
+            Self::PasswordReset => "Your password was changed. Sign in with the new one.",
+            Self::VerificationSent => {
+                "If your address is not verified yet, a mail with a link is on its way."
+            }
+            Self::EmailVerified => "Your email address is verified.",
         }
     }
 }
@@ -189,6 +200,8 @@ pub struct LoginView<'a> {
     pub registration_open: bool,
     /// Whether passkeys are on (the "sign in with a passkey" button).
     pub passkeys: bool,
+    /// Whether mail is on (the "forgot your password?" link).
+    pub password_reset: bool,
 }
 
 pub fn login(v: &LoginView<'_>) -> Markup {
@@ -219,6 +232,9 @@ pub fn login(v: &LoginView<'_>) -> Markup {
                     form_error: error, autofocus: !v.email.is_empty(),
                 }))
                 button type="submit" { "Sign in" }
+            }
+            @if v.password_reset {
+                p { a href="/forgot-password" { "Forgot your password?" } }
             }
             @if v.passkeys {
                 div.passkey hidden data-passkey="sign-in" data-return-to=(v.return_to.as_str()) {
@@ -352,6 +368,9 @@ pub struct AccountView<'a> {
     pub passkeys_enabled: bool,
     /// An error of the two-step verification forms.
     pub mfa_error: Option<&'a str>,
+    /// Whether mail is on: the address's state, and the button that mails
+    /// a verification link while it is not verified.
+    pub mail_enabled: bool,
 }
 
 pub fn account(v: &AccountView<'_>) -> Markup {
@@ -365,9 +384,24 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                 h2 #who { "Signed in" }
                 dl.facts {
                     dt { "Email" } dd { (v.user.email) }
+                    // Without mail nobody can verify an address: "not
+                    // verified" would only worry.
+                    @if v.mail_enabled || v.user.email_verified {
+                        dt { "Email status" }
+                        dd #email-state {
+                            @if v.user.email_verified { "Verified" } @else { "Not verified" }
+                        }
+                    }
                     dt { "Account created" } dd { (when(v.user.created_at)) }
                     @if !v.user.roles.is_empty() {
                         dt { "Roles" } dd { (v.user.roles.join(", ")) }
+                    }
+                }
+                @if v.mail_enabled && !v.user.email_verified {
+                    form method="post" action="/account/email-verification" {
+                        button.secondary type="submit" aria-describedby="email-state" {
+                            "Mail me a link to verify my address"
+                        }
                     }
                 }
                 form method="post" action="/logout" {
@@ -648,6 +682,143 @@ pub fn message(title: &str, text: &str) -> Markup {
             h1 { (title) }
             p { (text) }
             p { a href="/account" { "Go to your account" } }
+        },
+    )
+}
+
+/// What the "forgot your password" form shows.
+pub struct ForgotView<'a> {
+    pub email: &'a str,
+    /// The address's error (not an address).
+    pub errors: &'a [FieldError],
+    /// A message about the whole form (too many requests).
+    pub error: Option<&'a str>,
+}
+
+/// `/forgot-password`: the address to mail a reset link to.
+pub fn forgot_password(v: &ForgotView<'_>) -> Markup {
+    layout(
+        "Reset your password",
+        html! {
+            h1 { "Reset your password" }
+            (alert("forgot-error", v.error))
+            p { "Enter the email address of your account, and we mail you a link to choose a new password." }
+            form method="post" action="/forgot-password" novalidate {
+                (field(&Field {
+                    id: "email", label: "Email", kind: "email", autocomplete: "email",
+                    value: Some(v.email), hint: None,
+                    error: error_for(v.errors, "email").map(|m| format!("Email {m}.")),
+                    form_error: v.error.map(|_| "forgot-error"),
+                    autofocus: true,
+                }))
+                button type="submit" { "Mail me a link" }
+            }
+            p { a href="/login" { "Back to sign in" } }
+        },
+    )
+}
+
+/// The answer to a reset request: the same page, byte for byte, whether or
+/// not an account uses the address (it is not even repeated).
+pub fn reset_requested(text: &str) -> Markup {
+    layout(
+        "Check your mail",
+        html! {
+            h1 { "Check your mail" }
+            p.notice role="status" { (text) }
+            p { "No mail? Check your spam folder, or " a href="/forgot-password" { "ask again" } "." }
+            p { a href="/login" { "Back to sign in" } }
+        },
+    )
+}
+
+/// What the "choose a new password" form shows.
+pub struct ResetView<'a> {
+    /// The link's token, carried in a hidden field (the page is never
+    /// cached, and sends no referrer with its path).
+    pub token: &'a str,
+    /// The new password's policy errors.
+    pub errors: &'a [FieldError],
+}
+
+/// `/reset-password`: the new password, for the link's token.
+pub fn reset_password(v: &ResetView<'_>) -> Markup {
+    layout(
+        "Choose a new password",
+        html! {
+            h1 { "Choose a new password" }
+            @if !v.errors.is_empty() {
+                p.error.banner role="alert" { "The password was not changed: see below." }
+            }
+            p { "Setting a new password signs out every device signed in to your account." }
+            form method="post" action="/reset-password" novalidate {
+                input type="hidden" name="token" value=(v.token);
+                (field(&Field {
+                    id: "new_password", label: "New password", kind: "password",
+                    autocomplete: "new-password", value: None, hint: Some(PASSWORD_HINT),
+                    error: error_for(v.errors, "new_password")
+                        .map(|m| format!("The new password {m}.")),
+                    form_error: None,
+                    autofocus: true,
+                }))
+                button type="submit" { "Set the new password" }
+            }
+        },
+    )
+}
+
+/// `/verify-email`: one button that proves the mailbox (opening the link
+/// alone does nothing: mail scanners open links too).
+pub fn verify_email(token: &str) -> Markup {
+    layout(
+        "Verify your email address",
+        html! {
+            h1 { "Verify your email address" }
+            p { "Press the button to confirm that this mailbox is yours." }
+            form method="post" action="/verify-email" {
+                input type="hidden" name="token" value=(token);
+                button type="submit" { "Verify my email address" }
+            }
+        },
+    )
+}
+
+/// After a verification link was used.
+pub fn email_verified() -> Markup {
+    layout(
+        "Email address verified",
+        html! {
+            h1 { "Email address verified" }
+            p.notice role="status" { (Notice::EmailVerified.text()) }
+            p { a href="/account" { "Go to your account" } }
+        },
+    )
+}
+
+/// Which mailed link a page is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    PasswordReset,
+    EmailVerification,
+}
+
+/// A mailed link that cannot be used: unknown, spent, expired, or voided
+/// by a change of email or password. One page for all of them.
+pub fn link_invalid(kind: LinkKind) -> Markup {
+    layout(
+        "Link not valid",
+        html! {
+            h1 { "Link not valid" }
+            p { "This link is invalid, was used, or has expired." }
+            @match kind {
+                LinkKind::PasswordReset => p {
+                    a href="/forgot-password" { "Ask for a new link" }
+                },
+                LinkKind::EmailVerification => p {
+                    "Sign in, and ask for a new link on "
+                    a href="/account" { "your account page" } "."
+                },
+            }
         },
     )
 }
