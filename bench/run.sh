@@ -3,7 +3,10 @@
 # release binary, checks that Redis answers on 127.0.0.1:6379 and PostgreSQL
 # on 127.0.0.1:5432 (the Redis scenarios, revocation propagation between two
 # nodes, memory per session), then runs bench/run.py, which prints the
-# tables that docs/benchmarks.md quotes and writes target/bench-results.json.
+# tables that docs/benchmarks.md quotes and writes target/bench-results.json,
+# and bench/mail.py (password reset for known and unknown addresses, with an
+# SMTP server answering, silent and absent), which writes
+# target/bench-mail.json.
 #
 #   bash bench/run.sh                       # 10 s a scenario, 32 connections
 #   BENCH_DURATION=30s bash bench/run.sh    # longer runs
@@ -40,5 +43,13 @@ if ! python3 -c "import cryptography" 2>/dev/null; then
   echo "bench: installing PyPI's cryptography (for bench/passkeys.py)" >&2
   pip3 install --quiet cryptography
 fi
+# bench/mail.py runs aiosmtpd as its SMTP server, with this python3 or with
+# /usr/bin/python3 (which Debian's package serves).
+if ! python3 -c "import aiosmtpd" 2>/dev/null && ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null; then
+  echo "bench: installing Debian's python3-aiosmtpd (for bench/mail.py)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-aiosmtpd
+fi
 cargo build --release --locked -p gatehouse
-exec python3 bench/run.py
+python3 bench/run.py
+python3 bench/mail.py

@@ -13,15 +13,17 @@ use gatehouse::auth::audit::{Actor, AuditEvent, AuditQuery, EventType};
 use gatehouse::auth::types::{Email, ResourceServerId, RoleName, SecretHash, SessionId, UserId};
 use gatehouse::config::DatabaseUrl;
 use gatehouse::model::amr::Amr;
+use gatehouse::model::mail::{ClaimedMail, MailKind, OutboxMail, OutboxStats, TokenPurpose};
 use gatehouse::store::{
     self, AdminChange, AdminChangeError, Attempt, Ceremony, CeremonyKind,
-    CreateResourceServerError, CreateUserError, FactorSummary, NewUser, PasskeyRecord,
-    PendingLogin, RefreshRecord, ResourceServerRecord, RolesError, SessionRecord, StoredKey,
-    Stores, TotpLogin, TotpRecord, UserRecord,
+    CreateResourceServerError, CreateUserError, DeviceSeen, FactorSummary, MailTokenRecord,
+    NewUser, PasskeyRecord, PendingLogin, RefreshRecord, ResourceServerRecord, RolesError,
+    SessionRecord, StoredKey, Stores, TotpLogin, TotpRecord, UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
 use tokio::sync::Barrier;
+use uuid::Uuid;
 
 use crate::helpers::{PG_SLOTS, PgDatabase, REDIS_URL, RedisPrefix};
 use gatehouse::store::redis::RedisStore;
@@ -2937,5 +2939,981 @@ async fn a_ceremony_is_taken_once_and_swept_when_expired(stores: Stores) {
     assert_eq!(
         mfa.take_ceremony(passwordless.id).await.expect("take"),
         None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Mail (MailStore, and the notices AuditStore::append writes): always the SQL
+// database
+// ---------------------------------------------------------------------------
+
+contract! {
+    a_mail_token_and_its_mail_are_written_together
+        => sqlite_a_mail_token_and_its_mail_are_written_together,
+           postgres_a_mail_token_and_its_mail_are_written_together;
+    last_mail_token_at_is_the_newest_of_the_users_purpose
+        => sqlite_last_mail_token_at_is_the_newest_of_the_users_purpose,
+           postgres_last_mail_token_at_is_the_newest_of_the_users_purpose;
+    a_reset_token_sets_the_password_only_while_unspent_unexpired_and_bound
+        => sqlite_a_reset_token_sets_the_password_only_while_bound,
+           postgres_a_reset_token_sets_the_password_only_while_bound;
+    a_verification_token_verifies_only_its_users_current_address
+        => sqlite_a_verification_token_verifies_only_its_users_current_address,
+           postgres_a_verification_token_verifies_only_its_users_current_address;
+    concurrent_spends_of_one_mail_token_admit_exactly_one
+        => sqlite_concurrent_spends_of_one_mail_token_admit_exactly_one,
+           postgres_concurrent_spends_of_one_mail_token_admit_exactly_one;
+    set_email_verified_sets_and_clears_the_flag
+        => sqlite_set_email_verified_sets_and_clears_the_flag,
+           postgres_set_email_verified_sets_and_clears_the_flag;
+    claimed_mails_are_due_counted_and_held_until_their_lease_passes
+        => sqlite_claimed_mails_are_held_until_their_lease_passes,
+           postgres_claimed_mails_are_held_until_their_lease_passes;
+    a_failed_mail_is_retried_at_its_time_or_given_up_and_a_sent_one_deleted
+        => sqlite_a_failed_mail_is_retried_or_given_up_and_a_sent_one_deleted,
+           postgres_a_failed_mail_is_retried_or_given_up_and_a_sent_one_deleted;
+    concurrent_claimers_get_disjoint_mails_and_together_every_due_one
+        => sqlite_concurrent_claimers_get_disjoint_mails,
+           postgres_concurrent_claimers_get_disjoint_mails;
+    outbox_stats_count_pending_and_failed_mails
+        => sqlite_outbox_stats_count_pending_and_failed_mails,
+           postgres_outbox_stats_count_pending_and_failed_mails;
+    sweep_mail_deletes_expired_tokens_old_failed_mails_and_stale_devices_only
+        => sqlite_sweep_mail_deletes_only_what_is_past_its_cutoff,
+           postgres_sweep_mail_deletes_only_what_is_past_its_cutoff;
+    remember_device_tells_a_first_known_and_new_device_per_user
+        => sqlite_remember_device_tells_first_known_and_new_per_user,
+           postgres_remember_device_tells_first_known_and_new_per_user;
+    a_device_seen_again_at_the_same_instant_is_known
+        => sqlite_a_device_seen_again_at_the_same_instant_is_known,
+           postgres_a_device_seen_again_at_the_same_instant_is_known;
+    append_writes_events_and_their_mails_together_or_neither
+        => sqlite_append_writes_events_and_their_mails_together_or_neither,
+           postgres_append_writes_events_and_their_mails_together_or_neither;
+}
+
+/// A mail to `to` written at `created_at` (and so due from then).
+fn outbox_mail(to: &str, created_at: OffsetDateTime) -> OutboxMail {
+    OutboxMail {
+        id: Uuid::now_v7(),
+        kind: MailKind::PasswordReset,
+        to: to.to_owned(),
+        subject: "Reset your password".to_owned(),
+        text: format!("A link for {to}: https://id.example.com/reset-password?token=t"),
+        html: format!("<p>A link for {to}</p>"),
+        created_at,
+    }
+}
+
+/// A token of `user` for `purpose` whose hash is `[tag; 32]`.
+fn mail_token(
+    user: UserId,
+    purpose: TokenPurpose,
+    tag: u8,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> MailTokenRecord {
+    MailTokenRecord {
+        hash: SecretHash([tag; 32]),
+        purpose,
+        user_id: user,
+        binding: SecretHash([tag ^ 0xff; 32]),
+        created_at,
+        expires_at,
+    }
+}
+
+/// Issues `token` with a mail of its own; returns the mail.
+async fn issue(stores: &Stores, token: &MailTokenRecord) -> OutboxMail {
+    let mail = outbox_mail("someone@example.com", token.created_at);
+    stores
+        .mail
+        .issue_mail_token(token, &mail)
+        .await
+        .expect("issue_mail_token");
+    mail
+}
+
+async fn stored_token(stores: &Stores, hash: SecretHash) -> Option<MailTokenRecord> {
+    stores.mail.mail_token(&hash).await.expect("mail_token")
+}
+
+async fn outbox(stores: &Stores) -> OutboxStats {
+    stores.mail.outbox_stats().await.expect("outbox_stats")
+}
+
+async fn enqueue(stores: &Stores, mails: &[OutboxMail]) {
+    stores
+        .mail
+        .enqueue_mails(mails)
+        .await
+        .expect("enqueue_mails");
+}
+
+/// What one `claim_mails` gives, by id (the store promises no order).
+async fn claim(
+    stores: &Stores,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+) -> Vec<ClaimedMail> {
+    let mut claimed = stores
+        .mail
+        .claim_mails(now, lease_until, limit)
+        .await
+        .expect("claim_mails");
+    claimed.sort_by_key(|c| c.mail.id);
+    claimed
+}
+
+/// `mails` as claimed for the `attempts`-th time, by id.
+fn claimed(mails: &[&OutboxMail], attempts: u32) -> Vec<ClaimedMail> {
+    let mut claimed: Vec<ClaimedMail> = mails
+        .iter()
+        .map(|m| ClaimedMail {
+            mail: (*m).clone(),
+            attempts,
+        })
+        .collect();
+    claimed.sort_by_key(|c| c.mail.id);
+    claimed
+}
+
+async fn failed(stores: &Stores, id: Uuid, retry_at: Option<OffsetDateTime>, now: OffsetDateTime) {
+    stores
+        .mail
+        .mail_failed(id, "451 4.3.0 try again later", retry_at, now)
+        .await
+        .expect("mail_failed");
+}
+
+async fn device(stores: &Stores, user: UserId, tag: u8, now: OffsetDateTime) -> DeviceSeen {
+    stores
+        .mail
+        .remember_device(user, &SecretHash([tag; 32]), now)
+        .await
+        .expect("remember_device")
+}
+
+async fn a_mail_token_and_its_mail_are_written_together(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    // Times at millisecond precision read back equal.
+    let token = mail_token(
+        alice.id,
+        TokenPurpose::PasswordReset,
+        1,
+        at(0) + 123 * MS,
+        at(1800) + 123 * MS,
+    );
+    let mail = outbox_mail(&alice.email, at(0) + 123 * MS);
+    stores
+        .mail
+        .issue_mail_token(&token, &mail)
+        .await
+        .expect("issue_mail_token");
+    assert_eq!(stored_token(&stores, token.hash).await, Some(token.clone()));
+    assert_eq!(stored_token(&stores, SecretHash([9; 32])).await, None);
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 1,
+            failed: 0,
+            oldest_pending: Some(mail.created_at),
+        }
+    );
+    // Due from its creation, with every field as written.
+    assert_eq!(
+        claim(&stores, at(0) + 123 * MS, at(120), 10).await,
+        claimed(&[&mail], 1)
+    );
+
+    // A finer instant is kept to the millisecond, on every backend.
+    let fine = mail_token(
+        alice.id,
+        TokenPurpose::EmailVerification,
+        2,
+        at(10) + 5 * MS + time::Duration::microseconds(300),
+        at(20) + 7 * MS + time::Duration::microseconds(999),
+    );
+    issue(&stores, &fine).await;
+    let read = stored_token(&stores, fine.hash).await.expect("stored");
+    assert_eq!(
+        (read.created_at, read.expires_at),
+        (at(10) + 5 * MS, at(20) + 7 * MS)
+    );
+
+    // Neither without the other: a mail whose id is taken stores no token,
+    // and a token whose hash is taken writes no mail.
+    let orphan = mail_token(alice.id, TokenPurpose::PasswordReset, 3, at(30), at(90));
+    let taken_id = OutboxMail {
+        created_at: at(30),
+        ..mail.clone()
+    };
+    let refused = stores.mail.issue_mail_token(&orphan, &taken_id).await;
+    assert!(refused.is_err(), "a duplicate mail id is refused");
+    assert_eq!(stored_token(&stores, orphan.hash).await, None);
+    let before = outbox(&stores).await;
+    let again = mail_token(alice.id, TokenPurpose::PasswordReset, 1, at(40), at(90));
+    let lost = outbox_mail(&alice.email, at(40));
+    let refused = stores.mail.issue_mail_token(&again, &lost).await;
+    assert!(refused.is_err(), "a duplicate token hash is refused");
+    assert_eq!(outbox(&stores).await, before, "and its mail is not written");
+    assert_eq!(stored_token(&stores, token.hash).await, Some(token));
+}
+
+async fn last_mail_token_at_is_the_newest_of_the_users_purpose(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let last = |user: UserId, purpose| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .mail
+                .last_mail_token_at(user, purpose)
+                .await
+                .expect("last_mail_token_at")
+        }
+    };
+    assert_eq!(last(alice.id, TokenPurpose::PasswordReset).await, None);
+    let reset = TokenPurpose::PasswordReset;
+    let verify = TokenPurpose::EmailVerification;
+    issue(
+        &stores,
+        &mail_token(alice.id, reset, 1, at(50) + 7 * MS, at(900)),
+    )
+    .await;
+    issue(&stores, &mail_token(alice.id, reset, 2, at(10), at(900))).await;
+    issue(&stores, &mail_token(alice.id, verify, 3, at(70), at(900))).await;
+    issue(&stores, &mail_token(bob.id, reset, 4, at(90), at(900))).await;
+    assert_eq!(last(alice.id, reset).await, Some(at(50) + 7 * MS));
+    assert_eq!(last(alice.id, verify).await, Some(at(70)));
+    assert_eq!(last(bob.id, reset).await, Some(at(90)));
+    assert_eq!(last(bob.id, verify).await, None);
+    assert_eq!(last(UserId::new(), reset).await, None);
+}
+
+async fn a_reset_token_sets_the_password_only_while_unspent_unexpired_and_bound(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let old = alice.password_hash.clone();
+    let new = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
+    let reset = TokenPurpose::PasswordReset;
+    let token = mail_token(alice.id, reset, 1, at(0), at(1800));
+    let other_reset = mail_token(alice.id, reset, 2, at(5), at(1800));
+    let verification = mail_token(
+        alice.id,
+        TokenPurpose::EmailVerification,
+        3,
+        at(0),
+        at(1800),
+    );
+    let bobs = mail_token(bob.id, reset, 4, at(0), at(1800));
+    for t in [&token, &other_reset, &verification, &bobs] {
+        issue(&stores, t).await;
+    }
+    let try_reset = |hash: SecretHash, user: UserId, old_hash: &str, now: OffsetDateTime| {
+        let (stores, old_hash) = (stores.clone(), old_hash.to_owned());
+        async move {
+            stores
+                .mail
+                .reset_password(&hash, user, &old_hash, new, now)
+                .await
+                .expect("reset_password")
+        }
+    };
+    let unchanged = |stores: Stores| async move {
+        let a = user(&stores, alice.id).await.expect("alice");
+        (a.password_hash, a.email_verified)
+    };
+
+    // Expired at `now` (expires_at is not after it), or later.
+    assert!(!try_reset(token.hash, alice.id, &old, at(1800)).await);
+    assert!(!try_reset(token.hash, alice.id, &old, at(4000)).await);
+    // Of another purpose, another user, or unknown.
+    assert!(!try_reset(verification.hash, alice.id, &old, at(10)).await);
+    assert!(!try_reset(token.hash, bob.id, &old, at(10)).await);
+    assert!(!try_reset(bobs.hash, alice.id, &old, at(10)).await);
+    assert!(!try_reset(SecretHash([9; 32]), alice.id, &old, at(10)).await);
+    // The password changed since the token was checked: nothing is done,
+    // and the rollback leaves the token unspent.
+    assert!(!try_reset(token.hash, alice.id, "$argon2id$other", at(10)).await);
+    assert_eq!(unchanged(stores.clone()).await, (old.clone(), false));
+    for t in [&token, &other_reset, &verification, &bobs] {
+        assert_eq!(stored_token(&stores, t.hash).await.as_ref(), Some(t));
+    }
+
+    // Done just before expiry: the new hash, the address verified, every
+    // reset token of the user gone with it, nothing else touched.
+    assert!(try_reset(token.hash, alice.id, &old, at(1800) - MS).await);
+    let after = user(&stores, alice.id).await.expect("alice");
+    assert_eq!(
+        (after.password_hash.as_str(), after.email_verified),
+        (new, true)
+    );
+    assert_eq!(stored_token(&stores, token.hash).await, None);
+    assert_eq!(stored_token(&stores, other_reset.hash).await, None);
+    assert_eq!(
+        stored_token(&stores, verification.hash).await,
+        Some(verification)
+    );
+    assert_eq!(stored_token(&stores, bobs.hash).await, Some(bobs));
+    let bob_after = user(&stores, bob.id).await.expect("bob");
+    assert_eq!(
+        (bob_after.password_hash, bob_after.email_verified),
+        (bob.password_hash, false)
+    );
+    // Spent: once only.
+    assert!(!try_reset(token.hash, alice.id, new, at(20)).await);
+    assert!(!try_reset(other_reset.hash, alice.id, new, at(20)).await);
+}
+
+async fn a_verification_token_verifies_only_its_users_current_address(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let verify = TokenPurpose::EmailVerification;
+    let token = mail_token(alice.id, verify, 1, at(0), at(3600));
+    let other = mail_token(alice.id, verify, 2, at(0), at(3600));
+    let reset = mail_token(alice.id, TokenPurpose::PasswordReset, 3, at(0), at(3600));
+    for t in [&token, &other, &reset] {
+        issue(&stores, t).await;
+    }
+    let try_verify = |hash: SecretHash, user: UserId, email: &str, now: OffsetDateTime| {
+        let (stores, email) = (stores.clone(), email.to_owned());
+        async move {
+            stores
+                .mail
+                .verify_email(&hash, user, &email, now)
+                .await
+                .expect("verify_email")
+        }
+    };
+    let verified = |id: UserId| {
+        let stores = stores.clone();
+        async move { user(&stores, id).await.expect("the user").email_verified }
+    };
+    assert!(
+        !try_verify(token.hash, alice.id, &alice.email, at(3600)).await,
+        "expired"
+    );
+    assert!(
+        !try_verify(reset.hash, alice.id, &alice.email, at(10)).await,
+        "a reset token"
+    );
+    assert!(
+        !try_verify(token.hash, bob.id, &bob.email, at(10)).await,
+        "another user"
+    );
+    assert!(!try_verify(SecretHash([9; 32]), alice.id, &alice.email, at(10)).await);
+    // The address changed since: nothing is done, the token stays.
+    assert!(!try_verify(token.hash, alice.id, "alice@example.org", at(10)).await);
+    assert!(!verified(alice.id).await);
+    assert_eq!(stored_token(&stores, token.hash).await, Some(token.clone()));
+
+    assert!(try_verify(token.hash, alice.id, &alice.email, at(3600) - MS).await);
+    assert!(verified(alice.id).await);
+    assert!(!verified(bob.id).await);
+    assert_eq!(stored_token(&stores, token.hash).await, None, "spent");
+    // Only that token: the reset token and another verification link stay.
+    assert_eq!(stored_token(&stores, reset.hash).await, Some(reset));
+    assert_eq!(stored_token(&stores, other.hash).await, Some(other));
+    assert!(
+        !try_verify(token.hash, alice.id, &alice.email, at(20)).await,
+        "once"
+    );
+}
+
+async fn concurrent_spends_of_one_mail_token_admit_exactly_one(stores: Stores) {
+    const RACERS: usize = 8;
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let old = alice.password_hash.clone();
+    let reset = mail_token(alice.id, TokenPurpose::PasswordReset, 1, at(0), at(1800));
+    let verify = mail_token(
+        alice.id,
+        TokenPurpose::EmailVerification,
+        2,
+        at(0),
+        at(1800),
+    );
+    issue(&stores, &reset).await;
+    issue(&stores, &verify).await;
+    let new_hash = |i: usize| format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$racer{i}");
+
+    let start = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for i in 0..RACERS {
+        let (stores, start, old, new) = (stores.clone(), start.clone(), old.clone(), new_hash(i));
+        racers.spawn(async move {
+            start.wait().await;
+            let won = stores
+                .mail
+                .reset_password(&reset.hash, alice.id, &old, &new, at(10))
+                .await;
+            (i, won.unwrap_or_else(|e| panic!("racer {i}: {e:#}")))
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (i, won) = joined.expect("a racer finished");
+        if won {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "reset winners: {winners:?}");
+    let after = user(&stores, alice.id).await.expect("alice");
+    assert_eq!(after.password_hash, new_hash(winners[0]));
+
+    // The verification link likewise, its user now verified by the reset:
+    // un-verify to see the link do it.
+    assert!(
+        stores
+            .mail
+            .set_email_verified(alice.id, false)
+            .await
+            .expect("set_email_verified")
+    );
+    let start = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for i in 0..RACERS {
+        let (stores, start, email) = (stores.clone(), start.clone(), alice.email.clone());
+        racers.spawn(async move {
+            start.wait().await;
+            let won = stores
+                .mail
+                .verify_email(&verify.hash, alice.id, &email, at(10))
+                .await;
+            won.unwrap_or_else(|e| panic!("racer {i}: {e:#}"))
+        });
+    }
+    let mut won = 0;
+    while let Some(joined) = racers.join_next().await {
+        won += usize::from(joined.expect("a racer finished"));
+    }
+    assert_eq!(won, 1, "verification winners");
+    assert!(user(&stores, alice.id).await.expect("alice").email_verified);
+}
+
+async fn set_email_verified_sets_and_clears_the_flag(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    assert!(
+        !alice.email_verified,
+        "a new account has not proved its address"
+    );
+    let set = |id: UserId, verified: bool| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .mail
+                .set_email_verified(id, verified)
+                .await
+                .expect("set_email_verified")
+        }
+    };
+    let flag = |id: UserId| {
+        let stores = stores.clone();
+        async move { user(&stores, id).await.expect("the user").email_verified }
+    };
+    assert!(set(alice.id, true).await);
+    assert!(flag(alice.id).await);
+    assert!(
+        set(alice.id, true).await,
+        "setting it again still finds the user"
+    );
+    assert!(!flag(bob.id).await, "only that user");
+    assert!(set(alice.id, false).await);
+    assert!(!flag(alice.id).await);
+    assert!(!set(UserId::new(), true).await, "an unknown user");
+    // Read with the user everywhere.
+    assert!(set(bob.id, true).await);
+    let by_email = stores
+        .users
+        .user_by_email(&email("bob@example.com"))
+        .await
+        .expect("user_by_email")
+        .expect("bob");
+    assert!(by_email.email_verified);
+}
+
+async fn claimed_mails_are_due_counted_and_held_until_their_lease_passes(stores: Stores) {
+    let a = outbox_mail("a@example.com", at(10));
+    let b = outbox_mail("b@example.com", at(20));
+    let c = outbox_mail("c@example.com", at(30));
+    let later = outbox_mail("later@example.com", at(100));
+    enqueue(&stores, &[a.clone(), b.clone()]).await;
+    enqueue(&stores, std::slice::from_ref(&c)).await;
+    enqueue(&stores, std::slice::from_ref(&later)).await;
+    enqueue(&stores, &[]).await;
+
+    assert!(
+        claim(&stores, at(10) - MS, at(60), 10).await.is_empty(),
+        "none due yet"
+    );
+    // Due: next_attempt_at (its creation) <= now; each as written, its
+    // attempt counted.
+    assert_eq!(
+        claim(&stores, at(20), at(80), 10).await,
+        claimed(&[&a, &b], 1)
+    );
+    // At most `limit`; `a` and `b` are held by their lease.
+    assert_eq!(claim(&stores, at(30), at(90), 1).await, claimed(&[&c], 1));
+    assert!(
+        claim(&stores, at(79), at(200), 10).await.is_empty(),
+        "all held or not due"
+    );
+    // Once the lease passes (claimed_until <= now), claimed again.
+    let first = claim(&stores, at(80), at(200), 1).await;
+    assert_eq!(first.len(), 1, "at most `limit`: {first:?}");
+    let rest = claim(&stores, at(80), at(200), 10).await;
+    let mut both = [first, rest].concat();
+    both.sort_by_key(|m| m.mail.id);
+    assert_eq!(both, claimed(&[&a, &b], 2));
+    assert_eq!(
+        attempts(&claim(&stores, at(100), at(300), 10).await),
+        sorted(vec![(c.id, 2), (later.id, 1)])
+    );
+    assert!(claim(&stores, at(199), at(300), 10).await.is_empty());
+    assert_eq!(
+        attempts(&claim(&stores, at(300), at(400), 10).await),
+        sorted(vec![(a.id, 3), (b.id, 3), (c.id, 3), (later.id, 2)])
+    );
+}
+
+/// Each claimed mail's id and attempts, by id.
+fn attempts(claimed: &[ClaimedMail]) -> Vec<(Uuid, u32)> {
+    sorted(claimed.iter().map(|m| (m.mail.id, m.attempts)).collect())
+}
+
+async fn a_failed_mail_is_retried_at_its_time_or_given_up_and_a_sent_one_deleted(stores: Stores) {
+    let retried = outbox_mail("retried@example.com", at(0));
+    let given_up = outbox_mail("given-up@example.com", at(0));
+    let sent = outbox_mail("sent@example.com", at(0));
+    enqueue(&stores, &[retried.clone(), given_up.clone(), sent.clone()]).await;
+    assert_eq!(
+        claim(&stores, at(1), at(121), 10).await,
+        claimed(&[&retried, &given_up, &sent], 1)
+    );
+    // A failure gives the mail back before its lease ends: due again at
+    // `retry_at`, not before.
+    failed(&stores, retried.id, Some(at(60)), at(2)).await;
+    failed(&stores, given_up.id, None, at(2)).await;
+    stores.mail.mail_sent(sent.id).await.expect("mail_sent");
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 1,
+            failed: 1,
+            oldest_pending: Some(retried.created_at),
+        }
+    );
+    assert!(claim(&stores, at(60) - MS, at(200), 10).await.is_empty());
+    assert_eq!(
+        claim(&stores, at(60), at(200), 10).await,
+        claimed(&[&retried], 2)
+    );
+    // Failing again, from its new lease.
+    failed(&stores, retried.id, Some(at(100)), at(61)).await;
+    assert_eq!(
+        attempts(&claim(&stores, at(100), at(200), 10).await),
+        vec![(retried.id, 3)]
+    );
+    // Given up on, sent: never claimed again, however late.
+    stores.mail.mail_sent(retried.id).await.expect("mail_sent");
+    assert!(
+        claim(&stores, at(10 * DAY), at(11 * DAY), 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 0,
+            failed: 1,
+            oldest_pending: None,
+        }
+    );
+    // Deleting what is gone is not an error.
+    stores
+        .mail
+        .mail_sent(sent.id)
+        .await
+        .expect("mail_sent twice");
+}
+
+async fn concurrent_claimers_get_disjoint_mails_and_together_every_due_one(stores: Stores) {
+    const CLAIMERS: usize = 8;
+    const DUE: usize = 60;
+    let mut due = Vec::new();
+    for i in 0..DUE {
+        due.push(outbox_mail(
+            &format!("due{i}@example.com"),
+            at(i as i64 % 7),
+        ));
+    }
+    enqueue(&stores, &due).await;
+    let not_due: Vec<_> = (0..5)
+        .map(|i| outbox_mail(&format!("later{i}@example.com"), at(500 + i)))
+        .collect();
+    enqueue(&stores, &not_due).await;
+
+    // Each claimer claims batches of at most 4 until it gets none.
+    let start = Arc::new(Barrier::new(CLAIMERS));
+    let mut claimers = JoinSet::new();
+    for i in 0..CLAIMERS {
+        let (stores, start) = (stores.clone(), start.clone());
+        claimers.spawn(async move {
+            start.wait().await;
+            let (mut got, mut batches) = (Vec::new(), Vec::new());
+            loop {
+                let batch = stores.mail.claim_mails(at(50), at(170), 4).await;
+                let batch = batch.unwrap_or_else(|e| panic!("claimer {i}: {e:#}"));
+                if batch.is_empty() {
+                    return (i, got, batches);
+                }
+                batches.push(batch.len());
+                got.extend(batch);
+            }
+        });
+    }
+    let mut all = Vec::new();
+    let mut per_claimer = Vec::new();
+    while let Some(joined) = claimers.join_next().await {
+        let (i, got, batches) = joined.expect("a claimer finished");
+        per_claimer.push((i, batches));
+        all.extend(got);
+    }
+    let ids: Vec<Uuid> = sorted(all.iter().map(|m| m.mail.id).collect());
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    assert_eq!(
+        ids, distinct,
+        "a mail went to two claimers ({per_claimer:?})"
+    );
+    assert_eq!(
+        ids,
+        sorted(due.iter().map(|m| m.id).collect::<Vec<_>>()),
+        "every due mail, and only those ({per_claimer:?})"
+    );
+    assert!(all.iter().all(|m| m.attempts == 1));
+    assert!(
+        per_claimer.iter().flat_map(|(_, b)| b).all(|n| *n <= 4),
+        "a batch of more than `limit` (4): {per_claimer:?}"
+    );
+    assert!(claim(&stores, at(169), at(300), 100).await.is_empty());
+}
+
+async fn outbox_stats_count_pending_and_failed_mails(stores: Stores) {
+    assert_eq!(outbox(&stores).await, OutboxStats::default());
+    let oldest = outbox_mail("oldest@example.com", at(5) + 3 * MS);
+    let newer = outbox_mail("newer@example.com", at(40));
+    let newest = outbox_mail("newest@example.com", at(90));
+    enqueue(&stores, &[newer.clone(), oldest.clone(), newest.clone()]).await;
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 3,
+            failed: 0,
+            oldest_pending: Some(at(5) + 3 * MS),
+        }
+    );
+    // Being sent is still pending; given up is not.
+    assert_eq!(
+        claim(&stores, at(10), at(130), 1).await,
+        claimed(&[&oldest], 1)
+    );
+    assert_eq!(outbox(&stores).await.pending, 3);
+    failed(&stores, oldest.id, None, at(11)).await;
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 2,
+            failed: 1,
+            oldest_pending: Some(at(40)),
+        }
+    );
+    stores.mail.mail_sent(newer.id).await.expect("mail_sent");
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 1,
+            failed: 1,
+            oldest_pending: Some(at(90)),
+        }
+    );
+}
+
+async fn sweep_mail_deletes_expired_tokens_old_failed_mails_and_stale_devices_only(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    let reset = TokenPurpose::PasswordReset;
+    // Tokens: expired before `now`, at `now`, and after it.
+    let past = mail_token(alice.id, reset, 1, at(0), at(99));
+    let edge = mail_token(alice.id, reset, 2, at(0), at(100));
+    let live = mail_token(alice.id, reset, 3, at(0), at(100) + MS);
+    let mut token_mails = Vec::new();
+    for t in [&past, &edge, &live] {
+        token_mails.push(issue(&stores, t).await.id);
+    }
+    // Mails given up on before the cut-off, at it and after it; one waiting
+    // for a retry; the three tokens' mails, pending.
+    let old_failure = outbox_mail("a@example.com", at(0));
+    let edge_failure = outbox_mail("b@example.com", at(0));
+    let new_failure = outbox_mail("c@example.com", at(0));
+    let retrying = outbox_mail("d@example.com", at(0));
+    enqueue(
+        &stores,
+        &[
+            old_failure.clone(),
+            edge_failure.clone(),
+            new_failure.clone(),
+            retrying.clone(),
+        ],
+    )
+    .await;
+    assert_eq!(claim(&stores, at(0), at(120), 100).await.len(), 7);
+    failed(&stores, old_failure.id, None, at(149)).await;
+    failed(&stores, edge_failure.id, None, at(150)).await;
+    failed(&stores, new_failure.id, None, at(151)).await;
+    failed(&stores, retrying.id, Some(at(5000)), at(1)).await;
+    // Devices last seen before the cut-off, at it and after it.
+    assert_eq!(
+        device(&stores, alice.id, 1, at(10)).await,
+        DeviceSeen::First
+    );
+    assert_eq!(device(&stores, alice.id, 2, at(300)).await, DeviceSeen::New);
+    assert_eq!(device(&stores, bob.id, 1, at(20)).await, DeviceSeen::First);
+    assert_eq!(device(&stores, bob.id, 3, at(200)).await, DeviceSeen::New);
+    // Seen again later: judged by its last sighting.
+    assert_eq!(device(&stores, bob.id, 3, at(301)).await, DeviceSeen::Known);
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 4,
+            failed: 3,
+            oldest_pending: Some(at(0)),
+        }
+    );
+
+    let swept = stores
+        .mail
+        .sweep_mail(at(100), at(150), at(300))
+        .await
+        .expect("sweep_mail");
+    assert_eq!(swept, 2 + 1 + 2, "two tokens, one mail, two devices");
+    assert_eq!(stored_token(&stores, past.hash).await, None);
+    assert_eq!(stored_token(&stores, edge.hash).await, None);
+    assert_eq!(stored_token(&stores, live.hash).await, Some(live));
+    assert_eq!(
+        outbox(&stores).await,
+        OutboxStats {
+            pending: 4,
+            failed: 2,
+            oldest_pending: Some(at(0)),
+        },
+        "only the failure before the cut-off"
+    );
+    let again = stores.mail.sweep_mail(at(100), at(150), at(300)).await;
+    assert_eq!(again.expect("sweep_mail"), 0);
+    // The pending mails stay: the retried one and the tokens' (their lease
+    // passed), the expired tokens' too (only the token goes).
+    let due: Vec<_> = token_mails.iter().map(|id| (*id, 2)).collect();
+    assert_eq!(
+        attempts(&claim(&stores, at(5000), at(5100), 100).await),
+        sorted([due, vec![(retrying.id, 2)]].concat())
+    );
+    // Devices: alice's first one is forgotten (her second is known), bob's
+    // first one too, bob's third is known.
+    assert_eq!(device(&stores, alice.id, 1, at(400)).await, DeviceSeen::New);
+    assert_eq!(
+        device(&stores, alice.id, 2, at(401)).await,
+        DeviceSeen::Known
+    );
+    assert_eq!(device(&stores, bob.id, 3, at(402)).await, DeviceSeen::Known);
+    assert_eq!(device(&stores, bob.id, 1, at(403)).await, DeviceSeen::New);
+}
+
+async fn remember_device_tells_a_first_known_and_new_device_per_user(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let bob = create(&stores, "bob@example.com", &[]).await;
+    assert_eq!(device(&stores, alice.id, 1, at(0)).await, DeviceSeen::First);
+    assert_eq!(
+        device(&stores, alice.id, 1, at(10)).await,
+        DeviceSeen::Known
+    );
+    assert_eq!(device(&stores, alice.id, 2, at(20)).await, DeviceSeen::New);
+    assert_eq!(
+        device(&stores, alice.id, 2, at(30)).await,
+        DeviceSeen::Known
+    );
+    assert_eq!(
+        device(&stores, alice.id, 1, at(40)).await,
+        DeviceSeen::Known
+    );
+    // Per user: alice's device is bob's first.
+    assert_eq!(device(&stores, bob.id, 1, at(50)).await, DeviceSeen::First);
+    assert_eq!(device(&stores, bob.id, 3, at(60)).await, DeviceSeen::New);
+    assert_eq!(device(&stores, bob.id, 1, at(70)).await, DeviceSeen::Known);
+    assert_eq!(device(&stores, alice.id, 3, at(80)).await, DeviceSeen::New);
+    // A sighting earlier than the last one (clocks of two nodes) is still
+    // the known device.
+    assert_eq!(
+        device(&stores, alice.id, 3, at(79)).await,
+        DeviceSeen::Known
+    );
+}
+
+/// Two sign-ins from one device within the same millisecond (two tabs,
+/// a form sent twice, a frozen test clock): the second is a known device.
+async fn a_device_seen_again_at_the_same_instant_is_known(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    assert_eq!(device(&stores, alice.id, 1, at(0)).await, DeviceSeen::First);
+    assert_eq!(device(&stores, alice.id, 2, at(10)).await, DeviceSeen::New);
+    assert_eq!(
+        device(&stores, alice.id, 2, at(10)).await,
+        DeviceSeen::Known,
+        "the device recorded a moment ago"
+    );
+    assert_eq!(
+        device(&stores, alice.id, 1, at(20)).await,
+        DeviceSeen::Known
+    );
+}
+
+async fn append_writes_events_and_their_mails_together_or_neither(stores: Stores) {
+    let alice = UserId::new();
+    let e1 = audit(EventType::PasswordChanged, 10).user(alice);
+    let e2 = audit(EventType::Logout, 11).user(alice);
+    let notice = outbox_mail("alice@example.com", at(10));
+    stores
+        .audit
+        .append(&[e1.clone(), e2.clone()], std::slice::from_ref(&notice))
+        .await
+        .expect("append");
+    assert_eq!(read(&stores, query(10)).await, vec![e2.clone(), e1.clone()]);
+    assert_eq!(
+        claim(&stores, at(10), at(130), 10).await,
+        claimed(&[&notice], 1)
+    );
+
+    // One event with one notice (not the one-statement path) is written whole.
+    let e3 = audit(EventType::PasswordChanged, 20).user(alice);
+    let second = outbox_mail("alice@example.com", at(20));
+    stores
+        .audit
+        .append(std::slice::from_ref(&e3), std::slice::from_ref(&second))
+        .await
+        .expect("append");
+    assert_eq!(
+        claim(&stores, at(20), at(140), 10).await,
+        claimed(&[&second], 1)
+    );
+
+    // A mail whose id is taken: the whole append fails, no event stored and
+    // no other mail written.
+    let before = outbox(&stores).await;
+    let e4 = audit(EventType::PasswordChanged, 30).user(alice);
+    let fresh = outbox_mail("alice@example.com", at(30));
+    let duplicate = OutboxMail {
+        created_at: at(30),
+        ..notice.clone()
+    };
+    let refused = stores
+        .audit
+        .append(std::slice::from_ref(&e4), &[fresh.clone(), duplicate])
+        .await;
+    assert!(refused.is_err(), "a duplicate mail id fails the append");
+    // An event whose id is taken, likewise, with its mails.
+    let refused = stores
+        .audit
+        .append(std::slice::from_ref(&e1), std::slice::from_ref(&fresh))
+        .await;
+    assert!(refused.is_err(), "a duplicate event id fails the append");
+    assert_eq!(
+        read(&stores, query(10)).await,
+        vec![e3, e2, e1],
+        "no event of a failed append"
+    );
+    assert_eq!(outbox(&stores).await, before, "no mail of a failed append");
+    assert!(
+        claim(&stores, at(1000), at(1100), 10)
+            .await
+            .iter()
+            .all(|m| m.mail.id != fresh.id)
+    );
+}
+
+/// Gives a mail up; returns its id (its row is then read raw).
+async fn give_up_a_mail(stores: &Stores) -> Uuid {
+    let mail = outbox_mail("gone@example.com", at(0));
+    enqueue(stores, std::slice::from_ref(&mail)).await;
+    assert_eq!(
+        claim(stores, at(0), at(120), 10).await,
+        claimed(&[&mail], 1)
+    );
+    failed(stores, mail.id, None, at(5)).await;
+    assert!(claim(stores, at(DAY), at(2 * DAY), 10).await.is_empty());
+    mail.id
+}
+
+// A mail given up on keeps its row (for the metrics, until swept) but not
+// its bodies, which may hold a live link: read from the tables themselves,
+// since no store method returns them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_mail_given_up_on_keeps_no_bodies() {
+    let (stores, dir) = sqlite().await;
+    let id = give_up_a_mail(&stores).await;
+    let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("the file");
+    let row: (Option<String>, Option<String>, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT text_body, html_body, failed_at, last_error FROM outbox WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&pool)
+    .await
+    .expect("the row");
+    pool.close().await;
+    assert_eq!(
+        row,
+        (
+            None,
+            None,
+            Some(at(5).unix_timestamp() * 1000),
+            Some("451 4.3.0 try again later".to_owned())
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_mail_given_up_on_keeps_no_bodies() {
+    let _slot = PG_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let (stores, db) = postgres().await;
+    let id = give_up_a_mail(&stores).await;
+    let pool = sqlx::PgPool::connect(&db.url())
+        .await
+        .expect("the database");
+    let row: (
+        Option<String>,
+        Option<String>,
+        Option<OffsetDateTime>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT text_body, html_body, failed_at, last_error FROM outbox WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("the row");
+    pool.close().await;
+    assert_eq!(
+        row,
+        (
+            None,
+            None,
+            Some(at(5)),
+            Some("451 4.3.0 try again later".to_owned())
+        )
     );
 }

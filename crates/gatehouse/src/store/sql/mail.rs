@@ -53,25 +53,35 @@ const SWEEP_TOKENS: &str = "DELETE FROM mail_tokens WHERE expires_at <= $1";
 const SWEEP_FAILED: &str = "DELETE FROM outbox WHERE failed_at < $1";
 const SWEEP_DEVICES: &str = "DELETE FROM known_devices WHERE last_seen_at < $1";
 
-const ANY_DEVICE: &str = "SELECT count(*) FROM known_devices WHERE user_id = $1";
-
-const UPSERT_DEVICE: &str = "INSERT INTO known_devices \
+/// Whether the device is new is what the insert itself says (a row
+/// written or not), never a comparison of instants.
+const INSERT_DEVICE: &str = "INSERT INTO known_devices \
      (user_id, fingerprint, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $3) \
-     ON CONFLICT (user_id, fingerprint) DO UPDATE SET last_seen_at = excluded.last_seen_at \
-     RETURNING first_seen_at";
+     ON CONFLICT (user_id, fingerprint) DO NOTHING";
+
+const TOUCH_DEVICE: &str =
+    "UPDATE known_devices SET last_seen_at = $3 WHERE user_id = $1 AND fingerprint = $2";
+
+const OTHER_DEVICES: &str =
+    "SELECT count(*) FROM known_devices WHERE user_id = $1 AND fingerprint <> $2";
 
 const STATS: &str = "SELECT \
      coalesce(sum(CASE WHEN failed_at IS NULL THEN 1 ELSE 0 END), 0) AS pending, \
      coalesce(sum(CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END), 0) AS failed, \
      min(CASE WHEN failed_at IS NULL THEN created_at END) AS oldest FROM outbox";
 
-const PG_CLAIM: &str = "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 \
-     WHERE id IN (SELECT id FROM outbox \
+/// The rows are picked once, in a CTE: as `WHERE id IN (subquery)` the
+/// planner may run the subquery again for every row it scans (a small
+/// table without statistics), each run skipping the rows already locked
+/// and claiming more than `LIMIT`.
+const PG_CLAIM: &str = "WITH picked AS (SELECT id FROM outbox \
          WHERE failed_at IS NULL AND next_attempt_at <= $1 \
            AND (claimed_until IS NULL OR claimed_until <= $1) \
          ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-       AND failed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $1) \
-     RETURNING id, kind, recipient, subject, text_body, html_body, created_at, attempts";
+     UPDATE outbox o SET claimed_until = $2, attempts = o.attempts + 1 \
+     FROM picked WHERE o.id = picked.id \
+     RETURNING o.id, o.kind, o.recipient, o.subject, o.text_body, o.html_body, \
+         o.created_at, o.attempts";
 
 /// SQLite has one writer at a time: the statement is the claim.
 const SQLITE_CLAIM: &str = "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 \
@@ -413,29 +423,41 @@ impl MailStore for PgStore {
         now: OffsetDateTime,
     ) -> anyhow::Result<DeviceSeen> {
         let mut conn = self.conn().await?;
-        let any: i64 = sqlx::query_scalar(ANY_DEVICE)
-            .bind(user.0)
-            .fetch_one(&mut *conn)
-            .await
-            .context("reading known devices")?;
-        let first: OffsetDateTime = sqlx::query_scalar(UPSERT_DEVICE)
+        let inserted = sqlx::query(INSERT_DEVICE)
             .bind(user.0)
             .bind(&fingerprint.0[..])
             .bind(ms(now))
+            .execute(&mut *conn)
+            .await
+            .context("recording a device")?
+            .rows_affected()
+            == 1;
+        if !inserted {
+            sqlx::query(TOUCH_DEVICE)
+                .bind(user.0)
+                .bind(&fingerprint.0[..])
+                .bind(ms(now))
+                .execute(&mut *conn)
+                .await
+                .context("recording a device")?;
+            return Ok(DeviceSeen::Known);
+        }
+        let others: i64 = sqlx::query_scalar(OTHER_DEVICES)
+            .bind(user.0)
+            .bind(&fingerprint.0[..])
             .fetch_one(&mut *conn)
             .await
-            .context("recording a device")?;
-        Ok(seen(any, first == ms(now)))
+            .context("reading known devices")?;
+        Ok(seen(others))
     }
 }
 
-/// What a device's record says: whether the user had any before, and
-/// whether this one was just created.
-fn seen(before: i64, created: bool) -> DeviceSeen {
-    match (before, created) {
-        (0, _) => DeviceSeen::First,
-        (_, true) => DeviceSeen::New,
-        (_, false) => DeviceSeen::Known,
+/// A device just recorded: the user's first, or new beside `others`.
+fn seen(others: i64) -> DeviceSeen {
+    if others == 0 {
+        DeviceSeen::First
+    } else {
+        DeviceSeen::New
     }
 }
 
@@ -707,18 +729,31 @@ impl MailStore for SqliteStore {
         fingerprint: &SecretHash,
         now: OffsetDateTime,
     ) -> anyhow::Result<DeviceSeen> {
-        let any: i64 = sqlx::query_scalar(ANY_DEVICE)
-            .bind(user.0.to_string())
-            .fetch_one(&self.pool)
-            .await
-            .context("reading known devices")?;
-        let first: i64 = sqlx::query_scalar(UPSERT_DEVICE)
+        let inserted = sqlx::query(INSERT_DEVICE)
             .bind(user.0.to_string())
             .bind(&fingerprint.0[..])
             .bind(to_millis(now))
+            .execute(&self.pool)
+            .await
+            .context("recording a device")?
+            .rows_affected()
+            == 1;
+        if !inserted {
+            sqlx::query(TOUCH_DEVICE)
+                .bind(user.0.to_string())
+                .bind(&fingerprint.0[..])
+                .bind(to_millis(now))
+                .execute(&self.pool)
+                .await
+                .context("recording a device")?;
+            return Ok(DeviceSeen::Known);
+        }
+        let others: i64 = sqlx::query_scalar(OTHER_DEVICES)
+            .bind(user.0.to_string())
+            .bind(&fingerprint.0[..])
             .fetch_one(&self.pool)
             .await
-            .context("recording a device")?;
-        Ok(seen(any, first == to_millis(now)))
+            .context("reading known devices")?;
+        Ok(seen(others))
     }
 }
