@@ -171,8 +171,9 @@ impl Smtp {
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_and_senders_are_checked_and_debug_hides_the_password() {
+    // The transport's pool lives on the Tokio runtime, as in the server.
+    #[tokio::test]
+    async fn urls_and_senders_are_checked_and_debug_hides_the_password() {
         let ok = Smtp::new(
             &SecretUrl::new("smtp://user:s3cr%40t@mail.example.com:587"),
             "Acme <auth@example.com>",
