@@ -991,6 +991,7 @@ async fn admin_get_user_returns_the_user() {
     assert_eq!(u["email"], user.email.as_str(), "{body}");
     assert_eq!(u["roles"], json!([]), "{body}");
     assert_eq!(u["disabled"], false, "{body}");
+    assert_eq!(u["email_verified"], false, "{body}");
     let created = u["created_at"].as_str().expect("created_at");
     assert!(created.ends_with('Z'), "RFC 3339 in UTC: {created}");
     let keys: HashSet<&str> = u
@@ -1001,7 +1002,14 @@ async fn admin_get_user_returns_the_user() {
         .collect();
     assert_eq!(
         keys,
-        HashSet::from(["id", "email", "roles", "created_at", "disabled"]),
+        HashSet::from([
+            "id",
+            "email",
+            "roles",
+            "created_at",
+            "disabled",
+            "email_verified"
+        ]),
         "no password hash or other internals: {body}"
     );
 }
