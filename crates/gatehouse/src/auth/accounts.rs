@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::mail::{LOGIN_VERIFICATION_GAP, Mail};
 use super::mfa::{Challenge, FactorError, SecondFactors, TotpEnrolment};
-use super::password::check_policy;
+use super::password::validate_new_password;
 use super::password::{HashError, Hasher};
 use super::principals::Principals;
 use super::sessions::{Authenticated, NewSession, Sessions};
@@ -132,20 +132,6 @@ pub enum Registrar {
     Operator,
     /// An administrator through the admin API.
     Admin(UserId),
-}
-
-pub(crate) fn validate_new_password(
-    field: &'static str,
-    password: &str,
-    email: Option<&Email>,
-) -> Option<FieldError> {
-    if let Err(m) = check_policy(password) {
-        return Some(FieldError::new(field, m));
-    }
-    if email.is_some_and(|e| password.trim().eq_ignore_ascii_case(e.as_str())) {
-        return Some(FieldError::new(field, "must not be your email address"));
-    }
-    None
 }
 
 /// Accounts and password login.

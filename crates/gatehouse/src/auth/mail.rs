@@ -20,10 +20,9 @@ use minijinja::Value;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, Semaphore};
 
-use super::accounts::validate_new_password;
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::notices::{Links, base_values};
-use super::password::{HashError, Hasher};
+use super::password::{HashError, Hasher, validate_new_password};
 use super::principals::Principals;
 use super::sessions::Sessions;
 use super::throttle::{Refused, Throttle};

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::Notify;
 
-use super::throttle::client_network;
 use crate::mail::Templates;
 use crate::model::audit::{Actor, AuditEvent, EventType};
+use crate::model::client::client_network;
 use crate::model::mail::{MailKind, OutboxMail};
 use crate::model::types::SecretHash;
 use crate::store::{DeviceSeen, MailStore, UserRecord, UserStore};

@@ -15,7 +15,8 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
-use crate::model::types::Password;
+use crate::model::client::FieldError;
+use crate::model::types::{Email, Password};
 
 /// Shortest and longest accepted passwords, in characters (OWASP ASVS 2.1.1,
 /// 2.1.2).
@@ -29,6 +30,22 @@ static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .filter(|l| !l.is_empty())
         .collect()
 });
+
+/// The policy of a new password, and not the account's own email: the
+/// field error naming `field`, if any.
+pub(crate) fn validate_new_password(
+    field: &'static str,
+    password: &str,
+    email: Option<&Email>,
+) -> Option<FieldError> {
+    if let Err(m) = check_policy(password) {
+        return Some(FieldError::new(field, m));
+    }
+    if email.is_some_and(|e| password.trim().eq_ignore_ascii_case(e.as_str())) {
+        return Some(FieldError::new(field, "must not be your email address"));
+    }
+    None
+}
 
 /// Checks a new password against the policy.
 ///

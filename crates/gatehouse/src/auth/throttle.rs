@@ -34,6 +34,7 @@ use super::sessions::Sessions;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model::client::client_network;
 use crate::model::types::Email;
 use crate::store::{Attempt, FailureCounter, UserStore};
 
@@ -127,22 +128,6 @@ pub(crate) struct Admitted {
     ip_key: String,
     pair_key: String,
     account_key: String,
-}
-
-/// The network a client address speaks for: an IPv4 address itself (an
-/// IPv4-mapped IPv6 address as the IPv4 one), an IPv6 address its /64, the
-/// least a single subscriber is given and can rotate addresses within at
-/// will. `-` when the address is unknown, so that such clients share one
-/// budget rather than escape it.
-pub(crate) fn client_network(ip: Option<IpAddr>) -> String {
-    match ip.map(|ip| ip.to_canonical()) {
-        None => "-".to_owned(),
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => {
-            let [a, b, c, d, ..] = v6.segments();
-            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
-        }
-    }
 }
 
 impl Throttle {

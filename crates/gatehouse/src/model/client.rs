@@ -26,3 +26,19 @@ impl FieldError {
         }
     }
 }
+
+/// The network a client address speaks for: an IPv4 address itself (an
+/// IPv4-mapped IPv6 address as the IPv4 one), an IPv6 address its /64, the
+/// least a single subscriber is given and can rotate addresses within at
+/// will. `-` when the address is unknown, so that such clients share one
+/// budget rather than escape it.
+pub fn client_network(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        None => "-".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
