@@ -226,6 +226,29 @@ impl ResourceServerSecret {
     }
 }
 
+opaque_secret!(
+    /// An OpenID client's secret: 32 bytes from the OS RNG, shown once as
+    /// `ghcs_` and 43 characters of base64url; the store keeps only its
+    /// SHA-256 (it is random, so a slow hash would add nothing).
+    ClientSecret
+);
+
+impl ClientSecret {
+    /// What every client secret starts with, so that secret scanners and
+    /// people can tell it from a resource server's key or a token.
+    pub const PREFIX: &'static str = "ghcs_";
+
+    /// Parses a secret as shown (`ghcs_…`); anything else is refused.
+    pub fn parse_secret(secret: &str) -> Option<Self> {
+        secret.strip_prefix(Self::PREFIX).and_then(Self::parse)
+    }
+
+    /// The secret as shown to the admin who created the client, once.
+    pub fn secret(&self) -> String {
+        format!("{}{}", Self::PREFIX, self.encode())
+    }
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -274,6 +297,11 @@ uuid_id!(
 uuid_id!(
     /// A passkey's id (not its WebAuthn credential id).
     PasskeyId
+);
+uuid_id!(
+    /// An OpenID client's `client_id` (public, not a credential: RFC 6749
+    /// §2.2).
+    ClientId
 );
 
 fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
@@ -430,6 +458,21 @@ mod tests {
             format!("{:?}", Password::new("hunter22".into())),
             "Password([redacted])"
         );
+    }
+
+    #[test]
+    fn client_secrets_are_prefixed_and_parse_back() {
+        let s = ClientSecret::generate().expect("rng");
+        let shown = s.secret();
+        assert!(shown.starts_with("ghcs_") && shown.len() == 5 + SECRET_LEN);
+        let back = ClientSecret::parse_secret(&shown).expect("parses");
+        assert_eq!(back.hash(), s.hash());
+        assert!(
+            ClientSecret::parse_secret(&shown[5..]).is_none(),
+            "no prefix"
+        );
+        assert!(ClientSecret::parse_secret(&format!("ghrs_{}", &shown[5..])).is_none());
+        assert_eq!(format!("{s:?}"), "ClientSecret([redacted])");
     }
 
     proptest! {

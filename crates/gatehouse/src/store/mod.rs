@@ -21,8 +21,9 @@ use crate::config::{Config, DatabaseUrl, SecretUrl};
 use crate::model::amr::Amr;
 use crate::model::audit::{AuditEvent, AuditQuery};
 use crate::model::mail::{ClaimedMail, OutboxMail, OutboxStats, TokenPurpose};
+use crate::model::oidc::{ClientType, GrantType, IdTokenAlg};
 use crate::model::types::{
-    Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+    ClientId, Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
 };
 use crate::revocation::Revocations;
 
@@ -810,6 +811,75 @@ pub trait ResourceServerStore: Send + Sync + 'static {
     async fn delete_resource_server(&self, id: ResourceServerId) -> anyhow::Result<bool>;
 }
 
+/// A stored OpenID client (only the SHA-256 of a confidential client's
+/// secret is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: ClientId,
+    pub name: String,
+    pub kind: ClientType,
+    /// `Some` exactly for a confidential client.
+    pub secret_hash: Option<SecretHash>,
+    /// In the order given, without duplicates.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub first_party: bool,
+    pub grant_types: Vec<GrantType>,
+    pub scopes: Vec<String>,
+    /// Role names, sorted, without duplicates.
+    pub roles: Vec<String>,
+    pub id_token_alg: IdTokenAlg,
+    pub created_at: OffsetDateTime,
+    /// How many times the client was changed: `update_client` writes only
+    /// over the revision it was given.
+    pub revision: u64,
+}
+
+/// Why a client could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientWriteError {
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// What [`ClientStore::update_client`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientUpdate {
+    Updated,
+    /// The client changed since it was read (its revision moved): nothing
+    /// was written.
+    Stale,
+    /// There is no such client.
+    Missing,
+}
+
+/// OpenID clients: the registry the authorization flows will read.
+///
+/// Contract: a client's roles are assigned in the transaction that writes
+/// its row, and only roles that exist (an unknown one is an error naming
+/// it, and nothing is written); deleting a role removes it from every
+/// client. `update_client` replaces everything but the id, type, secret
+/// hash and creation instant, only while the stored revision is the
+/// record's (compare-and-swap), and moves the revision on. "Not found" is
+/// `Ok(None)` or [`ClientUpdate::Missing`]; every other `Err` is a store
+/// failure.
+#[async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    async fn create_client(&self, client: &ClientRecord) -> Result<(), ClientWriteError>;
+
+    /// Every client, oldest first.
+    async fn clients(&self) -> anyhow::Result<Vec<ClientRecord>>;
+
+    async fn client(&self, id: ClientId) -> anyhow::Result<Option<ClientRecord>>;
+
+    async fn update_client(&self, client: &ClientRecord) -> Result<ClientUpdate, ClientWriteError>;
+
+    /// Deletes the client; its name, `None` when there was none.
+    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<String>>;
+}
+
 /// A signing key as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -925,6 +995,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub failures: Arc<dyn FailureCounter>,
     pub resource_servers: Arc<dyn ResourceServerStore>,
+    /// Always the SQL database: the OpenID client registry.
+    pub clients: Arc<dyn ClientStore>,
     /// Always the SQL database: factors are durable, and pending logins are
     /// shared by every node through it.
     pub mfa: Arc<dyn MfaStore>,
@@ -1033,6 +1105,7 @@ where
         + SessionStore
         + KeyStore
         + ResourceServerStore
+        + ClientStore
         + AuditStore
         + MfaStore
         + MailStore,
@@ -1043,6 +1116,7 @@ where
         keys: db.clone(),
         failures,
         resource_servers: db.clone(),
+        clients: db.clone(),
         mfa: db.clone(),
         mail: db.clone(),
         audit: db,

@@ -3917,3 +3917,210 @@ async fn postgres_a_mail_given_up_on_keeps_no_bodies() {
         )
     );
 }
+
+// ---------------------------------------------------------------------------
+// OpenID clients
+// ---------------------------------------------------------------------------
+
+fn client_record(name: &str, roles: &[&str]) -> gatehouse::store::ClientRecord {
+    use gatehouse::model::oidc::{ClientType, GrantType, IdTokenAlg};
+    let id = gatehouse::auth::types::ClientId::new();
+    // Secret hashes are unique: each client's own.
+    let mut hash = [7; 32];
+    hash[..16].copy_from_slice(id.0.as_bytes());
+    gatehouse::store::ClientRecord {
+        id,
+        name: name.to_owned(),
+        kind: ClientType::Confidential,
+        secret_hash: Some(SecretHash(hash)),
+        redirect_uris: strings(&["https://b.example/cb", "https://a.example/cb"]),
+        post_logout_redirect_uris: strings(&["https://a.example/bye"]),
+        first_party: true,
+        grant_types: vec![GrantType::ClientCredentials, GrantType::AuthorizationCode],
+        scopes: strings(&["openid", "email"]),
+        roles: strings(roles),
+        id_token_alg: IdTokenAlg::EdDsa,
+        created_at: at(1) + 123 * MS,
+        revision: 0,
+    }
+}
+
+async fn stored_client(
+    stores: &Stores,
+    id: gatehouse::auth::types::ClientId,
+) -> Option<gatehouse::store::ClientRecord> {
+    stores.clients.client(id).await.expect("client")
+}
+
+async fn clients_read_back_whole_and_list_oldest_first(stores: Stores) {
+    use gatehouse::model::oidc::ClientType;
+    put_role(&stores, "b-role", &["x:read"]).await;
+    put_role(&stores, "a-role", &["x:write"]).await;
+    let first = client_record("First", &["a-role", "b-role"]);
+    stores.clients.create_client(&first).await.expect("create");
+    let mut public = client_record("Second", &[]);
+    public.kind = ClientType::Public;
+    public.secret_hash = None;
+    public.post_logout_redirect_uris.clear();
+    stores.clients.create_client(&public).await.expect("create");
+    assert_eq!(
+        stored_client(&stores, first.id).await.as_ref(),
+        Some(&first)
+    );
+    assert_eq!(
+        stored_client(&stores, public.id).await.as_ref(),
+        Some(&public)
+    );
+    let all = stores.clients.clients().await.expect("clients");
+    assert_eq!(all, [first.clone(), public]);
+    assert_eq!(
+        stored_client(&stores, gatehouse::auth::types::ClientId::new()).await,
+        None
+    );
+    assert_eq!(
+        stores
+            .clients
+            .delete_client(first.id)
+            .await
+            .expect("delete"),
+        Some("First".to_owned())
+    );
+    assert_eq!(
+        stores
+            .clients
+            .delete_client(first.id)
+            .await
+            .expect("delete"),
+        None
+    );
+    assert_eq!(stored_client(&stores, first.id).await, None);
+}
+
+async fn an_unknown_client_role_writes_nothing(stores: Stores) {
+    use gatehouse::store::ClientWriteError;
+    put_role(&stores, "known", &[]).await;
+    let client = client_record("Roles", &["known", "unknown"]);
+    let err = stores.clients.create_client(&client).await;
+    assert!(
+        matches!(&err, Err(ClientWriteError::UnknownRole(r)) if r == "unknown"),
+        "{err:?}"
+    );
+    assert_eq!(stored_client(&stores, client.id).await, None);
+    assert!(stores.clients.clients().await.expect("clients").is_empty());
+}
+
+async fn client_updates_are_compare_and_swap(stores: Stores) {
+    use gatehouse::model::oidc::IdTokenAlg;
+    use gatehouse::store::{ClientUpdate, ClientWriteError};
+    put_role(&stores, "one", &[]).await;
+    put_role(&stores, "two", &[]).await;
+    let original = client_record("Before", &["one"]);
+    stores
+        .clients
+        .create_client(&original)
+        .await
+        .expect("create");
+
+    let mut changed = original.clone();
+    changed.name = "After".into();
+    changed.redirect_uris = strings(&["com.example.app:/cb"]);
+    changed.post_logout_redirect_uris.clear();
+    changed.first_party = false;
+    changed.scopes = strings(&["openid"]);
+    changed.roles = strings(&["two"]);
+    changed.id_token_alg = IdTokenAlg::Es256;
+    // What the update may not touch is kept whatever the record says.
+    changed.secret_hash = Some(SecretHash([9; 32]));
+    changed.created_at = at(99);
+    assert_eq!(
+        stores
+            .clients
+            .update_client(&changed)
+            .await
+            .expect("update"),
+        ClientUpdate::Updated
+    );
+    let read = stored_client(&stores, original.id)
+        .await
+        .expect("the client");
+    assert_eq!(read.revision, 1);
+    assert_eq!(
+        read,
+        gatehouse::store::ClientRecord {
+            secret_hash: original.secret_hash,
+            created_at: original.created_at,
+            revision: 1,
+            ..changed.clone()
+        }
+    );
+
+    // Written over revision 0 again: stale, nothing written.
+    let mut late = original.clone();
+    late.name = "Lost".into();
+    assert_eq!(
+        stores.clients.update_client(&late).await.expect("update"),
+        ClientUpdate::Stale
+    );
+    assert_eq!(
+        stored_client(&stores, original.id).await.as_ref(),
+        Some(&read)
+    );
+
+    // An unknown role: an error, and nothing written.
+    let mut bad = read.clone();
+    bad.name = "Bad".into();
+    bad.roles = strings(&["one", "ghost"]);
+    let err = stores.clients.update_client(&bad).await;
+    assert!(
+        matches!(&err, Err(ClientWriteError::UnknownRole(r)) if r == "ghost"),
+        "{err:?}"
+    );
+    assert_eq!(
+        stored_client(&stores, original.id).await.as_ref(),
+        Some(&read)
+    );
+
+    let mut gone = client_record("Gone", &[]);
+    gone.id = gatehouse::auth::types::ClientId::new();
+    assert_eq!(
+        stores.clients.update_client(&gone).await.expect("update"),
+        ClientUpdate::Missing
+    );
+}
+
+async fn a_deleted_role_leaves_every_client(stores: Stores) {
+    put_role(&stores, "kept", &[]).await;
+    put_role(&stores, "doomed", &[]).await;
+    let a = client_record("A", &["doomed", "kept"]);
+    let b = client_record("B", &["doomed"]);
+    stores.clients.create_client(&a).await.expect("create");
+    stores.clients.create_client(&b).await.expect("create");
+    assert!(
+        stores
+            .users
+            .delete_role(&role("doomed"))
+            .await
+            .expect("delete")
+    );
+    let roles = |c: Option<gatehouse::store::ClientRecord>| c.expect("the client").roles;
+    assert_eq!(roles(stored_client(&stores, a.id).await), ["kept"]);
+    assert!(roles(stored_client(&stores, b.id).await).is_empty());
+    // Created again, it is no one's.
+    put_role(&stores, "doomed", &[]).await;
+    assert!(roles(stored_client(&stores, b.id).await).is_empty());
+}
+
+contract! {
+    clients_read_back_whole_and_list_oldest_first
+        => sqlite_clients_read_back_whole_and_list_oldest_first,
+           postgres_clients_read_back_whole_and_list_oldest_first;
+    an_unknown_client_role_writes_nothing
+        => sqlite_clients_an_unknown_role_writes_nothing,
+           postgres_clients_an_unknown_role_writes_nothing;
+    client_updates_are_compare_and_swap
+        => sqlite_clients_updates_are_compare_and_swap,
+           postgres_clients_updates_are_compare_and_swap;
+    a_deleted_role_leaves_every_client
+        => sqlite_clients_a_deleted_role_leaves_every_client,
+           postgres_clients_a_deleted_role_leaves_every_client;
+}

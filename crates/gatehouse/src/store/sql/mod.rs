@@ -1,7 +1,7 @@
 //! The two SQL backends' statements and row mapping, one file per aggregate
 //! with both dialects side by side: `users.rs` (users and roles),
 //! `sessions.rs` (sessions, refresh tokens, revocations), `keys.rs`,
-//! `audit.rs`, `mfa.rs` (second factors and pending logins), `mail.rs` (mailed
+//! `audit.rs`, `clients.rs` (the OpenID client registry), `mfa.rs` (second factors and pending logins), `mail.rs` (mailed
 //! tokens, the outbox, known devices),
 //! `resource_servers.rs` and `throttle.rs` (PostgreSQL's attempt counters); here, what they share. Connecting and opening stay in
 //! `store/postgres.rs` and `store/sqlite.rs`.
@@ -14,6 +14,7 @@
 //! the epoch and 0/1.
 
 mod audit;
+mod clients;
 mod keys;
 mod mail;
 mod mfa;
