@@ -12,6 +12,7 @@
 //! - [`Gate`]: who is calling and whether they may (`/v1/verify`);
 //! - [`Admin`]: users, roles, signing keys;
 //! - [`Feed`]: resource servers and the revocation feed they read;
+//! - [`Clients`]: the OpenID client registry;
 //! - [`Audit`]: the audit trail;
 //! - [`Ops`]: readiness and metrics.
 
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod audit;
 pub mod bearer;
 pub mod claims;
+pub mod clients;
 pub mod feed;
 pub mod forward;
 pub mod keys;
@@ -52,6 +54,7 @@ pub use accounts::Accounts;
 pub use admin::Admin;
 pub use audit::Audit;
 pub use bearer::Bearer;
+pub use clients::Clients;
 pub use feed::Feed;
 pub use forward::Gate;
 pub use keys::KeyManager;
@@ -117,6 +120,7 @@ pub struct Services {
     pub admin: Arc<Admin>,
     pub audit: Arc<Audit>,
     pub bearer: Arc<Bearer>,
+    pub clients: Arc<Clients>,
     pub factors: Arc<SecondFactors>,
     pub mail: Arc<Mail>,
     pub feed: Arc<Feed>,
@@ -300,6 +304,11 @@ impl Services {
             audit.clone(),
             clock.clone(),
         ));
+        let clients = Arc::new(Clients::new(
+            stores.clients.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
         let ops = Arc::new(Ops {
             outbox: mail.enabled().then(|| stores.mail.clone()),
             users: stores.users.clone(),
@@ -316,6 +325,7 @@ impl Services {
             mail,
             audit,
             bearer,
+            clients,
             feed,
             gate,
             ops,

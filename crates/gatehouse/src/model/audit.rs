@@ -66,10 +66,18 @@ pub enum EventType {
     /// The user's address was verified (`details.by`: `link` or `admin`),
     /// or marked unverified by an administrator (`details.verified`).
     EmailVerificationChanged,
+    /// An OpenID client was registered (`details.client_id`, `name`,
+    /// `type`, `redirect_uris`, `grant_types`, `roles`).
+    ClientCreated,
+    /// An OpenID client's registration changed (`details.client_id`;
+    /// `changes`: each field changed, with its new value).
+    ClientChanged,
+    /// An OpenID client was deleted (`details.client_id`, `name`).
+    ClientDeleted,
 }
 
 impl EventType {
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 30] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -97,6 +105,9 @@ impl EventType {
         Self::PasskeyCounterRegression,
         Self::PasswordResetRequested,
         Self::EmailVerificationChanged,
+        Self::ClientCreated,
+        Self::ClientChanged,
+        Self::ClientDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +139,9 @@ impl EventType {
             Self::PasskeyCounterRegression => "passkey_counter_regression",
             Self::PasswordResetRequested => "password_reset_requested",
             Self::EmailVerificationChanged => "email_verification_changed",
+            Self::ClientCreated => "client_created",
+            Self::ClientChanged => "client_changed",
+            Self::ClientDeleted => "client_deleted",
         }
     }
 
