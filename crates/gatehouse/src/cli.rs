@@ -54,6 +54,12 @@ enum Command {
         #[command(subcommand)]
         command: ResourceServerCommand,
     },
+    /// Manage OpenID clients (the applications that will sign users in
+    /// through gatehouse; the registry only, no flow uses it yet).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Check the configuration.
     Config {
         #[command(subcommand)]
@@ -77,6 +83,32 @@ enum ResourceServerCommand {
     List,
     /// Delete a resource server: its key stops working at once.
     Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client and print its id and, for a confidential client,
+    /// its secret (shown this once).
+    Create {
+        /// For people (shown where users sign in): 1 to 100 characters.
+        #[arg(long)]
+        name: String,
+        /// A redirect URI (repeatable, at least one): https, http on the
+        /// loopback interface, or a private-use scheme such as
+        /// com.example.app:/cb.
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+        /// A public client (a browser or native app): no secret.
+        #[arg(long)]
+        public: bool,
+        /// The operator's own application.
+        #[arg(long)]
+        first_party: bool,
+    },
+    /// List the clients (never their secrets).
+    List,
+    /// Delete a client.
+    Delete { client_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: TokenCommand::Decode { token },
         } => decode_token(config, &token).await,
         Command::ResourceServer { command } => resource_server(config, command).await,
+        Command::Client { command } => client(config, command).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => check_config(&config, cli.config.as_deref()),
@@ -352,6 +385,75 @@ async fn resource_server(config: Config, command: ResourceServerCommand) -> anyh
                 "no resource server {id}"
             );
             println!("deleted resource server {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
+    use crate::auth::clients::{ClientFailure, ClientSpec};
+    use crate::auth::types::ClientId;
+    let svc = build_services(&config, 1, default_issuer(&config)).await?;
+    match command {
+        ClientCommand::Create {
+            name,
+            redirect_uris,
+            public,
+            first_party,
+        } => {
+            let spec = ClientSpec {
+                name,
+                kind: if public { "public" } else { "confidential" }.to_owned(),
+                redirect_uris,
+                first_party: Some(first_party),
+                ..ClientSpec::default()
+            };
+            let created = match svc.clients.create(spec, Actor::Cli).await {
+                Ok(c) => c,
+                Err(ClientFailure::Invalid(errors)) => {
+                    let why: Vec<String> = errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect();
+                    anyhow::bail!("{}", why.join("; "));
+                }
+                Err(ClientFailure::NotFound) => anyhow::bail!("no such client"),
+                Err(ClientFailure::Store(e)) => return Err(e),
+            };
+            let c = &created.record;
+            println!("created {} client {} {}", c.kind.as_str(), c.id, c.name);
+            // The secret goes to stdout alone on its line, so scripts can
+            // take it.
+            if let Some(secret) = &created.secret {
+                println!("{}", secret.secret());
+            }
+        }
+        ClientCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<36} {:<12} {:<25} NAME",
+                "CLIENT_ID", "TYPE", "CREATED"
+            )?;
+            for c in svc.clients.clients().await? {
+                writeln!(
+                    out,
+                    "{:<36} {:<12} {:<25} {}",
+                    c.id,
+                    c.kind.as_str(),
+                    rfc3339(c.created_at),
+                    c.name
+                )?;
+            }
+        }
+        ClientCommand::Delete { client_id } => {
+            let parsed = ClientId::parse(&client_id)
+                .ok_or_else(|| anyhow::anyhow!("{client_id:?} is not a client id"))?;
+            anyhow::ensure!(
+                svc.clients.delete(parsed, Actor::Cli).await?,
+                "no client {client_id}"
+            );
+            println!("deleted client {client_id}");
         }
     }
     Ok(())

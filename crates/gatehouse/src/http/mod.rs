@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod authz;
+pub mod clients;
 pub mod email;
 pub mod extract;
 mod limits;
@@ -138,6 +139,7 @@ pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
         .merge(email::router())
         .merge(tokens::router())
         .merge(admin::router())
+        .merge(clients::router())
         .merge(authz::router())
         .merge(revocations::router())
         .layer(SetResponseHeaderLayer::if_not_present(

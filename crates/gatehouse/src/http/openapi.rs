@@ -94,8 +94,8 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
             links (with smtp_url; 404 without)"),
         (name = "tokens", description = "The OAuth 2.0 token endpoint and access tokens"),
         (name = "authorization", description = "Permission checks and forward authentication"),
-        (name = "admin", description = "Users, roles, resource servers and the audit trail; \
-            needs the gatehouse:admin permission"),
+        (name = "admin", description = "Users, roles, resource servers, OpenID clients and \
+            the audit trail; needs the gatehouse:admin permission"),
         (name = "resource servers", description = "What resource servers fetch: keys and \
             revocations"),
         (name = "operations", description = "Probes, metrics and this document"),

@@ -9,6 +9,7 @@ mod backends;
 mod backups;
 mod browser;
 mod cli;
+mod clients;
 mod csrf;
 mod damaged_store;
 mod dependency_down;

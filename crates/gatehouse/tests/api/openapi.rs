@@ -21,8 +21,8 @@ const SCHEMATHESIS: &str = "4.32.5";
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// Every operation of the API, as `METHOD path`: API.md's endpoints and
-/// docs/api.md's additions (admin audit and resource servers, the revocation
-/// feed, the hosted pages, second factors). Adding a route means adding it
+/// docs/api.md's additions (admin audit, resource servers and OpenID clients,
+/// the revocation feed, the hosted pages, second factors). Adding a route means adding it
 /// here, on purpose.
 const OPERATIONS: &[&str] = &[
     "GET /.well-known/jwks.json",
@@ -53,6 +53,11 @@ const OPERATIONS: &[&str] = &[
     "GET /reset-password",
     "POST /reset-password",
     "GET /v1/admin/audit",
+    "GET /v1/admin/clients",
+    "POST /v1/admin/clients",
+    "DELETE /v1/admin/clients/{client_id}",
+    "GET /v1/admin/clients/{client_id}",
+    "PATCH /v1/admin/clients/{client_id}",
     "GET /v1/admin/resource-servers",
     "POST /v1/admin/resource-servers",
     "DELETE /v1/admin/resource-servers/{id}",

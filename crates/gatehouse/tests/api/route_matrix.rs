@@ -51,11 +51,12 @@ impl Operation {
     }
 }
 
-/// A well-formed value for a path parameter: an id for `{id}`, a role name
-/// for `{name}`.
+/// A well-formed value for a path parameter: an id for `{id}` and
+/// `{client_id}`, a role name for `{name}`.
 fn fill(template: &str) -> String {
     template
         .replace("{id}", "0193e5a0-0000-7000-8000-000000000001")
+        .replace("{client_id}", "0193e5a0-0000-7000-8000-000000000001")
         .replace("{name}", "no-such-role")
 }
 
