@@ -55,8 +55,6 @@ pub const DEVICE_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// What the mail flows are configured with.
 #[derive(Debug, Clone)]
 pub struct MailSettings {
-    /// `smtp_url` is set: without it every flow answers [`MailError::Off`].
-    pub enabled: bool,
     pub verification: EmailVerification,
     pub reset_ttl: Duration,
     pub verification_ttl: Duration,
@@ -140,6 +138,8 @@ pub struct Mail {
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// The mails' templates: present exactly when mail is configured
+    /// (`smtp_url`); without them every flow answers [`MailError::Off`].
     templates: Option<Arc<Templates>>,
     links: Links,
     settings: MailSettings,
@@ -191,7 +191,7 @@ impl Mail {
 
     /// Whether mail is configured (`smtp_url`).
     pub fn enabled(&self) -> bool {
-        self.settings.enabled && self.templates.is_some()
+        self.templates.is_some()
     }
 
     /// Whether unverified users are refused at login.
@@ -210,10 +210,7 @@ impl Mail {
     }
 
     fn templates(&self) -> Result<&Templates, MailError> {
-        match (&self.templates, self.settings.enabled) {
-            (Some(t), true) => Ok(t),
-            _ => Err(MailError::Off),
-        }
+        self.templates.as_deref().ok_or(MailError::Off)
     }
 
     /// Asks for a password-reset link for `email`. The answer is the same

@@ -224,7 +224,6 @@ impl Services {
             clock.clone(),
             templates,
             MailSettings {
-                enabled: policy.mail_enabled,
                 verification: policy.email_verification,
                 reset_ttl: policy.password_reset_ttl,
                 verification_ttl: policy.email_verification_ttl,

@@ -157,6 +157,47 @@ impl ClaimedRow {
     }
 }
 
+/// Spends the user's unexpired token of `purpose` inside `tx`; whether it
+/// was there to spend. What the token is for runs in the same transaction.
+async fn pg_spend(
+    tx: &mut sqlx::PgConnection,
+    hash: &SecretHash,
+    user: UserId,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> anyhow::Result<bool> {
+    let spent = sqlx::query(SPEND_TOKEN)
+        .bind(&hash.0[..])
+        .bind(user.0)
+        .bind(purpose.as_str())
+        .bind(ms(now))
+        .execute(tx)
+        .await
+        .context("spending a mail token")?
+        .rows_affected();
+    Ok(spent == 1)
+}
+
+/// [`pg_spend`] on SQLite.
+async fn sqlite_spend(
+    tx: &mut sqlx::SqliteConnection,
+    hash: &SecretHash,
+    user: UserId,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> anyhow::Result<bool> {
+    let spent = sqlx::query(SPEND_TOKEN)
+        .bind(&hash.0[..])
+        .bind(user.0.to_string())
+        .bind(purpose.as_str())
+        .bind(to_millis(now))
+        .execute(tx)
+        .await
+        .context("spending a mail token")?
+        .rows_affected();
+    Ok(spent == 1)
+}
+
 #[async_trait]
 impl MailStore for PgStore {
     async fn issue_mail_token(
@@ -224,16 +265,7 @@ impl MailStore for PgStore {
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
         let mut tx = self.begin().await.context("starting a transaction")?;
-        let spent = sqlx::query(SPEND_TOKEN)
-            .bind(&hash.0[..])
-            .bind(user.0)
-            .bind(TokenPurpose::PasswordReset.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .context("spending a reset token")?
-            .rows_affected();
-        if spent != 1 {
+        if !pg_spend(&mut tx, hash, user, TokenPurpose::PasswordReset, now).await? {
             return Ok(false);
         }
         let set = sqlx::query(SET_PASSWORD_IF)
@@ -267,16 +299,7 @@ impl MailStore for PgStore {
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
         let mut tx = self.begin().await.context("starting a transaction")?;
-        let spent = sqlx::query(SPEND_TOKEN)
-            .bind(&hash.0[..])
-            .bind(user.0)
-            .bind(TokenPurpose::EmailVerification.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .context("spending a verification token")?
-            .rows_affected();
-        if spent != 1 {
+        if !pg_spend(&mut tx, hash, user, TokenPurpose::EmailVerification, now).await? {
             return Ok(false);
         }
         let set = sqlx::query(SET_VERIFIED_IF)
@@ -529,16 +552,7 @@ impl MailStore for SqliteStore {
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let spent = sqlx::query(SPEND_TOKEN)
-            .bind(&hash.0[..])
-            .bind(user.0.to_string())
-            .bind(TokenPurpose::PasswordReset.as_str())
-            .bind(to_millis(now))
-            .execute(&mut *tx)
-            .await
-            .context("spending a reset token")?
-            .rows_affected();
-        if spent != 1 {
+        if !sqlite_spend(&mut tx, hash, user, TokenPurpose::PasswordReset, now).await? {
             return Ok(false);
         }
         let set = sqlx::query(SET_PASSWORD_IF)
@@ -570,16 +584,7 @@ impl MailStore for SqliteStore {
         now: OffsetDateTime,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let spent = sqlx::query(SPEND_TOKEN)
-            .bind(&hash.0[..])
-            .bind(user.0.to_string())
-            .bind(TokenPurpose::EmailVerification.as_str())
-            .bind(to_millis(now))
-            .execute(&mut *tx)
-            .await
-            .context("spending a verification token")?
-            .rows_affected();
-        if spent != 1 {
+        if !sqlite_spend(&mut tx, hash, user, TokenPurpose::EmailVerification, now).await? {
             return Ok(false);
         }
         let set = sqlx::query(SET_VERIFIED_IF)
