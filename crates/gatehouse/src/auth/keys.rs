@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, JwtAlg, SecretBytes};
-use crate::store::{KeyStore, StoredKey};
+use crate::store::{KeyPurpose, KeyStore, StoredKey};
 
 /// The jsonwebtoken algorithm of a configured `jwt_alg`.
 pub fn algorithm(alg: JwtAlg) -> Algorithm {
@@ -425,6 +425,7 @@ impl KeyManager {
         let live: Vec<&StoredKey> = keys
             .iter()
             .filter(|k| k.retire_at.is_none_or(|r| r > now))
+            .filter(|k| k.purpose == KeyPurpose::Access)
             .collect();
         let fingerprint: Vec<_> = live.iter().map(|k| (k.kid.clone(), k.retire_at)).collect();
         if fingerprint == self.ring().fingerprint && !fingerprint.is_empty() {
@@ -515,6 +516,7 @@ impl KeyManager {
         };
         Ok(StoredKey {
             kid,
+            purpose: KeyPurpose::Access,
             alg: alg_name(self.alg).to_owned(),
             private_key,
             encrypted,

@@ -880,10 +880,44 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<String>>;
 }
 
+/// What a signing key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// Access tokens (`typ: at+jwt`): verified by gatehouse and by
+    /// resource servers.
+    Access,
+    /// OpenID Connect ID tokens, for relying parties; never accepted as
+    /// an access token.
+    IdToken,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::IdToken => "id_token",
+        }
+    }
+
+    /// The purpose stored as `s`.
+    ///
+    /// # Errors
+    /// A name no purpose has (never read as a default: a key of unknown
+    /// purpose must not sign or verify anything).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "access" => Self::Access,
+            "id_token" => Self::IdToken,
+            other => anyhow::bail!("a stored signing key's purpose is unknown: {other:?}"),
+        })
+    }
+}
+
 /// A signing key as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
     pub kid: String,
+    pub purpose: KeyPurpose,
     pub alg: String,
     /// PKCS#8 DER, or its AES-256-GCM seal when `encrypted`.
     pub private_key: Vec<u8>,
@@ -897,6 +931,7 @@ impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredKey")
             .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
             .field("alg", &self.alg)
             .field("encrypted", &self.encrypted)
             .field("created_at", &self.created_at)
@@ -905,13 +940,18 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
-/// Signing keys.
+/// Signing keys, each of a purpose ([`KeyPurpose`]).
 ///
-/// Contract: at most one key has no `retire_at` (the current one); `add_key`
-/// makes the new key current and schedules every other current key, of any
-/// algorithm, to retire at `retire_others_at`, atomically (also against a
-/// concurrent `add_key` on another node). `set_private_key` on an unknown
-/// kid does nothing.
+/// Contract: a key with no `retire_at` is current. At most one access key
+/// is current, whatever its algorithm; at most one ID-token key is current
+/// per algorithm. `add_key` makes the new key current and schedules the
+/// current keys of its purpose to retire at `retire_others_at` (for an
+/// access key every current access key, of any algorithm; for an ID-token
+/// key only the current ID-token key of its algorithm), atomically, also
+/// against a concurrent `add_key` on another node; keys of the other
+/// purpose are never touched. `set_private_key` on an unknown kid does
+/// nothing. A stored purpose the code does not know is an error, never a
+/// default.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Every stored key, oldest first.
@@ -924,9 +964,9 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
 
     /// Like `add_key`, but only when no current key of the new key's
-    /// algorithm exists, decided atomically with the insert: of several
-    /// nodes starting on an empty store at once, one key wins and the
-    /// others get `false` (and use it).
+    /// purpose and algorithm exists, decided atomically with the insert:
+    /// of several nodes starting on an empty store at once, one key wins
+    /// and the others get `false` (and use it).
     async fn add_first_key(
         &self,
         key: &StoredKey,
@@ -1124,5 +1164,20 @@ where
         principal_cache_ttl: Duration::ZERO,
         session_cache: None,
         feed: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_purposes_round_trip_and_an_unknown_one_is_an_error() {
+        for p in [KeyPurpose::Access, KeyPurpose::IdToken] {
+            assert_eq!(KeyPurpose::parse(p.as_str()).expect("known"), p);
+        }
+        for unknown in ["", "Access", "id-token", "refresh"] {
+            assert!(KeyPurpose::parse(unknown).is_err(), "{unknown:?}");
+        }
     }
 }

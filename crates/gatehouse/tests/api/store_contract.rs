@@ -16,9 +16,9 @@ use gatehouse::model::amr::Amr;
 use gatehouse::model::mail::{ClaimedMail, MailKind, OutboxMail, OutboxStats, TokenPurpose};
 use gatehouse::store::{
     self, AdminChange, AdminChangeError, Attempt, Ceremony, CeremonyKind,
-    CreateResourceServerError, CreateUserError, DeviceSeen, FactorSummary, MailTokenRecord,
-    NewUser, PasskeyRecord, PendingLogin, RefreshRecord, ResourceServerRecord, RolesError,
-    SessionRecord, StoredKey, Stores, TotpLogin, TotpRecord, UserRecord,
+    CreateResourceServerError, CreateUserError, DeviceSeen, FactorSummary, KeyPurpose,
+    MailTokenRecord, NewUser, PasskeyRecord, PendingLogin, RefreshRecord, ResourceServerRecord,
+    RolesError, SessionRecord, StoredKey, Stores, TotpLogin, TotpRecord, UserRecord,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -227,15 +227,25 @@ async fn refresh(stores: &Stores, hash: SecretHash) -> Option<RefreshRecord> {
         .expect("refresh_by_hash")
 }
 
+/// An access-token key.
 fn key(kid: &str, alg: &str, created_at: OffsetDateTime) -> StoredKey {
     StoredKey {
         kid: kid.to_owned(),
+        purpose: KeyPurpose::Access,
         alg: alg.to_owned(),
         private_key: format!("pkcs8 of {kid}").into_bytes(),
         encrypted: false,
         public_jwk: format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"AAAA"}}"#),
         created_at,
         retire_at: None,
+    }
+}
+
+/// An ID-token key.
+fn id_key(kid: &str, alg: &str, created_at: OffsetDateTime) -> StoredKey {
+    StoredKey {
+        purpose: KeyPurpose::IdToken,
+        ..key(kid, alg, created_at)
     }
 }
 
@@ -372,6 +382,20 @@ contract! {
     set_private_key_replaces_the_private_part
         => sqlite_set_private_key_replaces_the_private_part,
            postgres_set_private_key_replaces_the_private_part;
+    key_purposes_round_trip
+        => sqlite_key_purposes_round_trip, postgres_key_purposes_round_trip;
+    rotating_an_id_token_key_retires_only_that_algorithms_id_token_key
+        => sqlite_rotating_an_id_token_key_retires_only_that_algorithms_id_token_key,
+           postgres_rotating_an_id_token_key_retires_only_that_algorithms_id_token_key;
+    rotating_the_access_key_retires_no_id_token_key
+        => sqlite_rotating_the_access_key_retires_no_id_token_key,
+           postgres_rotating_the_access_key_retires_no_id_token_key;
+    add_first_key_is_first_per_purpose_and_algorithm
+        => sqlite_add_first_key_is_first_per_purpose_and_algorithm,
+           postgres_add_first_key_is_first_per_purpose_and_algorithm;
+    concurrent_first_keys_leave_one_current_per_purpose_and_algorithm
+        => sqlite_concurrent_first_keys_leave_one_current_per_purpose_and_algorithm,
+           postgres_concurrent_first_keys_leave_one_current_per_purpose_and_algorithm;
 
     failure_counter_counts_within_the_window
         => sqlite_failure_counter_counts_within_the_window,
@@ -2110,6 +2134,165 @@ async fn concurrent_first_keys_leave_exactly_one_current(stores: Stores) {
     let stored = stores.keys.signing_keys().await.expect("keys");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].retire_at, None);
+}
+
+async fn key_purposes_round_trip(stores: Stores) {
+    let access = key("k-access", "EdDSA", at(0));
+    let rs = id_key("k-id-rs", "RS256", at(1));
+    let es = StoredKey {
+        encrypted: true,
+        ..id_key("k-id-es", "ES256", at(2))
+    };
+    let ed = id_key("k-id-ed", "EdDSA", at(3));
+    for k in [&access, &rs, &es, &ed] {
+        stores.keys.add_key(k, at(3600)).await.expect("add_key");
+    }
+
+    let stored = keys(&stores).await;
+
+    assert_eq!(stored, [access, rs, es, ed]);
+    let purposes: Vec<KeyPurpose> = stored.iter().map(|k| k.purpose).collect();
+    assert_eq!(
+        purposes,
+        [
+            KeyPurpose::Access,
+            KeyPurpose::IdToken,
+            KeyPurpose::IdToken,
+            KeyPurpose::IdToken
+        ]
+    );
+}
+
+async fn rotating_an_id_token_key_retires_only_that_algorithms_id_token_key(stores: Stores) {
+    let access = key("k-access", "RS256", at(0));
+    let rs1 = id_key("k-rs1", "RS256", at(1));
+    let es = id_key("k-es", "ES256", at(2));
+    let ed = id_key("k-ed", "EdDSA", at(3));
+    for k in [&access, &rs1, &es, &ed] {
+        stores.keys.add_key(k, at(3600)).await.expect("add_key");
+    }
+    let rs2 = id_key("k-rs2", "RS256", at(DAY));
+
+    stores
+        .keys
+        .add_key(&rs2, at(DAY + 3600))
+        .await
+        .expect("add_key");
+
+    // The access key shares the algorithm, not the purpose: it stays.
+    let rs1_retiring = StoredKey {
+        retire_at: Some(at(DAY + 3600)),
+        ..rs1
+    };
+    assert_eq!(keys(&stores).await, [access, rs1_retiring, es, ed, rs2]);
+}
+
+async fn rotating_the_access_key_retires_no_id_token_key(stores: Stores) {
+    let first = key("k-access-1", "EdDSA", at(0));
+    let ids: Vec<StoredKey> = [("k-rs", "RS256"), ("k-es", "ES256"), ("k-ed", "EdDSA")]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kid, alg))| id_key(kid, alg, at(1 + i64::try_from(i).expect("small"))))
+        .collect();
+    stores.keys.add_key(&first, at(60)).await.expect("add_key");
+    for k in &ids {
+        stores.keys.add_key(k, at(60)).await.expect("add_key");
+    }
+    // Another algorithm too: an access key supersedes every access key.
+    let second = key("k-access-2", "ES256", at(DAY));
+
+    stores
+        .keys
+        .add_key(&second, at(DAY + 3600))
+        .await
+        .expect("add_key");
+
+    let first_retiring = StoredKey {
+        retire_at: Some(at(DAY + 3600)),
+        ..first
+    };
+    let mut expected = vec![first_retiring];
+    expected.extend(ids);
+    expected.push(second);
+    assert_eq!(keys(&stores).await, expected);
+}
+
+async fn add_first_key_is_first_per_purpose_and_algorithm(stores: Stores) {
+    let keys_store = &stores.keys;
+    let access = key("k-access", "EdDSA", at(0));
+    assert!(
+        keys_store
+            .add_first_key(&access, at(3600))
+            .await
+            .expect("add")
+    );
+    // A current EdDSA access key is no ID-token key of that algorithm.
+    let ed = id_key("k-ed", "EdDSA", at(1));
+    assert!(keys_store.add_first_key(&ed, at(3600)).await.expect("add"));
+    assert!(
+        !keys_store
+            .add_first_key(&id_key("k-ed-2", "EdDSA", at(2)), at(3600))
+            .await
+            .expect("add"),
+        "a current EdDSA ID-token key exists"
+    );
+    // Another algorithm is a first ID-token key of its own, and retires
+    // nothing.
+    let rs = id_key("k-rs", "RS256", at(3));
+    assert!(keys_store.add_first_key(&rs, at(3600)).await.expect("add"));
+    // An ID-token key of the access key's algorithm is no access key either.
+    assert!(
+        !keys_store
+            .add_first_key(&key("k-access-2", "EdDSA", at(4)), at(3600))
+            .await
+            .expect("add"),
+        "a current EdDSA access key exists"
+    );
+
+    assert_eq!(keys(&stores).await, [access, ed, rs]);
+}
+
+async fn concurrent_first_keys_leave_one_current_per_purpose_and_algorithm(stores: Stores) {
+    // Three groups of nodes starting at once, each group racing for the
+    // first key of one (purpose, algorithm).
+    let groups = [
+        (KeyPurpose::Access, "EdDSA"),
+        (KeyPurpose::IdToken, "EdDSA"),
+        (KeyPurpose::IdToken, "RS256"),
+    ];
+    let barrier = Arc::new(Barrier::new(groups.len() * 6));
+    let mut tasks = JoinSet::new();
+    for (g, (purpose, alg)) in groups.into_iter().enumerate() {
+        for i in 0..6 {
+            let keys = stores.keys.clone();
+            let barrier = barrier.clone();
+            let k = StoredKey {
+                purpose,
+                ..key(&format!("k{g}-{i}"), alg, at(i))
+            };
+            tasks.spawn(async move {
+                barrier.wait().await;
+                let added = keys.add_first_key(&k, at(3600)).await.expect("add");
+                (g, added)
+            });
+        }
+    }
+    let mut added = [0; 3];
+    while let Some(done) = tasks.join_next().await {
+        let (g, won) = done.expect("task");
+        if won {
+            added[g] += 1;
+        }
+    }
+
+    assert_eq!(added, [1, 1, 1], "one node's key wins in each group");
+    let stored = keys(&stores).await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(stored.iter().all(|k| k.retire_at.is_none()), "{stored:?}");
+    let mut current: Vec<(KeyPurpose, &str)> =
+        stored.iter().map(|k| (k.purpose, k.alg.as_str())).collect();
+    current.sort_by_key(|(p, a)| (p.as_str(), *a));
+    assert_eq!(current, groups);
 }
 
 // ---------------------------------------------------------------------------

@@ -9,22 +9,42 @@ use super::ms;
 use crate::clock::{from_millis, to_millis};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{KeyStore, StoredKey};
+use crate::store::{KeyPurpose, KeyStore, StoredKey};
 
-const SIGNING_KEYS: &str = "SELECT kid, alg, private_key, encrypted, public_jwk, created_at, retire_at \
+const SIGNING_KEYS: &str = "SELECT kid, purpose, alg, private_key, encrypted, public_jwk, created_at, retire_at \
      FROM signing_keys ORDER BY created_at, kid";
 
 const SET_PRIVATE_KEY: &str =
     "UPDATE signing_keys SET private_key = $1, encrypted = $2 WHERE kid = $3";
 
-const CURRENT_KEY_OF_ALG: &str =
-    "SELECT 1 FROM signing_keys WHERE retire_at IS NULL AND alg = $1 LIMIT 1";
+const CURRENT_KEY_OF_ALG: &str = "SELECT 1 FROM signing_keys \
+     WHERE retire_at IS NULL AND purpose = $1 AND alg = $2 LIMIT 1";
 
-const RETIRE_CURRENT_KEYS: &str = "UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL";
+/// One access key signs, whatever its algorithm: a new one retires them all.
+const RETIRE_CURRENT_ACCESS_KEYS: &str = "UPDATE signing_keys SET retire_at = $1 \
+     WHERE retire_at IS NULL AND purpose = 'access'";
+
+/// ID-token keys sign side by side, one per algorithm (a client chooses its
+/// algorithm): a new one retires only its algorithm's.
+const RETIRE_CURRENT_ID_TOKEN_KEYS: &str = "UPDATE signing_keys SET retire_at = $1 \
+     WHERE retire_at IS NULL AND purpose = 'id_token' AND alg = $2";
 
 const INSERT_KEY: &str = "INSERT INTO signing_keys \
-     (kid, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, NULL)";
+     (kid, purpose, alg, private_key, encrypted, public_jwk, created_at, retire_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)";
+
+/// The statement that retires the current keys a new key of `purpose`
+/// supersedes: `$1` the instant, and for ID-token keys `$2` the algorithm.
+fn retire_current_keys(purpose: KeyPurpose) -> &'static str {
+    match purpose {
+        KeyPurpose::Access => RETIRE_CURRENT_ACCESS_KEYS,
+        KeyPurpose::IdToken => RETIRE_CURRENT_ID_TOKEN_KEYS,
+    }
+}
+
+fn purpose(stored: &str) -> Result<KeyPurpose, sqlx::Error> {
+    KeyPurpose::parse(stored).map_err(|e| sqlx::Error::Decode(e.into()))
+}
 
 #[async_trait]
 impl KeyStore for PgStore {
@@ -37,6 +57,7 @@ impl KeyStore for PgStore {
             .map(|row| {
                 Ok(StoredKey {
                     kid: row.try_get("kid")?,
+                    purpose: purpose(row.try_get("purpose")?)?,
                     alg: row.try_get("alg")?,
                     private_key: row.try_get("private_key")?,
                     encrypted: row.try_get("encrypted")?,
@@ -95,6 +116,7 @@ impl KeyStore for SqliteStore {
             .map(|row| {
                 Ok(StoredKey {
                     kid: row.try_get("kid")?,
+                    purpose: purpose(row.try_get("purpose")?)?,
                     alg: row.try_get("alg")?,
                     private_key: row.try_get("private_key")?,
                     encrypted: row.try_get::<i64, _>("encrypted")? != 0,
@@ -143,9 +165,9 @@ impl KeyStore for SqliteStore {
 }
 
 impl PgStore {
-    /// Makes `key` the current key, retiring the others; with `only_first`,
-    /// only when no current key of its algorithm exists. Returns whether it
-    /// was added.
+    /// Makes `key` a current key, retiring those it supersedes (see
+    /// [`KeyStore`]); with `only_first`, only when no current key of its
+    /// purpose and algorithm exists. Returns whether it was added.
     async fn insert_key(
         &self,
         key: &StoredKey,
@@ -162,6 +184,7 @@ impl PgStore {
             .context("locking the signing keys")?;
         if only_first {
             let current: Option<i32> = sqlx::query_scalar(CURRENT_KEY_OF_ALG)
+                .bind(key.purpose.as_str())
                 .bind(&key.alg)
                 .fetch_optional(&mut *tx)
                 .await
@@ -170,13 +193,18 @@ impl PgStore {
                 return Ok(false);
             }
         }
-        sqlx::query(RETIRE_CURRENT_KEYS)
-            .bind(ms(retire_others_at))
+        let retire = sqlx::query(retire_current_keys(key.purpose)).bind(ms(retire_others_at));
+        let retire = match key.purpose {
+            KeyPurpose::Access => retire,
+            KeyPurpose::IdToken => retire.bind(&key.alg),
+        };
+        retire
             .execute(&mut *tx)
             .await
             .context("retiring the current signing key")?;
         sqlx::query(INSERT_KEY)
             .bind(&key.kid)
+            .bind(key.purpose.as_str())
             .bind(&key.alg)
             .bind(&key.private_key)
             .bind(key.encrypted)
@@ -191,10 +219,11 @@ impl PgStore {
 }
 
 impl SqliteStore {
-    /// Makes `key` the current key, retiring the others; with `only_first`,
-    /// only when no current key of its algorithm exists. Returns whether it
-    /// was added. `BEGIN IMMEDIATE` takes the write lock first, so two
-    /// processes on one file cannot both find no key.
+    /// Makes `key` a current key, retiring those it supersedes (see
+    /// [`KeyStore`]); with `only_first`, only when no current key of its
+    /// purpose and algorithm exists. Returns whether it was added.
+    /// `BEGIN IMMEDIATE` takes the write lock first, so two processes on
+    /// one file cannot both find no key.
     async fn insert_key(
         &self,
         key: &StoredKey,
@@ -213,6 +242,7 @@ impl SqliteStore {
         let result = async {
             if only_first {
                 let current: Option<i64> = sqlx::query_scalar(CURRENT_KEY_OF_ALG)
+                    .bind(key.purpose.as_str())
                     .bind(&key.alg)
                     .fetch_optional(&mut *con)
                     .await
@@ -221,13 +251,19 @@ impl SqliteStore {
                     return Ok(false);
                 }
             }
-            sqlx::query(RETIRE_CURRENT_KEYS)
-                .bind(to_millis(retire_others_at))
+            let retire =
+                sqlx::query(retire_current_keys(key.purpose)).bind(to_millis(retire_others_at));
+            let retire = match key.purpose {
+                KeyPurpose::Access => retire,
+                KeyPurpose::IdToken => retire.bind(&key.alg),
+            };
+            retire
                 .execute(&mut *con)
                 .await
                 .context("retiring the current signing key")?;
             sqlx::query(INSERT_KEY)
                 .bind(&key.kid)
+                .bind(key.purpose.as_str())
                 .bind(&key.alg)
                 .bind(&key.private_key)
                 .bind(i64::from(key.encrypted))
@@ -269,6 +305,7 @@ mod tests {
         let s = &db.store;
         let key = |kid: &str, at: OffsetDateTime| StoredKey {
             kid: kid.into(),
+            purpose: KeyPurpose::Access,
             alg: "EdDSA".into(),
             private_key: vec![1, 2, 3],
             encrypted: false,
