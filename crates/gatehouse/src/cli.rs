@@ -13,6 +13,7 @@ use crate::auth::accounts::{RegisterError, Registrar};
 use crate::auth::audit::Actor;
 use crate::auth::types::{Permission, RoleName};
 use crate::config::{Config, DatabaseUrl};
+use crate::model::oidc::IdTokenAlg;
 
 /// gatehouse: authentication and authorization server.
 #[derive(Debug, Parser)]
@@ -113,9 +114,14 @@ enum ClientCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Generate a new signing key; the previous one stays published until
-    /// every token it signed has expired.
-    Rotate,
+    /// Generate a new access-token signing key; the previous one stays
+    /// published until every token it signed has expired.
+    Rotate {
+        /// Rotate the three ID-token keys (RS256, ES256, EdDSA) instead of
+        /// the access-token key.
+        #[arg(long)]
+        id_tokens: bool,
+    },
     /// List the signing keys and their state.
     List,
 }
@@ -252,11 +258,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: RoleCommand::Set { name, permissions },
         } => set_role(config, &name, &permissions).await,
         Command::Keys {
-            command: KeysCommand::Rotate,
+            command: KeysCommand::Rotate { id_tokens: false },
         } => {
             let svc = build_services(&config, 1, default_issuer(&config)).await?;
             let kid = svc.admin.rotate_signing_key(Actor::Cli).await?;
             println!("new signing key {kid}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { id_tokens: true },
+        } => {
+            let svc = build_services(&config, 1, default_issuer(&config)).await?;
+            let kids = svc.admin.rotate_id_token_keys(Actor::Cli).await?;
+            let mut out = std::io::stdout().lock();
+            for (alg, kid) in IdTokenAlg::ALL.into_iter().zip(kids) {
+                writeln!(out, "new ID-token signing key {} {kid}", alg.as_str())?;
+            }
             Ok(())
         }
         Command::Keys {
@@ -573,8 +590,8 @@ async fn list_keys(config: Config) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<45} {:<6} {:<25} {:<9} STATE",
-        "KID", "ALG", "CREATED", "AT REST"
+        "{:<45} {:<8} {:<6} {:<25} {:<9} STATE",
+        "KID", "PURPOSE", "ALG", "CREATED", "AT REST"
     )?;
     for k in svc.keys.list().await? {
         let state = match k.state {
@@ -586,8 +603,12 @@ async fn list_keys(config: Config) -> anyhow::Result<()> {
         let at_rest = if k.encrypted { "encrypted" } else { "plain" };
         writeln!(
             out,
-            "{:<45} {:<6} {:<25} {:<9} {state}",
-            k.kid, k.alg, created, at_rest
+            "{:<45} {:<8} {:<6} {:<25} {:<9} {state}",
+            k.kid,
+            k.purpose.as_str(),
+            k.alg,
+            created,
+            at_rest
         )?;
     }
     Ok(())

@@ -8,8 +8,9 @@ use super::keys;
 use super::keys::KeyManager;
 use super::principals::Principals;
 use super::sessions::Sessions;
+use crate::model::oidc::IdTokenAlg;
 use crate::model::types::{Permission, RoleName, UserId};
-use crate::store::{AdminChange, AdminChangeError, UserRecord, UserStore};
+use crate::store::{AdminChange, AdminChangeError, KeyPurpose, UserRecord, UserStore};
 
 /// Most users one page may hold.
 pub const MAX_PAGE: u32 = 200;
@@ -73,8 +74,8 @@ impl Admin {
         }
     }
 
-    /// Rotates the signing key (see [`KeyManager::rotate`]) and records
-    /// who did. Returns the new kid.
+    /// Rotates the access-token signing key (see [`KeyManager::rotate`])
+    /// and records who did. Returns the new kid.
     ///
     /// # Errors
     /// As [`KeyManager::rotate`].
@@ -84,9 +85,34 @@ impl Admin {
             .audit
             .event(EventType::KeyRotated, actor)
             .detail("kid", kid.as_str())
-            .detail("alg", keys::alg_name(self.keys.ring().alg));
+            .detail("alg", keys::alg_name(self.keys.ring().alg))
+            .detail("purpose", KeyPurpose::Access.as_str());
         self.audit.record_one(event).await;
         Ok(kid)
+    }
+
+    /// Rotates the ID-token signing keys, one of each algorithm (see
+    /// [`KeyManager::rotate_id_token_keys`]), and records who did, one
+    /// `key_rotated` event a key. Returns the new kids in the order of
+    /// [`IdTokenAlg::ALL`].
+    ///
+    /// # Errors
+    /// As [`KeyManager::rotate_id_token_keys`].
+    pub async fn rotate_id_token_keys(&self, actor: Actor) -> anyhow::Result<Vec<String>> {
+        let kids = self.keys.rotate_id_token_keys().await?;
+        let events = IdTokenAlg::ALL
+            .into_iter()
+            .zip(&kids)
+            .map(|(alg, kid)| {
+                self.audit
+                    .event(EventType::KeyRotated, actor)
+                    .detail("kid", kid.as_str())
+                    .detail("alg", alg.as_str())
+                    .detail("purpose", KeyPurpose::IdToken.as_str())
+            })
+            .collect();
+        self.audit.record(events).await;
+        Ok(kids)
     }
 
     /// Creates a role or replaces its permissions. A signed-in

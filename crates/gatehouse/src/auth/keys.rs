@@ -1,10 +1,14 @@
 //! Signing keys: generation, encryption at rest, rotation, and the
-//! in-memory key ring that signs and verifies access tokens.
+//! in-memory key ring that signs and verifies access tokens and signs ID
+//! tokens.
 //!
-//! Keys live in the database (shared by every node) unless a
+//! Access-token keys live in the database (shared by every node) unless a
 //! `signing_key_file` or an HS256 secret is configured. The current key of
 //! the configured algorithm signs; every key that may have signed a live
-//! token stays published (and accepted) until its `retire_at`.
+//! token stays published (and accepted) until its `retire_at`. ID-token keys
+//! (OpenID Connect) always live in the database, one current key for each
+//! [`IdTokenAlg`], whatever the access-token keys' source; they are published
+//! beside the access-token keys and never verify an access token.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, JwtAlg, SecretBytes};
+use crate::model::oidc::IdTokenAlg;
 use crate::store::{KeyPurpose, KeyStore, StoredKey};
 
 /// The jsonwebtoken algorithm of a configured `jwt_alg`.
@@ -43,6 +48,15 @@ pub fn alg_name(alg: JwtAlg) -> &'static str {
     }
 }
 
+/// The key algorithm of an ID-token algorithm (the same JOSE name).
+pub fn id_token_key_alg(alg: IdTokenAlg) -> JwtAlg {
+    match alg {
+        IdTokenAlg::Rs256 => JwtAlg::Rs256,
+        IdTokenAlg::Es256 => JwtAlg::Es256,
+        IdTokenAlg::EdDsa => JwtAlg::EdDsa,
+    }
+}
+
 fn alg_from_name(name: &str) -> Option<JwtAlg> {
     match name {
         "EdDSA" => Some(JwtAlg::EdDsa),
@@ -54,6 +68,7 @@ fn alg_from_name(name: &str) -> Option<JwtAlg> {
 }
 
 /// The key that signs new tokens.
+#[derive(Clone)]
 pub struct Signer {
     pub kid: String,
     pub key: EncodingKey,
@@ -61,20 +76,54 @@ pub struct Signer {
 
 /// A snapshot of the keys: immutable, swapped whole when keys change.
 pub struct KeyRing {
+    /// The access-token algorithm (`jwt_alg`).
     pub alg: JwtAlg,
+    /// The access-token signer.
     pub signer: Option<Signer>,
-    /// kid → verification key, for every key still accepted.
+    /// kid → verification key, for every access-token key of `alg` still
+    /// accepted. Never an ID-token key.
     verifiers: HashMap<String, DecodingKey>,
-    /// The public keys to publish (empty for HS256).
+    /// The current ID-token key of each algorithm.
+    id_signers: HashMap<IdTokenAlg, Signer>,
+    /// kid → algorithm and verification key, for every live ID-token key.
+    id_verifiers: HashMap<String, (IdTokenAlg, DecodingKey)>,
+    /// The public keys to publish: the live access-token keys (none for
+    /// HS256) and the live ID-token keys.
     pub published: Vec<Jwk>,
     /// What the ring was built from, to notice changes cheaply.
     fingerprint: Vec<(String, Option<OffsetDateTime>)>,
 }
 
 impl KeyRing {
-    /// The verification key for a `kid`, if it is one of ours and live.
+    /// A ring with no key.
+    fn empty(alg: JwtAlg) -> Self {
+        Self {
+            alg,
+            signer: None,
+            verifiers: HashMap::new(),
+            id_signers: HashMap::new(),
+            id_verifiers: HashMap::new(),
+            published: Vec::new(),
+            fingerprint: Vec::new(),
+        }
+    }
+
+    /// The access-token verification key for a `kid`, if it is one of ours
+    /// and live. An ID-token key's kid finds nothing here: an ID token
+    /// never verifies as an access token.
     pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
         self.verifiers.get(kid)
+    }
+
+    /// The key that signs new ID tokens of `alg`.
+    pub fn id_token_signer(&self, alg: IdTokenAlg) -> Option<&Signer> {
+        self.id_signers.get(&alg)
+    }
+
+    /// The algorithm and verification key of a live ID-token key (to check
+    /// an `id_token_hint`, which must have been signed by one of ours).
+    pub fn id_token_verifier(&self, kid: &str) -> Option<(IdTokenAlg, &DecodingKey)> {
+        self.id_verifiers.get(kid).map(|(alg, key)| (*alg, key))
     }
 
     /// A ring that only verifies, as a verifier configured for `alg` would
@@ -91,7 +140,7 @@ impl KeyRing {
     ) -> anyhow::Result<Self> {
         if alg == JwtAlg::Hs256 {
             let secret = hs256_secret.context("HS256 verifies with the shared secret")?;
-            let mut ring = KeyManager::hs256_ring(secret);
+            let mut ring = FixedKey::hs256(secret).ring();
             ring.signer = None;
             return Ok(ring);
         }
@@ -107,22 +156,72 @@ impl KeyRing {
             }
         }
         Ok(Self {
-            alg,
-            signer: None,
             verifiers,
             published: published.to_vec(),
-            fingerprint: Vec::new(),
+            ..Self::empty(alg)
         })
     }
 }
 
-/// Where the keys come from.
+/// Where the access-token keys come from (ID-token keys always come from
+/// the database).
 enum Source {
     Database,
     /// A bring-your-own PEM key; never rotated by gatehouse.
-    File,
-    /// A shared secret; nothing is published.
-    Hs256,
+    File(FixedKey),
+    /// A shared secret; nothing of it is published.
+    Hs256(FixedKey),
+}
+
+/// An access-token key from the configuration rather than the database.
+struct FixedKey {
+    alg: JwtAlg,
+    signer: Signer,
+    verifier: DecodingKey,
+    /// Its public JWK (none for HS256).
+    published: Option<Jwk>,
+}
+
+impl FixedKey {
+    fn hs256(secret: &SecretBytes) -> Self {
+        // A kid that names the secret without revealing anything of it.
+        let digest = Sha256::digest(secret.expose());
+        Self {
+            alg: JwtAlg::Hs256,
+            signer: Signer {
+                kid: format!("hs256-{}", hex8(&digest)),
+                key: EncodingKey::from_secret(secret.expose()),
+            },
+            verifier: DecodingKey::from_secret(secret.expose()),
+            published: None,
+        }
+    }
+
+    fn file(alg: JwtAlg, path: &Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("signing_key_file: cannot read {}", path.display()))?;
+        let (key, jwk) =
+            from_pem(alg, &pem).map_err(|e| anyhow::anyhow!("signing_key_file: {e:#}"))?;
+        let kid = jwk.common.key_id.clone().unwrap_or_default();
+        let verifier =
+            DecodingKey::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("signing_key_file: {e}"))?;
+        Ok(Self {
+            alg,
+            signer: Signer { kid, key },
+            verifier,
+            published: Some(jwk),
+        })
+    }
+
+    /// A ring holding this key alone.
+    fn ring(&self) -> KeyRing {
+        KeyRing {
+            signer: Some(self.signer.clone()),
+            verifiers: HashMap::from([(self.signer.kid.clone(), self.verifier.clone())]),
+            published: self.published.iter().cloned().collect(),
+            ..KeyRing::empty(self.alg)
+        }
+    }
 }
 
 /// Seals private keys at rest with AES-256-GCM.
@@ -247,15 +346,19 @@ pub struct KeyManager {
     kek: Option<Kek>,
     clock: Arc<dyn Clock>,
     /// How long a superseded key stays published: the longest an access
-    /// token lives, plus the leeway verifiers grant.
+    /// token (or an ID token, which lives no longer) lives, plus the leeway
+    /// verifiers grant.
     retire_after: Duration,
     ring: RwLock<Arc<KeyRing>>,
 }
 
 impl KeyManager {
-    /// Builds the ring from the configuration: the configured HS256 secret
-    /// or key file, or the database's keys (generating the first one, and
-    /// sealing plaintext keys when a `key_encryption_key` is configured).
+    /// Builds the ring from the configuration: the access-token key from
+    /// the configured HS256 secret or key file, or the database's keys; the
+    /// ID-token keys from the database, whatever the access-token source.
+    /// Generates each missing current key (the database's first access key,
+    /// an ID-token key of each algorithm), and seals plaintext keys when a
+    /// `key_encryption_key` is configured.
     ///
     /// # Errors
     /// When a key cannot be read, decrypted or generated, or the store fails.
@@ -271,19 +374,16 @@ impl KeyManager {
             .map(Kek::new)
             .transpose()?;
         let retire_after = config.access_token_ttl + config.jwt_leeway;
-        let (source, ring) = if let Some(secret) = &config.jwt_hs256_secret {
-            (Source::Hs256, Self::hs256_ring(secret))
+        let source = if let Some(secret) = &config.jwt_hs256_secret {
+            Source::Hs256(FixedKey::hs256(secret))
         } else if let Some(path) = &config.signing_key_file {
-            (Source::File, Self::file_ring(alg, path)?)
+            Source::File(FixedKey::file(alg, path)?)
         } else {
-            let placeholder = KeyRing {
-                alg,
-                signer: None,
-                verifiers: HashMap::new(),
-                published: Vec::new(),
-                fingerprint: Vec::new(),
-            };
-            (Source::Database, placeholder)
+            Source::Database
+        };
+        let ring = match &source {
+            Source::Database => KeyRing::empty(alg),
+            Source::File(fixed) | Source::Hs256(fixed) => fixed.ring(),
         };
         let manager = Self {
             source,
@@ -294,66 +394,44 @@ impl KeyManager {
             retire_after,
             ring: RwLock::new(Arc::new(ring)),
         };
-        if matches!(manager.source, Source::Database) {
-            manager.seal_plaintext_keys().await?;
-            manager.reload().await?;
-            if manager.ring().signer.is_none() {
+        manager.seal_plaintext_keys().await?;
+        manager.reload().await?;
+        let missing = manager.missing_keys();
+        if !missing.is_empty() {
+            for (purpose, alg) in missing {
                 // Several nodes may start on an empty store at once: the
-                // store adds only the first key, and every node uses it.
-                let key = manager.generate_stored_key()?;
+                // store adds only the first key of each purpose and
+                // algorithm, and every node uses it.
+                let key = manager.generate_stored_key(purpose, alg)?;
                 if manager
                     .store
                     .add_first_key(&key, manager.retire_at())
                     .await?
                 {
-                    tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %key.kid, alg = alg_name(alg), "first signing key generated");
+                    tracing::info!(target: "gatehouse::audit", event = "key_rotated", kid = %key.kid, alg = alg_name(alg), purpose = purpose.as_str(), "first signing key generated");
                 }
-                manager.reload().await?;
-                anyhow::ensure!(
-                    manager.ring().signer.is_some(),
-                    "no signing key could be established"
-                );
             }
+            manager.reload().await?;
+            anyhow::ensure!(
+                manager.missing_keys().is_empty(),
+                "no signing key could be established"
+            );
         }
         Ok(manager)
     }
 
-    fn hs256_ring(secret: &SecretBytes) -> KeyRing {
-        // A kid that names the secret without revealing anything of it.
-        let digest = Sha256::digest(secret.expose());
-        let kid = format!("hs256-{}", hex8(&digest));
-        let mut verifiers = HashMap::new();
-        verifiers.insert(kid.clone(), DecodingKey::from_secret(secret.expose()));
-        KeyRing {
-            alg: JwtAlg::Hs256,
-            signer: Some(Signer {
-                kid,
-                key: EncodingKey::from_secret(secret.expose()),
-            }),
-            verifiers,
-            published: Vec::new(),
-            fingerprint: Vec::new(),
-        }
-    }
-
-    fn file_ring(alg: JwtAlg, path: &Path) -> anyhow::Result<KeyRing> {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("signing_key_file: cannot read {}", path.display()))?;
-        let (key, jwk) =
-            from_pem(alg, &pem).map_err(|e| anyhow::anyhow!("signing_key_file: {e:#}"))?;
-        let kid = jwk.common.key_id.clone().unwrap_or_default();
-        let decoding =
-            DecodingKey::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("signing_key_file: {e}"))?;
-        Ok(KeyRing {
-            alg,
-            signer: Some(Signer {
-                kid: kid.clone(),
-                key,
-            }),
-            verifiers: HashMap::from([(kid, decoding)]),
-            published: vec![jwk],
-            fingerprint: Vec::new(),
-        })
+    /// The current keys the ring lacks and the database should hold: the
+    /// access-token key (when the database holds it) and an ID-token key of
+    /// each algorithm.
+    fn missing_keys(&self) -> Vec<(KeyPurpose, JwtAlg)> {
+        let ring = self.ring();
+        let access = (self.access_keys_in_database() && ring.signer.is_none())
+            .then_some((KeyPurpose::Access, self.alg));
+        let id_tokens = IdTokenAlg::ALL
+            .into_iter()
+            .filter(|a| ring.id_token_signer(*a).is_none())
+            .map(|a| (KeyPurpose::IdToken, id_token_key_alg(a)));
+        access.into_iter().chain(id_tokens).collect()
     }
 
     /// Seals a secret other than a signing key (a TOTP key) for storage
@@ -405,35 +483,42 @@ impl KeyManager {
             if !key.encrypted {
                 let sealed = kek.seal(&key.kid, &key.private_key)?;
                 self.store.set_private_key(&key.kid, &sealed, true).await?;
-                tracing::info!(kid = %key.kid, "signing key sealed with key_encryption_key");
+                tracing::info!(kid = %key.kid, purpose = key.purpose.as_str(), "signing key sealed with key_encryption_key");
             }
         }
         Ok(())
     }
 
+    /// Whether the ring uses the database's access-token keys.
+    fn access_keys_in_database(&self) -> bool {
+        matches!(self.source, Source::Database)
+    }
+
     /// Rebuilds the ring from the database if its keys changed (a rotation
-    /// on another node or by the CLI). Database-held keys only.
+    /// on another node or by the CLI): the access-token keys when the
+    /// database holds them (a key file's or a secret's never change), and
+    /// the ID-token keys always.
     ///
     /// # Errors
     /// When the store fails or a key cannot be opened.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        if !matches!(self.source, Source::Database) {
-            return Ok(());
-        }
         let now = self.clock.now();
         let keys = self.store.signing_keys().await?;
         let live: Vec<&StoredKey> = keys
             .iter()
             .filter(|k| k.retire_at.is_none_or(|r| r > now))
-            .filter(|k| k.purpose == KeyPurpose::Access)
+            // With a key file or a secret configured, access-token keys
+            // left in the database by an earlier configuration are unused.
+            .filter(|k| k.purpose == KeyPurpose::IdToken || self.access_keys_in_database())
             .collect();
         let fingerprint: Vec<_> = live.iter().map(|k| (k.kid.clone(), k.retire_at)).collect();
         if fingerprint == self.ring().fingerprint && !fingerprint.is_empty() {
             return Ok(());
         }
-        let mut verifiers = HashMap::new();
-        let mut published = Vec::new();
-        let mut signer = None;
+        let mut ring = match &self.source {
+            Source::Database => KeyRing::empty(self.alg),
+            Source::File(fixed) | Source::Hs256(fixed) => fixed.ring(),
+        };
         for k in &live {
             let Some(alg) = alg_from_name(&k.alg) else {
                 continue;
@@ -442,42 +527,55 @@ impl KeyManager {
                 .with_context(|| format!("signing key {}: stored JWK is not valid", k.kid))?;
             let decoding = DecodingKey::from_jwk(&jwk)
                 .map_err(|e| anyhow::anyhow!("signing key {}: {e}", k.kid))?;
-            // Only keys of the configured algorithm verify: a token is
-            // accepted under exactly one algorithm.
-            if alg == self.alg {
-                verifiers.insert(k.kid.clone(), decoding);
-                if k.retire_at.is_none() {
-                    let der = match (&self.kek, k.encrypted) {
-                        (Some(kek), true) => kek.open(&k.kid, &k.private_key)?,
-                        (None, true) => anyhow::bail!(
-                            "key_encryption_key: signing keys are encrypted at rest; configure the key that sealed them"
-                        ),
-                        (_, false) => k.private_key.clone(),
+            match k.purpose {
+                // Only access keys of the configured algorithm verify: a
+                // token is accepted under exactly one algorithm.
+                KeyPurpose::Access if alg == self.alg => {
+                    ring.verifiers.insert(k.kid.clone(), decoding);
+                    if k.retire_at.is_none() {
+                        ring.signer = Some(self.open_signer(k, alg)?);
+                    }
+                }
+                KeyPurpose::Access => {}
+                KeyPurpose::IdToken => {
+                    let Some(id_alg) = IdTokenAlg::parse(&k.alg) else {
+                        continue;
                     };
-                    let (key, _) = from_pem(alg, der_to_pem(&der).as_bytes())
-                        .with_context(|| format!("signing key {}", k.kid))?;
-                    signer = Some(Signer {
-                        kid: k.kid.clone(),
-                        key,
-                    });
+                    ring.id_verifiers.insert(k.kid.clone(), (id_alg, decoding));
+                    if k.retire_at.is_none() {
+                        ring.id_signers.insert(id_alg, self.open_signer(k, alg)?);
+                    }
                 }
             }
-            published.push(jwk);
+            ring.published.push(jwk);
         }
-        let ring = KeyRing {
-            alg: self.alg,
-            signer,
-            verifiers,
-            published,
-            fingerprint,
-        };
+        ring.fingerprint = fingerprint;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
 
-    /// Generates a new key of the configured algorithm, makes it the signing
-    /// key, and schedules the previous one to leave the JWKS once every
-    /// token it signed has expired. Returns the new kid.
+    /// The signer of a stored key, opened with the key-encryption key when
+    /// it is sealed.
+    fn open_signer(&self, k: &StoredKey, alg: JwtAlg) -> anyhow::Result<Signer> {
+        let der = match (&self.kek, k.encrypted) {
+            (Some(kek), true) => kek.open(&k.kid, &k.private_key)?,
+            (None, true) => anyhow::bail!(
+                "key_encryption_key: signing keys are encrypted at rest; configure the key that sealed them"
+            ),
+            (_, false) => k.private_key.clone(),
+        };
+        let (key, _) = from_pem(alg, der_to_pem(&der).as_bytes())
+            .with_context(|| format!("signing key {}", k.kid))?;
+        Ok(Signer {
+            kid: k.kid.clone(),
+            key,
+        })
+    }
+
+    /// Generates a new access-token key of the configured algorithm, makes
+    /// it the signing key, and schedules the previous one to leave the JWKS
+    /// once every token it signed has expired. Returns the new kid. The
+    /// ID-token keys are left as they are.
     ///
     /// # Errors
     /// When keys come from a file or a shared secret (rotate those by
@@ -485,18 +583,38 @@ impl KeyManager {
     pub async fn rotate(&self) -> anyhow::Result<String> {
         match self.source {
             Source::Database => {}
-            Source::File => {
+            Source::File(_) => {
                 anyhow::bail!("keys come from signing_key_file: rotate by replacing the file")
             }
-            Source::Hs256 => {
+            Source::Hs256(_) => {
                 anyhow::bail!("HS256 uses jwt_hs256_secret: rotate by replacing the secret")
             }
         }
-        let key = self.generate_stored_key()?;
+        let key = self.generate_stored_key(KeyPurpose::Access, self.alg)?;
         let kid = key.kid.clone();
         self.store.add_key(&key, self.retire_at()).await?;
         self.reload().await?;
         Ok(kid)
+    }
+
+    /// Generates a new ID-token key of each algorithm (whatever the
+    /// access-token keys' source), each of which signs from then on; the
+    /// previous ones stay published until every ID token they signed has
+    /// expired. The access-token key is left as it is. Returns the new
+    /// kids in the order of [`IdTokenAlg::ALL`].
+    ///
+    /// # Errors
+    /// When generation or the store fails; the algorithms before the one
+    /// that failed are rotated.
+    pub async fn rotate_id_token_keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut kids = Vec::with_capacity(IdTokenAlg::ALL.len());
+        for alg in IdTokenAlg::ALL {
+            let key = self.generate_stored_key(KeyPurpose::IdToken, id_token_key_alg(alg))?;
+            self.store.add_key(&key, self.retire_at()).await?;
+            kids.push(key.kid);
+        }
+        self.reload().await?;
+        Ok(kids)
     }
 
     /// When keys superseded now may leave the JWKS.
@@ -504,11 +622,11 @@ impl KeyManager {
         self.clock.now() + self.retire_after
     }
 
-    /// A new key of the configured algorithm, sealed when a key-encryption
-    /// key is configured, ready to store.
-    fn generate_stored_key(&self) -> anyhow::Result<StoredKey> {
-        let der = generate(self.alg)?;
-        let (_, jwk) = from_pem(self.alg, der_to_pem(&der).as_bytes())?;
+    /// A new key of `purpose` and `alg`, sealed when a key-encryption key is
+    /// configured, ready to store.
+    fn generate_stored_key(&self, purpose: KeyPurpose, alg: JwtAlg) -> anyhow::Result<StoredKey> {
+        let der = generate(alg)?;
+        let (_, jwk) = from_pem(alg, der_to_pem(&der).as_bytes())?;
         let kid = jwk.common.key_id.clone().unwrap_or_default();
         let (private_key, encrypted) = match &self.kek {
             Some(kek) => (kek.seal(&kid, &der)?, true),
@@ -516,8 +634,8 @@ impl KeyManager {
         };
         Ok(StoredKey {
             kid,
-            purpose: KeyPurpose::Access,
-            alg: alg_name(self.alg).to_owned(),
+            purpose,
+            alg: alg_name(alg).to_owned(),
             private_key,
             encrypted,
             public_jwk: serde_json::to_string(&jwk).context("serializing a JWK")?,
@@ -526,43 +644,44 @@ impl KeyManager {
         })
     }
 
-    /// Every stored key with its state, for `gatehouse keys list`.
+    /// Every key with its state, for `gatehouse keys list`: the stored keys,
+    /// or with a key file or a secret, that access-token key and the
+    /// stored ID-token keys.
     ///
     /// # Errors
     /// When the store fails.
     pub async fn list(&self) -> anyhow::Result<Vec<KeyInfo>> {
         let now = self.clock.now();
-        Ok(match self.source {
-            Source::Database => self
-                .store
-                .signing_keys()
-                .await?
-                .into_iter()
-                .map(|k| KeyInfo {
-                    state: match k.retire_at {
-                        None => KeyState::Signing,
-                        Some(r) if r > now => KeyState::Published { until: r },
-                        Some(r) => KeyState::Retired { since: r },
-                    },
-                    kid: k.kid,
-                    alg: k.alg,
-                    created_at: Some(k.created_at),
-                    encrypted: k.encrypted,
-                })
-                .collect(),
-            Source::File | Source::Hs256 => self
-                .ring()
-                .signer
-                .iter()
-                .map(|s| KeyInfo {
-                    kid: s.kid.clone(),
-                    alg: alg_name(self.alg).to_owned(),
-                    created_at: None,
-                    encrypted: false,
-                    state: KeyState::Signing,
-                })
-                .collect(),
-        })
+        let fixed = match &self.source {
+            Source::Database => None,
+            Source::File(fixed) | Source::Hs256(fixed) => Some(KeyInfo {
+                kid: fixed.signer.kid.clone(),
+                purpose: KeyPurpose::Access,
+                alg: alg_name(fixed.alg).to_owned(),
+                created_at: None,
+                encrypted: false,
+                state: KeyState::Signing,
+            }),
+        };
+        let stored = self
+            .store
+            .signing_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.purpose == KeyPurpose::IdToken || self.access_keys_in_database())
+            .map(|k| KeyInfo {
+                state: match k.retire_at {
+                    None => KeyState::Signing,
+                    Some(r) if r > now => KeyState::Published { until: r },
+                    Some(r) => KeyState::Retired { since: r },
+                },
+                kid: k.kid,
+                purpose: k.purpose,
+                alg: k.alg,
+                created_at: Some(k.created_at),
+                encrypted: k.encrypted,
+            });
+        Ok(fixed.into_iter().chain(stored).collect())
     }
 }
 
@@ -578,6 +697,7 @@ pub enum KeyState {
 #[derive(Debug, Clone)]
 pub struct KeyInfo {
     pub kid: String,
+    pub purpose: KeyPurpose,
     pub alg: String,
     pub created_at: Option<OffsetDateTime>,
     pub encrypted: bool,
@@ -591,6 +711,191 @@ fn hex8(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::DatabaseUrl;
+
+    /// A key manager on a fresh SQLite file, its clock, and the directory.
+    async fn manager(
+        configure: impl FnOnce(&mut Config),
+    ) -> (KeyManager, Arc<ManualClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            database_url: DatabaseUrl::Sqlite(format!(
+                "sqlite://{}",
+                dir.path().join("keys.db").display()
+            )),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let stores = crate::store::open(&config, clock.clone())
+            .await
+            .expect("store");
+        let keys = KeyManager::init(&config, stores.keys.clone(), clock.clone())
+            .await
+            .expect("keys");
+        (keys, clock, dir)
+    }
+
+    fn published_kids(ring: &KeyRing) -> Vec<String> {
+        ring.published
+            .iter()
+            .map(|j| j.common.key_id.clone().expect("kid"))
+            .collect()
+    }
+
+    /// A compact JWS of `{}` signed by `signer` under `alg`.
+    fn sign(signer: &Signer, alg: JwtAlg) -> String {
+        let mut header = jsonwebtoken::Header::new(algorithm(alg));
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, &serde_json::json!({}), &signer.key).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn init_makes_an_id_token_signer_of_every_algorithm_that_verifies_its_own() {
+        let (keys, _clock, _dir) = manager(|_| {}).await;
+        let ring = keys.ring();
+
+        let mut kids = Vec::new();
+        for alg in IdTokenAlg::ALL {
+            let signer = ring.id_token_signer(alg).expect("an ID-token signer");
+            let (verifier_alg, key) = ring.id_token_verifier(&signer.kid).expect("its verifier");
+            assert_eq!(verifier_alg, alg);
+            let token = sign(signer, id_token_key_alg(alg));
+            let mut v = jsonwebtoken::Validation::new(algorithm(id_token_key_alg(alg)));
+            v.required_spec_claims.clear();
+            v.validate_exp = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, key, &v)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            kids.push(signer.kid.clone());
+        }
+        let access = ring.signer.as_ref().expect("an access-token signer");
+        kids.push(access.kid.clone());
+        let mut published = published_kids(&ring);
+        published.sort();
+        kids.sort();
+        assert_eq!(
+            published, kids,
+            "the access key and the three ID-token keys"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_id_token_key_is_never_an_access_token_verifier() {
+        // EdDSA for both: the same algorithm, still not the same keys.
+        let (keys, _clock, _dir) = manager(|c| c.jwt_alg = JwtAlg::EdDsa).await;
+        keys.rotate_id_token_keys().await.expect("rotate");
+        let ring = keys.ring();
+
+        let access = ring.signer.as_ref().expect("an access-token signer");
+        assert!(ring.verifier(&access.kid).is_some());
+        assert!(ring.id_token_verifier(&access.kid).is_none());
+        for jwk in &ring.published {
+            let kid = jwk.common.key_id.as_deref().expect("kid");
+            if kid != access.kid {
+                assert!(ring.id_token_verifier(kid).is_some(), "{kid}");
+                assert!(ring.verifier(kid).is_none(), "{kid} verifies access tokens");
+            }
+        }
+        // An EdDSA ID token is refused by the access-token path, for its key.
+        let signer = ring.id_token_signer(IdTokenAlg::EdDsa).expect("signer");
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(signer.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &serde_json::json!({}), &signer.key).expect("sign");
+        assert!(matches!(
+            crate::auth::claims::verify_signature(&token, &ring),
+            Err(crate::auth::claims::TokenError::UnknownKey)
+        ));
+    }
+
+    #[tokio::test]
+    async fn rotating_id_token_keys_keeps_the_old_ones_published_until_they_retire() {
+        let (keys, clock, _dir) = manager(|_| {}).await;
+        let before = keys.ring();
+        let old: Vec<String> = IdTokenAlg::ALL
+            .into_iter()
+            .map(|a| before.id_token_signer(a).expect("signer").kid.clone())
+            .collect();
+        let access = before.signer.as_ref().expect("signer").kid.clone();
+
+        let new = keys.rotate_id_token_keys().await.expect("rotate");
+
+        let ring = keys.ring();
+        assert_eq!(new.len(), 3);
+        for ((alg, old), new) in IdTokenAlg::ALL.into_iter().zip(&old).zip(&new) {
+            assert_ne!(old, new);
+            assert_eq!(&ring.id_token_signer(alg).expect("signer").kid, new);
+            assert_eq!(ring.id_token_verifier(old).map(|(a, _)| a), Some(alg));
+        }
+        assert_eq!(ring.signer.as_ref().expect("signer").kid, access);
+        assert_eq!(
+            ring.published.len(),
+            7,
+            "one access key, three old, three new"
+        );
+
+        // ID tokens live at most access_token_ttl: then the old keys go.
+        clock.advance(Duration::from_secs(3600));
+        keys.reload().await.expect("reload");
+        let ring = keys.ring();
+        for old in &old {
+            assert!(
+                ring.id_token_verifier(old).is_none(),
+                "{old} still accepted"
+            );
+        }
+        let mut published = published_kids(&ring);
+        published.sort();
+        let mut expected = new.clone();
+        expected.push(access);
+        expected.sort();
+        assert_eq!(published, expected);
+    }
+
+    #[tokio::test]
+    async fn a_shared_secret_publishes_only_the_id_token_keys() {
+        let (keys, _clock, _dir) = manager(|c| {
+            c.jwt_alg = JwtAlg::Hs256;
+            c.jwt_hs256_secret = Some(SecretBytes::new([5u8; 32].to_vec()));
+        })
+        .await;
+        let ring = keys.ring();
+
+        let mut ids: Vec<String> = IdTokenAlg::ALL
+            .into_iter()
+            .map(|a| ring.id_token_signer(a).expect("signer").kid.clone())
+            .collect();
+        ids.sort();
+        let mut published = published_kids(&ring);
+        published.sort();
+        assert_eq!(published, ids);
+        assert!(
+            ring.signer
+                .as_ref()
+                .expect("signer")
+                .kid
+                .starts_with("hs256-")
+        );
+        assert!(
+            keys.rotate().await.is_err(),
+            "the secret is not rotated here"
+        );
+        let rotated = keys.rotate_id_token_keys().await.expect("rotate");
+        assert_eq!(
+            ring_id_signers(&keys.ring()),
+            rotated,
+            "ID-token keys rotate with any access-token source"
+        );
+    }
+
+    fn ring_id_signers(ring: &KeyRing) -> Vec<String> {
+        IdTokenAlg::ALL
+            .into_iter()
+            .map(|a| ring.id_token_signer(a).expect("signer").kid.clone())
+            .collect()
+    }
 
     #[test]
     fn generated_keys_load_for_every_algorithm() {

@@ -26,7 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// An RFC 7517 JSON Web Key Set.
 #[derive(Serialize, ToSchema)]
 struct Jwks {
-    /// Every key that may have signed a live token; empty with HS256.
+    /// Every key that may have signed a live token: the access-token keys
+    /// (none with HS256) and the ID-token keys (RS256, ES256 and EdDSA).
     #[schema(value_type = Vec<PublicJwk>)]
     keys: Vec<Jwk>,
 }
@@ -62,7 +63,7 @@ struct PublicJwk {
     tag = "resource servers",
     operation_id = "jwks",
     responses(
-        (status = 200, description = "The public keys that verify access tokens", body = Jwks,
+        (status = 200, description = "The public keys that verify access tokens and ID tokens", body = Jwks,
             headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
     )
 )]

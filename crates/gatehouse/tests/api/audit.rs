@@ -250,11 +250,49 @@ async fn operator_actions_name_their_actor() {
     assert_eq!(page["events"][0]["actor"], "cli");
     assert_eq!(page["events"][0]["actor_id"], Value::Null);
     assert_eq!(page["events"][0]["details"]["kid"], kid.as_str());
+    assert_eq!(page["events"][0]["details"]["alg"], "EdDSA");
+    assert_eq!(page["events"][0]["details"]["purpose"], "access");
     let page = audit(&app, &admin, "?type=role_changed").await;
     let newest = &page["events"][0];
     assert_eq!(newest["actor"], "user");
     assert_eq!(newest["details"]["role"], "support");
     assert_eq!(newest["details"]["permissions"], json!(["tickets:read"]));
+}
+
+#[tokio::test]
+async fn rotating_the_id_token_keys_records_each_new_key() {
+    let app = TestApp::spawn().await;
+    let admin = admin(&app).await;
+
+    let kids = app
+        .auth
+        .admin
+        .rotate_id_token_keys(gatehouse::auth::audit::Actor::Cli)
+        .await
+        .expect("rotate");
+
+    let page = audit(&app, &admin, "?type=key_rotated").await;
+    let events = page["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3, "{page}");
+    let mut recorded: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"], "cli", "{e}");
+            assert_eq!(e["details"]["purpose"], "id_token", "{e}");
+            (
+                e["details"]["alg"].as_str().expect("alg").to_owned(),
+                e["details"]["kid"].as_str().expect("kid").to_owned(),
+            )
+        })
+        .collect();
+    recorded.sort();
+    let mut expected: Vec<(String, String)> = ["RS256", "ES256", "EdDSA"]
+        .into_iter()
+        .map(str::to_owned)
+        .zip(kids)
+        .collect();
+    expected.sort();
+    assert_eq!(recorded, expected);
 }
 
 #[tokio::test]

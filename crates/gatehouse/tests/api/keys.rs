@@ -1,7 +1,8 @@
 //! Signing keys (API.md "Tokens", `jwt_alg`, `jwt_hs256_secret`,
-//! `signing_key_file`, `key_encryption_key`) and the key and token commands
-//! (API.md "Command line"): the real binary as a child process with an empty
-//! environment, and the in-process app for the algorithm variants.
+//! `signing_key_file`, `key_encryption_key`, the ID-token keys of
+//! docs/tokens.md) and the key and token commands (API.md "Command line"):
+//! the real binary as a child process with an empty environment, and the
+//! in-process app for the algorithm variants.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -10,8 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use gatehouse::config::{DatabaseUrl, JwtAlg, SecretBytes};
@@ -233,6 +239,29 @@ fn thumbprint(jwk: &Value) -> String {
     b64(Sha256::digest(format!("{{{}}}", body.join(",")).as_bytes()))
 }
 
+/// Every published key is public (no private member), `use: sig`, of an
+/// algorithm gatehouse signs with and its key type, with its RFC 7638
+/// thumbprint as a `kid` of its own.
+fn assert_published_keys_are_public_and_thumbprinted(keys: &[Value]) {
+    for jwk in keys {
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
+            assert!(jwk.get(private).is_none(), "JWKS leaks {private}: {jwk}");
+        }
+        assert_eq!(jwk["use"], "sig", "{jwk}");
+        let (kty, crv) = match jwk["alg"].as_str().expect("alg") {
+            "EdDSA" => ("OKP", Some("Ed25519")),
+            "ES256" => ("EC", Some("P-256")),
+            "RS256" => ("RSA", None),
+            other => panic!("published alg {other}: {jwk}"),
+        };
+        assert_eq!(jwk["kty"], kty, "{jwk}");
+        assert_eq!(jwk["crv"].as_str(), crv, "{jwk}");
+        assert_eq!(jwk["kid"].as_str(), Some(thumbprint(jwk).as_str()), "{jwk}");
+    }
+    let distinct: BTreeSet<String> = kids(keys).into_iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "kids are distinct: {keys:?}");
+}
+
 /// A base64url string of 43 characters: a SHA-256 thumbprint.
 fn looks_like_thumbprint(s: &str) -> bool {
     s.len() == 43
@@ -266,27 +295,61 @@ fn new_ed25519() -> (Ed25519KeyPair, String) {
     (pair, pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
 }
 
-/// `(private_key, encrypted)` of every stored signing key.
-async fn stored_keys(url: &str) -> Vec<(Vec<u8>, i64)> {
+/// A stored signing key's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredRow {
+    private_key: Vec<u8>,
+    encrypted: i64,
+    purpose: String,
+    alg: String,
+}
+
+/// Every stored signing key, oldest first.
+async fn stored_keys(url: &str) -> Vec<StoredRow> {
     let pool = sqlx::SqlitePool::connect(url).await.expect("db");
-    let rows = sqlx::query_as::<_, (Vec<u8>, i64)>(
-        "SELECT private_key, encrypted FROM signing_keys ORDER BY created_at",
+    let rows = sqlx::query_as::<_, (Vec<u8>, i64, String, String)>(
+        "SELECT private_key, encrypted, purpose, alg FROM signing_keys ORDER BY created_at, kid",
     )
     .fetch_all(&pool)
     .await
     .expect("reading signing_keys");
     pool.close().await;
-    rows
+    rows.into_iter()
+        .map(|(private_key, encrypted, purpose, alg)| StoredRow {
+            private_key,
+            encrypted,
+            purpose,
+            alg,
+        })
+        .collect()
+}
+
+/// The stored keys of `purpose`.
+fn of_purpose<'a>(rows: &'a [StoredRow], purpose: &str) -> Vec<&'a StoredRow> {
+    rows.iter().filter(|r| r.purpose == purpose).collect()
 }
 
 fn is_pkcs8_ed25519(bytes: &[u8]) -> bool {
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes).is_ok()
 }
 
+/// Whether `bytes` is a usable PKCS#8 private key of any algorithm gatehouse
+/// generates (Ed25519, P-256, RSA).
+fn is_pkcs8(bytes: &[u8]) -> bool {
+    is_pkcs8_ed25519(bytes)
+        || EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes).is_ok()
+        || RsaKeyPair::from_pkcs8(bytes).is_ok()
+}
+
+/// The JOSE algorithms of the ID-token keys, one key of each current, in
+/// the order `sort` puts them (byte order).
+const ID_TOKEN_ALGS: [&str; 3] = ["ES256", "EdDSA", "RS256"];
+
 /// One row of `keys list`.
 #[derive(Debug)]
 struct KeyRow {
     kid: String,
+    purpose: String,
     alg: String,
     at_rest: String,
     state: String,
@@ -296,19 +359,98 @@ fn key_rows(stdout: &str) -> Vec<KeyRow> {
     let mut lines = stdout.lines();
     let head = lines.next().expect("a header line");
     assert!(head.starts_with("KID"), "{stdout}");
+    assert_eq!(
+        head.split_whitespace().nth(1),
+        Some("PURPOSE"),
+        "the second column is the purpose: {stdout}"
+    );
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let words: Vec<&str> = l.split_whitespace().collect();
-            assert!(words.len() >= 5, "{l:?}");
+            assert!(words.len() >= 6, "{l:?}");
             KeyRow {
                 kid: words[0].to_owned(),
-                alg: words[1].to_owned(),
-                at_rest: words[3].to_owned(),
-                state: words[4..].join(" "),
+                purpose: words[1].to_owned(),
+                alg: words[2].to_owned(),
+                at_rest: words[4].to_owned(),
+                state: words[5..].join(" "),
             }
         })
         .collect()
+}
+
+/// The rows of `purpose` (`access` or `id_token`).
+fn rows_of<'a>(rows: &'a [KeyRow], purpose: &str) -> Vec<&'a KeyRow> {
+    rows.iter().filter(|r| r.purpose == purpose).collect()
+}
+
+/// The kids of the `keys list` rows of `purpose`, sorted.
+fn kids_of(rows: &[KeyRow], purpose: &str) -> Vec<String> {
+    let mut kids: Vec<String> = rows_of(rows, purpose)
+        .into_iter()
+        .map(|r| r.kid.clone())
+        .collect();
+    kids.sort();
+    kids
+}
+
+/// Asserts that `rows` hold exactly one current ID-token key of each
+/// algorithm, and returns their kids by algorithm.
+fn current_id_token_keys(rows: &[KeyRow]) -> Vec<(String, String)> {
+    let mut current: Vec<(String, String)> = rows_of(rows, "id_token")
+        .into_iter()
+        .filter(|r| r.state == "signing")
+        .map(|r| (r.alg.clone(), r.kid.clone()))
+        .collect();
+    current.sort();
+    let algs: Vec<&str> = current.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        algs, ID_TOKEN_ALGS,
+        "one current ID-token key each: {rows:?}"
+    );
+    current
+}
+
+/// The kids that `keys rotate --id-tokens` announced, by algorithm.
+fn rotated_id_token_kids(out: &Finished) -> Vec<(String, String)> {
+    let mut rotated: Vec<(String, String)> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let rest = l
+                .strip_prefix("new ID-token signing key ")
+                .unwrap_or_else(|| panic!("{out:?}"));
+            let (alg, kid) = rest.split_once(' ').unwrap_or_else(|| panic!("{out:?}"));
+            assert!(looks_like_thumbprint(kid), "{out:?}");
+            (alg.to_owned(), kid.to_owned())
+        })
+        .collect();
+    rotated.sort();
+    let algs: Vec<&str> = rotated.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(algs, ID_TOKEN_ALGS, "{out:?}");
+    rotated
+}
+
+/// Polls `base`'s JWKS until it holds every kid of `wanted`.
+async fn wait_until_published(base: &str, wanted: &[String]) {
+    let deadline = Instant::now() + ROTATION_REACHES_SERVER;
+    loop {
+        let published = kids(&jwks(base).await);
+        if wanted.iter().all(|k| published.contains(k)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not publish {wanted:?} within {ROTATION_REACHES_SERVER:?}: {published:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 /// The kid that `keys rotate` announced.
@@ -335,18 +477,33 @@ fn keys_list_creates_the_first_key_and_rotate_supersedes_it() {
 
     let out = run_ok(on_db(dir.path(), &url).args(["keys", "list"]));
     let rows = key_rows(&out.stdout);
-    assert_eq!(rows.len(), 1, "{}", out.stdout);
-    let first = &rows[0];
+    // The access-token key and an ID-token key of each algorithm.
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    let access = rows_of(&rows, "access");
+    assert_eq!(access.len(), 1, "{}", out.stdout);
+    let first = access[0];
     assert!(looks_like_thumbprint(&first.kid), "{first:?}");
     assert_eq!(first.alg, "EdDSA", "{first:?}");
     assert_eq!(first.state, "signing", "{first:?}");
     assert_eq!(first.at_rest, "plain", "{first:?}");
+    let id_tokens = current_id_token_keys(&rows);
+    for r in &rows {
+        assert!(looks_like_thumbprint(&r.kid), "{r:?}");
+        assert_eq!(r.at_rest, "plain", "{r:?}");
+    }
+    assert_eq!(
+        rows.iter().map(|r| &r.kid).collect::<BTreeSet<_>>().len(),
+        4,
+        "distinct kids: {}",
+        out.stdout
+    );
     assert!(dir.path().join("keys.db").is_file());
 
     // Listing again neither adds nor changes a key.
     let again = key_rows(&run_ok(on_db(dir.path(), &url).args(["keys", "list"])).stdout);
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].kid, first.kid);
+    assert_eq!(again.len(), 4);
+    assert_eq!(kids_of(&again, "access"), std::slice::from_ref(&first.kid));
+    assert_eq!(current_id_token_keys(&again), id_tokens);
 
     let before = OffsetDateTime::now_utc();
     let rotated = run_ok(on_db(dir.path(), &url).args(["keys", "rotate"]));
@@ -355,9 +512,13 @@ fn keys_list_creates_the_first_key_and_rotate_supersedes_it() {
 
     let out = run_ok(on_db(dir.path(), &url).args(["keys", "list"]));
     let rows = key_rows(&out.stdout);
-    assert_eq!(rows.len(), 2, "{}", out.stdout);
+    assert_eq!(rows.len(), 5, "{}", out.stdout);
+    // Rotating the access-token key leaves the ID-token keys signing.
+    assert_eq!(current_id_token_keys(&rows), id_tokens);
+    assert_eq!(rows_of(&rows, "id_token").len(), 3, "{}", out.stdout);
     let new = rows.iter().find(|r| r.kid == new_kid).expect("the new key");
     assert_eq!(new.state, "signing", "{}", out.stdout);
+    assert_eq!(new.purpose, "access");
     assert_eq!(new.alg, "EdDSA");
     let old = rows
         .iter()
@@ -387,7 +548,13 @@ async fn rotation_reaches_a_running_server_and_old_tokens_keep_working() {
 
     let t1 = password_grant(&base, email, PASSWORD).await;
     let k1 = kid_of(&t1);
-    assert_eq!(kids(&jwks(&base).await), vec![k1.clone()]);
+    let listed = key_rows(&run_ok(on_db(dir.path(), &url).args(["keys", "list"])).stdout);
+    assert_eq!(kids_of(&listed, "access"), std::slice::from_ref(&k1));
+    let id_tokens = kids_of(&listed, "id_token");
+    assert_eq!(id_tokens.len(), 3, "{listed:?}");
+    let mut expected = id_tokens.clone();
+    expected.push(k1.clone());
+    assert_eq!(sorted(kids(&jwks(&base).await)), sorted(expected));
 
     let k2 = rotated_kid(&run_ok(on_db(dir.path(), &url).args(["keys", "rotate"])));
     assert_ne!(k1, k2);
@@ -406,11 +573,13 @@ async fn rotation_reaches_a_running_server_and_old_tokens_keep_working() {
     }
     let t2 = password_grant(&base, email, PASSWORD).await;
     assert_eq!(kid_of(&t2), k2, "new tokens are signed by the new key");
-    let mut published = kids(&jwks(&base).await);
-    published.sort();
-    let mut expected = vec![k1.clone(), k2.clone()];
-    expected.sort();
-    assert_eq!(published, expected, "both keys are published");
+    let mut expected = id_tokens.clone();
+    expected.extend([k1.clone(), k2.clone()]);
+    assert_eq!(
+        sorted(kids(&jwks(&base).await)),
+        sorted(expected),
+        "both access-token keys are published, beside the ID-token keys"
+    );
     assert_eq!(me_status(&base, &t1).await, StatusCode::OK, "old-key token");
     assert_eq!(me_status(&base, &t2).await, StatusCode::OK, "new-key token");
 
@@ -442,6 +611,9 @@ async fn rotation_reaches_a_running_server_and_old_tokens_keep_working() {
         "token of a retired key"
     );
     assert_eq!(me_status(&base, &t2).await, StatusCode::OK);
+    let mut expected = id_tokens;
+    expected.push(k2);
+    assert_eq!(sorted(kids(&jwks(&base).await)), sorted(expected));
 }
 
 // ---------------------------------------------------------------------------
@@ -578,18 +750,24 @@ async fn key_encryption_key_seals_keys_and_only_that_key_opens_them() {
             .args(["keys", "list"]),
     );
     let rows = key_rows(&out.stdout);
-    assert_eq!(rows.len(), 1, "{}", out.stdout);
-    assert_eq!(rows[0].at_rest, "encrypted", "{}", out.stdout);
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    for r in &rows {
+        assert_eq!(r.at_rest, "encrypted", "{}", out.stdout);
+    }
+    let access = rows_of(&rows, "access");
+    assert_eq!(access.len(), 1, "{}", out.stdout);
     let stored = stored_keys(&url).await;
-    assert_eq!(stored.len(), 1);
-    let (private_key, encrypted) = &stored[0];
-    assert_eq!(*encrypted, 1);
-    assert!(
-        !is_pkcs8_ed25519(private_key),
-        "the stored private key is a usable PKCS#8 key"
-    );
-    // AES-256-GCM: 12-byte nonce and 16-byte tag around a 48-byte PKCS#8.
-    assert!(private_key.len() >= 48 + 12 + 16, "{}", private_key.len());
+    assert_eq!(stored.len(), 4);
+    for row in &stored {
+        assert_eq!(row.encrypted, 1, "{row:?}");
+        assert!(
+            !is_pkcs8(&row.private_key),
+            "the stored private key is a usable PKCS#8 key: {row:?}"
+        );
+        // AES-256-GCM: 12-byte nonce and 16-byte tag around a PKCS#8 of at
+        // least 48 bytes (Ed25519's).
+        assert!(row.private_key.len() >= 48 + 12 + 16, "{row:?}");
+    }
 
     // With the right key the server starts and signs with the sealed key.
     {
@@ -598,7 +776,7 @@ async fn key_encryption_key_seals_keys_and_only_that_key_opens_them() {
         let base = server.url("");
         register(&base, "sealed@example.com").await;
         let token = password_grant(&base, "sealed@example.com", PASSWORD).await;
-        assert_eq!(kid_of(&token), rows[0].kid);
+        assert_eq!(kid_of(&token), access[0].kid);
         assert_eq!(me_status(&base, &token).await, StatusCode::OK);
     }
 
@@ -644,9 +822,18 @@ async fn plaintext_keys_are_sealed_when_a_key_encryption_key_is_configured() {
     let before = grant_for(&plain, &user).await;
     assert_eq!(claims(&before)["iss"], issuer.as_str());
     let stored = stored_keys(&url).await;
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].1, 0, "no key_encryption_key: stored plain");
-    assert!(is_pkcs8_ed25519(&stored[0].0), "plain PKCS#8");
+    assert_eq!(
+        stored.len(),
+        4,
+        "the access-token key and three ID-token keys"
+    );
+    let access = of_purpose(&stored, "access");
+    assert_eq!(access.len(), 1, "{stored:?}");
+    assert!(is_pkcs8_ed25519(&access[0].private_key), "plain PKCS#8");
+    for row in &stored {
+        assert_eq!(row.encrypted, 0, "no key_encryption_key: stored plain");
+        assert!(is_pkcs8(&row.private_key), "plain PKCS#8: {row:?}");
+    }
     drop(plain);
 
     let kek = SecretBytes::new(random_bytes(32));
@@ -656,10 +843,16 @@ async fn plaintext_keys_are_sealed_when_a_key_encryption_key_is_configured() {
         c.key_encryption_key = Some(kek);
     })
     .await;
-    let stored = stored_keys(&url).await;
-    assert_eq!(stored.len(), 1, "sealing keeps the key");
-    assert_eq!(stored[0].1, 1, "sealed at start-up");
-    assert!(!is_pkcs8_ed25519(&stored[0].0), "no longer plain PKCS#8");
+    let resealed = stored_keys(&url).await;
+    assert_eq!(resealed.len(), 4, "sealing keeps the keys");
+    for (row, before) in resealed.iter().zip(&stored) {
+        assert_eq!((&row.purpose, &row.alg), (&before.purpose, &before.alg));
+        assert_eq!(row.encrypted, 1, "sealed at start-up: {row:?}");
+        assert!(
+            !is_pkcs8(&row.private_key),
+            "no longer plain PKCS#8: {row:?}"
+        );
+    }
 
     let base = sealed.origin();
     assert_eq!(
@@ -692,8 +885,12 @@ async fn every_asymmetric_jwt_alg_issues_tokens_its_jwks_verifies() {
         assert_eq!(h["typ"], "at+jwt", "{h}");
 
         let keys = jwks(&app.origin()).await;
-        assert_eq!(keys.len(), 1, "{name}: {keys:?}");
-        let jwk = &keys[0];
+        // The access-token key, and an ID-token key of each algorithm.
+        assert_eq!(keys.len(), 4, "{name}: {keys:?}");
+        assert_published_keys_are_public_and_thumbprinted(&keys);
+        let access: Vec<&Value> = keys.iter().filter(|k| k["kid"] == h["kid"]).collect();
+        assert_eq!(access.len(), 1, "{name}: {keys:?}");
+        let jwk = access[0];
         assert_eq!(jwk["kty"], kty, "{name}: {jwk}");
         assert_eq!(jwk["alg"], name, "{name}: {jwk}");
         assert_eq!(jwk["use"], "sig", "{name}: {jwk}");
@@ -719,7 +916,7 @@ async fn every_asymmetric_jwt_alg_issues_tokens_its_jwks_verifies() {
 }
 
 #[tokio::test]
-async fn hs256_issues_working_tokens_and_publishes_no_keys() {
+async fn hs256_issues_working_tokens_and_publishes_only_the_id_token_keys() {
     let secret = random_bytes(32);
     let app = TestApp::spawn_with(|c| {
         c.jwt_alg = JwtAlg::Hs256;
@@ -744,13 +941,28 @@ async fn hs256_issues_working_tokens_and_publishes_no_keys() {
     );
 
     assert_eq!(me_status(&app.origin(), &token).await, StatusCode::OK);
-    assert!(jwks(&app.origin()).await.is_empty(), "no keys published");
-    let pool = app.sql().await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM signing_keys")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(n, 0, "no key generated for HS256");
+    // Nothing of the secret: exactly the three ID-token keys.
+    let keys = jwks(&app.origin()).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_published_keys_are_public_and_thumbprinted(&keys);
+    let algs: BTreeSet<&str> = keys.iter().filter_map(|k| k["alg"].as_str()).collect();
+    assert_eq!(algs, BTreeSet::from(ID_TOKEN_ALGS), "{keys:?}");
+    assert!(
+        !kids(&keys).contains(&kid_of(&token)),
+        "the secret's kid is published"
+    );
+    let url = format!("sqlite://{}", app.db_path.display());
+    let stored = stored_keys(&url).await;
+    assert!(
+        of_purpose(&stored, "access").is_empty(),
+        "no access-token key generated for HS256: {stored:?}"
+    );
+    let id_algs: BTreeSet<&str> = of_purpose(&stored, "id_token")
+        .iter()
+        .map(|r| r.alg.as_str())
+        .collect();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(id_algs, BTreeSet::from(ID_TOKEN_ALGS));
 
     // The same token under another secret is refused.
     let other = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &random_bytes(32));
@@ -790,9 +1002,12 @@ async fn signing_key_file_signs_tokens_and_refuses_rotation() {
     let kid = thumbprint(&json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&x) }));
     assert_eq!(kid_of(&token), kid);
     let keys = jwks(&app.origin()).await;
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    assert_eq!(keys[0]["x"], b64(&x));
-    assert_eq!(keys[0]["kid"], kid.as_str());
+    // The file's key and an ID-token key of each algorithm.
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_published_keys_are_public_and_thumbprinted(&keys);
+    let file_key: Vec<&Value> = keys.iter().filter(|k| k["kid"] == kid.as_str()).collect();
+    assert_eq!(file_key.len(), 1, "{keys:?}");
+    assert_eq!(file_key[0]["x"], b64(&x));
 
     let url = format!("sqlite://{}", app.db_path.display());
     let work = tempfile::tempdir().expect("tempdir");
@@ -810,16 +1025,228 @@ async fn signing_key_file_signs_tokens_and_refuses_rotation() {
             .args(["keys", "list"]),
     );
     let rows = key_rows(&out.stdout);
-    assert_eq!(rows.len(), 1, "{}", out.stdout);
-    assert_eq!(rows[0].kid, kid);
-    assert_eq!(rows[0].state, "signing");
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    let access = rows_of(&rows, "access");
+    assert_eq!(access.len(), 1, "{}", out.stdout);
+    assert_eq!(access[0].kid, kid);
+    assert_eq!(access[0].state, "signing");
+    current_id_token_keys(&rows);
 
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM signing_keys")
-        .fetch_one(&app.sql().await)
-        .await
-        .expect("count");
-    assert_eq!(n, 0, "a file-keyed deployment generates no database keys");
+    let stored = stored_keys(&url).await;
+    assert!(
+        of_purpose(&stored, "access").is_empty(),
+        "a file-keyed deployment generates no database access-token keys: {stored:?}"
+    );
+    assert_eq!(of_purpose(&stored, "id_token").len(), 3, "{stored:?}");
     let later = grant_for(&app, &user).await;
     assert_eq!(kid_of(&later), kid, "still the file's key");
     assert_eq!(me_status(&app.origin(), &later).await, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------
+// ID-token keys
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_fresh_server_publishes_the_access_key_and_an_id_token_key_of_each_algorithm() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user().await;
+    let token = grant_for(&app, &user).await;
+
+    let keys = jwks(&app.origin()).await;
+
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_published_keys_are_public_and_thumbprinted(&keys);
+    let access = kid_of(&token);
+    let (signs_access, id_tokens): (Vec<&Value>, Vec<&Value>) =
+        keys.iter().partition(|k| k["kid"] == access.as_str());
+    assert_eq!(signs_access.len(), 1, "the access-token key: {keys:?}");
+    assert_eq!(signs_access[0]["alg"], "EdDSA");
+    let mut algs: Vec<&str> = id_tokens.iter().filter_map(|k| k["alg"].as_str()).collect();
+    algs.sort_unstable();
+    assert_eq!(algs, ID_TOKEN_ALGS, "{keys:?}");
+    // RSA keys of 2048 bits (RFC 7518 §3.3: at least 2048) and exponent 65537.
+    let rsa = id_tokens
+        .iter()
+        .find(|k| k["alg"] == "RS256")
+        .expect("RS256");
+    let n = URL_SAFE_NO_PAD
+        .decode(rsa["n"].as_str().expect("n"))
+        .expect("base64url");
+    assert_eq!(n.len(), 256, "{rsa}");
+    assert_eq!(rsa["e"], "AQAB", "{rsa}");
+}
+
+#[tokio::test]
+async fn keys_rotate_id_tokens_adds_id_token_keys_and_the_old_ones_stay_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database_url(dir.path());
+    let server = Server::start(&mut serve_cmd(dir.path(), &url));
+    let base = server.url("");
+    let email = "id-rotation@example.com";
+    register(&base, email).await;
+    let before = key_rows(&run_ok(on_db(dir.path(), &url).args(["keys", "list"])).stdout);
+    let old_ids = current_id_token_keys(&before);
+    let access = kids_of(&before, "access");
+    let published_before = sorted(kids(&jwks(&base).await));
+
+    let out = run_ok(on_db(dir.path(), &url).args(["keys", "rotate", "--id-tokens"]));
+
+    let new_ids = rotated_id_token_kids(&out);
+    for ((alg, old), (_, new)) in old_ids.iter().zip(&new_ids) {
+        assert_ne!(old, new, "{alg}");
+    }
+    let new_kids: Vec<String> = new_ids.iter().map(|(_, k)| k.clone()).collect();
+    wait_until_published(&base, &new_kids).await;
+    let mut expected = published_before.clone();
+    expected.extend(new_kids);
+    assert_eq!(
+        sorted(kids(&jwks(&base).await)),
+        sorted(expected),
+        "the old keys stay published beside the new ones"
+    );
+    let after = key_rows(&run_ok(on_db(dir.path(), &url).args(["keys", "list"])).stdout);
+    assert_eq!(current_id_token_keys(&after), new_ids);
+    for (alg, old) in &old_ids {
+        let row = after.iter().find(|r| &r.kid == old).expect("the old key");
+        assert!(row.state.starts_with("published until "), "{alg}: {row:?}");
+    }
+    // The access-token key is untouched, and still signs.
+    assert_eq!(kids_of(&after, "access"), access);
+    let access_rows = rows_of(&after, "access");
+    assert_eq!(access_rows[0].state, "signing");
+    let token = password_grant(&base, email, PASSWORD).await;
+    assert_eq!([kid_of(&token)], access.as_slice());
+}
+
+#[tokio::test]
+async fn keys_rotate_id_tokens_works_with_a_key_file_and_with_a_shared_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, pem_text) = new_ed25519();
+    let key_file = dir.path().join("signing.pem");
+    std::fs::write(&key_file, pem_text).expect("writing the key file");
+    let secret = STANDARD.encode(random_bytes(32));
+    let file = key_file.display().to_string();
+    let sources: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "signing_key_file",
+            vec![("GATEHOUSE_SIGNING_KEY_FILE", &file)],
+        ),
+        (
+            "jwt_hs256_secret",
+            vec![
+                ("GATEHOUSE_JWT_ALG", "HS256"),
+                ("GATEHOUSE_JWT_HS256_SECRET", &secret),
+            ],
+        ),
+    ];
+    for (what, env) in sources {
+        let db = dir.path().join(format!("{what}.db"));
+        new_database(&db);
+        let url = format!("sqlite://{}", db.display());
+        let cmd = || {
+            let mut cmd = on_db(dir.path(), &url);
+            cmd.envs(env.iter().copied());
+            cmd
+        };
+        let before = key_rows(&run_ok(cmd().args(["keys", "list"])).stdout);
+        let old_ids = current_id_token_keys(&before);
+        let access = kids_of(&before, "access");
+        assert_eq!(access.len(), 1, "{what}: {before:?}");
+
+        let out = run_ok(cmd().args(["keys", "rotate", "--id-tokens"]));
+
+        let new_ids = rotated_id_token_kids(&out);
+        let after = key_rows(&run_ok(cmd().args(["keys", "list"])).stdout);
+        assert_eq!(current_id_token_keys(&after), new_ids, "{what}");
+        assert_eq!(rows_of(&after, "id_token").len(), 6, "{what}: {after:?}");
+        assert!(
+            old_ids.iter().all(|old| !new_ids.contains(old)),
+            "{what}: {old_ids:?} {new_ids:?}"
+        );
+        assert_eq!(kids_of(&after, "access"), access, "{what}");
+        // The access-token key of a file or a secret is still not rotated.
+        let refused = run(cmd().args(["keys", "rotate"]));
+        let line = assert_fails_with_one_line(&refused);
+        assert!(line.contains(what), "{what}: {line:?}");
+        let stored = stored_keys(&url).await;
+        assert!(
+            of_purpose(&stored, "access").is_empty(),
+            "{what}: {stored:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn id_token_private_keys_are_sealed_with_the_key_encryption_key() {
+    let kek = SecretBytes::new(random_bytes(32));
+    let app = TestApp::spawn_with(|c| c.key_encryption_key = Some(kek)).await;
+    let url = format!("sqlite://{}", app.db_path.display());
+
+    let stored = stored_keys(&url).await;
+
+    let id_tokens = of_purpose(&stored, "id_token");
+    assert_eq!(id_tokens.len(), 3, "{stored:?}");
+    let algs: BTreeSet<&str> = id_tokens.iter().map(|r| r.alg.as_str()).collect();
+    assert_eq!(algs, BTreeSet::from(ID_TOKEN_ALGS));
+    for row in id_tokens {
+        assert_eq!(row.encrypted, 1, "{row:?}");
+        assert!(
+            !is_pkcs8(&row.private_key),
+            "a usable PKCS#8 key is stored: {row:?}"
+        );
+        // A 12-byte nonce and a 16-byte tag around the PKCS#8 key.
+        assert!(row.private_key.len() >= 48 + 12 + 16, "{row:?}");
+    }
+}
+
+/// The kid and PKCS#8 PEM of the current EdDSA key of `purpose`.
+async fn current_ed25519_key(url: &str, purpose: &str) -> (String, String) {
+    let pool = sqlx::SqlitePool::connect(url).await.expect("db");
+    let (kid, der): (String, Vec<u8>) = sqlx::query_as(
+        "SELECT kid, private_key FROM signing_keys \
+         WHERE purpose = ? AND alg = 'EdDSA' AND retire_at IS NULL AND encrypted = 0",
+    )
+    .bind(purpose)
+    .fetch_one(&pool)
+    .await
+    .expect("the current EdDSA key");
+    pool.close().await;
+    (kid, pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
+}
+
+#[tokio::test]
+async fn an_access_token_signed_with_an_id_token_key_is_refused() {
+    // EdDSA access tokens, and an EdDSA ID-token key: same algorithm.
+    let app = TestApp::spawn().await;
+    let user = app.create_user().await;
+    let genuine = grant_for(&app, &user).await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let sign = |kid: &str, pem: &str| {
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(kid.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, &claims(&genuine), &key).expect("sign")
+    };
+
+    // The same claims and header under the access-token key pass, so only
+    // the key differs.
+    let (access_kid, access_pem) = current_ed25519_key(&url, "access").await;
+    assert_eq!(access_kid, kid_of(&genuine));
+    let control = sign(&access_kid, &access_pem);
+    assert_eq!(me_status(&app.origin(), &control).await, StatusCode::OK);
+    let (id_kid, id_pem) = current_ed25519_key(&url, "id_token").await;
+    let forged = sign(&id_kid, &id_pem);
+
+    assert_eq!(
+        me_status(&app.origin(), &forged).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Nor under the access-token key's kid.
+    let relabelled = sign(&access_kid, &id_pem);
+    assert_eq!(
+        me_status(&app.origin(), &relabelled).await,
+        StatusCode::UNAUTHORIZED
+    );
 }

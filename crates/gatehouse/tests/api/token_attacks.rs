@@ -288,12 +288,16 @@ impl Minting {
             .await
             .expect("JWKS JSON");
         let keys = jwks["keys"].as_array().expect("keys array");
-        assert_eq!(keys.len(), 1, "{jwks}");
-        let published_jwk = keys[0].clone();
-        assert_eq!(
-            published_jwk["kid"], kid,
-            "kid is the RFC 7638 thumbprint: {jwks}"
-        );
+        // The file's key, and the ID-token keys (one of each algorithm),
+        // which never verify an access token.
+        assert_eq!(keys.len(), 4, "{jwks}");
+        let (ours, id_tokens): (Vec<&Value>, Vec<&Value>) =
+            keys.iter().partition(|k| k["kid"] == kid.as_str());
+        assert_eq!(ours.len(), 1, "kid is the RFC 7638 thumbprint: {jwks}");
+        let published_jwk = ours[0].clone();
+        let mut id_algs: Vec<&str> = id_tokens.iter().filter_map(|k| k["alg"].as_str()).collect();
+        id_algs.sort_unstable();
+        assert_eq!(id_algs, ["ES256", "EdDSA", "RS256"], "{jwks}");
 
         let user = app.create_user().await;
         let token = password_grant(&app, &user).await;

@@ -1069,7 +1069,7 @@ async fn a_role_change_reaches_tokens_at_their_next_refresh() {
 // ------------------------------------------------------------- 11. JWKS
 
 #[tokio::test]
-async fn jwks_publishes_only_public_ed25519_signing_keys() {
+async fn jwks_publishes_only_public_signing_keys() {
     let app = TestApp::spawn().await;
     let res = app
         .bare_client()
@@ -1083,17 +1083,42 @@ async fn jwks_publishes_only_public_ed25519_signing_keys() {
     assert!(!cache.contains("no-store"), "{cache}");
     let body: Value = res.json().await.expect("json");
     let keys = body["keys"].as_array().expect("keys");
-    assert!(!keys.is_empty(), "{body}");
+    // The Ed25519 access-token key, and an ID-token key of each algorithm.
+    assert_eq!(keys.len(), 4, "{body}");
+    let mut algs = Vec::new();
     for k in keys {
         assert!(k["kid"].as_str().is_some_and(|s| !s.is_empty()), "{k}");
-        assert_eq!(k["alg"], "EdDSA", "{k}");
         assert_eq!(k["use"], "sig", "{k}");
-        assert_eq!(k["kty"], "OKP", "{k}");
-        assert_eq!(k["crv"], "Ed25519", "{k}");
-        let x = k["x"].as_str().expect("x");
-        assert_eq!(URL_SAFE_NO_PAD.decode(x).expect("base64url").len(), 32);
-        assert!(k.get("d").is_none(), "private key published: {k}");
+        let alg = k["alg"].as_str().expect("alg");
+        algs.push(alg);
+        match alg {
+            "EdDSA" => {
+                assert_eq!(k["kty"], "OKP", "{k}");
+                assert_eq!(k["crv"], "Ed25519", "{k}");
+                let x = k["x"].as_str().expect("x");
+                assert_eq!(URL_SAFE_NO_PAD.decode(x).expect("base64url").len(), 32);
+            }
+            "ES256" => {
+                assert_eq!(k["kty"], "EC", "{k}");
+                assert_eq!(k["crv"], "P-256", "{k}");
+                for c in ["x", "y"] {
+                    let v = k[c].as_str().expect("coordinate");
+                    assert_eq!(URL_SAFE_NO_PAD.decode(v).expect("base64url").len(), 32);
+                }
+            }
+            "RS256" => {
+                assert_eq!(k["kty"], "RSA", "{k}");
+                let n = k["n"].as_str().expect("n");
+                assert_eq!(URL_SAFE_NO_PAD.decode(n).expect("base64url").len(), 256);
+            }
+            other => panic!("unexpected alg {other}: {k}"),
+        }
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            assert!(k.get(private).is_none(), "private key published: {k}");
+        }
     }
+    algs.sort_unstable();
+    assert_eq!(algs, ["ES256", "EdDSA", "EdDSA", "RS256"], "{body}");
     let kids: HashSet<&str> = keys.iter().filter_map(|k| k["kid"].as_str()).collect();
     assert_eq!(kids.len(), keys.len(), "kids are unique");
 }
