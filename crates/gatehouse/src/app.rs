@@ -260,11 +260,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let services = &self.state.services;
-        let (sessions, audit, factors, mail) = (
+        let (sessions, audit, factors, mail, provider) = (
             services.sessions.clone(),
             services.audit.clone(),
             services.factors.clone(),
             services.mail.clone(),
+            services.provider.clone(),
         );
         let sweeper = spawn_background("sweeper", async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -283,6 +284,14 @@ impl Application {
                     Err(e) => {
                         tracing::warn!(error = format!("{e:#}"), "sweeping pending logins failed")
                     }
+                }
+                match provider.sweep_codes().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(swept = n, "expired authorization codes deleted"),
+                    Err(e) => tracing::warn!(
+                        error = format!("{e:#}"),
+                        "sweeping authorization codes failed"
+                    ),
                 }
                 match audit.sweep().await {
                     Ok(0) => {}

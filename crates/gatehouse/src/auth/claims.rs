@@ -72,6 +72,10 @@ pub struct AccessClaims {
     /// How the session's user proved who they are (RFC 8176); tokens
     /// issued before it was recorded have none: `pwd`.
     pub amr: Amr,
+    /// The OpenID client the token was issued to (RFC 9068 §2.2); absent on
+    /// gatehouse's own tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// The claims set as it arrives. Read as a map, never as a sequence (a
@@ -96,6 +100,8 @@ struct WireClaims {
     roles: Vec<String>,
     #[serde(default = "password_only")]
     amr: Amr,
+    #[serde(default)]
+    client_id: Option<String>,
     #[serde(flatten)]
     _others: UniqueObject,
 }
@@ -114,6 +120,7 @@ impl From<WireClaims> for AccessClaims {
             scope: w.scope,
             roles: w.roles,
             amr: w.amr,
+            client_id: w.client_id,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod mail;
 pub mod mfa;
 pub mod notices;
+pub mod oidc;
 pub mod passkeys;
 pub mod password;
 pub mod principals;
@@ -126,6 +127,7 @@ pub struct Services {
     pub feed: Arc<Feed>,
     pub gate: Arc<Gate>,
     pub ops: Arc<Ops>,
+    pub provider: Arc<oidc::Provider>,
     pub sessions: Arc<Sessions>,
     pub tokens: Arc<Tokens>,
     pub keys: Arc<KeyManager>,
@@ -308,6 +310,17 @@ impl Services {
             audit.clone(),
             clock.clone(),
         ));
+        let provider = Arc::new(oidc::Provider::new(
+            stores.clients.clone(),
+            stores.grants.clone(),
+            sessions.clone(),
+            stores.sessions.clone(),
+            stores.users.clone(),
+            tokens.clone(),
+            keys.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
         let ops = Arc::new(Ops {
             outbox: mail.enabled().then(|| stores.mail.clone()),
             users: stores.users.clone(),
@@ -328,6 +341,7 @@ impl Services {
             feed,
             gate,
             ops,
+            provider,
             sessions,
             tokens,
             keys,

@@ -220,6 +220,7 @@ mod tests {
                     user_agent: None,
                     ip: None,
                     amr: crate::model::amr::Amr::PASSWORD,
+                    link: None,
                 },
             }),
             permissions: Some(Arc::from(vec!["site:read".to_owned()])),

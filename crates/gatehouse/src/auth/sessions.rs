@@ -14,7 +14,7 @@ use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
 use crate::model::types::{SessionId, SessionSecret, UserId};
 use crate::revocation::Revocations;
-use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
+use crate::store::{SessionLink, SessionRecord, SessionStore, UserRecord, UserStore};
 
 /// A session just created: the record and its secret, which exists nowhere
 /// else and must reach the client exactly once.
@@ -130,6 +130,7 @@ impl Sessions {
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
             amr,
+            link: None,
         };
         self.store.insert_session(&record).await?;
         self.end_sessions_over_the_limit(user.id, record.id, now)
@@ -156,7 +157,8 @@ impl Sessions {
         let others_allowed = (self.limits.max_per_user as usize).saturating_sub(1);
         // Oldest first, as the store returns them.
         let mut others = self.store.sessions_of(user_id).await?;
-        others.retain(|s| s.id != new && self.is_live(s, now));
+        // Client sessions live inside a browser session: they do not count.
+        others.retain(|s| s.id != new && s.link.is_none() && self.is_live(s, now));
         let excess = others.len().saturating_sub(others_allowed);
         for old in &others[..excess] {
             self.end(user_id, old.id, Actor::System, Ending::SessionLimit)
@@ -228,15 +230,63 @@ impl Sessions {
             .filter(|s| s.user_id == user_id && self.is_live(s, now)))
     }
 
-    /// The user's live sessions, oldest first.
+    /// The user's live sign-ins (the device list), oldest first: every
+    /// live session but client sessions.
     ///
     /// # Errors
     /// Store failures.
     pub async fn live_sessions(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
         let now = self.clock.now();
         let mut sessions = self.store.sessions_of(user_id).await?;
-        sessions.retain(|s| self.is_live(s, now));
+        sessions.retain(|s| s.link.is_none() && self.is_live(s, now));
         Ok(sessions)
+    }
+
+    /// The user's live client sessions (what applications hold), oldest
+    /// first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn client_sessions(&self, user_id: UserId) -> anyhow::Result<Vec<SessionRecord>> {
+        let now = self.clock.now();
+        let mut sessions = self.store.sessions_of(user_id).await?;
+        sessions.retain(|s| s.link.is_some() && self.is_live(s, now));
+        Ok(sessions)
+    }
+
+    /// Starts the client session an authorization code grants: for the
+    /// user of `parent` (their browser session), as `link` says, under the
+    /// id chosen when the code was spent. It proves what the browser
+    /// session proved and ends when it ends, at the latest at its absolute
+    /// expiry.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn start_client_session(
+        &self,
+        id: SessionId,
+        parent: &SessionRecord,
+        link: SessionLink,
+        client: &ClientMeta,
+    ) -> anyhow::Result<SessionRecord> {
+        // A secret nobody is given: a client session is never a cookie's.
+        let secret =
+            SessionSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
+        let now = self.clock.now();
+        let record = SessionRecord {
+            id,
+            user_id: parent.user_id,
+            secret_hash: secret.hash(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: parent.expires_at,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.map(|ip| ip.to_string()),
+            amr: parent.amr,
+            link: Some(link),
+        };
+        self.store.insert_session(&record).await?;
+        Ok(record)
     }
 
     /// Ends one of the user's sessions; `false` when the user has no such
@@ -262,7 +312,42 @@ impl Sessions {
                 .record_one(self.ending_event(user_id, id, actor, why))
                 .await;
         }
+        // The client sessions started inside it end with it (also when it
+        // was gone already: one started after it ended must not outlive it).
+        self.end_children(user_id, id, actor).await?;
         Ok(ended)
+    }
+
+    /// Ends the client sessions whose browser session is `parent`.
+    async fn end_children(
+        &self,
+        user_id: UserId,
+        parent: SessionId,
+        actor: Actor,
+    ) -> anyhow::Result<()> {
+        let children: Vec<SessionId> = self
+            .store
+            .sessions_of(user_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.link.as_ref().is_some_and(|l| l.parent_id == parent))
+            .map(|s| s.id)
+            .collect();
+        let until = self.revoke_until();
+        for child in children {
+            if self.store.delete_session(child, user_id, until).await? {
+                self.revocations.insert([(child, until)]);
+                self.audit
+                    .record_one(self.ending_event(
+                        user_id,
+                        child,
+                        actor,
+                        Ending::BrowserSessionEnded,
+                    ))
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     /// Ends every session of the user except `keep`. `actor` and `why` go

@@ -22,7 +22,7 @@ use super::sessions::{NewSession, Sessions};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::client::ClientMeta;
-use crate::model::types::{Password, RefreshSecret};
+use crate::model::types::{ClientId, Password, RefreshSecret};
 use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
 
 pub use super::claims::*;
@@ -57,6 +57,9 @@ pub enum GrantError {
     /// (`urn:gatehouse:grant-type:mfa`).
     #[error("a second factor is required")]
     MfaRequired(Challenge),
+    /// The client may not use this grant type.
+    #[error("unauthorized client")]
+    UnauthorizedClient,
     /// The `mfa_token` of an MFA grant is unknown, expired or spent.
     #[error("invalid mfa_token")]
     InvalidMfaToken,
@@ -168,7 +171,28 @@ impl Tokens {
         session: &SessionRecord,
     ) -> anyhow::Result<IssuedAccess> {
         let permissions = self.accounts.permissions_of(user.id).await?;
-        let scope = permissions.join(" ");
+        // A client session's token names its client and is meant for it
+        // too; its scope starts with the OpenID scopes granted.
+        let (aud, client_id, scope) = match &session.link {
+            None => (
+                Audience::One(self.settings.audience.clone()),
+                None,
+                permissions.join(" "),
+            ),
+            Some(link) => {
+                let client_id = link.client_id.to_string();
+                let mut scope = link.scopes.clone();
+                for p in &permissions {
+                    scope.push(' ');
+                    scope.push_str(p);
+                }
+                (
+                    Audience::Many(vec![client_id.clone(), self.settings.audience.clone()]),
+                    Some(client_id),
+                    scope,
+                )
+            }
+        };
         let ring = self.keys.ring();
         let signer = ring
             .signer
@@ -181,7 +205,7 @@ impl Tokens {
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: user.id.to_string(),
-            aud: Audience::One(self.settings.audience.clone()),
+            aud,
             exp: exp.unix_timestamp(),
             iat: now.unix_timestamp(),
             nbf: None,
@@ -190,6 +214,7 @@ impl Tokens {
             scope: scope.clone(),
             roles: user.roles.clone(),
             amr: session.amr,
+            client_id,
         };
         let mut header = Header::new(keys::algorithm(ring.alg));
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
@@ -240,6 +265,19 @@ impl Tokens {
         self.first_pair(&user, &new).await
     }
 
+    /// The first refresh token of a client session just started.
+    ///
+    /// # Errors
+    /// When the OS RNG or the store fails.
+    pub async fn first_refresh(&self, session: &SessionRecord) -> anyhow::Result<RefreshSecret> {
+        let refresh =
+            RefreshSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
+        self.store
+            .insert_refresh(&refresh.hash(), session.id, session.created_at)
+            .await?;
+        Ok(refresh)
+    }
+
     /// The first token pair of a session just started by a grant.
     async fn first_pair(
         &self,
@@ -261,13 +299,18 @@ impl Tokens {
     /// uses at most one mints a successor.
     ///
     /// A token presented again after it was spent is theft (RFC 9700
-    /// §4.14.2): the whole session ends, its successor with it. Within
+    /// §4.14.2): the whole session ends, its successor with it. A client
+    /// session's token is refused unless `client` is its client. Within
     /// `refresh_reuse_grace` of the spend, the same successor is returned
     /// instead (a client that lost the response may retry).
     ///
     /// # Errors
     /// See [`GrantError`].
-    pub async fn refresh_grant(&self, presented: &str) -> Result<TokenPair, GrantError> {
+    pub async fn refresh_grant(
+        &self,
+        presented: &str,
+        client: Option<ClientId>,
+    ) -> Result<TokenPair, GrantError> {
         let presented = RefreshSecret::parse(presented).ok_or(GrantError::InvalidGrant)?;
         let hash = presented.hash();
         let store = &self.store;
@@ -279,6 +322,13 @@ impl Tokens {
             .session_by_id(record.session_id)
             .await?
             .ok_or(GrantError::InvalidGrant)?;
+        // A client session's refresh token is its client's alone (RFC 6749
+        // §6): only that client, authenticated, may use it.
+        if let Some(link) = &session.link
+            && client != Some(link.client_id)
+        {
+            return Err(GrantError::InvalidGrant);
+        }
         let now = self.clock.now();
         if !self.sessions.is_live(&session, now) {
             return Err(GrantError::InvalidGrant);
@@ -691,6 +741,7 @@ mod tests {
                 scope: String::new(),
                 roles: Vec::new(),
                 amr: crate::model::amr::Amr::PASSWORD,
+                client_id: None,
             },
             user_id: UserId::new(),
             session_id: SessionId::new(),
@@ -803,6 +854,7 @@ mod tests {
             scope: String::new(),
             roles: Vec::new(),
             amr: crate::model::amr::Amr::PASSWORD,
+            client_id: None,
         }
     }
 

@@ -213,6 +213,15 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let credential = presented(&parts.headers, state.web.cookie_name);
         match state.gate.identify(credential).await.map_err(unavailable)? {
+            // A token issued to an application is for the application and
+            // its resource servers (and UserInfo), never for gatehouse's
+            // own API: an app must not manage the account it signs in.
+            Identified::Caller(caller) if caller.auth.session.link.is_some() => {
+                Err(Error::Forbidden(
+                    "This access token was issued to an application; gatehouse's own API \
+                     takes only the user's own tokens and session.",
+                ))
+            }
             Identified::Caller(caller) => {
                 // The request's span (http::count_request) names the user
                 // in every later log line of the request.

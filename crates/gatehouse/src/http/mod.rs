@@ -10,6 +10,7 @@ pub mod email;
 pub mod extract;
 mod limits;
 pub mod mfa;
+pub mod oidc;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -151,6 +152,7 @@ pub fn routes(web: &WebSettings) -> OpenApiRouter<AppState> {
         .merge(pages::router(web))
         .merge(ops::router())
         .merge(well_known::router())
+        .merge(oidc::router())
         .routes(routes!(openapi::openapi_json))
 }
 
@@ -289,9 +291,14 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         // body and its answer is not readable cross-origin), so a cookie
         // riding along does not make it a cookie-authenticated write; and
         // /v1/verify changes nothing, whatever method a proxy forwards.
+        // The authorization endpoint's POST is an application's
+        // cross-site form by design (it changes nothing GET would not), and
+        // UserInfo reads only its bearer token.
         let guarded = path == "/v1/login"
             || (path != "/v1/token"
                 && path != "/v1/verify"
+                && path != "/oauth2/authorize"
+                && path != "/oauth2/userinfo"
                 && !headers.contains_key(AUTHORIZATION)
                 && extract::has_cookie(headers, state.web.cookie_name));
         if guarded && let Some(origin) = headers.get(ORIGIN) {

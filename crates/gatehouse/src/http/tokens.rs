@@ -9,7 +9,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::header::{CONTENT_TYPE, PRAGMA, RETRY_AFTER};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -21,9 +23,11 @@ use super::AppState;
 use super::extract::{Client, Credential, CurrentUser};
 use super::openapi as oa;
 use crate::auth::mfa::Proof;
+use crate::auth::oidc::{ClientAuthError, PresentedClient, basic_credentials};
 use crate::auth::tokens::{GrantError, TokenPair};
 use crate::auth::types::Password;
 use crate::error::{Error, unavailable};
+use crate::store::ClientRecord;
 
 /// The grant type of a login's second step (the password grant answered
 /// `mfa_required`).
@@ -81,9 +85,17 @@ struct TokenResponse {
     token_type: &'static str,
     /// Seconds until the access token expires.
     expires_in: u64,
-    /// Opaque; rotates on every use.
-    refresh_token: String,
-    /// The caller's permissions, space-separated.
+    /// Opaque; rotates on every use. Absent from a code grant without
+    /// `offline_access`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
+    /// The ID token of a code grant that asked for `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    id_token: Option<String>,
+    /// The caller's permissions, space-separated (after the granted
+    /// OpenID scopes, for a token issued to a client).
     scope: String,
 }
 
@@ -119,6 +131,7 @@ struct OAuthError {
     description: &'static str,
     retry_after: Option<Duration>,
     mfa_token: Option<String>,
+    basic_challenge: bool,
 }
 
 impl OAuthError {
@@ -129,6 +142,20 @@ impl OAuthError {
             description,
             retry_after: None,
             mfa_token: None,
+            basic_challenge: false,
+        }
+    }
+
+    /// 401 `invalid_client` (RFC 6749 §5.2), with the Basic challenge when
+    /// the client tried HTTP Basic.
+    fn invalid_client(basic: bool) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_client",
+            description: "Client authentication failed.",
+            retry_after: None,
+            mfa_token: None,
+            basic_challenge: basic,
         }
     }
 }
@@ -144,6 +171,14 @@ impl IntoResponse for OAuthError {
         // RFC 6749 §5.1: token responses are not cached.
         res.headers_mut()
             .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        res.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.basic_challenge {
+            res.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"gatehouse\""),
+            );
+        }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             res.headers_mut()
@@ -168,6 +203,7 @@ impl From<GrantError> for OAuthError {
                     otp (or recovery_code).",
                 retry_after: None,
                 mfa_token: Some(challenge.mfa_token.encode()),
+                basic_challenge: false,
             },
             GrantError::EmailNotVerified => Self {
                 status: StatusCode::FORBIDDEN,
@@ -176,7 +212,12 @@ impl From<GrantError> for OAuthError {
                     follow the link in the verification mail just sent, then try again.",
                 retry_after: None,
                 mfa_token: None,
+                basic_challenge: false,
             },
+            GrantError::UnauthorizedClient => Self::bad(
+                "unauthorized_client",
+                "This client may not use this grant type.",
+            ),
             GrantError::InvalidMfaToken => Self::bad(
                 "invalid_grant",
                 "The mfa_token is unknown, expired or spent; start again with the password.",
@@ -187,6 +228,7 @@ impl From<GrantError> for OAuthError {
                 description: "Too many failed attempts; retry after the time in Retry-After.",
                 retry_after: Some(retry_after),
                 mfa_token: None,
+                basic_challenge: false,
             },
             GrantError::Busy => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -194,6 +236,7 @@ impl From<GrantError> for OAuthError {
                 description: "The server is busy; retry shortly.",
                 retry_after: Some(Duration::from_secs(1)),
                 mfa_token: None,
+                basic_challenge: false,
             },
             GrantError::Store(e) => {
                 tracing::error!(error = format!("{e:#}"), "token grant failed");
@@ -203,6 +246,7 @@ impl From<GrantError> for OAuthError {
                     description: "The server cannot answer right now; retry shortly.",
                     retry_after: Some(Duration::from_secs(1)),
                     mfa_token: None,
+                    basic_challenge: false,
                 }
             }
         }
@@ -258,6 +302,11 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
                             | "mfa_token"
                             | "otp"
                             | "recovery_code"
+                            | "code"
+                            | "redirect_uri"
+                            | "code_verifier"
+                            | "client_id"
+                            | "client_secret"
                     ) =>
                     {
                         return Err(OAuthError::bad(
@@ -371,13 +420,18 @@ async fn token(
                 description: "The request body exceeds 64 KiB.",
                 retry_after: None,
                 mfa_token: None,
+                basic_challenge: false,
             }
         } else {
             OAuthError::bad("invalid_request", "The request body could not be read.")
         }
     })?;
     let params = parameters(&headers, &body)?;
-    let pair: TokenPair = match required(&params, "grant_type")? {
+    let grant_type = required(&params, "grant_type")?;
+    if grant_type == "authorization_code" {
+        return code_grant(&state, &client, &headers, &params).await;
+    }
+    let pair: TokenPair = match grant_type {
         "password" => {
             let username = required(&params, "username")?;
             let password = required(&params, "password")?;
@@ -388,7 +442,11 @@ async fn token(
         }
         "refresh_token" => {
             let presented = required(&params, "refresh_token")?;
-            state.tokens.refresh_grant(presented).await?
+            let app = authenticate_client(&state, &headers, &params).await?;
+            state
+                .tokens
+                .refresh_grant(presented, app.map(|c| c.id))
+                .await?
         }
         MFA_GRANT => {
             let mfa_token = required(&params, "mfa_token")?;
@@ -407,7 +465,8 @@ async fn token(
         _ => {
             return Err(OAuthError::bad(
                 "unsupported_grant_type",
-                "Supported grant types: password, refresh_token, urn:gatehouse:grant-type:mfa.",
+                "Supported grant types: authorization_code, password, refresh_token, \
+                 urn:gatehouse:grant-type:mfa.",
             ));
         }
     };
@@ -415,10 +474,108 @@ async fn token(
         access_token: pair.access.token,
         token_type: "Bearer",
         expires_in: pair.access.expires_in,
-        refresh_token: pair.refresh.encode(),
+        refresh_token: Some(pair.refresh.encode()),
+        id_token: None,
         scope: pair.access.scope,
     };
-    Ok(([(PRAGMA, HeaderValue::from_static("no-cache"))], Json(body)).into_response())
+    Ok(token_response(body))
+}
+
+/// RFC 6749 §5.1: a token response is never stored.
+fn token_response(body: TokenResponse) -> Response {
+    (
+        [
+            (PRAGMA, HeaderValue::from_static("no-cache")),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// The client a token request authenticates as (RFC 6749 §2.3): `None`
+/// when it names none, or names one that is not registered without a
+/// secret.
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Option<ClientRecord>, OAuthError> {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    let basic = match (authorization.next(), authorization.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::bad(
+                "invalid_request",
+                "The request carries more than one Authorization header.",
+            ));
+        }
+        (Some(value), None) => {
+            let text = value.to_str().unwrap_or_default();
+            let is_basic = text
+                .split_once(' ')
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+            if is_basic {
+                Some(basic_credentials(text).ok_or_else(|| OAuthError::invalid_client(true))?)
+            } else {
+                // Another scheme is not client authentication; the token
+                // endpoint never read it.
+                None
+            }
+        }
+    };
+    let presented = PresentedClient {
+        basic,
+        client_id: params.get("client_id").map(String::as_str),
+        client_secret: params.get("client_secret").map(String::as_str),
+    };
+    state
+        .provider
+        .authenticate_client(&presented)
+        .await
+        .map_err(|e| match e {
+            ClientAuthError::Failed { basic } => OAuthError::invalid_client(basic),
+            ClientAuthError::TwoMethods => OAuthError::bad(
+                "invalid_request",
+                "Authenticate the client one way: HTTP Basic or client_secret in the body.",
+            ),
+            ClientAuthError::Store(e) => GrantError::Store(e).into(),
+        })
+}
+
+/// The `authorization_code` grant (OIDC Core §3.1.3).
+async fn code_grant(
+    state: &AppState,
+    meta: &crate::model::client::ClientMeta,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let client = authenticate_client(state, headers, params)
+        .await?
+        .ok_or_else(|| {
+            let basic = headers.contains_key(AUTHORIZATION);
+            OAuthError::invalid_client(basic)
+        })?;
+    let code = required(params, "code")?;
+    let grant = state
+        .provider
+        .exchange_code(
+            &client,
+            code,
+            params.get("redirect_uri").map(String::as_str),
+            params.get("code_verifier").map(String::as_str),
+            meta,
+        )
+        .await?;
+    let body = TokenResponse {
+        access_token: grant.access.token,
+        token_type: "Bearer",
+        expires_in: grant.access.expires_in,
+        refresh_token: grant.refresh.map(|r| r.encode()),
+        id_token: grant.id_token,
+        scope: grant.access.scope,
+    };
+    Ok(token_response(body))
 }
 
 /// `POST /v1/session/token`: only for a cookie session (a bearer caller

@@ -74,10 +74,19 @@ pub enum EventType {
     ClientChanged,
     /// An OpenID client was deleted (`details.client_id`, `name`).
     ClientDeleted,
+    /// A user allowed a client the scopes of `details.scopes`
+    /// (`details.client_id`) on the consent page.
+    ConsentGiven,
+    /// A user withdrew a client's consent (`details.client_id`); the
+    /// client's sessions of the user ended with it.
+    ConsentRevoked,
+    /// An authorization code was presented again (`details.client_id`);
+    /// the client session its first exchange started was ended.
+    CodeReplayed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 33] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -108,6 +117,9 @@ impl EventType {
         Self::ClientCreated,
         Self::ClientChanged,
         Self::ClientDeleted,
+        Self::ConsentGiven,
+        Self::ConsentRevoked,
+        Self::CodeReplayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +154,9 @@ impl EventType {
             Self::ClientCreated => "client_created",
             Self::ClientChanged => "client_changed",
             Self::ClientDeleted => "client_deleted",
+            Self::ConsentGiven => "consent_given",
+            Self::ConsentRevoked => "consent_revoked",
+            Self::CodeReplayed => "code_replayed",
         }
     }
 
@@ -211,6 +226,12 @@ pub enum Ending {
     /// A new session of the user went past `max_sessions_per_user`, and
     /// this was their oldest.
     SessionLimit,
+    /// A client session whose browser session ended.
+    BrowserSessionEnded,
+    /// A client session whose authorization code was presented again.
+    CodeReplayed,
+    /// A client session whose consent the user withdrew.
+    ConsentRevoked,
 }
 
 impl Ending {
@@ -227,6 +248,9 @@ impl Ending {
             Self::RefreshReuse => "refresh_reuse",
             Self::Expired => "expired",
             Self::SessionLimit => "session_limit",
+            Self::BrowserSessionEnded => "browser_session_ended",
+            Self::CodeReplayed => "code_replayed",
+            Self::ConsentRevoked => "consent_revoked",
         }
     }
 }

@@ -227,6 +227,12 @@ impl ResourceServerSecret {
 }
 
 opaque_secret!(
+    /// An authorization code (RFC 6749 §4.1.2): 32 bytes from the OS RNG,
+    /// single use, short-lived; the store keeps only its SHA-256.
+    AuthCode
+);
+
+opaque_secret!(
     /// An OpenID client's secret: 32 bytes from the OS RNG, shown once as
     /// `ghcs_` and 43 characters of base64url; the store keeps only its
     /// SHA-256 (it is random, so a slow hash would add nothing).

@@ -448,6 +448,7 @@ mod tests {
             user_agent: None,
             ip: None,
             amr: crate::model::amr::Amr::PASSWORD,
+            link: None,
         }
     }
 

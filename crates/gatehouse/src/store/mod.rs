@@ -123,6 +123,19 @@ pub struct SessionRecord {
     pub ip: Option<String>,
     /// How the user proved who they are when it started.
     pub amr: Amr,
+    /// Set on a client session: the session an authorization code started
+    /// for an OpenID client, inside the user's browser session.
+    pub link: Option<SessionLink>,
+}
+
+/// What ties a client session to its client and its browser session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLink {
+    pub client_id: ClientId,
+    /// The browser session the user signed in with; ending it ends this.
+    pub parent_id: SessionId,
+    /// The granted scopes, space-separated.
+    pub scopes: String,
 }
 
 /// Users, roles and permissions.
@@ -913,6 +926,89 @@ impl KeyPurpose {
     }
 }
 
+/// An authorization code as stored (only the SHA-256 of the code itself
+/// is known to the store): what the authorization request asked and what
+/// the browser session proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    /// The browser session the user approved the request in.
+    pub parent_id: SessionId,
+    pub redirect_uri: String,
+    /// The granted scopes, space-separated.
+    pub scopes: String,
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge, when the request sent one.
+    pub code_challenge: Option<String>,
+    /// When the user authenticated (the browser session's start).
+    pub auth_time: OffsetDateTime,
+    pub amr: Amr,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What [`GrantStore::spend_code`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSpend {
+    /// Spent now, for the session id given.
+    Spent(AuthorizationCode),
+    /// Spent before: the code, and the client session its exchange started.
+    Replayed {
+        code: AuthorizationCode,
+        session_id: Option<SessionId>,
+    },
+    /// No such code, or expired unspent.
+    Unknown,
+}
+
+/// A user's consent to a client: the scopes allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub client_id: ClientId,
+    /// Space-separated.
+    pub scopes: String,
+    pub granted_at: OffsetDateTime,
+}
+
+/// The OpenID Provider's flow state: authorization codes and consents.
+///
+/// Contract: `spend_code` is a compare-and-swap: of concurrent calls for one
+/// code, at most one gets `Spent`, and only while `now < expires_at`; the
+/// others see `Replayed` with the session id the winner recorded (recorded
+/// in the same atomic step). Spent codes stay readable until swept.
+/// `put_consent` replaces a user's consent to the client.
+#[async_trait]
+pub trait GrantStore: Send + Sync + 'static {
+    async fn insert_code(&self, hash: &SecretHash, code: &AuthorizationCode) -> anyhow::Result<()>;
+
+    async fn spend_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+        session_id: SessionId,
+    ) -> anyhow::Result<CodeSpend>;
+
+    /// Deletes codes that expired before `before`; returns how many.
+    async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64>;
+
+    async fn consent(&self, user: UserId, client: ClientId) -> anyhow::Result<Option<Consent>>;
+
+    async fn put_consent(
+        &self,
+        user: UserId,
+        client: ClientId,
+        scopes: &str,
+        at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    /// The user's consents, oldest first.
+    async fn consents_of(&self, user: UserId) -> anyhow::Result<Vec<Consent>>;
+
+    /// `false` when there was none.
+    async fn delete_consent(&self, user: UserId, client: ClientId) -> anyhow::Result<bool>;
+}
+
 /// A signing key as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -1037,6 +1133,8 @@ pub struct Stores {
     pub resource_servers: Arc<dyn ResourceServerStore>,
     /// Always the SQL database: the OpenID client registry.
     pub clients: Arc<dyn ClientStore>,
+    /// Always the SQL database: authorization codes and consents.
+    pub grants: Arc<dyn GrantStore>,
     /// Always the SQL database: factors are durable, and pending logins are
     /// shared by every node through it.
     pub mfa: Arc<dyn MfaStore>,
@@ -1146,6 +1244,7 @@ where
         + KeyStore
         + ResourceServerStore
         + ClientStore
+        + GrantStore
         + AuditStore
         + MfaStore
         + MailStore,
@@ -1157,6 +1256,7 @@ where
         failures,
         resource_servers: db.clone(),
         clients: db.clone(),
+        grants: db.clone(),
         mfa: db.clone(),
         mail: db.clone(),
         audit: db,

@@ -335,6 +335,7 @@ pub(super) mod testing {
             user_agent: Some("test".into()),
             ip: None,
             amr: crate::model::amr::Amr::PASSWORD,
+            link: None,
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! | key | type | contents | expires (PEXPIREAT) |
 //! |---|---|---|---|
-//! | `P s:{sid}` | hash | `u` user id, `h` secret hash, `c` created, `l` last seen, `e` expires, `a` user agent, `i` IP (these two only when known), `m` the RFC 8176 `amr` values, space-separated (absent on sessions stored before it was recorded: `pwd`) | the session's `expires_at` |
+//! | `P s:{sid}` | hash | `u` user id, `h` secret hash, `c` created, `l` last seen, `e` expires, `a` user agent, `i` IP (these two only when known), `m` the RFC 8176 `amr` values, space-separated (absent on sessions stored before it was recorded: `pwd`); on a client session `k` client id, `p` parent session id, `o` granted scopes | the session's `expires_at` |
 //! | `P sh:{secret hash}` | string | the session id | the session's `expires_at` |
 //! | `P sr:{sid}` | set | hashes of the session's refresh tokens | the session's `expires_at` |
 //! | `P r:{token hash}` | hash | `s` session id, `c` created, `t` spent, `x` sealed successor (the last two once spent) | the session's `expires_at` |
@@ -62,12 +62,12 @@ use uuid::Uuid;
 
 use super::health::Health;
 use super::{
-    Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionRecord,
-    SessionStore,
+    Attempt, FailureCounter, LoggedRevocation, RefreshRecord, RevocationLog, SessionLink,
+    SessionRecord, SessionStore,
 };
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
-use crate::model::types::{SecretHash, SessionId, UserId};
+use crate::model::types::{ClientId, SecretHash, SessionId, UserId};
 
 /// How many expired or idle sessions one `delete_expired` call deletes at
 /// most (from each of the two indexes), so that a backlog never blocks Redis
@@ -130,7 +130,9 @@ end
 ";
 
 /// ARGV: P, sid, user id, secret hash, created, last seen, expires,
-/// user agent or "", has user agent ("1"/"0"), ip or "", has ip, amr.
+/// user agent or "", has user agent ("1"/"0"), ip or "", has ip, amr,
+/// and for a client session: client id, parent session id, scopes (all
+/// three, or none).
 const INSERT_SESSION: &str = r"
 local sid, uid, e = ARGV[2], ARGV[3], ARGV[7]
 local skey = P .. 's:' .. sid
@@ -141,6 +143,7 @@ redis.call('HSET', skey, 'u', uid, 'h', ARGV[4], 'c', ARGV[5], 'l', ARGV[6], 'e'
 if ARGV[9] == '1' then redis.call('HSET', skey, 'a', ARGV[8]) end
 if ARGV[11] == '1' then redis.call('HSET', skey, 'i', ARGV[10]) end
 redis.call('HSET', skey, 'm', ARGV[12])
+if ARGV[13] then redis.call('HSET', skey, 'k', ARGV[13], 'p', ARGV[14], 'o', ARGV[15]) end
 redis.call('PEXPIREAT', skey, e)
 local hkey = P .. 'sh:' .. ARGV[4]
 redis.call('SET', hkey, sid)
@@ -671,6 +674,15 @@ fn session_from_fields(
             Some(m) => Amr::parse_text(text(m)?)
                 .map_err(|e| anyhow::anyhow!("a stored session's amr: {e}"))?,
         },
+        link: match (optional("k")?, optional("p")?, optional("o")?) {
+            (None, None, None) => None,
+            (Some(client), Some(parent), Some(scopes)) => Some(SessionLink {
+                client_id: ClientId(uuid(client.as_bytes())?),
+                parent_id: SessionId(uuid(parent.as_bytes())?),
+                scopes,
+            }),
+            _ => anyhow::bail!("a stored session has part of a client link"),
+        },
     })
 }
 
@@ -689,9 +701,8 @@ impl SessionStore for RedisStore {
 
     async fn insert_session(&self, s: &SessionRecord) -> anyhow::Result<()> {
         let mut con = self.con();
-        let _: i64 = self
-            .scripts
-            .insert_session
+        let mut invocation = self.scripts.insert_session.prepare_invoke();
+        invocation
             .arg(&self.prefix)
             .arg(s.id.to_string())
             .arg(s.user_id.to_string())
@@ -703,7 +714,14 @@ impl SessionStore for RedisStore {
             .arg(if s.user_agent.is_some() { "1" } else { "0" })
             .arg(s.ip.as_deref().unwrap_or(""))
             .arg(if s.ip.is_some() { "1" } else { "0" })
-            .arg(s.amr.to_text())
+            .arg(s.amr.to_text());
+        if let Some(link) = &s.link {
+            invocation
+                .arg(link.client_id.to_string())
+                .arg(link.parent_id.to_string())
+                .arg(&link.scopes);
+        }
+        let _: i64 = invocation
             .invoke_async(&mut con)
             .await
             .context("inserting a session into Redis")?;

@@ -25,6 +25,7 @@ mod metrics;
 mod mfa;
 mod multinode;
 mod nginx;
+mod oidc;
 mod openapi;
 mod openapi_client;
 mod operators;

@@ -26,7 +26,9 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 /// here, on purpose.
 const OPERATIONS: &[&str] = &[
     "GET /.well-known/jwks.json",
+    "GET /.well-known/openid-configuration",
     "GET /account",
+    "POST /account/applications/{client_id}/remove",
     "POST /account/email-verification",
     "POST /account/mfa/recovery-codes",
     "POST /account/mfa/totp",
@@ -46,6 +48,11 @@ const OPERATIONS: &[&str] = &[
     "POST /login/mfa",
     "POST /logout",
     "GET /metrics",
+    "GET /oauth2/authorize",
+    "POST /oauth2/authorize",
+    "POST /oauth2/consent",
+    "GET /oauth2/userinfo",
+    "POST /oauth2/userinfo",
     "GET /openapi.json",
     "GET /readyz",
     "GET /register",

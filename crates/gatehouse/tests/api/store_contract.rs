@@ -192,6 +192,7 @@ fn session(user: UserId, tag: u8, created_at: OffsetDateTime) -> SessionRecord {
         ip: Some("192.0.2.7".to_owned()),
         // Not the default, so that every store proves it keeps it.
         amr: Amr::PASSWORD_OTP,
+        link: None,
     }
 }
 
@@ -4306,4 +4307,224 @@ contract! {
     a_deleted_role_leaves_every_client
         => sqlite_clients_a_deleted_role_leaves_every_client,
            postgres_clients_a_deleted_role_leaves_every_client;
+}
+
+// ------------------------------------------- client sessions, codes, consents
+
+/// A client session of `user`, inside `parent`.
+fn client_session(
+    user: UserId,
+    parent: SessionId,
+    client: gatehouse::auth::types::ClientId,
+    created_at: OffsetDateTime,
+) -> SessionRecord {
+    SessionRecord {
+        link: Some(store::SessionLink {
+            client_id: client,
+            parent_id: parent,
+            scopes: "openid email offline_access".to_owned(),
+        }),
+        ..session(user, 9, created_at)
+    }
+}
+
+async fn a_client_session_keeps_its_link(stores: Stores) {
+    let user = create(&stores, "linked@example.com", &[]).await;
+    let browser = session(user.id, 1, at(10));
+    insert(&stores, &browser).await;
+    let client = gatehouse::auth::types::ClientId::new();
+    let child = client_session(user.id, browser.id, client, at(11));
+    insert(&stores, &child).await;
+    assert_eq!(session_by_id(&stores, child.id).await, Some(child.clone()));
+    assert_eq!(
+        session_by_id(&stores, browser.id).await,
+        Some(browser.clone())
+    );
+    assert_eq!(sessions_of(&stores, user.id).await, vec![browser, child]);
+}
+
+/// A user and a registered client, for the codes' and consents' keys.
+async fn user_and_client(
+    stores: &Stores,
+    address: &str,
+) -> (UserRecord, gatehouse::store::ClientRecord) {
+    let user = create(stores, address, &[]).await;
+    let client = client_record("Flow", &[]);
+    stores.clients.create_client(&client).await.expect("create");
+    (user, client)
+}
+
+fn code_record(
+    user: &UserRecord,
+    client: &gatehouse::store::ClientRecord,
+    created_at: OffsetDateTime,
+) -> store::AuthorizationCode {
+    store::AuthorizationCode {
+        client_id: client.id,
+        user_id: user.id,
+        parent_id: SessionId::new(),
+        redirect_uri: "https://a.example/cb".to_owned(),
+        scopes: "openid email".to_owned(),
+        nonce: Some("n-1".to_owned()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+        auth_time: created_at - Duration::from_secs(30),
+        amr: Amr::PASSWORD_OTP,
+        created_at,
+        expires_at: created_at + Duration::from_secs(60),
+    }
+}
+
+async fn codes_are_spent_once_and_name_their_session(stores: Stores) {
+    let (user, client) = user_and_client(&stores, "codes@example.com").await;
+    let code = code_record(&user, &client, at(100));
+    let hash = SecretHash([7; 32]);
+    stores
+        .grants
+        .insert_code(&hash, &code)
+        .await
+        .expect("insert");
+    // Eight exchanges at once: one spends it, the others see its session.
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tries = JoinSet::new();
+    for _ in 0..8 {
+        let (stores, barrier) = (stores.clone(), barrier.clone());
+        tries.spawn(async move {
+            let sid = SessionId::new();
+            barrier.wait().await;
+            (
+                sid,
+                stores
+                    .grants
+                    .spend_code(&SecretHash([7; 32]), at(110), sid)
+                    .await
+                    .expect("spend"),
+            )
+        });
+    }
+    let results = tries.join_all().await;
+    let winners: Vec<SessionId> = results
+        .iter()
+        .filter_map(|(sid, r)| matches!(r, store::CodeSpend::Spent(_)).then_some(*sid))
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, r) in &results {
+        match r {
+            store::CodeSpend::Spent(c) => assert_eq!(c, &code, "read back whole"),
+            store::CodeSpend::Replayed {
+                code: c,
+                session_id,
+            } => {
+                assert_eq!(c, &code);
+                assert_eq!(*session_id, Some(winners[0]));
+            }
+            store::CodeSpend::Unknown => panic!("a stored code is never unknown here"),
+        }
+    }
+    // After its expiry a spent code is still a replay; an unspent one is
+    // unknown; an unknown hash too.
+    let late = code_record(&user, &client, at(100));
+    stores
+        .grants
+        .insert_code(&SecretHash([8; 32]), &late)
+        .await
+        .expect("insert");
+    let spend = |hash: SecretHash, when| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .grants
+                .spend_code(&hash, when, SessionId::new())
+                .await
+                .expect("spend")
+        }
+    };
+    assert_eq!(
+        spend(SecretHash([8; 32]), at(160)).await,
+        store::CodeSpend::Unknown,
+        "expires_at is exclusive"
+    );
+    assert!(matches!(
+        spend(SecretHash([7; 32]), at(600)).await,
+        store::CodeSpend::Replayed { .. }
+    ));
+    assert_eq!(
+        spend(SecretHash([9; 32]), at(110)).await,
+        store::CodeSpend::Unknown
+    );
+    // The sweep deletes what expired before its bound only.
+    assert_eq!(
+        stores
+            .grants
+            .delete_codes_expired_before(at(160))
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(
+        stores
+            .grants
+            .delete_codes_expired_before(at(161))
+            .await
+            .expect("sweep"),
+        2
+    );
+    assert_eq!(
+        spend(SecretHash([7; 32]), at(600)).await,
+        store::CodeSpend::Unknown
+    );
+}
+
+async fn consents_are_replaced_listed_and_deleted(stores: Stores) {
+    let (user, client) = user_and_client(&stores, "consents@example.com").await;
+    let other = client_record("Other", &[]);
+    stores.clients.create_client(&other).await.expect("create");
+    let g = &stores.grants;
+    assert_eq!(g.consent(user.id, client.id).await.expect("read"), None);
+    g.put_consent(user.id, client.id, "openid", at(5))
+        .await
+        .expect("put");
+    g.put_consent(user.id, client.id, "openid email", at(6))
+        .await
+        .expect("put");
+    g.put_consent(user.id, other.id, "openid", at(7))
+        .await
+        .expect("put");
+    let first = g
+        .consent(user.id, client.id)
+        .await
+        .expect("read")
+        .expect("some");
+    assert_eq!(
+        (first.scopes.as_str(), first.granted_at),
+        ("openid email", at(6))
+    );
+    let all = g.consents_of(user.id).await.expect("list");
+    assert_eq!(
+        all.iter().map(|c| c.client_id).collect::<Vec<_>>(),
+        vec![client.id, other.id]
+    );
+    assert!(g.delete_consent(user.id, client.id).await.expect("delete"));
+    assert!(!g.delete_consent(user.id, client.id).await.expect("delete"));
+    // A deleted client takes its consents with it.
+    stores
+        .clients
+        .delete_client(other.id)
+        .await
+        .expect("delete client");
+    assert!(g.consents_of(user.id).await.expect("list").is_empty());
+}
+
+contract! {
+    a_client_session_keeps_its_link
+        => sqlite_a_client_session_keeps_its_link, postgres_a_client_session_keeps_its_link;
+    codes_are_spent_once_and_name_their_session
+        => sqlite_codes_are_spent_once_and_name_their_session,
+           postgres_codes_are_spent_once_and_name_their_session;
+    consents_are_replaced_listed_and_deleted
+        => sqlite_consents_are_replaced_listed_and_deleted,
+           postgres_consents_are_replaced_listed_and_deleted;
+}
+
+redis_contract! {
+    a_client_session_keeps_its_link => redis_a_client_session_keeps_its_link;
 }

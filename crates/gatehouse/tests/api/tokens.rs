@@ -373,10 +373,14 @@ async fn unknown_email_gets_the_same_answer_as_a_wrong_password() {
 #[tokio::test]
 async fn unknown_grant_type_is_unsupported_grant_type() {
     let app = TestApp::spawn().await;
-    for grant_type in ["client_credentials", "authorization_code", "PASSWORD", "x"] {
+    for grant_type in ["client_credentials", "AUTHORIZATION_CODE", "PASSWORD", "x"] {
         let res = token_form(&app, &[("grant_type", grant_type)]).await;
         assert_oauth_error(res, StatusCode::BAD_REQUEST, "unsupported_grant_type").await;
     }
+    // The code grant is supported, and needs a client first
+    // (tests/api/oidc.rs has the rest).
+    let res = token_form(&app, &[("grant_type", "authorization_code"), ("code", "x")]).await;
+    assert_oauth_error(res, StatusCode::UNAUTHORIZED, "invalid_client").await;
 }
 
 #[tokio::test]

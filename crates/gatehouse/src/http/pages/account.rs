@@ -91,6 +91,11 @@ async fn render_account_with(
         .live_sessions(who.user.id)
         .await
         .map_err(store_failed)?;
+    let applications = state
+        .provider
+        .consents(&who.user)
+        .await
+        .map_err(store_failed)?;
     let mut sessions: Vec<_> = sessions
         .into_iter()
         .map(|s| {
@@ -114,6 +119,7 @@ async fn render_account_with(
             passkeys: &passkeys,
             passkeys_enabled: state.factors.passkeys_enabled(),
             mail_enabled: state.mail.enabled(),
+            applications: &applications,
         }),
     ))
 }
@@ -595,4 +601,44 @@ pub(super) async fn remove_passkey(
         return Err(PageError::not_found());
     }
     Ok(see_other("/account?notice=passkey-removed"))
+}
+
+/// `POST /account/applications/{client_id}/remove`: withdraws the consent
+/// given to an application and ends its sessions of the user (its tokens
+/// are refused at once). An id that is not a UUID, or names no consent of
+/// the user, is 404.
+#[utoipa::path(
+    post,
+    path = "/account/applications/{client_id}/remove",
+    tag = "pages",
+    operation_id = "removeApplicationForm",
+    security((), ("sessionCookie" = [])),
+    params(("client_id" = String, Path, description = "The application's client id")),
+    request_body(content = NoFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, response = oa::PageRedirect),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 404, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn remove_application(
+    State(state): State<AppState>,
+    Viewer(who): Viewer,
+    Path(id): Path<String>,
+    Form(NoFields {}): Form<NoFields>,
+) -> Result<Response, PageError> {
+    let id = crate::auth::types::ClientId::parse(&id).ok_or_else(PageError::not_found)?;
+    if !state
+        .provider
+        .revoke_consent(&who, id)
+        .await
+        .map_err(store_failed)?
+    {
+        return Err(PageError::not_found());
+    }
+    Ok(see_other("/account?notice=application-removed"))
 }

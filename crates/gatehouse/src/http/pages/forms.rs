@@ -151,6 +151,13 @@ pub(super) struct PageQueryParams {
     /// unknown names show nothing.
     #[param(nullable = false)]
     notice: Option<String>,
+    /// `/login` only: `login` shows the form even to a signed-in visitor
+    /// (an application asked for a fresh sign-in).
+    #[param(nullable = false)]
+    prompt: Option<String>,
+    /// `/login` only: the email to fill in.
+    #[param(nullable = false)]
+    login_hint: Option<String>,
 }
 
 /// The query of a page: `return_to` (taken only when given once) and
@@ -160,6 +167,9 @@ pub(super) struct PageQueryParams {
 pub(super) struct PageQuery {
     pub(super) return_to: Option<String>,
     pub(super) notice: Option<Notice>,
+    /// `prompt=login`: show the login form even to a signed-in visitor.
+    pub(super) force_login: bool,
+    pub(super) login_hint: Option<String>,
 }
 
 impl PageQuery {
@@ -173,6 +183,8 @@ impl PageQuery {
                     out.return_to = Some(v.into_owned());
                 }
                 "notice" => out.notice = Notice::parse(&v),
+                "prompt" => out.force_login = v == "login",
+                "login_hint" if v.len() <= 320 => out.login_hint = Some(v.into_owned()),
                 _ => {}
             }
         }

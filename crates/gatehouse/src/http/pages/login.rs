@@ -13,8 +13,8 @@ use super::forms::{
     Form, NoFields, PageQuery, PageQueryParams, current_session, non_empty, registration_open,
 };
 use super::respond::{
-    PageError, UNAVAILABLE, html, see_other, store_failed, try_again_in, with_challenge,
-    with_retry_after,
+    PageError, UNAVAILABLE, continue_to, html, see_other, store_failed, try_again_in,
+    with_challenge, with_retry_after,
 };
 use super::return_to::ReturnTo;
 use super::views;
@@ -100,13 +100,13 @@ pub(super) async fn login_page(
         });
     }
     let return_to = ReturnTo::parse_or_default(q.return_to.as_deref(), &state.web.allowed_origins);
-    if current_session(&state, &headers).await?.is_some() {
+    if !q.force_login && current_session(&state, &headers).await?.is_some() {
         return Ok(see_other(return_to.as_str()));
     }
     Ok(html(
         StatusCode::OK,
         views::login(&views::LoginView {
-            email: "",
+            email: q.login_hint.as_deref().unwrap_or_default(),
             return_to: &return_to,
             error: None,
             notice: q.notice,
@@ -139,7 +139,8 @@ pub(super) struct LoginForm {
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The password is right and the account has a second \
-            factor: the second step's form (no cookie yet)", content_type = "text/html",
+            factor: the second step's form (no cookie yet); or, signed in on the way back to \
+            the authorization endpoint, a page that sends the browser on", content_type = "text/html",
             body = String),
         (status = 303, response = oa::PageRedirect),
         (status = 400, response = oa::PageError),
@@ -224,7 +225,7 @@ fn signed_in(state: &AppState, new: &NewSession, return_to: &ReturnTo) -> Respon
     let cookie = state
         .web
         .session_cookie(&new.secret, &new.record, new.record.created_at);
-    let mut res = see_other(return_to.as_str());
+    let mut res = continue_to(return_to.as_str());
     res.headers_mut().append(SET_COOKIE, cookie);
     res
 }
@@ -252,6 +253,9 @@ pub(super) struct SecondStepForm {
         `Sec-Fetch-Site: same-origin` (403 otherwise).",
     request_body(content = SecondStepForm, content_type = "application/x-www-form-urlencoded"),
     responses(
+        (status = 200, description = "Signed in, on the way back to the authorization \
+            endpoint: a page that sends the browser on (`<meta http-equiv=\"refresh\">`)",
+            content_type = "text/html", body = String),
         (status = 303, response = oa::PageRedirect),
         (status = 400, response = oa::PageError),
         (status = 401, description = "The step again (a wrong code), or the sign-in form (the \

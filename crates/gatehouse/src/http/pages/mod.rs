@@ -21,6 +21,7 @@
 
 mod account;
 mod assets;
+mod authorize;
 mod email;
 mod forms;
 mod login;
@@ -56,11 +57,14 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
         .routes(routes!(account::remove_totp))
         .routes(routes!(account::new_recovery_codes))
         .routes(routes!(account::remove_passkey))
+        .routes(routes!(account::remove_application))
         .routes(routes!(email::forgot_password_page, email::forgot_password))
         .routes(routes!(email::reset_password_page, email::reset_password))
         .routes(routes!(email::verify_email_page, email::verify_email))
         .routes(routes!(email::request_verification))
         .routes(routes!(login::logout))
+        .routes(routes!(authorize::authorize, authorize::authorize_form))
+        .routes(routes!(authorize::consent))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),
             page_headers,

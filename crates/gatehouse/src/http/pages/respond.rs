@@ -31,6 +31,17 @@ pub(super) fn see_other(location: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, value)]).into_response()
 }
 
+/// Where a form post goes on: 303 See Other, except to the authorization
+/// endpoint, whose answer redirects to an application's origin, which the
+/// posting page's `form-action` does not name: there a page sends the
+/// browser on instead (a navigation that is no form submission).
+pub(super) fn continue_to(location: &str) -> Response {
+    if location.starts_with("/oauth2/") {
+        return html(StatusCode::OK, views::continue_to(location));
+    }
+    see_other(location)
+}
+
 /// RFC 9110 §15.5.2: a 401 carries a challenge; the API's, for one rule.
 pub(super) fn with_challenge(mut res: Response) -> Response {
     res.headers_mut()

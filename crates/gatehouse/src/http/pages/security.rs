@@ -28,6 +28,7 @@ pub fn is_form_path(path: &str) -> bool {
             | "/forgot-password"
             | "/reset-password"
             | "/verify-email"
+            | "/oauth2/consent"
     ) || path.starts_with("/account/")
 }
 
@@ -92,7 +93,11 @@ pub(super) fn content_security_policy(web: &WebSettings) -> HeaderValue {
 }
 
 pub(super) fn set_page_headers(h: &mut HeaderMap, csp: HeaderValue) {
-    h.insert(CONTENT_SECURITY_POLICY, csp);
+    // A page that names its own policy (the consent page, whose form may
+    // go on to the application) keeps it.
+    if !h.contains_key(CONTENT_SECURITY_POLICY) {
+        h.insert(CONTENT_SECURITY_POLICY, csp);
+    }
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // `same-origin`, not `no-referrer`: see `form_post_is_same_origin`. A
     // page that set a stricter one keeps it ([`keep_link_private`]).

@@ -17,7 +17,7 @@ use time::macros::format_description;
 use super::return_to::ReturnTo;
 use crate::auth::FieldError;
 use crate::auth::passkeys::PasskeyInfo;
-use crate::store::{FactorSummary, SessionRecord, UserRecord};
+use crate::store::{ClientRecord, Consent, FactorSummary, SessionRecord, UserRecord};
 
 /// The path of the one stylesheet (`style-src 'self'`).
 pub const STYLESHEET_PATH: &str = "/assets/gatehouse.css";
@@ -46,6 +46,7 @@ pub enum Notice {
     PasswordReset,
     VerificationSent,
     EmailVerified,
+    ApplicationRemoved,
 }
 
 impl Notice {
@@ -62,6 +63,7 @@ impl Notice {
             "password-reset" => Self::PasswordReset,
             "verification-sent" => Self::VerificationSent,
             "email-verified" => Self::EmailVerified,
+            "application-removed" => Self::ApplicationRemoved,
             _ => return None,
         })
     }
@@ -83,6 +85,9 @@ impl Notice {
                 "If your address is not verified yet, a mail with a link is on its way."
             }
             Self::EmailVerified => "Your email address is verified.",
+            Self::ApplicationRemoved => {
+                "The application's access was removed and it was signed out."
+            }
         }
     }
 }
@@ -371,6 +376,8 @@ pub struct AccountView<'a> {
     /// Whether mail is on: the address's state, and the button that mails
     /// a verification link while it is not verified.
     pub mail_enabled: bool,
+    /// The applications the user allowed (consents), with their names.
+    pub applications: &'a [(Consent, ClientRecord)],
 }
 
 pub fn account(v: &AccountView<'_>) -> Markup {
@@ -421,6 +428,9 @@ pub fn account(v: &AccountView<'_>) -> Markup {
                         button.secondary type="submit" { "Sign out everywhere else" }
                     }
                 }
+            }
+            @if !v.applications.is_empty() {
+                (applications_section(v))
             }
             (two_step_section(v))
             @if v.passkeys_enabled {
@@ -506,6 +516,37 @@ fn two_step_section(v: &AccountView<'_>) -> Markup {
                         form_error: error, autofocus: false,
                     }))
                     button type="submit" { "Set up an authenticator app" }
+                }
+            }
+        }
+    }
+}
+
+/// The applications the user allowed to sign them in, each with what it
+/// may see and a button that withdraws it (and signs the app out).
+fn applications_section(v: &AccountView<'_>) -> Markup {
+    html! {
+        section aria-labelledby="applications-heading" {
+            h2 #applications-heading { "Applications" }
+            p { "You allowed these applications to sign you in. Removing one signs it out and asks again next time." }
+            ul.sessions {
+                @for (consent, client) in v.applications {
+                    li.session data-client-id=(client.id) {
+                        h3 id=(format!("app-{}", client.id)) { (client.name) }
+                        dl.facts {
+                            dt { "Allowed" } dd { (when(consent.granted_at)) }
+                            dt { "May" } dd {
+                                @for (i, scope) in consent.scopes.split(' ').enumerate() {
+                                    @if i > 0 { "; " }
+                                    (scope_text(scope))
+                                }
+                            }
+                        }
+                        form method="post" action=(format!("/account/applications/{}/remove", client.id)) {
+                            button.secondary type="submit"
+                                aria-describedby=(format!("app-{}", client.id)) { "Remove access" }
+                        }
+                    }
                 }
             }
         }
@@ -819,6 +860,91 @@ pub fn link_invalid(kind: LinkKind) -> Markup {
                     a href="/account" { "your account page" } "."
                 },
             }
+        },
+    )
+}
+
+/// A page that sends the browser on with `<meta http-equiv="refresh">`
+/// (and a link): after a form post whose next stop redirects to another
+/// origin, which the posting page's `form-action` would forbid on the
+/// redirect (CSP 3 checks form submissions' redirects too).
+pub fn continue_to(location: &str) -> Markup {
+    let refresh = format!("0;url={location}");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(refresh);
+                title { "Continuing · gatehouse" }
+                link rel="stylesheet" href=(STYLESHEET_PATH);
+            }
+            body {
+                header.site { p.brand { "gatehouse" } }
+                main {
+                    h1 { "Signed in" }
+                    p { a href=(location) { "Continue" } }
+                }
+            }
+        }
+    }
+}
+
+/// What the consent page shows.
+pub struct ConsentView<'a> {
+    pub client_name: &'a str,
+    /// Where the application is (its redirect URI's origin).
+    pub client_origin: &'a str,
+    pub email: &'a str,
+    /// The scopes asked for, in the order shown.
+    pub scopes: &'a [&'a str],
+    /// The authorization request's query, sent back with the decision.
+    pub request: &'a str,
+}
+
+/// What a scope lets an application do, in words.
+fn scope_text(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Know who you are on gatehouse (your account id)",
+        "profile" => "See your user name and your roles",
+        "email" => "See your email address and whether it is verified",
+        "offline_access" => "Stay signed in while you are away (until you sign out here)",
+        _ => "Unknown access",
+    }
+}
+
+pub fn consent(v: &ConsentView<'_>) -> Markup {
+    layout(
+        "Allow access",
+        html! {
+            h1 { "Allow " (v.client_name) "?" }
+            p { (v.client_name) " (" (v.client_origin) ") asks to sign you in as "
+                strong { (v.email) } " and to:" }
+            ul {
+                @for scope in v.scopes {
+                    li { (scope_text(scope)) }
+                }
+            }
+            p { "You can withdraw this on your account page at any time." }
+            form method="post" action="/oauth2/consent" {
+                input type="hidden" name="request" value=(v.request);
+                button type="submit" name="decision" value="allow" { "Allow" }
+                " "
+                button.secondary type="submit" name="decision" value="deny" { "Deny" }
+            }
+        },
+    )
+}
+
+/// The page of an authorization request that names no genuine client or
+/// redirect URI: nothing is sent anywhere (RFC 6749 §4.1.2.1).
+pub fn authorize_refused(reason: &str) -> Markup {
+    layout(
+        "Sign-in request refused",
+        html! {
+            h1 { "Sign-in request refused" }
+            p { "The application that sent you here made a request gatehouse cannot accept: " (reason) }
+            p { "Go back to the application and try again, or tell its administrator." }
         },
     )
 }

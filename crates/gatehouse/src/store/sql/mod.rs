@@ -15,6 +15,7 @@
 
 mod audit;
 mod clients;
+mod grants;
 mod keys;
 mod mail;
 mod mfa;

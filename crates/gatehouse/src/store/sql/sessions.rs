@@ -14,16 +14,19 @@ use uuid::Uuid;
 use super::{hash_from, ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
-use crate::model::types::{SecretHash, SessionId, UserId};
+use crate::model::types::{ClientId, SecretHash, SessionId, UserId};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{RefreshRecord, RevocationLog, SessionRecord, SessionStore, log_from_rows};
+use crate::store::{
+    RefreshRecord, RevocationLog, SessionLink, SessionRecord, SessionStore, log_from_rows,
+};
 
 /// A session's columns, in the order both row mappings read them by name.
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr ",
+            "SELECT id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr, ",
+            "client_id, parent_id, scopes ",
             "FROM sessions ",
             $where
         )
@@ -31,8 +34,9 @@ macro_rules! session_select {
 }
 
 const INSERT_SESSION: &str = "INSERT INTO sessions \
-     (id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     (id, secret_hash, user_id, created_at, last_seen_at, expires_at, user_agent, ip, amr, \
+      client_id, parent_id, scopes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 const SESSION_BY_SECRET: &str = session_select!("WHERE secret_hash = $1");
 
@@ -77,6 +81,9 @@ impl SessionStore for PgStore {
             .bind(&s.user_agent)
             .bind(&s.ip)
             .bind(s.amr.to_text())
+            .bind(s.link.as_ref().map(|l| l.client_id.0))
+            .bind(s.link.as_ref().map(|l| l.parent_id.0))
+            .bind(s.link.as_ref().map(|l| l.scopes.clone()))
             .execute(&mut *self.conn().await?)
             .await
             .context("inserting a session")?;
@@ -346,6 +353,9 @@ impl SessionStore for SqliteStore {
             .bind(&s.user_agent)
             .bind(&s.ip)
             .bind(s.amr.to_text())
+            .bind(s.link.as_ref().map(|l| l.client_id.0.to_string()))
+            .bind(s.link.as_ref().map(|l| l.parent_id.0.to_string()))
+            .bind(s.link.as_ref().map(|l| l.scopes.clone()))
             .execute(&self.pool)
             .await
             .context("inserting a session")?;
@@ -605,9 +615,17 @@ fn pg_session_from_row(row: &PgRow) -> anyhow::Result<SessionRecord> {
             user_agent: row.try_get("user_agent")?,
             ip: row.try_get("ip")?,
             amr: amr_from(row.try_get("amr")?).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            link: None,
         })
     };
-    decode().context("decoding a session")
+    let mut session = decode().context("decoding a session")?;
+    let link: (Option<Uuid>, Option<Uuid>, Option<String>) = (
+        row.try_get("client_id")?,
+        row.try_get("parent_id")?,
+        row.try_get("scopes")?,
+    );
+    session.link = link_from(link.0, link.1, link.2)?;
+    Ok(session)
 }
 
 fn sqlite_session_from_row(row: &SqliteRow) -> anyhow::Result<SessionRecord> {
@@ -622,7 +640,34 @@ fn sqlite_session_from_row(row: &SqliteRow) -> anyhow::Result<SessionRecord> {
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
         amr: amr_from(row.try_get("amr")?)?,
+        link: link_from(
+            row.try_get::<Option<String>, _>("client_id")?
+                .map(parse_uuid)
+                .transpose()?,
+            row.try_get::<Option<String>, _>("parent_id")?
+                .map(parse_uuid)
+                .transpose()?,
+            row.try_get("scopes")?,
+        )?,
     })
+}
+
+/// A client session's link from its three columns: all set or none; any
+/// other mix is a damaged row, never a browser session.
+fn link_from(
+    client_id: Option<Uuid>,
+    parent_id: Option<Uuid>,
+    scopes: Option<String>,
+) -> anyhow::Result<Option<SessionLink>> {
+    match (client_id, parent_id, scopes) {
+        (None, None, None) => Ok(None),
+        (Some(c), Some(p), Some(scopes)) => Ok(Some(SessionLink {
+            client_id: ClientId(c),
+            parent_id: SessionId(p),
+            scopes,
+        })),
+        _ => anyhow::bail!("a stored session has part of a client link"),
+    }
 }
 
 /// A stored `amr` column.

@@ -1,0 +1,406 @@
+//! The authorization endpoint (`/oauth2/authorize`, OIDC Core §3.1.2) and
+//! the consent page's post (`/oauth2/consent`).
+//!
+//! The request is judged by `Provider::check_request`: until the client and
+//! its redirect URI are known to be genuine, errors are a page here; after,
+//! they go back to the redirect URI. Every answer to the client carries
+//! `iss` (RFC 9207). No session: the login page, then back here (its
+//! `return_to`). A client that is not first-party needs the user's consent,
+//! asked once per scope set.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use url::Url;
+use utoipa::ToSchema;
+
+use super::forms::{Form, current_session, form_pairs, is_form};
+use super::respond::{PageError, html, store_failed};
+use super::security::content_security_policy;
+use super::views;
+use crate::auth::oidc::{AuthorizationRequest, AuthorizeError, LOGIN_AFTER, Next};
+use crate::auth::sessions::Authenticated;
+use crate::http::AppState;
+use crate::http::openapi as oa;
+
+/// Longest authorization request taken (its query comes back through the
+/// login page's `return_to`, which takes 2,048 characters).
+const MAX_REQUEST: usize = 1900;
+
+/// The parameters of a request: each name once (`None` for one given more
+/// than once).
+fn parameters(pairs: Vec<(String, String)>) -> HashMap<String, Option<String>> {
+    let mut params: HashMap<String, Option<String>> = HashMap::new();
+    for (k, v) in pairs {
+        params
+            .entry(k)
+            .and_modify(|seen| *seen = None)
+            .or_insert(Some(v));
+    }
+    params
+}
+
+/// `GET /oauth2/authorize`: the authorization request (OIDC Core
+/// §3.1.2.1), in the query.
+#[utoipa::path(
+    get,
+    path = "/oauth2/authorize",
+    tag = "openid",
+    operation_id = "oidcAuthorize",
+    description = "The authorization endpoint: `response_type=code`, `client_id`, \
+        `redirect_uri` (registered; the port of a loopback one may vary), `scope`, `state`, \
+        `nonce`, `code_challenge` + `code_challenge_method=S256` (required for public \
+        clients), `prompt` (`none`, `login`, `consent`), `max_age`, `login_hint`. \
+        Answers 302 to the redirect URI with `code` (or `error`), `state` and `iss`; \
+        without a session 302 to `/login`; for a client that is not first-party the consent \
+        page. An unknown client or redirect URI gets a 400 page, never a redirect.",
+    responses(
+        (status = 200, description = "The consent page", content_type = "text/html",
+            body = String),
+        (status = 302, description = "To the client's redirect URI (`code` or `error`, \
+            `state`, `iss`), or to the login page",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 400, description = "The client or redirect URI is not genuine: a page",
+            content_type = "text/html", body = String),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn authorize(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    respond(&state, &headers, pairs).await
+}
+
+/// `POST /oauth2/authorize`: the same request as a form (OIDC Core
+/// §3.1.2.1 allows both methods).
+#[utoipa::path(
+    post,
+    path = "/oauth2/authorize",
+    tag = "openid",
+    operation_id = "oidcAuthorizeForm",
+    description = "The authorization request as an \
+        `application/x-www-form-urlencoded` body; answered as the GET.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The consent page", content_type = "text/html",
+            body = String),
+        (status = 302, description = "To the client's redirect URI or the login page",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 400, description = "The client or redirect URI is not genuine, or the \
+            body is no form: a page", content_type = "text/html", body = String),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn authorize_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_form(&headers) {
+        return PageError::unsupported().into_response();
+    }
+    let Some(pairs) = form_pairs(&body) else {
+        return PageError::bad_request().into_response();
+    };
+    respond(&state, &headers, pairs).await
+}
+
+async fn respond(state: &AppState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
+    let request_len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let params = parameters(pairs);
+    let req = match state.provider.check_request(&params).await {
+        Err(e) => return store_failed(e).into_response(),
+        Ok(Err(AuthorizeError::Page(reason))) => {
+            return html(StatusCode::BAD_REQUEST, views::authorize_refused(reason));
+        }
+        Ok(Err(refused @ AuthorizeError::Redirect { .. })) => {
+            return redirect_error(state, refused);
+        }
+        Ok(Ok(req)) => req,
+    };
+    if request_len > MAX_REQUEST {
+        return error_to_client(state, &req, "invalid_request", "The request is too long.");
+    }
+    let visitor = match current_session(state, headers).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let next = match state.provider.next(&req, visitor.as_ref()).await {
+        Ok(next) => next,
+        Err(e) => return store_failed(e).into_response(),
+    };
+    match (next, visitor) {
+        (Next::Login { .. }, _) if req.prompt.none => error_to_client(
+            state,
+            &req,
+            "login_required",
+            "The user is not signed in (prompt=none).",
+        ),
+        (Next::Consent, _) if req.prompt.none => error_to_client(
+            state,
+            &req,
+            "consent_required",
+            "The user has not allowed this client (prompt=none).",
+        ),
+        (Next::Login { force }, _) => to_login(state, &params, &req, force),
+        (Next::Consent, Some(visitor)) => consent_page(state, &params, &req, &visitor),
+        (Next::Issue, Some(visitor)) => issue(state, &req, &visitor).await,
+        // `next` answers Login for a visitor without a session.
+        (Next::Consent | Next::Issue, None) => to_login(state, &params, &req, false),
+    }
+}
+
+/// 302 to the login page, which comes back here. A forced login replaces
+/// `prompt=login` and `max_age` with the instant after which the user must
+/// have signed in, so the way back does not send them to the login again.
+fn to_login(
+    state: &AppState,
+    params: &HashMap<String, Option<String>>,
+    req: &AuthorizationRequest,
+    force: bool,
+) -> Response {
+    let mut back = url::form_urlencoded::Serializer::new(String::new());
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort();
+    for name in names {
+        if matches!(name.as_str(), "prompt" | "max_age" | LOGIN_AFTER) && force {
+            continue;
+        }
+        if let Some(Some(value)) = params.get(name) {
+            back.append_pair(name, value);
+        }
+    }
+    if force {
+        let after = req
+            .login_after
+            .unwrap_or_else(|| state.clock.now().unix_timestamp());
+        back.append_pair(LOGIN_AFTER, &after.to_string());
+    }
+    let return_to = format!("/oauth2/authorize?{}", back.finish());
+    let mut login = url::form_urlencoded::Serializer::new(String::new());
+    login.append_pair("return_to", &return_to);
+    if force {
+        login.append_pair("prompt", "login");
+    }
+    if let Some(hint) = &req.login_hint {
+        login.append_pair("login_hint", hint);
+    }
+    found(&format!("/login?{}", login.finish()))
+}
+
+fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::FOUND, [(LOCATION, value)]).into_response(),
+        Err(_) => PageError::bad_request().into_response(),
+    }
+}
+
+/// The redirect URI with the answer's parameters and `iss` added to its
+/// query.
+fn to_client(state: &AppState, redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
+    let Ok(mut url) = Url::parse(redirect_uri) else {
+        return PageError::bad_request().into_response();
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in pairs {
+            query.append_pair(k, v);
+        }
+        query.append_pair("iss", state.provider.issuer());
+    }
+    found(url.as_str())
+}
+
+fn redirect_error(state: &AppState, refused: AuthorizeError) -> Response {
+    let AuthorizeError::Redirect {
+        redirect_uri,
+        state: client_state,
+        error,
+        description,
+    } = refused
+    else {
+        return PageError::bad_request().into_response();
+    };
+    let mut pairs = vec![("error", error), ("error_description", description)];
+    if let Some(s) = &client_state {
+        pairs.push(("state", s));
+    }
+    to_client(state, &redirect_uri, &pairs)
+}
+
+fn error_to_client(
+    state: &AppState,
+    req: &AuthorizationRequest,
+    error: &'static str,
+    description: &'static str,
+) -> Response {
+    redirect_error(
+        state,
+        AuthorizeError::Redirect {
+            redirect_uri: req.redirect_uri.clone(),
+            state: req.state.clone(),
+            error,
+            description,
+        },
+    )
+}
+
+async fn issue(state: &AppState, req: &AuthorizationRequest, visitor: &Authenticated) -> Response {
+    let code = match state.provider.issue_code(req, visitor).await {
+        Ok(code) => code,
+        Err(e) => return store_failed(e).into_response(),
+    };
+    let code = code.encode();
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = &req.state {
+        pairs.push(("state", s));
+    }
+    to_client(state, &req.redirect_uri, &pairs)
+}
+
+/// The consent page. Its `form-action` also names the application's
+/// origin: the decision's answer redirects there.
+fn consent_page(
+    state: &AppState,
+    params: &HashMap<String, Option<String>>,
+    req: &AuthorizationRequest,
+    visitor: &Authenticated,
+) -> Response {
+    let mut request = url::form_urlencoded::Serializer::new(String::new());
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(Some(value)) = params.get(name) {
+            // Consent is what is being asked: the answer must not ask again.
+            if name != "prompt" || value != "consent" {
+                request.append_pair(name, value);
+            }
+        }
+    }
+    let request = request.finish();
+    let origin = client_origin(&req.redirect_uri);
+    let mut res = html(
+        StatusCode::OK,
+        views::consent(&views::ConsentView {
+            client_name: &req.client.name,
+            client_origin: &origin,
+            email: &visitor.user.email,
+            scopes: &req.scopes,
+            request: &request,
+        }),
+    );
+    res.headers_mut()
+        .insert(CONTENT_SECURITY_POLICY, consent_policy(state, &origin));
+    res
+}
+
+/// The redirect URI's origin (`scheme://host[:port]`), or the whole URI for
+/// a private-use scheme (whose origin is opaque).
+fn client_origin(redirect_uri: &str) -> String {
+    match Url::parse(redirect_uri) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url.origin().ascii_serialization(),
+        Ok(url) => format!("{}:", url.scheme()),
+        Err(_) => String::new(),
+    }
+}
+
+fn consent_policy(state: &AppState, origin: &str) -> HeaderValue {
+    let base = content_security_policy(&state.web);
+    let extended = format!("{} {origin}", base.to_str().unwrap_or_default());
+    HeaderValue::from_str(&extended).unwrap_or(base)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsentForm {
+    /// The authorization request's query, as the page was given it.
+    request: String,
+    /// `allow` or `deny`.
+    decision: String,
+}
+
+/// `POST /oauth2/consent`: the user's decision; the request is judged
+/// again (the hidden field is the client's to forge), then 303 to the
+/// client with the code, or with `access_denied`.
+#[utoipa::path(
+    post,
+    path = "/oauth2/consent",
+    tag = "openid",
+    operation_id = "oidcConsentForm",
+    description = "Form posts need an allowed `Origin`, or none and \
+        `Sec-Fetch-Site: same-origin` (403 otherwise).",
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "To the login page (no session)",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 303, description = "To the client's redirect URI with `code` or \
+            `error=access_denied`, `state` and `iss`",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(form.request.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let params = parameters(pairs);
+    let req = match state.provider.check_request(&params).await {
+        Err(e) => return store_failed(e).into_response(),
+        Ok(Err(AuthorizeError::Page(reason))) => {
+            return html(StatusCode::BAD_REQUEST, views::authorize_refused(reason));
+        }
+        Ok(Err(refused @ AuthorizeError::Redirect { .. })) => {
+            return see_other_from(redirect_error(&state, refused));
+        }
+        Ok(Ok(req)) => req,
+    };
+    let visitor = match current_session(&state, &headers).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return to_login(&state, &params, &req, false),
+        Err(e) => return e.into_response(),
+    };
+    let answer = match form.decision.as_str() {
+        "allow" => {
+            if let Err(e) = state.provider.give_consent(&req, &visitor).await {
+                return store_failed(e).into_response();
+            }
+            issue(&state, &req, &visitor).await
+        }
+        "deny" => error_to_client(
+            &state,
+            &req,
+            "access_denied",
+            "The user did not allow this client.",
+        ),
+        _ => return PageError::bad_request().into_response(),
+    };
+    see_other_from(answer)
+}
+
+/// A post's redirect is 303 See Other (the browser follows with GET).
+fn see_other_from(mut res: Response) -> Response {
+    if res.status() == StatusCode::FOUND {
+        *res.status_mut() = StatusCode::SEE_OTHER;
+    }
+    res
+}
