@@ -48,6 +48,11 @@
 # sqlite3, pg_dump, dropdb, createdb and pg_restore commands: this script
 # installs Debian's sqlite3 and postgresql-client when they are missing.
 #
+# The relying-party test (tests/api/oidc_rps.rs) signs in at gatehouse with
+# PyPI's authlib, run by python3 (3.10 or later); this script pip-installs the
+# pinned authlib (which brings cryptography) and requests when python3 cannot
+# import them or has another authlib.
+#
 # The mail tests read what gatehouse sends from a real SMTP server of their
 # own: tests/api/mail_sink.rs runs aiosmtpd (tests/api/smtp_sink.py) on a free
 # loopback port, in plain, STARTTLS and SMTPS modes. This script installs
@@ -237,6 +242,29 @@ ensure_pyotp() {
   fi
 }
 
+# Keep in step with AUTHLIB in crates/gatehouse/tests/api/oidc_rps.rs.
+AUTHLIB_VERSION=1.9.10
+
+# authlib is a library (no command): checked by importing it, with requests,
+# which the relying party (tests/api/rp_authlib.py) drives the browser with.
+ensure_authlib() {
+  if python3 -c "import importlib.metadata, sys, authlib, requests; sys.exit(importlib.metadata.version('authlib') != '$AUTHLIB_VERSION')" >/dev/null 2>&1; then
+    return 0
+  fi
+  local pip
+  if command -v pip3 >/dev/null 2>&1; then pip=pip3
+  elif command -v pip >/dev/null 2>&1; then pip=pip
+  else
+    echo "scripts/test.sh: authlib is missing and so is pip; install Python 3.10 or later with pip, then pip install authlib==$AUTHLIB_VERSION requests" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing authlib $AUTHLIB_VERSION (for tests/api/oidc_rps.rs)" >&2
+  if ! "$pip" install --quiet "authlib==$AUTHLIB_VERSION" requests; then
+    echo "scripts/test.sh: installing authlib failed; install it by hand (pip install authlib==$AUTHLIB_VERSION requests)" >&2
+    exit 1
+  fi
+}
+
 # aiosmtpd is a library (no command): checked by importing it, with the
 # python3 on PATH or the system's, as tests/api/mail_sink.rs does.
 ensure_aiosmtpd() {
@@ -298,6 +326,7 @@ ensure_browser
 ensure_schemathesis
 ensure_openapi_python_client
 ensure_pyotp
+ensure_authlib
 ensure_aiosmtpd
 ensure_packaging_tools
 ensure_cargo_deb

@@ -14,7 +14,9 @@ ALTER TABLE sessions ADD COLUMN scopes text;
 -- Authorization codes (RFC 6749 §4.1): only the SHA-256 of the code is
 -- kept. Spent by a conditional UPDATE, so a code is exchanged once; the row
 -- stays until `expires_at` plus ten minutes, so that a replay can still end
--- the session the code started (`session_id`, chosen when it is spent).
+-- the session the code started (`session_id`, chosen when it is spent);
+-- `replayed` marks a code presented again, which its first exchange checks
+-- after starting its session (a replay may come before the session exists).
 CREATE TABLE authorization_codes (
     code_hash      bytea       PRIMARY KEY CHECK (length(code_hash) = 32),
     client_id      uuid        NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
@@ -29,7 +31,8 @@ CREATE TABLE authorization_codes (
     created_at     timestamptz NOT NULL,
     expires_at     timestamptz NOT NULL,
     spent_at       timestamptz,
-    session_id     uuid
+    session_id     uuid,
+    replayed       boolean     NOT NULL DEFAULT false
 );
 
 CREATE INDEX authorization_codes_by_expiry ON authorization_codes (expires_at);

@@ -15,7 +15,9 @@ ALTER TABLE sessions ADD COLUMN scopes TEXT;
 -- Authorization codes (RFC 6749 §4.1): only the SHA-256 of the code is
 -- kept. Spent by a conditional UPDATE, so a code is exchanged once; the row
 -- stays until `expires_at` plus ten minutes, so that a replay can still end
--- the session the code started (`session_id`, chosen when it is spent).
+-- the session the code started (`session_id`, chosen when it is spent);
+-- `replayed` marks a code presented again, which its first exchange checks
+-- after starting its session (a replay may come before the session exists).
 CREATE TABLE authorization_codes (
     code_hash      BLOB    PRIMARY KEY NOT NULL CHECK (length(code_hash) = 32),
     client_id      TEXT    NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
@@ -30,7 +32,8 @@ CREATE TABLE authorization_codes (
     created_at     INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
     spent_at       INTEGER,
-    session_id     TEXT                            -- the client session of its exchange
+    session_id     TEXT,                           -- the client session of its exchange
+    replayed       INTEGER NOT NULL DEFAULT 0 CHECK (replayed IN (0, 1))
 ) STRICT;
 
 CREATE INDEX authorization_codes_by_expiry ON authorization_codes (expires_at);

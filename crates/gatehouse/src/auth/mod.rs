@@ -311,6 +311,7 @@ impl Services {
             clock.clone(),
         ));
         let provider = Arc::new(oidc::Provider::new(
+            bearer.clone(),
             stores.clients.clone(),
             stores.grants.clone(),
             sessions.clone(),

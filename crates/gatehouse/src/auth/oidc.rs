@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq as _;
 use url::Url;
 
 use super::audit::{Actor, Audit, Ending, EventType};
+use super::bearer::Bearer;
 use super::keys::KeyManager;
 use super::sessions::{Authenticated, Sessions};
 use super::tokens::{GrantError, IssuedAccess, TokenSettings, Tokens};
@@ -148,6 +149,7 @@ pub enum ClientAuthError {
 
 /// The OpenID Provider.
 pub struct Provider {
+    bearer: Arc<Bearer>,
     clients: Arc<dyn ClientStore>,
     grants: Arc<dyn GrantStore>,
     sessions: Arc<Sessions>,
@@ -169,6 +171,7 @@ impl std::fmt::Debug for Provider {
 impl Provider {
     #[allow(clippy::too_many_arguments)] // the wiring, done once in `Services::new`
     pub fn new(
+        bearer: Arc<Bearer>,
         clients: Arc<dyn ClientStore>,
         grants: Arc<dyn GrantStore>,
         sessions: Arc<Sessions>,
@@ -181,6 +184,7 @@ impl Provider {
     ) -> Self {
         let settings = tokens.settings().clone();
         Self {
+            bearer,
             clients,
             grants,
             sessions,
@@ -637,16 +641,19 @@ impl Provider {
             .sessions
             .start_client_session(session_id, &parent, link, meta)
             .await?;
-        // The parent may have ended while the child was being written: the
-        // child must not outlive it.
-        if self.session_store.session_by_id(parent.id).await?.is_none() {
+        // The parent may have ended while the child was being written, or
+        // the code been replayed before the child existed (the replay's
+        // ending found nothing to end): the child must not outlive either.
+        let ending = if self.grants.code_replayed(&code.hash()).await? {
+            Some(Ending::CodeReplayed)
+        } else if self.session_store.session_by_id(parent.id).await?.is_none() {
+            Some(Ending::BrowserSessionEnded)
+        } else {
+            None
+        };
+        if let Some(why) = ending {
             self.sessions
-                .end(
-                    user.id,
-                    session.id,
-                    Actor::System,
-                    Ending::BrowserSessionEnded,
-                )
+                .end(user.id, session.id, Actor::System, why)
                 .await?;
             return Err(GrantError::InvalidGrant);
         }
@@ -655,7 +662,21 @@ impl Provider {
         let refresh = if scopes.contains(&"offline_access")
             && client.grant_types.contains(&GrantType::RefreshToken)
         {
-            Some(self.tokens.first_refresh(&session).await?)
+            match self.tokens.first_refresh(&session).await {
+                Ok(refresh) => Some(refresh),
+                // A replay of the code ended the session meanwhile (its
+                // refresh token has no session to belong to): refused.
+                Err(_)
+                    if self
+                        .session_store
+                        .session_by_id(session.id)
+                        .await?
+                        .is_none() =>
+                {
+                    return Err(GrantError::InvalidGrant);
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             None
         };
@@ -744,6 +765,245 @@ impl Provider {
         })
     }
 
+    /// Revokes a token for the client that holds it (RFC 7009): an access
+    /// or refresh token of one of the client's sessions ends that session,
+    /// so its other tokens go too (§2.1). A token that is unknown, expired
+    /// or malformed is nothing to revoke (§2.2: still a success).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn revoke(&self, client: &ClientRecord, token: &str) -> anyhow::Result<Revoked> {
+        let Some((user, session, owner)) = self.token_session(token).await? else {
+            return Ok(Revoked::Nothing);
+        };
+        if owner != Some(client.id) {
+            return Ok(Revoked::NotThisClients);
+        }
+        self.sessions
+            .end(user, session, Actor::System, Ending::TokenRevoked)
+            .await?;
+        Ok(Revoked::Ended)
+    }
+
+    /// The session a token belongs to, with its user and the client it was
+    /// issued to: an access token that verifies (expired ones excepted), or
+    /// a refresh token the store knows. `None` for anything else.
+    async fn token_session(
+        &self,
+        token: &str,
+    ) -> anyhow::Result<Option<(crate::model::types::UserId, SessionId, Option<ClientId>)>> {
+        if token.contains('.') {
+            return Ok(self.bearer.verify_access_token(token).ok().map(|v| {
+                let client = v.claims.client_id.as_deref().and_then(ClientId::parse);
+                (v.user_id, v.session_id, client)
+            }));
+        }
+        let Some(refresh) = RefreshSecret::parse(token) else {
+            return Ok(None);
+        };
+        let Some(record) = self.session_store.refresh_by_hash(&refresh.hash()).await? else {
+            return Ok(None);
+        };
+        let Some(session) = self.session_store.session_by_id(record.session_id).await? else {
+            return Ok(None);
+        };
+        let client = session.link.as_ref().map(|l| l.client_id);
+        Ok(Some((session.user_id, session.id, client)))
+    }
+
+    /// What a token is (RFC 7662): active only for an access token that
+    /// verifies and whose session and user are live, or an unspent refresh
+    /// token of a live session issued to the asking client. An ID token (it
+    /// verifies with no access-token key), a refresh token of another
+    /// client, and a token of an ended session are inactive.
+    ///
+    /// # Errors
+    /// Store failures (an unknown answer is never "inactive").
+    pub async fn introspect(
+        &self,
+        asking: Option<ClientId>,
+        token: &str,
+    ) -> anyhow::Result<Introspection> {
+        if token.contains('.') {
+            let Ok(verified) = self.bearer.verify_access_token(token) else {
+                return Ok(Introspection::inactive());
+            };
+            let Some(principal) = self.bearer.authenticate_token(&verified).await? else {
+                return Ok(Introspection::inactive());
+            };
+            let c = &verified.claims;
+            return Ok(Introspection {
+                active: true,
+                token_type: Some("Bearer"),
+                scope: Some(c.scope.clone()),
+                client_id: c.client_id.clone(),
+                username: Some(principal.auth.user.email.clone()),
+                sub: Some(c.sub.clone()),
+                aud: Some(c.aud.clone()),
+                iss: Some(c.iss.clone()),
+                exp: Some(c.exp),
+                iat: Some(c.iat),
+                jti: Some(c.jti.clone()),
+                sid: Some(c.sid.clone()),
+            });
+        }
+        let Some(refresh) = RefreshSecret::parse(token) else {
+            return Ok(Introspection::inactive());
+        };
+        let Some(record) = self.session_store.refresh_by_hash(&refresh.hash()).await? else {
+            return Ok(Introspection::inactive());
+        };
+        let Some(session) = self.session_store.session_by_id(record.session_id).await? else {
+            return Ok(Introspection::inactive());
+        };
+        let now = self.clock.now();
+        let Some(link) = session.link.as_ref() else {
+            return Ok(Introspection::inactive());
+        };
+        if record.spent_at.is_some()
+            || asking != Some(link.client_id)
+            || !self.sessions.is_live(&session, now)
+        {
+            return Ok(Introspection::inactive());
+        }
+        let Some(user) = self
+            .users
+            .user_by_id(session.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+        else {
+            return Ok(Introspection::inactive());
+        };
+        Ok(Introspection {
+            active: true,
+            token_type: Some("refresh_token"),
+            scope: Some(link.scopes.clone()),
+            client_id: Some(link.client_id.to_string()),
+            username: Some(user.email),
+            sub: Some(user.id.to_string()),
+            aud: None,
+            iss: Some(self.settings.issuer.clone()),
+            exp: Some(session.expires_at.unix_timestamp()),
+            iat: Some(record.created_at.unix_timestamp()),
+            jti: None,
+            sid: Some(session.id.to_string()),
+        })
+    }
+
+    /// Judges an RP-initiated logout request (OpenID Connect RP-Initiated
+    /// Logout 1.0 §2): the `id_token_hint` must be an ID token gatehouse
+    /// signed (expired ones too) for the client named by `client_id`, if
+    /// both are given; `post_logout_redirect_uri` must be registered for
+    /// that client, so needs one of them.
+    ///
+    /// # Errors
+    /// Store failures; `Ok(Err(why))` for a request to refuse on a page.
+    pub async fn check_logout(
+        &self,
+        id_token_hint: Option<&str>,
+        client_id: Option<&str>,
+        post_logout_redirect_uri: Option<&str>,
+    ) -> anyhow::Result<Result<LogoutRequest, &'static str>> {
+        let hinted = match id_token_hint {
+            None => None,
+            Some(hint) => match self.read_id_token_hint(hint) {
+                Some(h) => Some(h),
+                None => return Ok(Err("The id_token_hint is not an ID token from here.")),
+            },
+        };
+        let named = match client_id {
+            None => None,
+            Some(id) => match ClientId::parse(id) {
+                Some(id) => Some(id),
+                None => return Ok(Err("The client_id names no client.")),
+            },
+        };
+        let client_id = match (&hinted, named) {
+            (Some(h), Some(n)) if h.client != n => {
+                return Ok(Err("The id_token_hint was issued to another client."));
+            }
+            (Some(h), _) => Some(h.client),
+            (None, n) => n,
+        };
+        let client = match client_id {
+            None => None,
+            Some(id) => match self.clients.client(id).await? {
+                Some(c) => Some(c),
+                None => return Ok(Err("The client_id names no client.")),
+            },
+        };
+        if let Some(uri) = post_logout_redirect_uri {
+            let registered = client.as_ref().is_some_and(|c| {
+                c.post_logout_redirect_uris
+                    .iter()
+                    .any(|r| redirect_uri_matches(r, uri))
+            });
+            if !registered {
+                return Ok(Err(
+                    "The post_logout_redirect_uri is not one registered for this client.",
+                ));
+            }
+        }
+        Ok(Ok(LogoutRequest {
+            client,
+            post_logout_redirect_uri: post_logout_redirect_uri.map(str::to_owned),
+            hinted: hinted.map(|h| (h.user, h.session)),
+        }))
+    }
+
+    /// The client, user and browser session of an ID token this server
+    /// signed (its expiry is not judged: a hint may be old).
+    fn read_id_token_hint(&self, token: &str) -> Option<Hint> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let ring = self.keys.ring();
+        let (alg, key) = ring.id_token_verifier(header.kid.as_deref()?)?;
+        if header.alg != jose_algorithm(alg) {
+            return None;
+        }
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+        #[derive(serde::Deserialize)]
+        struct HintClaims {
+            sub: String,
+            aud: String,
+            sid: String,
+        }
+        let claims = jsonwebtoken::decode::<HintClaims>(token, key, &validation)
+            .ok()?
+            .claims;
+        Some(Hint {
+            client: ClientId::parse(&claims.aud)?,
+            user: crate::model::types::UserId::parse(&claims.sub)?,
+            session: SessionId::parse(&claims.sid)?,
+        })
+    }
+
+    /// Ends the browser session of a logout: the hinted one (when it is
+    /// still the user's), else the visitor's. Returns whether one ended.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn logout(
+        &self,
+        req: &LogoutRequest,
+        visitor: Option<&Authenticated>,
+    ) -> anyhow::Result<bool> {
+        let target = match (req.hinted, visitor) {
+            (Some((user, session)), _) => Some((user, session)),
+            (None, Some(v)) => Some((v.user.id, v.session.id)),
+            (None, None) => None,
+        };
+        let Some((user, session)) = target else {
+            return Ok(false);
+        };
+        self.sessions
+            .end(user, session, Actor::User(user), Ending::Logout)
+            .await
+    }
+
     /// Deletes codes no replay can matter for any more.
     ///
     /// # Errors
@@ -753,6 +1013,69 @@ impl Provider {
             .delete_codes_expired_before(self.clock.now() - CODE_KEPT)
             .await
     }
+}
+
+/// What [`Provider::revoke`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// The token's session ended.
+    Ended,
+    /// Nothing to revoke: unknown, expired or malformed.
+    Nothing,
+    /// The token was issued to another client (or to none): refused.
+    NotThisClients,
+}
+
+/// An RFC 7662 answer.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<super::claims::Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Introspection {
+    /// `{"active": false}` and nothing else (RFC 7662 §2.2).
+    pub fn inactive() -> Self {
+        Self::default()
+    }
+}
+
+/// An RP-initiated logout request judged good.
+#[derive(Debug, Clone)]
+pub struct LogoutRequest {
+    /// The client, named by the hint or `client_id`.
+    pub client: Option<ClientRecord>,
+    /// Registered for `client`.
+    pub post_logout_redirect_uri: Option<String>,
+    /// The user and browser session of a valid `id_token_hint`.
+    pub hinted: Option<(crate::model::types::UserId, SessionId)>,
+}
+
+struct Hint {
+    client: ClientId,
+    user: crate::model::types::UserId,
+    session: SessionId,
 }
 
 /// The claims the `profile` and `email` scopes add.

@@ -291,14 +291,18 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         // body and its answer is not readable cross-origin), so a cookie
         // riding along does not make it a cookie-authenticated write; and
         // /v1/verify changes nothing, whatever method a proxy forwards.
-        // The authorization endpoint's POST is an application's
-        // cross-site form by design (it changes nothing GET would not), and
-        // UserInfo reads only its bearer token.
+        // The authorization and logout endpoints' POSTs are an
+        // application's cross-site forms by design (they do nothing their
+        // GETs would not); UserInfo, revocation and introspection read only
+        // their bearer token or client credentials, never the cookie.
         let guarded = path == "/v1/login"
             || (path != "/v1/token"
                 && path != "/v1/verify"
                 && path != "/oauth2/authorize"
+                && path != "/oauth2/logout"
                 && path != "/oauth2/userinfo"
+                && path != "/oauth2/revoke"
+                && path != "/oauth2/introspect"
                 && !headers.contains_key(AUTHORIZATION)
                 && extract::has_cookie(headers, state.web.cookie_name));
         if guarded && let Some(origin) = headers.get(ORIGIN) {

@@ -7,10 +7,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,9 +20,13 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{bearer_token, refusal};
 use super::openapi as oa;
+use super::tokens::{OAuthError, OAuthErrorBody, authenticate_client, parameters, required};
 use crate::auth::forward::{Identified, Presented};
-use crate::auth::oidc::SCOPES;
+use crate::auth::oidc::{Revoked, SCOPES};
+use crate::auth::tokens::GrantError;
+use crate::auth::types::ResourceServerSecret;
 use crate::error::{Error, unavailable};
+use crate::model::oidc::ClientType;
 
 /// How long relying parties may cache the discovery document.
 const DISCOVERY_MAX_AGE: &str = "public, max-age=300";
@@ -29,6 +35,160 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(discovery))
         .routes(routes!(userinfo, userinfo_post))
+        .routes(routes!(revoke))
+        .routes(routes!(introspect))
+}
+
+/// The body of a token request after the transport's limits: 413 for one
+/// over 64 KiB, 400 for one that could not be read.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, OAuthError> {
+    body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError::too_large()
+        } else {
+            OAuthError::bad("invalid_request", "The request body could not be read.")
+        }
+    })
+}
+
+/// `POST /oauth2/revoke` (RFC 7009).
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    tag = "openid",
+    operation_id = "revoke",
+    description = "Revokes an access or refresh token issued to the authenticated client \
+        (`client_secret_basic`, `client_secret_post`, or a public client's `client_id`): the \
+        client session it belongs to ends, with every token of it, at once on every node. \
+        200 also for a token that is unknown, expired or malformed (RFC 7009 §2.2); 400 \
+        `unauthorized_client` for a token issued to another client or to none.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "`invalid_request` or `unauthorized_client`",
+            body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = OAuthErrorBody),
+        (status = 413, description = "`invalid_request`: the body exceeds 64 KiB",
+            body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody),
+    )
+)]
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let body = read_body(body)?;
+    let params = parameters(&headers, &body)?;
+    let client = authenticate_client(&state, &headers, &params)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client(headers.contains_key(AUTHORIZATION)))?;
+    let token = required(&params, "token")?;
+    match state
+        .provider
+        .revoke(&client, token)
+        .await
+        .map_err(|e| OAuthError::from(GrantError::Store(e)))?
+    {
+        Revoked::Ended | Revoked::Nothing => {
+            Ok(([(CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response())
+        }
+        Revoked::NotThisClients => Err(OAuthError::bad(
+            "unauthorized_client",
+            "The token was not issued to this client.",
+        )),
+    }
+}
+
+/// `POST /oauth2/introspect` (RFC 7662).
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "openid",
+    operation_id = "introspect",
+    description = "Whether a token is active, and what it is. The caller is a confidential \
+        client (`client_secret_basic` or `client_secret_post`) or a resource server \
+        (`Authorization: Bearer ghrs_…`). Active: an access token that verifies and whose \
+        session and user are live; a refresh token of a live client session, unspent, asked \
+        by its own client. Everything else is `{\"active\": false}`: an ID token, another \
+        client's refresh token, a token of an ended session, garbage.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "RFC 7662 §2.2", body = IntrospectionSchema),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: no caller, or a public client",
+            body = OAuthErrorBody),
+        (status = 413, description = "`invalid_request`: the body exceeds 64 KiB",
+            body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody),
+    )
+)]
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let body = read_body(body)?;
+    let params = parameters(&headers, &body)?;
+    let resource_server = headers
+        .get(AUTHORIZATION)
+        .and_then(bearer_token)
+        .and_then(ResourceServerSecret::parse_key);
+    let asking = match resource_server {
+        Some(key) => {
+            let known = state
+                .feed
+                .authenticate_resource_server(&key)
+                .await
+                .map_err(|e| OAuthError::from(GrantError::Store(e)))?;
+            if known.is_none() {
+                return Err(OAuthError::invalid_client(false));
+            }
+            None
+        }
+        None => {
+            let client = authenticate_client(&state, &headers, &params)
+                .await?
+                .filter(|c| c.kind == ClientType::Confidential)
+                .ok_or_else(|| OAuthError::invalid_client(headers.contains_key(AUTHORIZATION)))?;
+            Some(client.id)
+        }
+    };
+    let token = required(&params, "token")?;
+    let answer = state
+        .provider
+        .introspect(asking, token)
+        .await
+        .map_err(|e| OAuthError::from(GrantError::Store(e)))?;
+    Ok((
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(answer),
+    )
+        .into_response())
+}
+
+/// An RFC 7662 answer: `active`, and for an active token what it is.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Introspection)]
+#[allow(dead_code)] // A schema only: the answer is `oidc::Introspection`.
+struct IntrospectionSchema {
+    active: bool,
+    /// The OpenID scopes granted, then the user's permissions (an access
+    /// token); the scopes granted (a refresh token).
+    scope: Option<String>,
+    client_id: Option<String>,
+    /// The user's email.
+    username: Option<String>,
+    /// `Bearer` or `refresh_token`.
+    token_type: Option<String>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    sub: Option<String>,
+    #[schema(value_type = Option<Vec<String>>)]
+    aud: Option<Value>,
+    iss: Option<String>,
+    jti: Option<String>,
+    sid: Option<String>,
 }
 
 /// OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414).
@@ -38,7 +198,13 @@ struct ProviderMetadata {
     authorization_endpoint: String,
     token_endpoint: String,
     userinfo_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout 1.0.
+    end_session_endpoint: String,
     jwks_uri: String,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     scopes_supported: Vec<&'static str>,
     response_types_supported: Vec<&'static str>,
     response_modes_supported: Vec<&'static str>,
@@ -76,6 +242,9 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
         authorization_endpoint: at("/oauth2/authorize"),
         token_endpoint: at("/v1/token"),
         userinfo_endpoint: at("/oauth2/userinfo"),
+        revocation_endpoint: at("/oauth2/revoke"),
+        introspection_endpoint: at("/oauth2/introspect"),
+        end_session_endpoint: at("/oauth2/logout"),
         jwks_uri: at("/.well-known/jwks.json"),
         issuer,
         scopes_supported: SCOPES.to_vec(),
@@ -106,6 +275,15 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
             "roles",
         ],
         code_challenge_methods_supported: vec!["S256"],
+        revocation_endpoint_auth_methods_supported: vec![
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        introspection_endpoint_auth_methods_supported: vec![
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         prompt_values_supported: vec!["none", "login", "consent"],
         authorization_response_iss_parameter_supported: true,
         claims_parameter_supported: false,

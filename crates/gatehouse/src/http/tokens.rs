@@ -110,7 +110,7 @@ struct SessionTokenResponse {
 
 /// An RFC 6749 §5.2 error body.
 #[derive(Serialize, ToSchema)]
-struct OAuthErrorBody {
+pub(super) struct OAuthErrorBody {
     /// `invalid_request`, `invalid_grant`, `unsupported_grant_type` or
     /// `temporarily_unavailable`.
     #[schema(example = "invalid_grant")]
@@ -125,7 +125,7 @@ struct OAuthErrorBody {
 
 /// An RFC 6749 §5.2 error response.
 #[derive(Debug)]
-struct OAuthError {
+pub(super) struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: &'static str,
@@ -135,7 +135,7 @@ struct OAuthError {
 }
 
 impl OAuthError {
-    fn bad(code: &'static str, description: &'static str) -> Self {
+    pub(super) fn bad(code: &'static str, description: &'static str) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -146,9 +146,20 @@ impl OAuthError {
         }
     }
 
+    pub(super) fn too_large() -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "invalid_request",
+            description: "The request body exceeds 64 KiB.",
+            retry_after: None,
+            mfa_token: None,
+            basic_challenge: false,
+        }
+    }
+
     /// 401 `invalid_client` (RFC 6749 §5.2), with the Basic challenge when
     /// the client tried HTTP Basic.
-    fn invalid_client(basic: bool) -> Self {
+    pub(super) fn invalid_client(basic: bool) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
             code: "invalid_client",
@@ -256,7 +267,10 @@ impl From<GrantError> for OAuthError {
 /// The request's parameters, from a form or a JSON object of strings.
 /// RFC 6749 §3.2: a parameter sent twice is an error; unknown ones are
 /// ignored.
-fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+pub(super) fn parameters(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
     // An unreadable Content-Type is no media type we take: a 400, closed.
     let media = headers
         .get(CONTENT_TYPE)
@@ -307,6 +321,8 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
                             | "code_verifier"
                             | "client_id"
                             | "client_secret"
+                            | "token"
+                            | "token_type_hint"
                     ) =>
                     {
                         return Err(OAuthError::bad(
@@ -355,7 +371,10 @@ impl<'de> serde::Deserialize<'de> for Pairs {
     }
 }
 
-fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
+pub(super) fn required<'a>(
+    params: &'a HashMap<String, String>,
+    name: &str,
+) -> Result<&'a str, OAuthError> {
     params
         .get(name)
         .map(String::as_str)
@@ -496,7 +515,7 @@ fn token_response(body: TokenResponse) -> Response {
 /// The client a token request authenticates as (RFC 6749 §2.3): `None`
 /// when it names none, or names one that is not registered without a
 /// secret.
-async fn authenticate_client(
+pub(super) async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
     params: &HashMap<String, String>,

@@ -232,6 +232,8 @@ pub enum Ending {
     CodeReplayed,
     /// A client session whose consent the user withdrew.
     ConsentRevoked,
+    /// A client session whose client revoked one of its tokens (RFC 7009).
+    TokenRevoked,
 }
 
 impl Ending {
@@ -251,6 +253,7 @@ impl Ending {
             Self::BrowserSessionEnded => "browser_session_ended",
             Self::CodeReplayed => "code_replayed",
             Self::ConsentRevoked => "consent_revoked",
+            Self::TokenRevoked => "token_revoked",
         }
     }
 }

@@ -976,7 +976,8 @@ pub struct Consent {
 /// Contract: `spend_code` is a compare-and-swap: of concurrent calls for one
 /// code, at most one gets `Spent`, and only while `now < expires_at`; the
 /// others see `Replayed` with the session id the winner recorded (recorded
-/// in the same atomic step). Spent codes stay readable until swept.
+/// in the same atomic step), and mark the code replayed. Spent codes stay
+/// readable until swept.
 /// `put_consent` replaces a user's consent to the client.
 #[async_trait]
 pub trait GrantStore: Send + Sync + 'static {
@@ -988,6 +989,10 @@ pub trait GrantStore: Send + Sync + 'static {
         now: OffsetDateTime,
         session_id: SessionId,
     ) -> anyhow::Result<CodeSpend>;
+
+    /// Whether the code was presented again after it was spent (every
+    /// `Replayed` answer marks it, in the same statement that reads it).
+    async fn code_replayed(&self, hash: &SecretHash) -> anyhow::Result<bool>;
 
     /// Deletes codes that expired before `before`; returns how many.
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64>;

@@ -26,6 +26,7 @@ mod mfa;
 mod multinode;
 mod nginx;
 mod oidc;
+mod oidc_rps;
 mod openapi;
 mod openapi_client;
 mod operators;

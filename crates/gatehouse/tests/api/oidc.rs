@@ -894,7 +894,7 @@ async fn oidcc_codereuse_ends_what_the_code_issued() {
 }
 
 #[tokio::test]
-async fn codes_are_single_use_under_concurrency_and_expire_after_60_seconds() {
+async fn concurrent_uses_of_a_code_are_a_replay_and_codes_expire_after_60_seconds() {
     let clock = TestApp::manual_clock();
     let app = TestApp::spawn_on(clock.clone(), |_| {}).await;
     let rp = register(&app, "confidential", true, None, None).await;
@@ -902,15 +902,33 @@ async fn codes_are_single_use_under_concurrency_and_expire_after_60_seconds() {
     let (verifier, challenge) = pkce();
     let code = code_for(&app, &browser, &request(&rp, &challenge, &[])).await;
     let tries = (0..8).map(|_| exchange(&app, &rp, &code, &verifier));
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(tries)
-        .await
-        .iter()
-        .map(Response::status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        1,
+    let answers = futures_util::future::join_all(tries).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(Response::status).collect();
+    // Concurrent uses of one code are a replay: at most one exchange gets
+    // tokens, none fails otherwise than invalid_grant, and whatever was
+    // issued is refused once the replays are seen.
+    assert!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count() <= 1
+            && statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST),
         "{statuses:?}"
+    );
+    for res in answers {
+        if res.status() == StatusCode::OK {
+            let body: Value = res.json().await.expect("json");
+            let access = body["access_token"].as_str().expect("access");
+            assert_eq!(
+                userinfo(&app, access).await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+    // One exchange alone succeeds.
+    let code = code_for(&app, &browser, &request(&rp, &challenge, &[])).await;
+    assert_eq!(
+        exchange(&app, &rp, &code, &verifier).await.status(),
+        StatusCode::OK
     );
     let code = code_for(&app, &browser, &request(&rp, &challenge, &[])).await;
     clock.advance(Duration::from_secs(61));
@@ -1245,4 +1263,371 @@ async fn userinfo_refuses_what_is_not_a_clients_openid_token() {
         .await
         .expect("r");
     assert_eq!(both.status(), StatusCode::BAD_REQUEST);
+}
+
+// ------------------------------------------ revocation and introspection
+
+/// A first-party confidential client with tokens for a signed-in user:
+/// (client, browser, access token, refresh token, ID token).
+async fn with_tokens(app: &TestApp) -> (Rp, Client, String, String, String) {
+    let rp = register(app, "confidential", true, None, None).await;
+    let (_, browser) = signed_in(app).await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(app, &browser, &request(&rp, &challenge, &[])).await;
+    let body = json_of(exchange(app, &rp, &code, &verifier).await, StatusCode::OK).await;
+    let s = |k: &str| body[k].as_str().expect(k).to_owned();
+    (
+        rp,
+        browser,
+        s("access_token"),
+        s("refresh_token"),
+        s("id_token"),
+    )
+}
+
+async fn introspect(app: &TestApp, rp: &Rp, token: &str) -> Value {
+    let res = token_like(app, "/oauth2/introspect", rp, &[("token", token)]).await;
+    json_of(res, StatusCode::OK).await
+}
+
+async fn token_like(app: &TestApp, path: &str, rp: &Rp, form: &[(&str, &str)]) -> Response {
+    app.bare_client()
+        .post(app.url(path))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn introspection_says_active_only_for_live_tokens_of_the_right_kind() {
+    let app = TestApp::spawn().await;
+    let (rp, browser, access, refresh, id_token) = with_tokens(&app).await;
+    let other = register(&app, "confidential", true, None, None).await;
+    let a = introspect(&app, &rp, &access).await;
+    assert_eq!(a["active"], true);
+    assert_eq!(a["client_id"], rp.id.as_str());
+    assert_eq!(a["token_type"], "Bearer");
+    assert!(a["scope"].as_str().expect("scope").starts_with("openid"));
+    assert!(a["exp"].is_i64() && a["sub"].is_string() && a["username"].is_string());
+    let r = introspect(&app, &rp, &refresh).await;
+    assert_eq!(
+        (r["active"].clone(), r["token_type"].clone()),
+        (Value::from(true), Value::from("refresh_token"))
+    );
+    // An ID token is never active; another client's refresh token neither;
+    // an access token is, for any authenticated caller (a resource server).
+    assert_eq!(
+        introspect(&app, &rp, &id_token).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&app, &other, &refresh).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(introspect(&app, &other, &access).await["active"], true);
+    for garbage in ["", "x", "a.b.c", "' OR 1=1 --", &"A".repeat(43)] {
+        let res = token_like(&app, "/oauth2/introspect", &rp, &[("token", garbage)]).await;
+        if garbage.is_empty() {
+            assert_eq!(
+                json_of(res, StatusCode::BAD_REQUEST).await["error"],
+                "invalid_request"
+            );
+        } else {
+            assert_eq!(
+                json_of(res, StatusCode::OK).await,
+                serde_json::json!({"active": false})
+            );
+        }
+    }
+    // A resource server's key may introspect too; no caller, a wrong
+    // secret, or a public client may not.
+    let key = app
+        .auth
+        .feed
+        .create_resource_server("api", gatehouse::auth::audit::Actor::Cli)
+        .await
+        .expect("created")
+        .key;
+    let by_rs = app
+        .bare_client()
+        .post(app.url("/oauth2/introspect"))
+        .bearer_auth(key.key())
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(json_of(by_rs, StatusCode::OK).await["active"], true);
+    let nobody = app
+        .bare_client()
+        .post(app.url("/oauth2/introspect"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        json_of(nobody, StatusCode::UNAUTHORIZED).await["error"],
+        "invalid_client"
+    );
+    let public = register(&app, "public", true, None, None).await;
+    let res = app
+        .bare_client()
+        .post(app.url("/oauth2/introspect"))
+        .form(&[
+            ("token", access.as_str()),
+            ("client_id", public.id.as_str()),
+        ])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Ended: signing out makes both inactive at once.
+    let out = browser
+        .post(app.url("/v1/logout"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        introspect(&app, &rp, &access).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&app, &rp, &refresh).await,
+        serde_json::json!({"active": false})
+    );
+}
+
+#[tokio::test]
+async fn revocation_ends_the_client_session_and_only_for_its_client() {
+    let app = TestApp::spawn().await;
+    let (rp, browser, access, refresh, _) = with_tokens(&app).await;
+    let other = register(&app, "confidential", true, None, None).await;
+    // Another client cannot revoke it (RFC 7009 §2.1).
+    let res = token_like(&app, "/oauth2/revoke", &other, &[("token", &refresh)]).await;
+    assert_eq!(
+        json_of(res, StatusCode::BAD_REQUEST).await["error"],
+        "unauthorized_client"
+    );
+    assert_eq!(userinfo(&app, &access).await.status(), StatusCode::OK);
+    // Unknown tokens are no error (§2.2).
+    for token in ["nonsense", "a.b.c", &"A".repeat(43)] {
+        let res = token_like(&app, "/oauth2/revoke", &rp, &[("token", token)]).await;
+        assert_eq!(res.status(), StatusCode::OK, "{token}");
+    }
+    // Revoking the refresh token ends the session: the access token too.
+    let res = token_like(
+        &app,
+        "/oauth2/revoke",
+        &rp,
+        &[("token", &refresh), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let again = token(
+        &app,
+        Some((&rp.id, rp.secret.as_deref().expect("s"))),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    // The browser session lives on; a second grant's access token revoked
+    // by itself ends its own client session.
+    assert_eq!(app.get_me(&browser).await.status(), StatusCode::OK);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &browser, &request(&rp, &challenge, &[])).await;
+    let body = json_of(exchange(&app, &rp, &code, &verifier).await, StatusCode::OK).await;
+    let access2 = body["access_token"].as_str().expect("a");
+    let res = token_like(&app, "/oauth2/revoke", &rp, &[("token", access2)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        userinfo(&app, access2).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Without client authentication: 401.
+    let res = app
+        .bare_client()
+        .post(app.url("/oauth2/revoke"))
+        .form(&[("token", access2)])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        json_of(res, StatusCode::UNAUTHORIZED).await["error"],
+        "invalid_client"
+    );
+    let pool = app.sql().await;
+    let revoked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE type = 'session_ended' AND details LIKE '%token_revoked%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(revoked, 2);
+}
+
+// ------------------------------------------------ RP-initiated logout
+
+#[tokio::test]
+async fn rp_initiated_logout_ends_the_session_and_goes_back_to_a_registered_uri() {
+    let app = TestApp::spawn().await;
+    let (rp, browser, access, _, id_token) = with_tokens(&app).await;
+    let bye = "https://app.example.com/bye";
+    let patch = gatehouse::auth::clients::ClientPatch {
+        post_logout_redirect_uris: Some(vec![bye.to_owned()]),
+        ..Default::default()
+    };
+    app.auth
+        .clients
+        .patch(
+            gatehouse::auth::types::ClientId::parse(&rp.id).expect("id"),
+            patch,
+            gatehouse::auth::audit::Actor::Cli,
+        )
+        .await
+        .expect("patched");
+    let logout = |params: Vec<(&'static str, String)>| {
+        let mut url = Url::parse(&app.url("/oauth2/logout")).expect("url");
+        url.query_pairs_mut().extend_pairs(params);
+        browser.get(url).send()
+    };
+    // An unregistered URI, a forged hint, a hint of another client: pages.
+    for params in [
+        vec![
+            ("id_token_hint", id_token.clone()),
+            (
+                "post_logout_redirect_uri",
+                "https://evil.example/".to_owned(),
+            ),
+        ],
+        vec![
+            (
+                "id_token_hint",
+                format!("{}x", &id_token[..id_token.len() - 1]),
+            ),
+            ("post_logout_redirect_uri", bye.to_owned()),
+        ],
+        vec![
+            ("id_token_hint", id_token.clone()),
+            ("client_id", uuid::Uuid::now_v7().to_string()),
+        ],
+        vec![("post_logout_redirect_uri", bye.to_owned())],
+        vec![("id_token_hint", access.clone())],
+    ] {
+        let res = logout(params.clone()).await.expect("logout");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{params:?}");
+        assert!(res.headers().get(LOCATION).is_none());
+    }
+    assert_eq!(
+        app.get_me(&browser).await.status(),
+        StatusCode::OK,
+        "nothing ended yet"
+    );
+    // With the hint: the browser session ends, the cookie goes, back to the app.
+    let res = logout(vec![
+        ("id_token_hint", id_token.clone()),
+        ("post_logout_redirect_uri", bye.to_owned()),
+        ("state", "bye-state".to_owned()),
+    ])
+    .await
+    .expect("logout");
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(location(&res).as_str(), format!("{bye}?state=bye-state"));
+    let cleared = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().is_ok_and(|c| c.contains("Max-Age=0")));
+    assert!(cleared, "the cookie is removed");
+    assert_eq!(
+        app.get_me(&browser).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the client's session went with it"
+    );
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_without_a_hint_asks_first() {
+    let app = TestApp::spawn().await;
+    let (rp, browser, access, _, _) = with_tokens(&app).await;
+    let res = browser
+        .get(app.url(&format!("/oauth2/logout?client_id={}", rp.id)))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.text()
+            .await
+            .expect("html")
+            .contains("Sign out of gatehouse?")
+    );
+    assert_eq!(
+        app.get_me(&browser).await.status(),
+        StatusCode::OK,
+        "a GET alone ends nothing"
+    );
+    let forged = browser
+        .post(app.url("/oauth2/logout/confirm"))
+        .header("Origin", "https://evil.example")
+        .form(&[("client_id", rp.id.as_str())])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let confirmed = browser
+        .post(app.url("/oauth2/logout/confirm"))
+        .header("Origin", app.origin())
+        .form(&[("client_id", rp.id.as_str())])
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&confirmed).path(), "/login");
+    assert_eq!(
+        app.get_me(&browser).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_user_stops_the_clients_tokens() {
+    let app = TestApp::spawn().await;
+    let (rp, browser, access, refresh, _) = with_tokens(&app).await;
+    let me: Value = app.get_me(&browser).await.json().await.expect("me");
+    let user_id = gatehouse::auth::types::UserId::parse(me["user"]["id"].as_str().expect("id"))
+        .expect("uuid");
+    app.auth
+        .admin
+        .set_disabled(user_id, true, gatehouse::auth::audit::Actor::Cli)
+        .await
+        .expect("disabled");
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = token(
+        &app,
+        Some((&rp.id, rp.secret.as_deref().expect("s"))),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(
+        json_of(res, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    assert_eq!(introspect(&app, &rp, &access).await["active"], false);
 }

@@ -4420,6 +4420,33 @@ async fn codes_are_spent_once_and_name_their_session(stores: Stores) {
             store::CodeSpend::Unknown => panic!("a stored code is never unknown here"),
         }
     }
+    // The losers marked it replayed; a code spent once is not.
+    assert!(stores.grants.code_replayed(&hash).await.expect("read"));
+    stores
+        .grants
+        .insert_code(&SecretHash([6; 32]), &code)
+        .await
+        .expect("insert");
+    let once = stores
+        .grants
+        .spend_code(&SecretHash([6; 32]), at(110), SessionId::new())
+        .await
+        .expect("spend");
+    assert!(matches!(once, store::CodeSpend::Spent(_)));
+    assert!(
+        !stores
+            .grants
+            .code_replayed(&SecretHash([6; 32]))
+            .await
+            .expect("read")
+    );
+    assert!(
+        !stores
+            .grants
+            .code_replayed(&SecretHash([5; 32]))
+            .await
+            .expect("read")
+    );
     // After its expiry a spent code is still a replay; an unspent one is
     // unknown; an unknown hash too.
     let late = code_record(&user, &client, at(100));
@@ -4466,7 +4493,7 @@ async fn codes_are_spent_once_and_name_their_session(stores: Stores) {
             .delete_codes_expired_before(at(161))
             .await
             .expect("sweep"),
-        2
+        3
     );
     assert_eq!(
         spend(SecretHash([7; 32]), at(600)).await,

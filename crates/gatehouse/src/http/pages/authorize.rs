@@ -404,3 +404,246 @@ fn see_other_from(mut res: Response) -> Response {
     }
     res
 }
+
+/// `GET /oauth2/logout`: RP-initiated logout (OpenID Connect RP-Initiated
+/// Logout 1.0) with `id_token_hint`, `client_id`,
+/// `post_logout_redirect_uri` and `state`.
+#[utoipa::path(
+    get,
+    path = "/oauth2/logout",
+    tag = "openid",
+    operation_id = "oidcLogout",
+    description = "With a valid `id_token_hint` (an ID token from here, expired ones too) the \
+        browser session it names ends at once; without one, a page asks the visitor to \
+        confirm. Then 302 to the `post_logout_redirect_uri` (registered for the client the \
+        hint or `client_id` names) with `state`, or 303 to the login page. A hint from \
+        elsewhere, another client's hint, or an unregistered URI is a 400 page.",
+    responses(
+        (status = 200, description = "The confirmation page", content_type = "text/html",
+            body = String),
+        (status = 302, description = "Signed out: to the `post_logout_redirect_uri`",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 303, description = "Signed out: to the login page",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 400, description = "A request refused: a page", content_type = "text/html",
+            body = String),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    logout_request(&state, &headers, pairs).await
+}
+
+/// `POST /oauth2/logout`: the same request as a form body.
+#[utoipa::path(
+    post,
+    path = "/oauth2/logout",
+    tag = "openid",
+    operation_id = "oidcLogoutForm",
+    description = "The RP-initiated logout request as an \
+        `application/x-www-form-urlencoded` body; answered as the GET.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The confirmation page", content_type = "text/html",
+            body = String),
+        (status = 302, description = "Signed out: to the `post_logout_redirect_uri`",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 303, description = "Signed out: to the login page",
+            headers(("Location" = String, description = "Where to go"))),
+        (status = 400, description = "A request refused: a page", content_type = "text/html",
+            body = String),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn logout_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_form(&headers) {
+        return PageError::unsupported().into_response();
+    }
+    let Some(pairs) = form_pairs(&body) else {
+        return PageError::bad_request().into_response();
+    };
+    logout_request(&state, &headers, pairs).await
+}
+
+async fn logout_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let params = parameters(pairs);
+    if params.values().any(Option::is_none) {
+        return html(
+            StatusCode::BAD_REQUEST,
+            views::authorize_refused("A parameter was sent more than once."),
+        );
+    }
+    let get = |name: &str| {
+        params
+            .get(name)
+            .cloned()
+            .flatten()
+            .filter(|v| !v.is_empty())
+    };
+    let (hint, client_id, uri, client_state) = (
+        get("id_token_hint"),
+        get("client_id"),
+        get("post_logout_redirect_uri"),
+        get("state"),
+    );
+    let req = match state
+        .provider
+        .check_logout(hint.as_deref(), client_id.as_deref(), uri.as_deref())
+        .await
+    {
+        Err(e) => return store_failed(e).into_response(),
+        Ok(Err(why)) => return html(StatusCode::BAD_REQUEST, views::authorize_refused(why)),
+        Ok(Ok(req)) => req,
+    };
+    let visitor = match current_session(state, headers).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    if req.hinted.is_none() && visitor.is_some() {
+        // Nothing proves the application asked: the visitor confirms.
+        let origin = req
+            .post_logout_redirect_uri
+            .as_deref()
+            .map(client_origin)
+            .unwrap_or_default();
+        let mut res = html(
+            StatusCode::OK,
+            views::logout_confirm(&views::LogoutView {
+                client_name: req.client.as_ref().map(|c| c.name.as_str()),
+                client_id: client_id.as_deref().unwrap_or_default(),
+                post_logout_redirect_uri: uri.as_deref().unwrap_or_default(),
+                state: client_state.as_deref().unwrap_or_default(),
+            }),
+        );
+        res.headers_mut()
+            .insert(CONTENT_SECURITY_POLICY, consent_policy(state, &origin));
+        return res;
+    }
+    signed_out(
+        state,
+        &req,
+        visitor.as_ref(),
+        client_state.as_deref(),
+        false,
+    )
+    .await
+}
+
+/// Ends the session, clears the cookie when it was the visitor's, and
+/// sends the browser on: to the client's URI with `state`, else to the
+/// login page.
+async fn signed_out(
+    state: &AppState,
+    req: &crate::auth::oidc::LogoutRequest,
+    visitor: Option<&Authenticated>,
+    client_state: Option<&str>,
+    after_post: bool,
+) -> Response {
+    if let Err(e) = state.provider.logout(req, visitor).await {
+        return store_failed(e).into_response();
+    }
+    let ended_visitors = visitor.is_some_and(|v| {
+        req.hinted
+            .is_none_or(|(_, session)| session == v.session.id)
+    });
+    let mut res = match &req.post_logout_redirect_uri {
+        Some(uri) => {
+            let pairs: Vec<(&str, &str)> = client_state.map(|s| ("state", s)).into_iter().collect();
+            let Ok(mut url) = Url::parse(uri) else {
+                return PageError::bad_request().into_response();
+            };
+            if !pairs.is_empty() {
+                url.query_pairs_mut().extend_pairs(pairs);
+            }
+            let res = found(url.as_str());
+            if after_post { see_other_from(res) } else { res }
+        }
+        None => super::respond::see_other("/login?notice=signed-out"),
+    };
+    if ended_visitors {
+        res.headers_mut()
+            .append(axum::http::header::SET_COOKIE, state.web.removal_cookie());
+    }
+    res
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogoutConfirmForm {
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    post_logout_redirect_uri: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// `POST /oauth2/logout/confirm`: the confirmation page's button; the
+/// request is judged again, then the visitor's session ends.
+#[utoipa::path(
+    post,
+    path = "/oauth2/logout/confirm",
+    tag = "openid",
+    operation_id = "oidcLogoutConfirm",
+    description = "Form posts need an allowed `Origin`, or none and \
+        `Sec-Fetch-Site: same-origin` (403 otherwise).",
+    request_body(content = LogoutConfirmForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed out: to the `post_logout_redirect_uri` or the \
+            login page", headers(("Location" = String, description = "Where to go"))),
+        (status = 400, response = oa::PageError),
+        (status = 403, response = oa::PageError),
+        (status = 413, response = oa::PageError),
+        (status = 415, response = oa::PageError),
+        (status = 503, response = oa::PageError),
+    )
+)]
+pub(super) async fn logout_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutConfirmForm>,
+) -> Response {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let (client_id, uri) = (
+        non_empty(&form.client_id),
+        non_empty(&form.post_logout_redirect_uri),
+    );
+    let req = match state
+        .provider
+        .check_logout(None, client_id.as_deref(), uri.as_deref())
+        .await
+    {
+        Err(e) => return store_failed(e).into_response(),
+        Ok(Err(why)) => return html(StatusCode::BAD_REQUEST, views::authorize_refused(why)),
+        Ok(Ok(req)) => req,
+    };
+    let visitor = match current_session(&state, &headers).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    signed_out(
+        &state,
+        &req,
+        visitor.as_ref(),
+        non_empty(&form.state).as_deref(),
+        true,
+    )
+    .await
+}

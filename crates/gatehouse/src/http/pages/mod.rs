@@ -65,6 +65,8 @@ pub fn router(web: &WebSettings) -> OpenApiRouter<AppState> {
         .routes(routes!(login::logout))
         .routes(routes!(authorize::authorize, authorize::authorize_form))
         .routes(routes!(authorize::consent))
+        .routes(routes!(authorize::logout, authorize::logout_form))
+        .routes(routes!(authorize::logout_confirm))
         .layer(middleware::from_fn_with_state(
             content_security_policy(web),
             page_headers,

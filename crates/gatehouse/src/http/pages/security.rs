@@ -29,6 +29,7 @@ pub fn is_form_path(path: &str) -> bool {
             | "/reset-password"
             | "/verify-email"
             | "/oauth2/consent"
+            | "/oauth2/logout/confirm"
     ) || path.starts_with("/account/")
 }
 

@@ -948,3 +948,32 @@ pub fn authorize_refused(reason: &str) -> Markup {
         },
     )
 }
+
+/// What the RP-initiated logout's confirmation page shows.
+pub struct LogoutView<'a> {
+    pub client_name: Option<&'a str>,
+    pub client_id: &'a str,
+    pub post_logout_redirect_uri: &'a str,
+    pub state: &'a str,
+}
+
+pub fn logout_confirm(v: &LogoutView<'_>) -> Markup {
+    layout(
+        "Sign out",
+        html! {
+            h1 { "Sign out of gatehouse?" }
+            @if let Some(name) = v.client_name {
+                p { (name) " asks to sign you out. You will be signed out of every application you signed in to here on this device." }
+            } @else {
+                p { "You will be signed out of every application you signed in to here on this device." }
+            }
+            form method="post" action="/oauth2/logout/confirm" {
+                input type="hidden" name="client_id" value=(v.client_id);
+                input type="hidden" name="post_logout_redirect_uri" value=(v.post_logout_redirect_uri);
+                input type="hidden" name="state" value=(v.state);
+                button type="submit" { "Sign out" }
+            }
+            p { a href="/account" { "Stay signed in" } }
+        },
+    )
+}

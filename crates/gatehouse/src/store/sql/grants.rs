@@ -33,12 +33,16 @@ fn spend_code_sql() -> String {
     )
 }
 
-fn read_code_sql() -> String {
+/// A spent code presented again: marked, and read with its session.
+fn mark_replayed_sql(truth: &str) -> String {
     format!(
-        "SELECT {CODE_COLUMNS}, spent_at, session_id FROM authorization_codes \
-         WHERE code_hash = $1"
+        "UPDATE authorization_codes SET replayed = {truth} \
+         WHERE code_hash = $1 AND spent_at IS NOT NULL \
+         RETURNING {CODE_COLUMNS}, session_id"
     )
 }
+
+const CODE_REPLAYED: &str = "SELECT replayed FROM authorization_codes WHERE code_hash = $1";
 
 const DELETE_EXPIRED_CODES: &str = "DELETE FROM authorization_codes WHERE expires_at < $1";
 
@@ -132,23 +136,28 @@ impl GrantStore for PgStore {
         if let Some(row) = spent {
             return Ok(CodeSpend::Spent(pg_code(&row)?));
         }
-        let Some(row) = sqlx::query(&read_code_sql())
+        let Some(row) = sqlx::query(&mark_replayed_sql("true"))
             .bind(&hash.0[..])
             .fetch_optional(&mut *con)
             .await
-            .context("reading an authorization code")?
+            .context("marking an authorization code replayed")?
         else {
             return Ok(CodeSpend::Unknown);
         };
-        let spent_at: Option<OffsetDateTime> = row.try_get("spent_at")?;
-        if spent_at.is_none() {
-            return Ok(CodeSpend::Unknown);
-        }
         let session_id: Option<Uuid> = row.try_get("session_id")?;
         Ok(CodeSpend::Replayed {
             code: pg_code(&row)?,
             session_id: session_id.map(SessionId),
         })
+    }
+
+    async fn code_replayed(&self, hash: &SecretHash) -> anyhow::Result<bool> {
+        let replayed: Option<bool> = sqlx::query_scalar(CODE_REPLAYED)
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .context("reading an authorization code")?;
+        Ok(replayed.unwrap_or(false))
     }
 
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64> {
@@ -261,23 +270,28 @@ impl GrantStore for SqliteStore {
         if let Some(row) = spent {
             return Ok(CodeSpend::Spent(sqlite_code(&row)?));
         }
-        let Some(row) = sqlx::query(&read_code_sql())
+        let Some(row) = sqlx::query(&mark_replayed_sql("1"))
             .bind(&hash.0[..])
             .fetch_optional(&self.pool)
             .await
-            .context("reading an authorization code")?
+            .context("marking an authorization code replayed")?
         else {
             return Ok(CodeSpend::Unknown);
         };
-        let spent_at: Option<i64> = row.try_get("spent_at")?;
-        if spent_at.is_none() {
-            return Ok(CodeSpend::Unknown);
-        }
         let session_id: Option<String> = row.try_get("session_id")?;
         Ok(CodeSpend::Replayed {
             code: sqlite_code(&row)?,
             session_id: session_id.map(parse_uuid).transpose()?.map(SessionId),
         })
+    }
+
+    async fn code_replayed(&self, hash: &SecretHash) -> anyhow::Result<bool> {
+        let replayed: Option<i64> = sqlx::query_scalar(CODE_REPLAYED)
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading an authorization code")?;
+        Ok(replayed == Some(1))
     }
 
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64> {
