@@ -167,7 +167,7 @@ ensure_browser() {
     fi
   fi
   local dir=crates/gatehouse/tests/browser
-  if [ ! -d "$dir/node_modules/playwright-core" ]; then
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ ! -d "$dir/node_modules/openid-client" ]; then
     echo "scripts/test.sh: installing the browser test's npm packages (npm ci in $dir)" >&2
     (cd "$dir" && npm ci --no-audit --no-fund)
   fi

@@ -55,8 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: ResourceServerCommand,
     },
-    /// Manage OpenID clients (the applications that will sign users in
-    /// through gatehouse; the registry only, no flow uses it yet).
+    /// Manage OpenID clients (the applications that sign users in through
+    /// gatehouse).
     Client {
         #[command(subcommand)]
         command: ClientCommand,

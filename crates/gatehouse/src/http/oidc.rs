@@ -51,6 +51,25 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, OAuthError> {
     })
 }
 
+/// The body of revocation and introspection (RFC 7009 §2.1, RFC 7662
+/// §2.1), with the client's credentials when it sends them there.
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only: the handlers read the form themselves.
+struct TokenForm {
+    token: String,
+    /// `access_token` or `refresh_token`; a hint only.
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// UserInfo's form body (RFC 6750 §2.2).
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only.
+struct UserinfoForm {
+    access_token: Option<String>,
+}
+
 /// `POST /oauth2/revoke` (RFC 7009).
 #[utoipa::path(
     post,
@@ -62,7 +81,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, OAuthError> {
         client session it belongs to ends, with every token of it, at once on every node. \
         200 also for a token that is unknown, expired or malformed (RFC 7009 §2.2); 400 \
         `unauthorized_client` for a token issued to another client or to none.",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or nothing to revoke"),
         (status = 400, description = "`invalid_request` or `unauthorized_client`",
@@ -112,7 +131,7 @@ async fn revoke(
         session and user are live; a refresh token of a live client session, unspent, asked \
         by its own client. Everything else is `{\"active\": false}`: an ID token, another \
         client's refresh token, a token of an ended session, garbage.",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "RFC 7662 §2.2", body = IntrospectionSchema),
         (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
@@ -346,7 +365,7 @@ async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     description = "As the GET; the token may instead be the form field `access_token` \
         (RFC 6750 §2.2). Both at once is 400.",
     security(("bearerAuth" = [])),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = UserinfoForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The claims", body = UserInfo),
         (status = 400, response = oa::BadRequest),

@@ -1579,7 +1579,11 @@ async fn rp_initiated_logout_without_a_hint_asks_first() {
     let forged = browser
         .post(app.url("/oauth2/logout/confirm"))
         .header("Origin", "https://evil.example")
-        .form(&[("client_id", rp.id.as_str())])
+        .form(&[
+            ("client_id", rp.id.as_str()),
+            ("post_logout_redirect_uri", ""),
+            ("state", ""),
+        ])
         .send()
         .await
         .expect("r");
@@ -1587,7 +1591,11 @@ async fn rp_initiated_logout_without_a_hint_asks_first() {
     let confirmed = browser
         .post(app.url("/oauth2/logout/confirm"))
         .header("Origin", app.origin())
-        .form(&[("client_id", rp.id.as_str())])
+        .form(&[
+            ("client_id", rp.id.as_str()),
+            ("post_logout_redirect_uri", ""),
+            ("state", ""),
+        ])
         .send()
         .await
         .expect("r");

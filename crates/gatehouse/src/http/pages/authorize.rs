@@ -45,6 +45,66 @@ fn parameters(pairs: Vec<(String, String)>) -> HashMap<String, Option<String>> {
     params
 }
 
+/// Whether any name or value holds a control character: no parameter of
+/// these requests may (RFC 6749 Appendix A: `state`, `scope`, `nonce`,
+/// client ids and URIs are visible ASCII or Unicode text), and such a
+/// request is refused whole, on a page.
+fn has_control_characters(pairs: &[(String, String)]) -> bool {
+    pairs
+        .iter()
+        .any(|(k, v)| k.chars().chain(v.chars()).any(char::is_control))
+}
+
+/// Whether a raw query or form body has a `%` that starts no escape (two
+/// hex digits): malformed, where a lenient decoder would pass it on as is.
+fn broken_escapes(raw: &[u8]) -> bool {
+    raw.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !raw
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
+}
+
+fn refused_request() -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        views::authorize_refused(
+            "The request is malformed (control characters or broken escapes).",
+        ),
+    )
+}
+
+// Only descriptions: the handlers read the parameters themselves (each
+// once, unknown ones ignored, as OIDC Core §3.1.2.1 asks).
+/// The authorization request as a form (every parameter is checked by the
+/// endpoint, in the order docs/api.md gives).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct AuthorizeForm {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    prompt: Option<String>,
+    max_age: Option<String>,
+    login_hint: Option<String>,
+}
+
+/// An RP-initiated logout request as a form: every parameter is optional.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct LogoutForm {
+    id_token_hint: Option<String>,
+    client_id: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+}
+
 /// `GET /oauth2/authorize`: the authorization request (OIDC Core
 /// §3.1.2.1), in the query.
 #[utoipa::path(
@@ -76,6 +136,9 @@ pub(super) async fn authorize(
     headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
+    if broken_escapes(query.as_bytes()) {
+        return refused_request();
+    }
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -91,7 +154,7 @@ pub(super) async fn authorize(
     operation_id = "oidcAuthorizeForm",
     description = "The authorization request as an \
         `application/x-www-form-urlencoded` body; answered as the GET.",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = AuthorizeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The consent page", content_type = "text/html",
             body = String),
@@ -111,13 +174,16 @@ pub(super) async fn authorize_form(
     if !is_form(&headers) {
         return PageError::unsupported().into_response();
     }
-    let Some(pairs) = form_pairs(&body) else {
+    let Some(pairs) = form_pairs(&body).filter(|_| !broken_escapes(&body)) else {
         return PageError::bad_request().into_response();
     };
     respond(&state, &headers, pairs).await
 }
 
 async fn respond(state: &AppState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
+    if has_control_characters(&pairs) {
+        return refused_request();
+    }
     let request_len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     let params = parameters(pairs);
     let req = match state.provider.check_request(&params).await {
@@ -322,6 +388,21 @@ fn consent_policy(state: &AppState, origin: &str) -> HeaderValue {
     HeaderValue::from_str(&extended).unwrap_or(base)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::broken_escapes;
+
+    #[test]
+    fn a_percent_must_start_an_escape() {
+        assert!(!broken_escapes(b"a=%20b&c=%7e"));
+        assert!(broken_escapes(b"a=%zz"));
+        assert!(broken_escapes(b"a=%"));
+        assert!(broken_escapes(b"a=%2"));
+        assert!(broken_escapes(b"%=1"));
+        assert!(!broken_escapes(b""));
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConsentForm {
@@ -435,10 +516,13 @@ pub(super) async fn logout(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+    let query = query.unwrap_or_default();
+    if broken_escapes(query.as_bytes()) {
+        return refused_request();
+    }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     logout_request(&state, &headers, pairs).await
 }
 
@@ -450,7 +534,7 @@ pub(super) async fn logout(
     operation_id = "oidcLogoutForm",
     description = "The RP-initiated logout request as an \
         `application/x-www-form-urlencoded` body; answered as the GET.",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The confirmation page", content_type = "text/html",
             body = String),
@@ -472,7 +556,7 @@ pub(super) async fn logout_form(
     if !is_form(&headers) {
         return PageError::unsupported().into_response();
     }
-    let Some(pairs) = form_pairs(&body) else {
+    let Some(pairs) = form_pairs(&body).filter(|_| !broken_escapes(&body)) else {
         return PageError::bad_request().into_response();
     };
     logout_request(&state, &headers, pairs).await
@@ -483,6 +567,9 @@ async fn logout_request(
     headers: &HeaderMap,
     pairs: Vec<(String, String)>,
 ) -> Response {
+    if has_control_characters(&pairs) {
+        return refused_request();
+    }
     let params = parameters(pairs);
     if params.values().any(Option::is_none) {
         return html(
@@ -587,11 +674,9 @@ async fn signed_out(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LogoutConfirmForm {
-    #[serde(default)]
+    /// The page sends all three, empty when the request had none.
     client_id: String,
-    #[serde(default)]
     post_logout_redirect_uri: String,
-    #[serde(default)]
     state: String,
 }
 
