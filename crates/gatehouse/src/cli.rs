@@ -99,6 +99,10 @@ enum ClientCommand {
         /// com.example.app:/cb.
         #[arg(long = "redirect-uri", value_name = "URI", required = true)]
         redirect_uris: Vec<String>,
+        /// Where RP-initiated logout may send the browser back to
+        /// (repeatable), under the redirect URIs' rules.
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
         /// A public client (a browser or native app): no secret.
         #[arg(long)]
         public: bool,
@@ -415,6 +419,7 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Create {
             name,
             redirect_uris,
+            post_logout_redirect_uris,
             public,
             first_party,
         } => {
@@ -422,6 +427,7 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
                 name,
                 kind: if public { "public" } else { "confidential" }.to_owned(),
                 redirect_uris,
+                post_logout_redirect_uris: Some(post_logout_redirect_uris),
                 first_party: Some(first_party),
                 ..ClientSpec::default()
             };
@@ -467,7 +473,9 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
             let parsed = ClientId::parse(&client_id)
                 .ok_or_else(|| anyhow::anyhow!("{client_id:?} is not a client id"))?;
             anyhow::ensure!(
-                svc.clients.delete(parsed, Actor::Cli).await?,
+                svc.provider
+                    .delete_client(&svc.clients, parsed, Actor::Cli)
+                    .await?,
                 "no client {client_id}"
             );
             println!("deleted client {client_id}");

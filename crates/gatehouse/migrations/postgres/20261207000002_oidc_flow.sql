@@ -44,3 +44,15 @@ CREATE TABLE consents (
     granted_at timestamptz NOT NULL,
     PRIMARY KEY (user_id, client_id)
 );
+
+-- The client sessions each client holds (one row per code exchange), so
+-- that deleting a client can end them on every backend.
+CREATE TABLE client_grants (
+    session_id uuid        PRIMARY KEY,
+    client_id  uuid        NOT NULL,
+    user_id    uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX client_grants_by_client ON client_grants (client_id);
+CREATE INDEX client_grants_by_expiry ON client_grants (expires_at);

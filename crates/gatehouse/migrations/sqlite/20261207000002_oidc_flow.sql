@@ -47,3 +47,16 @@ CREATE TABLE consents (
     granted_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, client_id)
 ) STRICT;
+
+-- The client sessions each client holds (one row per code exchange), so
+-- that deleting a client can end them on every backend (with Redis the
+-- sessions themselves are not in this database). Swept after `expires_at`.
+CREATE TABLE client_grants (
+    session_id TEXT    PRIMARY KEY NOT NULL,
+    client_id  TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX client_grants_by_client ON client_grants (client_id);
+CREATE INDEX client_grants_by_expiry ON client_grants (expires_at);

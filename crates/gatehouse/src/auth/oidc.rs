@@ -637,10 +637,21 @@ impl Provider {
             parent_id: parent.id,
             scopes: record.scopes.clone(),
         };
+        // Recorded first: a client deleted meanwhile finds it (or, being
+        // gone, fails this exchange), so no session of it is left behind.
+        self.grants
+            .record_grant(session_id, client.id, user.id, parent.expires_at)
+            .await?;
         let session = self
             .sessions
             .start_client_session(session_id, &parent, link, meta)
             .await?;
+        if self.clients.client(client.id).await?.is_none() {
+            self.sessions
+                .end(user.id, session.id, Actor::System, Ending::ClientDeleted)
+                .await?;
+            return Err(GrantError::InvalidGrant);
+        }
         // The parent may have ended while the child was being written, or
         // the code been replayed before the child existed (the replay's
         // ending found nothing to end): the child must not outlive either.
@@ -1002,6 +1013,28 @@ impl Provider {
         self.sessions
             .end(user, session, Actor::User(user), Ending::Logout)
             .await
+    }
+
+    /// Deletes a client, then ends every client session it holds, so its
+    /// users' tokens are refused at once. `false` when there was none.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_client(
+        &self,
+        clients: &super::clients::Clients,
+        id: ClientId,
+        actor: Actor,
+    ) -> anyhow::Result<bool> {
+        if !clients.delete(id, actor).await? {
+            return Ok(false);
+        }
+        for (user, session) in self.grants.take_grants_of(id).await? {
+            self.sessions
+                .end(user, session, actor, Ending::ClientDeleted)
+                .await?;
+        }
+        Ok(true)
     }
 
     /// Deletes codes no replay can matter for any more.

@@ -419,8 +419,8 @@ async fn delete_client(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     if !state
-        .clients
-        .delete(client_id(&id)?, admin.actor())
+        .provider
+        .delete_client(&state.clients, client_id(&id)?, admin.actor())
         .await
         .map_err(unavailable)?
     {

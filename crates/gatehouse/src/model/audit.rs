@@ -234,6 +234,8 @@ pub enum Ending {
     ConsentRevoked,
     /// A client session whose client revoked one of its tokens (RFC 7009).
     TokenRevoked,
+    /// A client session whose client was deleted.
+    ClientDeleted,
 }
 
 impl Ending {
@@ -254,6 +256,7 @@ impl Ending {
             Self::CodeReplayed => "code_replayed",
             Self::ConsentRevoked => "consent_revoked",
             Self::TokenRevoked => "token_revoked",
+            Self::ClientDeleted => "client_deleted",
         }
     }
 }

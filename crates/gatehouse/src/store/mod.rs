@@ -994,8 +994,23 @@ pub trait GrantStore: Send + Sync + 'static {
     /// `Replayed` answer marks it, in the same statement that reads it).
     async fn code_replayed(&self, hash: &SecretHash) -> anyhow::Result<bool>;
 
-    /// Deletes codes that expired before `before`; returns how many.
+    /// Deletes codes that expired before `before`, and client grants whose
+    /// session expired before it; returns how many rows.
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64>;
+
+    /// Records that `session` is a client session of `client` for `user`,
+    /// until `expires_at` (its absolute expiry).
+    async fn record_grant(
+        &self,
+        session: SessionId,
+        client: ClientId,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    /// The client sessions recorded for `client`, with their users, and
+    /// forgets them.
+    async fn take_grants_of(&self, client: ClientId) -> anyhow::Result<Vec<(UserId, SessionId)>>;
 
     async fn consent(&self, user: UserId, client: ClientId) -> anyhow::Result<Option<Consent>>;
 

@@ -1305,6 +1305,8 @@ async fn cli_client_create_prints_the_id_and_the_secret_once() {
             CB,
             "--redirect-uri",
             "http://127.0.0.1:8080/cb",
+            "--post-logout-redirect-uri",
+            "https://app.example.com/bye",
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -1323,6 +1325,16 @@ async fn cli_client_create_prints_the_id_and_the_secret_once() {
     let (kind, hash) = cli_row(dir.path(), id).await.expect("the row");
     assert_eq!(kind, "confidential");
     assert_eq!(hash, Some(hash_of(secret)), "only the SHA-256 is stored");
+    let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("db");
+    let bye: String =
+        sqlx::query_scalar("SELECT post_logout_redirect_uris FROM clients WHERE client_id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .expect("the row");
+    db.close().await;
+    assert_eq!(bye, r#"["https://app.example.com/bye"]"#);
 
     let out = client_cmd(dir.path(), &["list"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -1400,6 +1412,18 @@ async fn cli_client_refusals_exit_1_with_one_line_and_usage_errors_2() {
             "redirect_uris",
         ),
         (&["create", "--name", "", "--redirect-uri", CB], "name"),
+        (
+            &[
+                "create",
+                "--name",
+                "A",
+                "--redirect-uri",
+                CB,
+                "--post-logout-redirect-uri",
+                "http://evil.example/",
+            ],
+            "post_logout_redirect_uris",
+        ),
         (&["delete", "not-a-client-id"], "not-a-client-id"),
     ] {
         let out = client_cmd(dir.path(), args);

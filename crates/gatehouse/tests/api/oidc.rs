@@ -1639,3 +1639,49 @@ async fn a_disabled_user_stops_the_clients_tokens() {
     );
     assert_eq!(introspect(&app, &rp, &access).await["active"], false);
 }
+
+#[tokio::test]
+async fn deleting_a_client_ends_every_session_it_holds() {
+    let app = TestApp::spawn_on_redis(|_| {}).await;
+    following(&app).await;
+    let (rp, browser, access, refresh, _) = with_tokens(&app).await;
+    // A second user of the same client, and another client's tokens.
+    let (_, other_browser) = signed_in(&app).await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &other_browser, &request(&rp, &challenge, &[])).await;
+    let body = json_of(exchange(&app, &rp, &code, &verifier).await, StatusCode::OK).await;
+    let access2 = body["access_token"].as_str().expect("access").to_owned();
+    let (_, _, kept, _, _) = with_tokens(&app).await;
+    let id = gatehouse::auth::types::ClientId::parse(&rp.id).expect("id");
+    assert!(
+        app.auth
+            .provider
+            .delete_client(&app.auth.clients, id, gatehouse::auth::audit::Actor::Cli)
+            .await
+            .expect("deleted")
+    );
+    for t in [&access, &access2] {
+        assert_eq!(userinfo(&app, t).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = token(
+        &app,
+        Some((&rp.id, rp.secret.as_deref().expect("s"))),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(
+        json_of(res, StatusCode::UNAUTHORIZED).await["error"],
+        "invalid_client"
+    );
+    // The users stay signed in to gatehouse; another client's tokens live on.
+    assert_eq!(app.get_me(&browser).await.status(), StatusCode::OK);
+    assert_eq!(userinfo(&app, &kept).await.status(), StatusCode::OK);
+    // Deleting it again finds nothing.
+    assert!(
+        !app.auth
+            .provider
+            .delete_client(&app.auth.clients, id, gatehouse::auth::audit::Actor::Cli)
+            .await
+            .expect("read")
+    );
+}

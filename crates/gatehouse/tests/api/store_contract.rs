@@ -4501,6 +4501,39 @@ async fn codes_are_spent_once_and_name_their_session(stores: Stores) {
     );
 }
 
+async fn client_grants_are_taken_once_and_swept(stores: Stores) {
+    let (user, client) = user_and_client(&stores, "grants@example.com").await;
+    let other = gatehouse::auth::types::ClientId::new();
+    let (a, b, c) = (SessionId::new(), SessionId::new(), SessionId::new());
+    let g = &stores.grants;
+    g.record_grant(a, client.id, user.id, at(100))
+        .await
+        .expect("record");
+    g.record_grant(b, client.id, user.id, at(300))
+        .await
+        .expect("record");
+    g.record_grant(c, other, user.id, at(300))
+        .await
+        .expect("record");
+    // The sweep takes what expired before its bound.
+    assert_eq!(
+        g.delete_codes_expired_before(at(101)).await.expect("sweep"),
+        1
+    );
+    assert_eq!(
+        g.take_grants_of(client.id).await.expect("take"),
+        vec![(user.id, b)]
+    );
+    assert!(
+        g.take_grants_of(client.id).await.expect("take").is_empty(),
+        "taken once"
+    );
+    assert_eq!(
+        g.take_grants_of(other).await.expect("take"),
+        vec![(user.id, c)]
+    );
+}
+
 async fn consents_are_replaced_listed_and_deleted(stores: Stores) {
     let (user, client) = user_and_client(&stores, "consents@example.com").await;
     let other = client_record("Other", &[]);
@@ -4550,6 +4583,9 @@ contract! {
     consents_are_replaced_listed_and_deleted
         => sqlite_consents_are_replaced_listed_and_deleted,
            postgres_consents_are_replaced_listed_and_deleted;
+    client_grants_are_taken_once_and_swept
+        => sqlite_client_grants_are_taken_once_and_swept,
+           postgres_client_grants_are_taken_once_and_swept;
 }
 
 redis_contract! {

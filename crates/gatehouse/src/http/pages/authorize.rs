@@ -66,6 +66,29 @@ fn broken_escapes(raw: &[u8]) -> bool {
     })
 }
 
+/// The pairs of a query string; `None` when it is malformed.
+fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    if broken_escapes(query.as_bytes()) {
+        return None;
+    }
+    Some(
+        url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    )
+}
+
+/// The pairs of a form body: 415 for another media type, 400 for a body
+/// that is not valid UTF-8 or has broken escapes.
+fn body_pairs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
+    if !is_form(headers) {
+        return Err(PageError::unsupported());
+    }
+    form_pairs(body)
+        .filter(|_| !broken_escapes(body))
+        .ok_or_else(PageError::bad_request)
+}
+
 fn refused_request() -> Response {
     html(
         StatusCode::BAD_REQUEST,
@@ -135,13 +158,9 @@ pub(super) async fn authorize(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = query.unwrap_or_default();
-    if broken_escapes(query.as_bytes()) {
+    let Some(pairs) = query_pairs(query.as_deref().unwrap_or_default()) else {
         return refused_request();
-    }
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    };
     respond(&state, &headers, pairs).await
 }
 
@@ -171,11 +190,9 @@ pub(super) async fn authorize_form(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !is_form(&headers) {
-        return PageError::unsupported().into_response();
-    }
-    let Some(pairs) = form_pairs(&body).filter(|_| !broken_escapes(&body)) else {
-        return PageError::bad_request().into_response();
+    let pairs = match body_pairs(&headers, &body) {
+        Ok(pairs) => pairs,
+        Err(refused) => return refused.into_response(),
     };
     respond(&state, &headers, pairs).await
 }
@@ -441,9 +458,12 @@ pub(super) async fn consent(
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(form.request.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let Some(pairs) = query_pairs(&form.request) else {
+        return refused_request();
+    };
+    if has_control_characters(&pairs) {
+        return refused_request();
+    }
     let params = parameters(pairs);
     let req = match state.provider.check_request(&params).await {
         Err(e) => return store_failed(e).into_response(),
@@ -516,13 +536,9 @@ pub(super) async fn logout(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = query.unwrap_or_default();
-    if broken_escapes(query.as_bytes()) {
+    let Some(pairs) = query_pairs(query.as_deref().unwrap_or_default()) else {
         return refused_request();
-    }
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    };
     logout_request(&state, &headers, pairs).await
 }
 
@@ -553,11 +569,9 @@ pub(super) async fn logout_form(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !is_form(&headers) {
-        return PageError::unsupported().into_response();
-    }
-    let Some(pairs) = form_pairs(&body).filter(|_| !broken_escapes(&body)) else {
-        return PageError::bad_request().into_response();
+    let pairs = match body_pairs(&headers, &body) {
+        Ok(pairs) => pairs,
+        Err(refused) => return refused.into_response(),
     };
     logout_request(&state, &headers, pairs).await
 }

@@ -46,6 +46,13 @@ const CODE_REPLAYED: &str = "SELECT replayed FROM authorization_codes WHERE code
 
 const DELETE_EXPIRED_CODES: &str = "DELETE FROM authorization_codes WHERE expires_at < $1";
 
+const DELETE_EXPIRED_GRANTS: &str = "DELETE FROM client_grants WHERE expires_at < $1";
+
+const RECORD_GRANT: &str = "INSERT INTO client_grants (session_id, client_id, user_id, expires_at) VALUES ($1, $2, $3, $4)";
+
+const TAKE_GRANTS: &str =
+    "DELETE FROM client_grants WHERE client_id = $1 RETURNING user_id, session_id";
+
 const CONSENT: &str =
     "SELECT client_id, scopes, granted_at FROM consents WHERE user_id = $1 AND client_id = $2";
 
@@ -161,12 +168,48 @@ impl GrantStore for PgStore {
     }
 
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64> {
-        let done = sqlx::query(DELETE_EXPIRED_CODES)
+        let mut con = self.conn().await?;
+        let codes = sqlx::query(DELETE_EXPIRED_CODES)
             .bind(ms(before))
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *con)
             .await
             .context("deleting expired authorization codes")?;
-        Ok(done.rows_affected())
+        let grants = sqlx::query(DELETE_EXPIRED_GRANTS)
+            .bind(ms(before))
+            .execute(&mut *con)
+            .await
+            .context("deleting expired client grants")?;
+        Ok(codes.rows_affected() + grants.rows_affected())
+    }
+
+    async fn record_grant(
+        &self,
+        session: SessionId,
+        client: ClientId,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query(RECORD_GRANT)
+            .bind(session.0)
+            .bind(client.0)
+            .bind(user.0)
+            .bind(ms(expires_at))
+            .execute(&mut *self.conn().await?)
+            .await
+            .context("recording a client grant")?;
+        Ok(())
+    }
+
+    async fn take_grants_of(&self, client: ClientId) -> anyhow::Result<Vec<(UserId, SessionId)>> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(TAKE_GRANTS)
+            .bind(client.0)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .context("taking a client's grants")?;
+        Ok(rows
+            .into_iter()
+            .map(|(u, s)| (UserId(u), SessionId(s)))
+            .collect())
     }
 
     async fn consent(&self, user: UserId, client: ClientId) -> anyhow::Result<Option<Consent>> {
@@ -295,12 +338,46 @@ impl GrantStore for SqliteStore {
     }
 
     async fn delete_codes_expired_before(&self, before: OffsetDateTime) -> anyhow::Result<u64> {
-        let done = sqlx::query(DELETE_EXPIRED_CODES)
+        let codes = sqlx::query(DELETE_EXPIRED_CODES)
             .bind(to_millis(before))
             .execute(&self.pool)
             .await
             .context("deleting expired authorization codes")?;
-        Ok(done.rows_affected())
+        let grants = sqlx::query(DELETE_EXPIRED_GRANTS)
+            .bind(to_millis(before))
+            .execute(&self.pool)
+            .await
+            .context("deleting expired client grants")?;
+        Ok(codes.rows_affected() + grants.rows_affected())
+    }
+
+    async fn record_grant(
+        &self,
+        session: SessionId,
+        client: ClientId,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        sqlx::query(RECORD_GRANT)
+            .bind(session.0.to_string())
+            .bind(client.0.to_string())
+            .bind(user.0.to_string())
+            .bind(to_millis(expires_at))
+            .execute(&self.pool)
+            .await
+            .context("recording a client grant")?;
+        Ok(())
+    }
+
+    async fn take_grants_of(&self, client: ClientId) -> anyhow::Result<Vec<(UserId, SessionId)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(TAKE_GRANTS)
+            .bind(client.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("taking a client's grants")?;
+        rows.into_iter()
+            .map(|(u, s)| Ok((UserId(parse_uuid(u)?), SessionId(parse_uuid(s)?))))
+            .collect()
     }
 
     async fn consent(&self, user: UserId, client: ClientId) -> anyhow::Result<Option<Consent>> {
