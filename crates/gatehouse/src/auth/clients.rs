@@ -6,7 +6,10 @@
 //! grant types, scopes, roles and ID-token algorithm, and the rules that
 //! tie them together.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use time::OffsetDateTime;
 
 use serde_json::{Value, json};
 
@@ -93,9 +96,63 @@ pub enum ClientFailure {
     Store(#[from] anyhow::Error),
 }
 
+/// Most clients one node keeps read; past it the cache starts over.
+const CLIENT_CACHE_MAX: usize = 4096;
+
+/// What this node read of clients lately, for the OpenID endpoints that
+/// authenticate a client on every request (the token endpoint,
+/// introspection, revocation) and the authorization endpoint: a store read
+/// each time would be most of their cost. An entry is fresh for
+/// `fresh_for`, the principal cache's lifetime (zero where other nodes'
+/// changes reach this one only through the store, so nothing is kept), and
+/// a change or deletion made through this node drops it at once. Unknown
+/// ids are never kept.
+pub struct ClientCache {
+    fresh_for: std::time::Duration,
+    entries: std::sync::RwLock<HashMap<ClientId, (ClientRecord, OffsetDateTime)>>,
+}
+
+impl ClientCache {
+    pub fn new(fresh_for: std::time::Duration) -> Self {
+        Self {
+            fresh_for,
+            entries: std::sync::RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The client as read less than `fresh_for` before `now`.
+    pub fn get(&self, id: ClientId, now: OffsetDateTime) -> Option<ClientRecord> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&id)
+            .filter(|(_, read_at)| now - *read_at < self.fresh_for)
+            .map(|(record, _)| record.clone())
+    }
+
+    /// Keeps what was just read from the store.
+    pub fn put(&self, record: &ClientRecord, now: OffsetDateTime) {
+        if self.fresh_for.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CLIENT_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(record.id, (record.clone(), now));
+    }
+
+    pub fn forget(&self, id: ClientId) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
 /// The registry of OpenID clients.
 pub struct Clients {
     store: Arc<dyn ClientStore>,
+    cache: Arc<ClientCache>,
     audit: Arc<Audit>,
     clock: Arc<dyn Clock>,
 }
@@ -107,9 +164,15 @@ impl std::fmt::Debug for Clients {
 }
 
 impl Clients {
-    pub fn new(store: Arc<dyn ClientStore>, audit: Arc<Audit>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn ClientStore>,
+        cache: Arc<ClientCache>,
+        audit: Arc<Audit>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
+            cache,
             audit,
             clock,
         }
@@ -291,6 +354,7 @@ impl Clients {
                 .map_err(write_failure)?
             {
                 ClientUpdate::Updated => {
+                    self.cache.forget(id);
                     let event = self
                         .audit
                         .event(EventType::ClientChanged, actor)
@@ -317,6 +381,7 @@ impl Clients {
         let Some(name) = self.store.delete_client(id).await? else {
             return Ok(false);
         };
+        self.cache.forget(id);
         let event = self
             .audit
             .event(EventType::ClientDeleted, actor)
@@ -821,6 +886,39 @@ mod tests {
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             revision: 0,
         }
+    }
+
+    #[test]
+    fn the_client_cache_keeps_reads_for_its_lifetime_only() {
+        use std::time::Duration;
+        let t0 = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let client = record(ClientType::Public, &GrantType::DEFAULT);
+        let cache = ClientCache::new(Duration::from_secs(1));
+        assert_eq!(cache.get(client.id, t0), None);
+        cache.put(&client, t0);
+        assert_eq!(
+            cache.get(client.id, t0 + Duration::from_millis(999)),
+            Some(client.clone())
+        );
+        assert_eq!(
+            cache.get(client.id, t0 + Duration::from_secs(1)),
+            None,
+            "stale"
+        );
+        cache.put(&client, t0);
+        cache.forget(client.id);
+        assert_eq!(
+            cache.get(client.id, t0),
+            None,
+            "a change through this node drops it"
+        );
+        let never = ClientCache::new(Duration::ZERO);
+        never.put(&client, t0);
+        assert_eq!(
+            never.get(client.id, t0),
+            None,
+            "a zero lifetime keeps nothing"
+        );
     }
 
     #[test]

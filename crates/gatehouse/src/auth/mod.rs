@@ -305,14 +305,17 @@ impl Services {
             audit.clone(),
             clock.clone(),
         ));
+        let client_cache = Arc::new(clients::ClientCache::new(stores.principal_cache_ttl));
         let clients = Arc::new(Clients::new(
             stores.clients.clone(),
+            client_cache.clone(),
             audit.clone(),
             clock.clone(),
         ));
         let provider = Arc::new(oidc::Provider::new(
             bearer.clone(),
             stores.clients.clone(),
+            client_cache,
             stores.grants.clone(),
             sessions.clone(),
             stores.sessions.clone(),

@@ -151,6 +151,7 @@ pub enum ClientAuthError {
 pub struct Provider {
     bearer: Arc<Bearer>,
     clients: Arc<dyn ClientStore>,
+    client_cache: Arc<super::clients::ClientCache>,
     grants: Arc<dyn GrantStore>,
     sessions: Arc<Sessions>,
     session_store: Arc<dyn SessionStore>,
@@ -173,6 +174,7 @@ impl Provider {
     pub fn new(
         bearer: Arc<Bearer>,
         clients: Arc<dyn ClientStore>,
+        client_cache: Arc<super::clients::ClientCache>,
         grants: Arc<dyn GrantStore>,
         sessions: Arc<Sessions>,
         session_store: Arc<dyn SessionStore>,
@@ -186,6 +188,7 @@ impl Provider {
         Self {
             bearer,
             clients,
+            client_cache,
             grants,
             sessions,
             session_store,
@@ -200,6 +203,20 @@ impl Provider {
 
     pub fn issuer(&self) -> &str {
         &self.settings.issuer
+    }
+
+    /// A client, from the node's cache of recent reads (see
+    /// [`super::clients::ClientCache`]) or the store.
+    async fn client(&self, id: ClientId) -> anyhow::Result<Option<ClientRecord>> {
+        let now = self.clock.now();
+        if let Some(hit) = self.client_cache.get(id, now) {
+            return Ok(Some(hit));
+        }
+        let read = self.clients.client(id).await?;
+        if let Some(record) = &read {
+            self.client_cache.put(record, now);
+        }
+        Ok(read)
     }
 
     /// Judges an authorization request's parameters (each at most once:
@@ -224,7 +241,7 @@ impl Provider {
         let Some(client_id) = ClientId::parse(&client_id) else {
             return page("The request names an unknown client.");
         };
-        let Some(client) = self.clients.client(client_id).await? else {
+        let Some(client) = self.client(client_id).await? else {
             return page("The request names an unknown client.");
         };
         let Some(redirect_uri) = get("redirect_uri") else {
@@ -551,7 +568,7 @@ impl Provider {
                 Ok(None)
             };
         };
-        let Some(client) = self.clients.client(client_id).await? else {
+        let Some(client) = self.client(client_id).await? else {
             return if secret.is_some() {
                 Err(ClientAuthError::Failed { basic })
             } else {
