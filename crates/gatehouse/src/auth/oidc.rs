@@ -26,7 +26,7 @@ use super::audit::{Actor, Audit, Ending, EventType};
 use super::bearer::Bearer;
 use super::keys::KeyManager;
 use super::sessions::{Authenticated, Sessions};
-use super::tokens::{GrantError, IssuedAccess, TokenSettings, Tokens};
+use super::tokens::{GrantError, IssuedAccess, Tokens};
 use crate::clock::Clock;
 use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
@@ -160,7 +160,6 @@ pub struct Provider {
     keys: Arc<KeyManager>,
     audit: Arc<Audit>,
     clock: Arc<dyn Clock>,
-    settings: TokenSettings,
 }
 
 impl std::fmt::Debug for Provider {
@@ -184,7 +183,6 @@ impl Provider {
         audit: Arc<Audit>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let settings = tokens.settings().clone();
         Self {
             bearer,
             clients,
@@ -197,12 +195,11 @@ impl Provider {
             keys,
             audit,
             clock,
-            settings,
         }
     }
 
     pub fn issuer(&self) -> &str {
-        &self.settings.issuer
+        &self.tokens.settings().issuer
     }
 
     /// A client, from the node's cache of recent reads (see
@@ -760,10 +757,10 @@ impl Provider {
         let now = self.clock.now();
         let scopes: Vec<&str> = code.scopes.split(' ').collect();
         let claims = IdTokenClaims {
-            iss: &self.settings.issuer,
+            iss: &self.tokens.settings().issuer,
             sub: user.id.to_string(),
             aud: client.id.to_string(),
-            exp: (now + self.settings.access_token_ttl).unix_timestamp(),
+            exp: (now + self.tokens.settings().access_token_ttl).unix_timestamp(),
             iat: now.unix_timestamp(),
             auth_time: code.auth_time.unix_timestamp(),
             nonce: code.nonce.as_deref(),
@@ -910,7 +907,7 @@ impl Provider {
             username: Some(user.email),
             sub: Some(user.id.to_string()),
             aud: None,
-            iss: Some(self.settings.issuer.clone()),
+            iss: Some(self.tokens.settings().issuer.clone()),
             exp: Some(session.expires_at.unix_timestamp()),
             iat: Some(record.created_at.unix_timestamp()),
             jti: None,
@@ -991,7 +988,7 @@ impl Provider {
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_issuer(&[&self.tokens.settings().issuer]);
         validation.set_required_spec_claims(&["iss", "sub", "aud"]);
         #[derive(serde::Deserialize)]
         struct HintClaims {

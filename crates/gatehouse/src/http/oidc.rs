@@ -18,10 +18,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{bearer_token, refusal};
+use super::extract::{bearer_token, presented, refusal};
 use super::openapi as oa;
-use super::tokens::{OAuthError, OAuthErrorBody, authenticate_client, parameters, required};
-use crate::auth::forward::{Identified, Presented};
+use super::tokens::{
+    OAuthError, OAuthErrorBody, authenticate_client, parameters, read_body, required,
+};
+use crate::auth::forward::{Identified, Presented, Unreadable};
 use crate::auth::oidc::{Revoked, SCOPES};
 use crate::auth::tokens::GrantError;
 use crate::auth::types::ResourceServerSecret;
@@ -37,18 +39,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(userinfo, userinfo_post))
         .routes(routes!(revoke))
         .routes(routes!(introspect))
-}
-
-/// The body of a token request after the transport's limits: 413 for one
-/// over 64 KiB, 400 for one that could not be read.
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, OAuthError> {
-    body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            OAuthError::too_large()
-        } else {
-            OAuthError::bad("invalid_request", "The request body could not be read.")
-        }
-    })
 }
 
 /// The body of revocation and introspection (RFC 7009 §2.1, RFC 7662
@@ -351,7 +341,7 @@ struct UserInfo {
     )
 )]
 async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
-    let token = header_token(&headers)?.ok_or(Error::Unauthorized)?;
+    let token = header_token(&state, &headers)?.ok_or(Error::Unauthorized)?;
     claims_of(&state, token).await
 }
 
@@ -379,7 +369,7 @@ async fn userinfo_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let in_header = header_token(&headers)?;
+    let in_header = header_token(&state, &headers)?;
     let mut in_body = None;
     let form = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -411,16 +401,17 @@ async fn userinfo_post(
     }
 }
 
-/// The bearer token of the `Authorization` header: `None` without one; an
-/// error for two, or for another scheme.
-fn header_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
-    let mut all = headers.get_all(AUTHORIZATION).iter();
-    match (all.next(), all.next()) {
-        (None, _) => Ok(None),
-        (Some(_), Some(_)) => Err(Error::InvalidRequest(
-            "The request carries more than one Authorization header.",
-        )),
-        (Some(value), None) => bearer_token(value).map(Some).ok_or(Error::Unauthorized),
+/// The bearer token of the request's `Authorization` header, read as
+/// every endpoint reads it (`extract::presented`): `None` without one; 400
+/// for two, 401 for another scheme. UserInfo never takes the cookie.
+fn header_token<'h>(state: &AppState, headers: &'h HeaderMap) -> Result<Option<&'h str>, Error> {
+    match presented(headers, state.web.cookie_name) {
+        Presented::Bearer(token) => Ok(Some(token)),
+        // A cookie, even one that cannot be read, is not UserInfo's concern.
+        Presented::Nothing
+        | Presented::Cookie(_)
+        | Presented::Unreadable(Unreadable::BadCookie) => Ok(None),
+        Presented::Unreadable(why) => Err(refusal(Identified::Unreadable(why))),
     }
 }
 

@@ -264,6 +264,18 @@ impl From<GrantError> for OAuthError {
     }
 }
 
+/// The body of a token-style request after the transport's limits: 413 for
+/// one over 64 KiB, 400 for one that could not be read.
+pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, OAuthError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError::too_large()
+        } else {
+            OAuthError::bad("invalid_request", "The request body could not be read.")
+        }
+    })
+}
+
 /// The request's parameters, from a form or a JSON object of strings.
 /// RFC 6749 §3.2: a parameter sent twice is an error; unknown ones are
 /// ignored.
@@ -431,20 +443,7 @@ async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            OAuthError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "invalid_request",
-                description: "The request body exceeds 64 KiB.",
-                retry_after: None,
-                mfa_token: None,
-                basic_challenge: false,
-            }
-        } else {
-            OAuthError::bad("invalid_request", "The request body could not be read.")
-        }
-    })?;
+    let body = read_body(body)?;
     let params = parameters(&headers, &body)?;
     let grant_type = required(&params, "grant_type")?;
     if grant_type == "authorization_code" {
