@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The OpenID Provider under load, in one run with its /healthz floor:
 introspection (a confidential client asking about a live access token of
-a client session, the same token every time) and the whole code flow of a
-signed-in user (authorize with the session cookie, then the code grant
-with PKCE and HTTP Basic), with EdDSA and with RS256 ID tokens.
+a client session, the same token every time), the client_credentials
+grant (a service client with HTTP Basic and a role of two permissions, a
+new signed token every request), and the whole code flow of a signed-in
+user (authorize with the session cookie, then the code grant with PKCE and
+HTTP Basic), with EdDSA and with RS256 ID tokens.
 
     BENCH_BINARY=target/release/gatehouse python3 bench/oidc.py
 
@@ -51,6 +53,20 @@ def client(server: run.Server, workdir: Path, name: str, alg: str):
     db.commit()
     db.close()
     return client_id, secret
+
+
+def service(server: run.Server, workdir: Path):
+    """A service client for the client_credentials grant, with the role
+    `reports` (two permissions): (client id, secret)."""
+    env = dict(os.environ, GATEHOUSE_DATABASE_URL=f"sqlite://{workdir / 'oidc.db'}")
+    subprocess.run([str(run.BINARY), "role", "set", "reports", "reports:read", "reports:write"],
+                   env=env, cwd=workdir, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(run.BINARY), "client", "create", "--name", "bench-service",
+         "--grant-type", "client_credentials", "--role", "reports"],
+        env=env, cwd=workdir, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    return out[0].split()[3], out[1].strip()
 
 
 def pkce():
@@ -117,6 +133,12 @@ def main():
                 server.base + "/oauth2/introspect", "post.lua",
                 {"BENCH_BODY": body, "BENCH_HEADER": "Authorization: " + basic(*eddsa)},
             )
+            svc = service(server, workdir)
+            results["client_credentials"] = run.wrk(
+                server.base + "/v1/token", "post.lua",
+                {"BENCH_BODY": "grant_type=client_credentials",
+                 "BENCH_HEADER": "Authorization: " + basic(*svc)},
+            )
             for label, (client_id, secret) in (("code_flow_eddsa", eddsa),
                                                 ("code_flow_rs256", rs256)):
                 verifier, challenge = pkce()
@@ -138,6 +160,9 @@ def main():
     i = results["introspection"]
     print(f"| POST /oauth2/introspect (client_secret_basic) | {i['rps']:,.0f} | {i['rps'] / rps:.2f} "
           f"| {i['p50_ms']:.2f} | {i['p99_ms']:.2f} | {i['non2xx']} |")
+    c = results["client_credentials"]
+    print(f"| POST /v1/token client_credentials (client_secret_basic) | {c['rps']:,.0f} "
+          f"| {c['rps'] / rps:.2f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['non2xx']} |")
     for label, alg in (("code_flow_eddsa", "EdDSA"), ("code_flow_rs256", "RS256")):
         c = results[label]
         print(f"| code flow, {alg} ID tokens (authorize + token = 1 flow) | {c['flows_per_s']:,.0f} flows "

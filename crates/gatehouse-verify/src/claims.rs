@@ -5,12 +5,18 @@ use serde::{Deserialize, Deserializer, Serialize};
 use gatehouse_token_rules::{Amr, UniqueObject};
 
 /// The claims of an access token that passed every check (RFC 9068 §2.2 plus
-/// gatehouse's `sid`, `scope` and `roles`).
+/// gatehouse's `sid` or `credential_id`, `scope` and `roles`).
+///
+/// A token speaks for a user (`sid` present: the user's session) or, from
+/// the `client_credentials` grant, for a client on its own behalf (no
+/// `sid`; `sub` and `client_id` are the client's id, `credential_id` the
+/// secret it was obtained with): see [`Claims::is_client`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The issuer: the configured one, exactly.
     pub iss: String,
-    /// The user id (a UUID in canonical lower-case form).
+    /// The user id, or for a client's own token the client id (a UUID in
+    /// canonical lower-case form).
     pub sub: String,
     /// The audiences; a token with a single string `aud` gives one element.
     #[serde(deserialize_with = "audience")]
@@ -25,8 +31,17 @@ pub struct Claims {
     /// The token's unique id.
     pub jti: String,
     /// The session id (a UUID in canonical lower-case form): the session whose
-    /// ending revokes this token.
-    pub sid: String,
+    /// ending revokes this token. `None` on a client's own token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// On a client's own token (`client_credentials`): the id of the client
+    /// secret it was obtained with, whose rotation revokes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    /// The OpenID client the token was issued to (RFC 9068 §2.2), when one
+    /// was: on a client's own token, and on tokens a client got for a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// The user's permissions, space-separated (RFC 6749 §3.3).
     pub scope: String,
     /// The user's roles.
@@ -44,6 +59,13 @@ fn password_only() -> Amr {
 }
 
 impl Claims {
+    /// Whether the token is a client's own (`client_credentials`): it speaks
+    /// for no user, and `sub` is the client id.
+    #[must_use]
+    pub fn is_client(&self) -> bool {
+        self.credential_id.is_some()
+    }
+
     /// Whether the user proved a second factor (`amr` holds `mfa`): what a
     /// resource server checks before a sensitive action (step-up).
     #[must_use]
@@ -114,7 +136,12 @@ pub(crate) struct RawClaims {
     #[serde(default)]
     pub(crate) nbf: Option<i64>,
     pub(crate) jti: String,
-    pub(crate) sid: String,
+    #[serde(default)]
+    pub(crate) sid: Option<String>,
+    #[serde(default)]
+    pub(crate) credential_id: Option<String>,
+    #[serde(default)]
+    pub(crate) client_id: Option<String>,
     pub(crate) scope: String,
     #[serde(default)]
     pub(crate) roles: Vec<String>,
@@ -135,6 +162,8 @@ impl RawClaims {
             nbf: self.nbf,
             jti: self.jti,
             sid: self.sid,
+            credential_id: self.credential_id,
+            client_id: self.client_id,
             scope: self.scope,
             roles: self.roles,
             amr: self.amr,
@@ -155,7 +184,9 @@ mod tests {
             iat: 0,
             nbf: None,
             jti: "j".into(),
-            sid: "s".into(),
+            sid: Some("s".into()),
+            credential_id: None,
+            client_id: None,
             scope: scope.into(),
             amr: Amr::PASSWORD,
             roles: vec![],

@@ -124,8 +124,10 @@ pub(crate) struct ClaimRules {
 }
 
 /// Steps 8–15: the claims set's types, issuer, audience, times, lifetime,
-/// and the canonical form of `sub` and `sid`. Returns the claims and the
-/// session id for the revocation lookup.
+/// and the holder: canonical `sub` and `sid`, or on a client's own token
+/// `sub` = `client_id` and a canonical `credential_id`. Returns the claims
+/// and the id the revocation feed names the token's grant by (its session,
+/// or its client credential).
 ///
 /// # Errors
 /// `Malformed`, `WrongIssuer`, `WrongAudience`, `Expired`, `NotYetValid`,
@@ -148,11 +150,20 @@ pub(crate) fn check_claims(
     gatehouse_token_rules::check_times(raw.exp, raw.nbf, raw.iat, now, rules.leeway)?;
     gatehouse_token_rules::check_lifetime(raw.exp, raw.iat, rules.max_lifetime)?;
     // Canonical forms only: gatehouse issues hyphenated lower-case UUIDs, and
-    // one spelling per id keeps the revocation lookup exact.
-    let (Some(_), Some(sid)) = (parse_uuid(&raw.sub, false), parse_uuid(&raw.sid, false)) else {
+    // one spelling per id keeps the revocation lookup exact. A user's token
+    // has a `sid`; a client's own has a `credential_id` instead, and `sub`
+    // equal to its `client_id`; never both, never neither.
+    let revocation_key = match (&raw.sid, &raw.credential_id) {
+        (Some(sid), None) => parse_uuid(sid, false),
+        (None, Some(credential)) if raw.client_id.as_ref() == Some(&raw.sub) => {
+            parse_uuid(credential, false)
+        }
+        _ => None,
+    };
+    let (Some(_), Some(key)) = (parse_uuid(&raw.sub, false), revocation_key) else {
         return Err(VerifyError::Malformed);
     };
-    Ok((raw.into_claims(), sid))
+    Ok((raw.into_claims(), key))
 }
 
 #[cfg(test)]

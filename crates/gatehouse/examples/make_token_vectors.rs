@@ -32,6 +32,11 @@ const TTL: i64 = 300;
 const SUB: &str = "0190f3a0-7c2e-7d41-9a3b-5e6f7a8b9c0d";
 const SID: &str = "0190f3a1-1111-7222-8333-944455556666";
 const REVOKED_SID: &str = "0190f3a1-dead-7bee-8fac-0123456789ab";
+/// A client, and the credentials (secrets) of its own tokens: one live, one
+/// revoked (its secret rotated).
+const CLIENT: &str = "0190f3a3-c11e-7e47-8aaa-0123456789ab";
+const CREDENTIAL: &str = "5f0c2a9e-3b1d-8c4e-9f00-112233445566";
+const REVOKED_CREDENTIAL: &str = "5f0c2a9e-dead-8bee-9fac-0123456789ab";
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -383,6 +388,75 @@ fn main() -> anyhow::Result<()> {
             "empty_audience_array",
             with(c.clone(), &[("aud", json!([]))]),
             "wrong_audience",
+        ),
+    ] {
+        cases.add(name, "EdDSA", ed(&claims)?, expect);
+    }
+
+    // A client's own token (client_credentials): no sid; sub = client_id;
+    // the credential revoked like a session.
+    let client = {
+        let mut c = without(c.clone(), "sid");
+        c = with(
+            c,
+            &[
+                ("sub", json!(CLIENT)),
+                ("client_id", json!(CLIENT)),
+                ("credential_id", json!(CREDENTIAL)),
+                ("aud", json!([CLIENT, AUDIENCE])),
+                ("roles", json!(["reports"])),
+                ("amr", json!(["pwd"])),
+            ],
+        );
+        c
+    };
+    cases.valid("client_token_valid", "EdDSA", ed(&client)?, &client);
+    for (name, claims, expect) in [
+        (
+            "client_token_revoked_credential",
+            with(
+                client.clone(),
+                &[("credential_id", json!(REVOKED_CREDENTIAL))],
+            ),
+            "revoked",
+        ),
+        (
+            "client_token_with_a_sid_too",
+            with(client.clone(), &[("sid", json!(SID))]),
+            "malformed",
+        ),
+        (
+            "client_token_sub_not_its_client_id",
+            with(client.clone(), &[("sub", json!(SUB))]),
+            "malformed",
+        ),
+        (
+            "client_token_without_client_id",
+            without(client.clone(), "client_id"),
+            "malformed",
+        ),
+        (
+            "client_token_credential_not_a_uuid",
+            with(client.clone(), &[("credential_id", json!("secret-1"))]),
+            "malformed",
+        ),
+        (
+            "client_token_credential_upper_case",
+            with(
+                client.clone(),
+                &[("credential_id", json!(CREDENTIAL.to_uppercase()))],
+            ),
+            "malformed",
+        ),
+        (
+            "client_token_credential_a_number",
+            with(client.clone(), &[("credential_id", json!(7))]),
+            "malformed",
+        ),
+        (
+            "user_token_naming_a_revoked_credential_as_its_sid",
+            with(c.clone(), &[("sid", json!(REVOKED_CREDENTIAL))]),
+            "revoked",
         ),
     ] {
         cases.add(name, "EdDSA", ed(&claims)?, expect);
@@ -760,13 +834,13 @@ fn main() -> anyhow::Result<()> {
     cases.add("larger_than_8_kib", "EdDSA", big, "too_large");
 
     let doc = json!({
-        "description": "gatehouse access tokens, valid and hostile, with the verdict of gatehouse's rules (see docs/tokens.md). Written by `cargo run --example make_token_vectors`; checked by crates/gatehouse/tests/api/token_vectors.rs and crates/gatehouse-verify/tests/vectors.rs (with access_token_ttl_secs + leeway_secs as gatehouse-verify's max_token_lifetime). Keys are test keys made for this file; their private halves were discarded.",
+        "description": "gatehouse access tokens, valid and hostile, with the verdict of gatehouse's rules (see docs/tokens.md); revoked_sids lists the ended sessions and revoked client credentials, as the revocation feed does. Written by `cargo run --example make_token_vectors`; checked by crates/gatehouse/tests/api/token_vectors.rs and crates/gatehouse-verify/tests/vectors.rs (with access_token_ttl_secs + leeway_secs as gatehouse-verify's max_token_lifetime). Keys are test keys made for this file; their private halves were discarded.",
         "issuer": ISSUER,
         "audience": AUDIENCE,
         "now": NOW,
         "leeway_secs": LEEWAY,
         "access_token_ttl_secs": TTL,
-        "revoked_sids": [REVOKED_SID],
+        "revoked_sids": [REVOKED_SID, REVOKED_CREDENTIAL],
         "jwks": { "keys": [eddsa_jwk, es256_jwk, rs256_jwk] },
         "hs256_secret": STANDARD.encode(secret),
         "cases": cases.0,

@@ -94,10 +94,10 @@ enum ClientCommand {
         /// For people (shown where users sign in): 1 to 100 characters.
         #[arg(long)]
         name: String,
-        /// A redirect URI (repeatable, at least one): https, http on the
-        /// loopback interface, or a private-use scheme such as
-        /// com.example.app:/cb.
-        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        /// A redirect URI (repeatable; at least one while the client may
+        /// use authorization_code): https, http on the loopback interface,
+        /// or a private-use scheme such as com.example.app:/cb.
+        #[arg(long = "redirect-uri", value_name = "URI")]
         redirect_uris: Vec<String>,
         /// Where RP-initiated logout may send the browser back to
         /// (repeatable), under the redirect URIs' rules.
@@ -109,11 +109,24 @@ enum ClientCommand {
         /// The operator's own application.
         #[arg(long)]
         first_party: bool,
+        /// A grant type the client may use (repeatable): authorization_code,
+        /// refresh_token, client_credentials; default authorization_code
+        /// and refresh_token.
+        #[arg(long = "grant-type", value_name = "GRANT")]
+        grant_types: Vec<String>,
+        /// A role whose permissions the client's client_credentials tokens
+        /// carry (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// List the clients (never their secrets).
     List,
-    /// Delete a client.
+    /// Delete a client: the tokens of its secret are refused, and every
+    /// session it holds with users ends.
     Delete { client_id: String },
+    /// Give a confidential client a new secret (printed this once): the
+    /// old one stops working, and the tokens obtained with it are refused.
+    RotateSecret { client_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -422,6 +435,8 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
             post_logout_redirect_uris,
             public,
             first_party,
+            grant_types,
+            roles,
         } => {
             let spec = ClientSpec {
                 name,
@@ -429,6 +444,8 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
                 redirect_uris,
                 post_logout_redirect_uris: Some(post_logout_redirect_uris),
                 first_party: Some(first_party),
+                grant_types: (!grant_types.is_empty()).then_some(grant_types),
+                roles: Some(roles),
                 ..ClientSpec::default()
             };
             let created = match svc.clients.create(spec, Actor::Cli).await {
@@ -440,7 +457,9 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
                         .collect();
                     anyhow::bail!("{}", why.join("; "));
                 }
-                Err(ClientFailure::NotFound) => anyhow::bail!("no such client"),
+                Err(ClientFailure::NotFound | ClientFailure::NoSecret) => {
+                    anyhow::bail!("no such client")
+                }
                 Err(ClientFailure::Store(e)) => return Err(e),
             };
             let c = &created.record;
@@ -473,12 +492,26 @@ async fn client(config: Config, command: ClientCommand) -> anyhow::Result<()> {
             let parsed = ClientId::parse(&client_id)
                 .ok_or_else(|| anyhow::anyhow!("{client_id:?} is not a client id"))?;
             anyhow::ensure!(
-                svc.provider
-                    .delete_client(&svc.clients, parsed, Actor::Cli)
-                    .await?,
+                svc.provider.delete_client(parsed, Actor::Cli).await?,
                 "no client {client_id}"
             );
             println!("deleted client {client_id}");
+        }
+        ClientCommand::RotateSecret { client_id } => {
+            let parsed = ClientId::parse(&client_id)
+                .ok_or_else(|| anyhow::anyhow!("{client_id:?} is not a client id"))?;
+            let secret = match svc.provider.rotate_secret(parsed, Actor::Cli).await {
+                Ok(secret) => secret,
+                Err(ClientFailure::NotFound) => anyhow::bail!("no client {client_id}"),
+                Err(ClientFailure::NoSecret) => {
+                    anyhow::bail!("client {client_id} is public: it has no secret")
+                }
+                Err(ClientFailure::Invalid(_)) => anyhow::bail!("client {client_id} is invalid"),
+                Err(ClientFailure::Store(e)) => return Err(e),
+            };
+            println!("rotated the secret of client {client_id}");
+            // Alone on its line, as `client create` prints it.
+            println!("{}", secret.secret());
         }
     }
     Ok(())

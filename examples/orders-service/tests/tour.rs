@@ -186,8 +186,9 @@ async fn the_service_accepts_a_gatehouse_token_and_refuses_it_after_logout() {
         .bearer
         .verify_access_token(&token)
         .expect("fresh")
-        .user_id
-        .to_string();
+        .claims
+        .sub
+        .clone();
     assert_eq!(body["user"], sub.as_str());
     assert_eq!(body["orders"][0]["item"], "tea");
 

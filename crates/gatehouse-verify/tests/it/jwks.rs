@@ -25,7 +25,7 @@ async fn keys_are_fetched_on_first_use_and_a_valid_token_verifies() {
 
     assert_eq!(mock.fetches(), 1);
     assert_eq!(claims.sub, common::SUB);
-    assert_eq!(claims.sid, common::SID);
+    assert_eq!(claims.sid.as_deref(), Some(common::SID));
     assert_eq!(claims.aud, std::slice::from_ref(&mock.base));
     assert_eq!(claims.roles, ["clerk"]);
     assert!(claims.has_permission("orders:read"));

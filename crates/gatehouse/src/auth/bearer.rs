@@ -14,6 +14,7 @@ use super::principals::{Lookup, Principal, Principals};
 use super::sessions::{Authenticated, Sessions};
 use super::verified::VerifiedTokens;
 use crate::clock::Clock;
+use crate::model::types::{SessionId, UserId};
 use crate::revocation::Revocations;
 use crate::store::UserStore;
 
@@ -86,7 +87,7 @@ impl Bearer {
             // whose predecessor retired) takes its tokens with it.
             if ring.verifier(&hit.kid).is_some() {
                 check_times(&hit.token.claims, &self.settings, now)?;
-                if is_revoked(hit.token.session_id) {
+                if is_revoked(hit.token.holder.revocation_key()) {
                     return Err(TokenError::Revoked);
                 }
                 return Ok(hit.token.clone());
@@ -104,10 +105,20 @@ impl Bearer {
         Ok(verified)
     }
 
-    /// The session and user behind a verified access token, with the user's
-    /// effective permissions: `None` when the session is gone or not live,
-    /// belongs to someone else, or the user is disabled. Unlike a cookie, a
-    /// token never records a use.
+    /// Refuses a token decision while this node cannot prove it knows
+    /// every revocation (`revocation_fail_mode = "closed"`).
+    ///
+    /// # Errors
+    /// [`crate::revocation::RevocationsUnproven`].
+    pub fn decisions_allowed(&self) -> Result<(), crate::revocation::RevocationsUnproven> {
+        self.revocations.decisions_allowed()
+    }
+
+    /// The session and user behind a verified user's access token, with the
+    /// user's effective permissions: `None` when the session is gone or not
+    /// live, belongs to someone else, or the user is disabled, and for a
+    /// client's own token (it has neither). Unlike a cookie, a token never
+    /// records a use.
     ///
     /// What was read for the session less than `session_cache_ttl` ago
     /// answers where the principal cache may (see `principals.rs` for why
@@ -120,28 +131,31 @@ impl Bearer {
         token: &VerifiedToken,
     ) -> anyhow::Result<Option<Arc<Principal>>> {
         self.revocations.decisions_allowed()?;
+        let Some((user_id, session_id)) = token.user_session() else {
+            return Ok(None);
+        };
         let now = self.clock.now();
         // The token passed the revocation set just now, so its session was
         // not ended on this node, nor (with Redis, while the feed follows)
         // on any other.
         let cache = &self.principals;
         let mut renewing = None;
-        match cache.lookup(token.session_id, now) {
+        match cache.lookup(session_id, now) {
             Lookup::Miss => {}
             Lookup::Fresh(hit) | Lookup::Renew(hit)
-                if hit.auth.session.user_id != token.user_id
+                if hit.auth.session.user_id != user_id
                     || !self.sessions.is_live(&hit.auth.session, now) =>
             {
                 // Expired, or idle by a record that may be stale: the
                 // store decides.
-                cache.remove(token.session_id);
+                cache.remove(session_id);
             }
             Lookup::Fresh(hit) => return Ok(Some(hit)),
             Lookup::Renew(hit) => renewing = Some(hit),
         }
         let generation = cache.generation();
         let read = async {
-            let Some(auth) = self.read_principal(token, now).await? else {
+            let Some(auth) = self.read_principal(user_id, session_id, now).await? else {
                 return Ok(None);
             };
             // Read together only when they will be cached; otherwise a
@@ -156,7 +170,7 @@ impl Bearer {
         let (auth, permissions) = match (read.await, renewing) {
             (Ok(Some(found)), _) => found,
             (Ok(None), _) => {
-                cache.remove(token.session_id);
+                cache.remove(session_id);
                 return Ok(None);
             }
             // The entry being renewed is still fresh: it answers while the
@@ -179,17 +193,15 @@ impl Bearer {
     /// (which governs cookies).
     async fn read_principal(
         &self,
-        token: &VerifiedToken,
+        user_id: UserId,
+        session_id: SessionId,
         now: OffsetDateTime,
     ) -> anyhow::Result<Option<Authenticated>> {
-        let found = self
-            .sessions
-            .live_by_id(token.session_id, token.user_id, now)
-            .await?;
+        let found = self.sessions.live_by_id(session_id, user_id, now).await?;
         let Some(session) = found else {
             return Ok(None);
         };
-        let Some(user) = self.users.user_by_id(token.user_id).await? else {
+        let Some(user) = self.users.user_by_id(user_id).await? else {
             return Ok(None);
         };
         if user.disabled {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, KeyRing, alg_name};
 use crate::config::JwtAlg;
 use crate::model::amr::Amr;
-use crate::model::types::{SessionId, UserId};
+use crate::model::types::{ClientId, CredentialId, SessionId, UserId};
 use gatehouse_token_rules::UniqueObject;
 
 // The rules of an access token, written once for this server and for
@@ -65,7 +65,14 @@ pub struct AccessClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     pub jti: String,
-    pub sid: String,
+    /// The session whose ending revokes the token; absent from a client's
+    /// own token (`client_credentials`), which has `credential_id` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// On a client's own token: the client secret it was obtained with,
+    /// whose rotation (or the client's deletion) revokes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
     /// Space-separated permissions.
     pub scope: String,
     pub roles: Vec<String>,
@@ -94,7 +101,10 @@ struct WireClaims {
     #[serde(default)]
     nbf: Option<i64>,
     jti: String,
-    sid: String,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    credential_id: Option<String>,
     scope: String,
     #[serde(default)]
     roles: Vec<String>,
@@ -117,6 +127,7 @@ impl From<WireClaims> for AccessClaims {
             nbf: w.nbf,
             jti: w.jti,
             sid: w.sid,
+            credential_id: w.credential_id,
             scope: w.scope,
             roles: w.roles,
             amr: w.amr,
@@ -129,12 +140,53 @@ fn password_only() -> Amr {
     Amr::PASSWORD
 }
 
+/// Whom a verified access token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A user, in one of their sessions: gatehouse's own tokens, and a
+    /// client's tokens from a code grant (a client session).
+    User {
+        user_id: UserId,
+        session_id: SessionId,
+    },
+    /// A client on its own behalf (`client_credentials`): `sub` and
+    /// `client_id` name it, `credential_id` the secret it used.
+    Client {
+        client_id: ClientId,
+        credential: CredentialId,
+    },
+}
+
+impl Holder {
+    /// What the revocation set knows the token's grant by: its session,
+    /// or its client credential.
+    pub fn revocation_key(self) -> SessionId {
+        match self {
+            Self::User { session_id, .. } => session_id,
+            Self::Client { credential, .. } => credential.revocation_key(),
+        }
+    }
+}
+
 /// A verified access token.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub claims: AccessClaims,
-    pub user_id: UserId,
-    pub session_id: SessionId,
+    pub holder: Holder,
+}
+
+impl VerifiedToken {
+    /// The user and session a user's token speaks for; `None` for a
+    /// client's own token.
+    pub fn user_session(&self) -> Option<(UserId, SessionId)> {
+        match self.holder {
+            Holder::User {
+                user_id,
+                session_id,
+            } => Some((user_id, session_id)),
+            Holder::Client { .. } => None,
+        }
+    }
 }
 
 /// The parsed, checked header of a compact JWS: its `kid`.
@@ -181,7 +233,9 @@ pub fn verify_signature(token: &str, ring: &KeyRing) -> Result<Vec<u8>, TokenErr
 /// the header and signature ([`verify_signature`]), the claims' shape, `iss`,
 /// `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with the
 /// leeway, the lifetime `exp - iat` within `access_token_ttl` plus the
-/// leeway, canonical `sub` and `sid`, and finally `is_revoked`.
+/// leeway, the holder (canonical `sub` and `sid`, or for a client's own
+/// token `sub` = `client_id` and a canonical `credential_id`), and finally
+/// `is_revoked`.
 ///
 /// `gatehouse-verify` implements the same rules for resource servers; the
 /// shared vectors in `testdata/access-tokens.json` are run against both.
@@ -205,7 +259,7 @@ pub fn validate_access_token(
 
 /// The claims' rules of [`validate_access_token`], in its order: `iss`,
 /// `aud`, the times ([`check_times`]), the lifetime ([`check_lifetime`]),
-/// canonical `sub` and `sid`, and `is_revoked`.
+/// the holder, and `is_revoked`.
 ///
 /// # Errors
 /// The first rule the claims break.
@@ -223,20 +277,34 @@ pub fn check_claims(
     }
     check_times(&claims, settings, now)?;
     check_lifetime(&claims, settings)?;
-    // Canonical forms only: we issue hyphenated lower-case UUIDs.
-    let user_id = UserId::parse(&claims.sub).filter(|u| u.to_string() == claims.sub);
-    let session_id = SessionId::parse(&claims.sid).filter(|s| s.to_string() == claims.sid);
-    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
-        return Err(TokenError::Malformed);
-    };
-    if is_revoked(session_id) {
+    let holder = holder(&claims).ok_or(TokenError::Malformed)?;
+    if is_revoked(holder.revocation_key()) {
         return Err(TokenError::Revoked);
     }
-    Ok(VerifiedToken {
-        claims,
-        user_id,
-        session_id,
-    })
+    Ok(VerifiedToken { claims, holder })
+}
+
+/// Whom the claims speak for, in canonical forms only (we issue hyphenated
+/// lower-case UUIDs): a user's token has a `sid` and no `credential_id`; a
+/// client's own token has a `credential_id`, no `sid`, and `sub` equal to
+/// its `client_id`. Anything else is malformed.
+fn holder(claims: &AccessClaims) -> Option<Holder> {
+    fn canonical<T: std::fmt::Display>(s: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+        parse(s).filter(|id| id.to_string() == s)
+    }
+    match (&claims.sid, &claims.credential_id) {
+        (Some(sid), None) => Some(Holder::User {
+            user_id: canonical(&claims.sub, UserId::parse)?,
+            session_id: canonical(sid, SessionId::parse)?,
+        }),
+        (None, Some(credential)) if claims.client_id.as_ref() == Some(&claims.sub) => {
+            Some(Holder::Client {
+                client_id: canonical(&claims.sub, ClientId::parse)?,
+                credential: canonical(credential, CredentialId::parse)?,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// `exp`, `nbf` and `iat` against `now` (Unix seconds), with the leeway.

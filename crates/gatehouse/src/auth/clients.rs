@@ -17,7 +17,7 @@ use super::audit::{Actor, Audit, EventType};
 use crate::clock::Clock;
 use crate::model::client::FieldError;
 use crate::model::oidc::{ClientType, GrantType, IdTokenAlg, SCOPES};
-use crate::model::types::{ClientId, ClientSecret, RoleName};
+use crate::model::types::{ClientId, ClientSecret, CredentialId, RoleName};
 use crate::store::{ClientRecord, ClientStore, ClientUpdate, ClientWriteError};
 
 /// Most redirect URIs (and, apart, post-logout redirect URIs) of a client.
@@ -92,6 +92,9 @@ pub enum ClientFailure {
     Invalid(Vec<FieldError>),
     #[error("no such client")]
     NotFound,
+    /// A public client has no secret to rotate.
+    #[error("a public client has no secret")]
+    NoSecret,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -317,6 +320,47 @@ impl Clients {
         self.store.client(id).await
     }
 
+    /// One client, from this node's cache of recent reads when fresh (see
+    /// [`ClientCache`]), else from the store.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn current(&self, id: ClientId) -> anyhow::Result<Option<ClientRecord>> {
+        let now = self.clock.now();
+        if let Some(hit) = self.cache.get(id, now) {
+            return Ok(Some(hit));
+        }
+        let read = self.store.client(id).await?;
+        if let Some(record) = &read {
+            self.cache.put(record, now);
+        }
+        Ok(read)
+    }
+
+    /// One client as the store has it now (kept in the cache for the next
+    /// reads), whatever this node's copy says.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn reread(&self, id: ClientId) -> anyhow::Result<Option<ClientRecord>> {
+        self.cache.forget(id);
+        self.current(id).await
+    }
+
+    /// Drops this node's copy of a client (read again at its next use).
+    pub fn forget(&self, id: ClientId) {
+        self.cache.forget(id);
+    }
+
+    /// The permissions of the client's roles (what its `client_credentials`
+    /// tokens carry), as the store has them now.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn permissions(&self, id: ClientId) -> anyhow::Result<Vec<String>> {
+        self.store.client_permissions(id).await
+    }
+
     /// Changes the fields `patch` gives, judged with the client's others
     /// as the client is when written (a change that raced another is
     /// judged again on the other's result). A change that changes nothing
@@ -373,22 +417,81 @@ impl Clients {
         Err(anyhow::anyhow!("the client {id} kept changing under {PATCH_ATTEMPTS} attempts").into())
     }
 
-    /// Deletes a client; `false` when there was none.
+    /// Gives a confidential client a new secret, retiring the old one's
+    /// credential first (through `sessions`): the tokens obtained with it
+    /// are refused before the new secret exists, and a failure on the way
+    /// leaves them refused (the client then authenticates with the old
+    /// secret, but its new tokens are refused too, until the rotation is
+    /// tried again).
+    ///
+    /// # Errors
+    /// [`ClientFailure::NotFound`]; [`ClientFailure::NoSecret`] for a
+    /// public client; store failures.
+    pub async fn rotate_secret(
+        &self,
+        id: ClientId,
+        sessions: &super::sessions::Sessions,
+        actor: Actor,
+    ) -> Result<ClientSecret, ClientFailure> {
+        for _ in 0..PATCH_ATTEMPTS {
+            let current = self
+                .store
+                .client(id)
+                .await?
+                .ok_or(ClientFailure::NotFound)?;
+            let Some(old) = current.credential() else {
+                return Err(ClientFailure::NoSecret);
+            };
+            sessions.retire_credential(old).await?;
+            let secret =
+                ClientSecret::generate().map_err(|e| anyhow::anyhow!("OS RNG failed: {e}"))?;
+            let changed = ClientRecord {
+                secret_hash: Some(secret.hash()),
+                ..current
+            };
+            match self
+                .store
+                .update_client(&changed)
+                .await
+                .map_err(write_failure)?
+            {
+                ClientUpdate::Updated => {
+                    self.cache.forget(id);
+                    let event = self
+                        .audit
+                        .event(EventType::ClientSecretRotated, actor)
+                        .detail("client_id", id.to_string());
+                    self.audit.record_one(event).await;
+                    return Ok(secret);
+                }
+                ClientUpdate::Missing => return Err(ClientFailure::NotFound),
+                ClientUpdate::Stale => {}
+            }
+        }
+        Err(anyhow::anyhow!("the client {id} kept changing under {PATCH_ATTEMPTS} attempts").into())
+    }
+
+    /// Deletes a client: the credential of the secret it had when it went
+    /// (`Some(None)` for a public client), `None` when there was none.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete(&self, id: ClientId, actor: Actor) -> anyhow::Result<bool> {
-        let Some(name) = self.store.delete_client(id).await? else {
-            return Ok(false);
+    pub async fn delete(
+        &self,
+        id: ClientId,
+        actor: Actor,
+    ) -> anyhow::Result<Option<Option<CredentialId>>> {
+        let Some(gone) = self.store.delete_client(id).await? else {
+            return Ok(None);
         };
         self.cache.forget(id);
         let event = self
             .audit
             .event(EventType::ClientDeleted, actor)
             .detail("client_id", id.to_string())
-            .detail("name", name);
+            .detail("name", gone.name);
         self.audit.record_one(event).await;
-        Ok(true)
+        Ok(Some(gone.secret_hash.as_ref().map(CredentialId::of)))
     }
 }
 

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 
 use super::bearer::Bearer;
-use super::claims::TokenError;
+use super::claims::{Holder, TokenError, VerifiedToken};
+use super::clients::Clients;
 use super::rules::{Access, BadPath, access_for};
 use super::sessions::{Authenticated, Sessions};
 use crate::config::AccessRule;
-use crate::model::types::SessionSecret;
-use crate::store::UserStore;
+use crate::model::types::{ClientId, CredentialId, SessionSecret};
+use crate::store::{ClientRecord, UserStore};
 
 /// The credential a request carries, as the HTTP layer read it.
 #[derive(Debug)]
@@ -51,10 +52,31 @@ pub struct Caller {
     pub permissions: Option<Arc<[String]>>,
 }
 
+/// A client calling on its own behalf, by a `client_credentials` token.
+#[derive(Debug, Clone)]
+pub struct ClientCaller {
+    /// The client as last read (fresh for `session_cache_ttl` at most).
+    pub client: ClientRecord,
+    /// The token's claims: its `scope` holds the permissions it was given.
+    pub token: Arc<VerifiedToken>,
+}
+
+impl ClientCaller {
+    /// Whether the token grants every one of `needed`.
+    fn grants(&self, needed: &[String]) -> bool {
+        let scope = &self.token.claims.scope;
+        needed
+            .iter()
+            .all(|p| scope.split(' ').any(|granted| granted == p))
+    }
+}
+
 /// What a credential proved.
 #[derive(Debug)]
 pub enum Identified {
     Caller(Caller),
+    /// A client's own token (`client_credentials`): no user, no session.
+    Client(ClientCaller),
     /// No credential, or a session cookie that names no live session.
     Nobody,
     /// A bearer token refused, and why (for the log).
@@ -71,15 +93,22 @@ pub enum Decision {
     Closed,
     /// The path needs a caller and the credential names none.
     Refused(Identified),
-    /// The path needs a second factor and the caller's session proved one
-    /// (RFC 9470 `insufficient_user_authentication`).
-    NeedsSecondFactor(Caller),
+    /// The path needs a second factor and the caller's session proved none
+    /// (RFC 9470 `insufficient_user_authentication`); a client's own token
+    /// (`None`) never proves one.
+    NeedsSecondFactor(Option<Caller>),
     /// The caller lacks some of the permissions the path needs.
     Lacks {
         caller: Caller,
         needed: Vec<String>,
     },
     Allowed(Caller),
+    /// A client's own token lacks some of the permissions the path needs.
+    ClientLacks {
+        needed: Vec<String>,
+    },
+    /// A client's own token carries every permission the path needs.
+    ClientAllowed(ClientCaller),
 }
 
 /// Why no decision could be made.
@@ -103,6 +132,7 @@ pub struct Gate {
     bearer: Arc<Bearer>,
     sessions: Arc<Sessions>,
     users: Arc<dyn UserStore>,
+    clients: Arc<Clients>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -112,11 +142,17 @@ impl std::fmt::Debug for Gate {
 }
 
 impl Gate {
-    pub fn new(bearer: Arc<Bearer>, sessions: Arc<Sessions>, users: Arc<dyn UserStore>) -> Self {
+    pub fn new(
+        bearer: Arc<Bearer>,
+        sessions: Arc<Sessions>,
+        users: Arc<dyn UserStore>,
+        clients: Arc<Clients>,
+    ) -> Self {
         Self {
             bearer,
             sessions,
             users,
+            clients,
         }
     }
 
@@ -146,6 +182,13 @@ impl Gate {
                     Ok(v) => v,
                     Err(e) => return Ok(Identified::TokenRefused(e)),
                 };
+                if let Holder::Client {
+                    client_id,
+                    credential,
+                } = verified.holder
+                {
+                    return self.identify_client(verified, client_id, credential).await;
+                }
                 // A token whose session or user is gone is a token of an
                 // ended session.
                 Ok(match self.bearer.authenticate_token(&verified).await? {
@@ -166,6 +209,27 @@ impl Gate {
                 None => Identified::Nobody,
             }),
         }
+    }
+
+    /// A client's own token, verified and not revoked on this node: it
+    /// speaks for the client while the client exists, its secret is still
+    /// the one the token was obtained with, and it may still use the grant
+    /// (read fresh, or from the client cache within `session_cache_ttl`:
+    /// without Redis, another node's rotation reaches this one through
+    /// this read, as another node's logout does through the session's).
+    async fn identify_client(
+        &self,
+        token: Arc<VerifiedToken>,
+        client_id: ClientId,
+        credential: CredentialId,
+    ) -> anyhow::Result<Identified> {
+        self.bearer.decisions_allowed()?;
+        Ok(match self.clients.current(client_id).await? {
+            Some(client) if client.honours(credential) => {
+                Identified::Client(ClientCaller { client, token })
+            }
+            _ => Identified::TokenRefused(TokenError::Revoked),
+        })
     }
 
     /// Judges a forwarded request: the access rules over every reading of
@@ -189,10 +253,19 @@ impl Gate {
         };
         let caller = match self.identify(credential).await? {
             Identified::Caller(caller) => caller,
+            // A client proves no user, let alone a second factor; its
+            // permissions are the ones its token carries.
+            Identified::Client(_) if mfa => {
+                return Ok(Decision::NeedsSecondFactor(None));
+            }
+            Identified::Client(client) if client.grants(&needed) => {
+                return Ok(Decision::ClientAllowed(client));
+            }
+            Identified::Client(_) => return Ok(Decision::ClientLacks { needed }),
             refused => return Ok(Decision::Refused(refused)),
         };
         if mfa && !caller.auth.session.amr.is_multi_factor() {
-            return Ok(Decision::NeedsSecondFactor(caller));
+            return Ok(Decision::NeedsSecondFactor(Some(caller)));
         }
         if !needed.is_empty() {
             let held = match &caller.permissions {

@@ -286,10 +286,18 @@ impl Services {
             metrics.clone(),
             clock.clone(),
         ));
+        let client_cache = Arc::new(clients::ClientCache::new(stores.principal_cache_ttl));
+        let clients = Arc::new(Clients::new(
+            stores.clients.clone(),
+            client_cache,
+            audit.clone(),
+            clock.clone(),
+        ));
         let gate = Arc::new(Gate::new(
             bearer.clone(),
             sessions.clone(),
             stores.users.clone(),
+            clients.clone(),
         ));
         let admin = Arc::new(Admin::new(
             stores.users.clone(),
@@ -305,17 +313,9 @@ impl Services {
             audit.clone(),
             clock.clone(),
         ));
-        let client_cache = Arc::new(clients::ClientCache::new(stores.principal_cache_ttl));
-        let clients = Arc::new(Clients::new(
-            stores.clients.clone(),
-            client_cache.clone(),
-            audit.clone(),
-            clock.clone(),
-        ));
         let provider = Arc::new(oidc::Provider::new(
             bearer.clone(),
-            stores.clients.clone(),
-            client_cache,
+            clients.clone(),
             stores.grants.clone(),
             sessions.clone(),
             stores.sessions.clone(),

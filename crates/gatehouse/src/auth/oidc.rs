@@ -24,6 +24,7 @@ use url::Url;
 
 use super::audit::{Actor, Audit, Ending, EventType};
 use super::bearer::Bearer;
+use super::claims::Holder;
 use super::keys::KeyManager;
 use super::sessions::{Authenticated, Sessions};
 use super::tokens::{GrantError, IssuedAccess, Tokens};
@@ -33,8 +34,8 @@ use crate::model::client::ClientMeta;
 use crate::model::oidc::{ClientType, GrantType, IdTokenAlg};
 use crate::model::types::{AuthCode, ClientId, ClientSecret, RefreshSecret, SessionId};
 use crate::store::{
-    AuthorizationCode, ClientRecord, ClientStore, CodeSpend, Consent, GrantStore, SessionLink,
-    SessionRecord, SessionStore, UserRecord, UserStore,
+    AuthorizationCode, ClientRecord, CodeSpend, Consent, GrantStore, SessionLink, SessionRecord,
+    SessionStore, UserRecord, UserStore,
 };
 
 /// The scopes gatehouse knows, in the order granted scopes are written.
@@ -150,8 +151,7 @@ pub enum ClientAuthError {
 /// The OpenID Provider.
 pub struct Provider {
     bearer: Arc<Bearer>,
-    clients: Arc<dyn ClientStore>,
-    client_cache: Arc<super::clients::ClientCache>,
+    clients: Arc<super::clients::Clients>,
     grants: Arc<dyn GrantStore>,
     sessions: Arc<Sessions>,
     session_store: Arc<dyn SessionStore>,
@@ -172,8 +172,7 @@ impl Provider {
     #[allow(clippy::too_many_arguments)] // the wiring, done once in `Services::new`
     pub fn new(
         bearer: Arc<Bearer>,
-        clients: Arc<dyn ClientStore>,
-        client_cache: Arc<super::clients::ClientCache>,
+        clients: Arc<super::clients::Clients>,
         grants: Arc<dyn GrantStore>,
         sessions: Arc<Sessions>,
         session_store: Arc<dyn SessionStore>,
@@ -186,7 +185,6 @@ impl Provider {
         Self {
             bearer,
             clients,
-            client_cache,
             grants,
             sessions,
             session_store,
@@ -205,15 +203,7 @@ impl Provider {
     /// A client, from the node's cache of recent reads (see
     /// [`super::clients::ClientCache`]) or the store.
     async fn client(&self, id: ClientId) -> anyhow::Result<Option<ClientRecord>> {
-        let now = self.clock.now();
-        if let Some(hit) = self.client_cache.get(id, now) {
-            return Ok(Some(hit));
-        }
-        let read = self.clients.client(id).await?;
-        if let Some(record) = &read {
-            self.client_cache.put(record, now);
-        }
-        Ok(read)
+        self.clients.current(id).await
     }
 
     /// Judges an authorization request's parameters (each at most once:
@@ -579,9 +569,19 @@ impl Provider {
                     .ok_or(ClientAuthError::Failed { basic })?
                     .hash();
                 if bool::from(presented.0.ct_eq(&stored.0)) {
-                    Ok(Some(client))
-                } else {
-                    Err(ClientAuthError::Failed { basic })
+                    return Ok(Some(client));
+                }
+                // The node's copy may predate a rotation made elsewhere:
+                // the store decides before a well-formed secret is refused.
+                match self.clients.reread(client_id).await? {
+                    Some(fresh)
+                        if fresh
+                            .secret_hash
+                            .is_some_and(|h| bool::from(presented.0.ct_eq(&h.0))) =>
+                    {
+                        Ok(Some(fresh))
+                    }
+                    _ => Err(ClientAuthError::Failed { basic }),
                 }
             }
             _ => Err(ClientAuthError::Failed { basic }),
@@ -798,6 +798,20 @@ impl Provider {
     /// # Errors
     /// Store failures.
     pub async fn revoke(&self, client: &ClientRecord, token: &str) -> anyhow::Result<Revoked> {
+        // A client's own token has no session to end: its secret's rotation
+        // revokes it (with every other token obtained with that secret).
+        if let Some(Holder::Client { client_id, .. }) = token
+            .contains('.')
+            .then(|| self.bearer.verify_access_token(token).ok())
+            .flatten()
+            .map(|v| v.holder)
+        {
+            return Ok(if client_id == client.id {
+                Revoked::Unsupported
+            } else {
+                Revoked::NotThisClients
+            });
+        }
         let Some((user, session, owner)) = self.token_session(token).await? else {
             return Ok(Revoked::Nothing);
         };
@@ -818,9 +832,10 @@ impl Provider {
         token: &str,
     ) -> anyhow::Result<Option<(crate::model::types::UserId, SessionId, Option<ClientId>)>> {
         if token.contains('.') {
-            return Ok(self.bearer.verify_access_token(token).ok().map(|v| {
+            return Ok(self.bearer.verify_access_token(token).ok().and_then(|v| {
                 let client = v.claims.client_id.as_deref().and_then(ClientId::parse);
-                (v.user_id, v.session_id, client)
+                let (user, session) = v.user_session()?;
+                Some((user, session, client))
             }));
         }
         let Some(refresh) = RefreshSecret::parse(token) else {
@@ -853,8 +868,23 @@ impl Provider {
             let Ok(verified) = self.bearer.verify_access_token(token) else {
                 return Ok(Introspection::inactive());
             };
-            let Some(principal) = self.bearer.authenticate_token(&verified).await? else {
-                return Ok(Introspection::inactive());
+            let username = match verified.holder {
+                Holder::User { .. } => match self.bearer.authenticate_token(&verified).await? {
+                    Some(principal) => Some(principal.auth.user.email.clone()),
+                    None => return Ok(Introspection::inactive()),
+                },
+                // Live while the client exists with the secret the token
+                // was obtained with (as `Gate::identify` judges it).
+                Holder::Client {
+                    client_id,
+                    credential,
+                } => {
+                    self.bearer.decisions_allowed()?;
+                    match self.client(client_id).await? {
+                        Some(client) if client.honours(credential) => None,
+                        _ => return Ok(Introspection::inactive()),
+                    }
+                }
             };
             let c = &verified.claims;
             return Ok(Introspection {
@@ -862,14 +892,14 @@ impl Provider {
                 token_type: Some("Bearer"),
                 scope: Some(c.scope.clone()),
                 client_id: c.client_id.clone(),
-                username: Some(principal.auth.user.email.clone()),
+                username,
                 sub: Some(c.sub.clone()),
                 aud: Some(c.aud.clone()),
                 iss: Some(c.iss.clone()),
                 exp: Some(c.exp),
                 iat: Some(c.iat),
                 jti: Some(c.jti.clone()),
-                sid: Some(c.sid.clone()),
+                sid: c.sid.clone(),
             });
         }
         let Some(refresh) = RefreshSecret::parse(token) else {
@@ -1029,19 +1059,29 @@ impl Provider {
             .await
     }
 
-    /// Deletes a client, then ends every client session it holds, so its
-    /// users' tokens are refused at once. `false` when there was none.
+    /// Deletes a client: the tokens obtained with its secret
+    /// (`client_credentials`) are refused, then every client session it
+    /// holds ends, so its users' tokens are refused at once too. `false`
+    /// when there was none.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete_client(
-        &self,
-        clients: &super::clients::Clients,
-        id: ClientId,
-        actor: Actor,
-    ) -> anyhow::Result<bool> {
-        if !clients.delete(id, actor).await? {
+    pub async fn delete_client(&self, id: ClientId, actor: Actor) -> anyhow::Result<bool> {
+        // The tokens of its secret are refused before it goes (a failure
+        // midway leaves them refused), and those of the secret it had as it
+        // went, should a rotation have raced this.
+        let Some(before) = self.clients.client(id).await? else {
             return Ok(false);
+        };
+        let retired = before.credential();
+        if let Some(credential) = retired {
+            self.sessions.retire_credential(credential).await?;
+        }
+        let Some(gone) = self.clients.delete(id, actor).await? else {
+            return Ok(false);
+        };
+        if let Some(credential) = gone.filter(|c| Some(*c) != retired) {
+            self.sessions.retire_credential(credential).await?;
         }
         for (user, session) in self.grants.take_grants_of(id).await? {
             self.sessions
@@ -1049,6 +1089,68 @@ impl Provider {
                 .await?;
         }
         Ok(true)
+    }
+
+    /// Gives a confidential client a new secret; the tokens obtained with
+    /// the old one are refused at once (see `Clients::rotate_secret`).
+    ///
+    /// # Errors
+    /// As `Clients::rotate_secret`.
+    pub async fn rotate_secret(
+        &self,
+        id: ClientId,
+        actor: Actor,
+    ) -> Result<ClientSecret, super::clients::ClientFailure> {
+        self.clients.rotate_secret(id, &self.sessions, actor).await
+    }
+
+    /// The `client_credentials` grant (RFC 6749 §4.4) for an authenticated
+    /// client: a token of the client itself with its roles' permissions,
+    /// or with the subset `scope` asks for.
+    ///
+    /// # Errors
+    /// [`GrantError::UnauthorizedClient`] for a client not registered for
+    /// the grant (public clients never are); [`GrantError::InvalidScope`]
+    /// for a scope naming a permission the client lacks;
+    /// [`GrantError::RetiredSecret`] when the secret it authenticated with
+    /// was retired meanwhile (a rotation on another node, seen here before
+    /// this node's copy of the client caught up); store failures.
+    pub async fn client_credentials(
+        &self,
+        client: &ClientRecord,
+        scope: Option<&str>,
+    ) -> Result<IssuedAccess, GrantError> {
+        if client.kind != ClientType::Confidential
+            || !client.grant_types.contains(&GrantType::ClientCredentials)
+        {
+            return Err(GrantError::UnauthorizedClient);
+        }
+        let credential = client.credential().ok_or(GrantError::UnauthorizedClient)?;
+        if self.sessions.is_retired(credential) {
+            self.clients.forget(client.id);
+            return Err(GrantError::RetiredSecret);
+        }
+        let held = self.clients.permissions(client.id).await?;
+        let permissions = match scope {
+            None => held,
+            Some(asked) => {
+                let asked: Vec<String> = asked
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if asked.iter().any(|p| !held.contains(p)) {
+                    return Err(GrantError::InvalidScope);
+                }
+                let mut asked = asked;
+                asked.sort();
+                asked.dedup();
+                asked
+            }
+        };
+        Ok(self
+            .tokens
+            .issue_client_token(client, credential, &permissions)?)
     }
 
     /// Deletes codes no replay can matter for any more.
@@ -1071,6 +1173,9 @@ pub enum Revoked {
     Nothing,
     /// The token was issued to another client (or to none): refused.
     NotThisClients,
+    /// A client's own token (`client_credentials`): rotating the client's
+    /// secret revokes those (RFC 7009 §2.2.1 `unsupported_token_type`).
+    Unsupported,
 }
 
 /// An RFC 7662 answer.

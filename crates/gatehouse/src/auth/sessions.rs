@@ -12,7 +12,7 @@ use super::audit::{Actor, Audit, AuditEvent, Ending, EventType};
 use crate::clock::Clock;
 use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
-use crate::model::types::{SessionId, SessionSecret, UserId};
+use crate::model::types::{CredentialId, SessionId, SessionSecret, UserId};
 use crate::revocation::Revocations;
 use crate::store::{SessionLink, SessionRecord, SessionStore, UserRecord, UserStore};
 
@@ -393,6 +393,25 @@ impl Sessions {
             .user(user_id)
             .session(id)
             .detail("reason", why.as_str())
+    }
+
+    /// Revokes the tokens obtained with a client credential (a client's
+    /// secret rotated, or the client deleted), on this node at once and
+    /// wherever ended sessions' tokens are refused: the same record, set
+    /// and feed.
+    ///
+    /// # Errors
+    /// Store failures (then nothing may be assumed revoked).
+    pub async fn retire_credential(&self, id: CredentialId) -> anyhow::Result<()> {
+        let until = self.revoke_until();
+        self.store.revoke_credential(id, until).await?;
+        self.revocations.insert([(id.revocation_key(), until)]);
+        Ok(())
+    }
+
+    /// Whether tokens obtained with the credential are refused on this node.
+    pub fn is_retired(&self, id: CredentialId) -> bool {
+        self.revocations.is_revoked(id.revocation_key())
     }
 
     /// When a session ended now stops mattering: no token issued before now

@@ -21,9 +21,10 @@ use super::password::HashError;
 use super::sessions::{NewSession, Sessions};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::model::amr::Amr;
 use crate::model::client::ClientMeta;
-use crate::model::types::{ClientId, Password, RefreshSecret};
-use crate::store::{SessionRecord, SessionStore, UserRecord, UserStore};
+use crate::model::types::{ClientId, CredentialId, Password, RefreshSecret};
+use crate::store::{ClientRecord, SessionRecord, SessionStore, UserRecord, UserStore};
 
 pub use super::claims::*;
 
@@ -60,6 +61,12 @@ pub enum GrantError {
     /// The client may not use this grant type.
     #[error("unauthorized client")]
     UnauthorizedClient,
+    /// The scope asks for a permission the client does not hold.
+    #[error("invalid scope")]
+    InvalidScope,
+    /// The client authenticated with a secret that was rotated meanwhile.
+    #[error("the client's secret was rotated")]
+    RetiredSecret,
     /// The `mfa_token` of an MFA grant is unknown, expired or spent.
     #[error("invalid mfa_token")]
     InvalidMfaToken,
@@ -193,11 +200,6 @@ impl Tokens {
                 )
             }
         };
-        let ring = self.keys.ring();
-        let signer = ring
-            .signer
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no signing key is available"))?;
         let now = self.clock.now();
         let exp = (now + self.settings.access_token_ttl)
             .min(session.expires_at)
@@ -210,12 +212,58 @@ impl Tokens {
             iat: now.unix_timestamp(),
             nbf: None,
             jti: Uuid::now_v7().to_string(),
-            sid: session.id.to_string(),
-            scope: scope.clone(),
+            sid: Some(session.id.to_string()),
+            credential_id: None,
+            scope,
             roles: user.roles.clone(),
             amr: session.amr,
             client_id,
         };
+        self.sign(claims)
+    }
+
+    /// Signs a client's own access token (`client_credentials`): `sub` and
+    /// `client_id` are the client, `aud` the client and the configured
+    /// audience, no `sid` but the `credential_id` of the secret it
+    /// authenticated with, `scope` the `permissions` given, `roles` the
+    /// client's; `amr` `pwd` (a shared secret). It lives
+    /// `access_token_ttl`.
+    ///
+    /// # Errors
+    /// When no signing key is available.
+    pub fn issue_client_token(
+        &self,
+        client: &ClientRecord,
+        credential: CredentialId,
+        permissions: &[String],
+    ) -> anyhow::Result<IssuedAccess> {
+        let now = self.clock.now();
+        let client_id = client.id.to_string();
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: client_id.clone(),
+            aud: Audience::Many(vec![client_id.clone(), self.settings.audience.clone()]),
+            exp: (now + self.settings.access_token_ttl).unix_timestamp(),
+            iat: now.unix_timestamp(),
+            nbf: None,
+            jti: Uuid::now_v7().to_string(),
+            sid: None,
+            credential_id: Some(credential.to_string()),
+            scope: permissions.join(" "),
+            roles: client.roles.clone(),
+            amr: Amr::PASSWORD,
+            client_id: Some(client_id),
+        };
+        self.sign(claims)
+    }
+
+    /// Signs claims with the current access-token key.
+    fn sign(&self, claims: AccessClaims) -> anyhow::Result<IssuedAccess> {
+        let ring = self.keys.ring();
+        let signer = ring
+            .signer
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no signing key is available"))?;
         let mut header = Header::new(keys::algorithm(ring.alg));
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(signer.kid.clone());
@@ -225,7 +273,7 @@ impl Tokens {
         Ok(IssuedAccess {
             token,
             expires_in,
-            scope,
+            scope: claims.scope,
         })
     }
 
@@ -737,14 +785,17 @@ mod tests {
                 iat: 0,
                 nbf: None,
                 jti: "j".into(),
-                sid: "s".into(),
+                sid: Some("s".into()),
+                credential_id: None,
                 scope: String::new(),
                 roles: Vec::new(),
                 amr: crate::model::amr::Amr::PASSWORD,
                 client_id: None,
             },
-            user_id: UserId::new(),
-            session_id: SessionId::new(),
+            holder: super::super::claims::Holder::User {
+                user_id: UserId::new(),
+                session_id: SessionId::new(),
+            },
         });
         for i in 0..5_000 {
             let token = format!("{i:0>600}");
@@ -850,7 +901,8 @@ mod tests {
             iat,
             nbf: None,
             jti: "j".into(),
-            sid: "s".into(),
+            sid: Some("s".into()),
+            credential_id: None,
             scope: String::new(),
             roles: Vec::new(),
             amr: crate::model::amr::Amr::PASSWORD,

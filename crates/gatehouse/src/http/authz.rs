@@ -15,7 +15,7 @@ use super::AppState;
 use super::extract::{CurrentUser, JsonBody, presented, refusal};
 use super::openapi as oa;
 use crate::auth::FieldError;
-use crate::auth::forward::{DecideError, Decision};
+use crate::auth::forward::{ClientCaller, DecideError, Decision};
 use crate::auth::types::Permission;
 use crate::error::{Error, unavailable};
 
@@ -129,6 +129,23 @@ fn originals(headers: &HeaderMap) -> (Vec<&[u8]>, Vec<&[u8]>) {
 /// `GET /v1/verify`: 200 with the user's headers, 401 or 403, by the
 /// `[[rules]]` (first match wins; no match: authenticated), judging every
 /// reading of the request and demanding what the strictest demands.
+/// The answer to a client's own token: the client id as the user, its roles,
+/// no email (a client has none).
+fn client_headers(caller: &ClientCaller) -> Response {
+    let client = &caller.client;
+    tracing::Span::current().record("user", tracing::field::display(client.id));
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    // A UUID and role names (checked on the way in) are header-safe.
+    if let Ok(v) = HeaderValue::from_str(&client.id.to_string()) {
+        h.insert(X_USER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.roles.join(",")) {
+        h.insert(X_ROLES, v);
+    }
+    res
+}
+
 #[utoipa::path(
     get,
     path = "/v1/verify",
@@ -188,7 +205,14 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
         Decision::Public => return Ok(StatusCode::OK.into_response()),
         Decision::Closed => return Err(Error::Forbidden("This path is closed by an access rule.")),
         Decision::Refused(refused) => return Err(refusal(refused)),
-        Decision::NeedsSecondFactor(_) => return Err(Error::InsufficientAuthentication),
+        Decision::NeedsSecondFactor(Some(_)) => return Err(Error::InsufficientAuthentication),
+        // Signing in again cannot help a client: it is refused outright.
+        Decision::NeedsSecondFactor(None) => {
+            return Err(Error::Forbidden(
+                "This path needs a user who proved a second factor; a client's own token \
+                 proves none.",
+            ));
+        }
         Decision::Lacks { caller, needed } => {
             let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
             return Err(CurrentUser::from(caller).lacks(
@@ -197,6 +221,13 @@ async fn verify(State(state): State<AppState>, req: Request) -> Result<Response,
             ));
         }
         Decision::Allowed(caller) => caller.into(),
+        Decision::ClientLacks { needed } => {
+            return Err(Error::InsufficientScope {
+                detail: "The caller lacks the permission this path requires.",
+                scope: needed.join(" "),
+            });
+        }
+        Decision::ClientAllowed(client) => return Ok(client_headers(&client)),
     };
     let user = &who.auth.user;
     tracing::Span::current().record("user", tracing::field::display(user.id));

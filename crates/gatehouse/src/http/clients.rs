@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_clients, create_client))
         .routes(routes!(get_client, patch_client, delete_client))
+        .routes(routes!(rotate_secret))
 }
 
 /// `confidential` or `public`.
@@ -133,6 +134,17 @@ struct ClientCreated {
     client_secret: Option<String>,
 }
 
+/// `POST /v1/admin/clients/{client_id}/secret`: the new secret, shown this
+/// once.
+#[derive(Serialize, ToSchema)]
+struct SecretRotated {
+    #[schema(format = Uuid)]
+    client_id: String,
+    /// `ghcs_` and 43 base64url characters; only its SHA-256 is kept.
+    #[schema(pattern = "^ghcs_[A-Za-z0-9_-]{43}$")]
+    client_secret: String,
+}
+
 /// `GET` and `PATCH /v1/admin/clients/{client_id}`.
 #[derive(Serialize, ToSchema)]
 struct ClientResponse {
@@ -233,6 +245,9 @@ fn failure(e: ClientFailure) -> Error {
     match e {
         ClientFailure::Invalid(errors) => Error::Invalid(errors),
         ClientFailure::NotFound => Error::NotFound,
+        ClientFailure::NoSecret => {
+            Error::Conflict("A public client has no secret; only a confidential one's rotates.")
+        }
         ClientFailure::Store(e) => unavailable(e),
     }
 }
@@ -420,11 +435,59 @@ async fn delete_client(
 ) -> Result<StatusCode, Error> {
     if !state
         .provider
-        .delete_client(&state.clients, client_id(&id)?, admin.actor())
+        .delete_client(client_id(&id)?, admin.actor())
         .await
         .map_err(unavailable)?
     {
         return Err(Error::NotFound);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/clients/{client_id}/secret`: a confidential client's
+/// new secret, shown this once; the old one stops working and every token
+/// obtained with it (`client_credentials`) is refused at once.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/clients/{client_id}/secret",
+    tag = "admin",
+    operation_id = "rotateClientSecret",
+    description = "Replaces a confidential client's secret. The old secret stops \
+        authenticating the client, and every access token obtained with it by the \
+        `client_credentials` grant is refused at once, on every node and at every resource \
+        server that follows the revocation feed. The client's sessions with users (code \
+        grants) are not touched. No request body is read.",
+    security(("bearerAuth" = []), ("sessionCookie" = [])),
+    params(("client_id" = String, Path, format = Uuid, description = "The client's id")),
+    responses(
+        (status = 200, description = "The new secret, shown this once", body = SecretRotated,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, response = oa::Unauthorized),
+        (status = 403, response = oa::Forbidden),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+        (status = 503, response = oa::Unavailable),
+    )
+)]
+async fn rotate_secret(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Error> {
+    let id = client_id(&id)?;
+    let secret = state
+        .provider
+        .rotate_secret(id, admin.actor())
+        .await
+        .map_err(failure)?;
+    Ok((
+        [(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        )],
+        Json(SecretRotated {
+            client_id: id.to_string(),
+            client_secret: secret.secret(),
+        }),
+    ))
 }

@@ -222,6 +222,10 @@ impl FromRequestParts<AppState> for CurrentUser {
                      takes only the user's own tokens and session.",
                 ))
             }
+            Identified::Client(_) => Err(Error::Forbidden(
+                "This access token is an application's own (client_credentials); gatehouse's \
+                 own API takes only a user's tokens and session.",
+            )),
             Identified::Caller(caller) => {
                 // The request's span (http::count_request) names the user
                 // in every later log line of the request.
@@ -269,6 +273,7 @@ pub fn refusal(refused: Identified) -> Error {
             Error::InvalidToken
         }
         Identified::Caller(_)
+        | Identified::Client(_)
         | Identified::Nobody
         | Identified::Unreadable(Unreadable::NotBearer | Unreadable::BadCookie) => {
             Error::Unauthorized

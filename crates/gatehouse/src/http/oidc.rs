@@ -106,6 +106,12 @@ async fn revoke(
             "unauthorized_client",
             "The token was not issued to this client.",
         )),
+        Revoked::Unsupported => Err(OAuthError::bad(
+            "unsupported_token_type",
+            "A client_credentials token is revoked by rotating the client's secret \
+             (POST /v1/admin/clients/{client_id}/secret), which revokes every token \
+             obtained with the old one.",
+        )),
     }
 }
 
@@ -259,7 +265,12 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
         scopes_supported: SCOPES.to_vec(),
         response_types_supported: vec!["code"],
         response_modes_supported: vec!["query"],
-        grant_types_supported: vec!["authorization_code", "refresh_token", "password"],
+        grant_types_supported: vec![
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "password",
+        ],
         subject_types_supported: vec!["public"],
         id_token_signing_alg_values_supported: vec!["RS256", "ES256", "EdDSA"],
         token_endpoint_auth_methods_supported: vec![
@@ -416,6 +427,10 @@ fn header_token<'h>(state: &AppState, headers: &'h HeaderMap) -> Result<Option<&
 }
 
 async fn claims_of(state: &AppState, token: &str) -> Result<Response, Error> {
+    let needs_openid = || Error::InsufficientScope {
+        detail: "UserInfo needs an access token issued to a client with the openid scope.",
+        scope: "openid".to_owned(),
+    };
     let caller = match state
         .gate
         .identify(Presented::Bearer(token))
@@ -423,15 +438,14 @@ async fn claims_of(state: &AppState, token: &str) -> Result<Response, Error> {
         .map_err(unavailable)?
     {
         Identified::Caller(caller) if caller.bearer => caller,
+        // A client's own token speaks for no user.
+        Identified::Client(_) => return Err(needs_openid()),
         refused => return Err(refusal(refused)),
     };
     let claims = state
         .provider
         .userinfo(&caller.auth.user, &caller.auth.session)
-        .ok_or(Error::InsufficientScope {
-            detail: "UserInfo needs an access token issued to a client with the openid scope.",
-            scope: "openid".to_owned(),
-        })?;
+        .ok_or_else(needs_openid)?;
     Ok((
         [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(claims),

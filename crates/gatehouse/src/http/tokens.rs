@@ -48,9 +48,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct TokenRequest {
-    /// `password`, `refresh_token` or `urn:gatehouse:grant-type:mfa`.
+    /// `password`, `refresh_token`, `urn:gatehouse:grant-type:mfa`,
+    /// `client_credentials` (with client authentication), or an OpenID
+    /// client's `authorization_code`.
     #[schema(
-        pattern = "^(password|refresh_token|urn:gatehouse:grant-type:mfa)$",
+        pattern = "^(password|refresh_token|urn:gatehouse:grant-type:mfa|client_credentials)$",
         example = "password"
     )]
     grant_type: String,
@@ -73,6 +75,16 @@ struct TokenRequest {
     /// With the MFA grant, instead of `otp`: a recovery code.
     #[schema(nullable = false)]
     recovery_code: Option<String>,
+    /// With `grant_type=client_credentials`: the permissions asked for,
+    /// space-separated (a subset of the client's; all of them without it).
+    #[schema(nullable = false)]
+    scope: Option<String>,
+    /// The client, with `client_secret_post` (or a public client's id).
+    #[schema(nullable = false)]
+    client_id: Option<String>,
+    /// The client's secret, with `client_secret_post`.
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
 }
 
 /// RFC 6749 §5.1: a successful grant.
@@ -229,6 +241,11 @@ impl From<GrantError> for OAuthError {
                 "unauthorized_client",
                 "This client may not use this grant type.",
             ),
+            GrantError::InvalidScope => Self::bad(
+                "invalid_scope",
+                "The scope names a permission this client's roles do not give.",
+            ),
+            GrantError::RetiredSecret => Self::invalid_client(false),
             GrantError::InvalidMfaToken => Self::bad(
                 "invalid_grant",
                 "The mfa_token is unknown, expired or spent; start again with the password.",
@@ -404,7 +421,9 @@ pub(super) fn required<'a>(
         and a refresh token (for a user with a second factor it answers 403 `mfa_required` \
         with an `mfa_token`, and `urn:gatehouse:grant-type:mfa` with that token and `otp` or \
         `recovery_code` completes the login); the `refresh_token` grant rotates the pair (a spent refresh \
-        token presented again ends the whole session). Errors are RFC 6749 §5.2 bodies, not \
+        token presented again ends the whole session); `client_credentials` gives a \
+        confidential client a token of its own (client authentication by HTTP Basic or \
+        `client_id` and `client_secret` in the body). Errors are RFC 6749 §5.2 bodies, not \
         problem documents. The body's credentials are its only credentials: no cookie or \
         `Authorization` header is read. The parameters are a form \
         (`application/x-www-form-urlencoded`, RFC 6749 §4.3.2 and §6); the same parameters \
@@ -424,6 +443,9 @@ pub(super) fn required<'a>(
             headers(("Pragma" = String, description = "`no-cache` (RFC 6749 §5.1)"))),
         (status = 400, description = "`invalid_request`, `invalid_grant` or \
             `unsupported_grant_type` (RFC 6749 §5.2)", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: the client authentication of a \
+            `client_credentials` or `authorization_code` grant failed (with \
+            `WWW-Authenticate: Basic` when HTTP Basic was tried)", body = OAuthErrorBody),
         (status = 403, description = "`mfa_required`: the password is right and the user has \
             a second factor; the body's `mfa_token` continues with the MFA grant",
             body = OAuthErrorBody),
@@ -448,6 +470,9 @@ async fn token(
     let grant_type = required(&params, "grant_type")?;
     if grant_type == "authorization_code" {
         return code_grant(&state, &client, &headers, &params).await;
+    }
+    if grant_type == "client_credentials" {
+        return client_credentials_grant(&state, &headers, &params).await;
     }
     let pair: TokenPair = match grant_type {
         "password" => {
@@ -483,8 +508,8 @@ async fn token(
         _ => {
             return Err(OAuthError::bad(
                 "unsupported_grant_type",
-                "Supported grant types: authorization_code, password, refresh_token, \
-                 urn:gatehouse:grant-type:mfa.",
+                "Supported grant types: authorization_code, client_credentials, password, \
+                 refresh_token, urn:gatehouse:grant-type:mfa.",
             ));
         }
     };
@@ -592,6 +617,36 @@ async fn code_grant(
         refresh_token: grant.refresh.map(|r| r.encode()),
         id_token: grant.id_token,
         scope: grant.access.scope,
+    };
+    Ok(token_response(body))
+}
+
+/// The `client_credentials` grant (RFC 6749 §4.4): only for a confidential
+/// client that authenticates.
+async fn client_credentials_grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let basic = headers.contains_key(AUTHORIZATION);
+    let client = authenticate_client(state, headers, params)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client(basic))?;
+    let access = state
+        .provider
+        .client_credentials(&client, params.get("scope").map(String::as_str))
+        .await
+        .map_err(|e| match e {
+            GrantError::RetiredSecret => OAuthError::invalid_client(basic),
+            e => e.into(),
+        })?;
+    let body = TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        refresh_token: None,
+        id_token: None,
+        scope: access.scope,
     };
     Ok(token_response(body))
 }

@@ -74,6 +74,9 @@ pub enum EventType {
     ClientChanged,
     /// An OpenID client was deleted (`details.client_id`, `name`).
     ClientDeleted,
+    /// A confidential client's secret was replaced (`details.client_id`);
+    /// the tokens obtained with the old one are revoked.
+    ClientSecretRotated,
     /// A user allowed a client the scopes of `details.scopes`
     /// (`details.client_id`) on the consent page.
     ConsentGiven,
@@ -86,7 +89,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 34] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -117,6 +120,7 @@ impl EventType {
         Self::ClientCreated,
         Self::ClientChanged,
         Self::ClientDeleted,
+        Self::ClientSecretRotated,
         Self::ConsentGiven,
         Self::ConsentRevoked,
         Self::CodeReplayed,
@@ -154,6 +158,7 @@ impl EventType {
             Self::ClientCreated => "client_created",
             Self::ClientChanged => "client_changed",
             Self::ClientDeleted => "client_deleted",
+            Self::ClientSecretRotated => "client_secret_rotated",
             Self::ConsentGiven => "consent_given",
             Self::ConsentRevoked => "consent_revoked",
             Self::CodeReplayed => "code_replayed",

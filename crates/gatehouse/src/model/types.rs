@@ -310,6 +310,48 @@ uuid_id!(
     ClientId
 );
 
+/// The id of a confidential client's current secret: what the client's
+/// `client_credentials` tokens carry as `credential_id`, and what rotating
+/// the secret or deleting the client revokes. A name for the secret,
+/// derived from its hash (a one-way function of a one-way function of 256
+/// random bits: it tells nothing of the secret), so a new secret is a new
+/// credential without anything else to store.
+///
+/// Revoked, recorded and followed like a session's id (one revocation set,
+/// the stores' revocation records, the revocation feed): both are UUIDs, a
+/// credential's of version 8, so the two can never name each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialId(pub Uuid);
+
+impl CredentialId {
+    /// The credential of the secret whose SHA-256 is `hash`.
+    pub fn of(hash: &SecretHash) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"gatehouse client credential\0")
+            .chain_update(hash.0)
+            .finalize();
+        let mut bytes = [0_u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+
+    /// Parses the textual form; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::try_parse(s).ok().map(Self)
+    }
+
+    /// The key the revocation set, the stores and the feed know it by.
+    pub fn revocation_key(self) -> SessionId {
+        SessionId(self.0)
+    }
+}
+
+impl fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 fn check_token(kind: &str, s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max {
         return Err(format!("a {kind} must be 1 to {max} characters"));

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use super::{RefreshRecord, RevocationLog, SessionRecord, SessionStore};
 use crate::clock::Clock;
-use crate::model::types::{SecretHash, SessionId, UserId};
+use crate::model::types::{CredentialId, SecretHash, SessionId, UserId};
 use crate::revocation::Revocations;
 
 /// Most sessions one node keeps (records are a few hundred bytes each).
@@ -364,6 +364,14 @@ impl SessionStore for CachingSessionStore {
             self.cache.remove(id);
         }
         Ok(ended)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: CredentialId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        self.inner.revoke_credential(id, revoke_until).await
     }
 
     async fn delete_sessions_of(

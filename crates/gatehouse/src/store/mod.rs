@@ -23,7 +23,8 @@ use crate::model::audit::{AuditEvent, AuditQuery};
 use crate::model::mail::{ClaimedMail, OutboxMail, OutboxStats, TokenPurpose};
 use crate::model::oidc::{ClientType, GrantType, IdTokenAlg};
 use crate::model::types::{
-    ClientId, Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId, UserId,
+    ClientId, CredentialId, Email, PasskeyId, ResourceServerId, RoleName, SecretHash, SessionId,
+    UserId,
 };
 use crate::revocation::Revocations;
 
@@ -325,6 +326,16 @@ pub trait SessionStore: Send + Sync + 'static {
         user_id: UserId,
         revoke_until: OffsetDateTime,
     ) -> anyhow::Result<bool>;
+
+    /// Records a client credential as revoked until `revoke_until`, as an
+    /// ended session is (same records, same log, same announcement), so
+    /// the tokens obtained with it are refused wherever ended sessions'
+    /// are. Keeps a later record.
+    async fn revoke_credential(
+        &self,
+        id: CredentialId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<()>;
 
     /// Ends every session of the user except `keep`; returns the ended ids.
     async fn delete_sessions_of(
@@ -848,6 +859,32 @@ pub struct ClientRecord {
     pub revision: u64,
 }
 
+impl ClientRecord {
+    /// The credential of a confidential client's current secret.
+    pub fn credential(&self) -> Option<crate::model::types::CredentialId> {
+        self.secret_hash
+            .as_ref()
+            .map(crate::model::types::CredentialId::of)
+    }
+
+    /// Whether a `client_credentials` token obtained with `credential`
+    /// still speaks for this client: the secret it was obtained with is
+    /// the current one, and the client may still use the grant.
+    pub fn honours(&self, credential: crate::model::types::CredentialId) -> bool {
+        self.credential() == Some(credential)
+            && self
+                .grant_types
+                .contains(&crate::model::oidc::GrantType::ClientCredentials)
+    }
+}
+
+/// What a deleted client was, as it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedClient {
+    pub name: String,
+    pub secret_hash: Option<SecretHash>,
+}
+
 /// Why a client could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientWriteError {
@@ -873,8 +910,8 @@ pub enum ClientUpdate {
 /// Contract: a client's roles are assigned in the transaction that writes
 /// its row, and only roles that exist (an unknown one is an error naming
 /// it, and nothing is written); deleting a role removes it from every
-/// client. `update_client` replaces everything but the id, type, secret
-/// hash and creation instant, only while the stored revision is the
+/// client. `update_client` replaces everything but the id, type and
+/// creation instant (a new secret hash rotates the secret), only while the stored revision is the
 /// record's (compare-and-swap), and moves the revision on. "Not found" is
 /// `Ok(None)` or [`ClientUpdate::Missing`]; every other `Err` is a store
 /// failure.
@@ -889,8 +926,12 @@ pub trait ClientStore: Send + Sync + 'static {
 
     async fn update_client(&self, client: &ClientRecord) -> Result<ClientUpdate, ClientWriteError>;
 
-    /// Deletes the client; its name, `None` when there was none.
-    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<String>>;
+    /// Deletes the client; what it was, `None` when there was none.
+    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<DeletedClient>>;
+
+    /// The permissions of the client's roles, sorted, without duplicates
+    /// (none for an unknown client).
+    async fn client_permissions(&self, id: ClientId) -> anyhow::Result<Vec<String>>;
 }
 
 /// What a signing key signs.

@@ -67,7 +67,7 @@ use super::{
 };
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
-use crate::model::types::{ClientId, SecretHash, SessionId, UserId};
+use crate::model::types::{ClientId, CredentialId, SecretHash, SessionId, UserId};
 
 /// How many expired or idle sessions one `delete_expired` call deletes at
 /// most (from each of the two indexes), so that a backlog never blocks Redis
@@ -178,6 +178,12 @@ if redis.call('HGET', P .. 's:' .. sid, 'u') ~= uid then
 end
 drop_session(sid, uid)
 revoke(sid, ARGV[4], ARGV[5])
+return 1
+";
+
+/// ARGV: P, credential id, revoke until, epoch if the log starts anew.
+const REVOKE_CREDENTIAL: &str = r"
+revoke(ARGV[2], ARGV[3], ARGV[4])
 return 1
 ";
 
@@ -492,6 +498,7 @@ struct Scripts {
     insert_session: Script,
     touch_session: Script,
     delete_session: Script,
+    revoke_credential: Script,
     delete_sessions_of: Script,
     delete_expired: Script,
     insert_refresh: Script,
@@ -508,6 +515,7 @@ impl Scripts {
             insert_session: with_prelude(INSERT_SESSION),
             touch_session: with_prelude(TOUCH_SESSION),
             delete_session: with_prelude(DELETE_SESSION),
+            revoke_credential: with_prelude(REVOKE_CREDENTIAL),
             delete_sessions_of: with_prelude(DELETE_SESSIONS_OF),
             delete_expired: with_prelude(DELETE_EXPIRED),
             insert_refresh: with_prelude(INSERT_REFRESH),
@@ -842,6 +850,25 @@ impl SessionStore for RedisStore {
             .await
             .context("deleting a session in Redis")?;
         Ok(ended == 1)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: CredentialId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let mut con = self.con();
+        let _: i64 = self
+            .scripts
+            .revoke_credential
+            .arg(&self.prefix)
+            .arg(id.to_string())
+            .arg(to_millis(revoke_until))
+            .arg(new_epoch())
+            .invoke_async(&mut con)
+            .await
+            .context("revoking a client credential in Redis")?;
+        Ok(())
     }
 
     /// As `delete_session` for every session in the user's index except

@@ -80,7 +80,11 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
     let ended = std::time::Instant::now();
     // Node A learns of it through pub/sub: its store-free check refuses the
     // token without reading any store.
-    while !a.auth.revocations.is_revoked(verified.session_id) {
+    while !a
+        .auth
+        .revocations
+        .is_revoked(verified.holder.revocation_key())
+    {
         assert!(
             ended.elapsed() < Duration::from_secs(1),
             "node A did not hear of the logout on node B within 1 s"
@@ -117,7 +121,8 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
         .bearer
         .verify_access_token(&access)
         .expect("fresh")
-        .session_id;
+        .holder
+        .revocation_key();
     let res = a
         .bare_client()
         .post(a.url("/v1/logout"))
@@ -615,7 +620,8 @@ async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
         .bearer
         .verify_access_token(&access)
         .expect("fresh")
-        .session_id;
+        .holder
+        .revocation_key();
     let cookie = a.client();
     assert_eq!(a.login(&cookie, &user).await.status(), StatusCode::OK);
     assert_eq!(me_with_bearer(&a, &access).await, StatusCode::OK);

@@ -1425,6 +1425,25 @@ async fn cli_client_refusals_exit_1_with_one_line_and_usage_errors_2() {
             "post_logout_redirect_uris",
         ),
         (&["delete", "not-a-client-id"], "not-a-client-id"),
+        // The code flow needs a redirect URI; a service does not.
+        (&["create", "--name", "App"], "redirect_uris"),
+        (
+            &["create", "--name", "App", "--grant-type", "implicit"],
+            "grant_types",
+        ),
+        (
+            &[
+                "create",
+                "--name",
+                "Svc",
+                "--grant-type",
+                "client_credentials",
+                "--role",
+                "no-such-role",
+            ],
+            "no-such-role",
+        ),
+        (&["rotate-secret", "not-a-client-id"], "not-a-client-id"),
     ] {
         let out = client_cmd(dir.path(), args);
         let line = assert_fails_with_one_line(&out);
@@ -1437,9 +1456,11 @@ async fn cli_client_refusals_exit_1_with_one_line_and_usage_errors_2() {
     let unknown = uuid::Uuid::now_v7().to_string();
     let out = client_cmd(dir.path(), &["delete", &unknown]);
     assert!(assert_fails_with_one_line(&out).contains(&unknown));
+    let out = client_cmd(dir.path(), &["rotate-secret", &unknown]);
+    assert!(assert_fails_with_one_line(&out).contains(&unknown));
     for args in [
-        &["create", "--name", "App"][..],
-        &["create", "--redirect-uri", CB],
+        &["create", "--redirect-uri", CB][..],
+        &["rotate-secret"],
         &[
             "create",
             "--name",
@@ -1504,4 +1525,69 @@ fn cli_client_commands_refuse_to_create_a_database() {
             "{args:?} created a file"
         );
     }
+}
+
+/// A service client from the command line (`--grant-type`, `--role`, no
+/// redirect URI), and `client rotate-secret`: the new secret alone on its
+/// line, the stored hash replaced; a public client has none to rotate.
+#[tokio::test]
+async fn cli_client_for_a_service_and_its_secret_rotated() {
+    let dir = database();
+    let out = run(
+        gatehouse(dir.path()).args(["role", "set", "reports", "reports:read"]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = client_cmd(
+        dir.path(),
+        &[
+            "create",
+            "--name",
+            "Report builder",
+            "--grant-type",
+            "client_credentials",
+            "--role",
+            "reports",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut lines = out.stdout.lines();
+    let id = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("the id")
+        .to_owned();
+    let secret = lines.next().expect("the secret").to_owned();
+    let (_, before) = cli_row(dir.path(), &id).await.expect("stored");
+    let out = client_cmd(dir.path(), &["rotate-secret", &id]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[0], format!("rotated the secret of client {id}"));
+    let rotated = lines[1];
+    assert!(
+        rotated.starts_with("ghcs_") && rotated.len() == 48,
+        "{rotated}"
+    );
+    assert_ne!(rotated, secret);
+    let (_, after) = cli_row(dir.path(), &id).await.expect("stored");
+    assert_eq!(
+        after.as_deref(),
+        Some(&Sha256::digest(URL_SAFE_NO_PAD.decode(&rotated[5..]).expect("b64"))[..])
+    );
+    assert_ne!(after, before);
+
+    let out = client_cmd(
+        dir.path(),
+        &["create", "--name", "SPA", "--public", "--redirect-uri", CB],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let public = out
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("the id")
+        .to_owned();
+    let out = client_cmd(dir.path(), &["rotate-secret", &public]);
+    assert!(assert_fails_with_one_line(&out).contains("public"));
 }

@@ -9,6 +9,7 @@ mod backends;
 mod backups;
 mod browser;
 mod cli;
+mod client_credentials;
 mod clients;
 mod csrf;
 mod damaged_store;

@@ -269,6 +269,15 @@ async fn discovery_names_every_endpoint_on_the_issuer() {
             "{alg}"
         );
     }
+    assert_eq!(
+        meta["grant_types_supported"],
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "password"
+        ])
+    );
     for method in ["client_secret_basic", "client_secret_post", "none"] {
         assert!(
             meta["token_endpoint_auth_methods_supported"]
@@ -1656,7 +1665,7 @@ async fn deleting_a_client_ends_every_session_it_holds() {
     assert!(
         app.auth
             .provider
-            .delete_client(&app.auth.clients, id, gatehouse::auth::audit::Actor::Cli)
+            .delete_client(id, gatehouse::auth::audit::Actor::Cli)
             .await
             .expect("deleted")
     );
@@ -1680,7 +1689,7 @@ async fn deleting_a_client_ends_every_session_it_holds() {
     assert!(
         !app.auth
             .provider
-            .delete_client(&app.auth.clients, id, gatehouse::auth::audit::Actor::Cli)
+            .delete_client(id, gatehouse::auth::audit::Actor::Cli)
             .await
             .expect("read")
     );

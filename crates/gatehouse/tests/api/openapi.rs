@@ -70,6 +70,7 @@ const OPERATIONS: &[&str] = &[
     "DELETE /v1/admin/clients/{client_id}",
     "GET /v1/admin/clients/{client_id}",
     "PATCH /v1/admin/clients/{client_id}",
+    "POST /v1/admin/clients/{client_id}/secret",
     "GET /v1/admin/resource-servers",
     "POST /v1/admin/resource-servers",
     "DELETE /v1/admin/resource-servers/{id}",

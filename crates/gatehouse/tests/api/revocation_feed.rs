@@ -81,7 +81,8 @@ async fn token_session(app: &TestApp, user: &TestUser) -> (String, String) {
         .bearer
         .verify_access_token(&token)
         .expect("a fresh token")
-        .session_id
+        .holder
+        .revocation_key()
         .to_string();
     (token, sid)
 }

@@ -4167,7 +4167,10 @@ async fn clients_read_back_whole_and_list_oldest_first(stores: Stores) {
             .delete_client(first.id)
             .await
             .expect("delete"),
-        Some("First".to_owned())
+        Some(gatehouse::store::DeletedClient {
+            name: "First".to_owned(),
+            secret_hash: first.secret_hash,
+        })
     );
     assert_eq!(
         stores
@@ -4213,7 +4216,8 @@ async fn client_updates_are_compare_and_swap(stores: Stores) {
     changed.scopes = strings(&["openid"]);
     changed.roles = strings(&["two"]);
     changed.id_token_alg = IdTokenAlg::Es256;
-    // What the update may not touch is kept whatever the record says.
+    // What the update may not touch is kept whatever the record says; the
+    // secret hash is written (a rotation).
     changed.secret_hash = Some(SecretHash([9; 32]));
     changed.created_at = at(99);
     assert_eq!(
@@ -4231,7 +4235,6 @@ async fn client_updates_are_compare_and_swap(stores: Stores) {
     assert_eq!(
         read,
         gatehouse::store::ClientRecord {
-            secret_hash: original.secret_hash,
             created_at: original.created_at,
             revision: 1,
             ..changed.clone()
@@ -4292,6 +4295,126 @@ async fn a_deleted_role_leaves_every_client(stores: Stores) {
     // Created again, it is no one's.
     put_role(&stores, "doomed", &[]).await;
     assert!(roles(stored_client(&stores, b.id).await).is_empty());
+}
+
+/// A rotation writes the new secret hash over the revision read; the
+/// permissions of a client's roles read back deduplicated and sorted, and
+/// follow a role's change.
+async fn client_secrets_rotate_and_permissions_follow_roles(stores: Stores) {
+    put_role(&stores, "reports", &["reports:write", "reports:read"]).await;
+    put_role(&stores, "audit", &["reports:read", "audit:read"]).await;
+    let c = client_record("Service", &["reports", "audit"]);
+    stores.clients.create_client(&c).await.expect("create");
+    assert_eq!(
+        stores.clients.client_permissions(c.id).await.expect("read"),
+        strings(&["audit:read", "reports:read", "reports:write"])
+    );
+    assert!(
+        stores
+            .clients
+            .client_permissions(gatehouse::auth::types::ClientId::new())
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    put_role(&stores, "audit", &["audit:export"]).await;
+    assert_eq!(
+        stores.clients.client_permissions(c.id).await.expect("read"),
+        strings(&["audit:export", "reports:read", "reports:write"])
+    );
+    let rotated = gatehouse::store::ClientRecord {
+        secret_hash: Some(SecretHash([9; 32])),
+        ..c.clone()
+    };
+    assert_eq!(
+        stores
+            .clients
+            .update_client(&rotated)
+            .await
+            .expect("update"),
+        store::ClientUpdate::Updated
+    );
+    let read = stored_client(&stores, c.id).await.expect("stored");
+    assert_eq!(read.secret_hash, Some(SecretHash([9; 32])));
+    assert_eq!(read.revision, 1);
+    // A second rotation over the revision the first one read loses.
+    let stale = gatehouse::store::ClientRecord {
+        secret_hash: Some(SecretHash([8; 32])),
+        ..c.clone()
+    };
+    assert_eq!(
+        stores.clients.update_client(&stale).await.expect("update"),
+        store::ClientUpdate::Stale
+    );
+    assert_eq!(
+        stored_client(&stores, c.id)
+            .await
+            .expect("stored")
+            .secret_hash,
+        Some(SecretHash([9; 32]))
+    );
+    // The deletion says which secret went with it.
+    let gone = stores
+        .clients
+        .delete_client(c.id)
+        .await
+        .expect("delete")
+        .expect("there was one");
+    assert_eq!(gone.secret_hash, Some(SecretHash([9; 32])));
+}
+
+contract! {
+    client_secrets_rotate_and_permissions_follow_roles
+        => sqlite_client_secrets_rotate_and_permissions_follow_roles,
+           postgres_client_secrets_rotate_and_permissions_follow_roles;
+}
+
+/// A retired client credential is recorded like an ended session: in the
+/// revocations in force, numbered in the log, a later record kept, swept
+/// when its time has passed.
+async fn a_credential_is_revoked_like_a_session(stores: Stores) {
+    let credential = gatehouse::model::types::CredentialId::of(&SecretHash([5; 32]));
+    let key = credential.revocation_key();
+    let now = at(100);
+    stores
+        .sessions
+        .revoke_credential(credential, at(200))
+        .await
+        .expect("revoke");
+    stores
+        .sessions
+        .revoke_credential(credential, at(150))
+        .await
+        .expect("revoke again, earlier");
+    let in_force = stores.sessions.revocations(now).await.expect("read");
+    assert!(in_force.contains(&(key, at(200))), "{in_force:?}");
+    let log = stores
+        .sessions
+        .revocation_log(None, now, 100)
+        .await
+        .expect("log");
+    assert!(
+        log.entries.iter().any(|e| e.session_id == key),
+        "{:?}",
+        log.entries
+    );
+    stores
+        .sessions
+        .delete_expired(at(201), Duration::from_secs(3600))
+        .await
+        .expect("sweep");
+    let later = stores.sessions.revocations(at(201)).await.expect("read");
+    assert!(!later.iter().any(|(id, _)| *id == key), "{later:?}");
+}
+
+contract! {
+    a_credential_is_revoked_like_a_session
+        => sqlite_a_credential_is_revoked_like_a_session,
+           postgres_a_credential_is_revoked_like_a_session;
+}
+
+redis_contract! {
+    a_credential_is_revoked_like_a_session => redis_a_credential_is_revoked_like_a_session;
 }
 
 contract! {

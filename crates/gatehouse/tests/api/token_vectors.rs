@@ -92,7 +92,9 @@ fn every_shared_vector_gets_its_verdict_from_the_server() {
                     })
                     .unwrap_or_default();
                 let same = v.claims.sub == want["sub"]
-                    && v.claims.sid == want["sid"]
+                    && v.claims.sid.as_deref() == want["sid"].as_str()
+                    && v.claims.credential_id.as_deref() == want["credential_id"].as_str()
+                    && v.claims.client_id.as_deref() == want["client_id"].as_str()
                     && v.claims.jti == want["jti"]
                     && v.claims.scope == want["scope"]
                     && v.claims.exp == want["exp"]

@@ -373,13 +373,22 @@ async fn unknown_email_gets_the_same_answer_as_a_wrong_password() {
 #[tokio::test]
 async fn unknown_grant_type_is_unsupported_grant_type() {
     let app = TestApp::spawn().await;
-    for grant_type in ["client_credentials", "AUTHORIZATION_CODE", "PASSWORD", "x"] {
+    for grant_type in [
+        "CLIENT_CREDENTIALS",
+        "AUTHORIZATION_CODE",
+        "PASSWORD",
+        "implicit",
+        "x",
+    ] {
         let res = token_form(&app, &[("grant_type", grant_type)]).await;
         assert_oauth_error(res, StatusCode::BAD_REQUEST, "unsupported_grant_type").await;
     }
-    // The code grant is supported, and needs a client first
-    // (tests/api/oidc.rs has the rest).
+    // The code and client_credentials grants are supported, and need a
+    // client first (tests/api/oidc.rs and client_credentials.rs have the
+    // rest).
     let res = token_form(&app, &[("grant_type", "authorization_code"), ("code", "x")]).await;
+    assert_oauth_error(res, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let res = token_form(&app, &[("grant_type", "client_credentials")]).await;
     assert_oauth_error(res, StatusCode::UNAUTHORIZED, "invalid_client").await;
 }
 

@@ -14,7 +14,7 @@ use crate::model::oidc::{ClientType, GrantType, IdTokenAlg};
 use crate::model::types::ClientId;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ClientRecord, ClientStore, ClientUpdate, ClientWriteError};
+use crate::store::{ClientRecord, ClientStore, ClientUpdate, ClientWriteError, DeletedClient};
 
 const INSERT_CLIENT: &str = "INSERT INTO clients (client_id, name, type, secret_hash, \
      redirect_uris, post_logout_redirect_uris, first_party, grant_types, scopes, \
@@ -22,16 +22,23 @@ const INSERT_CLIENT: &str = "INSERT INTO clients (client_id, name, type, secret_
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)";
 
 /// Everything mutable, only over the revision read (compare-and-swap).
+/// The parameters appear in their order (SQLite numbers `$N` by first
+/// appearance).
 const UPDATE_CLIENT: &str = "UPDATE clients SET name = $1, redirect_uris = $2, \
      post_logout_redirect_uris = $3, first_party = $4, grant_types = $5, scopes = $6, \
-     id_token_signed_response_alg = $7, revision = revision + 1 \
-     WHERE client_id = $8 AND revision = $9";
+     id_token_signed_response_alg = $7, secret_hash = $8, revision = revision + 1 \
+     WHERE client_id = $9 AND revision = $10";
+
+/// The permissions of a client's roles (its `client_credentials` tokens').
+const CLIENT_PERMISSIONS: &str = "SELECT DISTINCT rp.permission FROM client_roles cr \
+     JOIN role_permissions rp ON rp.role = cr.role \
+     WHERE cr.client_id = $1 ORDER BY rp.permission";
 
 const CLIENT_EXISTS: &str = "SELECT 1 FROM clients WHERE client_id = $1";
 
 const CLEAR_CLIENT_ROLES: &str = "DELETE FROM client_roles WHERE client_id = $1";
 
-const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1 RETURNING name";
+const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1 RETURNING name, secret_hash";
 
 /// A client with its roles in one row: on PostgreSQL an array whose roles
 /// sort byte-wise (the column is `COLLATE "C"`); on SQLite folded into one
@@ -127,6 +134,7 @@ impl ClientStore for PgStore {
             .bind(grant_names(&c.grant_types))
             .bind(&c.scopes)
             .bind(c.id_token_alg.as_str())
+            .bind(c.secret_hash.map(|h| h.0.to_vec()))
             .bind(c.id.0)
             .bind(revision(c)?)
             .execute(&mut *tx)
@@ -154,12 +162,22 @@ impl ClientStore for PgStore {
         Ok(ClientUpdate::Updated)
     }
 
-    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<String>> {
-        sqlx::query_scalar(DELETE_CLIENT)
+    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<DeletedClient>> {
+        sqlx::query_as::<_, (String, Option<Vec<u8>>)>(DELETE_CLIENT)
             .bind(id.0)
             .fetch_optional(&mut *self.conn().await?)
             .await
-            .context("deleting a client")
+            .context("deleting a client")?
+            .map(deleted)
+            .transpose()
+    }
+
+    async fn client_permissions(&self, id: ClientId) -> anyhow::Result<Vec<String>> {
+        sqlx::query_scalar(CLIENT_PERMISSIONS)
+            .bind(id.0)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .context("reading a client's permissions")
     }
 }
 
@@ -244,6 +262,7 @@ impl ClientStore for SqliteStore {
             .bind(json_list(&grant_names(&c.grant_types))?)
             .bind(json_list(&c.scopes)?)
             .bind(c.id_token_alg.as_str())
+            .bind(c.secret_hash.map(|h| h.0.to_vec()))
             .bind(c.id.0.to_string())
             .bind(revision(c)?)
             .execute(&mut *tx)
@@ -271,13 +290,31 @@ impl ClientStore for SqliteStore {
         Ok(ClientUpdate::Updated)
     }
 
-    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<String>> {
-        sqlx::query_scalar(DELETE_CLIENT)
+    async fn delete_client(&self, id: ClientId) -> anyhow::Result<Option<DeletedClient>> {
+        sqlx::query_as::<_, (String, Option<Vec<u8>>)>(DELETE_CLIENT)
             .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await
-            .context("deleting a client")
+            .context("deleting a client")?
+            .map(deleted)
+            .transpose()
     }
+
+    async fn client_permissions(&self, id: ClientId) -> anyhow::Result<Vec<String>> {
+        sqlx::query_scalar(CLIENT_PERMISSIONS)
+            .bind(id.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("reading a client's permissions")
+    }
+}
+
+/// A deleted client's row as `DELETE … RETURNING` gave it.
+fn deleted((name, hash): (String, Option<Vec<u8>>)) -> anyhow::Result<DeletedClient> {
+    Ok(DeletedClient {
+        name,
+        secret_hash: hash.map(|h| hash_from(h, "client secret")).transpose()?,
+    })
 }
 
 /// As [`pg_assign_roles`], one role at a time.

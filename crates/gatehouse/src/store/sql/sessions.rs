@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{hash_from, ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
-use crate::model::types::{ClientId, SecretHash, SessionId, UserId};
+use crate::model::types::{ClientId, CredentialId, SecretHash, SessionId, UserId};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -166,6 +166,16 @@ impl SessionStore for PgStore {
         }
         tx.commit().await.context("committing a session's end")?;
         Ok(ended)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: CredentialId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.begin().await.context("starting a transaction")?;
+        Self::revoke(&mut tx, &[id.0], revoke_until).await?;
+        tx.commit().await.context("committing a revocation")
     }
 
     async fn delete_sessions_of(
@@ -439,6 +449,16 @@ impl SessionStore for SqliteStore {
         }
         tx.commit().await.context("committing a session's end")?;
         Ok(ended)
+    }
+
+    async fn revoke_credential(
+        &self,
+        id: CredentialId,
+        revoke_until: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        Self::revoke(&mut tx, &[id.revocation_key()], revoke_until).await?;
+        tx.commit().await.context("committing a revocation")
     }
 
     async fn delete_sessions_of(
