@@ -239,15 +239,20 @@ fn thumbprint(jwk: &Value) -> String {
     b64(Sha256::digest(format!("{{{}}}", body.join(",")).as_bytes()))
 }
 
-/// Every published key is public (no private member), `use: sig`, of an
-/// algorithm gatehouse signs with and its key type, with its RFC 7638
-/// thumbprint as a `kid` of its own.
+/// Every published key is public (no private member), `use: sig`, names
+/// what it signs (`gatehouse_purpose`), of an algorithm gatehouse signs with
+/// and its key type, with its RFC 7638 thumbprint as a `kid` of its own.
 fn assert_published_keys_are_public_and_thumbprinted(keys: &[Value]) {
     for jwk in keys {
         for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
             assert!(jwk.get(private).is_none(), "JWKS leaks {private}: {jwk}");
         }
         assert_eq!(jwk["use"], "sig", "{jwk}");
+        let purpose = jwk["gatehouse_purpose"].as_str();
+        assert!(
+            matches!(purpose, Some("access" | "id_token")),
+            "each key names what it signs: {jwk}"
+        );
         let (kty, crv) = match jwk["alg"].as_str().expect("alg") {
             "EdDSA" => ("OKP", Some("Ed25519")),
             "ES256" => ("EC", Some("P-256")),
@@ -1062,6 +1067,10 @@ async fn a_fresh_server_publishes_the_access_key_and_an_id_token_key_of_each_alg
         keys.iter().partition(|k| k["kid"] == access.as_str());
     assert_eq!(signs_access.len(), 1, "the access-token key: {keys:?}");
     assert_eq!(signs_access[0]["alg"], "EdDSA");
+    assert_eq!(signs_access[0]["gatehouse_purpose"], "access");
+    for jwk in &id_tokens {
+        assert_eq!(jwk["gatehouse_purpose"], "id_token", "{jwk}");
+    }
     let mut algs: Vec<&str> = id_tokens.iter().filter_map(|k| k["alg"].as_str()).collect();
     algs.sort_unstable();
     assert_eq!(algs, ID_TOKEN_ALGS, "{keys:?}");
