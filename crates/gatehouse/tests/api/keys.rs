@@ -1087,6 +1087,47 @@ async fn a_fresh_server_publishes_the_access_key_and_an_id_token_key_of_each_alg
 }
 
 #[tokio::test]
+async fn gatehouse_verify_never_takes_an_id_token_key_of_jwt_alg_for_an_access_token_key() {
+    use gatehouse::model::oidc::IdTokenAlg;
+    use gatehouse_verify::{Algorithm as VerifyAlg, Verifier, VerifyError};
+    let cases = [
+        (JwtAlg::EdDsa, VerifyAlg::EdDSA, IdTokenAlg::EdDsa),
+        (JwtAlg::Es256, VerifyAlg::ES256, IdTokenAlg::Es256),
+        (JwtAlg::Rs256, VerifyAlg::RS256, IdTokenAlg::Rs256),
+    ];
+    for (alg, verify_alg, id_alg) in cases {
+        let app = TestApp::spawn_with(|c| c.jwt_alg = alg).await;
+        let user = app.create_user().await;
+        let token = grant_for(&app, &user).await;
+        let verifier = Verifier::builder(app.origin())
+            .algorithms(&[verify_alg])
+            .build()
+            .expect("verifier");
+        // The access token's own claims, typed at+jwt, signed by the
+        // ID-token key of jwt_alg: only the key is wrong.
+        let ring = app.auth.keys.ring();
+        let signer = ring.id_token_signer(id_alg).expect("an ID-token key");
+        let mut h = jsonwebtoken::Header::new(gatehouse::auth::keys::algorithm(alg));
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(signer.kid.clone());
+        let forged = jsonwebtoken::encode(&h, &claims(&token), &signer.key).expect("sign");
+
+        let refused = verifier.verify(&forged).await;
+
+        assert_eq!(refused, Err(VerifyError::UnknownKey), "{alg:?}");
+        verifier
+            .verify(&token)
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: the access token: {e}"));
+        assert_eq!(
+            me_status(&app.origin(), &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "{alg:?}: the server refuses it too"
+        );
+    }
+}
+
+#[tokio::test]
 async fn keys_rotate_id_tokens_adds_id_token_keys_and_the_old_ones_stay_published() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = database_url(dir.path());
