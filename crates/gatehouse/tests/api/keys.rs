@@ -662,15 +662,133 @@ async fn token_decode_prints_header_claims_and_a_valid_signature() {
         .find(|l| l.contains("exp (UTC)"))
         .unwrap_or_else(|| panic!("no exp (UTC) line: {}", out.stdout));
     assert!(exp_line.contains(&exp), "{exp_line:?} vs {exp}");
-    let verdict = out
-        .stdout
-        .lines()
-        .find(|l| l.to_lowercase().contains("signature"))
-        .unwrap_or_else(|| panic!("no verdict: {}", out.stdout));
+    let verdict = verdict_of(&out.stdout);
     assert!(
         verdict.contains("valid") && !verdict.to_lowercase().contains("invalid"),
         "{verdict:?}"
     );
+    assert!(
+        verdict.contains(&format!(
+            "an access token, signed by this server's EdDSA access-token key {kid}"
+        )),
+        "{verdict:?}"
+    );
+}
+
+/// The line of `token decode`'s output that judges the signature.
+fn verdict_of(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.to_lowercase().contains("signature"))
+        .unwrap_or_else(|| panic!("no verdict: {stdout}"))
+}
+
+#[tokio::test]
+async fn token_decode_names_an_id_token_and_the_id_token_key_that_signed_it() {
+    let app = TestApp::spawn().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    for alg in ID_TOKEN_ALGS {
+        let (id_token, _) = crate::oidc::id_token_of(&app, alg).await;
+
+        let out = run_ok(
+            on_db(dir.path(), &url)
+                .args(["token", "decode"])
+                .arg(&id_token),
+        );
+
+        assert!(out.stdout.contains("\"typ\": \"JWT\""), "{}", out.stdout);
+        let verdict = verdict_of(&out.stdout);
+        let kid = kid_of(&id_token);
+        assert_eq!(
+            verdict,
+            format!(
+                "signature: valid (an ID token, signed by this server's {alg} ID-token key {kid})"
+            ),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_decode_refuses_an_id_token_under_another_algorithm_none_or_an_unknown_kid() {
+    let app = TestApp::spawn().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id_token, _) = crate::oidc::id_token_of(&app, "RS256").await;
+    let kid = kid_of(&id_token);
+    let parts: Vec<&str> = id_token.split('.').collect();
+    let with_header = |h: Value| format!("{}.{}.{}", b64(h.to_string()), parts[1], parts[2]);
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("signature");
+    sig[0] ^= 1;
+    let flipped = format!("{}.{}.{}", parts[0], parts[1], b64(&sig));
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string()),
+        parts[1]
+    );
+    // An ID token typed as an access token, truly signed by the ID-token key:
+    // nothing gatehouse ever issues.
+    let ring = app.auth.keys.ring();
+    let signer = ring
+        .id_token_signer(gatehouse::model::oidc::IdTokenAlg::Rs256)
+        .expect("the RS256 ID-token key");
+    let mut h = jsonwebtoken::Header::new(Algorithm::RS256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(signer.kid.clone());
+    let typed_access = jsonwebtoken::encode(&h, &claims(&id_token), &signer.key).expect("sign");
+    let cases = [
+        (
+            "signature bit flipped",
+            flipped,
+            format!("ID-token key {kid}: the signature does not verify"),
+        ),
+        ("alg none", none, "alg none".to_owned()),
+        (
+            "ES256 under the RS256 key",
+            with_header(json!({"alg": "ES256", "typ": "JWT", "kid": kid})),
+            "the token's algorithm is not the key's (RS256)".to_owned(),
+        ),
+        (
+            "HS256 under the RS256 key",
+            with_header(json!({"alg": "HS256", "typ": "JWT", "kid": kid})),
+            "the token's algorithm is not the key's (RS256)".to_owned(),
+        ),
+        (
+            "a key from the header",
+            with_header(
+                json!({"alg": "RS256", "typ": "JWT", "kid": kid, "jku": "https://evil.example/jwks"}),
+            ),
+            "forbidden parameter".to_owned(),
+        ),
+        (
+            "an unknown kid",
+            with_header(json!({"alg": "RS256", "typ": "JWT", "kid": "not-one-of-ours"})),
+            "the kid not-one-of-ours is none of this server's keys".to_owned(),
+        ),
+        (
+            "no kid",
+            with_header(json!({"alg": "RS256", "typ": "JWT"})),
+            "no kid".to_owned(),
+        ),
+        (
+            "typed at+jwt",
+            typed_access,
+            "typed as an access token".to_owned(),
+        ),
+    ];
+
+    for (what, token, reason) in &cases {
+        let out = run(on_db(dir.path(), &url).args(["token", "decode"]).arg(token));
+
+        assert_eq!(out.status.code(), Some(0), "{what}: {out:?}");
+        let verdict = verdict_of(&out.stdout);
+        assert!(
+            verdict.starts_with("signature: INVALID ("),
+            "{what}: {verdict:?}"
+        );
+        assert!(verdict.contains(reason.as_str()), "{what}: {verdict:?}");
+    }
 }
 
 #[tokio::test]
