@@ -1,5 +1,7 @@
 //! The issuer's verification keys: the JWKS fetch (RFC 7517), its parsing
-//! (only keys of an accepted algorithm and a matching type survive), the
+//! (only access-token keys of an accepted algorithm and a matching type
+//! survive: gatehouse marks its ID-token keys, which never sign an access
+//! token, and they are left out), the
 //! cache with its `Cache-Control` freshness, and the rate-limited,
 //! single-flight refetch that an unknown `kid` or expired keys trigger.
 //!
@@ -36,6 +38,14 @@ pub(crate) const DEFAULT_FRESHNESS: Duration = Duration::from_secs(5 * 60);
 
 /// RFC 7518 §3.3: RS256 keys of at least 2048 bits.
 const MIN_RSA_BITS: usize = 2048;
+
+/// The member in which gatehouse's JWKS names what a key signs: `access`
+/// for access-token keys, `id_token` for the OpenID Connect ID-token keys
+/// published beside them.
+pub(crate) const PURPOSE_MEMBER: &str = "gatehouse_purpose";
+
+/// The purpose of the keys that sign access tokens.
+const ACCESS_PURPOSE: &str = "access";
 
 /// One verification key, bound to the one algorithm it verifies (RFC 8725
 /// §3.1): a token whose `alg` differs is refused before any crypto.
@@ -517,11 +527,21 @@ pub(crate) fn parse_jwks(
 }
 
 /// One JWK, if it is a signing key of an accepted algorithm whose key type
-/// and curve are that algorithm's (RFC 8725 §3.1: a key serves one algorithm).
+/// and curve are that algorithm's (RFC 8725 §3.1: a key serves one algorithm)
+/// and that may sign access tokens: a key whose `gatehouse_purpose` is
+/// anything but `access` is one gatehouse never signs an access token with
+/// (an ID-token key), and a key without the member is taken (a gatehouse
+/// older than the member marks none).
 fn usable_key(
     value: serde_json::Value,
     accepted: &[Algorithm],
 ) -> Result<(String, Arc<VerifyKey>), &'static str> {
+    if value
+        .get(PURPOSE_MEMBER)
+        .is_some_and(|p| p.as_str() != Some(ACCESS_PURPOSE))
+    {
+        return Err("not an access-token key (gatehouse_purpose)");
+    }
     let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK of a known type")?;
     let kid = jwk
         .common
@@ -723,6 +743,25 @@ mod tests {
                 .expect("jwks")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn only_keys_that_may_sign_access_tokens_are_kept() {
+        let body = jwks(serde_json::json!([
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"access","alg":"EdDSA","use":"sig","gatehouse_purpose":"access"},
+            // A gatehouse older than the member: taken as before.
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"unmarked","alg":"EdDSA","use":"sig"},
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"id","alg":"EdDSA","use":"sig","gatehouse_purpose":"id_token"},
+            // Anything but exactly "access" is some other purpose.
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"upper","alg":"EdDSA","gatehouse_purpose":"ACCESS"},
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"empty","alg":"EdDSA","gatehouse_purpose":""},
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"null","alg":"EdDSA","gatehouse_purpose":null},
+            {"kty":"OKP","crv":"Ed25519","x":ED_X,"kid":"list","alg":"EdDSA","gatehouse_purpose":["access"]},
+        ]));
+        let keys = parse_jwks(&body, EDDSA_ONLY, None).expect("jwks");
+        let mut kids: Vec<&String> = keys.keys().collect();
+        kids.sort();
+        assert_eq!(kids, ["access", "unmarked"]);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::app::{Application, build_services, default_issuer};
 use crate::auth::accounts::{RegisterError, Registrar};
 use crate::auth::audit::Actor;
+use crate::auth::keys::KeyRing;
 use crate::auth::types::{Permission, RoleName};
-use crate::config::{Config, DatabaseUrl};
+use crate::config::{Config, DatabaseUrl, JwtAlg};
 use crate::model::oidc::IdTokenAlg;
 
 /// gatehouse: authentication and authorization server.
@@ -662,7 +663,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 /// `token decode`: a malformed token is a failure (exit 1); a well-formed
 /// one is printed whether or not its signature verifies, and the verdict
-/// says which.
+/// says which, and whether an access-token or an ID-token key signed it.
 async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -692,15 +693,106 @@ async fn decode_token(config: Config, token: &str) -> anyhow::Result<()> {
         }
     }
     let svc = build_services(&config, 1, default_issuer(&config)).await?;
-    let verdict = match crate::auth::tokens::verify_signature(token, &svc.keys.ring()) {
-        Ok(_) => "signature: valid (signed by one of this server's keys)".to_owned(),
-        Err(e) => format!("signature: INVALID ({e})"),
+    let verdict = match signed_by(token, &svc.keys.ring()) {
+        Ok(SignedBy::Access { kid, alg }) => format!(
+            "signature: valid (an access token, signed by this server's {} access-token key {kid})",
+            crate::auth::keys::alg_name(alg)
+        ),
+        Ok(SignedBy::IdToken { kid, alg }) => format!(
+            "signature: valid (an ID token, signed by this server's {} ID-token key {kid})",
+            alg.as_str()
+        ),
+        Err(reason) => format!("signature: INVALID ({reason})"),
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "header: {}", serde_json::to_string_pretty(&header)?)?;
     writeln!(out, "claims: {}", serde_json::to_string_pretty(&claims)?)?;
     writeln!(out, "{verdict}")?;
     Ok(())
+}
+
+/// Which of this server's keys signed a token (`token decode`).
+enum SignedBy {
+    /// An access-token key; the token also passed the access-token header
+    /// rules (`jwt_alg`, `typ: at+jwt`).
+    Access { kid: String, alg: JwtAlg },
+    /// An ID-token key, under that key's algorithm.
+    IdToken { kid: String, alg: IdTokenAlg },
+}
+
+/// The `kid` picks the key, an access-token key or an ID-token key, and the
+/// token must verify under that key's own algorithm (RFC 8725 §3.1): `alg:
+/// none` and an algorithm of another family are refused whichever kind of
+/// key it names.
+///
+/// # Errors
+/// Why the signature does not verify, in words.
+fn signed_by(token: &str, ring: &KeyRing) -> Result<SignedBy, String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use gatehouse_token_rules::{FORBIDDEN_HEADER, TokenError, UniqueObject};
+    // The header as the server reads it: a member name given twice is
+    // refused, not resolved to one of the two (RFC 7493 §2.3).
+    let UniqueObject(header) = token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| TokenError::Malformed.to_string())?;
+    let alg = header.get("alg").and_then(serde_json::Value::as_str);
+    match alg {
+        None => return Err("the header names no algorithm (no alg)".to_owned()),
+        // RFC 8725 §3.2: an unsigned token is never valid, whatever it names.
+        Some(a) if a.eq_ignore_ascii_case("none") => {
+            return Err("alg none: an unsigned token is never valid".to_owned());
+        }
+        Some(_) => {}
+    }
+    let Some(kid) = header.get("kid").and_then(serde_json::Value::as_str) else {
+        return Err("the header names no key (no kid)".to_owned());
+    };
+    if ring.verifier(kid).is_some() {
+        return crate::auth::tokens::verify_signature(token, ring)
+            .map(|_| SignedBy::Access {
+                kid: kid.to_owned(),
+                alg: ring.alg,
+            })
+            .map_err(|e| format!("access-token key {kid}: {e}"));
+    }
+    let Some((id_alg, key)) = ring.id_token_verifier(kid) else {
+        return Err(format!(
+            "the kid {kid} is none of this server's keys, access-token or ID-token"
+        ));
+    };
+    if FORBIDDEN_HEADER.iter().any(|p| header.contains_key(*p)) {
+        return Err(format!(
+            "ID-token key {kid}: {}",
+            TokenError::ForbiddenHeader
+        ));
+    }
+    if alg != Some(id_alg.as_str()) {
+        return Err(format!(
+            "ID-token key {kid}: the token's algorithm is not the key's ({})",
+            id_alg.as_str()
+        ));
+    }
+    // RFC 9068 §4: `at+jwt` claims an access token, which no ID-token key
+    // ever signs.
+    let typ = header.get("typ").and_then(serde_json::Value::as_str);
+    if typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case(crate::auth::tokens::ACCESS_TOKEN_TYP)
+            || t.eq_ignore_ascii_case("application/at+jwt")
+    }) {
+        return Err(format!(
+            "ID-token key {kid}: the token is typed as an access token (at+jwt)"
+        ));
+    }
+    crate::auth::tokens::verify_jws(token, crate::auth::keys::id_token_key_alg(id_alg), key)
+        .map(|_| SignedBy::IdToken {
+            kid: kid.to_owned(),
+            alg: id_alg,
+        })
+        .map_err(|e| format!("ID-token key {kid}: {e}"))
 }
 
 async fn disable_user(config: Config, email: &str) -> anyhow::Result<()> {

@@ -410,6 +410,40 @@ async fn a_key_only_verifies_under_its_own_algorithm() {
 }
 
 #[tokio::test]
+async fn an_id_token_key_never_verifies_an_access_token_even_of_the_accepted_algorithm() {
+    let mock = Mock::start().await;
+    // gatehouse with jwt_alg = EdDSA publishes its access-token key and,
+    // beside it, an EdDSA ID-token key, each naming what it signs.
+    let mut access = TestKey::generate(Algorithm::EdDSA, "access");
+    access.jwk["gatehouse_purpose"] = "access".into();
+    let mut id_token = TestKey::generate(Algorithm::EdDSA, "id-token");
+    id_token.jwk["gatehouse_purpose"] = "id_token".into();
+    // A key of a gatehouse older than the member names nothing.
+    let unmarked = TestKey::generate(Algorithm::EdDSA, "unmarked");
+    mock.serve_keys(&[&access, &id_token, &unmarked]);
+    let clock = ManualClock::at(T0);
+    let verifier = mock
+        .builder(&clock)
+        .algorithms(&[Algorithm::EdDSA])
+        .build()
+        .expect("verifier");
+    let claims = common::claims(&mock.base, clock.secs());
+
+    // Typed at+jwt, for this audience and issuer: only the key is wrong.
+    let forged = id_token.mint(&claims);
+
+    assert_eq!(verifier.verify(&forged).await, Err(VerifyError::UnknownKey));
+    verifier
+        .verify(&access.mint(&claims))
+        .await
+        .expect("the access-token key verifies");
+    verifier
+        .verify(&unmarked.mint(&claims))
+        .await
+        .expect("an unmarked key is taken as before");
+}
+
+#[tokio::test]
 async fn hs256_accepts_only_the_derived_kid_and_fetches_nothing() {
     let mock = Mock::start().await;
     let secret = [0x5au8; 32];

@@ -8,7 +8,9 @@
 //! token stays published (and accepted) until its `retire_at`. ID-token keys
 //! (OpenID Connect) always live in the database, one current key for each
 //! [`IdTokenAlg`], whatever the access-token keys' source; they are published
-//! beside the access-token keys and never verify an access token.
+//! beside the access-token keys and never verify an access token. Each
+//! published key says which kind it is ([`PURPOSE_MEMBER`]), so a resource
+//! server's verifier can leave the ID-token keys out too.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +22,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
@@ -67,6 +70,29 @@ fn alg_from_name(name: &str) -> Option<JwtAlg> {
     }
 }
 
+/// The JWKS member naming what a published key signs: `access` (access
+/// tokens) or `id_token` (OpenID Connect ID tokens), as `keys list` names
+/// the purposes. Not an IANA-registered JWK parameter, hence the prefix: a
+/// relying party that does not know it ignores it (RFC 7517 §4), and every
+/// key keeps `kid`, `alg` and `use: "sig"`. `gatehouse-verify` keeps only
+/// the keys that name `access` (or name nothing: a server older than the
+/// member) as access-token keys.
+pub const PURPOSE_MEMBER: &str = "gatehouse_purpose";
+
+/// A public key as the JWKS publishes it: the JWK, and what the key signs
+/// under [`PURPOSE_MEMBER`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedKey {
+    #[serde(flatten)]
+    pub jwk: Jwk,
+    #[serde(rename = "gatehouse_purpose", serialize_with = "purpose_name")]
+    pub purpose: KeyPurpose,
+}
+
+fn purpose_name<S: serde::Serializer>(purpose: &KeyPurpose, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(purpose.as_str())
+}
+
 /// The key that signs new tokens.
 #[derive(Clone)]
 pub struct Signer {
@@ -88,8 +114,8 @@ pub struct KeyRing {
     /// kid → algorithm and verification key, for every live ID-token key.
     id_verifiers: HashMap<String, (IdTokenAlg, DecodingKey)>,
     /// The public keys to publish: the live access-token keys (none for
-    /// HS256) and the live ID-token keys.
-    pub published: Vec<Jwk>,
+    /// HS256) and the live ID-token keys, each with its purpose.
+    pub published: Vec<PublishedKey>,
     /// What the ring was built from, to notice changes cheaply.
     fingerprint: Vec<(String, Option<OffsetDateTime>)>,
 }
@@ -157,7 +183,7 @@ impl KeyRing {
         }
         Ok(Self {
             verifiers,
-            published: published.to_vec(),
+            published: published.iter().cloned().map(access_key).collect(),
             ..Self::empty(alg)
         })
     }
@@ -218,7 +244,7 @@ impl FixedKey {
         KeyRing {
             signer: Some(self.signer.clone()),
             verifiers: HashMap::from([(self.signer.kid.clone(), self.verifier.clone())]),
-            published: self.published.iter().cloned().collect(),
+            published: self.published.iter().cloned().map(access_key).collect(),
             ..KeyRing::empty(self.alg)
         }
     }
@@ -547,7 +573,10 @@ impl KeyManager {
                     }
                 }
             }
-            ring.published.push(jwk);
+            ring.published.push(PublishedKey {
+                jwk,
+                purpose: k.purpose,
+            });
         }
         ring.fingerprint = fingerprint;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
@@ -704,6 +733,14 @@ pub struct KeyInfo {
     pub state: KeyState,
 }
 
+/// An access-token key as the JWKS publishes it.
+fn access_key(jwk: Jwk) -> PublishedKey {
+    PublishedKey {
+        jwk,
+        purpose: KeyPurpose::Access,
+    }
+}
+
 fn hex8(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -740,7 +777,7 @@ mod tests {
     fn published_kids(ring: &KeyRing) -> Vec<String> {
         ring.published
             .iter()
-            .map(|j| j.common.key_id.clone().expect("kid"))
+            .map(|p| p.jwk.common.key_id.clone().expect("kid"))
             .collect()
     }
 
@@ -790,8 +827,8 @@ mod tests {
         let access = ring.signer.as_ref().expect("an access-token signer");
         assert!(ring.verifier(&access.kid).is_some());
         assert!(ring.id_token_verifier(&access.kid).is_none());
-        for jwk in &ring.published {
-            let kid = jwk.common.key_id.as_deref().expect("kid");
+        for published in &ring.published {
+            let kid = published.jwk.common.key_id.as_deref().expect("kid");
             if kid != access.kid {
                 assert!(ring.id_token_verifier(kid).is_some(), "{kid}");
                 assert!(ring.verifier(kid).is_none(), "{kid} verifies access tokens");
@@ -808,6 +845,27 @@ mod tests {
             crate::auth::claims::verify_signature(&token, &ring),
             Err(crate::auth::claims::TokenError::UnknownKey)
         ));
+    }
+
+    #[tokio::test]
+    async fn every_published_key_names_its_purpose_beside_the_standard_members() {
+        let (keys, _clock, _dir) = manager(|c| c.jwt_alg = JwtAlg::EdDsa).await;
+        let ring = keys.ring();
+        let access = &ring.signer.as_ref().expect("an access-token signer").kid;
+
+        for published in &ring.published {
+            let json = serde_json::to_value(published).expect("JSON");
+            let kid = json["kid"].as_str().expect("kid");
+            let (purpose, name) = if kid == access {
+                (KeyPurpose::Access, "access")
+            } else {
+                (KeyPurpose::IdToken, "id_token")
+            };
+            assert_eq!(published.purpose, purpose, "{json}");
+            assert_eq!(json[PURPOSE_MEMBER], name, "{json}");
+            assert_eq!(json["use"], "sig", "{json}");
+            assert!(json["alg"].is_string() && json["kty"].is_string(), "{json}");
+        }
     }
 
     #[tokio::test]

@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CACHE_CONTROL;
 use axum::response::IntoResponse;
-use jsonwebtoken::jwk::Jwk;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::auth::keys::PublishedKey;
 
 /// How long verifiers may cache the key set. A rotation publishes the new
 /// key when it starts signing, so verifiers must also refetch on an unknown
@@ -27,14 +27,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Serialize, ToSchema)]
 struct Jwks {
     /// Every key that may have signed a live token: the access-token keys
-    /// (none with HS256) and the ID-token keys (RS256, ES256 and EdDSA).
+    /// (none with HS256) and the ID-token keys (RS256, ES256 and EdDSA),
+    /// each naming what it signs in `gatehouse_purpose`.
     #[schema(value_type = Vec<PublicJwk>)]
-    keys: Vec<Jwk>,
+    keys: Vec<PublishedKey>,
 }
 
 /// A public key (RFC 7517 §4; members by key type, RFC 7518 §6, RFC 8037).
 #[derive(ToSchema)]
-#[allow(dead_code)] // A schema only: the keys are `jsonwebtoken`'s `Jwk`.
+#[allow(dead_code)] // A schema only: the keys are `PublishedKey`s.
 struct PublicJwk {
     /// `OKP` (Ed25519), `EC` (P-256) or `RSA`.
     kty: String,
@@ -54,6 +55,11 @@ struct PublicJwk {
     n: Option<String>,
     /// `RSA`: the exponent (base64url).
     e: Option<String>,
+    /// What the key signs: `access` (access tokens, `typ: at+jwt`) or
+    /// `id_token` (OpenID Connect ID tokens). gatehouse's own member (RFC
+    /// 7517 §4: ignored by whoever does not know it); a resource server
+    /// verifying access tokens takes only the `access` keys.
+    gatehouse_purpose: String,
 }
 
 /// `GET /.well-known/jwks.json`.

@@ -239,15 +239,20 @@ fn thumbprint(jwk: &Value) -> String {
     b64(Sha256::digest(format!("{{{}}}", body.join(",")).as_bytes()))
 }
 
-/// Every published key is public (no private member), `use: sig`, of an
-/// algorithm gatehouse signs with and its key type, with its RFC 7638
-/// thumbprint as a `kid` of its own.
+/// Every published key is public (no private member), `use: sig`, names
+/// what it signs (`gatehouse_purpose`), of an algorithm gatehouse signs with
+/// and its key type, with its RFC 7638 thumbprint as a `kid` of its own.
 fn assert_published_keys_are_public_and_thumbprinted(keys: &[Value]) {
     for jwk in keys {
         for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
             assert!(jwk.get(private).is_none(), "JWKS leaks {private}: {jwk}");
         }
         assert_eq!(jwk["use"], "sig", "{jwk}");
+        let purpose = jwk["gatehouse_purpose"].as_str();
+        assert!(
+            matches!(purpose, Some("access" | "id_token")),
+            "each key names what it signs: {jwk}"
+        );
         let (kty, crv) = match jwk["alg"].as_str().expect("alg") {
             "EdDSA" => ("OKP", Some("Ed25519")),
             "ES256" => ("EC", Some("P-256")),
@@ -657,15 +662,133 @@ async fn token_decode_prints_header_claims_and_a_valid_signature() {
         .find(|l| l.contains("exp (UTC)"))
         .unwrap_or_else(|| panic!("no exp (UTC) line: {}", out.stdout));
     assert!(exp_line.contains(&exp), "{exp_line:?} vs {exp}");
-    let verdict = out
-        .stdout
-        .lines()
-        .find(|l| l.to_lowercase().contains("signature"))
-        .unwrap_or_else(|| panic!("no verdict: {}", out.stdout));
+    let verdict = verdict_of(&out.stdout);
     assert!(
         verdict.contains("valid") && !verdict.to_lowercase().contains("invalid"),
         "{verdict:?}"
     );
+    assert!(
+        verdict.contains(&format!(
+            "an access token, signed by this server's EdDSA access-token key {kid}"
+        )),
+        "{verdict:?}"
+    );
+}
+
+/// The line of `token decode`'s output that judges the signature.
+fn verdict_of(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.to_lowercase().contains("signature"))
+        .unwrap_or_else(|| panic!("no verdict: {stdout}"))
+}
+
+#[tokio::test]
+async fn token_decode_names_an_id_token_and_the_id_token_key_that_signed_it() {
+    let app = TestApp::spawn().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    for alg in ID_TOKEN_ALGS {
+        let (id_token, _) = crate::oidc::id_token_of(&app, alg).await;
+
+        let out = run_ok(
+            on_db(dir.path(), &url)
+                .args(["token", "decode"])
+                .arg(&id_token),
+        );
+
+        assert!(out.stdout.contains("\"typ\": \"JWT\""), "{}", out.stdout);
+        let verdict = verdict_of(&out.stdout);
+        let kid = kid_of(&id_token);
+        assert_eq!(
+            verdict,
+            format!(
+                "signature: valid (an ID token, signed by this server's {alg} ID-token key {kid})"
+            ),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_decode_refuses_an_id_token_under_another_algorithm_none_or_an_unknown_kid() {
+    let app = TestApp::spawn().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id_token, _) = crate::oidc::id_token_of(&app, "RS256").await;
+    let kid = kid_of(&id_token);
+    let parts: Vec<&str> = id_token.split('.').collect();
+    let with_header = |h: Value| format!("{}.{}.{}", b64(h.to_string()), parts[1], parts[2]);
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("signature");
+    sig[0] ^= 1;
+    let flipped = format!("{}.{}.{}", parts[0], parts[1], b64(&sig));
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string()),
+        parts[1]
+    );
+    // An ID token typed as an access token, truly signed by the ID-token key:
+    // nothing gatehouse ever issues.
+    let ring = app.auth.keys.ring();
+    let signer = ring
+        .id_token_signer(gatehouse::model::oidc::IdTokenAlg::Rs256)
+        .expect("the RS256 ID-token key");
+    let mut h = jsonwebtoken::Header::new(Algorithm::RS256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(signer.kid.clone());
+    let typed_access = jsonwebtoken::encode(&h, &claims(&id_token), &signer.key).expect("sign");
+    let cases = [
+        (
+            "signature bit flipped",
+            flipped,
+            format!("ID-token key {kid}: the signature does not verify"),
+        ),
+        ("alg none", none, "alg none".to_owned()),
+        (
+            "ES256 under the RS256 key",
+            with_header(json!({"alg": "ES256", "typ": "JWT", "kid": kid})),
+            "the token's algorithm is not the key's (RS256)".to_owned(),
+        ),
+        (
+            "HS256 under the RS256 key",
+            with_header(json!({"alg": "HS256", "typ": "JWT", "kid": kid})),
+            "the token's algorithm is not the key's (RS256)".to_owned(),
+        ),
+        (
+            "a key from the header",
+            with_header(
+                json!({"alg": "RS256", "typ": "JWT", "kid": kid, "jku": "https://evil.example/jwks"}),
+            ),
+            "forbidden parameter".to_owned(),
+        ),
+        (
+            "an unknown kid",
+            with_header(json!({"alg": "RS256", "typ": "JWT", "kid": "not-one-of-ours"})),
+            "the kid not-one-of-ours is none of this server's keys".to_owned(),
+        ),
+        (
+            "no kid",
+            with_header(json!({"alg": "RS256", "typ": "JWT"})),
+            "no kid".to_owned(),
+        ),
+        (
+            "typed at+jwt",
+            typed_access,
+            "typed as an access token".to_owned(),
+        ),
+    ];
+
+    for (what, token, reason) in &cases {
+        let out = run(on_db(dir.path(), &url).args(["token", "decode"]).arg(token));
+
+        assert_eq!(out.status.code(), Some(0), "{what}: {out:?}");
+        let verdict = verdict_of(&out.stdout);
+        assert!(
+            verdict.starts_with("signature: INVALID ("),
+            "{what}: {verdict:?}"
+        );
+        assert!(verdict.contains(reason.as_str()), "{what}: {verdict:?}");
+    }
 }
 
 #[tokio::test]
@@ -1062,6 +1185,10 @@ async fn a_fresh_server_publishes_the_access_key_and_an_id_token_key_of_each_alg
         keys.iter().partition(|k| k["kid"] == access.as_str());
     assert_eq!(signs_access.len(), 1, "the access-token key: {keys:?}");
     assert_eq!(signs_access[0]["alg"], "EdDSA");
+    assert_eq!(signs_access[0]["gatehouse_purpose"], "access");
+    for jwk in &id_tokens {
+        assert_eq!(jwk["gatehouse_purpose"], "id_token", "{jwk}");
+    }
     let mut algs: Vec<&str> = id_tokens.iter().filter_map(|k| k["alg"].as_str()).collect();
     algs.sort_unstable();
     assert_eq!(algs, ID_TOKEN_ALGS, "{keys:?}");
@@ -1075,6 +1202,47 @@ async fn a_fresh_server_publishes_the_access_key_and_an_id_token_key_of_each_alg
         .expect("base64url");
     assert_eq!(n.len(), 256, "{rsa}");
     assert_eq!(rsa["e"], "AQAB", "{rsa}");
+}
+
+#[tokio::test]
+async fn gatehouse_verify_never_takes_an_id_token_key_of_jwt_alg_for_an_access_token_key() {
+    use gatehouse::model::oidc::IdTokenAlg;
+    use gatehouse_verify::{Algorithm as VerifyAlg, Verifier, VerifyError};
+    let cases = [
+        (JwtAlg::EdDsa, VerifyAlg::EdDSA, IdTokenAlg::EdDsa),
+        (JwtAlg::Es256, VerifyAlg::ES256, IdTokenAlg::Es256),
+        (JwtAlg::Rs256, VerifyAlg::RS256, IdTokenAlg::Rs256),
+    ];
+    for (alg, verify_alg, id_alg) in cases {
+        let app = TestApp::spawn_with(|c| c.jwt_alg = alg).await;
+        let user = app.create_user().await;
+        let token = grant_for(&app, &user).await;
+        let verifier = Verifier::builder(app.origin())
+            .algorithms(&[verify_alg])
+            .build()
+            .expect("verifier");
+        // The access token's own claims, typed at+jwt, signed by the
+        // ID-token key of jwt_alg: only the key is wrong.
+        let ring = app.auth.keys.ring();
+        let signer = ring.id_token_signer(id_alg).expect("an ID-token key");
+        let mut h = jsonwebtoken::Header::new(gatehouse::auth::keys::algorithm(alg));
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(signer.kid.clone());
+        let forged = jsonwebtoken::encode(&h, &claims(&token), &signer.key).expect("sign");
+
+        let refused = verifier.verify(&forged).await;
+
+        assert_eq!(refused, Err(VerifyError::UnknownKey), "{alg:?}");
+        verifier
+            .verify(&token)
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: the access token: {e}"));
+        assert_eq!(
+            me_status(&app.origin(), &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "{alg:?}: the server refuses it too"
+        );
+    }
 }
 
 #[tokio::test]

@@ -205,6 +205,19 @@ async fn verify_id_token(app: &TestApp, id_token: &str, rp: &Rp) -> Value {
         .claims
 }
 
+/// An ID token signed under `alg`, and the access token issued with it, of
+/// a fresh user through the code flow of a new first-party client (for
+/// other modules' tests, e.g. `token decode`).
+pub(crate) async fn id_token_of(app: &TestApp, alg: &str) -> (String, String) {
+    let rp = register(app, "confidential", true, Some(alg), None).await;
+    let (_, browser) = signed_in(app).await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(app, &browser, &request(&rp, &challenge, &[])).await;
+    let body = json_of(exchange(app, &rp, &code, &verifier).await, StatusCode::OK).await;
+    let s = |k: &str| body[k].as_str().expect(k).to_owned();
+    (s("id_token"), s("access_token"))
+}
+
 /// `at_hash` as a relying party computes it.
 fn at_hash(alg: &str, token: &str) -> String {
     match alg {
