@@ -114,11 +114,11 @@ impl PgStore {
     ///
     /// A request must fail fast when PostgreSQL is down, and 500 ms is
     /// plenty for a new connection to a healthy server; but the start-up
-    /// has nobody waiting on it, its operations follow one another on a
-    /// pool that has hardly begun (each tends to open a connection of its
-    /// own while the last one is still going back to the pool), and on a
-    /// loaded machine opening one can take longer than that (seen in a CI
-    /// run of the whole suite on 2 cores). A PostgreSQL that is down still
+    /// has nobody waiting on it, it runs on a pool that has hardly begun
+    /// (its first operation opens a connection of its own: the one the
+    /// migrations used is still going back to the pool), and on a loaded
+    /// machine opening one can take longer than that (seen in a CI run of
+    /// the whole suite on 2 cores). A PostgreSQL that is down still
     /// stops the start-up, in at most the pool's acquire timeout.
     pub fn start_up(&self) -> StartUp {
         self.starting.fetch_add(1, Ordering::AcqRel);
