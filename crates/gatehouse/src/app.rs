@@ -61,6 +61,11 @@ pub async fn build_services_on(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Services, Option<FeedSource>)> {
     let stores = crate::store::open(config, clock.clone()).await?;
+    // Until the services are built (the first keys, the revocations in
+    // force), PostgreSQL operations may wait for a connection as long as
+    // the pool does: a loaded machine can take longer than the 500 ms a
+    // request waits to open one. Ended before anything is served.
+    let start_up = stores.start_up();
     let feed = stores.feed.clone();
     let hasher = Hasher::new(hash_concurrency, MAX_HASH_QUEUE)?;
     let keys = KeyManager::init(config, stores.keys.clone(), clock.clone()).await?;
@@ -89,6 +94,7 @@ pub async fn build_services_on(
         templates,
     )
     .await?;
+    drop(start_up);
     Ok((services, feed))
 }
 

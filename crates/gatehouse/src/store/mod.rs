@@ -1213,6 +1213,18 @@ pub struct Stores {
     pub session_cache: Option<Arc<cache::CachingSessionStore>>,
     /// Where the revocation feed comes from, when sessions are in Redis.
     pub feed: Option<FeedSource>,
+    /// The SQL database, when it is PostgreSQL (for [`Stores::start_up`]).
+    pub postgres: Option<Arc<postgres::PgStore>>,
+}
+
+impl Stores {
+    /// Begins the node's start-up, until the returned value is dropped:
+    /// PostgreSQL operations wait for a connection up to the pool's acquire
+    /// timeout rather than failing fast ([`postgres::PgStore::start_up`]).
+    /// `None` on SQLite, which has nothing to wait for.
+    pub fn start_up(&self) -> Option<postgres::StartUp> {
+        self.postgres.as_ref().map(|pg| pg.start_up())
+    }
 }
 
 /// The Redis connection and channel the revocation feed follows.
@@ -1292,7 +1304,10 @@ pub async fn open_sql(database_url: &DatabaseUrl) -> anyhow::Result<Stores> {
             // in it too: a per-process counter would let each node grant its
             // own allowance of guesses.
             let db = Arc::new(postgres::PgStore::open(url.expose()).await?);
-            Ok(sql_stores(db.clone(), db))
+            Ok(Stores {
+                postgres: Some(db.clone()),
+                ..sql_stores(db.clone(), db)
+            })
         }
     }
 }
@@ -1325,6 +1340,7 @@ where
         principal_cache_ttl: Duration::ZERO,
         session_cache: None,
         feed: None,
+        postgres: None,
     }
 }
 

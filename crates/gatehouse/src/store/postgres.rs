@@ -6,6 +6,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,11 +37,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Every operation first asks the store's [`Health`]: while PostgreSQL is
 /// known unreachable it fails at once, and a background probe reconnects.
 /// It is found unreachable by an operation that cannot get a connection
-/// within [`ACQUIRE_WITHIN`] from a pool that is not busy.
+/// within [`ACQUIRE_WITHIN`] from a pool that is not busy; except during
+/// the node's start-up ([`PgStore::start_up`]), whose operations wait up
+/// to the pool's acquire timeout.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
     health: Arc<Health>,
+    /// How many [`StartUp`]s of this store live.
+    starting: Arc<AtomicUsize>,
+}
+
+/// The node's start-up, as far as PostgreSQL is concerned: while one lives,
+/// the store's operations wait for a connection up to the pool's acquire
+/// timeout (5 s) instead of [`ACQUIRE_WITHIN`], and a failure stops the
+/// start-up without marking PostgreSQL down. Dropping it ends the start-up.
+#[derive(Debug)]
+#[must_use = "the start-up ends when this is dropped"]
+pub struct StartUp(Arc<AtomicUsize>);
+
+impl Drop for StartUp {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PgStore {
@@ -85,7 +104,25 @@ impl PgStore {
         Ok(Self {
             pool,
             health: Health::new("postgresql"),
+            starting: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Begins the node's start-up (its first keys, the revocations in
+    /// force), which lasts until the returned value is dropped: nothing is
+    /// served meanwhile.
+    ///
+    /// A request must fail fast when PostgreSQL is down, and 500 ms is
+    /// plenty for a new connection to a healthy server; but the start-up
+    /// has nobody waiting on it, it runs on a pool that has hardly begun
+    /// (its first operation opens a connection of its own: the one the
+    /// migrations used is still going back to the pool), and on a loaded
+    /// machine opening one can take longer than that (seen in a CI run of
+    /// the whole suite on 2 cores). A PostgreSQL that is down still
+    /// stops the start-up, in at most the pool's acquire timeout.
+    pub fn start_up(&self) -> StartUp {
+        self.starting.fetch_add(1, Ordering::AcqRel);
+        StartUp(Arc::clone(&self.starting))
     }
 
     /// When this node found PostgreSQL unreachable, while it is.
@@ -98,7 +135,8 @@ impl PgStore {
     /// # Errors
     /// At once while PostgreSQL is known unreachable; when none comes
     /// within [`ACQUIRE_WITHIN`] from a pool that is not busy (which marks
-    /// PostgreSQL unreachable).
+    /// PostgreSQL unreachable), or during the start-up within the pool's
+    /// acquire timeout.
     pub(super) async fn conn(&self) -> anyhow::Result<PoolConnection<Postgres>> {
         self.guarded(self.pool.acquire()).await
     }
@@ -114,6 +152,16 @@ impl PgStore {
     ) -> anyhow::Result<T> {
         if let Some(since) = self.health.down_since() {
             anyhow::bail!("PostgreSQL is unreachable (since {since}; a probe is reconnecting)");
+        }
+        if self.starting.load(Ordering::Acquire) > 0 {
+            // The pool's acquire timeout bounds the wait (see `start_up`).
+            return get.await.map_err(|e| match e {
+                sqlx::Error::PoolTimedOut => anyhow::anyhow!(
+                    "PostgreSQL is unreachable: no connection within {CONNECT_TIMEOUT:?} at \
+                     start-up (is it running, and answering at database_url?)"
+                ),
+                e => anyhow::anyhow!("PostgreSQL is unreachable at start-up: {e}"),
+            });
         }
         tokio::pin!(get);
         let failed = match tokio::time::timeout(ACQUIRE_WITHIN, &mut get).await {
@@ -342,11 +390,133 @@ pub(super) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::testing::{Scratch, T0, admin_pool};
     use super::*;
     use crate::store::FailureCounter as _;
+
+    /// A TCP proxy in front of the test server that holds each connection
+    /// it accepts for `delay` before passing it on (for ever with `None`):
+    /// a server slow to open connections, or one that opens none.
+    struct SlowProxy {
+        addr: std::net::SocketAddr,
+        delay: Arc<Mutex<Option<Duration>>>,
+        accept: tokio::task::AbortHandle,
+    }
+
+    impl SlowProxy {
+        async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let delay = Arc::new(Mutex::new(Some(Duration::ZERO)));
+            let set = Arc::clone(&delay);
+            let accept = tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let delay = *set.lock().expect("delay");
+                    tokio::spawn(async move {
+                        match delay {
+                            Some(delay) => tokio::time::sleep(delay).await,
+                            None => std::future::pending().await,
+                        }
+                        if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            })
+            .abort_handle();
+            Self {
+                addr,
+                delay,
+                accept,
+            }
+        }
+
+        /// Connections accepted from now on wait `delay` (for ever: `None`).
+        fn delay(&self, delay: Option<Duration>) {
+            *self.delay.lock().expect("delay") = delay;
+        }
+    }
+
+    impl Drop for SlowProxy {
+        fn drop(&mut self) {
+            self.accept.abort();
+        }
+    }
+
+    /// The scratch database through `proxy`, with every connection its
+    /// pool holds taken out (returned with it): the next operation opens a
+    /// connection of its own, through the proxy's delay.
+    async fn through(proxy: &SlowProxy, db: &Scratch) -> (PgStore, Vec<PoolConnection<Postgres>>) {
+        let store = PgStore::open(&format!("postgres://postgres@{}/{}", proxy.addr, db.name))
+            .await
+            .expect("open through the proxy");
+        let mut taken = Vec::new();
+        while taken.len() < store.pool.size() as usize {
+            taken.push(store.pool.acquire().await.expect("a connection"));
+        }
+        (store, taken)
+    }
+
+    #[tokio::test]
+    async fn the_start_up_waits_for_a_slow_connection_and_a_request_does_not() {
+        let db = Scratch::new().await;
+        let proxy = SlowProxy::start().await;
+        let (store, _taken) = through(&proxy, &db).await;
+        // Three times the bound: however late this thread runs, the
+        // connection cannot arrive within it.
+        proxy.delay(Some(ACQUIRE_WITHIN * 3));
+
+        let start_up = store.start_up();
+        let started = Instant::now();
+        let slow = store.conn().await.expect("the start-up waits");
+        assert!(started.elapsed() >= ACQUIRE_WITHIN * 3);
+        drop(start_up);
+
+        let started = Instant::now();
+        let err = store.conn().await.expect_err("a request does not wait");
+        assert!(
+            started.elapsed() < ACQUIRE_WITHIN * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            "PostgreSQL is unreachable: no connection within 500ms"
+        );
+        assert!(store.down_since().is_some());
+        drop(slow);
+    }
+
+    #[tokio::test]
+    async fn a_postgresql_that_opens_no_connection_stops_the_start_up_naming_it() {
+        let db = Scratch::new().await;
+        let proxy = SlowProxy::start().await;
+        let (store, _taken) = through(&proxy, &db).await;
+        proxy.delay(None);
+
+        let _start_up = store.start_up();
+        let started = Instant::now();
+        let err = store.begin().await.expect_err("no connection");
+        // Bounded by the pool's acquire timeout, not waiting for ever.
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            "PostgreSQL is unreachable: no connection within 5s at start-up (is it running, \
+             and answering at database_url?)"
+        );
+        // The start-up fails with it; nothing was marked down.
+        assert!(store.down_since().is_none());
+    }
 
     #[tokio::test]
     async fn store_open_wires_every_seam_to_postgres() {

@@ -163,7 +163,9 @@ async fn past_the_staleness_bound_closed_mode_answers_bearer_requests_503_at_onc
 /// the test can cut and restore. Cut, it closes every connection it carried
 /// and holds new ones open without a byte of answer, as the kernel does for
 /// a server that is stopped (SIGSTOP) or hung: what made every request wait
-/// out the pool's 5 s acquire timeout.
+/// out the pool's 5 s acquire timeout. It can also hold each new connection
+/// a while before passing it on: a server slow to open connections, as a
+/// loaded machine's is.
 struct PgProxy {
     addr: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
@@ -174,6 +176,11 @@ struct PgProxy {
 
 impl PgProxy {
     async fn start() -> Self {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// A proxy that passes each new connection on after `delay`.
+    async fn start_slow(delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(AtomicBool::new(false));
@@ -187,6 +194,7 @@ impl PgProxy {
                     continue;
                 }
                 let link = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
@@ -273,6 +281,41 @@ async fn with_postgresql_hung_requests_answer_503_at_once_and_the_node_recovers_
     eprintln!(
         "PostgreSQL restored: serving again after {:?}",
         back.elapsed()
+    );
+    drop(app);
+    drop(proxy);
+    drop(pg);
+}
+
+/// A PostgreSQL slow to open connections (a loaded machine: a whole CI run
+/// on 2 cores) slows the start-up but does not stop it: the start-up's
+/// work (the first signing keys, the revocations in force) waits for its
+/// connections up to the pool's acquire timeout, not the 500 ms a request
+/// waits before it finds PostgreSQL unreachable.
+#[tokio::test]
+async fn a_postgresql_slow_to_open_connections_slows_the_start_up_but_does_not_stop_it() {
+    let pg = PgDatabase::create().await;
+    let proxy = PgProxy::start_slow(Duration::from_millis(800)).await;
+    let url = proxy.url(&pg);
+    let started = Instant::now();
+    let app = TestApp::spawn_with(|c| c.database_url = DatabaseUrl::Postgres(url.into())).await;
+    eprintln!(
+        "started through a proxy that opens connections in 800 ms, in {:?}",
+        started.elapsed()
+    );
+    // Served from the keys the start-up made, without PostgreSQL.
+    let jwks: serde_json::Value = app
+        .bare_client()
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        jwks["keys"].as_array().is_some_and(|k| k.len() >= 4),
+        "the first signing keys: {jwks}"
     );
     drop(app);
     drop(proxy);
