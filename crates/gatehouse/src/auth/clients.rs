@@ -391,30 +391,45 @@ impl Clients {
             if changes.is_empty() {
                 return Ok(current);
             }
-            match self
-                .store
-                .update_client(&changed)
-                .await
-                .map_err(write_failure)?
-            {
-                ClientUpdate::Updated => {
-                    self.cache.forget(id);
-                    let event = self
-                        .audit
-                        .event(EventType::ClientChanged, actor)
-                        .detail("client_id", id.to_string())
-                        .detail("changes", Value::Object(changes));
-                    self.audit.record_one(event).await;
-                    return Ok(ClientRecord {
-                        revision: changed.revision + 1,
-                        ..changed
-                    });
-                }
-                ClientUpdate::Missing => return Err(ClientFailure::NotFound),
-                ClientUpdate::Stale => {}
+            if let Some(written) = self.write_over(changed).await? {
+                let event = self
+                    .audit
+                    .event(EventType::ClientChanged, actor)
+                    .detail("client_id", id.to_string())
+                    .detail("changes", Value::Object(changes));
+                self.audit.record_one(event).await;
+                return Ok(written);
             }
         }
-        Err(anyhow::anyhow!("the client {id} kept changing under {PATCH_ATTEMPTS} attempts").into())
+        Err(kept_changing(id))
+    }
+
+    /// Writes `changed` over the revision it was read at: the record as
+    /// stored once written (this node's copy dropped), `None` when another
+    /// change came first (the caller reads again and retries).
+    ///
+    /// # Errors
+    /// [`ClientFailure::NotFound`]; store failures.
+    async fn write_over(
+        &self,
+        changed: ClientRecord,
+    ) -> Result<Option<ClientRecord>, ClientFailure> {
+        match self
+            .store
+            .update_client(&changed)
+            .await
+            .map_err(write_failure)?
+        {
+            ClientUpdate::Updated => {
+                self.cache.forget(changed.id);
+                Ok(Some(ClientRecord {
+                    revision: changed.revision + 1,
+                    ..changed
+                }))
+            }
+            ClientUpdate::Missing => Err(ClientFailure::NotFound),
+            ClientUpdate::Stale => Ok(None),
+        }
     }
 
     /// Gives a confidential client a new secret, retiring the old one's
@@ -449,26 +464,16 @@ impl Clients {
                 secret_hash: Some(secret.hash()),
                 ..current
             };
-            match self
-                .store
-                .update_client(&changed)
-                .await
-                .map_err(write_failure)?
-            {
-                ClientUpdate::Updated => {
-                    self.cache.forget(id);
-                    let event = self
-                        .audit
-                        .event(EventType::ClientSecretRotated, actor)
-                        .detail("client_id", id.to_string());
-                    self.audit.record_one(event).await;
-                    return Ok(secret);
-                }
-                ClientUpdate::Missing => return Err(ClientFailure::NotFound),
-                ClientUpdate::Stale => {}
+            if self.write_over(changed).await?.is_some() {
+                let event = self
+                    .audit
+                    .event(EventType::ClientSecretRotated, actor)
+                    .detail("client_id", id.to_string());
+                self.audit.record_one(event).await;
+                return Ok(secret);
             }
         }
-        Err(anyhow::anyhow!("the client {id} kept changing under {PATCH_ATTEMPTS} attempts").into())
+        Err(kept_changing(id))
     }
 
     /// Deletes a client: the credential of the secret it had when it went
@@ -493,6 +498,11 @@ impl Clients {
         self.audit.record_one(event).await;
         Ok(Some(gone.secret_hash.as_ref().map(CredentialId::of)))
     }
+}
+
+/// A change that lost every race it ran (a store failure to the caller).
+fn kept_changing(id: ClientId) -> ClientFailure {
+    anyhow::anyhow!("the client {id} kept changing under {PATCH_ATTEMPTS} attempts").into()
 }
 
 /// A patch whose every field has been judged alone.

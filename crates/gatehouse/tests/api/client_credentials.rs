@@ -249,30 +249,16 @@ async fn journey(app: &TestApp) {
     );
 
     // Not a user: gatehouse's own API and UserInfo refuse it.
-    let me = app
-        .bare_client()
-        .get(app.url("/v1/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(me.status(), StatusCode::FORBIDDEN);
-    let admin_api = app
-        .bare_client()
-        .get(app.url("/v1/admin/users"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(admin_api.status(), StatusCode::FORBIDDEN);
-    let userinfo = app
-        .bare_client()
-        .get(app.url("/oauth2/userinfo"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(userinfo.status(), StatusCode::FORBIDDEN);
+    for path in ["/v1/me", "/v1/admin/users", "/oauth2/userinfo"] {
+        let res = app
+            .bare_client()
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
 
     // Introspection: active, the client as subject, no user, no session.
     let seen = introspect(app, &id, &secret, &token).await;
