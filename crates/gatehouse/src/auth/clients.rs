@@ -116,9 +116,12 @@ pub struct ClientCache {
 }
 
 impl ClientCache {
+    /// A cache whose entries answer for `fresh_for`, at most the principal
+    /// cache's [`super::principals::FRESH_FOR`] (one second): the bound on
+    /// how late another process's change reaches this node.
     pub fn new(fresh_for: std::time::Duration) -> Self {
         Self {
-            fresh_for,
+            fresh_for: fresh_for.min(super::principals::FRESH_FOR),
             entries: std::sync::RwLock::new(HashMap::new()),
         }
     }

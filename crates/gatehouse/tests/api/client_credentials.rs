@@ -742,3 +742,50 @@ async fn gatehouse_verify_follows_a_rotation_through_the_feed() {
         }
     }
 }
+
+/// `gatehouse client rotate-secret`, another process on the server's SQLite
+/// file: the running server refuses the old secret's tokens within its
+/// client cache's second (as it sees any change the command line makes),
+/// and the old secret stops working within it too.
+#[tokio::test]
+async fn a_rotation_by_the_command_line_reaches_a_running_server_within_a_second() {
+    let app = TestApp::spawn_with(with_rules).await;
+    let admin = admin(&app).await;
+    let (id, secret) = service(&app, &admin).await;
+    let token = token_of(&app, &id, &secret).await;
+    // The server now holds the client in its cache.
+    assert_eq!(
+        verify(&app, &token, "/reports/q3").await.status(),
+        StatusCode::OK
+    );
+    let dir = app.db_path.parent().expect("db dir").to_owned();
+    let out = crate::process::run(
+        crate::process::gatehouse(&dir).args(["client", "rotate-secret", &id]),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let new_secret = out.stdout.lines().nth(1).expect("the secret").to_owned();
+    let rotated = std::time::Instant::now();
+    loop {
+        let status = verify(&app, &token, "/reports/q3").await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            rotated.elapsed() < std::time::Duration::from_millis(1500),
+            "the old secret's token was still accepted {:?} after the rotation",
+            rotated.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let res = grant(&app, &id, &secret, &[]).await;
+    assert_eq!(
+        json_of(res, StatusCode::UNAUTHORIZED).await["error"],
+        "invalid_client"
+    );
+    let fresh = token_of(&app, &id, &new_secret).await;
+    assert_eq!(
+        verify(&app, &fresh, "/reports/q3").await.status(),
+        StatusCode::OK
+    );
+}
