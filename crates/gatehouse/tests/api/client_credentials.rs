@@ -70,21 +70,26 @@ async fn json_of(res: Response, status: StatusCode) -> Value {
     serde_json::from_str(&text).expect("json")
 }
 
-/// A service client registered through the admin API: (id, secret).
-async fn service(app: &TestApp, admin: &Client) -> (String, String) {
-    let res = admin
+/// `POST /v1/admin/clients` with `body`, by the admin.
+async fn register(app: &TestApp, admin: &Client, body: &Value) -> Response {
+    admin
         .post(app.url("/v1/admin/clients"))
-        .json(&json!({
-            "name": "Report builder",
-            "type": "confidential",
-            "redirect_uris": [],
-            "grant_types": ["client_credentials"],
-            "roles": ["reports"],
-        }))
+        .json(body)
         .send()
         .await
-        .expect("request");
-    let body = json_of(res, StatusCode::CREATED).await;
+        .expect("request")
+}
+
+/// A service client registered through the admin API: (id, secret).
+async fn service(app: &TestApp, admin: &Client) -> (String, String) {
+    let body = json!({
+        "name": "Report builder",
+        "type": "confidential",
+        "redirect_uris": [],
+        "grant_types": ["client_credentials"],
+        "roles": ["reports"],
+    });
+    let body = json_of(register(app, admin, &body).await, StatusCode::CREATED).await;
     (
         body["client"]["client_id"].as_str().expect("id").to_owned(),
         body["client_secret"].as_str().expect("secret").to_owned(),
@@ -548,16 +553,16 @@ async fn the_grant_and_the_rotation_refuse_what_they_must() {
         );
     }
     // A confidential client registered for the code flow only.
-    let res = admin
-        .post(app.url("/v1/admin/clients"))
-        .json(&json!({
+    let res = register(
+        &app,
+        &admin,
+        &json!({
             "name": "Web app",
             "type": "confidential",
             "redirect_uris": ["https://app.example.com/cb"],
-        }))
-        .send()
-        .await
-        .expect("request");
+        }),
+    )
+    .await;
     let web = json_of(res, StatusCode::CREATED).await;
     let (web_id, web_secret) = (
         web["client"]["client_id"].as_str().expect("id").to_owned(),
@@ -569,28 +574,28 @@ async fn the_grant_and_the_rotation_refuse_what_they_must() {
         "unauthorized_client"
     );
     // A public client cannot be registered for it, nor authenticate for it.
-    let res = admin
-        .post(app.url("/v1/admin/clients"))
-        .json(&json!({
+    let res = register(
+        &app,
+        &admin,
+        &json!({
             "name": "SPA",
             "type": "public",
             "redirect_uris": ["https://app.example.com/cb"],
             "grant_types": ["client_credentials"],
-        }))
-        .send()
-        .await
-        .expect("request");
+        }),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let res = admin
-        .post(app.url("/v1/admin/clients"))
-        .json(&json!({
+    let res = register(
+        &app,
+        &admin,
+        &json!({
             "name": "SPA",
             "type": "public",
             "redirect_uris": ["https://app.example.com/cb"],
-        }))
-        .send()
-        .await
-        .expect("request");
+        }),
+    )
+    .await;
     let spa = json_of(res, StatusCode::CREATED).await;
     let spa_id = spa["client"]["client_id"].as_str().expect("id").to_owned();
     let res = app
