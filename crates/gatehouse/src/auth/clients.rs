@@ -340,6 +340,20 @@ impl Clients {
         Ok(read)
     }
 
+    /// The client a `client_credentials` token obtained with `credential`
+    /// speaks for, while it does (see [`ClientRecord::honours`]), read as
+    /// [`Clients::current`] reads it.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn honouring(
+        &self,
+        id: ClientId,
+        credential: CredentialId,
+    ) -> anyhow::Result<Option<ClientRecord>> {
+        Ok(self.current(id).await?.filter(|c| c.honours(credential)))
+    }
+
     /// One client as the store has it now (kept in the cache for the next
     /// reads), whatever this node's copy says.
     ///

@@ -224,11 +224,9 @@ impl Gate {
         credential: CredentialId,
     ) -> anyhow::Result<Identified> {
         self.bearer.decisions_allowed()?;
-        Ok(match self.clients.current(client_id).await? {
-            Some(client) if client.honours(credential) => {
-                Identified::Client(ClientCaller { client, token })
-            }
-            _ => Identified::TokenRefused(TokenError::Revoked),
+        Ok(match self.clients.honouring(client_id, credential).await? {
+            Some(client) => Identified::Client(ClientCaller { client, token }),
+            None => Identified::TokenRefused(TokenError::Revoked),
         })
     }
 

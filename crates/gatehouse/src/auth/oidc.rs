@@ -880,10 +880,15 @@ impl Provider {
                     credential,
                 } => {
                     self.bearer.decisions_allowed()?;
-                    match self.client(client_id).await? {
-                        Some(client) if client.honours(credential) => None,
-                        _ => return Ok(Introspection::inactive()),
+                    if self
+                        .clients
+                        .honouring(client_id, credential)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(Introspection::inactive());
                     }
+                    None
                 }
             };
             let c = &verified.claims;
