@@ -10,8 +10,9 @@ use std::sync::Arc;
 use super::bearer::Bearer;
 use super::claims::{Holder, TokenError, VerifiedToken};
 use super::clients::Clients;
+use super::cookies::Cookies;
 use super::rules::{Access, BadPath, access_for};
-use super::sessions::{Authenticated, Sessions};
+use super::sessions::Authenticated;
 use crate::config::AccessRule;
 use crate::model::types::{ClientId, CredentialId, SessionSecret};
 use crate::store::{ClientRecord, UserStore};
@@ -130,7 +131,7 @@ impl From<BadPath> for DecideError {
 /// authenticated request and of `GET /v1/verify`.
 pub struct Gate {
     bearer: Arc<Bearer>,
-    sessions: Arc<Sessions>,
+    cookies: Arc<Cookies>,
     users: Arc<dyn UserStore>,
     clients: Arc<Clients>,
 }
@@ -144,13 +145,13 @@ impl std::fmt::Debug for Gate {
 impl Gate {
     pub fn new(
         bearer: Arc<Bearer>,
-        sessions: Arc<Sessions>,
+        cookies: Arc<Cookies>,
         users: Arc<dyn UserStore>,
         clients: Arc<Clients>,
     ) -> Self {
         Self {
             bearer,
-            sessions,
+            cookies,
             users,
             clients,
         }
@@ -168,8 +169,8 @@ impl Gate {
     }
 
     /// Who presented `credential`: a bearer token is verified (signature,
-    /// claims, revocation) and its session and user read (from the
-    /// principal cache when fresh); a session cookie is recognised.
+    /// claims, revocation) and its session and user read; a session cookie
+    /// is recognised. Either from the principal cache when fresh.
     ///
     /// # Errors
     /// Store failures (503: never allow, never deny).
@@ -200,11 +201,11 @@ impl Gate {
                     None => Identified::TokenRefused(TokenError::Revoked),
                 })
             }
-            Presented::Cookie(secret) => Ok(match self.sessions.authenticate(&secret).await? {
-                Some(auth) => Identified::Caller(Caller {
-                    auth: Arc::new(auth),
+            Presented::Cookie(secret) => Ok(match self.cookies.authenticate(&secret).await? {
+                Some(p) => Identified::Caller(Caller {
+                    auth: p.auth.clone(),
                     bearer: false,
-                    permissions: None,
+                    permissions: p.permissions.clone(),
                 }),
                 None => Identified::Nobody,
             }),

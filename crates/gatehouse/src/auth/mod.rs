@@ -22,6 +22,7 @@ pub mod audit;
 pub mod bearer;
 pub mod claims;
 pub mod clients;
+pub mod cookies;
 pub mod feed;
 pub mod forward;
 pub mod keys;
@@ -56,6 +57,7 @@ pub use admin::Admin;
 pub use audit::Audit;
 pub use bearer::Bearer;
 pub use clients::Clients;
+pub use cookies::Cookies;
 pub use feed::Feed;
 pub use forward::Gate;
 pub use keys::KeyManager;
@@ -122,6 +124,7 @@ pub struct Services {
     pub audit: Arc<Audit>,
     pub bearer: Arc<Bearer>,
     pub clients: Arc<Clients>,
+    pub cookies: Arc<Cookies>,
     pub factors: Arc<SecondFactors>,
     pub mail: Arc<Mail>,
     pub feed: Arc<Feed>,
@@ -293,9 +296,16 @@ impl Services {
             audit.clone(),
             clock.clone(),
         ));
+        let cookies = Arc::new(Cookies::new(
+            sessions.clone(),
+            stores.users.clone(),
+            principals.clone(),
+            revocations.clone(),
+            clock.clone(),
+        ));
         let gate = Arc::new(Gate::new(
             bearer.clone(),
-            sessions.clone(),
+            cookies.clone(),
             stores.users.clone(),
             clients.clone(),
         ));
@@ -342,6 +352,7 @@ impl Services {
             audit,
             bearer,
             clients,
+            cookies,
             feed,
             gate,
             ops,

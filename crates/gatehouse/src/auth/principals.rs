@@ -30,7 +30,7 @@ use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
 use super::sessions::Authenticated;
-use crate::model::types::SessionId;
+use crate::model::types::{SecretHash, SessionId};
 use crate::revocation::Revocations;
 
 /// How long an entry answers after its reads: the bound on how late a role
@@ -74,6 +74,10 @@ pub enum Lookup {
 /// Principals by session id, bounded, each answering for [`FRESH_FOR`].
 pub struct Principals {
     by_session: Cache<SessionId, Arc<Entry>>,
+    /// Which session a cookie's secret names (by the secret's hash), as a
+    /// store read found it: the cookie path's way into `by_session`. A
+    /// session's secret never changes, so this answers until evicted.
+    by_secret: Cache<SecretHash, SessionId>,
     /// Bumped by every change to users or roles made on this node.
     generation: AtomicU64,
     fresh_for: Duration,
@@ -96,6 +100,7 @@ impl Principals {
     pub fn new(fresh_for: Duration, capacity: usize, revocations: Arc<Revocations>) -> Self {
         Self {
             by_session: Cache::new(capacity.max(1)),
+            by_secret: Cache::new(capacity.max(1)),
             generation: AtomicU64::new(0),
             fresh_for: fresh_for.min(FRESH_FOR),
             revocations,
@@ -166,6 +171,26 @@ impl Principals {
                 renewing: AtomicBool::new(false),
             }),
         );
+    }
+
+    /// The session a cookie's secret names, when a read found it here.
+    pub fn session_of(&self, hash: &SecretHash) -> Option<SessionId> {
+        if !self.is_on() {
+            return None;
+        }
+        self.by_secret.get(hash)
+    }
+
+    /// Remembers that the secret of `hash` names `sid` (found by a read).
+    pub fn remember_secret(&self, hash: SecretHash, sid: SessionId) {
+        if self.is_on() {
+            self.by_secret.insert(hash, sid);
+        }
+    }
+
+    /// Forgets a secret that names no live session.
+    pub fn forget_secret(&self, hash: &SecretHash) {
+        self.by_secret.remove(hash);
     }
 
     /// Forgets one session (ended, or found not live).

@@ -197,8 +197,12 @@ async fn redis_session_cache_answers_repeated_cookie_requests() {
         assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
     }
     let after = shared.stats();
-    // The login cached the new session: every request is a hit.
-    assert_eq!(after.hits - before.hits, 10, "{before:?} -> {after:?}");
+    // The login cached the new session: the first request finds it there
+    // (the principal cache in front, which the cookie path shares with the
+    // bearer path, answers the others while its read is fresh), and none
+    // goes to Redis.
+    let hits = after.hits - before.hits;
+    assert!((1..=10).contains(&hits), "{before:?} -> {after:?}");
     assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
     assert!(after.entries >= 1);
     // Logout forgets it, and the cookie is refused.

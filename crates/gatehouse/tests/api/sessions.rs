@@ -436,6 +436,37 @@ async fn a_disabled_users_sessions_are_refused() {
 }
 
 #[tokio::test]
+async fn a_disabled_users_cached_session_is_refused_within_the_cache_bound() {
+    // The cookie path answers a session it read moments ago from memory (the
+    // principal cache, one second at most); a write behind the server's back
+    // reaches it when that read expires. (Disabling through gatehouse ends
+    // the sessions too: refused by the next request.)
+    let app = TestApp::spawn().await;
+    let (user, client) = app.logged_in().await;
+    assert_eq!(app.get_me(&client).await.status(), StatusCode::OK);
+    let done = sqlx::query("UPDATE users SET disabled = 1 WHERE email = ?")
+        .bind(&user.email)
+        .execute(&app.sql().await)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+    let written = std::time::Instant::now();
+    loop {
+        let res = app.get_me(&client).await;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            assert_problem(res, StatusCode::UNAUTHORIZED).await;
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            written.elapsed() < Duration::from_secs(3),
+            "the disabled user's cookie still works 3 s later"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn forwarded_for_is_ignored_from_untrusted_peers() {
     let app = TestApp::spawn().await;
     let user = app.create_user().await;

@@ -107,11 +107,13 @@ pub(super) async fn current_session(
     let Ok(Some(secret)) = extract::session_cookie(headers, state.web.cookie_name) else {
         return Ok(None);
     };
-    state
-        .sessions
+    // The principal cache answers as it does for the API (`auth::cookies`).
+    Ok(state
+        .cookies
         .authenticate(&secret)
         .await
-        .map_err(store_failed)
+        .map_err(store_failed)?
+        .map(|p| Authenticated::clone(&p.auth)))
 }
 
 /// The signed-in visitor of an account page or post. Without a live session
