@@ -21,13 +21,25 @@
 //! matches, or that is never checked (a full hashing queue, a store error)
 //! is taken back ([`FailureCounter::forgive`](crate::store::FailureCounter)).
 //!
+//! On one node the attempts of one pair take turns ([`Turns`]): an attempt
+//! waits for the one in flight before it is counted, and the one before
+//! has been settled by then (a success reset the pair's count, a failure
+//! left it counted). So concurrent logins with the right password are all
+//! let in, and concurrent guesses still get at most `login_max_failures`
+//! password checks: each is counted before its check, as across nodes,
+//! where attempts of one pair on different nodes do not wait for each
+//! other and the count alone decides.
+//!
 //! Registration attempts are counted per client network within
 //! `registration_window`, created or refused alike, before anything is
 //! looked up or hashed: a taken email's 409 must not become a free oracle.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
 
 use super::audit::{Actor, Audit, EventType};
 use super::sessions::Sessions;
@@ -91,6 +103,8 @@ pub struct Throttle {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     limits: ThrottleLimits,
+    /// The pairs' attempts in flight on this node.
+    turns: Arc<Turns>,
 }
 
 impl std::fmt::Debug for Throttle {
@@ -121,13 +135,88 @@ impl Limit {
 
 /// A password attempt every budget let through, counted in each. Dropped
 /// without [`Throttle::attempt_matched`] or [`Throttle::attempt_unchecked`], it
-/// stays counted: a failure.
+/// stays counted: a failure. The pair's next attempt on this node waits
+/// until it is settled or dropped.
 #[must_use = "an admitted attempt is settled once its password is checked"]
 #[derive(Debug)]
 pub(crate) struct Admitted {
     ip_key: String,
     pair_key: String,
     account_key: String,
+    _turn: Turn,
+}
+
+/// One lock per key in use: the attempts of one (account, client IP) pair
+/// on this node go one at a time. An entry lives while some attempt holds
+/// or awaits it, so the map holds only the keys in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Turns {
+    keys: Mutex<HashMap<String, Slot>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Attempts holding or awaiting `lock`.
+    users: usize,
+}
+
+/// An attempt's turn: its key's lock, held until dropped.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    // Declared first: released before the ticket gives up the slot.
+    _guard: OwnedMutexGuard<()>,
+    _ticket: Ticket,
+}
+
+/// A place among a key's users, given up on drop, also by an attempt that
+/// stopped waiting (its request went away).
+#[derive(Debug)]
+struct Ticket {
+    turns: Arc<Turns>,
+    key: String,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut keys = self.turns.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = keys.get_mut(&self.key) {
+            slot.users -= 1;
+            if slot.users == 0 {
+                keys.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Turns {
+    /// Waits until no other attempt of `key` is in flight on this node.
+    pub(crate) async fn take(self: &Arc<Self>, key: &str) -> Turn {
+        let lock = {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = keys.entry(key.to_owned()).or_insert_with(|| Slot {
+                lock: Arc::default(),
+                users: 0,
+            });
+            slot.users += 1;
+            slot.lock.clone()
+        };
+        let ticket = Ticket {
+            turns: self.clone(),
+            key: key.to_owned(),
+        };
+        let guard = lock.lock_owned().await;
+        Turn {
+            _guard: guard,
+            _ticket: ticket,
+        }
+    }
+
+    /// How many keys have an attempt in flight (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 impl Throttle {
@@ -148,6 +237,7 @@ impl Throttle {
             metrics,
             clock,
             limits,
+            turns: Arc::default(),
         }
     }
 
@@ -160,7 +250,8 @@ impl Throttle {
     /// Counts a password attempt for `normalised` (the email as typed,
     /// normalised) from `ip` against every login budget, in order, and
     /// refuses it with the first one spent. Called before anything is
-    /// hashed.
+    /// hashed. Waits first for the pair's attempt in flight on this node,
+    /// if any, to be settled.
     ///
     /// # Errors
     /// [`Refused::Throttled`] with the refusing window's time left;
@@ -171,6 +262,8 @@ impl Throttle {
         parsed: Option<&Email>,
         ip: Option<IpAddr>,
     ) -> Result<Admitted, Refused> {
+        let pair_key = Self::pair_key(normalised, ip);
+        let turn = self.turns.take(&pair_key).await;
         let p = &self.limits;
         let failures = &self.failures;
         let now = self.clock.now();
@@ -183,7 +276,6 @@ impl Throttle {
                 .login_refused(Limit::Ip, per_ip, p.login_max_failures_per_ip, None, ip)
                 .await);
         }
-        let pair_key = Self::pair_key(normalised, ip);
         let pair = failures.hit(&pair_key, p.login_window, now).await?;
         if pair.count > p.login_max_failures {
             failures.forgive(&ip_key, now).await?;
@@ -211,6 +303,7 @@ impl Throttle {
             ip_key,
             pair_key,
             account_key,
+            _turn: turn,
         })
     }
 
@@ -442,6 +535,44 @@ mod tests {
         assert_eq!(net("2001:db8:1:2::9"), net("2001:db8:1:2:ffff::1"));
         assert_ne!(net("2001:db8:1:2::9"), net("2001:db8:1:3::9"));
         assert_eq!(client_network(None), "-");
+    }
+
+    #[tokio::test]
+    async fn attempts_of_one_key_take_turns_and_the_map_keeps_only_keys_in_flight() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take("login:192.0.2.7:a@example.com").await;
+        // Another key does not wait.
+        let other = tokio::time::timeout(
+            Duration::from_secs(5),
+            turns.take("login:192.0.2.7:b@example.com"),
+        )
+        .await
+        .expect("another key's turn comes at once");
+        // The same key waits while the first is in flight...
+        let waiting = {
+            let turns = turns.clone();
+            tokio::spawn(async move { turns.take("login:192.0.2.7:a@example.com").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a second attempt of one pair ran beside the first"
+        );
+        // ...and gets its turn once the first is settled.
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the turn came")
+            .expect("the task ran");
+        assert_eq!(turns.len(), 2);
+        drop((second, other));
+        assert_eq!(turns.len(), 0, "settled keys are forgotten");
+        // A waiter that gives up (its request went away) leaves nothing.
+        let held = turns.take("k").await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), turns.take("k")).await;
+        assert!(gave_up.is_err());
+        drop(held);
+        assert_eq!(turns.len(), 0, "an abandoned wait left its key behind");
     }
 
     async fn auth(clock: Arc<ManualClock>) -> (Services, tempfile::TempDir) {

@@ -310,6 +310,70 @@ async fn a_burst_of_concurrent_guesses_gets_no_more_than_max_tries() {
     assert_eq!(refused, 12 - MAX as usize, "{statuses:?}");
 }
 
+#[tokio::test]
+async fn concurrent_logins_with_the_right_password_are_all_let_in() {
+    // Attempts of one account from one address take turns on a node: each
+    // waits for the one in flight, which a success settles (its count
+    // starts over), so no right password is refused for attempts that
+    // were merely in flight. Before, 8 in parallel got 429 once more than
+    // MAX were in flight.
+    let app = throttled_app(LONG).await;
+    let user = app.create_user().await;
+    let client = app.bare_client();
+    for round in 0..3 {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let send = client
+                    .post(app.url("/v1/login"))
+                    .json(&json!({ "email": user.email, "password": user.password }))
+                    .send();
+                tokio::spawn(send)
+            })
+            .collect();
+        for h in handles {
+            let res = h.await.expect("task").expect("request");
+            assert_eq!(res.status(), StatusCode::OK, "round {round}");
+        }
+    }
+    // A failure before a burst of right passwords still counts toward the
+    // limit, and the first success resets it.
+    fail_logins(&app, &client, &user.email, MAX - 1).await;
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let send = client
+                .post(app.url("/v1/login"))
+                .json(&json!({ "email": user.email, "password": user.password }))
+                .send();
+            tokio::spawn(send)
+        })
+        .collect();
+    for h in handles {
+        let res = h.await.expect("task").expect("request");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // Then a burst of guesses: the turns change nothing of the limit, at
+    // most MAX of them reach the hash, whatever the interleaving.
+    let handles: Vec<_> = (0..12)
+        .map(|_| {
+            let send = client
+                .post(app.url("/v1/login"))
+                .json(&json!({ "email": user.email, "password": WRONG }))
+                .send();
+            tokio::spawn(send)
+        })
+        .collect();
+    let mut checked = 0;
+    for h in handles {
+        let status = h.await.expect("task").expect("request").status();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+            "{status}"
+        );
+        checked += usize::from(status == StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(checked, MAX as usize);
+}
+
 // ---------------------------------------------------------------------------
 // The per-IP, per-account and registration budgets
 // ---------------------------------------------------------------------------
