@@ -178,6 +178,17 @@ impl Tokens {
         session: &SessionRecord,
     ) -> anyhow::Result<IssuedAccess> {
         let permissions = self.accounts.permissions_of(user.id).await?;
+        self.access_token_with(user, session, &permissions)
+    }
+
+    /// [`Self::issue_access_token`] with the user's effective permissions
+    /// read already (with the user, in the same round trip).
+    fn access_token_with(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        permissions: &[String],
+    ) -> anyhow::Result<IssuedAccess> {
         // A client session's token names its client and is meant for it
         // too; its scope starts with the OpenID scopes granted.
         let (aud, client_id, scope) = match &session.link {
@@ -189,7 +200,7 @@ impl Tokens {
             Some(link) => {
                 let client_id = link.client_id.to_string();
                 let mut scope = link.scopes.clone();
-                for p in &permissions {
+                for p in permissions {
                     scope.push(' ');
                     scope.push_str(p);
                 }
@@ -362,12 +373,10 @@ impl Tokens {
         let presented = RefreshSecret::parse(presented).ok_or(GrantError::InvalidGrant)?;
         let hash = presented.hash();
         let store = &self.store;
-        let record = store
-            .refresh_by_hash(&hash)
-            .await?
-            .ok_or(GrantError::InvalidGrant)?;
-        let session = store
-            .session_by_id(record.session_id)
+        // The token with its session, then the user with their permissions:
+        // two round trips on the SQL stores.
+        let (record, session) = store
+            .refresh_with_session(&hash)
             .await?
             .ok_or(GrantError::InvalidGrant)?;
         // A client session's refresh token is its client's alone (RFC 6749
@@ -381,11 +390,11 @@ impl Tokens {
         if !self.sessions.is_live(&session, now) {
             return Err(GrantError::InvalidGrant);
         }
-        let user = self
+        let (user, permissions) = self
             .users
-            .user_by_id(session.user_id)
+            .user_with_permissions(session.user_id)
             .await?
-            .filter(|u| !u.disabled)
+            .filter(|(u, _)| !u.disabled)
             .ok_or(GrantError::InvalidGrant)?;
 
         let successor = if record.spent_at.is_none() {
@@ -424,7 +433,7 @@ impl Tokens {
             store.touch_session(session.id, now).await?;
             session.last_seen_at = now;
         }
-        let access = self.issue_access_token(&user, &session).await?;
+        let access = self.access_token_with(&user, &session, &permissions)?;
         self.metrics.tokens_refresh_grant.increment(1);
         Ok(TokenPair {
             access,

@@ -162,6 +162,19 @@ pub trait UserStore: Send + Sync + 'static {
     /// sorted and without duplicates, in one round trip.
     async fn permissions_of(&self, id: UserId) -> anyhow::Result<Vec<String>>;
 
+    /// The user and their effective permissions as [`Self::permissions_of`]
+    /// gives them; the SQL stores read both in one round trip.
+    async fn user_with_permissions(
+        &self,
+        id: UserId,
+    ) -> anyhow::Result<Option<(UserRecord, Vec<String>)>> {
+        let Some(user) = self.user_by_id(id).await? else {
+            return Ok(None);
+        };
+        let permissions = self.permissions_of(id).await?;
+        Ok(Some((user, permissions)))
+    }
+
     /// Creates the role or replaces its permissions, atomically.
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()>;
 
@@ -383,6 +396,21 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
 
     async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>>;
+
+    /// A refresh token and its session, when both exist: what a refresh
+    /// grant reads first. The SQL stores read them in one round trip.
+    async fn refresh_with_session(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
+        let Some(refresh) = self.refresh_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .session_by_id(refresh.session_id)
+            .await?
+            .map(|session| (refresh, session)))
+    }
 
     /// Spends `old` and stores its successor (created at `spent_at`),
     /// atomically, only if `old` is still unspent and belongs to

@@ -64,8 +64,36 @@ const INSERT_REFRESH: &str =
 const REFRESH_BY_HASH: &str = "SELECT session_id, created_at, spent_at, successor_sealed \
      FROM refresh_tokens WHERE token_hash = $1";
 
-/// The compare-and-swap: only an unspent token is spent.
-const SPEND_REFRESH: &str = "UPDATE refresh_tokens SET spent_at = $1, successor_sealed = $2 \
+/// A refresh token's columns beside its session's (named as `session_select!`
+/// names them, for the session's row mapping).
+const REFRESH_WITH_SESSION: &str = "SELECT s.id, s.secret_hash, s.user_id, s.created_at, \
+     s.last_seen_at, s.expires_at, s.user_agent, s.ip, s.amr, s.client_id, s.parent_id, s.scopes, \
+     r.created_at AS refresh_created_at, r.spent_at AS refresh_spent_at, \
+     r.successor_sealed AS refresh_successor_sealed \
+     FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1";
+
+/// The rotation on PostgreSQL in one statement: the session is locked
+/// first (`live`: the successor's foreign-key check needs this lock anyway,
+/// and taking it after the token's row lock would deadlock with a
+/// concurrent logout, whose cascade locks the session first and the tokens
+/// second; the subquery runs before the update locks any token row); then
+/// the compare-and-swap (only an unspent token of a live session is spent:
+/// a concurrent rotation waits on the row lock, then finds it spent); then
+/// the successor, inserted only for the row spent. One row inserted is a
+/// rotation done.
+const PG_ROTATE_REFRESH: &str = "WITH live AS \
+     (SELECT id FROM sessions WHERE id = $4 FOR KEY SHARE), \
+     spent AS (UPDATE refresh_tokens SET spent_at = $1, successor_sealed = $2 \
+     WHERE token_hash = $3 AND spent_at IS NULL AND session_id = (SELECT id FROM live) \
+     RETURNING session_id) \
+     INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
+     SELECT $5, session_id, $1 FROM spent";
+
+/// The rotation on SQLite in one statement: the compare-and-swap (only an
+/// unspent token is spent), naming the successor, which the trigger
+/// `refresh_tokens_successor` (migration `20261208000001`) inserts.
+const SQLITE_ROTATE_REFRESH: &str = "UPDATE refresh_tokens \
+     SET spent_at = $1, successor_sealed = $2, successor_hash = $5 \
      WHERE token_hash = $3 AND spent_at IS NULL AND session_id = $4";
 
 #[async_trait]
@@ -301,6 +329,31 @@ impl SessionStore for PgStore {
         ))
     }
 
+    async fn refresh_with_session(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
+        let Some(row) = sqlx::query(REFRESH_WITH_SESSION)
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .context("reading a refresh token and its session")?
+        else {
+            return Ok(None);
+        };
+        let session = pg_session_from_row(&row)?;
+        let decode = || -> Result<RefreshRecord, sqlx::Error> {
+            Ok(RefreshRecord {
+                session_id: session.id,
+                created_at: row.try_get("refresh_created_at")?,
+                spent_at: row.try_get("refresh_spent_at")?,
+                successor_sealed: row.try_get("refresh_successor_sealed")?,
+            })
+        };
+        let refresh = decode().context("decoding a refresh token")?;
+        Ok(Some((refresh, session)))
+    }
+
     async fn rotate_refresh(
         &self,
         old: &SecretHash,
@@ -309,44 +362,17 @@ impl SessionStore for PgStore {
         successor_sealed: &[u8],
         session_id: SessionId,
     ) -> anyhow::Result<bool> {
-        let spent_at = ms(spent_at);
-        let mut tx = self.begin().await.context("starting a transaction")?;
-        // Lock the session before the token: the successor's foreign-key
-        // check needs this lock anyway, and taking it after the token's row
-        // lock would deadlock with a concurrent logout, whose cascade locks
-        // the session first and the tokens second. A session already gone
-        // has no tokens left to spend.
-        let live: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1 FOR KEY SHARE")
-                .bind(session_id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("locking a session")?;
-        if live.is_none() {
-            return Ok(false);
-        }
-        // The compare-and-swap: only an unspent token is spent; a concurrent
-        // rotation waits on the row lock, then finds it spent.
-        let done = sqlx::query(SPEND_REFRESH)
-            .bind(spent_at)
+        // One statement, one round trip, its own transaction.
+        let done = sqlx::query(PG_ROTATE_REFRESH)
+            .bind(ms(spent_at))
             .bind(successor_sealed)
             .bind(&old.0[..])
             .bind(session_id.0)
-            .execute(&mut *tx)
-            .await
-            .context("spending a refresh token")?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(INSERT_REFRESH)
             .bind(&successor.0[..])
-            .bind(session_id.0)
-            .bind(spent_at)
-            .execute(&mut *tx)
+            .execute(&mut *self.conn().await?)
             .await
-            .context("inserting the successor refresh token")?;
-        tx.commit().await.context("committing a refresh rotation")?;
-        Ok(true)
+            .context("rotating a refresh token")?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -583,6 +609,30 @@ impl SessionStore for SqliteStore {
         .transpose()
     }
 
+    async fn refresh_with_session(
+        &self,
+        hash: &SecretHash,
+    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
+        let Some(row) = sqlx::query(REFRESH_WITH_SESSION)
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a refresh token and its session")?
+        else {
+            return Ok(None);
+        };
+        let session = sqlite_session_from_row(&row)?;
+        let refresh = RefreshRecord {
+            session_id: session.id,
+            created_at: from_millis(row.try_get("refresh_created_at")?),
+            spent_at: row
+                .try_get::<Option<i64>, _>("refresh_spent_at")?
+                .map(from_millis),
+            successor_sealed: row.try_get("refresh_successor_sealed")?,
+        };
+        Ok(Some((refresh, session)))
+    }
+
     async fn rotate_refresh(
         &self,
         old: &SecretHash,
@@ -591,27 +641,19 @@ impl SessionStore for SqliteStore {
         successor_sealed: &[u8],
         session_id: SessionId,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let done = sqlx::query(SPEND_REFRESH)
+        // One statement, one round trip: the successor is stored by the
+        // trigger `refresh_tokens_successor`, in the statement's own
+        // transaction (the rows a trigger writes are not counted here).
+        let done = sqlx::query(SQLITE_ROTATE_REFRESH)
             .bind(to_millis(spent_at))
             .bind(successor_sealed)
             .bind(&old.0[..])
             .bind(session_id.0.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("spending a refresh token")?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(INSERT_REFRESH)
             .bind(&successor.0[..])
-            .bind(session_id.0.to_string())
-            .bind(to_millis(spent_at))
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
-            .context("inserting the successor refresh token")?;
-        tx.commit().await.context("committing a refresh rotation")?;
-        Ok(true)
+            .context("rotating a refresh token")?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

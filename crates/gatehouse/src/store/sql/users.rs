@@ -57,6 +57,27 @@ const SQLITE_USERS_AFTER: &str = user_select!(sqlite, "WHERE id > $1 ORDER BY id
 
 const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $1 WHERE id = $2";
 
+/// A user with their roles and effective permissions in one row, each list
+/// as `user_select!` gives the roles (PostgreSQL orders the permissions as
+/// `PERMISSIONS_OF` does; SQLite's are sorted when read, as its `ORDER BY`
+/// would, byte-wise).
+const PG_USER_WITH_PERMISSIONS: &str = concat!(
+    "SELECT id, email, password_hash, created_at, disabled, email_verified, ",
+    "array(SELECT role FROM user_roles WHERE user_id = users.id ORDER BY role) AS roles, ",
+    "array(SELECT DISTINCT rp.permission FROM user_roles ur ",
+    "JOIN role_permissions rp ON rp.role = ur.role ",
+    "WHERE ur.user_id = users.id ORDER BY rp.permission) AS permissions ",
+    "FROM users WHERE id = $1"
+);
+const SQLITE_USER_WITH_PERMISSIONS: &str = concat!(
+    "SELECT id, email, password_hash, created_at, disabled, email_verified, ",
+    "(SELECT group_concat(role, char(31)) FROM user_roles WHERE user_id = users.id) AS roles, ",
+    "(SELECT group_concat(permission, char(31)) FROM (SELECT DISTINCT rp.permission ",
+    "FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role ",
+    "WHERE ur.user_id = users.id)) AS permissions ",
+    "FROM users WHERE id = $1"
+);
+
 const PERMISSIONS_OF: &str = "SELECT DISTINCT rp.permission FROM user_roles ur \
      JOIN role_permissions rp ON rp.role = ur.role \
      WHERE ur.user_id = $1 ORDER BY rp.permission";
@@ -143,6 +164,25 @@ impl UserStore for PgStore {
             .fetch_all(&mut *self.conn().await?)
             .await
             .context("reading a user's permissions")
+    }
+
+    async fn user_with_permissions(
+        &self,
+        id: UserId,
+    ) -> anyhow::Result<Option<(UserRecord, Vec<String>)>> {
+        let Some(row) = sqlx::query(PG_USER_WITH_PERMISSIONS)
+            .bind(id.0)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .context("reading a user")?
+        else {
+            return Ok(None);
+        };
+        let user = pg_user_from_row(&row)?;
+        let permissions = row
+            .try_get("permissions")
+            .context("decoding a user's permissions")?;
+        Ok(Some((user, permissions)))
     }
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
@@ -327,6 +367,23 @@ impl UserStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .context("reading a user's permissions")
+    }
+
+    async fn user_with_permissions(
+        &self,
+        id: UserId,
+    ) -> anyhow::Result<Option<(UserRecord, Vec<String>)>> {
+        let Some(row) = sqlx::query(SQLITE_USER_WITH_PERMISSIONS)
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a user")?
+        else {
+            return Ok(None);
+        };
+        let user = sqlite_user_from_row(&row)?;
+        let permissions = split_list(row.try_get("permissions")?);
+        Ok(Some((user, permissions)))
     }
 
     async fn put_role(&self, name: &RoleName, permissions: &[String]) -> anyhow::Result<()> {
