@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, mpsc};
+use std::time::Duration;
 
 use std::cell::RefCell;
 
@@ -212,17 +213,38 @@ fn reused_blocks() -> usize {
     Params::default().block_count()
 }
 
+/// How long a hashing thread keeps its argon2 memory without a job: an idle
+/// node gives the memory back (19 MiB a thread), a busy one reuses it.
+const KEEP_MEMORY_IDLE: Duration = Duration::from_secs(10);
+
+/// The blocks a kept memory reserves (33 MiB of address space; only the
+/// blocks a hash uses are ever touched, so only they are resident). Above
+/// glibc's largest dynamic mmap threshold (32 MiB): such an allocation is
+/// always its own mapping, unmapped when freed, and freeing it does not
+/// raise the threshold, so memory released when a thread goes idle goes
+/// back to the system every time rather than into an arena.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
 /// Runs `f` over `blocks` blocks of this thread's argon2 memory.
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
     if blocks > reused_blocks() || !KEEPS_MEMORY.get() {
         return f(&mut vec![Block::new(); blocks]);
     }
     MEMORY.with_borrow_mut(|memory| {
+        if memory.capacity() < blocks {
+            *memory = Vec::with_capacity(RESERVED_BLOCKS.max(blocks));
+        }
         if memory.len() < blocks {
             memory.resize(blocks, Block::new());
         }
         f(&mut memory[..blocks])
     })
+}
+
+/// Gives this thread's argon2 memory back (it is allocated again by the
+/// next hash).
+fn release_memory() {
+    MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
 }
 
 /// The PHC string of `password` under `argon2`'s parameters and a fresh
@@ -289,8 +311,20 @@ fn spawn_pool(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
                 KEEPS_MEMORY.set(true);
                 loop {
                     // The lock is held only while waiting for the next job.
-                    let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(job) = next else { return };
+                    let next = receiver
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .recv_timeout(KEEP_MEMORY_IDLE);
+                    let job = match next {
+                        Ok(job) => job,
+                        // No job for a while (this thread's wait, or the
+                        // others' before it): the memory goes back.
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            release_memory();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
                     // A panicking job drops its reply (the caller gets an
                     // error); the thread lives on for the next one.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
@@ -322,6 +356,24 @@ fn lower_this_threads_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_memory_is_reserved_whole_and_given_back_whole() {
+        std::thread::spawn(|| {
+            KEEPS_MEMORY.set(true);
+            let blocks = reused_blocks();
+            with_memory(blocks, |m| assert_eq!(m.len(), blocks));
+            // Reserved past glibc's largest dynamic mmap threshold: its own
+            // mapping, unmapped when released.
+            MEMORY.with_borrow(|m| assert!(m.capacity() >= RESERVED_BLOCKS));
+            let again = MEMORY.with_borrow(|m| m.as_ptr());
+            with_memory(blocks, |m| assert_eq!(m.as_ptr(), again, "reused"));
+            release_memory();
+            MEMORY.with_borrow(|m| assert_eq!(m.capacity(), 0));
+        })
+        .join()
+        .expect("the thread");
+    }
 
     #[test]
     fn policy_enforces_length_and_rejects_common_passwords() {
