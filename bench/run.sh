@@ -4,6 +4,9 @@
 # on 127.0.0.1:5432 (the Redis scenarios, revocation propagation between two
 # nodes, memory per session), then runs bench/run.py, which prints the
 # tables that docs/benchmarks.md quotes and writes target/bench-results.json,
+# bench/speed.py (the speed goals, each figure beside its goal: cookie and
+# bearer ratios, refresh grants on SQLite and PostgreSQL, logins against the
+# hashing limit, start-up, idle memory), which writes target/bench-speed.json,
 # and bench/mail.py (password reset for known and unknown addresses, with an
 # SMTP server answering, silent and absent), which writes
 # target/bench-mail.json.
@@ -50,6 +53,7 @@ if ! python3 -c "import aiosmtpd" 2>/dev/null && ! /usr/bin/python3 -c "import a
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-aiosmtpd
 fi
-cargo build --release --locked -p gatehouse
+cargo build --release --locked -p gatehouse --bins --example hash_rate
 python3 bench/run.py
+python3 bench/speed.py
 python3 bench/mail.py

@@ -1,7 +1,8 @@
 -- POST /v1/login with the right password, cycling through the accounts of
 -- BENCH_ACCOUNTS (one email per line) so that no account has more than a
--- login or two in flight: attempts are counted before the password is
--- checked, so a burst on one account would be throttled (429).
+-- login or two in flight: the attempts of one account from one address take
+-- turns (none is refused, but they run one at a time). With a single
+-- account in the file, the same script measures exactly that.
 local report = dofile(os.getenv("BENCH_DIR") .. "/wrk/report.lua")
 local accounts = {}
 for line in io.lines(os.getenv("BENCH_ACCOUNTS")) do

@@ -274,6 +274,9 @@ contract! {
     permissions_are_the_sorted_distinct_union_over_roles
         => sqlite_permissions_are_the_sorted_distinct_union_over_roles,
            postgres_permissions_are_the_sorted_distinct_union_over_roles;
+    a_user_with_permissions_is_its_two_reads_in_one
+        => sqlite_a_user_with_permissions_is_its_two_reads_in_one,
+           postgres_a_user_with_permissions_is_its_two_reads_in_one;
     put_role_replaces_the_permissions
         => sqlite_put_role_replaces_the_permissions, postgres_put_role_replaces_the_permissions;
     roles_are_listed_by_name_with_sorted_permissions
@@ -364,6 +367,9 @@ contract! {
     rotate_refresh_of_an_unknown_token_stores_nothing
         => sqlite_rotate_refresh_of_an_unknown_token_stores_nothing,
            postgres_rotate_refresh_of_an_unknown_token_stores_nothing;
+    a_refresh_token_with_its_session_is_both_or_nothing
+        => sqlite_a_refresh_token_with_its_session_is_both_or_nothing,
+           postgres_a_refresh_token_with_its_session_is_both_or_nothing;
     concurrent_rotations_admit_exactly_one
         => sqlite_concurrent_rotations_admit_exactly_one,
            postgres_concurrent_rotations_admit_exactly_one;
@@ -464,6 +470,8 @@ redis_contract! {
         => redis_rotate_refresh_spends_a_token_once;
     rotate_refresh_of_an_unknown_token_stores_nothing
         => redis_rotate_refresh_of_an_unknown_token_stores_nothing;
+    a_refresh_token_with_its_session_is_both_or_nothing
+        => redis_a_refresh_token_with_its_session_is_both_or_nothing;
     concurrent_rotations_admit_exactly_one
         => redis_concurrent_rotations_admit_exactly_one;
     failure_counter_counts_within_the_window
@@ -689,6 +697,35 @@ async fn permissions_are_the_sorted_distinct_union_over_roles(stores: Stores) {
     assert!(permissions(&stores, none.id).await.is_empty());
     // An unknown user has no permissions; not an error.
     assert!(permissions(&stores, UserId::new()).await.is_empty());
+}
+
+async fn a_user_with_permissions_is_its_two_reads_in_one(stores: Stores) {
+    put_role(&stores, "editor", &["docs:write", "docs:read", "Docs:admin"]).await;
+    put_role(&stores, "viewer", &["docs:read", "comments:read"]).await;
+    let both = create(&stores, "alice@example.com", &["viewer", "editor"]).await;
+    let none = create(&stores, "bob@example.com", &[]).await;
+    for id in [both.id, none.id] {
+        let (got, held) = stores
+            .users
+            .user_with_permissions(id)
+            .await
+            .expect("user_with_permissions")
+            .expect("the user exists");
+        assert_eq!(Some(got), user(&stores, id).await);
+        assert_eq!(held, permissions(&stores, id).await);
+    }
+    let (_, held) = stores
+        .users
+        .user_with_permissions(both.id)
+        .await
+        .expect("user_with_permissions")
+        .expect("the user exists");
+    assert_eq!(
+        held,
+        ["Docs:admin", "comments:read", "docs:read", "docs:write"]
+    );
+    let unknown = stores.users.user_with_permissions(UserId::new()).await;
+    assert!(unknown.expect("user_with_permissions").is_none());
 }
 
 async fn put_role_replaces_the_permissions(stores: Stores) {
@@ -1616,6 +1653,49 @@ async fn rotate_refresh_of_an_unknown_token_stores_nothing(stores: Stores) {
 
     assert!(!rotated.expect("rotate_refresh"));
     assert_eq!(refresh(&stores, successor).await, None);
+}
+
+async fn a_refresh_token_with_its_session_is_both_or_nothing(stores: Stores) {
+    let alice = create(&stores, "alice@example.com", &[]).await;
+    let s = session(alice.id, 1, at(0));
+    insert(&stores, &s).await;
+    let (token, successor) = (SecretHash([10; 32]), SecretHash([11; 32]));
+    let inserted = stores.sessions.insert_refresh(&token, s.id, at(5)).await;
+    inserted.expect("insert_refresh");
+    let both = |hash: SecretHash| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .sessions
+                .refresh_with_session(&hash)
+                .await
+                .expect("refresh_with_session")
+        }
+    };
+
+    assert_eq!(
+        both(token).await,
+        Some((refresh(&stores, token).await.expect("stored"), s.clone()))
+    );
+    let rotated = stores
+        .sessions
+        .rotate_refresh(&token, at(60), &successor, b"sealed", s.id)
+        .await;
+    assert!(rotated.expect("rotate_refresh"));
+    let (spent, of) = both(token).await.expect("still there, spent");
+    assert_eq!((spent.spent_at, of.id), (Some(at(60)), s.id));
+    assert_eq!(spent.successor_sealed.as_deref(), Some(&b"sealed"[..]));
+    let (next, _) = both(successor).await.expect("the successor");
+    assert_eq!((next.created_at, next.spent_at), (at(60), None));
+    assert_eq!(both(SecretHash([12; 32])).await, None);
+    // The session ended: its tokens went with it.
+    let ended = stores
+        .sessions
+        .delete_session(s.id, alice.id, at(61))
+        .await;
+    assert!(ended.expect("delete_session"));
+    assert_eq!(both(token).await, None);
+    assert_eq!(both(successor).await, None);
 }
 
 async fn concurrent_rotations_admit_exactly_one(stores: Stores) {
