@@ -231,6 +231,10 @@ fn apply(revocations: &Revocations, message: &redis::Msg) {
             return;
         }
     };
+    if payload == crate::store::redis::PRINCIPALS_CHANGED {
+        revocations.principals_changed();
+        return;
+    }
     match crate::store::redis::parse_revocation(&payload) {
         Some((sid, until)) => revocations.insert([(sid, until)]),
         None => tracing::warn!("malformed revocation message ignored"),

@@ -217,6 +217,9 @@ pub struct Revocations {
     /// from a read that began before it are not used (the store may have
     /// lost data, and endings may have gone unannounced meanwhile).
     epoch: AtomicU64,
+    /// Bumped by every change to users or roles that another node announced
+    /// through the feed: principals read before it are not used.
+    principal_changes: AtomicU64,
 }
 
 impl Revocations {
@@ -227,6 +230,7 @@ impl Revocations {
             feed: None,
             fail_mode: RevocationFailMode::Closed,
             epoch: AtomicU64::new(0),
+            principal_changes: AtomicU64::new(0),
         }
     }
 
@@ -299,6 +303,18 @@ impl Revocations {
     /// store and keeps the entry only while it is unchanged.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// How many changes to users or roles other nodes have announced.
+    pub fn principal_changes(&self) -> u64 {
+        self.principal_changes.load(Ordering::Acquire)
+    }
+
+    /// Another node announced a change to users or roles (the feed's
+    /// `principals` message): every principal this node read before is
+    /// retired.
+    pub fn principals_changed(&self) {
+        self.principal_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The revocation feed is (re)connected, and the set reloaded after it

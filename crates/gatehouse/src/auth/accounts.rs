@@ -322,7 +322,7 @@ impl Accounts {
                 HashError::Internal(e) => ChangePasswordError::Store(e),
             })?;
         self.users.set_password_hash(who.user.id, &hash).await?;
-        self.principals.invalidate();
+        self.principals.changed().await;
         let mut event = self
             .audit
             .event(EventType::PasswordChanged, Actor::User(who.user.id))

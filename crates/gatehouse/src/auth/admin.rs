@@ -138,7 +138,7 @@ impl Admin {
         } else {
             users.put_role(name, &perms).await?;
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         let event = self
             .audit
             .event(EventType::RoleChanged, actor)
@@ -215,7 +215,7 @@ impl Admin {
         if !changed {
             return Ok(None);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         let kind = if disabled {
             EventType::UserDisabled
         } else {
@@ -256,7 +256,7 @@ impl Admin {
         if !disabled {
             return Ok(false);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         self.sessions
             .end_all_of(id, None, actor, Ending::UserDeleted)
             .await?;
@@ -267,7 +267,7 @@ impl Admin {
         } else {
             users.delete_user(id).await?
         };
-        self.principals.invalidate();
+        self.principals.changed().await;
         if deleted {
             let event = self.audit.event(EventType::UserDeleted, actor).user(id);
             self.audit.record_one(event).await;
@@ -301,7 +301,7 @@ impl Admin {
         if !changed {
             return Ok(None);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         let user = self.users.user_by_id(id).await?;
         if let Some(user) = &user {
             let event = self
@@ -347,7 +347,7 @@ impl Admin {
         } else {
             users.delete_role(name).await?
         };
-        self.principals.invalidate();
+        self.principals.changed().await;
         if deleted {
             let event = self
                 .audit

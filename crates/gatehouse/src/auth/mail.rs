@@ -411,7 +411,7 @@ impl Mail {
         if !done {
             return Err(MailError::InvalidToken);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         self.metrics.password_resets_completed.increment(1);
         let mut event = self
             .audit
@@ -457,7 +457,7 @@ impl Mail {
         if !done {
             return Err(MailError::InvalidToken);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         let event = self
             .audit
             .event(EventType::EmailVerificationChanged, Actor::User(user.id))
@@ -531,7 +531,7 @@ impl Mail {
         if !self.store.set_email_verified(user, verified).await? {
             return Ok(false);
         }
-        self.principals.invalidate();
+        self.principals.changed().await;
         let event = self
             .audit
             .event(EventType::EmailVerificationChanged, actor)

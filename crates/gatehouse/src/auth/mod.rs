@@ -203,11 +203,14 @@ impl Services {
             policy.sessions,
         ));
         sessions.reload_revocations().await?;
-        let principals = Arc::new(principals::Principals::new(
-            stores.principal_cache_ttl,
-            principals::CAPACITY,
-            revocations.clone(),
-        ));
+        let principals = Arc::new(
+            principals::Principals::new(
+                stores.principal_cache_ttl,
+                principals::CAPACITY,
+                revocations.clone(),
+            )
+            .announcing_to(stores.sessions.clone()),
+        );
         let throttle = Arc::new(Throttle::new(
             stores.failures.clone(),
             stores.users.clone(),

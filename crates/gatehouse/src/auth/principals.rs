@@ -32,6 +32,7 @@ use time::OffsetDateTime;
 use super::sessions::Authenticated;
 use crate::model::types::{SecretHash, SessionId};
 use crate::revocation::Revocations;
+use crate::store::SessionStore;
 
 /// How long an entry answers after its reads: the bound on how late a role
 /// change made by another process reaches a bearer caller at this node.
@@ -82,6 +83,8 @@ pub struct Principals {
     generation: AtomicU64,
     fresh_for: Duration,
     revocations: Arc<Revocations>,
+    /// Where a change is announced to the other nodes.
+    announce_to: Option<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for Principals {
@@ -104,7 +107,15 @@ impl Principals {
             generation: AtomicU64::new(0),
             fresh_for: fresh_for.min(FRESH_FOR),
             revocations,
+            announce_to: None,
         }
+    }
+
+    /// Announces every change through `store` (to the nodes that share it).
+    #[must_use]
+    pub fn announcing_to(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.announce_to = Some(store);
+        self
     }
 
     /// Whether the cache keeps anything.
@@ -119,6 +130,7 @@ impl Principals {
         self.generation
             .load(Ordering::Acquire)
             .wrapping_add(self.revocations.epoch())
+            .wrapping_add(self.revocations.principal_changes())
     }
 
     /// The principal of this session, when read less than `fresh_for` ago
@@ -202,6 +214,25 @@ impl Principals {
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.by_session.clear();
+    }
+
+    /// Users or roles were changed through this node: its entries are
+    /// retired at once, and the other nodes sharing its session store are
+    /// told to retire theirs (with Redis, a message on the revocation
+    /// channel, which reaches them in about a millisecond). An announcement
+    /// that fails is logged: the others then see the change within
+    /// [`FRESH_FOR`], as they would a change made by the command line.
+    pub async fn changed(&self) {
+        self.invalidate();
+        if let Some(store) = &self.announce_to
+            && let Err(e) = store.announce_principals_changed().await
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "a change to users or roles could not be announced to the other nodes; \
+                 they see it within a second"
+            );
+        }
     }
 
     /// How many sessions are cached.

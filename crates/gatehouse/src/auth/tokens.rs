@@ -373,12 +373,13 @@ impl Tokens {
         let presented = RefreshSecret::parse(presented).ok_or(GrantError::InvalidGrant)?;
         let hash = presented.hash();
         let store = &self.store;
-        // The token with its session, then the user with their permissions:
-        // two round trips on the SQL stores.
-        let (record, session) = store
+        // The token, its session, and (on the SQL stores, in the same
+        // round trip) the user with their permissions.
+        let read = store
             .refresh_with_session(&hash)
             .await?
             .ok_or(GrantError::InvalidGrant)?;
+        let (record, session) = (read.refresh, read.session);
         // A client session's refresh token is its client's alone (RFC 6749
         // §6): only that client, authenticated, may use it.
         if let Some(link) = &session.link
@@ -390,10 +391,11 @@ impl Tokens {
         if !self.sessions.is_live(&session, now) {
             return Err(GrantError::InvalidGrant);
         }
-        let (user, permissions) = self
-            .users
-            .user_with_permissions(session.user_id)
-            .await?
+        let user = match read.user {
+            Some(found) => Some(found),
+            None => self.users.user_with_permissions(session.user_id).await?,
+        };
+        let (user, permissions) = user
             .filter(|(u, _)| !u.disabled)
             .ok_or(GrantError::InvalidGrant)?;
 

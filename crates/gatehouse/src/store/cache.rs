@@ -345,6 +345,10 @@ impl SessionStore for CachingSessionStore {
         }
     }
 
+    async fn announce_principals_changed(&self) -> anyhow::Result<()> {
+        self.inner.announce_principals_changed().await
+    }
+
     async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
         self.inner.count_sessions(now).await
     }

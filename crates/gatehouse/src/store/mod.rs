@@ -232,6 +232,18 @@ pub struct RefreshRecord {
     pub successor_sealed: Option<Vec<u8>>,
 }
 
+/// A refresh token as a grant reads it ([`SessionStore::refresh_with_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRead {
+    pub refresh: RefreshRecord,
+    pub session: SessionRecord,
+    /// The session's user and their effective permissions (as
+    /// [`UserStore::user_with_permissions`] gives them), where this store
+    /// holds users; `None` where it does not (Redis): the caller reads them
+    /// from the user store.
+    pub user: Option<(UserRecord, Vec<String>)>,
+}
+
 /// One entry of the revocation log: a session whose tokens are refused
 /// until `until`, numbered `seq` in the log's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +326,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn session_by_secret(&self, hash: &SecretHash) -> anyhow::Result<Option<SessionRecord>>;
 
     async fn session_by_id(&self, id: SessionId) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// Tells every other node that users or roles changed, so that they
+    /// retire the principals they cached at once (Redis: a message on the
+    /// revocation channel). A no-op where no other node listens.
+    async fn announce_principals_changed(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Records a use; never moves `last_seen_at` backwards; a no-op for an
     /// unknown id.
@@ -398,18 +417,21 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn refresh_by_hash(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRecord>>;
 
     /// A refresh token and its session, when both exist: what a refresh
-    /// grant reads first. The SQL stores read them in one round trip.
-    async fn refresh_with_session(
-        &self,
-        hash: &SecretHash,
-    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
+    /// grant reads. The SQL stores, which hold users too, read the
+    /// session's user and their effective permissions with them, all in one
+    /// round trip; the others leave `user` to the user store.
+    async fn refresh_with_session(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRead>> {
         let Some(refresh) = self.refresh_by_hash(hash).await? else {
             return Ok(None);
         };
         Ok(self
             .session_by_id(refresh.session_id)
             .await?
-            .map(|session| (refresh, session)))
+            .map(|session| RefreshRead {
+                refresh,
+                session,
+                user: None,
+            }))
     }
 
     /// Spends `old` and stores its successor (created at `spent_at`),

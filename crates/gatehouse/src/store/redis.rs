@@ -468,6 +468,11 @@ pub fn revocation_channel(prefix: &str) -> String {
     format!("{prefix}revocations")
 }
 
+/// The revocation channel's other message: users or roles changed on some
+/// node (published by [`SessionStore::announce_principals_changed`]), so
+/// every node retires the principals it cached.
+pub const PRINCIPALS_CHANGED: &str = "principals";
+
 /// One message of the revocation channel, as the scripts publish it:
 /// `"{session id} {revoke_until, ms since the epoch}"`; `None` for anything
 /// else.
@@ -774,6 +779,15 @@ impl SessionStore for RedisStore {
 
     /// From the index of absolute expiries (`{prefix}exp`), which every
     /// session enters at creation and leaves when it ends.
+    async fn announce_principals_changed(&self) -> anyhow::Result<()> {
+        let mut con = self.con();
+        let _: i64 = con
+            .publish(self.revocation_channel(), PRINCIPALS_CHANGED)
+            .await
+            .context("announcing a change to users or roles on Redis")?;
+        Ok(())
+    }
+
     async fn count_sessions(&self, now: OffsetDateTime) -> anyhow::Result<u64> {
         let mut con = self.con();
         // The score is the absolute expiry in milliseconds; "(" excludes it.

@@ -279,6 +279,97 @@ async fn a_cached_record_that_looks_idle_is_read_again_not_ended() {
     assert_eq!(me(&b).await.expect("request").status(), StatusCode::OK);
 }
 
+/// Nodes cache what they read of a caller for up to a second (the principal
+/// cache, cookie and bearer alike). A change to users or roles made through
+/// one node is announced on the revocation channel, and every node retires
+/// what it cached at once: the callers of another node see the change by
+/// their next request, not a second later.
+#[tokio::test]
+async fn a_role_change_through_one_node_reaches_every_nodes_cached_callers_at_once() {
+    let _slot = PG_SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let pg = PgDatabase::create().await;
+    let redis = RedisPrefix::create().await;
+    let shared = |c: &mut Config| {
+        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+        c.redis_url = Some(REDIS_URL.to_owned().into());
+        c.redis_key_prefix = redis.prefix.clone();
+        c.issuer = Some("http://gatehouse.test".into());
+    };
+    let a = TestApp::spawn_with(shared).await;
+    let b = TestApp::spawn_with(shared).await;
+    following(&a).await;
+    following(&b).await;
+    let admin = a.create_user_with_role("admin", &["gatehouse:admin"]).await;
+    let admin_client = a.client();
+    assert_eq!(
+        a.login(&admin_client, &admin).await.status(),
+        StatusCode::OK
+    );
+    let holder = b.create_user_with_role("editor", &["docs:read"]).await;
+    let cookie = b.client();
+    assert_eq!(b.login(&cookie, &holder).await.status(), StatusCode::OK);
+    let access = b
+        .bare_client()
+        .post(b.url("/v1/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", holder.email.as_str()),
+            ("password", holder.password.as_str()),
+        ])
+        .send()
+        .await
+        .expect("POST /v1/token")
+        .json::<Value>()
+        .await
+        .expect("JSON")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let permissions_on_b = || async {
+        let by_cookie: Value = b.get_me(&cookie).await.json().await.expect("JSON");
+        let by_token: Value = b
+            .bare_client()
+            .get(b.url("/v1/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("GET /v1/me")
+            .json()
+            .await
+            .expect("JSON");
+        (
+            by_cookie["permissions"].clone(),
+            by_token["permissions"].clone(),
+        )
+    };
+    // B now holds what it read for both sessions, fresh for a second.
+    let old = json!(["docs:read"]);
+    assert_eq!(permissions_on_b().await, (old.clone(), old));
+
+    let res = admin_client
+        .put(a.url("/v1/admin/roles/editor"))
+        .json(&json!({ "permissions": ["docs:read", "docs:write"] }))
+        .send()
+        .await
+        .expect("PUT /v1/admin/roles/editor");
+    assert_eq!(res.status(), StatusCode::OK);
+    let changed = std::time::Instant::now();
+    let new = json!(["docs:read", "docs:write"]);
+    // The announcement takes about a millisecond; the cache alone would
+    // keep the old permissions for most of a second.
+    while permissions_on_b().await != (new.clone(), new.clone()) {
+        assert!(
+            changed.elapsed() < Duration::from_millis(300),
+            "node B still answers the old permissions {:?} after a change on node A",
+            changed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
     app.bare_client()
         .post(app.url("/v1/token"))

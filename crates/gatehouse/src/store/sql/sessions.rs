@@ -11,6 +11,7 @@ use sqlx::{Postgres, Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::users::split_list;
 use super::{hash_from, ms, parse_uuid};
 use crate::clock::{from_millis, to_millis};
 use crate::model::amr::Amr;
@@ -18,7 +19,8 @@ use crate::model::types::{ClientId, CredentialId, SecretHash, SessionId, UserId}
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    RefreshRecord, RevocationLog, SessionLink, SessionRecord, SessionStore, log_from_rows,
+    RefreshRead, RefreshRecord, RevocationLog, SessionLink, SessionRecord, SessionStore,
+    UserRecord, log_from_rows,
 };
 
 /// A session's columns, in the order both row mappings read them by name.
@@ -65,12 +67,40 @@ const REFRESH_BY_HASH: &str = "SELECT session_id, created_at, spent_at, successo
      FROM refresh_tokens WHERE token_hash = $1";
 
 /// A refresh token's columns beside its session's (named as `session_select!`
-/// names them, for the session's row mapping).
-const REFRESH_WITH_SESSION: &str = "SELECT s.id, s.secret_hash, s.user_id, s.created_at, \
-     s.last_seen_at, s.expires_at, s.user_agent, s.ip, s.amr, s.client_id, s.parent_id, s.scopes, \
-     r.created_at AS refresh_created_at, r.spent_at AS refresh_spent_at, \
-     r.successor_sealed AS refresh_successor_sealed \
-     FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1";
+/// names them, for the session's row mapping) and its user's with their
+/// roles and effective permissions (as `users.rs` reads them: PostgreSQL
+/// arrays in order, SQLite lists joined by U+001F and sorted when read).
+macro_rules! refresh_read {
+    ($roles:literal, $permissions:literal) => {
+        concat!(
+            "SELECT s.id, s.secret_hash, s.user_id, s.created_at, s.last_seen_at, s.expires_at, ",
+            "s.user_agent, s.ip, s.amr, s.client_id, s.parent_id, s.scopes, ",
+            "r.created_at AS refresh_created_at, r.spent_at AS refresh_spent_at, ",
+            "r.successor_sealed AS refresh_successor_sealed, ",
+            "u.email AS user_email, u.password_hash AS user_password_hash, ",
+            "u.created_at AS user_created_at, u.disabled AS user_disabled, ",
+            "u.email_verified AS user_email_verified, ",
+            $roles,
+            " AS user_roles, ",
+            $permissions,
+            " AS user_permissions ",
+            "FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id ",
+            "JOIN users u ON u.id = s.user_id WHERE r.token_hash = $1"
+        )
+    };
+}
+
+const PG_REFRESH_READ: &str = refresh_read!(
+    "array(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role)",
+    "array(SELECT DISTINCT rp.permission FROM user_roles ur \
+     JOIN role_permissions rp ON rp.role = ur.role WHERE ur.user_id = u.id ORDER BY rp.permission)"
+);
+
+const SQLITE_REFRESH_READ: &str = refresh_read!(
+    "(SELECT group_concat(role, char(31)) FROM user_roles WHERE user_id = u.id)",
+    "(SELECT group_concat(permission, char(31)) FROM (SELECT DISTINCT rp.permission \
+     FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role WHERE ur.user_id = u.id))"
+);
 
 /// The rotation on PostgreSQL in one statement: the session is locked
 /// first (`live`: the successor's foreign-key check needs this lock anyway,
@@ -329,29 +359,42 @@ impl SessionStore for PgStore {
         ))
     }
 
-    async fn refresh_with_session(
-        &self,
-        hash: &SecretHash,
-    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
-        let Some(row) = sqlx::query(REFRESH_WITH_SESSION)
+    async fn refresh_with_session(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRead>> {
+        let Some(row) = sqlx::query(PG_REFRESH_READ)
             .bind(&hash.0[..])
             .fetch_optional(&mut *self.conn().await?)
             .await
-            .context("reading a refresh token and its session")?
+            .context("reading a refresh token, its session and its user")?
         else {
             return Ok(None);
         };
         let session = pg_session_from_row(&row)?;
-        let decode = || -> Result<RefreshRecord, sqlx::Error> {
-            Ok(RefreshRecord {
+        let decode = || -> Result<RefreshRead, sqlx::Error> {
+            let refresh = RefreshRecord {
                 session_id: session.id,
                 created_at: row.try_get("refresh_created_at")?,
                 spent_at: row.try_get("refresh_spent_at")?,
                 successor_sealed: row.try_get("refresh_successor_sealed")?,
+            };
+            let user = UserRecord {
+                id: session.user_id,
+                email: row.try_get("user_email")?,
+                password_hash: row.try_get("user_password_hash")?,
+                created_at: row.try_get("user_created_at")?,
+                disabled: row.try_get("user_disabled")?,
+                email_verified: row.try_get("user_email_verified")?,
+                roles: row.try_get("user_roles")?,
+            };
+            let permissions = row.try_get("user_permissions")?;
+            Ok(RefreshRead {
+                refresh,
+                session: session.clone(),
+                user: Some((user, permissions)),
             })
         };
-        let refresh = decode().context("decoding a refresh token")?;
-        Ok(Some((refresh, session)))
+        decode()
+            .context("decoding a refresh token and its user")
+            .map(Some)
     }
 
     async fn rotate_refresh(
@@ -609,15 +652,12 @@ impl SessionStore for SqliteStore {
         .transpose()
     }
 
-    async fn refresh_with_session(
-        &self,
-        hash: &SecretHash,
-    ) -> anyhow::Result<Option<(RefreshRecord, SessionRecord)>> {
-        let Some(row) = sqlx::query(REFRESH_WITH_SESSION)
+    async fn refresh_with_session(&self, hash: &SecretHash) -> anyhow::Result<Option<RefreshRead>> {
+        let Some(row) = sqlx::query(SQLITE_REFRESH_READ)
             .bind(&hash.0[..])
             .fetch_optional(&self.pool)
             .await
-            .context("reading a refresh token and its session")?
+            .context("reading a refresh token, its session and its user")?
         else {
             return Ok(None);
         };
@@ -630,7 +670,21 @@ impl SessionStore for SqliteStore {
                 .map(from_millis),
             successor_sealed: row.try_get("refresh_successor_sealed")?,
         };
-        Ok(Some((refresh, session)))
+        let user = UserRecord {
+            id: session.user_id,
+            email: row.try_get("user_email")?,
+            password_hash: row.try_get("user_password_hash")?,
+            created_at: from_millis(row.try_get("user_created_at")?),
+            disabled: row.try_get::<i64, _>("user_disabled")? != 0,
+            email_verified: row.try_get::<i64, _>("user_email_verified")? != 0,
+            roles: split_list(row.try_get("user_roles")?),
+        };
+        let permissions = split_list(row.try_get("user_permissions")?);
+        Ok(Some(RefreshRead {
+            refresh,
+            session,
+            user: Some((user, permissions)),
+        }))
     }
 
     async fn rotate_refresh(

@@ -570,7 +570,7 @@ fn sqlite_user_from_row(row: &SqliteRow) -> anyhow::Result<UserRecord> {
 }
 
 /// A list SQLite folded into one column, sorted.
-fn split_list(list: Option<String>) -> Vec<String> {
+pub(super) fn split_list(list: Option<String>) -> Vec<String> {
     let mut items: Vec<String> = list
         .unwrap_or_default()
         .split(LIST_SEPARATOR)
