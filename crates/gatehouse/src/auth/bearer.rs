@@ -153,37 +153,14 @@ impl Bearer {
             Lookup::Fresh(hit) => return Ok(Some(hit)),
             Lookup::Renew(hit) => renewing = Some(hit),
         }
-        let generation = cache.generation();
-        let read = async {
-            let Some(auth) = self.read_principal(user_id, session_id, now).await? else {
-                return Ok(None);
-            };
-            // Read together only when they will be cached; otherwise a
-            // handler that needs them reads them.
-            let permissions = if cache.is_on() {
-                Some(self.users.permissions_of(auth.user.id).await?.into())
-            } else {
-                None
-            };
-            Ok::<_, anyhow::Error>(Some((auth, permissions)))
-        };
-        let (auth, permissions) = match (read.await, renewing) {
-            (Ok(Some(found)), _) => found,
-            (Ok(None), _) => {
-                cache.remove(session_id);
-                return Ok(None);
-            }
-            // The entry being renewed is still fresh: it answers while the
-            // store does not.
-            (Err(_), Some(hit)) => return Ok(Some(hit)),
-            (Err(e), None) => return Err(e),
-        };
-        let principal = Arc::new(Principal {
-            auth: Arc::new(auth),
-            permissions,
-        });
-        cache.put(principal.clone(), now, generation);
-        Ok(Some(principal))
+        let read = self.read_principal(user_id, session_id, now);
+        let found = cache
+            .read_through(&*self.users, now, renewing, read)
+            .await?;
+        if found.is_none() {
+            cache.remove(session_id);
+        }
+        Ok(found)
     }
 
     /// The bearer path's reads: the token's session and its user. The

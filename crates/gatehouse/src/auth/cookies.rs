@@ -101,41 +101,20 @@ impl Cookies {
                 }
             }
         }
-        let generation = cache.generation();
-        let read = async {
-            let Some(auth) = self.sessions.authenticate(secret).await? else {
-                return Ok(None);
-            };
-            // Read together only when they will be cached; otherwise a
-            // handler that needs them reads them.
-            let permissions = if cache.is_on() {
-                Some(self.users.permissions_of(auth.user.id).await?.into())
-            } else {
-                None
-            };
-            Ok::<_, anyhow::Error>(Some((auth, permissions)))
-        };
-        let (auth, permissions) = match (read.await, renewing) {
-            (Ok(Some(found)), _) => found,
-            (Ok(None), _) => {
+        let read = self.sessions.authenticate(secret);
+        let found = cache
+            .read_through(&*self.users, now, renewing, read)
+            .await?;
+        match &found {
+            Some(principal) => cache.remember_secret(hash, principal.auth.session.id),
+            None => {
                 cache.forget_secret(&hash);
                 if let Some(sid) = known {
                     cache.remove(sid);
                 }
-                return Ok(None);
             }
-            // The entry being renewed is still fresh: it answers while the
-            // store does not.
-            (Err(_), Some(hit)) => return Ok(Some(hit)),
-            (Err(e), None) => return Err(e),
-        };
-        let principal = Arc::new(Principal {
-            auth: Arc::new(auth),
-            permissions,
-        });
-        cache.put(principal.clone(), now, generation);
-        cache.remember_secret(hash, principal.auth.session.id);
-        Ok(Some(principal))
+        }
+        Ok(found)
     }
 }
 

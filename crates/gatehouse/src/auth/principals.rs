@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use super::sessions::Authenticated;
 use crate::model::types::{SecretHash, SessionId};
 use crate::revocation::Revocations;
-use crate::store::SessionStore;
+use crate::store::{SessionStore, UserStore};
 
 /// How long an entry answers after its reads: the bound on how late a role
 /// change made by another process reaches a bearer caller at this node.
@@ -203,6 +203,52 @@ impl Principals {
     /// Forgets a secret that names no live session.
     pub fn forget_secret(&self, hash: &SecretHash) {
         self.by_secret.remove(hash);
+    }
+
+    /// Reads a principal through `read` (the session and its user; `None`
+    /// when not live) and, where the cache keeps entries, the user's
+    /// permissions with it, and caches what it found under the generation
+    /// noted before the read began. A failed read while `renewing` an entry
+    /// that is still fresh answers with that entry. The cookie and bearer
+    /// paths' one way to the store.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn read_through(
+        &self,
+        users: &dyn UserStore,
+        now: OffsetDateTime,
+        renewing: Option<Arc<Principal>>,
+        read: impl Future<Output = anyhow::Result<Option<Authenticated>>>,
+    ) -> anyhow::Result<Option<Arc<Principal>>> {
+        let generation = self.generation();
+        let read = async {
+            let Some(auth) = read.await? else {
+                return Ok(None);
+            };
+            // Read together only when they will be cached; otherwise a
+            // handler that needs them reads them.
+            let permissions = if self.is_on() {
+                Some(users.permissions_of(auth.user.id).await?.into())
+            } else {
+                None
+            };
+            Ok::<_, anyhow::Error>(Some((auth, permissions)))
+        };
+        let (auth, permissions) = match (read.await, renewing) {
+            (Ok(Some(found)), _) => found,
+            (Ok(None), _) => return Ok(None),
+            // The entry being renewed is still fresh: it answers while the
+            // store does not.
+            (Err(_), Some(hit)) => return Ok(Some(hit)),
+            (Err(e), None) => return Err(e),
+        };
+        let principal = Arc::new(Principal {
+            auth: Arc::new(auth),
+            permissions,
+        });
+        self.put(principal.clone(), now, generation);
+        Ok(Some(principal))
     }
 
     /// Forgets one session (ended, or found not live).
