@@ -428,7 +428,7 @@ impl KeyManager {
                 // Several nodes may start on an empty store at once: the
                 // store adds only the first key of each purpose and
                 // algorithm, and every node uses it.
-                let key = manager.generate_stored_key(purpose, alg)?;
+                let key = manager.generate_stored_key(purpose, alg).await?;
                 if manager
                     .store
                     .add_first_key(&key, manager.retire_at())
@@ -619,7 +619,9 @@ impl KeyManager {
                 anyhow::bail!("HS256 uses jwt_hs256_secret: rotate by replacing the secret")
             }
         }
-        let key = self.generate_stored_key(KeyPurpose::Access, self.alg)?;
+        let key = self
+            .generate_stored_key(KeyPurpose::Access, self.alg)
+            .await?;
         let kid = key.kid.clone();
         self.store.add_key(&key, self.retire_at()).await?;
         self.reload().await?;
@@ -638,7 +640,9 @@ impl KeyManager {
     pub async fn rotate_id_token_keys(&self) -> anyhow::Result<Vec<String>> {
         let mut kids = Vec::with_capacity(IdTokenAlg::ALL.len());
         for alg in IdTokenAlg::ALL {
-            let key = self.generate_stored_key(KeyPurpose::IdToken, id_token_key_alg(alg))?;
+            let key = self
+                .generate_stored_key(KeyPurpose::IdToken, id_token_key_alg(alg))
+                .await?;
             self.store.add_key(&key, self.retire_at()).await?;
             kids.push(key.kid);
         }
@@ -652,9 +656,18 @@ impl KeyManager {
     }
 
     /// A new key of `purpose` and `alg`, sealed when a key-encryption key is
-    /// configured, ready to store.
-    fn generate_stored_key(&self, purpose: KeyPurpose, alg: JwtAlg) -> anyhow::Result<StoredKey> {
-        let der = generate(alg)?;
+    /// configured, ready to store. The key pair is generated on the
+    /// blocking pool, off the async executor: an RSA key takes tens to
+    /// hundreds of milliseconds of CPU (the ID-token rotation of the admin
+    /// API makes one every time, and a first start on RS256 another).
+    async fn generate_stored_key(
+        &self,
+        purpose: KeyPurpose,
+        alg: JwtAlg,
+    ) -> anyhow::Result<StoredKey> {
+        let der = tokio::task::spawn_blocking(move || generate(alg))
+            .await
+            .context("the key generation task failed")??;
         let (_, jwk) = from_pem(alg, der_to_pem(&der).as_bytes())?;
         let kid = jwk.common.key_id.clone().unwrap_or_default();
         let (private_key, encrypted) = match &self.kek {
