@@ -89,8 +89,7 @@ impl Cookies {
                     Lookup::Fresh(hit) | Lookup::Renew(hit)
                         if !bool::from(hit.auth.session.secret_hash.0.ct_eq(&hash.0))
                             || !self.sessions.is_live(&hit.auth.session, now)
-                            || now - hit.auth.session.last_seen_at
-                                >= self.sessions.limits().touch_interval() =>
+                            || self.sessions.use_due(&hit.auth.session, now) =>
                     {
                         // Not this secret's, idle by a record that may be
                         // stale, or a use to record: the store decides.
@@ -125,12 +124,12 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::auth::accounts::Registrar;
+    use crate::auth::Services;
     use crate::auth::audit::{Actor, Ending};
     use crate::auth::sessions::NewSession;
-    use crate::auth::{ClientMeta, Services};
+    use crate::auth::sessions::tests::logged_in_with;
     use crate::clock::ManualClock;
-    use crate::model::types::{Password, Permission, RoleName};
+    use crate::model::types::{Permission, RoleName};
     use crate::store::{SessionStore, UserStore};
 
     struct Fixture {
@@ -162,28 +161,6 @@ mod tests {
         }
     }
 
-    async fn logged_in(auth: &Services, roles: Vec<RoleName>) -> NewSession {
-        auth.accounts
-            .register(
-                "a@example.com",
-                "a long passphrase".into(),
-                roles,
-                Registrar::Operator,
-            )
-            .await
-            .expect("register");
-        let (_, s) = auth
-            .accounts
-            .login(
-                "a@example.com",
-                Password::new("a long passphrase".into()),
-                &ClientMeta::default(),
-            )
-            .await
-            .expect("login");
-        s
-    }
-
     async fn who(f: &Fixture, s: &NewSession) -> Option<Arc<Principal>> {
         f.auth
             .cookies
@@ -195,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn another_process_s_change_is_seen_within_the_second_and_not_before() {
         let f = fixture().await;
-        let s = logged_in(&f.auth, vec![]).await;
+        let s = logged_in_with(&f.auth, vec![]).await;
         let first = who(&f, &s).await.expect("live");
         assert!(first.permissions.is_some(), "read with the session");
         // Disabled behind the node's back: the cached read still answers
@@ -233,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn an_ending_on_this_node_is_refused_by_the_next_request() {
         let f = fixture().await;
-        let s = logged_in(&f.auth, vec![]).await;
+        let s = logged_in_with(&f.auth, vec![]).await;
         assert!(who(&f, &s).await.is_some());
         assert!(
             f.auth
@@ -259,7 +236,7 @@ mod tests {
             .set_role(&role, std::slice::from_ref(&read), Actor::Cli)
             .await
             .expect("role");
-        let s = logged_in(&f.auth, vec![role.clone()]).await;
+        let s = logged_in_with(&f.auth, vec![role.clone()]).await;
         let held = who(&f, &s).await.expect("live").permissions.clone();
         assert_eq!(held.as_deref(), Some(&["docs:read".to_owned()][..]));
         f.auth
@@ -277,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn a_use_due_for_recording_is_written_though_the_entry_is_fresh() {
         let f = fixture().await;
-        let s = logged_in(&f.auth, vec![]).await;
+        let s = logged_in_with(&f.auth, vec![]).await;
         let login = s.record.last_seen_at;
         // 600 s idle timeout: a use is written once a minute.
         f.clock.advance(Duration::from_millis(59_500));

@@ -105,6 +105,12 @@ impl Sessions {
         now < session.expires_at && now < self.idle_expiry(session)
     }
 
+    /// Whether a use at `now` is to be recorded: the record's
+    /// `last_seen_at` is at least the touch interval old.
+    pub fn use_due(&self, session: &SessionRecord, now: OffsetDateTime) -> bool {
+        now - session.last_seen_at >= self.limits.touch_interval()
+    }
+
     /// Creates a session for a user who proved who they are by `amr`, then
     /// ends their oldest live sessions beyond `max_sessions_per_user`, as
     /// any ending goes.
@@ -205,7 +211,7 @@ impl Sessions {
         if user.disabled {
             return Ok(None);
         }
-        if now - session.last_seen_at >= self.limits.touch_interval() {
+        if self.use_due(&session, now) {
             self.store.touch_session(session.id, now).await?;
             session.last_seen_at = now;
         }
@@ -445,7 +451,7 @@ impl Sessions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use time::macros::datetime;
@@ -470,11 +476,20 @@ mod tests {
     }
 
     async fn logged_in(auth: &Services) -> NewSession {
+        logged_in_with(auth, vec![]).await
+    }
+
+    /// Registers a@example.com holding `roles` (as an operator would) and
+    /// logs in once (also the cookie path's tests).
+    pub(crate) async fn logged_in_with(
+        auth: &Services,
+        roles: Vec<crate::model::types::RoleName>,
+    ) -> NewSession {
         auth.accounts
             .register(
                 "a@example.com",
                 "a long passphrase".into(),
-                vec![],
+                roles,
                 crate::auth::accounts::Registrar::Operator,
             )
             .await

@@ -431,7 +431,7 @@ impl Tokens {
         // Otherwise the token's idle bound stays the stored one, at most
         // that interval earlier than now's.
         let mut session = session;
-        if now - session.last_seen_at >= self.sessions.limits().touch_interval() {
+        if self.sessions.use_due(&session, now) {
             store.touch_session(session.id, now).await?;
             session.last_seen_at = now;
         }

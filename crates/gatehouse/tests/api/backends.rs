@@ -41,6 +41,16 @@ on_every_backend! {
     session_limit_journey => sqlite_session_limit_journey, postgres_session_limit_journey, redis_session_limit_journey;
 }
 
+/// What the nodes of one deployment share: the PostgreSQL database, the
+/// Redis key prefix, and the issuer (so that each node's tokens are the
+/// others').
+fn nodes_of_one_deployment(c: &mut Config, pg: &PgDatabase, redis: &RedisPrefix) {
+    c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
+    c.redis_url = Some(REDIS_URL.to_owned().into());
+    c.redis_key_prefix = redis.prefix.clone();
+    c.issuer = Some("http://gatehouse.test".into());
+}
+
 #[tokio::test]
 async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second() {
     let _slot = PG_SLOTS
@@ -49,12 +59,7 @@ async fn redis_fans_a_logout_out_to_every_nodes_revocation_set_within_a_second()
         .expect("the semaphore is never closed");
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
-    let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
-        c.redis_url = Some(REDIS_URL.to_owned().into());
-        c.redis_key_prefix = redis.prefix.clone();
-        c.issuer = Some("http://gatehouse.test".into());
-    };
+    let shared = |c: &mut Config| nodes_of_one_deployment(c, &pg, &redis);
     let a = TestApp::spawn_with(shared).await;
     let b = TestApp::spawn_with(shared).await;
     // Both nodes follow the feed before anything is published.
@@ -107,12 +112,7 @@ async fn a_node_loads_revocations_it_missed_when_it_connects() {
         .expect("the semaphore is never closed");
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
-    let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
-        c.redis_url = Some(REDIS_URL.to_owned().into());
-        c.redis_key_prefix = redis.prefix.clone();
-        c.issuer = Some("http://gatehouse.test".into());
-    };
+    let shared = |c: &mut Config| nodes_of_one_deployment(c, &pg, &redis);
     let a = TestApp::spawn_with(shared).await;
     let user = a.create_user().await;
     let (access, _) = token_pair(&a, &user).await;
@@ -243,10 +243,7 @@ async fn a_cached_record_that_looks_idle_is_read_again_not_ended() {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
-        c.redis_url = Some(REDIS_URL.to_owned().into());
-        c.redis_key_prefix = redis.prefix.clone();
-        c.issuer = Some("http://gatehouse.test".into());
+        nodes_of_one_deployment(c, &pg, &redis);
         // Uses are recorded every 0.2 s; the cache answers for 10 s.
         c.session_idle_timeout = Duration::from_secs(2);
     };
@@ -292,12 +289,7 @@ async fn a_role_change_through_one_node_reaches_every_nodes_cached_callers_at_on
         .expect("the semaphore is never closed");
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
-    let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
-        c.redis_url = Some(REDIS_URL.to_owned().into());
-        c.redis_key_prefix = redis.prefix.clone();
-        c.issuer = Some("http://gatehouse.test".into());
-    };
+    let shared = |c: &mut Config| nodes_of_one_deployment(c, &pg, &redis);
     let a = TestApp::spawn_with(shared).await;
     let b = TestApp::spawn_with(shared).await;
     following(&a).await;
@@ -697,10 +689,7 @@ async fn redis_a_session_ended_by_the_limit_is_refused_on_every_node() {
     let pg = PgDatabase::create().await;
     let redis = RedisPrefix::create().await;
     let shared = |c: &mut Config| {
-        c.database_url = gatehouse::config::DatabaseUrl::Postgres(pg.url().into());
-        c.redis_url = Some(REDIS_URL.to_owned().into());
-        c.redis_key_prefix = redis.prefix.clone();
-        c.issuer = Some("http://gatehouse.test".into());
+        nodes_of_one_deployment(c, &pg, &redis);
         c.max_sessions_per_user = 2;
     };
     let a = TestApp::spawn_with(shared).await;

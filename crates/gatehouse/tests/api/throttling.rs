@@ -278,6 +278,30 @@ async fn unknown_email_wrong_password_and_disabled_user_get_identical_401s() {
     assert_eq!(answers[0], answers[2], "unknown email vs disabled user");
 }
 
+/// `n` logins of `email` with `password` sent at once; their statuses.
+async fn burst(
+    app: &TestApp,
+    client: &Client,
+    email: &str,
+    password: &str,
+    n: usize,
+) -> Vec<StatusCode> {
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let send = client
+                .post(app.url("/v1/login"))
+                .json(&json!({ "email": email, "password": password }))
+                .send();
+            tokio::spawn(send)
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(n);
+    for h in handles {
+        statuses.push(h.await.expect("task").expect("request").status());
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn a_burst_of_concurrent_guesses_gets_no_more_than_max_tries() {
     let app = throttled_app(LONG).await;
@@ -285,19 +309,7 @@ async fn a_burst_of_concurrent_guesses_gets_no_more_than_max_tries() {
     let client = app.bare_client();
     // Each attempt is counted before the password is checked, so however
     // the burst interleaves, only MAX of its guesses reach the hash.
-    let handles: Vec<_> = (0..12)
-        .map(|_| {
-            let send = client
-                .post(app.url("/v1/login"))
-                .json(&json!({ "email": user.email, "password": WRONG }))
-                .send();
-            tokio::spawn(send)
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for h in handles {
-        statuses.push(h.await.expect("task").expect("request").status());
-    }
+    let statuses = burst(&app, &client, &user.email, WRONG, 12).await;
     let checked = statuses
         .iter()
         .filter(|s| **s == StatusCode::UNAUTHORIZED)
@@ -321,57 +333,34 @@ async fn concurrent_logins_with_the_right_password_are_all_let_in() {
     let user = app.create_user().await;
     let client = app.bare_client();
     for round in 0..3 {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let send = client
-                    .post(app.url("/v1/login"))
-                    .json(&json!({ "email": user.email, "password": user.password }))
-                    .send();
-                tokio::spawn(send)
-            })
-            .collect();
-        for h in handles {
-            let res = h.await.expect("task").expect("request");
-            assert_eq!(res.status(), StatusCode::OK, "round {round}");
-        }
+        let statuses = burst(&app, &client, &user.email, &user.password, 8).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "round {round}: {statuses:?}"
+        );
     }
     // A failure before a burst of right passwords still counts toward the
     // limit, and the first success resets it.
     fail_logins(&app, &client, &user.email, MAX - 1).await;
-    let handles: Vec<_> = (0..6)
-        .map(|_| {
-            let send = client
-                .post(app.url("/v1/login"))
-                .json(&json!({ "email": user.email, "password": user.password }))
-                .send();
-            tokio::spawn(send)
-        })
-        .collect();
-    for h in handles {
-        let res = h.await.expect("task").expect("request");
-        assert_eq!(res.status(), StatusCode::OK);
-    }
+    let statuses = burst(&app, &client, &user.email, &user.password, 6).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     // Then a burst of guesses: the turns change nothing of the limit, at
     // most MAX of them reach the hash, whatever the interleaving.
-    let handles: Vec<_> = (0..12)
-        .map(|_| {
-            let send = client
-                .post(app.url("/v1/login"))
-                .json(&json!({ "email": user.email, "password": WRONG }))
-                .send();
-            tokio::spawn(send)
-        })
-        .collect();
-    let mut checked = 0;
-    for h in handles {
-        let status = h.await.expect("task").expect("request").status();
-        assert!(
-            status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
-            "{status}"
-        );
-        checked += usize::from(status == StatusCode::UNAUTHORIZED);
-    }
-    assert_eq!(checked, MAX as usize);
+    let statuses = burst(&app, &client, &user.email, WRONG, 12).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, MAX as usize, "{statuses:?}");
 }
 
 // ---------------------------------------------------------------------------
